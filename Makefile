@@ -1,0 +1,36 @@
+# Everything a fresh machine needs: `make demo` and `make test` create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint proto proto-check install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned: pip takes these builds from the local wheel store when it has them.
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[bot,inference,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/findlora demo
+
+test: $(STAMP)
+	$(BIN)/ruff check findlora bot inference_service db tests
+	$(BIN)/mypy
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check findlora bot inference_service db tests
+	$(BIN)/ruff format --check findlora bot inference_service db tests
+	$(BIN)/mypy
+
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. protos/findlora.proto
+
+clean:
+	rm -rf $(VENV) .findlora

@@ -1,0 +1,1 @@
+"""findlora inference service: models, scoring, search and the gRPC server."""

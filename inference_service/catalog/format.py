@@ -1,0 +1,240 @@
+"""Read and write the catalog directory format (DESIGN.md 6). No database here.
+
+catalog/
+  catalog.toml                 name, base_model default, optional note
+  prompts.txt                  platform prompt set, one a line (line number = prompt id, from 0)
+  samples/<sample_id>.<ext>    the sample set S
+  loras/<slug>/lora.toml       name, url, base_model, trigger_words, license, author, nsfw, [file]
+  loras/<slug>/references/<sample_id>.<ext>
+  loras/<slug>/spec/<prompt_id>-<n>.<ext>, spec/prompts.txt (ids continue after the platform set)
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inference_service.imaging import IMAGE_SUFFIXES
+
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
+SAMPLE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+SPEC_NAME_RE = re.compile(r"^(\d+)-(\d+)$")
+BASE_MODELS = ("sd1", "sd2", "sdxl", "sd3", "flux", "other")
+
+
+class CatalogError(Exception):
+    """Every problem found in a catalog directory, each with its path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(f"{len(problems)} problem(s) in the catalog:\n  " + "\n  ".join(problems))
+
+
+@dataclass(frozen=True)
+class SpecImage:
+    prompt_id: int
+    n: int
+    path: Path
+
+
+@dataclass
+class LoraEntry:
+    slug: str
+    name: str
+    url: str = ""
+    base_model: str = "sd1"
+    trigger_words: list[str] = field(default_factory=list)
+    license: str = ""
+    author: str = ""
+    nsfw: bool = False
+    file: str = ""
+    references: dict[str, Path] = field(default_factory=dict)
+    spec: list[SpecImage] = field(default_factory=list)
+    own_prompts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Catalog:
+    root: Path
+    name: str
+    base_model: str
+    note: str
+    prompts: list[str]
+    samples: dict[str, Path]
+    loras: dict[str, LoraEntry]
+
+
+def _images_by_stem(directory: Path, what: str, problems: list[str]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in sorted(directory.iterdir()):
+        if path.name.startswith(".") or path.name == "prompts.txt":
+            continue
+        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
+            problems.append(f"{path}: not a {what} image (expected {', '.join(IMAGE_SUFFIXES)})")
+            continue
+        if path.stem in found:
+            problems.append(f"{path}: duplicate {what} id {path.stem!r} (also {found[path.stem].name})")
+            continue
+        found[path.stem] = path
+    return found
+
+
+def _read_toml(path: Path, problems: list[str]) -> dict[str, Any] | None:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        problems.append(f"{path}: missing")
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(f"{path}: invalid TOML ({exc})")
+    return None
+
+
+def _read_lines(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _str_field(data: dict[str, Any], key: str, path: Path, problems: list[str], default: str = "") -> str:
+    value = data.get(key, default)
+    if not isinstance(value, str):
+        problems.append(f"{path}: {key} must be a string")
+        return default
+    return value
+
+
+def _read_lora(lora_dir: Path, default_base: str, samples: dict[str, Path], n_prompts: int,
+               problems: list[str]) -> LoraEntry | None:
+    slug = lora_dir.name
+    toml_path = lora_dir / "lora.toml"
+    if not SLUG_RE.match(slug):
+        problems.append(f"{lora_dir}: slug must be lower-case letters, digits, '.', '_' or '-'")
+        return None
+    data = _read_toml(toml_path, problems)
+    if data is None:
+        return None
+    base_model = _str_field(data, "base_model", toml_path, problems, default_base)
+    if base_model not in BASE_MODELS:
+        problems.append(f"{toml_path}: base_model {base_model!r} is not one of {', '.join(BASE_MODELS)}")
+    triggers = data.get("trigger_words", [])
+    if not (isinstance(triggers, list) and all(isinstance(t, str) for t in triggers)):
+        problems.append(f"{toml_path}: trigger_words must be a list of strings")
+        triggers = []
+    nsfw = data.get("nsfw", False)
+    if not isinstance(nsfw, bool):
+        problems.append(f"{toml_path}: nsfw must be true or false")
+        nsfw = False
+    entry = LoraEntry(
+        slug=slug,
+        name=_str_field(data, "name", toml_path, problems, slug) or slug,
+        url=_str_field(data, "url", toml_path, problems),
+        base_model=base_model,
+        trigger_words=list(triggers),
+        license=_str_field(data, "license", toml_path, problems),
+        author=_str_field(data, "author", toml_path, problems),
+        nsfw=nsfw,
+        file=_str_field(data, "file", toml_path, problems),
+    )
+    ref_dir = lora_dir / "references"
+    if ref_dir.is_dir():
+        entry.references = _images_by_stem(ref_dir, "reference", problems)
+        for sample_id, path in entry.references.items():
+            if sample_id not in samples:
+                problems.append(f"{path}: unknown sample id {sample_id!r} (no samples/{sample_id}.*)")
+    if not entry.references and not entry.file:
+        problems.append(f"{lora_dir}: no references/ images and no LoRA file to generate them from")
+    spec_dir = lora_dir / "spec"
+    if spec_dir.is_dir():
+        entry.own_prompts = _read_lines(spec_dir / "prompts.txt")
+        for stem, path in _images_by_stem(spec_dir, "spec", problems).items():
+            match = SPEC_NAME_RE.match(stem)
+            if not match:
+                problems.append(f"{path}: spec images are named <prompt_id>-<n>")
+                continue
+            prompt_id = int(match.group(1))
+            if prompt_id >= n_prompts + len(entry.own_prompts):
+                problems.append(f"{path}: prompt id {prompt_id} is not in prompts.txt or spec/prompts.txt")
+                continue
+            entry.spec.append(SpecImage(prompt_id, int(match.group(2)), path))
+    return entry
+
+
+def read_catalog(root: Path) -> Catalog:
+    """Parse and check a catalog directory (structure and names; pixels are checked on import)."""
+    problems: list[str] = []
+    root = root.resolve()
+    if not root.is_dir():
+        raise CatalogError([f"{root}: not a directory"])
+    meta = _read_toml(root / "catalog.toml", problems) or {}
+    default_base = meta.get("base_model", "sd1")
+    if not isinstance(default_base, str) or default_base not in BASE_MODELS:
+        problems.append(f"{root / 'catalog.toml'}: base_model must be one of {', '.join(BASE_MODELS)}")
+        default_base = "sd1"
+    samples_dir = root / "samples"
+    samples: dict[str, Path] = {}
+    if not samples_dir.is_dir():
+        problems.append(f"{samples_dir}: missing (the sample set S)")
+    else:
+        samples = _images_by_stem(samples_dir, "sample", problems)
+        for sample_id, path in samples.items():
+            if not SAMPLE_ID_RE.match(sample_id):
+                problems.append(f"{path}: sample id must be letters, digits, '.', '_' or '-'")
+    prompts = _read_lines(root / "prompts.txt")
+    loras: dict[str, LoraEntry] = {}
+    loras_dir = root / "loras"
+    if not loras_dir.is_dir():
+        problems.append(f"{loras_dir}: missing")
+    else:
+        seen_lower: dict[str, Path] = {}
+        for lora_dir in sorted(p for p in loras_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if lora_dir.name.lower() in seen_lower:
+                problems.append(f"{lora_dir}: duplicate slug (also {seen_lower[lora_dir.name.lower()]})")
+                continue
+            seen_lower[lora_dir.name.lower()] = lora_dir
+            entry = _read_lora(lora_dir, default_base, samples, len(prompts), problems)
+            if entry is not None:
+                loras[entry.slug] = entry
+    if problems:
+        raise CatalogError(problems)
+    return Catalog(
+        root=root,
+        name=str(meta.get("name", root.name)),
+        base_model=default_base,
+        note=str(meta.get("note", "")),
+        prompts=prompts,
+        samples=samples,
+        loras=loras,
+    )
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{text}"'
+
+
+def dump_toml(data: dict[str, object]) -> str:
+    """Flat TOML (strings, booleans, lists of strings): all the format needs."""
+    return "".join(f"{key} = {_toml_value(value)}\n" for key, value in data.items())
+
+
+def lora_toml(entry: LoraEntry) -> str:
+    data: dict[str, object] = {
+        "name": entry.name,
+        "url": entry.url,
+        "base_model": entry.base_model,
+        "trigger_words": entry.trigger_words,
+        "license": entry.license,
+        "author": entry.author,
+        "nsfw": entry.nsfw,
+    }
+    if entry.file:
+        data["file"] = entry.file
+    return dump_toml(data)

@@ -1,0 +1,56 @@
+"""Service configuration from the environment (prefix FINDLORA_) and an optional .env file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path(".findlora")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FINDLORA_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(DEFAULT_DATA_DIR, description="Embedded database and blob store live here.")
+    database_url: str | None = Field(
+        None,
+        validation_alias="DATABASE_URL",
+        description="External PostgreSQL with pgvector; unset means the embedded server under data_dir.",
+    )
+    listen: str = Field("127.0.0.1:50051", description="gRPC listen address of the inference service.")
+    style_encoder: Path | None = Field(
+        None, description="Style encoder .safetensors; unset means the shipped default."
+    )
+    device: str = Field("cpu", description="torch device for the models: cpu, cuda, cuda:1 ...")
+    torch_threads: int = Field(0, description="torch intra-op threads; 0 keeps torch's default.")
+
+    default_top_k: int = 10
+    max_top_k: int = 50
+    stored_ranking_size: int = Field(100, description="How many results a search keeps for paging.")
+    search_ttl_hours: float = 24.0
+    transfers_per_match: int = 3
+    thumbnail_px: int = 256
+
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    max_grpc_message_bytes: int = 64 * 1024 * 1024
+    cleansing_threshold: float = Field(0.01, description="Eq. 1 MSE below which a transfer is dropped.")
+
+    grace_seconds: float = Field(5.0, description="Graceful shutdown: time given to in-flight RPCs.")
+    db_pool_max: int = 8
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def pg_dir(self) -> Path:
+        return self.data_dir / "pg"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
