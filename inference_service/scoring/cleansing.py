@@ -1,0 +1,26 @@
+"""Cleansing, Eq. 1 of the style-distance paper: drop transfers that failed to impart a style.
+
+mse(a, o) = (1 / (h*w)) * sum_x sum_y [(r(a)-r(o))^2 + (g(a)-g(o))^2 + (b(a)-b(o))^2], RGB 0..255.
+Note the sum over the three channels (not a mean), per pixel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+DEFAULT_THRESHOLD = 0.01
+
+
+def transfer_mse(transfer: Image.Image, original: Image.Image) -> float:
+    """Eq. 1; the original is resized to the transfer's size when they differ."""
+    a = np.asarray(transfer.convert("RGB"), dtype=np.float64)
+    if original.size != transfer.size:
+        original = original.resize(transfer.size, Image.Resampling.BILINEAR)
+    o = np.asarray(original.convert("RGB"), dtype=np.float64)
+    return float(((a - o) ** 2).sum(axis=2).mean())
+
+
+def keeps_style(transfer: Image.Image, original: Image.Image, threshold: float = DEFAULT_THRESHOLD) -> bool:
+    """True when the transfer changed the sample enough to count as a styled reference."""
+    return transfer_mse(transfer, original) >= threshold
