@@ -25,13 +25,19 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
 def configure_logging(json: bool | None = None, level: int = logging.INFO) -> None:
     """Configure structlog once per process; JSON when stderr is not a terminal."""
     use_json = (not sys.stderr.isatty()) if json is None else json
-    renderer: Any = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+    # Plain tracebacks: rich ones print local variables, which may hold image bytes or tokens.
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _redact,
+            structlog.processors.format_exc_info if use_json else structlog.processors.StackInfoRenderer(),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

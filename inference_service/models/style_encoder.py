@@ -8,6 +8,7 @@ is what lets the encoder ignore the subject of an image.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections.abc import Sequence
@@ -108,13 +109,25 @@ def load_encoder(path: Path, device: str = "cpu") -> StyleEncoder:
     return model.to(device).eval()
 
 
+def encoder_fingerprint(model: StyleEncoder) -> str:
+    """Short hash of the weights: embeddings from encoders with different fingerprints differ."""
+    digest = hashlib.sha256(model.config.to_json().encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
 def resolve_encoder(path: Path | None, device: str = "cpu") -> tuple[StyleEncoder, str]:
-    """The configured encoder, else the shipped default, else the untrained one; with a label."""
+    """The configured encoder, else the shipped default, else the untrained one; with a label
+    naming it and its weights' fingerprint."""
     if path is not None:
-        return load_encoder(path, device), str(path)
-    if DEFAULT_WEIGHTS.exists():
-        return load_encoder(DEFAULT_WEIGHTS, device), f"shipped:{DEFAULT_WEIGHTS.name}"
-    return untrained_encoder().to(device), f"untrained(seed={UNTRAINED_SEED})"
+        model, kind = load_encoder(path, device), path.name
+    elif DEFAULT_WEIGHTS.exists():
+        model, kind = load_encoder(DEFAULT_WEIGHTS, device), "shipped"
+    else:
+        model, kind = untrained_encoder().to(device), f"untrained-seed{UNTRAINED_SEED}"
+    return model, f"{kind}@{encoder_fingerprint(model)}"
 
 
 def to_tensor(images: Sequence[Image.Image], size: int) -> torch.Tensor:

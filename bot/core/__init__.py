@@ -1,0 +1,1 @@
+"""Shared bot core: the gRPC client, rendering, paging, permissions, attachment fetch."""

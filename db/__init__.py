@@ -1,0 +1,1 @@
+"""Database: numbered migrations, the embedded PostgreSQL+pgvector, the async repository."""

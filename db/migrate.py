@@ -1,0 +1,70 @@
+"""Apply the numbered SQL migrations in db/migrations, each once, each in its own transaction."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_NAME_RE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+# One migrator at a time across processes (service replicas starting together).
+_LOCK_KEY = 0x66696E646C6F7261  # "findlora"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+
+def available_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _NAME_RE.match(path.name)
+        if not match:
+            raise ValueError(f"migration file name must be NNN_name.sql: {path}")
+        found.append(Migration(int(match.group(1)), match.group(2), path))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"duplicate migration numbers in {directory}")
+    return found
+
+
+def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """Bring the database to the newest schema; returns the migrations applied now."""
+    applied_now = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+            for migration in available_migrations(directory):
+                if migration.version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(migration.path.read_text(encoding="utf-8").encode())
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                        (migration.version, migration.name),
+                    )
+                applied_now.append(migration)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+    return applied_now
+
+
+def current_version(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+        if not exists or not exists[0]:
+            return 0
+        row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+        return int(row[0]) if row else 0

@@ -1,0 +1,419 @@
+"""Async repository on psycopg 3 + pgvector: every query the service makes lives here."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from pgvector.psycopg import register_vector_async
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+ENCODER_KEY = "style_encoder"
+
+
+@dataclass(frozen=True)
+class LoraRow:
+    id: int
+    slug: str
+    name: str
+    page_url: str
+    source_url: str
+    base_model: str
+    trigger_words: list[str]
+    nsfw: bool
+    status: str
+    catalog_fingerprint: str = ""
+    license: str = ""
+    author: str = ""
+
+
+@dataclass(frozen=True)
+class NewLora:
+    slug: str
+    name: str
+    base_model: str
+    page_url: str = ""
+    source_url: str = ""
+    trigger_words: list[str] = field(default_factory=list)
+    license: str = ""
+    author: str = ""
+    nsfw: bool = False
+    sha256: str | None = None
+    created_by: str = ""
+    catalog_fingerprint: str = ""
+
+
+@dataclass(frozen=True)
+class ReferenceRow:
+    sample_id: str
+    blob_key: str
+    thumb_key: str
+    sha256: str
+    embedding: np.ndarray
+    kept: bool
+    transfer_mse: float
+
+
+@dataclass(frozen=True)
+class NearestReference:
+    lora_id: int
+    sample_id: str
+    blob_key: str
+    thumb_key: str
+    distance: float
+
+
+@dataclass(frozen=True)
+class StoredSearch:
+    id: uuid.UUID
+    query_embedding: np.ndarray
+    pseudo_prompt: str
+    ranking: list[dict[str, Any]]
+    filters: dict[str, Any]
+    expires_at: datetime
+    expired: bool
+
+
+def as_array(value: Any) -> np.ndarray:
+    """A pgvector value (Vector object or array) as float32 numpy."""
+    return np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value, dtype=np.float32)
+
+
+_LORA_COLUMNS = (
+    "id, slug, name, page_url, source_url, base_model, trigger_words, nsfw, status,"
+    " catalog_fingerprint, license, author"
+)
+
+
+def _lora(row: dict[str, Any]) -> LoraRow:
+    return LoraRow(**{k: row[k] for k in LoraRow.__dataclass_fields__})
+
+
+async def _configure(conn: AsyncConnection[Any]) -> None:
+    await register_vector_async(conn)
+
+
+class Repository:
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[Any]]) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def open(cls, url: str, *, max_size: int = 8, timeout: float = 10.0) -> Repository:
+        """Open a pool on a migrated database (the vector type must exist to register it)."""
+        pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            configure=_configure,
+            check=AsyncConnectionPool.check_connection,  # survives a database restart
+            timeout=timeout,
+        )
+        await pool.open(wait=True, timeout=timeout)
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection[Any]]:
+        async with self.pool.connection() as conn, conn.transaction():
+            yield conn
+
+    # --- catalog meta -----------------------------------------------------------------------
+
+    async def get_meta(self, key: str) -> str | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT value FROM catalog_meta WHERE key = %s", (key,))
+            row = await cur.fetchone()
+            return None if row is None else str(row[0])
+
+    async def set_meta(self, key: str, value: str, conn: AsyncConnection[Any] | None = None) -> None:
+        sql = (
+            "INSERT INTO catalog_meta (key, value) VALUES (%s, %s)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        )
+        if conn is not None:
+            await conn.execute(sql, (key, value))
+            return
+        async with self.pool.connection() as own:
+            await own.execute(sql, (key, value))
+
+    # --- samples and LoRAs ------------------------------------------------------------------
+
+    async def samples(self) -> dict[str, str]:
+        """sample id -> sha256 of its bytes."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT id, sha256 FROM samples")
+            return {row[0]: row[1] for row in await cur.fetchall()}
+
+    async def add_sample(self, sample_id: str, blob_key: str, sha256: str) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO samples (id, blob_key, sha256) VALUES (%s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                (sample_id, blob_key, sha256),
+            )
+
+    async def sample_blobs(self) -> dict[str, str]:
+        """sample id -> blob key."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT id, blob_key FROM samples ORDER BY id")
+            return {row[0]: row[1] for row in await cur.fetchall()}
+
+    async def list_loras(self, statuses: Sequence[str] = ("active", "hidden")) -> list[LoraRow]:
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                f"SELECT {_LORA_COLUMNS} FROM loras WHERE status = ANY(%s) ORDER BY slug", (list(statuses),)
+            )
+            return [_lora(row) for row in await cur.fetchall()]
+
+    async def reference_blobs(self, lora_id: int) -> dict[str, str]:
+        """sample id -> blob key of one LoRA's references (kept or not)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT sample_id, blob_key FROM reference_images WHERE lora_id = %s ORDER BY sample_id",
+                (lora_id,),
+            )
+            return {row[0]: row[1] for row in await cur.fetchall()}
+
+    async def lora_by_slug(self, slug: str) -> LoraRow | None:
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(f"SELECT {_LORA_COLUMNS} FROM loras WHERE slug = %s", (slug,))
+            row = await cur.fetchone()
+            return None if row is None else _lora(row)
+
+    async def loras_by_id(self, ids: Sequence[int]) -> dict[int, LoraRow]:
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(f"SELECT {_LORA_COLUMNS} FROM loras WHERE id = ANY(%s)", (list(ids),))
+            return {row["id"]: _lora(row) for row in await cur.fetchall()}
+
+    async def fingerprints(self) -> dict[str, str]:
+        """slug -> catalog fingerprint, for every LoRA."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT slug, catalog_fingerprint FROM loras")
+            return {row[0]: row[1] for row in await cur.fetchall()}
+
+    async def replace_lora(self, lora: NewLora, references: Sequence[ReferenceRow]) -> int:
+        """Insert or replace a LoRA with its whole reference set, atomically; returns its id."""
+        async with self.transaction() as conn:
+            cur = await conn.execute(
+                """
+                INSERT INTO loras (slug, name, base_model, page_url, source_url, trigger_words, license,
+                                   author, nsfw, sha256, created_by, catalog_fingerprint)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                ON CONFLICT (slug) DO UPDATE SET
+                    name = excluded.name, base_model = excluded.base_model,
+                    page_url = excluded.page_url, source_url = excluded.source_url,
+                    trigger_words = excluded.trigger_words, license = excluded.license,
+                    author = excluded.author, nsfw = excluded.nsfw, sha256 = excluded.sha256,
+                    catalog_fingerprint = excluded.catalog_fingerprint, updated_at = now()
+                RETURNING id
+                """,
+                (
+                    lora.slug,
+                    lora.name,
+                    lora.base_model,
+                    lora.page_url,
+                    lora.source_url,
+                    lora.trigger_words,
+                    lora.license,
+                    lora.author,
+                    lora.nsfw,
+                    lora.sha256,
+                    lora.created_by,
+                    lora.catalog_fingerprint,
+                ),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            lora_id = int(row[0])
+            await conn.execute("DELETE FROM reference_images WHERE lora_id = %s", (lora_id,))
+            await copy_references(conn, lora_id, references)
+            await refresh_style_summary(conn, lora_id)
+            return lora_id
+
+    async def count_searchable(self) -> int:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM loras l WHERE l.status = 'active'"
+                " AND EXISTS (SELECT 1 FROM reference_images r WHERE r.lora_id = l.id AND r.kept)"
+            )
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0
+
+    async def all_references(self) -> list[tuple[int, str, str]]:
+        """(lora_id, sample_id, blob_key) of every reference, for re-embedding."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT lora_id, sample_id, blob_key FROM reference_images ORDER BY 1, 2"
+            )
+            return [(int(r[0]), str(r[1]), str(r[2])) for r in await cur.fetchall()]
+
+    async def update_embeddings(self, rows: Sequence[tuple[int, str, np.ndarray]]) -> None:
+        async with self.transaction() as conn:
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "UPDATE reference_images SET embedding = %s WHERE lora_id = %s AND sample_id = %s",
+                    [(emb, lora_id, sample_id) for lora_id, sample_id, emb in rows],
+                )
+            for lora_id in sorted({r[0] for r in rows}):
+                await refresh_style_summary(conn, lora_id)
+
+    # --- search -----------------------------------------------------------------------------
+
+    async def rank_exhaustive(
+        self, queries: Sequence[np.ndarray], *, limit: int, base_model: str = "", allow_nsfw: bool = False
+    ) -> list[tuple[int, float]]:
+        """Exact d_avg(q, m) = mean_s |f(q) - f(t(s, m))| over kept references, ascending; with
+        several query images, the mean of their d_avg (every query meets every reference)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                SELECT r.lora_id, avg(r.embedding <-> q.v) AS d
+                FROM reference_images r JOIN loras l ON l.id = r.lora_id
+                CROSS JOIN unnest(%(q)s::vector[]) AS q(v)
+                WHERE r.kept AND l.status = 'active'
+                  AND (%(base)s = '' OR l.base_model = %(base)s)
+                  AND (%(nsfw)s OR NOT l.nsfw)
+                GROUP BY r.lora_id
+                ORDER BY d, r.lora_id
+                LIMIT %(limit)s
+                """,
+                {
+                    "q": [np.asarray(q, dtype=np.float32) for q in queries],
+                    "base": base_model,
+                    "nsfw": allow_nsfw,
+                    "limit": limit,
+                },
+            )
+            return [(int(r[0]), float(r[1])) for r in await cur.fetchall()]
+
+    async def nearest_references(
+        self, query: np.ndarray, lora_ids: Sequence[int], per_lora: int
+    ) -> dict[int, list[NearestReference]]:
+        """The per_lora references of each LoRA nearest the query: its sample transfers."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                SELECT lora_id, sample_id, blob_key, thumb_key, d FROM (
+                    SELECT r.lora_id, r.sample_id, r.blob_key, r.thumb_key, r.embedding <-> %(q)s AS d,
+                           row_number() OVER (PARTITION BY r.lora_id ORDER BY r.embedding <-> %(q)s) AS n
+                    FROM reference_images r WHERE r.lora_id = ANY(%(ids)s) AND r.kept
+                ) ranked WHERE n <= %(k)s ORDER BY lora_id, d
+                """,
+                {"q": query, "ids": list(lora_ids), "k": per_lora},
+            )
+            found: dict[int, list[NearestReference]] = {i: [] for i in lora_ids}
+            for row in await cur.fetchall():
+                found[int(row[0])].append(
+                    NearestReference(int(row[0]), row[1], row[2], row[3], float(row[4]))
+                )
+            return found
+
+    async def save_search(
+        self,
+        *,
+        query: np.ndarray,
+        pseudo_prompt: str,
+        ranking: list[dict[str, Any]],
+        filters: dict[str, Any],
+        requested_by: str,
+        ttl_hours: float,
+    ) -> tuple[uuid.UUID, datetime]:
+        search_id = uuid.uuid4()
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                INSERT INTO searches (id, query_embedding, pseudo_prompt, ranking, filters, requested_by,
+                                      expires_at)
+                VALUES (%s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s))
+                RETURNING expires_at
+                """,
+                (
+                    search_id,
+                    query,
+                    pseudo_prompt,
+                    json.dumps(ranking),
+                    json.dumps(filters),
+                    requested_by,
+                    ttl_hours * 3600.0,
+                ),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            return search_id, row[0]
+
+    async def get_search(self, search_id: uuid.UUID) -> StoredSearch | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id, query_embedding, pseudo_prompt, ranking, filters, expires_at,"
+                " expires_at <= now() FROM searches WHERE id = %s",
+                (search_id,),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            return StoredSearch(row[0], as_array(row[1]), row[2], row[3], row[4], row[5], bool(row[6]))
+
+    async def delete_expired_searches(self) -> int:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("DELETE FROM searches WHERE expires_at <= now() - interval '7 days'")
+            return cur.rowcount
+
+
+async def copy_references(
+    conn: AsyncConnection[Any], lora_id: int, references: Sequence[ReferenceRow]
+) -> None:
+    """Bulk-load one LoRA's references with binary COPY."""
+    async with (
+        conn.cursor() as cur,
+        cur.copy(
+            "COPY reference_images (lora_id, sample_id, blob_key, thumb_key, sha256, embedding, kept,"
+            " transfer_mse) FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy,
+    ):
+        copy.set_types(["int8", "text", "text", "text", "text", "vector", "bool", "float4"])
+        for ref in references:
+            await copy.write_row(
+                (
+                    lora_id,
+                    ref.sample_id,
+                    ref.blob_key,
+                    ref.thumb_key,
+                    ref.sha256,
+                    np.asarray(ref.embedding, dtype=np.float32),
+                    ref.kept,
+                    ref.transfer_mse,
+                )
+            )
+
+
+async def refresh_style_summary(conn: AsyncConnection[Any], lora_id: int) -> None:
+    """Recompute a LoRA's centroid and radii from its kept references (or drop the summary)."""
+    await conn.execute("DELETE FROM lora_style_summary WHERE lora_id = %s", (lora_id,))
+    await conn.execute(
+        """
+        WITH c AS (
+            SELECT avg(embedding) AS centroid, count(*) AS n
+            FROM reference_images WHERE lora_id = %(id)s AND kept
+        )
+        INSERT INTO lora_style_summary (lora_id, centroid, mean_radius, mean_sq_radius, n_refs)
+        SELECT %(id)s, c.centroid,
+               avg(r.embedding <-> c.centroid), avg((r.embedding <-> c.centroid) ^ 2), c.n
+        FROM c JOIN reference_images r ON r.lora_id = %(id)s AND r.kept
+        WHERE c.n > 0
+        GROUP BY c.centroid, c.n
+        """,
+        {"id": lora_id},
+    )

@@ -1,0 +1,18 @@
+"""The `findlora` command line. Each group lives in findlora/commands; imports stay lazy so that
+client commands start fast and work with the bot-only install."""
+
+from __future__ import annotations
+
+import typer
+
+from findlora.commands import catalog, db, search, serve
+
+app = typer.Typer(
+    name="findlora",
+    help="Find the LoRA that makes an image's style.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+for module in (db, catalog, search, serve):
+    module.register(app)

@@ -1,0 +1,39 @@
+"""`findlora db init|migrate|status`."""
+
+from __future__ import annotations
+
+import typer
+
+from findlora.console import console, run
+
+db_app = typer.Typer(help="Database: the embedded PostgreSQL+pgvector or DATABASE_URL.", no_args_is_help=True)
+
+
+async def _migrate() -> None:
+    from db.embedded import database_url
+    from db.migrate import current_version, migrate
+    from inference_service.config import Settings
+
+    settings = Settings()
+    url = database_url(settings.database_url, settings.pg_dir)
+    applied = migrate(url)
+    where = "DATABASE_URL" if settings.database_url else f"embedded server in {settings.pg_dir}"
+    for migration in applied:
+        console.print(f"applied {migration.version:03d}_{migration.name}")
+    console.print(f"database at schema version {current_version(url)} ({where})")
+
+
+@db_app.command("init")
+def init() -> None:
+    """Create the database (embedded by default) and apply every migration."""
+    run(_migrate())
+
+
+@db_app.command("migrate")
+def migrate_cmd() -> None:
+    """Apply migrations not applied yet."""
+    run(_migrate())
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(db_app, name="db")

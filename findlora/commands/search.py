@@ -1,0 +1,135 @@
+"""`findlora search IMAGE...`: ask the running inference service over gRPC (no torch here)."""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from findlora.console import console, fail, run
+
+DEFAULT_SERVICE = "127.0.0.1:50051"
+
+
+def service_address() -> str:
+    return os.environ.get("FINDLORA_SERVICE", DEFAULT_SERVICE)
+
+
+def response_json(response: Any, transfer_paths: dict[tuple[str, str], Path] | None = None) -> dict[str, Any]:
+    """The JSON of DESIGN.md 7."""
+    paths = transfer_paths or {}
+    return {
+        "search_id": response.search_id,
+        "pseudo_prompt": response.pseudo_prompt,
+        "results": [
+            {
+                "rank": m.rank,
+                "slug": m.slug,
+                "name": m.name,
+                "url": m.url,
+                "score": m.score,
+                "style_distance": m.style_distance,
+                "rkme_score": m.rkme_score if m.HasField("rkme_score") else None,
+                "suggested_prompt": m.suggested_prompt,
+                "transfers": [
+                    {"sample_id": t.sample_id, "path_or_key": str(paths.get((m.slug, t.sample_id), t.key))}
+                    for t in m.transfers
+                ],
+            }
+            for m in response.matches
+        ],
+    }
+
+
+def results_table(response: Any, title: str = "") -> Table:
+    table = Table(title=title or f"search {response.search_id}", show_lines=False)
+    for column in ("rank", "LoRA", "base", "score", "d_avg", "nearest transfers", "link"):
+        table.add_column(column, overflow="fold")
+    for m in response.matches:
+        transfers = ", ".join(f"{t.sample_id} ({t.distance:.3f})" for t in m.transfers)
+        table.add_row(
+            str(m.rank),
+            f"{m.name} [dim]({m.slug})[/]",
+            m.base_model,
+            f"{m.score:.4f}",
+            f"{m.style_distance:.4f}",
+            transfers,
+            m.url,
+        )
+    return table
+
+
+def save_transfers(response: Any, directory: Path) -> dict[tuple[str, str], Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    saved = {}
+    for m in response.matches:
+        for t in m.transfers:
+            path = (
+                directory
+                / f"{m.rank:02d}-{m.slug}-{t.sample_id}{mimetypes.guess_extension(t.mime_type) or '.img'}"
+            )
+            path.write_bytes(t.thumbnail)
+            saved[(m.slug, t.sample_id)] = path
+    return saved
+
+
+async def _search(
+    images: list[Path],
+    top_k: int,
+    base_model: str,
+    prompt: str | None,
+    as_json: bool,
+    address: str,
+    transfers_dir: Path | None,
+    nsfw: bool,
+) -> None:
+    from bot.core.client import FindLoraClient, QueryImage
+
+    queries = []
+    for path in images:
+        try:
+            queries.append(QueryImage(path.read_bytes(), path.name, mimetypes.guess_type(path.name)[0] or ""))
+        except OSError as exc:
+            fail(f"cannot read {path}: {exc.strerror or exc}")
+    async with FindLoraClient(address) as client:
+        response = await client.search(
+            queries, top_k=top_k, base_model=base_model, prompt=prompt, allow_nsfw=nsfw
+        )
+    paths = save_transfers(response, transfers_dir) if transfers_dir else None
+    if as_json:
+        print(json.dumps(response_json(response, paths), indent=2))
+        return
+    console.print(results_table(response))
+    if response.pseudo_prompt:
+        console.print(f"pseudo-prompt: {response.pseudo_prompt}")
+
+
+def search(
+    images: list[Path] = typer.Argument(..., help="1-4 images that share one style."),
+    top_k: int = typer.Option(10, "--top-k", "-k", min=1, max=50),
+    base_model: str = typer.Option(
+        "", "--base-model", help="Only LoRAs for this base model (sd1, sdxl, ...)."
+    ),
+    prompt: str | None = typer.Option(None, "--prompt", help="Use this prompt instead of the pseudo-prompt."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+    service: str = typer.Option("", "--service", help="Service address (default FINDLORA_SERVICE or local)."),
+    transfers_dir: Path | None = typer.Option(
+        None, "--transfers-dir", help="Save sample-transfer thumbnails."
+    ),
+    nsfw: bool = typer.Option(False, "--nsfw", help="Include NSFW LoRAs."),
+) -> None:
+    """Rank LoRAs by how well they reproduce the style of the image(s)."""
+    if not 1 <= len(images) <= 4:
+        fail("give 1 to 4 images")
+    run(
+        _search(images, top_k, base_model, prompt, as_json, service or service_address(), transfers_dir, nsfw)
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("search")(search)

@@ -1,0 +1,56 @@
+"""Shared CLI plumbing: one console, and running async commands with user-facing errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; known failures become one clear message, never a traceback."""
+    from bot.core.client import ServiceError
+
+    try:
+        return asyncio.run(coro)
+    except ServiceError as exc:
+        fail(exc.message)
+    except Exception as exc:
+        for kind, prefix in _known_errors():
+            if isinstance(exc, kind):
+                fail(f"{prefix}{exc}")
+        raise
+
+
+def _known_errors() -> list[tuple[type[BaseException], str]]:
+    """Service-side errors, imported only if the inference extra is installed."""
+    known: list[tuple[type[BaseException], str]] = []
+    try:
+        import psycopg
+
+        from db.embedded import DatabaseUnavailable
+        from inference_service.catalog.format import CatalogError
+        from inference_service.errors import ServiceError as DomainError
+        from inference_service.imaging import ImageRejected
+    except ImportError:
+        return known
+    known += [
+        (CatalogError, ""),
+        (DatabaseUnavailable, ""),
+        (ImageRejected, ""),
+        (DomainError, ""),
+        (psycopg.OperationalError, "database unavailable: "),
+    ]
+    return known

@@ -1,0 +1,41 @@
+"""Content-addressed blob store for reference images and thumbnails (filesystem)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+_SAFE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def put(self, data: bytes, suffix: str) -> str:
+        """Store bytes once (keyed by their sha256); returns the key."""
+        suffix = suffix.lower()
+        if suffix not in _SAFE_SUFFIXES:
+            raise ValueError(f"unsupported blob suffix {suffix!r}")
+        digest = hashlib.sha256(data).hexdigest()
+        key = f"{digest[:2]}/{digest}{suffix}"
+        path = self.root / key
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Write then rename: a crash never leaves a truncated blob under a valid key.
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        return key
+
+    def path(self, key: str) -> Path:
+        resolved = (self.root / key).resolve()
+        if self.root.resolve() not in resolved.parents:
+            raise ValueError(f"blob key escapes the store: {key!r}")
+        return resolved
+
+    def get(self, key: str) -> bytes:
+        return self.path(key).read_bytes()

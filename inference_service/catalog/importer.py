@@ -1,0 +1,192 @@
+"""`findlora catalog import`: validate everything first, then commit LoRA by LoRA.
+
+Idempotent and resumable: every LoRA carries a fingerprint of its catalog entry (lora.toml and
+reference bytes); one already stored with the same fingerprint is skipped, so a re-run after a
+crash continues where it stopped and a second run imports nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from db.repository import ENCODER_KEY, NewLora, ReferenceRow, Repository
+from inference_service.blobs import BlobStore
+from inference_service.catalog.format import Catalog, CatalogError, LoraEntry, lora_toml, read_catalog
+from inference_service.imaging import ImageRejected, load_image_file, thumbnail_webp
+from inference_service.models.style_encoder import StyleEmbedder
+from inference_service.scoring.cleansing import transfer_mse
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+@dataclass
+class ImportReport:
+    imported: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    samples_added: int = 0
+    references: int = 0
+    dropped_by_cleansing: int = 0
+
+
+def fingerprint(entry: LoraEntry) -> str:
+    digest = hashlib.sha256(lora_toml(entry).encode())
+    for sample_id in sorted(entry.references):
+        digest.update(sample_id.encode() + b"\0" + entry.references[sample_id].read_bytes())
+    return digest.hexdigest()
+
+
+def _check_images(catalog: Catalog, problems: list[str]) -> None:
+    paths = list(catalog.samples.values())
+    for entry in catalog.loras.values():
+        paths.extend(entry.references.values())
+        paths.extend(spec.path for spec in entry.spec)
+    for path in paths:
+        try:
+            load_image_file(path)
+        except ImageRejected as exc:
+            problems.append(str(exc))
+        except OSError as exc:
+            problems.append(f"{path}: unreadable ({exc.strerror or exc})")
+
+
+async def validate(
+    catalog_dir: Path, repo: Repository, embedder: StyleEmbedder, update: bool
+) -> tuple[Catalog, dict[str, str]]:
+    """Every problem, each with its path, before anything is written. Returns the catalog and
+    the fingerprints of its LoRAs."""
+    catalog = read_catalog(catalog_dir)
+    problems: list[str] = []
+    _check_images(catalog, problems)
+    stored_samples = await repo.samples()
+    for sample_id, path in catalog.samples.items():
+        stored = stored_samples.get(sample_id)
+        if stored is not None and stored != hashlib.sha256(path.read_bytes()).hexdigest():
+            problems.append(f"{path}: sample id {sample_id!r} is already stored with different content")
+    stored_encoder = await repo.get_meta(ENCODER_KEY)
+    if stored_encoder is not None and stored_encoder != embedder.label:
+        problems.append(
+            f"the database was embedded with encoder {stored_encoder!r} but this process runs "
+            f"{embedder.label!r}: run `findlora catalog reembed` first"
+        )
+    prints = {slug: fingerprint(entry) for slug, entry in catalog.loras.items()}
+    if not update:
+        stored_prints = await repo.fingerprints()
+        for slug, value in prints.items():
+            if slug in stored_prints and stored_prints[slug] != value:
+                problems.append(
+                    f"{catalog.root / 'loras' / slug}: slug {slug!r} already exists with different "
+                    "content (use --update to replace it)"
+                )
+    if problems:
+        raise CatalogError(problems)
+    return catalog, prints
+
+
+def _reference_rows(
+    entry: LoraEntry,
+    samples: dict[str, Image.Image],
+    blobs: BlobStore,
+    embedder: StyleEmbedder,
+    threshold: float,
+    thumb_px: int,
+) -> list[ReferenceRow]:
+    sample_ids = sorted(entry.references)
+    images = [load_image_file(entry.references[s]) for s in sample_ids]
+    embeddings = embedder.embed(images)
+    rows = []
+    for sample_id, image, embedding in zip(sample_ids, images, embeddings, strict=True):
+        path = entry.references[sample_id]
+        data = path.read_bytes()
+        mse = transfer_mse(image, samples[sample_id])
+        rows.append(
+            ReferenceRow(
+                sample_id=sample_id,
+                blob_key=blobs.put(data, path.suffix),
+                thumb_key=blobs.put(thumbnail_webp(image, thumb_px), ".webp"),
+                sha256=hashlib.sha256(data).hexdigest(),
+                embedding=embedding,
+                kept=mse >= threshold,
+                transfer_mse=mse,
+            )
+        )
+    return rows
+
+
+async def import_catalog(
+    catalog_dir: Path,
+    repo: Repository,
+    blobs: BlobStore,
+    embedder: StyleEmbedder,
+    *,
+    cleansing_threshold: float = 0.01,
+    thumb_px: int = 256,
+    update: bool = False,
+    progress: ProgressCallback | None = None,
+) -> ImportReport:
+    catalog, prints = await validate(catalog_dir, repo, embedder, update)
+    report = ImportReport()
+    stored_samples = await repo.samples()
+    for sample_id, path in catalog.samples.items():
+        if sample_id not in stored_samples:
+            data = path.read_bytes()
+            await repo.add_sample(sample_id, blobs.put(data, path.suffix), hashlib.sha256(data).hexdigest())
+            report.samples_added += 1
+    await repo.set_meta(ENCODER_KEY, embedder.label)
+    stored_prints = await repo.fingerprints()
+    samples = {sid: load_image_file(path) for sid, path in catalog.samples.items()}
+    todo = sorted(catalog.loras)
+    for done, slug in enumerate(todo, start=1):
+        entry = catalog.loras[slug]
+        if stored_prints.get(slug) == prints[slug]:
+            report.unchanged.append(slug)
+        else:
+            rows = _reference_rows(entry, samples, blobs, embedder, cleansing_threshold, thumb_px)
+            await repo.replace_lora(
+                NewLora(
+                    slug=slug,
+                    name=entry.name,
+                    base_model=entry.base_model,
+                    page_url=entry.url,
+                    trigger_words=entry.trigger_words,
+                    license=entry.license,
+                    author=entry.author,
+                    nsfw=entry.nsfw,
+                    created_by=f"catalog:{catalog.name}",
+                    catalog_fingerprint=prints[slug],
+                ),
+                rows,
+            )
+            (report.updated if slug in stored_prints else report.imported).append(slug)
+            report.references += len(rows)
+            report.dropped_by_cleansing += sum(not r.kept for r in rows)
+        if progress is not None:
+            progress(slug, done, len(todo))
+    return report
+
+
+async def reembed(
+    repo: Repository,
+    blobs: BlobStore,
+    embedder: StyleEmbedder,
+    progress: ProgressCallback | None = None,
+    batch: int = 256,
+) -> int:
+    """Recompute every reference embedding with the current encoder (after a model change)."""
+    refs = await repo.all_references()
+    for start in range(0, len(refs), batch):
+        chunk = refs[start : start + batch]
+        images = [load_image_file(blobs.path(key)) for _, _, key in chunk]
+        embeddings = embedder.embed(images)
+        await repo.update_embeddings(
+            [(lid, sid, emb) for (lid, sid, _), emb in zip(chunk, embeddings, strict=True)]
+        )
+        if progress is not None:
+            progress("reembed", min(start + batch, len(refs)), len(refs))
+    await repo.set_meta(ENCODER_KEY, embedder.label)
+    return len(refs)

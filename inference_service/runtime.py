@@ -1,0 +1,45 @@
+"""What a process of the service side holds: settings, database, blob store and style encoder."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import torch
+
+from db.embedded import database_url
+from db.migrate import migrate
+from db.repository import Repository
+from inference_service.blobs import BlobStore
+from inference_service.config import Settings
+from inference_service.models.style_encoder import StyleEmbedder, resolve_encoder
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    url: str
+    repo: Repository
+    blobs: BlobStore
+    embedder: StyleEmbedder
+
+    async def close(self) -> None:
+        await self.repo.close()
+
+
+async def migrated_url(settings: Settings) -> str:
+    """The database URL (the embedded server is started on demand), brought to the newest schema."""
+    url = await asyncio.to_thread(database_url, settings.database_url, settings.pg_dir)
+    await asyncio.to_thread(migrate, url)
+    return url
+
+
+async def open_runtime(settings: Settings) -> Runtime:
+    if settings.torch_threads > 0:
+        torch.set_num_threads(settings.torch_threads)
+    url = await migrated_url(settings)
+    repo = await Repository.open(url, max_size=settings.db_pool_max)
+    model, label = resolve_encoder(settings.style_encoder, settings.device)
+    return Runtime(
+        settings, url, repo, BlobStore(settings.blob_dir), StyleEmbedder(model, label, settings.device)
+    )

@@ -1,0 +1,170 @@
+"""Search: embed the query images, rank LoRAs by style distance, keep the ranking for paging."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+from PIL import Image
+
+from db.repository import ENCODER_KEY, LoraRow, Repository
+from inference_service.blobs import BlobStore
+from inference_service.config import Settings
+from inference_service.errors import CATALOG_EMPTY, FailedPrecondition, InvalidArgument, NotFound
+from inference_service.models.style_encoder import StyleEmbedder
+
+MAX_QUERY_IMAGES = 4
+
+
+@dataclass(frozen=True)
+class Transfer:
+    sample_id: str
+    key: str
+    thumbnail: bytes
+    distance: float
+
+
+@dataclass(frozen=True)
+class RankedLora:
+    rank: int
+    lora: LoraRow
+    score: float
+    style_distance: float
+    rkme_score: float | None
+    suggested_prompt: str
+    transfers: list[Transfer] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    search_id: uuid.UUID
+    pseudo_prompt: str
+    matches: list[RankedLora]
+    offset: int
+    total: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    images: Sequence[Image.Image]
+    top_k: int = 0
+    base_model: str = ""
+    allow_nsfw: bool = False
+    prompt: str | None = None
+    requested_by: str = ""
+
+
+def suggest_prompt(pseudo_prompt: str, trigger_words: Sequence[str]) -> str:
+    return ", ".join(part for part in (pseudo_prompt.strip(), *trigger_words) if part)
+
+
+class SearchEngine:
+    def __init__(
+        self, repo: Repository, blobs: BlobStore, embedder: StyleEmbedder, settings: Settings
+    ) -> None:
+        self.repo = repo
+        self.blobs = blobs
+        self.embedder = embedder
+        self.settings = settings
+
+    def _top_k(self, requested: int) -> int:
+        if requested < 0 or requested > self.settings.max_top_k:
+            raise InvalidArgument(f"top_k must be between 1 and {self.settings.max_top_k}")
+        return requested or self.settings.default_top_k
+
+    async def _check_catalog(self) -> None:
+        if await self.repo.count_searchable() == 0:
+            raise FailedPrecondition(CATALOG_EMPTY)
+        stored = await self.repo.get_meta(ENCODER_KEY)
+        if stored is not None and stored != self.embedder.label:
+            raise FailedPrecondition(
+                f"the catalog was embedded with style encoder {stored} but the service runs "
+                f"{self.embedder.label}: run findlora catalog reembed"
+            )
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        if not 1 <= len(query.images) <= MAX_QUERY_IMAGES:
+            raise InvalidArgument(f"send 1 to {MAX_QUERY_IMAGES} images of one style")
+        top_k = self._top_k(query.top_k)
+        await self._check_catalog()
+        embeddings = await asyncio.to_thread(self.embedder.embed, list(query.images))
+        ranking = await self.repo.rank_exhaustive(
+            list(embeddings),
+            limit=max(self.settings.stored_ranking_size, top_k),
+            base_model=query.base_model,
+            allow_nsfw=query.allow_nsfw,
+        )
+        pseudo_prompt = (query.prompt or "").strip()
+        stored = [{"lora_id": lora_id, "style_distance": d, "score": d} for lora_id, d in ranking]
+        centre = embeddings.mean(axis=0)
+        search_id, expires_at = await self.repo.save_search(
+            query=centre,
+            pseudo_prompt=pseudo_prompt,
+            ranking=stored,
+            filters={"base_model": query.base_model, "allow_nsfw": query.allow_nsfw},
+            requested_by=query.requested_by,
+            ttl_hours=self.settings.search_ttl_hours,
+        )
+        matches = await self._materialise(stored, 0, top_k, centre, pseudo_prompt, query.allow_nsfw)
+        return SearchPage(search_id, pseudo_prompt, matches, 0, len(stored), expires_at)
+
+    async def page(self, search_id: str, offset: int, limit: int, allow_nsfw: bool) -> SearchPage:
+        try:
+            parsed = uuid.UUID(search_id)
+        except ValueError:
+            raise InvalidArgument(f"not a search id: {search_id!r}") from None
+        if offset < 0:
+            raise InvalidArgument("offset must be >= 0")
+        limit = self._top_k(limit)
+        stored = await self.repo.get_search(parsed)
+        if stored is None:
+            raise NotFound("no such search: run it again")
+        if stored.expired:
+            raise FailedPrecondition("this search has expired, run it again")
+        matches = await self._materialise(
+            stored.ranking, offset, limit, stored.query_embedding, stored.pseudo_prompt, allow_nsfw
+        )
+        return SearchPage(
+            parsed, stored.pseudo_prompt, matches, offset, len(stored.ranking), stored.expires_at
+        )
+
+    async def _materialise(
+        self,
+        ranking: list[dict[str, float]],
+        offset: int,
+        limit: int,
+        query: np.ndarray,
+        pseudo_prompt: str,
+        allow_nsfw: bool,
+    ) -> list[RankedLora]:
+        window = ranking[offset : offset + limit]
+        ids = [int(item["lora_id"]) for item in window]
+        loras = await self.repo.loras_by_id(ids)
+        nearest = await self.repo.nearest_references(query, ids, self.settings.transfers_per_match)
+        matches = []
+        for position, item in enumerate(window, start=offset + 1):
+            lora = loras.get(int(item["lora_id"]))
+            # A LoRA hidden or taken down after the search never shows again.
+            if lora is None or lora.status != "active" or (lora.nsfw and not allow_nsfw):
+                continue
+            transfers = [
+                Transfer(ref.sample_id, ref.blob_key, self.blobs.get(ref.thumb_key), ref.distance)
+                for ref in nearest.get(lora.id, [])
+            ]
+            matches.append(
+                RankedLora(
+                    rank=position,
+                    lora=lora,
+                    score=float(item["score"]),
+                    style_distance=float(item["style_distance"]),
+                    rkme_score=None,
+                    suggested_prompt=suggest_prompt(pseudo_prompt, lora.trigger_words),
+                    transfers=transfers,
+                )
+            )
+        return matches

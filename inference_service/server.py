@@ -1,0 +1,80 @@
+"""The inference service process: wires database, models and servicer into an aio gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from inference_service.config import Settings
+from inference_service.runtime import Runtime, open_runtime
+from inference_service.search import SearchEngine
+from inference_service.servicer import FindLoraServicer
+from protos import findlora_pb2, findlora_pb2_grpc
+
+log = structlog.get_logger(__name__)
+SERVICE_NAME = findlora_pb2.DESCRIPTOR.services_by_name["FindLora"].full_name
+
+
+@dataclass
+class RunningService:
+    server: grpc.aio.Server
+    port: int
+    runtime: Runtime
+    health: health.aio.HealthServicer
+
+    async def stop(self, grace: float) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.runtime.close()
+
+
+def grpc_options(settings: Settings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_grpc_message_bytes),
+        ("grpc.max_send_message_length", settings.max_grpc_message_bytes),
+    ]
+
+
+async def start_service(settings: Settings, listen: str | None = None) -> RunningService:
+    """Migrate, load the models and start serving; `listen` may use port 0 (tests, demo)."""
+    runtime = await open_runtime(settings)
+    engine = SearchEngine(runtime.repo, runtime.blobs, runtime.embedder, settings)
+
+    server = grpc.aio.server(options=grpc_options(settings))
+    findlora_pb2_grpc.add_FindLoraServicer_to_server(  # type: ignore[no-untyped-call]
+        FindLoraServicer(engine, settings), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    port = server.add_insecure_port(listen or settings.listen)
+    if port == 0:
+        await runtime.close()
+        raise OSError(f"could not listen on {listen or settings.listen}")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("service_started", port=port, encoder=runtime.embedder.label, device=settings.device)
+    return RunningService(server, port, runtime, health_servicer)
+
+
+async def serve(settings: Settings, listen: str | None = None) -> None:
+    """Run until SIGINT/SIGTERM, then stop gracefully (health NOT_SERVING, drain in-flight RPCs)."""
+    service = await start_service(settings, listen)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("service_stopping", grace_s=settings.grace_seconds)
+    await service.stop(settings.grace_seconds)
+    log.info("service_stopped")

@@ -1,0 +1,68 @@
+"""Small procedural catalogs for tests: distinct colour/tone styles over random content."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from inference_service.catalog.format import LoraEntry, dump_toml, lora_toml
+
+
+def content_image(rng: np.random.Generator, size: int = 96) -> Image.Image:
+    image = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(0, 256, 3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x0, y0 = (int(v) for v in rng.integers(0, size - 10, 2))
+        x1, y1 = x0 + int(rng.integers(8, size // 2)), y0 + int(rng.integers(8, size // 2))
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x0, y0, x1, y1), fill=colour)
+    return image
+
+
+def apply_style(image: Image.Image, style: int) -> Image.Image:
+    """Style `style`: a per-style colour matrix, posterisation depth and blur."""
+    rng = np.random.default_rng(1000 + style)
+    matrix = rng.uniform(0.0, 1.0, (3, 3))
+    matrix /= matrix.sum(axis=1, keepdims=True)
+    pixels = np.asarray(image, dtype=np.float64) @ matrix.T
+    pixels = pixels * rng.uniform(0.5, 1.0) + rng.uniform(0, 90, 3)
+    levels = int(rng.integers(2, 8))
+    pixels = np.round(pixels / 255 * (levels - 1)) / (levels - 1) * 255
+    out = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    return out.filter(ImageFilter.GaussianBlur(float(rng.uniform(0, 2))))
+
+
+def write_catalog(
+    root: Path,
+    n_loras: int = 20,
+    n_samples: int = 10,
+    seed: int = 0,
+    unchanged_sample: tuple[str, str] | None = None,
+) -> Path:
+    """A catalog directory in the DESIGN.md 6 format. `unchanged_sample=(slug, sample_id)` makes
+    that reference a copy of its sample, which cleansing must drop."""
+    rng = np.random.default_rng(seed)
+    (root / "samples").mkdir(parents=True)
+    (root / "catalog.toml").write_text(dump_toml({"name": "test", "base_model": "sd1"}))
+    samples = {}
+    for i in range(n_samples):
+        sample_id = f"s{i:02d}"
+        samples[sample_id] = content_image(rng)
+        samples[sample_id].save(root / "samples" / f"{sample_id}.png")
+    for style in range(n_loras):
+        slug = f"style-{style:02d}"
+        ref_dir = root / "loras" / slug / "references"
+        ref_dir.mkdir(parents=True)
+        entry = LoraEntry(
+            slug=slug,
+            name=f"Style {style}",
+            url=f"https://example.org/{slug}",
+            trigger_words=[f"trig{style}"],
+        )
+        (root / "loras" / slug / "lora.toml").write_text(lora_toml(entry))
+        for sample_id, image in samples.items():
+            styled = image if unchanged_sample == (slug, sample_id) else apply_style(image, style)
+            styled.save(ref_dir / f"{sample_id}.png")
+    return root
