@@ -14,8 +14,14 @@ from inference_service.eval.style_zoo import generate_zoo, read_queries, read_zo
 
 def _zoo(root: Path, split: str, n_styles: int = 6, n_samples: int = 5) -> Path:
     return generate_zoo(
-        root / split, n_styles=n_styles, n_samples=n_samples, split=split,  # type: ignore[arg-type]
-        seed=3, progress=False, size=64, n_queries=4,
+        root / split,
+        n_styles=n_styles,
+        n_samples=n_samples,
+        split=split,  # type: ignore[arg-type]
+        seed=3,
+        progress=False,
+        size=64,
+        n_queries=4,
     )
 
 
