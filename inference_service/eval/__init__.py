@@ -1,0 +1,1 @@
+"""Evaluation: the procedural style zoo and retrieval metrics."""

@@ -1,0 +1,153 @@
+"""Retrieval and verification metrics of the style-distance paper (pure numpy).
+
+Ranking: each query has a distance to every candidate LoRA and one right answer. rank = 1 + the
+number of candidates strictly closer than the right one (ties count in the query's favour,
+which is the usual convention and keeps the metric deterministic).
+
+Verification: distances of positive pairs (same LoRA) and negative pairs (other LoRA); the
+F1-optimal threshold is searched over every distinct distance (a pair is called "same style"
+when its distance is <= the threshold), i.e. the best operating point on the ROC curve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+def ranks_of_truth(distances: NDArray[np.floating], truth: NDArray[np.integer]) -> NDArray[np.int64]:
+    """distances (Q, M), truth (Q,) column index of the right answer -> 1-based ranks (Q,)."""
+    distances = np.asarray(distances, dtype=np.float64)
+    truth = np.asarray(truth, dtype=np.int64)
+    true_distance = distances[np.arange(len(truth)), truth]
+    return (distances < true_distance[:, None]).sum(axis=1).astype(np.int64) + 1
+
+
+def mean_reciprocal_rank(ranks: NDArray[np.integer]) -> float:
+    return float(np.mean(1.0 / np.asarray(ranks, dtype=np.float64))) if len(ranks) else 0.0
+
+
+def hit_at(ranks: NDArray[np.integer], k: int) -> float:
+    """Share of queries whose right answer is in the top k (= top-k accuracy)."""
+    return float(np.mean(np.asarray(ranks) <= k)) if len(ranks) else 0.0
+
+
+@dataclass(frozen=True)
+class RankingMetrics:
+    mrr: float
+    hit1: float
+    hit5: float
+    hit10: float
+    top1: float
+    top2: float
+    top3: float
+    top4: float
+    avg_rank: float
+    n_queries: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def ranking_metrics(ranks: NDArray[np.integer]) -> RankingMetrics:
+    ranks = np.asarray(ranks, dtype=np.int64)
+    if ranks.size and ranks.min() < 1:
+        raise ValueError("ranks are 1-based")
+    return RankingMetrics(
+        mrr=mean_reciprocal_rank(ranks),
+        hit1=hit_at(ranks, 1),
+        hit5=hit_at(ranks, 5),
+        hit10=hit_at(ranks, 10),
+        top1=hit_at(ranks, 1),
+        top2=hit_at(ranks, 2),
+        top3=hit_at(ranks, 3),
+        top4=hit_at(ranks, 4),
+        avg_rank=float(ranks.mean()) if ranks.size else 0.0,
+        n_queries=int(ranks.size),
+    )
+
+
+@dataclass(frozen=True)
+class VerificationMetrics:
+    f1: float  # in percent, as the paper reports it
+    precision: float
+    recall: float
+    threshold: float
+    auc: float
+    n_positive: int
+    n_negative: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def roc_auc(positive: NDArray[np.floating], negative: NDArray[np.floating]) -> float:
+    """Probability that a random positive pair is closer than a random negative one (ties: half)."""
+    pos = np.asarray(positive, dtype=np.float64)
+    neg = np.sort(np.asarray(negative, dtype=np.float64))
+    below = np.searchsorted(neg, pos, side="left")  # negatives strictly closer than each positive
+    equal = np.searchsorted(neg, pos, side="right") - below
+    wins = len(neg) - below - equal
+    return float((wins + 0.5 * equal).sum() / (len(pos) * len(neg)))
+
+
+def best_f1(positive: NDArray[np.floating], negative: NDArray[np.floating]) -> VerificationMetrics:
+    """F1 at the F1-optimal threshold: predict "same style" when distance <= threshold."""
+    pos = np.asarray(positive, dtype=np.float64)
+    neg = np.asarray(negative, dtype=np.float64)
+    if not len(pos) or not len(neg):
+        raise ValueError("need positive and negative pairs")
+    scores = np.concatenate([pos, neg])
+    labels = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
+    order = np.argsort(scores, kind="stable")
+    scores, labels = scores[order], labels[order]
+    true_pos = np.cumsum(labels)
+    predicted = np.arange(1, len(scores) + 1, dtype=np.float64)
+    # Only the last index of a run of equal distances is a valid threshold.
+    last = np.r_[scores[1:] != scores[:-1], True]
+    precision = true_pos / predicted
+    recall = true_pos / len(pos)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(true_pos > 0, 2 * precision * recall / (precision + recall), 0.0)
+    f1 = np.where(last, f1, -1.0)
+    best = int(np.argmax(f1))
+    return VerificationMetrics(
+        f1=float(f1[best] * 100),
+        precision=float(precision[best]),
+        recall=float(recall[best]),
+        threshold=float(scores[best]),
+        auc=roc_auc(pos, neg),
+        n_positive=len(pos),
+        n_negative=len(neg),
+    )
+
+
+def sample_pairs(
+    labels: NDArray[np.integer],
+    contents: NDArray[np.integer],
+    n_positive: int,
+    n_negative: int,
+    rng: np.random.Generator,
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Index pairs over a set of images, as the paper draws them.
+
+    Positive: two different content images restyled by the same LoRA. Negative: the *same*
+    content image restyled by two different LoRAs (the hard case). Returns (P, 2) and (N, 2),
+    distinct pairs, sampled without replacement from all such pairs.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    contents = np.asarray(contents, dtype=np.int64)
+    same_label = labels[:, None] == labels[None, :]
+    same_content = contents[:, None] == contents[None, :]
+    upper = np.triu(np.ones_like(same_label, dtype=bool), k=1)
+    positives = np.argwhere(same_label & ~same_content & upper)
+    negatives = np.argwhere(~same_label & same_content & upper)
+    if len(positives) < n_positive or len(negatives) < n_negative:
+        raise ValueError(
+            f"asked for {n_positive}/{n_negative} pairs, only {len(positives)}/{len(negatives)} exist"
+        )
+    pos = positives[rng.choice(len(positives), size=n_positive, replace=False)]
+    neg = negatives[rng.choice(len(negatives), size=n_negative, replace=False)]
+    return pos.astype(np.int64), neg.astype(np.int64)

@@ -1,0 +1,193 @@
+"""The style zoo: a procedural catalog of parametric "LoRAs" for training and benchmarking.
+
+`generate_zoo` writes a catalog directory in the import format (DESIGN.md 6): samples/,
+loras/<slug>/lora.toml, loras/<slug>/references/<sample_id>.png. Alongside (ignored by
+`read_catalog`) it writes zoo.json (every style's parameters and every image's content source)
+and, for the eval and demo splits, queries/ + queries.json: held-out content restyled by the
+catalog's styles, one query per LoRA for up to `n_queries` LoRAs.
+
+Disjointness: the splits draw styles from independent random streams, and content from
+separate pools (different photographs, faces and scene streams; see content.py). Eval and demo
+queries use a third pool that neither the training content nor the reference samples touch.
+A small share of transfers "fail" (the reference is the unchanged sample), as with real
+line-drawing transfers; cleansing (Eq. 1) is what removes them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm  # type: ignore[import-untyped]
+
+from inference_service.catalog.format import LoraEntry, dump_toml, lora_toml
+from inference_service.eval.content import Content, Pool, sample_content
+from inference_service.eval.style_ops import StyleSpec, apply_style, lookalike, sample_style
+
+Split = Literal["train", "eval", "demo"]
+SPLIT_STREAM: dict[Split, int] = {"train": 11, "eval": 22, "demo": 33}
+REFERENCE_POOL: dict[Split, Pool] = {"train": "train", "eval": "eval-ref", "demo": "eval-ref"}
+DEFAULT_SIZE = 160
+LOOKALIKE_SHARE = 0.3
+FAILED_TRANSFER_SHARE = 0.03
+QUERIES_FILE = "queries.json"
+ZOO_FILE = "zoo.json"
+
+
+@dataclass(frozen=True)
+class Query:
+    path: Path
+    slug: str  # the LoRA (style) that made it: the right answer
+    source: str  # content source, never used by the catalog's samples
+
+
+def _stream(seed: int, split: Split, *parts: int) -> np.random.Generator:
+    return np.random.default_rng([seed, SPLIT_STREAM[split], *parts])
+
+
+def zoo_styles(
+    n_styles: int, split: Split, seed: int, lookalike_share: float = LOOKALIKE_SHARE
+) -> list[StyleSpec]:
+    """The split's styles; about `lookalike_share` of them are near copies of an earlier one."""
+    styles: list[StyleSpec] = []
+    for index in range(n_styles):
+        rng = _stream(seed, split, 0, index)
+        if styles and rng.random() < lookalike_share:
+            parent = int(rng.integers(0, len(styles)))
+            styles.append(lookalike(styles[parent], parent, rng))
+        else:
+            styles.append(sample_style(rng))
+    return styles
+
+
+def style_slug(split: Split, index: int, spec: StyleSpec) -> str:
+    return f"{split}-{index:04d}-{spec.primary.replace('_', '-')}"
+
+
+def _contents(pool: Pool, count: int, seed: int, split: Split, stream: int, size: int) -> Iterator[Content]:
+    for index in range(count):
+        # The scene index folds in seed and split so different zoos draw different scenes.
+        yield sample_content(
+            pool, _stream(seed, split, stream, index), size, scene_index=seed * 100_003 + index
+        )
+
+
+def generate_zoo(
+    out_dir: Path,
+    *,
+    n_styles: int,
+    n_samples: int,
+    split: Split,
+    seed: int,
+    progress: bool = True,
+    size: int = DEFAULT_SIZE,
+    n_queries: int = 40,
+    lookalike_share: float = LOOKALIKE_SHARE,
+    failed_share: float = FAILED_TRANSFER_SHARE,
+) -> Path:
+    """Write a style-zoo catalog directory to `out_dir` and return it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "samples").mkdir(exist_ok=True)
+    styles = zoo_styles(n_styles, split, seed, lookalike_share)
+    samples = list(_contents(REFERENCE_POOL[split], n_samples, seed, split, 1, size))
+    sample_ids = [f"s{index:03d}" for index in range(n_samples)]
+    for sample_id, content in zip(sample_ids, samples, strict=True):
+        content.image.save(out_dir / "samples" / f"{sample_id}.png")
+
+    (out_dir / "catalog.toml").write_text(
+        dump_toml(
+            {
+                "name": f"style zoo ({split}, seed {seed})",
+                "base_model": "sd1",
+                "note": f"procedural styles: {n_styles} styles x {n_samples} samples at {size} px",
+            }
+        ),
+        encoding="utf-8",
+    )
+    slugs = [style_slug(split, index, spec) for index, spec in enumerate(styles)]
+    failed: list[str] = []
+    bar = tqdm(total=n_styles * n_samples, desc=f"zoo {split}", unit="img", disable=not progress)
+    for index, (slug, spec) in enumerate(zip(slugs, styles, strict=True)):
+        lora_dir = out_dir / "loras" / slug
+        (lora_dir / "references").mkdir(parents=True, exist_ok=True)
+        entry = LoraEntry(
+            slug=slug,
+            name=f"{spec.primary.replace('_', ' ').title()} #{index}",
+            url=f"https://example.invalid/zoo/{slug}",
+            author="findlora style zoo",
+            license="CC0-1.0",
+            trigger_words=[f"zoo{index}"],
+        )
+        (lora_dir / "lora.toml").write_text(lora_toml(entry), encoding="utf-8")
+        for sample_number, (sample_id, content) in enumerate(zip(sample_ids, samples, strict=True)):
+            rng = _stream(seed, split, 2, index, sample_number)
+            if rng.random() < failed_share:
+                reference = content.image
+                failed.append(f"{slug}/{sample_id}")
+            else:
+                reference = apply_style(spec, content.image, rng)
+            reference.save(lora_dir / "references" / f"{sample_id}.png")
+            bar.update()
+    bar.close()
+
+    queries: list[dict[str, str]] = []
+    if split != "train" and n_queries > 0:
+        queries = _write_queries(out_dir, styles, slugs, min(n_queries, n_styles), seed, split, size)
+    zoo = {
+        "split": split,
+        "seed": seed,
+        "size": size,
+        "n_styles": n_styles,
+        "n_samples": n_samples,
+        "styles": {slug: spec.to_json() for slug, spec in zip(slugs, styles, strict=True)},
+        "samples": {
+            sample_id: content.source for sample_id, content in zip(sample_ids, samples, strict=True)
+        },
+        "failed_transfers": failed,
+        "queries": queries,
+    }
+    (out_dir / ZOO_FILE).write_text(json.dumps(zoo, indent=1), encoding="utf-8")
+    return out_dir
+
+
+def _write_queries(
+    out_dir: Path, styles: list[StyleSpec], slugs: list[str], count: int, seed: int, split: Split, size: int
+) -> list[dict[str, str]]:
+    """One query per chosen LoRA (distinct LoRAs), each on its own unseen content image."""
+    query_dir = out_dir / "queries"
+    query_dir.mkdir(exist_ok=True)
+    chosen = sorted(int(i) for i in _stream(seed, split, 3).choice(len(styles), size=count, replace=False))
+    contents = list(_contents("eval-query", count, seed, split, 4, size))
+    records = []
+    for number, (style_index, content) in enumerate(zip(chosen, contents, strict=True)):
+        image = apply_style(styles[style_index], content.image, _stream(seed, split, 5, number))
+        name = f"q{number:03d}.png"
+        image.save(query_dir / name)
+        records.append({"file": f"queries/{name}", "slug": slugs[style_index], "source": content.source})
+    (out_dir / QUERIES_FILE).write_text(json.dumps(records, indent=1), encoding="utf-8")
+    return records
+
+
+def read_queries(root: Path) -> list[Query]:
+    """The queries written next to an eval/demo zoo catalog (empty for a train zoo)."""
+    path = root / QUERIES_FILE
+    if not path.exists():
+        return []
+    records = json.loads(path.read_text(encoding="utf-8"))
+    return [Query(root / r["file"], r["slug"], r["source"]) for r in records]
+
+
+def read_zoo_info(root: Path) -> dict[str, object]:
+    """zoo.json: style parameters, content sources, failed transfers."""
+    info: dict[str, object] = json.loads((root / ZOO_FILE).read_text(encoding="utf-8"))
+    return info
+
+
+def load_rgb(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
