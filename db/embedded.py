@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import structlog
@@ -21,7 +22,9 @@ def embedded_uri(pg_dir: Path) -> str:
     leaving an orphan behind.
     """
     try:
-        import pgserver
+        with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on headless hosts
+            warnings.simplefilter("ignore")
+            import pgserver
     except ImportError as exc:  # the bot extra has no database driver
         raise DatabaseUnavailable(
             "the embedded database needs the 'inference' extra (pip install 'findlora[inference]')"

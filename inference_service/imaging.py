@@ -44,8 +44,10 @@ def decode_image(
             image = ImageOps.exif_transpose(probe)
     except ImageRejected:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected(f"{name} is too large to decode safely ({exc})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageRejected(
+            f"{name} has too many pixels to decode safely; the limit is {max_pixels / 1e6:.0f} megapixels"
+        ) from None
     except UnidentifiedImageError:
         raise ImageRejected(
             f"{name} is not an image in an accepted format ({', '.join(ALLOWED_FORMATS)})"

@@ -47,20 +47,16 @@ def response_json(response: Any, transfer_paths: dict[tuple[str, str], Path] | N
 
 
 def results_table(response: Any, title: str = "") -> Table:
-    table = Table(title=title or f"search {response.search_id}", show_lines=False)
-    for column in ("rank", "LoRA", "base", "score", "d_avg", "nearest transfers", "link"):
-        table.add_column(column, overflow="fold")
+    table = Table(title=title or f"search {response.search_id}")
+    table.add_column("rank", justify="right")
+    table.add_column("LoRA", overflow="fold")
+    table.add_column("score", justify="right")
+    table.add_column("d_avg", justify="right")
+    table.add_column("nearest transfers", overflow="fold")
     for m in response.matches:
-        transfers = ", ".join(f"{t.sample_id} ({t.distance:.3f})" for t in m.transfers)
-        table.add_row(
-            str(m.rank),
-            f"{m.name} [dim]({m.slug})[/]",
-            m.base_model,
-            f"{m.score:.4f}",
-            f"{m.style_distance:.4f}",
-            transfers,
-            m.url,
-        )
+        lora = f"{m.name} [dim]{m.slug} · {m.base_model}[/]\n[link={m.url}]{m.url}[/link]"
+        transfers = " ".join(t.sample_id for t in m.transfers)
+        table.add_row(str(m.rank), lora, f"{m.score:.4f}", f"{m.style_distance:.4f}", transfers)
     return table
 
 

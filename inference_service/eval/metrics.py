@@ -22,7 +22,8 @@ def ranks_of_truth(distances: NDArray[np.floating], truth: NDArray[np.integer]) 
     distances = np.asarray(distances, dtype=np.float64)
     truth = np.asarray(truth, dtype=np.int64)
     true_distance = distances[np.arange(len(truth)), truth]
-    return (distances < true_distance[:, None]).sum(axis=1).astype(np.int64) + 1
+    ranks: NDArray[np.int64] = (distances < true_distance[:, None]).sum(axis=1).astype(np.int64) + 1
+    return ranks
 
 
 def mean_reciprocal_rank(ranks: NDArray[np.integer]) -> float:

@@ -1,0 +1,93 @@
+"""`findlora demo`: a real search, end to end, on a small procedural catalog.
+
+Builds a demo style zoo (parametric styles over photographs that scikit-image ships), imports
+it into the embedded database, starts the inference service on a free port, and sends a query
+image (content never seen in the catalog, restyled by one of its styles) over gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from bot.core.client import FindLoraClient, QueryImage
+from db.repository import ENCODER_KEY
+from inference_service.catalog.importer import import_catalog, reembed
+from inference_service.config import Settings
+from inference_service.eval.style_zoo import Query, generate_zoo, read_queries
+from inference_service.runtime import open_runtime
+from inference_service.server import start_service
+from protos import findlora_pb2 as pb
+
+DEMO_STYLES = 16
+DEMO_SAMPLES = 12
+DEMO_SEED = 7
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    query: Query
+    response: pb.SearchResponse
+    encoder: str
+
+
+def demo_catalog(data_dir: Path) -> Path:
+    root = data_dir / "demo-catalog"
+    if not (root / "catalog.toml").exists():
+        generate_zoo(
+            root,
+            n_styles=DEMO_STYLES,
+            n_samples=DEMO_SAMPLES,
+            split="demo",
+            seed=DEMO_SEED,
+            n_queries=DEMO_STYLES,
+        )
+    return root
+
+
+async def run_demo(settings: Settings, console: Console, query_index: int = 0) -> DemoResult:
+    console.print(f"[bold]1/4[/] demo catalog: {DEMO_STYLES} styles x {DEMO_SAMPLES} samples")
+    root = await asyncio.to_thread(demo_catalog, settings.data_dir)
+    console.print(f"[bold]2/4[/] importing {root} into the database under {settings.data_dir}")
+    runtime = await open_runtime(settings)
+    try:
+        stored = await runtime.repo.get_meta(ENCODER_KEY)
+        if stored is not None and stored != runtime.embedder.label:
+            console.print(
+                f"    the style encoder changed ({stored} -> {runtime.embedder.label}): re-embedding"
+            )
+            await reembed(runtime.repo, runtime.blobs, runtime.embedder)
+        report = await import_catalog(
+            root,
+            runtime.repo,
+            runtime.blobs,
+            runtime.embedder,
+            cleansing_threshold=settings.cleansing_threshold,
+            thumb_px=settings.thumbnail_px,
+        )
+    finally:
+        await runtime.close()
+    console.print(
+        f"    {len(report.imported)} imported, {len(report.unchanged)} already there, "
+        f"{report.dropped_by_cleansing} reference(s) dropped by cleansing"
+    )
+    service = await start_service(settings, "127.0.0.1:0")
+    try:
+        console.print(
+            f"[bold]3/4[/] inference service on 127.0.0.1:{service.port} "
+            f"(style encoder {service.runtime.embedder.label})"
+        )
+        queries = read_queries(root)
+        query = queries[query_index % len(queries)]
+        console.print(
+            f"[bold]4/4[/] searching for {query.path.name} (made by {query.slug!r}, "
+            "content not in the catalog)"
+        )
+        async with FindLoraClient(f"127.0.0.1:{service.port}") as client:
+            response = await client.search([QueryImage(query.path.read_bytes(), query.path.name)], top_k=5)
+    finally:
+        await service.stop(1.0)
+    return DemoResult(query, response, service.runtime.embedder.label)

@@ -1,0 +1,187 @@
+"""Search, paging, health, reflection and errors through the real gRPC service."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from PIL import Image
+
+from bot.core.client import FindLoraClient, QueryImage, ServiceError, ServiceUnreachable
+from inference_service.server import RunningService
+from protos import findlora_pb2 as pb
+from protos import findlora_pb2_grpc as pb_grpc
+
+pytestmark = pytest.mark.db
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+async def test_reference_image_finds_its_own_lora_first(client: FindLoraClient, catalog_dir: Path) -> None:
+    """Acceptance: 20 LoRAs x 10 samples; a reference image ranks its LoRA first, and that LoRA's
+    nearest sample transfer is the very same image (distance ~0)."""
+    for slug, sample in [("style-07", "s03"), ("style-00", "s09"), ("style-19", "s00")]:
+        data = (catalog_dir / "loras" / slug / "references" / f"{sample}.png").read_bytes()
+        response = await client.search([QueryImage(data, f"{sample}.png")], top_k=5)
+        top = response.matches[0]
+        assert (top.rank, top.slug) == (1, slug)
+        assert top.transfers[0].sample_id == sample
+        assert top.transfers[0].distance == pytest.approx(0.0, abs=1e-4)
+        assert top.style_distance == pytest.approx(top.score)
+        assert [m.rank for m in response.matches] == [1, 2, 3, 4, 5]
+        assert [m.score for m in response.matches] == sorted(m.score for m in response.matches)
+
+
+async def test_matches_carry_metadata_and_thumbnails(client: FindLoraClient, catalog_dir: Path) -> None:
+    data = (catalog_dir / "loras" / "style-03" / "references" / "s01.png").read_bytes()
+    response = await client.search([QueryImage(data)], top_k=3, prompt="a red house")
+    top = response.matches[0]
+    assert top.name == "Style 3"
+    assert top.url == "https://example.org/style-03"
+    assert top.base_model == "sd1"
+    assert response.pseudo_prompt == "a red house"
+    assert top.suggested_prompt == "a red house, trig3"
+    assert not top.HasField("rkme_score")
+    assert len(top.transfers) == 3
+    for transfer in top.transfers:
+        thumb = Image.open(io.BytesIO(transfer.thumbnail))
+        assert thumb.format == "WEBP"
+        assert max(thumb.size) <= 256
+        assert transfer.mime_type == "image/webp"
+    assert response.total == 20
+    assert response.expires_at.seconds > 0
+
+
+async def test_paging_continues_the_stored_ranking(client: FindLoraClient, catalog_dir: Path) -> None:
+    data = (catalog_dir / "loras" / "style-11" / "references" / "s05.png").read_bytes()
+    first = await client.search([QueryImage(data)], top_k=5)
+    full = await client.search([QueryImage(data)], top_k=15)
+    second = await client.get_page(first.search_id, offset=5, limit=5)
+    assert [m.rank for m in second.matches] == [6, 7, 8, 9, 10]
+    assert [m.slug for m in second.matches] == [m.slug for m in full.matches[5:10]]
+    tail = await client.get_page(first.search_id, offset=18, limit=5)
+    assert [m.rank for m in tail.matches] == [19, 20]
+
+
+async def test_multi_image_query_averages_style_distance(client: FindLoraClient, catalog_dir: Path) -> None:
+    refs = catalog_dir / "loras" / "style-05" / "references"
+    one = await client.search([QueryImage((refs / "s01.png").read_bytes())], top_k=20)
+    two = await client.search(
+        [QueryImage((refs / "s01.png").read_bytes()), QueryImage((refs / "s02.png").read_bytes())], top_k=20
+    )
+    other = await client.search([QueryImage((refs / "s02.png").read_bytes())], top_k=20)
+    assert two.matches[0].slug == "style-05"
+    d1 = {m.slug: m.style_distance for m in one.matches}
+    d2 = {m.slug: m.style_distance for m in other.matches}
+    for match in two.matches:
+        assert match.style_distance == pytest.approx((d1[match.slug] + d2[match.slug]) / 2, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "is empty"),
+        (b"this is not an image", "not an image"),
+        (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "not an image"),
+        (png_bytes(Image.effect_noise((64, 64), 40).convert("RGB"))[:300], "corrupt or truncated"),
+        (png_bytes(Image.new("1", (10000, 10000))), "megapixels"),
+    ],
+)
+async def test_bad_images_are_invalid_argument(client: FindLoraClient, data: bytes, message: str) -> None:
+    with pytest.raises(ServiceError) as info:
+        await client.search([QueryImage(data, "upload.png")])
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in info.value.message
+    assert "upload.png" in info.value.message
+    assert await client.health() == "SERVING"  # the service shrugs it off
+
+
+async def test_bad_requests_are_invalid_argument(client: FindLoraClient, catalog_dir: Path) -> None:
+    data = (catalog_dir / "samples" / "s00.png").read_bytes()
+    for images, top_k in ([[], 5], [[QueryImage(data)] * 5, 5], [[QueryImage(data)], 999]):
+        with pytest.raises(ServiceError) as info:
+            await client.search(images, top_k=top_k)
+        assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(ServiceError) as info:
+        await client.get_page("not-a-uuid", 0, 5)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(ServiceError) as info:
+        await client.get_page("00000000-0000-0000-0000-000000000000", 0, 5)
+    assert info.value.code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_expired_search_says_so(
+    client: FindLoraClient, catalog_dir: Path, service: RunningService
+) -> None:
+    data = (catalog_dir / "samples" / "s00.png").read_bytes()
+    response = await client.search([QueryImage(data)], top_k=3)
+    async with service.runtime.repo.pool.connection() as conn:
+        await conn.execute("UPDATE searches SET expires_at = now() - interval '1 second'")
+    with pytest.raises(ServiceError) as info:
+        await client.get_page(response.search_id, 3, 3)
+    assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert info.value.message == "this search has expired, run it again"
+
+
+async def test_empty_catalog_is_failed_precondition(empty_service: RunningService) -> None:
+    async with FindLoraClient(f"127.0.0.1:{empty_service.port}") as client:
+        with pytest.raises(ServiceError) as info:
+            await client.search([QueryImage(png_bytes(Image.new("RGB", (32, 32))))])
+    assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert info.value.message == "catalog is empty: import one with findlora catalog import"
+
+
+async def test_health_reflection_and_pending_rpcs(empty_service: RunningService) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{empty_service.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for name in ("", "findlora.v1.FindLora"):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        replies = reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        services = set()
+        async for reply in replies:
+            services |= {s.name for s in reply.list_services_response.service}
+        assert {"findlora.v1.FindLora", "grpc.health.v1.Health"} <= services
+        stub = pb_grpc.FindLoraStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.RegisterLora(
+                pb.RegisterLoraRequest(source_url="https://example.org/x.safetensors"), timeout=5
+            )
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert "LoRA registration" in (info.value.details() or "")
+
+
+async def test_graceful_stop_reports_not_serving(empty_service: RunningService) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{empty_service.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        await empty_service.health.enter_graceful_shutdown()
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_database_down_is_unavailable(
+    client: FindLoraClient, catalog_dir: Path, service: RunningService
+) -> None:
+    await service.runtime.repo.pool.close()  # every connection gone, as when the database stops
+    with pytest.raises(ServiceError) as info:
+        await client.search([QueryImage((catalog_dir / "samples" / "s00.png").read_bytes())], timeout=10)
+    assert info.value.code == grpc.StatusCode.UNAVAILABLE or "database" in info.value.message
+
+
+async def test_unreachable_service_names_the_address() -> None:
+    async with FindLoraClient("127.0.0.1:1", timeout=3) as client:
+        with pytest.raises(
+            ServiceUnreachable, match=r"could not reach the findlora service at 127\.0\.0\.1:1"
+        ):
+            await client.search([QueryImage(b"x")])
