@@ -50,7 +50,7 @@ def decode_image(
         ) from None
     except UnidentifiedImageError:
         raise ImageRejected(
-            f"{name} is not an image in an accepted format ({', '.join(ALLOWED_FORMATS)})"
+            f"{name} is not a readable image: corrupt, or not one of {', '.join(ALLOWED_FORMATS)}"
         ) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageRejected(f"{name} is corrupt or truncated ({exc})") from None

@@ -20,9 +20,9 @@ def encode(image: Image.Image, fmt: str = "PNG", **params: object) -> bytes:
     ("data", "message"),
     [
         (b"", "empty"),
-        (b"<svg xmlns='http://www.w3.org/2000/svg'></svg>", "not an image"),
-        (b"<html><body>hi</body></html>", "not an image"),
-        (b"%PDF-1.4 not really", "not an image"),
+        (b"<svg xmlns='http://www.w3.org/2000/svg'></svg>", "not a readable image"),
+        (b"<html><body>hi</body></html>", "not a readable image"),
+        (b"%PDF-1.4 not really", "not a readable image"),
     ],
 )
 def test_rejects_non_images(data: bytes, message: str) -> None:

@@ -164,12 +164,12 @@ def _read_lora(
     return entry
 
 
-def read_catalog(root: Path) -> Catalog:
-    """Parse and check a catalog directory (structure and names; pixels are checked on import)."""
+def scan_catalog(root: Path) -> tuple[Catalog, list[str]]:
+    """Parse a catalog directory as far as it goes: what could be read, and every problem."""
     problems: list[str] = []
     root = root.resolve()
     if not root.is_dir():
-        raise CatalogError([f"{root}: not a directory"])
+        return Catalog(root, root.name, "sd1", "", [], {}, {}), [f"{root}: not a directory"]
     meta = _read_toml(root / "catalog.toml", problems) or {}
     default_base = meta.get("base_model", "sd1")
     if not isinstance(default_base, str) or default_base not in BASE_MODELS:
@@ -199,9 +199,7 @@ def read_catalog(root: Path) -> Catalog:
             entry = _read_lora(lora_dir, default_base, samples, len(prompts), problems)
             if entry is not None:
                 loras[entry.slug] = entry
-    if problems:
-        raise CatalogError(problems)
-    return Catalog(
+    catalog = Catalog(
         root=root,
         name=str(meta.get("name", root.name)),
         base_model=default_base,
@@ -210,6 +208,15 @@ def read_catalog(root: Path) -> Catalog:
         samples=samples,
         loras=loras,
     )
+    return catalog, problems
+
+
+def read_catalog(root: Path) -> Catalog:
+    """Parse and check a catalog directory (structure and names; pixels are checked on import)."""
+    catalog, problems = scan_catalog(root)
+    if problems:
+        raise CatalogError(problems)
+    return catalog
 
 
 def _toml_value(value: object) -> str:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from db.repository import ENCODER_KEY, NewLora, ReferenceRow, Repository
 from inference_service.blobs import BlobStore
-from inference_service.catalog.format import Catalog, CatalogError, LoraEntry, lora_toml, read_catalog
+from inference_service.catalog.format import Catalog, CatalogError, LoraEntry, lora_toml, scan_catalog
 from inference_service.imaging import ImageRejected, load_image_file, thumbnail_webp
 from inference_service.models.style_encoder import StyleEmbedder
 from inference_service.scoring.cleansing import transfer_mse
@@ -60,8 +60,7 @@ async def validate(
 ) -> tuple[Catalog, dict[str, str]]:
     """Every problem, each with its path, before anything is written. Returns the catalog and
     the fingerprints of its LoRAs."""
-    catalog = read_catalog(catalog_dir)
-    problems: list[str] = []
+    catalog, problems = scan_catalog(catalog_dir)
     _check_images(catalog, problems)
     stored_samples = await repo.samples()
     for sample_id, path in catalog.samples.items():

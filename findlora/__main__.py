@@ -1,0 +1,3 @@
+from findlora.cli import app
+
+app()
