@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path(".findlora")
@@ -39,8 +40,19 @@ class Settings(BaseSettings):
     max_grpc_message_bytes: int = 64 * 1024 * 1024
     cleansing_threshold: float = Field(0.01, description="Eq. 1 MSE below which a transfer is dropped.")
 
+    metrics_listen: str = Field("", description="host:port for Prometheus /metrics; empty disables it.")
+    otel_enabled: bool = Field(False, description="OpenTelemetry tracing of gRPC (needs the otel extra).")
+
     grace_seconds: float = Field(5.0, description="Graceful shutdown: time given to in-flight RPCs.")
     db_pool_max: int = 8
+
+    @model_validator(mode="after")
+    def _database_url_from_secret_file(self) -> Settings:
+        """DATABASE_URL_FILE (a Docker/Kubernetes secret) when DATABASE_URL itself is unset."""
+        secret = os.environ.get("DATABASE_URL_FILE")
+        if self.database_url is None and secret:
+            self.database_url = Path(secret).read_text(encoding="utf-8").strip()
+        return self
 
     @property
     def blob_dir(self) -> Path:

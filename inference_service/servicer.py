@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from inference_service.config import Settings
 from inference_service.errors import InvalidArgument, ServiceError
 from inference_service.imaging import ImageRejected, decode_image
+from inference_service.observability import RPC_LATENCY, RPC_REQUESTS
 from inference_service.search import SearchEngine, SearchPage, SearchQuery
 from protos import findlora_pb2 as pb
 from protos import findlora_pb2_grpc as pb_grpc
@@ -40,20 +42,29 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Response:
+        name = handler.__name__
         request_id = uuid.uuid4().hex[:12]
-        bound = log.bind(rpc=handler.__name__, request_id=request_id)
+        bound = log.bind(rpc=name, request_id=request_id)
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
         try:
             response = await handler(self, request, context)
         except ServiceError as exc:
-            bound.info("rpc_rejected", code=exc.code.name, reason=exc.message)
-            await context.abort(exc.code, exc.message)
+            code, message = exc.code, exc.message
+            bound.info("rpc_rejected", code=code.name, reason=message)
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            code, message = grpc.StatusCode.UNAVAILABLE, "the catalog database is unavailable; try again"
             bound.warning("database_unavailable", error=str(exc).splitlines()[0] if str(exc) else "")
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "the catalog database is unavailable; try again")
         except Exception:
+            code, message = grpc.StatusCode.INTERNAL, f"internal error (request {request_id})"
             bound.exception("rpc_failed")
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request {request_id})")
-        bound.info("rpc_ok")
+        finally:
+            elapsed = time.perf_counter() - started
+            RPC_LATENCY.labels(name).observe(elapsed)
+            RPC_REQUESTS.labels(name, code.name).inc()
+        if code != grpc.StatusCode.OK:
+            await context.abort(code, message)
+        bound.info("rpc_ok", ms=round(elapsed * 1000, 1))
         return response
 
     return wrapper

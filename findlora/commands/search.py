@@ -127,5 +127,22 @@ def search(
     )
 
 
+async def _health(address: str) -> str:
+    from bot.core.client import FindLoraClient
+
+    async with FindLoraClient(address) as client:
+        return await client.health()
+
+
+def health(service: str = typer.Option("", "--service", help="Service address.")) -> None:
+    """Exit 0 when the service reports SERVING (container healthchecks use this)."""
+    address = service or service_address()
+    status = run(_health(address))
+    console.print(f"{address}: {status}")
+    if status != "SERVING":
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.command("search")(search)
+    app.command("health")(health)

@@ -1,0 +1,47 @@
+# findlora inference service and registration worker (GPU in production, CPU works too).
+# Build from the repository root: docker build -f docker/inference.Dockerfile -t findlora-inference .
+FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 AS build
+ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv python3-pip \
+ && rm -rf /var/lib/apt/lists/*
+RUN python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+# Dependencies first (cached layer), then the project itself.
+COPY pyproject.toml README.md ./
+RUN pip install torch==2.14.1 torchvision==0.29.1
+COPY protos ./protos
+COPY db ./db
+COPY bot ./bot
+COPY findlora ./findlora
+COPY inference_service ./inference_service
+# Installs this project itself; its dependencies are pinned in pyproject.toml.
+# hadolint ignore=DL3013
+RUN pip install '.[inference,otel]'
+
+FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+ENV DEBIAN_FRONTEND=noninteractive
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 libgomp1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --uid 10001 --create-home --shell /usr/sbin/nologin findlora \
+ && mkdir -p /data /models \
+ && chown findlora:findlora /data /models
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    FINDLORA_DATA_DIR=/data \
+    FINDLORA_LISTEN=0.0.0.0:50051 \
+    FINDLORA_METRICS_LISTEN=0.0.0.0:9464 \
+    HF_HOME=/models/huggingface \
+    HF_HUB_OFFLINE=1
+USER 10001
+WORKDIR /home/findlora
+# Blob store (reference images) and model cache persist in volumes.
+VOLUME ["/data", "/models"]
+EXPOSE 50051 9464
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["findlora", "health", "--service", "127.0.0.1:50051"]
+ENTRYPOINT ["findlora"]
+CMD ["serve", "inference"]

@@ -1,0 +1,77 @@
+"""Prometheus metrics per RPC and OpenTelemetry spans for gRPC calls."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from opentelemetry import trace
+from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorServer
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import REGISTRY
+
+from bot.core.client import FindLoraClient, QueryImage, ServiceError
+from inference_service.config import Settings
+from inference_service.observability import enable_tracing, parse_listen, start_metrics_server
+from inference_service.server import start_service
+
+pytestmark = pytest.mark.db
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_rpc_metrics_count_outcomes_and_are_scraped(client: FindLoraClient, catalog_dir: Path) -> None:
+    ok_before = sample("findlora_rpc_requests_total", rpc="Search", code="OK")
+    bad_before = sample("findlora_rpc_requests_total", rpc="Search", code="INVALID_ARGUMENT")
+    timed_before = sample("findlora_rpc_latency_seconds_count", rpc="Search")
+    await client.search([QueryImage((catalog_dir / "samples" / "s00.png").read_bytes())], top_k=3)
+    with pytest.raises(ServiceError):
+        await client.search([QueryImage(b"not an image")])
+    assert sample("findlora_rpc_requests_total", rpc="Search", code="OK") == ok_before + 1
+    assert sample("findlora_rpc_requests_total", rpc="Search", code="INVALID_ARGUMENT") == bad_before + 1
+    assert sample("findlora_rpc_latency_seconds_count", rpc="Search") == timed_before + 2
+
+    port = start_metrics_server("127.0.0.1:0")
+    async with httpx.AsyncClient() as http:
+        page = (await http.get(f"http://127.0.0.1:{port}/metrics", timeout=5)).text
+    assert 'findlora_rpc_requests_total{code="OK",rpc="Search"}' in page
+
+
+def test_parse_listen() -> None:
+    assert parse_listen("0.0.0.0:9464") == ("0.0.0.0", 9464)
+    assert parse_listen("[::1]:80") == ("::1", 80)
+    with pytest.raises(ValueError, match="host:port"):
+        parse_listen("9464")
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace._TRACER_PROVIDER = None  # tests may install their own provider once more
+    trace._TRACER_PROVIDER_SET_ONCE._done = False
+    trace.set_tracer_provider(provider)
+    yield exporter
+    GrpcAioInstrumentorServer().uninstrument()  # type: ignore[no-untyped-call]
+
+
+async def test_tracing_records_a_span_per_rpc(settings: Settings, spans: InMemorySpanExporter) -> None:
+    assert enable_tracing()
+    service = await start_service(settings, "127.0.0.1:0")
+    try:
+        async with FindLoraClient(f"127.0.0.1:{service.port}") as client:
+            with pytest.raises(ServiceError) as info:
+                await client.search([QueryImage(b"")])
+    finally:
+        await service.stop(0.5)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    names = [span.name for span in spans.get_finished_spans()]
+    assert "/findlora.v1.FindLora/Search" in names
