@@ -13,9 +13,14 @@ import psycopg
 import pytest
 import torch
 
+from bot.core.client import FindLoraClient
 from db.migrate import migrate
 from db.repository import Repository
+from inference_service.catalog.importer import import_catalog
 from inference_service.config import Settings
+from inference_service.runtime import open_runtime
+from inference_service.server import RunningService, start_service
+from tests.helpers.catalogs import write_catalog
 
 # Tiny models on 2 busy cores are far slower with torch's default thread count.
 torch.set_num_threads(1)
@@ -75,3 +80,34 @@ async def repo(db_url: str) -> AsyncIterator[Repository]:
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
     return Settings(data_dir=tmp_path / "data", database_url=db_url, torch_threads=1, listen="127.0.0.1:0")
+
+
+# A real aio gRPC service on port 0 over an imported test catalog.
+
+
+@pytest.fixture
+def catalog_dir(tmp_path: Path) -> Path:
+    return write_catalog(tmp_path / "catalog", n_loras=20, n_samples=10)
+
+
+@pytest.fixture
+async def empty_service(settings: Settings) -> AsyncIterator[RunningService]:
+    service = await start_service(settings, "127.0.0.1:0")
+    yield service
+    await service.stop(0.5)
+
+
+@pytest.fixture
+async def service(settings: Settings, catalog_dir: Path) -> AsyncIterator[RunningService]:
+    runtime = await open_runtime(settings)
+    await import_catalog(catalog_dir, runtime.repo, runtime.blobs, runtime.embedder)
+    await runtime.close()
+    running = await start_service(settings, "127.0.0.1:0")
+    yield running
+    await running.stop(0.5)
+
+
+@pytest.fixture
+async def client(service: RunningService) -> AsyncIterator[FindLoraClient]:
+    async with FindLoraClient(f"127.0.0.1:{service.port}", timeout=20) as c:
+        yield c

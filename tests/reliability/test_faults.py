@@ -1,0 +1,137 @@
+"""Faults: the database restarting under the service, a slow or flaky service under the client."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from bot.core.client import FindLoraClient, QueryImage, ServiceError, ServiceTimeout, ServiceUnreachable
+from inference_service.catalog.importer import import_catalog
+from inference_service.config import Settings
+from inference_service.runtime import open_runtime
+from inference_service.server import start_service
+from protos import findlora_pb2 as pb
+from protos import findlora_pb2_grpc as pb_grpc
+from tests.helpers.catalogs import write_catalog
+
+pytestmark = pytest.mark.db
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[tuple[str, Path, str | None]]:
+    """A private embedded server, so that restarting it disturbs no other test."""
+    import pgserver
+
+    pg_dir = Path(tempfile.mkdtemp(prefix="flrs-"))
+    server = pgserver.get_server(pg_dir, cleanup_mode="stop")
+    yield str(server.get_uri()), pg_dir, server.system_user
+    server.cleanup()
+    shutil.rmtree(pg_dir, ignore_errors=True)
+
+
+async def test_database_restart_mid_search_then_searches_succeed(
+    tmp_path: Path, own_postgres: tuple[str, Path, str | None]
+) -> None:
+    from pgserver._commands import pg_ctl
+
+    url, pg_dir, system_user = own_postgres
+    settings = Settings(data_dir=tmp_path / "data", database_url=url, torch_threads=1)
+    catalog = write_catalog(tmp_path / "catalog", n_loras=4, n_samples=3)
+    runtime = await open_runtime(settings)
+    await import_catalog(catalog, runtime.repo, runtime.blobs, runtime.embedder)
+    await runtime.close()
+    service = await start_service(settings, "127.0.0.1:0")
+    query = [QueryImage((catalog / "samples" / "s00.png").read_bytes())]
+    try:
+        async with FindLoraClient(f"127.0.0.1:{service.port}", timeout=20) as client:
+            assert (await client.search(query, top_k=2)).matches
+            in_flight = asyncio.create_task(client.search(query, top_k=2))
+            await asyncio.to_thread(
+                pg_ctl, ["-w", "-m", "fast", "restart"], pgdata=pg_dir, user=system_user, timeout=30
+            )
+            try:
+                await in_flight  # may land before or after the restart
+            except ServiceError as exc:
+                assert exc.code == grpc.StatusCode.UNAVAILABLE
+                assert "database is unavailable" in exc.message
+            for _ in range(3):
+                assert (await client.search(query, top_k=2)).matches[0].slug.startswith("style-")
+            assert await client.health() == "SERVING"
+    finally:
+        await service.stop(0.5)
+
+
+class FlakyService(pb_grpc.FindLoraServicer):  # type: ignore[misc]
+    """A scripted service at the edge of the client: fails `failures` times with `code`, or stalls."""
+
+    def __init__(self, code: grpc.StatusCode, failures: int, stall: float = 0.0) -> None:
+        self.code, self.failures, self.stall, self.calls = code, failures, stall, 0
+
+    async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
+        self.calls += 1
+        if self.stall:
+            await asyncio.sleep(self.stall)
+        if self.calls <= self.failures:
+            await context.abort(self.code, f"scripted {self.code.name}")
+        return pb.SearchResponse(search_id="ok")
+
+
+@pytest.fixture
+async def flaky() -> AsyncIterator[tuple[FlakyService, grpc.aio.Server, int]]:
+    servicer = FlakyService(grpc.StatusCode.OK, 0)
+    server = grpc.aio.server()
+    pb_grpc.add_FindLoraServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield servicer, server, port
+    await server.stop(0)
+
+
+@pytest.mark.parametrize(
+    ("code", "failures", "expected_calls", "succeeds"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, 2, 3, True),  # retried with backoff
+        (grpc.StatusCode.INVALID_ARGUMENT, 1, 1, False),  # never retried
+        (grpc.StatusCode.INTERNAL, 1, 1, False),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, 1, 1, False),
+    ],
+)
+async def test_client_retries_only_on_unavailable(
+    flaky: tuple[FlakyService, grpc.aio.Server, int],
+    code: grpc.StatusCode,
+    failures: int,
+    expected_calls: int,
+    succeeds: bool,
+) -> None:
+    servicer, _, port = flaky
+    servicer.code, servicer.failures = code, failures
+    async with FindLoraClient(f"127.0.0.1:{port}", timeout=10) as client:
+        if succeeds:
+            assert (await client.search([QueryImage(b"x")])).search_id == "ok"
+        else:
+            with pytest.raises(ServiceError) as info:
+                await client.search([QueryImage(b"x")])
+            assert info.value.code == code
+    assert servicer.calls == expected_calls
+
+
+async def test_slow_service_hits_the_deadline_with_a_clear_message(
+    flaky: tuple[FlakyService, grpc.aio.Server, int],
+) -> None:
+    servicer, _, port = flaky
+    servicer.stall = 5.0
+    async with FindLoraClient(f"127.0.0.1:{port}", timeout=0.5) as client:
+        with pytest.raises(ServiceTimeout, match="did not answer in time"):
+            await asyncio.wait_for(client.search([QueryImage(b"x")]), timeout=4)
+
+
+async def test_down_service_fails_fast_after_retries() -> None:
+    async with FindLoraClient("127.0.0.1:1", timeout=5) as client:
+        with pytest.raises(ServiceUnreachable):
+            await asyncio.wait_for(client.search([QueryImage(b"x")]), timeout=8)
