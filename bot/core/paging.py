@@ -47,3 +47,23 @@ def parse_footer(text: str | None) -> PageRef | None:
 def ref_pattern() -> str:
     """The regex of an encoded ref with named groups, for component custom ids."""
     return rf"(?P<search_id>{_UUID}):(?P<offset>\d+):(?P<limit>\d+)"
+
+
+_FOOTER_LORA = re.compile(r"· lora (\d+)\b")
+_FOOTER_TOTAL = re.compile(r"results \d+–\d+ of (\d+)")
+
+
+def parse_total(text: str | None) -> int:
+    """The length of the stored ranking, as the footer shows it (0 when absent)."""
+    match = _FOOTER_TOTAL.search(text or "")
+    return int(match.group(1)) if match else 0
+
+
+def result_footer(ref: PageRef, total: int, lora_id: int) -> str:
+    """The footer of one result: the page ref plus the LoRA it shows (for reaction votes)."""
+    return f"{footer_text(ref, total)} · lora {lora_id}"
+
+
+def parse_lora_id(text: str | None) -> int | None:
+    match = _FOOTER_LORA.search(text or "")
+    return int(match.group(1)) if match else None
