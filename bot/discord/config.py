@@ -17,7 +17,9 @@ class TokenMissing(Exception):
 
 
 class DiscordSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FINDLORA_DISCORD_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="FINDLORA_DISCORD_", env_file=".env", extra="ignore", populate_by_name=True
+    )
 
     token: SecretStr | None = Field(
         None, validation_alias=AliasChoices("DISCORD_TOKEN", "FINDLORA_DISCORD_TOKEN")
