@@ -72,6 +72,30 @@ class NearestReference:
 
 
 @dataclass(frozen=True)
+class FlagRow:
+    id: uuid.UUID
+    lora_id: int
+    slug: str
+    lora_name: str
+    reporter: str
+    note: str
+    evidence: dict[str, Any]
+    status: str
+    reviewer: str
+    created_at: datetime
+    decided_at: datetime | None
+
+
+@dataclass(frozen=True)
+class FlagEvidenceRow:
+    """How close artwork is to one LoRA: its d_avg, its rank among the catalog, the catalog size."""
+
+    style_distance: float
+    rank: int
+    catalog_size: int
+
+
+@dataclass(frozen=True)
 class StoredSearch:
     id: uuid.UUID
     query_embedding: np.ndarray
@@ -95,6 +119,27 @@ _LORA_COLUMNS = (
 
 def _lora(row: dict[str, Any]) -> LoraRow:
     return LoraRow(**{k: row[k] for k in LoraRow.__dataclass_fields__})
+
+
+_FLAG_SELECT = (
+    "SELECT f.id, f.lora_id, l.slug, l.name AS lora_name, f.reporter, f.note, f.evidence, f.status,"
+    " coalesce(f.reviewer, '') AS reviewer, f.created_at, f.decided_at"
+    " FROM flags f JOIN loras l ON l.id = f.lora_id"
+)
+
+
+def _flag(row: dict[str, Any]) -> FlagRow:
+    return FlagRow(**{k: row[k] for k in FlagRow.__dataclass_fields__})
+
+
+async def audit(
+    conn: AsyncConnection[Any], actor: str, action: str, subject: str, details: dict[str, Any]
+) -> None:
+    """One audit_log row, written in the caller's transaction so it commits with the decision."""
+    await conn.execute(
+        "INSERT INTO audit_log (actor, action, subject, details) VALUES (%s, %s, %s, %s)",
+        (actor, action, subject, json.dumps(details)),
+    )
 
 
 async def _configure(conn: AsyncConnection[Any]) -> None:
@@ -189,6 +234,21 @@ class Repository:
         async with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(f"SELECT {_LORA_COLUMNS} FROM loras WHERE slug = %s", (slug,))
+            row = await cur.fetchone()
+            return None if row is None else _lora(row)
+
+    async def lora_by_id(self, lora_id: int) -> LoraRow | None:
+        return (await self.loras_by_id([lora_id])).get(lora_id)
+
+    async def lora_by_url(self, url: str) -> LoraRow | None:
+        """The LoRA whose page or download URL this is (trailing slash ignored)."""
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                f"SELECT {_LORA_COLUMNS} FROM loras WHERE rtrim(page_url, '/') = %(u)s"
+                " OR rtrim(source_url, '/') = %(u)s ORDER BY id LIMIT 1",
+                {"u": url.rstrip("/")},
+            )
             row = await cur.fetchone()
             return None if row is None else _lora(row)
 
@@ -366,10 +426,161 @@ class Repository:
                 return None
             return StoredSearch(row[0], as_array(row[1]), row[2], row[3], row[4], row[5], bool(row[6]))
 
+    # --- feedback ---------------------------------------------------------------------------
+
+    async def record_feedback(
+        self, *, search_id: uuid.UUID, lora_id: int, user: str, vote: int, rank: int | None, base_model: str
+    ) -> bool:
+        """Store a vote; a user's second vote on the same result replaces the first.
+        Returns True when this is the user's first vote on it."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                INSERT INTO feedback (search_id, lora_id, user_id, vote, rank, base_model)
+                VALUES (%s, %s, %s, %s, %s, %s)
+                ON CONFLICT (search_id, lora_id, user_id) DO UPDATE
+                    SET vote = excluded.vote, rank = excluded.rank, created_at = now()
+                RETURNING (xmax = 0) AS inserted
+                """,
+                (search_id, lora_id, user, vote, rank, base_model),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            return bool(row[0])
+
+    async def votes(self, search_id: uuid.UUID) -> list[tuple[int, str, int]]:
+        """(lora_id, user, vote) of one search, for reports and tests."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT lora_id, user_id, vote FROM feedback WHERE search_id = %s ORDER BY lora_id, user_id",
+                (search_id,),
+            )
+            return [(int(r[0]), str(r[1]), int(r[2])) for r in await cur.fetchall()]
+
+    # --- moderation -------------------------------------------------------------------------
+
+    async def set_lora_status(
+        self, lora_id: int, status: str, *, actor: str, action: str, details: dict[str, Any]
+    ) -> str:
+        """Change a LoRA's status and audit it in one transaction; returns the previous status."""
+        async with self.transaction() as conn:
+            cur = await conn.execute("SELECT status, slug FROM loras WHERE id = %s FOR UPDATE", (lora_id,))
+            row = await cur.fetchone()
+            if row is None:
+                raise LookupError(f"no LoRA with id {lora_id}")
+            previous, slug = str(row[0]), str(row[1])
+            if previous != status:
+                await conn.execute(
+                    "UPDATE loras SET status = %s, updated_at = now() WHERE id = %s", (status, lora_id)
+                )
+                await audit(conn, actor, action, slug, {**details, "from": previous, "to": status})
+            return previous
+
+    async def evidence_for(self, queries: Sequence[np.ndarray], lora_id: int) -> FlagEvidenceRow | None:
+        """d_avg of the queries to one LoRA and its rank among every active LoRA (plus itself);
+        None when the LoRA has no kept references to compare with."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                WITH d AS (
+                    SELECT r.lora_id, avg(r.embedding <-> q.v) AS d
+                    FROM reference_images r JOIN loras l ON l.id = r.lora_id
+                    CROSS JOIN unnest(%(q)s::vector[]) AS q(v)
+                    WHERE r.kept AND (l.status = 'active' OR l.id = %(id)s)
+                    GROUP BY r.lora_id
+                ), target AS (SELECT d FROM d WHERE lora_id = %(id)s)
+                SELECT target.d,
+                       (SELECT count(*) FROM d WHERE d.d < target.d) + 1,
+                       (SELECT count(*) FROM d)
+                FROM target
+                """,
+                {"q": [np.asarray(q, dtype=np.float32) for q in queries], "id": lora_id},
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            return FlagEvidenceRow(float(row[0]), int(row[1]), int(row[2]))
+
+    async def insert_flag(
+        self, *, lora_id: int, reporter: str, note: str, evidence: dict[str, Any]
+    ) -> FlagRow:
+        flag_id = uuid.uuid4()
+        async with self.transaction() as conn:
+            cur = await conn.execute(
+                "INSERT INTO flags (id, lora_id, reporter, note, evidence) VALUES (%s, %s, %s, %s, %s)"
+                " RETURNING (SELECT slug FROM loras WHERE id = %s)",
+                (flag_id, lora_id, reporter, note, json.dumps(evidence), lora_id),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            await audit(conn, reporter, "flag_lookalike", str(row[0]), {"flag_id": str(flag_id)})
+            flag = await _fetch_flag(conn, flag_id)
+            assert flag is not None
+            return flag
+
+    async def get_flag(self, flag_id: uuid.UUID) -> FlagRow | None:
+        async with self.pool.connection() as conn:
+            return await _fetch_flag(conn, flag_id)
+
+    async def list_flags(self, status: str | None, limit: int) -> list[FlagRow]:
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                _FLAG_SELECT + " WHERE (%(s)s::text IS NULL OR f.status = %(s)s)"
+                " ORDER BY f.created_at DESC, f.id LIMIT %(n)s",
+                {"s": status, "n": limit},
+            )
+            return [_flag(row) for row in await cur.fetchall()]
+
+    async def decide_flag(
+        self, flag_id: uuid.UUID, *, status: str, moderator: str, reason: str
+    ) -> tuple[FlagRow | None, bool]:
+        """Decide an open flag (approve also takes its LoRA down), audited, atomically.
+        Returns (flag, decided_now): decided_now is False when the flag was no longer open."""
+        async with self.transaction() as conn:
+            cur = await conn.execute(
+                "UPDATE flags SET status = %s, reviewer = %s, decided_at = now()"
+                " WHERE id = %s AND status = 'open' RETURNING lora_id",
+                (status, moderator, flag_id),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return await _fetch_flag(conn, flag_id), False
+            lora_id = int(row[0])
+            details = {"flag_id": str(flag_id), "reason": reason}
+            if status == "approved":
+                cur = await conn.execute(
+                    "UPDATE loras SET status = 'taken_down', updated_at = now() WHERE id = %s RETURNING slug",
+                    (lora_id,),
+                )
+            else:
+                cur = await conn.execute("SELECT slug FROM loras WHERE id = %s", (lora_id,))
+            slug_row = await cur.fetchone()
+            assert slug_row is not None
+            await audit(conn, moderator, f"flag_{status}", str(slug_row[0]), details)
+            return await _fetch_flag(conn, flag_id), True
+
+    async def audit_entries(self, subject: str | None = None) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """(actor, action, subject, details), oldest first."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT actor, action, subject, details FROM audit_log"
+                " WHERE (%(s)s::text IS NULL OR subject = %(s)s) ORDER BY id",
+                {"s": subject},
+            )
+            return [(str(r[0]), str(r[1]), str(r[2]), dict(r[3])) for r in await cur.fetchall()]
+
     async def delete_expired_searches(self) -> int:
         async with self.pool.connection() as conn:
             cur = await conn.execute("DELETE FROM searches WHERE expires_at <= now() - interval '7 days'")
             return cur.rowcount
+
+
+async def _fetch_flag(conn: AsyncConnection[Any], flag_id: uuid.UUID) -> FlagRow | None:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(_FLAG_SELECT + " WHERE f.id = %s", (flag_id,))
+    row = await cur.fetchone()
+    return None if row is None else _flag(row)
 
 
 async def copy_references(

@@ -12,6 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from inference_service.config import Settings
+from inference_service.moderation import Moderation
 from inference_service.observability import enable_tracing, start_metrics_server
 from inference_service.runtime import Runtime, open_runtime
 from inference_service.search import SearchEngine
@@ -49,7 +50,7 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
 
     server = grpc.aio.server(options=grpc_options(settings))
     findlora_pb2_grpc.add_FindLoraServicer_to_server(  # type: ignore[no-untyped-call]
-        FindLoraServicer(engine, settings), server
+        FindLoraServicer(engine, Moderation(runtime.repo, runtime.embedder, settings), settings), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -14,9 +14,13 @@ import psycopg_pool
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from db.repository import FlagRow
+from inference_service.blobs import BlobStore
 from inference_service.config import Settings
 from inference_service.errors import InvalidArgument, ServiceError
+from inference_service.feedback import record_feedback
 from inference_service.imaging import ImageRejected, decode_image
+from inference_service.moderation import Moderation
 from inference_service.observability import RPC_LATENCY, RPC_REQUESTS
 from inference_service.search import SearchEngine, SearchPage, SearchQuery
 from protos import findlora_pb2 as pb
@@ -30,11 +34,20 @@ Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]
 _PENDING: dict[str, str] = {
     "RegisterLora": "LoRA registration",
     "WatchJob": "LoRA registration",
-    "SetLoraStatus": "moderation",
-    "FlagLookalike": "lookalike flags",
-    "ListFlags": "lookalike flags",
-    "ReviewFlag": "lookalike flags",
 }
+_STATUS_TO_PROTO = {
+    "active": pb.LORA_STATUS_ACTIVE,
+    "hidden": pb.LORA_STATUS_HIDDEN,
+    "taken_down": pb.LORA_STATUS_TAKEN_DOWN,
+}
+_STATUS_FROM_PROTO = {value: key for key, value in _STATUS_TO_PROTO.items()}
+_FLAG_TO_PROTO = {
+    "open": pb.FLAG_STATUS_OPEN,
+    "approved": pb.FLAG_STATUS_APPROVED,
+    "dismissed": pb.FLAG_STATUS_DISMISSED,
+}
+_FLAG_FROM_PROTO = {value: key for key, value in _FLAG_TO_PROTO.items()}
+_VOTES = {pb.VOTE_UP: "up", pb.VOTE_DOWN: "down"}
 
 
 def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
@@ -113,9 +126,49 @@ def page_to_proto(page: SearchPage) -> pb.SearchResponse:
     )
 
 
+def flag_to_proto(flag: FlagRow, blobs: BlobStore) -> pb.Flag:
+    evidence = flag.evidence
+    transfers = []
+    for near in evidence.get("nearest", []):
+        try:
+            thumbnail = blobs.get(near["thumb_key"])
+        except (OSError, ValueError):
+            thumbnail = b""  # a missing blob must not hide the rest of the evidence
+        transfers.append(
+            pb.SampleTransfer(
+                sample_id=near["sample_id"],
+                key=near["key"],
+                thumbnail=thumbnail,
+                mime_type="image/webp" if thumbnail else "",
+                distance=float(near["distance"]),
+            )
+        )
+    message = pb.Flag(
+        flag_id=str(flag.id),
+        lora_id=flag.lora_id,
+        slug=flag.slug,
+        lora_name=flag.lora_name,
+        reporter=flag.reporter,
+        note=flag.note,
+        status=_FLAG_TO_PROTO[flag.status],
+        reviewer=flag.reviewer,
+        created_at=_timestamp(flag.created_at),
+        evidence=pb.FlagEvidence(
+            style_distance=float(evidence.get("style_distance", 0.0)),
+            rank=int(evidence.get("rank", 0)),
+            catalog_size=int(evidence.get("catalog_size", 0)),
+            nearest_transfers=transfers,
+        ),
+    )
+    if flag.decided_at is not None:
+        message.decided_at.CopyFrom(_timestamp(flag.decided_at))
+    return message
+
+
 class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
-    def __init__(self, engine: SearchEngine, settings: Settings) -> None:
+    def __init__(self, engine: SearchEngine, moderation: Moderation, settings: Settings) -> None:
         self.engine = engine
+        self.moderation = moderation
         self.settings = settings
 
     def _decode(self, image: pb.Image, index: int) -> Any:
@@ -151,6 +204,54 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
     ) -> pb.SearchResponse:
         page = await self.engine.page(request.search_id, request.offset, request.limit, request.allow_nsfw)
         return page_to_proto(page)
+
+    @rpc
+    async def RecordFeedback(
+        self, request: pb.RecordFeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecordFeedbackResponse:
+        vote = _VOTES.get(request.vote)
+        if vote is None:
+            raise InvalidArgument("vote must be VOTE_UP or VOTE_DOWN")
+        counted = await record_feedback(
+            self.engine.repo, request.search_id, request.lora_id, vote, request.user
+        )
+        return pb.RecordFeedbackResponse(counted=counted)
+
+    @rpc
+    async def SetLoraStatus(
+        self, request: pb.SetLoraStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetLoraStatusResponse:
+        status = _STATUS_FROM_PROTO.get(request.status)
+        if status is None:
+            raise InvalidArgument("status must be active, hidden or taken down")
+        change = await self.moderation.set_status(request.lora, status, request.moderator, request.reason)
+        return pb.SetLoraStatusResponse(slug=change.lora.slug, status=_STATUS_TO_PROTO[change.status])
+
+    @rpc
+    async def FlagLookalike(
+        self, request: pb.FlagLookalikeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.FlagLookalikeResponse:
+        artworks = [self._decode(image, i) for i, image in enumerate(request.artworks)]
+        flag = await self.moderation.flag_lookalike(request.lora, artworks, request.note, request.reporter)
+        return pb.FlagLookalikeResponse(flag=flag_to_proto(flag, self.engine.blobs))
+
+    @rpc
+    async def ListFlags(
+        self, request: pb.ListFlagsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListFlagsResponse:
+        flags = await self.moderation.list_flags(_FLAG_FROM_PROTO.get(request.status), request.limit)
+        return pb.ListFlagsResponse(flags=[flag_to_proto(flag, self.engine.blobs) for flag in flags])
+
+    @rpc
+    async def ReviewFlag(
+        self, request: pb.ReviewFlagRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReviewFlagResponse:
+        if request.decision not in (pb.FLAG_DECISION_APPROVE, pb.FLAG_DECISION_DISMISS):
+            raise InvalidArgument("decision must be approve or dismiss")
+        flag = await self.moderation.review(
+            request.flag_id, request.decision == pb.FLAG_DECISION_APPROVE, request.moderator, request.reason
+        )
+        return pb.ReviewFlagResponse(flag=flag_to_proto(flag, self.engine.blobs))
 
 
 def _unimplemented(name: str, capability: str) -> Callable[..., Any]:

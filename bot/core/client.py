@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -13,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from protos import findlora_pb2 as pb
 from protos import findlora_pb2_grpc as pb_grpc
 
+Reply = TypeVar("Reply")
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -59,6 +61,10 @@ class QueryImage:
     content_type: str = ""
 
 
+def _images(images: Sequence[QueryImage]) -> list[pb.Image]:
+    return [pb.Image(data=i.data, filename=i.filename, content_type=i.content_type) for i in images]
+
+
 class FindLoraClient:
     def __init__(self, address: str = DEFAULT_ADDRESS, *, timeout: float = 30.0) -> None:
         self.address = address
@@ -99,10 +105,14 @@ class FindLoraClient:
         return ServiceError(error.details() or code.name, code)
 
     async def _call(
-        self, method: grpc.aio.UnaryUnaryMultiCallable, request: object, timeout: float | None
-    ) -> pb.SearchResponse:
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable,
+        request: object,
+        timeout: float | None,
+        reply: type[Reply],
+    ) -> Reply:
         try:
-            response: pb.SearchResponse = await method(request, timeout=timeout or self.timeout)
+            response: Reply = await method(request, timeout=timeout or self.timeout)
         except grpc.aio.AioRpcError as error:
             raise self._translate(error) from None
         return response
@@ -119,7 +129,7 @@ class FindLoraClient:
         timeout: float | None = None,
     ) -> pb.SearchResponse:
         request = pb.SearchRequest(
-            images=[pb.Image(data=i.data, filename=i.filename, content_type=i.content_type) for i in images],
+            images=_images(images),
             top_k=top_k,
             base_model=base_model,
             allow_nsfw=allow_nsfw,
@@ -127,7 +137,7 @@ class FindLoraClient:
         )
         if prompt is not None:
             request.prompt = prompt
-        return await self._call(self._stub.Search, request, timeout)
+        return await self._call(self._stub.Search, request, timeout, pb.SearchResponse)
 
     async def get_page(
         self,
@@ -139,7 +149,89 @@ class FindLoraClient:
         timeout: float | None = None,
     ) -> pb.SearchResponse:
         request = pb.GetPageRequest(search_id=search_id, offset=offset, limit=limit, allow_nsfw=allow_nsfw)
-        return await self._call(self._stub.GetPage, request, timeout)
+        return await self._call(self._stub.GetPage, request, timeout, pb.SearchResponse)
+
+    async def record_feedback(
+        self, search_id: str, lora_id: int, *, up: bool, user: str, timeout: float | None = None
+    ) -> bool:
+        """True when this is the user's first vote on the result, False when it replaced one."""
+        request = pb.RecordFeedbackRequest(
+            search_id=search_id, lora_id=lora_id, vote=pb.VOTE_UP if up else pb.VOTE_DOWN, user=user
+        )
+        reply = await self._call(self._stub.RecordFeedback, request, timeout, pb.RecordFeedbackResponse)
+        return bool(reply.counted)
+
+    async def set_lora_status(
+        self,
+        lora: str,
+        status: pb.LoraStatus,
+        *,
+        moderator: str,
+        reason: str = "",
+        timeout: float | None = None,
+    ) -> pb.SetLoraStatusResponse:
+        request = pb.SetLoraStatusRequest(lora=lora, status=status, moderator=moderator, reason=reason)
+        return await self._call(self._stub.SetLoraStatus, request, timeout, pb.SetLoraStatusResponse)
+
+    async def flag_lookalike(
+        self,
+        lora: str,
+        artworks: Sequence[QueryImage],
+        *,
+        note: str = "",
+        reporter: str,
+        timeout: float | None = None,
+    ) -> pb.Flag:
+        request = pb.FlagLookalikeRequest(lora=lora, artworks=_images(artworks), note=note, reporter=reporter)
+        reply = await self._call(self._stub.FlagLookalike, request, timeout, pb.FlagLookalikeResponse)
+        return reply.flag
+
+    async def list_flags(
+        self,
+        status: pb.FlagStatus = pb.FLAG_STATUS_UNSPECIFIED,
+        *,
+        limit: int = 0,
+        timeout: float | None = None,
+    ) -> list[pb.Flag]:
+        request = pb.ListFlagsRequest(status=status, limit=limit)
+        reply = await self._call(self._stub.ListFlags, request, timeout, pb.ListFlagsResponse)
+        return list(reply.flags)
+
+    async def review_flag(
+        self, flag_id: str, *, approve: bool, moderator: str, reason: str = "", timeout: float | None = None
+    ) -> pb.Flag:
+        request = pb.ReviewFlagRequest(
+            flag_id=flag_id,
+            decision=pb.FLAG_DECISION_APPROVE if approve else pb.FLAG_DECISION_DISMISS,
+            moderator=moderator,
+            reason=reason,
+        )
+        reply = await self._call(self._stub.ReviewFlag, request, timeout, pb.ReviewFlagResponse)
+        return reply.flag
+
+    async def register_lora(
+        self,
+        source_url: str,
+        metadata: pb.LoraMetadata,
+        *,
+        requested_by: str,
+        timeout: float | None = None,
+    ) -> str:
+        """Start a registration job; returns its id."""
+        request = pb.RegisterLoraRequest(source_url=source_url, metadata=metadata, requested_by=requested_by)
+        reply = await self._call(self._stub.RegisterLora, request, timeout, pb.RegisterLoraResponse)
+        return str(reply.job_id)
+
+    async def watch_job(self, job_id: str, *, timeout: float = 3600.0) -> AsyncIterator[pb.JobEvent]:
+        """Progress events of a job until it ends; the deadline covers the whole stream."""
+        call: Any = self._stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=timeout)
+        try:
+            async for event in call:
+                yield event
+        except grpc.aio.AioRpcError as error:
+            raise self._translate(error) from None
+        finally:
+            call.cancel()
 
     async def health(self, timeout: float = 5.0) -> str:
         try:

@@ -1,10 +1,10 @@
-"""`findlora serve inference` (bots and worker arrive with their issues)."""
+"""`findlora serve inference|discord` (Slack and the worker arrive with their issues)."""
 
 from __future__ import annotations
 
 import typer
 
-from findlora.console import run
+from findlora.console import fail, run
 
 serve_app = typer.Typer(help="Run a findlora process.", no_args_is_help=True)
 
@@ -20,6 +20,22 @@ def inference(
 
     configure_logging()
     run(serve(Settings(), listen or None))
+
+
+@serve_app.command("discord")
+def discord_bot() -> None:
+    """The Discord bot. Token from DISCORD_TOKEN or DISCORD_TOKEN_FILE; settings FINDLORA_DISCORD_*."""
+    from bot.discord.config import DiscordSettings, TokenMissing
+    from bot.discord.run import run_bot
+    from inference_service.logs import configure_logging
+
+    configure_logging()
+    settings = DiscordSettings()
+    try:
+        token = settings.read_token()
+    except (TokenMissing, OSError) as exc:
+        fail(str(exc))
+    run(run_bot(settings, token))
 
 
 def register(app: typer.Typer) -> None:

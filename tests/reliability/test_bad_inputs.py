@@ -99,10 +99,11 @@ async def test_byte_cap_applies_below_the_transport_limit(
     with pytest.raises(ServiceError) as info:
         await client.search([QueryImage(b"\x89PNG" + b"\0" * cap, "big.png")])
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert "big.png is" in info.value.message and "limit" in info.value.message
+    assert "big.png is" in info.value.message
+    assert "limit" in info.value.message
 
 
 async def test_catalog_file_path_shows_in_errors(client: FindLoraClient, catalog_dir: Path) -> None:
     data = (catalog_dir / "samples" / "s00.png").read_bytes()
-    with pytest.raises(ServiceError, match="second.png is empty"):
+    with pytest.raises(ServiceError, match=r"second\.png is empty"):
         await client.search([QueryImage(data, "first.png"), QueryImage(b"", "second.png")])

@@ -1,0 +1,48 @@
+"""Small helpers at the Discord edge: answering an interaction whether or not it was deferred,
+and turning Discord objects into the core's neutral values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import discord
+
+from bot.core.attachments import AttachmentInfo
+
+
+async def reply(interaction: discord.Interaction[Any], content: str, *, ephemeral: bool = True) -> None:
+    """Answer with text: the first response, or a follow-up once the interaction is deferred."""
+    if interaction.response.is_done():
+        await interaction.followup.send(content, ephemeral=ephemeral)
+    else:
+        await interaction.response.send_message(content, ephemeral=ephemeral)
+
+
+def user_key(user: discord.abc.User | discord.Object) -> str:
+    """The opaque id the service stores for a person (rate limits, feedback, flags, audit)."""
+    return f"discord:{user.id}"
+
+
+def user_id_of(key: str) -> int | None:
+    prefix, _, rest = key.partition(":")
+    return int(rest) if prefix == "discord" and rest.isdigit() else None
+
+
+def role_ids(user: discord.abc.User) -> list[int]:
+    """Role ids of a guild member; a user outside a guild (DMs) has none."""
+    return [role.id for role in getattr(user, "roles", [])]
+
+
+def attachment_info(attachment: discord.Attachment) -> AttachmentInfo:
+    return AttachmentInfo(
+        url=attachment.url,
+        filename=attachment.filename,
+        content_type=attachment.content_type,
+        size=attachment.size,
+    )
+
+
+def age_restricted(channel: object) -> bool:
+    """Discord's NSFW (age-restricted) flag of a channel; threads follow their parent; DMs are not."""
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    return bool(is_nsfw()) if callable(is_nsfw) else False

@@ -1,0 +1,178 @@
+"""Lookalike flags: the artist reports, moderators decide in the review channel, the artist hears back."""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING, Any
+
+import discord
+import structlog
+from discord import app_commands
+from discord.ext import commands
+
+from bot.core.attachments import AttachmentRejected, download
+from bot.core.client import QueryImage, ServiceError
+from bot.core.flags import evidence_text, outcome_text, status_label
+from bot.core.permissions import NOT_A_MODERATOR
+from bot.core.ratelimit import cooldown_message
+from bot.core.rendering import TransferImage, contact_sheet
+from bot.core.replies import friendly_error
+from bot.discord._interactions import attachment_info, reply, role_ids, user_id_of, user_key
+from bot.discord.exts.flags._components import review_view
+from protos import findlora_pb2 as pb
+
+if TYPE_CHECKING:
+    from bot.discord.bot import FindLoraBot
+
+log = structlog.get_logger(__name__)
+SHEET_NAME = "nearest-transfers.webp"
+
+
+def _transfers(flag: pb.Flag) -> list[TransferImage]:
+    return [
+        TransferImage(t.sample_id, f"{t.sample_id}.webp", t.thumbnail, t.mime_type, t.distance)
+        for t in flag.evidence.nearest_transfers
+        if t.thumbnail
+    ]
+
+
+def review_embed(flag: pb.Flag, *, with_sheet: bool) -> discord.Embed:
+    colour = {
+        pb.FLAG_STATUS_OPEN: discord.Colour.orange(),
+        pb.FLAG_STATUS_APPROVED: discord.Colour.red(),
+        pb.FLAG_STATUS_DISMISSED: discord.Colour.light_grey(),
+    }.get(flag.status, discord.Colour.orange())
+    embed = discord.Embed(title=f"Lookalike report: {flag.lora_name} ({flag.slug})"[:256], colour=colour)
+    reporter_id = user_id_of(flag.reporter)
+    embed.add_field(name="Reporter", value=f"<@{reporter_id}>" if reporter_id else flag.reporter)
+    embed.add_field(name="Status", value=status_label(flag))
+    if flag.reviewer:
+        reviewer_id = user_id_of(flag.reviewer)
+        embed.add_field(name="Reviewer", value=f"<@{reviewer_id}>" if reviewer_id else flag.reviewer)
+    embed.add_field(name="Evidence", value=evidence_text(flag), inline=False)
+    if flag.note:
+        embed.add_field(name="Note", value=flag.note[:1024], inline=False)
+    if with_sheet:
+        embed.set_image(url=f"attachment://{SHEET_NAME}")
+    embed.set_footer(text=f"flag {flag.flag_id}")
+    return embed
+
+
+def _files(flag: pb.Flag, artworks: list[QueryImage]) -> tuple[list[discord.File], bool]:
+    sheet = contact_sheet(_transfers(flag))
+    files = [discord.File(io.BytesIO(sheet), filename=SHEET_NAME)] if sheet else []
+    files += [
+        discord.File(io.BytesIO(art.data), filename=f"artwork-{i}{_suffix(art.content_type)}")
+        for i, art in enumerate(artworks, start=1)
+    ]
+    return files, sheet is not None
+
+
+def _suffix(content_type: str) -> str:
+    return {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif"}.get(
+        content_type, ".img"
+    )
+
+
+class FlagsCog(commands.Cog, name="Flags"):
+    def __init__(self, bot: FindLoraBot) -> None:
+        self.bot = bot
+        self.services = bot.services
+
+    @app_commands.command(name="flaglookalike", description="Report a LoRA that imitates your artwork.")
+    @app_commands.describe(
+        lora="Slug or link of the LoRA",
+        artwork="An image of your own artwork",
+        artwork2="Another image of your artwork (optional)",
+        artwork3="Another image of your artwork (optional)",
+        note="Anything the moderators should know",
+    )
+    async def flaglookalike(
+        self,
+        interaction: discord.Interaction[Any],
+        lora: str,
+        artwork: discord.Attachment,
+        artwork2: discord.Attachment | None = None,
+        artwork3: discord.Attachment | None = None,
+        note: str | None = None,
+    ) -> None:
+        reporter = user_key(interaction.user)
+        wait = self.services.flag_limiter.try_acquire(reporter)
+        if wait:
+            await reply(interaction, cooldown_message("reporting", wait))
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        attachments = [a for a in (artwork, artwork2, artwork3) if a is not None]
+        try:
+            images = [
+                await download(attachment_info(a), self.services.limits, self.services.http)
+                for a in attachments
+            ]
+            flag = await self.services.client.flag_lookalike(
+                lora,
+                images,
+                note=note or "",
+                reporter=reporter,
+                timeout=self.services.settings.search_timeout_s,
+            )
+        except (AttachmentRejected, ServiceError) as error:
+            await interaction.followup.send(friendly_error(error), ephemeral=True)
+            return
+        log.info("lookalike_flagged", flag_id=flag.flag_id, lora=flag.slug, reporter=reporter)
+        posted = await self._post_review_card(flag, images)
+        follow_up = "The moderators will review it; I'll message you with the outcome."
+        if not posted:
+            follow_up = "The moderators will review it from the flag list; I'll message you with the outcome."
+        files, with_sheet = _files(flag, [])
+        embed = discord.Embed(title=f"Report received: {flag.slug}", description=evidence_text(flag))
+        if with_sheet:
+            embed.set_image(url=f"attachment://{SHEET_NAME}")
+            embed.set_footer(text="Above: the LoRA's sample transfers nearest your artwork")
+        await interaction.followup.send(follow_up, embed=embed, files=files, ephemeral=True)
+
+    async def _post_review_card(self, flag: pb.Flag, artworks: list[QueryImage]) -> bool:
+        channel_id = self.services.settings.review_channel_id
+        channel = self.bot.get_channel(channel_id) if channel_id else None
+        if not isinstance(channel, discord.abc.Messageable):
+            log.warning("review_channel_missing", channel_id=channel_id, flag_id=flag.flag_id)
+            return False
+        files, with_sheet = _files(flag, artworks)
+        try:
+            await channel.send(
+                embed=review_embed(flag, with_sheet=with_sheet), files=files, view=review_view(flag.flag_id)
+            )
+        except discord.HTTPException as error:
+            log.warning("review_card_failed", flag_id=flag.flag_id, status=error.status)
+            return False
+        return True
+
+    async def review(self, interaction: discord.Interaction[Any], flag_id: str, *, approve: bool) -> None:
+        review_channel = self.services.settings.review_channel_id
+        allowed = self.services.moderators.allows(interaction.user.id, role_ids(interaction.user))
+        if not allowed or interaction.channel_id != review_channel:
+            await reply(interaction, NOT_A_MODERATOR)
+            return
+        await interaction.response.defer()
+        moderator = user_key(interaction.user)
+        try:
+            flag = await self.services.client.review_flag(
+                flag_id, approve=approve, moderator=moderator, timeout=self.services.settings.call_timeout_s
+            )
+        except ServiceError as error:
+            await interaction.followup.send(friendly_error(error), ephemeral=True)
+            return
+        log.info("flag_reviewed", flag_id=flag_id, decision=status_label(flag), by=moderator)
+        has_sheet = bool(_transfers(flag))
+        await interaction.edit_original_response(embed=review_embed(flag, with_sheet=has_sheet), view=None)
+        await self._tell_artist(flag)
+
+    async def _tell_artist(self, flag: pb.Flag) -> None:
+        artist_id = user_id_of(flag.reporter)
+        if artist_id is None:
+            return
+        try:
+            artist = await self.bot.fetch_user(artist_id)
+            await artist.send(outcome_text(flag))
+        except discord.HTTPException as error:
+            # Closed DMs: the decision stands and is audited; the artist can ask a moderator.
+            log.info("artist_not_told", flag_id=flag.flag_id, status=error.status)

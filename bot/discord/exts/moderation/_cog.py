@@ -1,0 +1,127 @@
+"""Moderator commands. The bot checks the role; the service records who acted (audit_log)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import discord
+import structlog
+from discord import app_commands
+from discord.ext import commands
+
+from bot.core.client import ServiceError
+from bot.core.jobs import follow_job
+from bot.core.permissions import NOT_A_MODERATOR
+from bot.core.replies import friendly_error
+from bot.discord._interactions import reply, role_ids, user_key
+from protos import findlora_pb2 as pb
+
+if TYPE_CHECKING:
+    from bot.discord.bot import FindLoraBot
+
+log = structlog.get_logger(__name__)
+_STATUS_WORDS = {
+    pb.LORA_STATUS_HIDDEN: "hidden",
+    pb.LORA_STATUS_ACTIVE: "restored",
+    pb.LORA_STATUS_TAKEN_DOWN: "taken down",
+}
+
+
+def split_trigger_words(text: str | None) -> list[str]:
+    return [word.strip() for word in (text or "").split(",") if word.strip()]
+
+
+class ModerationCog(commands.Cog, name="Moderation"):
+    lora = app_commands.Group(name="lora", description="Moderators: change a LoRA's visibility.")
+
+    def __init__(self, bot: FindLoraBot) -> None:
+        self.bot = bot
+        self.services = bot.services
+
+    def is_moderator(self, interaction: discord.Interaction[Any]) -> bool:
+        return self.services.moderators.allows(interaction.user.id, role_ids(interaction.user))
+
+    async def _set_status(
+        self, interaction: discord.Interaction[Any], lora: str, status: pb.LoraStatus, reason: str | None
+    ) -> None:
+        if not self.is_moderator(interaction):
+            await reply(interaction, NOT_A_MODERATOR)
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            result = await self.services.client.set_lora_status(
+                lora,
+                status,
+                moderator=user_key(interaction.user),
+                reason=reason or "",
+                timeout=self.services.settings.call_timeout_s,
+            )
+        except ServiceError as error:
+            await interaction.followup.send(friendly_error(error), ephemeral=True)
+            return
+        log.info(
+            "lora_status_set", lora=result.slug, status=_STATUS_WORDS[status], by=user_key(interaction.user)
+        )
+        await interaction.followup.send(f"`{result.slug}` is now {_STATUS_WORDS[status]}.", ephemeral=True)
+
+    @lora.command(name="hide", description="Hide a LoRA from results (reversible).")
+    @app_commands.describe(lora="Slug, link or id of the LoRA", reason="Why (kept in the audit log)")
+    async def hide(self, interaction: discord.Interaction[Any], lora: str, reason: str | None = None) -> None:
+        await self._set_status(interaction, lora, pb.LORA_STATUS_HIDDEN, reason)
+
+    @lora.command(name="restore", description="Show a hidden LoRA in results again.")
+    @app_commands.describe(lora="Slug, link or id of the LoRA", reason="Why (kept in the audit log)")
+    async def restore(
+        self, interaction: discord.Interaction[Any], lora: str, reason: str | None = None
+    ) -> None:
+        await self._set_status(interaction, lora, pb.LORA_STATUS_ACTIVE, reason)
+
+    @lora.command(name="takedown", description="Take a LoRA down for good.")
+    @app_commands.describe(lora="Slug, link or id of the LoRA", reason="Why (kept in the audit log)")
+    async def takedown(
+        self, interaction: discord.Interaction[Any], lora: str, reason: str | None = None
+    ) -> None:
+        await self._set_status(interaction, lora, pb.LORA_STATUS_TAKEN_DOWN, reason)
+
+    @app_commands.command(name="registerlora", description="Moderators: add a LoRA to the catalog by link.")
+    @app_commands.describe(
+        url="https link to the .safetensors file",
+        name="Display name",
+        base_model="sd1, sdxl, flux, ...",
+        trigger_words="Comma-separated trigger words",
+    )
+    async def registerlora(
+        self,
+        interaction: discord.Interaction[Any],
+        url: str,
+        name: str,
+        base_model: str | None = None,
+        trigger_words: str | None = None,
+    ) -> None:
+        if not self.is_moderator(interaction):
+            await reply(interaction, NOT_A_MODERATOR)
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        metadata = pb.LoraMetadata(
+            name=name, base_model=base_model or "", trigger_words=split_trigger_words(trigger_words)
+        )
+        moderator = user_key(interaction.user)
+        try:
+            job_id = await self.services.client.register_lora(
+                url, metadata, requested_by=moderator, timeout=self.services.settings.call_timeout_s
+            )
+        except ServiceError as error:
+            log.info("registration_refused", by=moderator, code=error.code.name if error.code else "")
+            await interaction.followup.send(friendly_error(error), ephemeral=True)
+            return
+        log.info("registration_started", by=moderator, job_id=job_id)
+
+        async def show(text: str) -> None:
+            await interaction.edit_original_response(content=text)
+
+        try:
+            await follow_job(self.services.client.watch_job(job_id), show)
+        except ServiceError as error:
+            await interaction.followup.send(
+                f"Lost track of job `{job_id}`: {friendly_error(error)}", ephemeral=True
+            )

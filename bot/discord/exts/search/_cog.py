@@ -1,0 +1,254 @@
+"""The search feature's Discord surface: commands, context menu, reactions and components."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import discord
+import structlog
+from discord import app_commands
+from discord.ext import commands
+
+from bot.core.attachments import AttachmentInfo, AttachmentRejected, download, is_probably_image
+from bot.core.client import ServiceError
+from bot.core.paging import PageRef, parse_footer, parse_lora_id, parse_total
+from bot.core.ratelimit import cooldown_message
+from bot.core.rendering import ResultsPage, render_page
+from bot.core.replies import NO_IMAGE, NOTHING_MATCHES, friendly_error
+from bot.discord._interactions import age_restricted, attachment_info, reply, user_key
+from bot.discord.exts.search._message import (
+    NEXT,
+    PAGE_REACTIONS,
+    PREVIOUS,
+    THUMBS_DOWN,
+    THUMBS_UP,
+    page_message,
+)
+
+if TYPE_CHECKING:
+    from bot.discord.bot import FindLoraBot
+
+log = structlog.get_logger(__name__)
+MAX_QUERY_IMAGES = 4
+
+
+class SearchCog(commands.Cog, name="Search"):
+    def __init__(self, bot: FindLoraBot) -> None:
+        self.bot = bot
+        self.services = bot.services
+        self.context_menu = app_commands.ContextMenu(
+            name="Find LoRA for this image", callback=self.find_for_message
+        )
+
+    async def cog_load(self) -> None:
+        self.bot.tree.add_command(self.context_menu)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.context_menu.name, type=self.context_menu.type)
+
+    # --- entry points ------------------------------------------------------------------------
+
+    @app_commands.command(name="findlora", description="Find the LoRAs that make this image's style.")
+    @app_commands.describe(
+        image="The image whose style you want to find",
+        top_k="How many results per page (1-10)",
+        base_model="Only LoRAs for this base model (sd1, sdxl, flux, ...)",
+        prompt="Use this prompt instead of the automatic pseudo-prompt",
+        private="Answer only to you, so the image is not re-posted",
+    )
+    async def findlora(
+        self,
+        interaction: discord.Interaction[Any],
+        image: discord.Attachment,
+        top_k: app_commands.Range[int, 1, 10] | None = None,
+        base_model: str | None = None,
+        prompt: str | None = None,
+        private: bool = False,
+    ) -> None:
+        await self.run_search(
+            interaction,
+            [attachment_info(image)],
+            top_k=top_k or self.services.settings.default_top_k,
+            base_model=(base_model or "").strip(),
+            prompt=prompt,
+            private=private,
+        )
+
+    async def find_for_message(self, interaction: discord.Interaction[Any], message: discord.Message) -> None:
+        infos = [attachment_info(a) for a in message.attachments]
+        images = [info for info in infos if is_probably_image(info)][:MAX_QUERY_IMAGES]
+        if not images:
+            await reply(interaction, NO_IMAGE)
+            return
+        # Ephemeral: whoever asks about someone else's message gets the answer alone.
+        await self.run_search(
+            interaction,
+            images,
+            top_k=self.services.settings.default_top_k,
+            base_model="",
+            prompt=None,
+            private=True,
+        )
+
+    # --- search ------------------------------------------------------------------------------
+
+    async def run_search(
+        self,
+        interaction: discord.Interaction[Any],
+        images: Sequence[AttachmentInfo],
+        *,
+        top_k: int,
+        base_model: str,
+        prompt: str | None,
+        private: bool,
+    ) -> None:
+        user = user_key(interaction.user)
+        wait = self.services.search_limiter.try_acquire(user)
+        if wait:
+            await reply(interaction, cooldown_message("searching", wait))
+            return
+        # Downloading and ranking take longer than Discord's 3-second answer window.
+        await interaction.response.defer(thinking=True, ephemeral=private)
+        allow_nsfw = self.services.nsfw.allows(interaction.channel_id, age_restricted(interaction.channel))
+        try:
+            queries = [await download(info, self.services.limits, self.services.http) for info in images]
+            response = await self.services.client.search(
+                queries,
+                top_k=top_k,
+                base_model=base_model,
+                allow_nsfw=allow_nsfw,
+                prompt=prompt or None,
+                requested_by=user,
+                timeout=self.services.settings.search_timeout_s,
+            )
+        except (AttachmentRejected, ServiceError) as error:
+            log.info("search_refused", user=user, reason=type(error).__name__, code=_code(error))
+            await interaction.followup.send(friendly_error(error), ephemeral=True)
+            return
+        page = render_page(response, top_k, allow_nsfw=allow_nsfw)
+        log.info("search_done", user=user, search_id=response.search_id, results=len(page.cards))
+        if not page.cards:
+            await interaction.followup.send(NOTHING_MATCHES, ephemeral=True)
+            return
+        message = await interaction.followup.send(
+            **page_message(page).send_kwargs(), ephemeral=private, wait=True
+        )
+        if not private:
+            await _add_reactions(message)
+
+    # --- paging and feedback -----------------------------------------------------------------
+
+    async def _fetch_page(self, target: PageRef, allow_nsfw: bool) -> ResultsPage:
+        response = await self.services.client.get_page(
+            target.search_id,
+            target.offset,
+            target.limit,
+            allow_nsfw=allow_nsfw,
+            timeout=self.services.settings.call_timeout_s,
+        )
+        return render_page(response, target.limit, allow_nsfw=allow_nsfw)
+
+    async def page_from_button(self, interaction: discord.Interaction[Any], target: PageRef) -> None:
+        await interaction.response.defer()
+        allow_nsfw = self.services.nsfw.allows(interaction.channel_id, age_restricted(interaction.channel))
+        try:
+            page = await self._fetch_page(target, allow_nsfw)
+        except ServiceError as error:
+            await interaction.followup.send(friendly_error(error), ephemeral=True)
+            return
+        await interaction.edit_original_response(**page_message(page).edit_kwargs())
+
+    async def vote_from_menu(
+        self, interaction: discord.Interaction[Any], search_id: str, lora_id: int, up: bool
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            first = await self.services.client.record_feedback(
+                search_id, lora_id, up=up, user=user_key(interaction.user)
+            )
+        except ServiceError as error:
+            await interaction.followup.send(friendly_error(error), ephemeral=True)
+            return
+        await interaction.followup.send(_vote_text(up, first), ephemeral=True)
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        emoji = str(payload.emoji)
+        own = self.bot.user
+        if emoji not in PAGE_REACTIONS or own is None or payload.user_id == own.id:
+            return
+        channel = self.bot.get_channel(payload.channel_id)
+        if not isinstance(channel, discord.abc.Messageable):
+            return
+        try:
+            message = await channel.fetch_message(payload.message_id)
+        except discord.HTTPException:
+            return
+        if message.author.id != own.id or not message.embeds:
+            return
+        footer = message.embeds[0].footer.text
+        current = parse_footer(footer)
+        if current is None:
+            return
+        reactor = discord.Object(payload.user_id)
+        if emoji in (NEXT, PREVIOUS):
+            await self._page_by_reaction(
+                message, channel, current, parse_total(footer), emoji == NEXT, payload.user_id
+            )
+            # Take the reaction back so the same arrow can be pressed again.
+            with contextlib.suppress(discord.HTTPException):
+                await message.remove_reaction(payload.emoji, reactor)
+        else:
+            lora_id = parse_lora_id(footer)
+            if lora_id is not None:
+                await self._vote_by_reaction(channel, current, lora_id, emoji == THUMBS_UP, payload.user_id)
+
+    async def _page_by_reaction(
+        self,
+        message: discord.Message,
+        channel: discord.abc.Messageable,
+        current: PageRef,
+        total: int,
+        forward: bool,
+        user_id: int,
+    ) -> None:
+        target = current.next(total) if forward else current.previous()
+        if target is None:
+            return
+        allow_nsfw = self.services.nsfw.allows(getattr(channel, "id", None), age_restricted(channel))
+        try:
+            page = await self._fetch_page(target, allow_nsfw)
+        except ServiceError as error:
+            await channel.send(f"<@{user_id}> {friendly_error(error)}", delete_after=30)
+            return
+        await message.edit(**page_message(page).edit_kwargs())
+
+    async def _vote_by_reaction(
+        self, channel: discord.abc.Messageable, current: PageRef, lora_id: int, up: bool, user_id: int
+    ) -> None:
+        try:
+            await self.services.client.record_feedback(
+                current.search_id, lora_id, up=up, user=user_key(discord.Object(user_id))
+            )
+        except ServiceError as error:
+            await channel.send(f"<@{user_id}> {friendly_error(error)}", delete_after=30)
+
+
+def _vote_text(up: bool, first: bool) -> str:
+    emoji = THUMBS_UP if up else THUMBS_DOWN
+    return f"Thanks, your {emoji} is recorded." if first else f"Your vote is now {emoji}."
+
+
+def _code(error: Exception) -> str:
+    code = getattr(error, "code", None)
+    return code.name if code is not None else ""
+
+
+async def _add_reactions(message: discord.Message) -> None:
+    try:
+        for emoji in PAGE_REACTIONS:
+            await message.add_reaction(emoji)
+    except discord.HTTPException:
+        log.info("reactions_not_added", message_id=message.id)  # missing Add Reactions permission

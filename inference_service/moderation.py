@@ -1,0 +1,137 @@
+"""Moderation: LoRA status changes, artists' lookalike flags and their review.
+
+Authorisation (who is a moderator) is the bots' job; the service records who acted, and every
+decision lands in audit_log in the same transaction as the change itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from PIL import Image
+
+from db.repository import FlagRow, LoraRow, Repository
+from inference_service.config import Settings
+from inference_service.errors import FailedPrecondition, InvalidArgument, NotFound
+from inference_service.models.style_encoder import StyleEmbedder
+
+LORA_STATUSES = ("active", "hidden", "taken_down")
+FLAG_STATUSES = ("open", "approved", "dismissed")
+MAX_ARTWORKS = 4
+MAX_NOTE_CHARS = 1000
+_SLUG_IN_URL = re.compile(r"/([a-z0-9][a-z0-9._-]{0,99})/?$")
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    lora: LoraRow
+    previous: str
+    status: str
+
+
+class Moderation:
+    def __init__(self, repo: Repository, embedder: StyleEmbedder, settings: Settings) -> None:
+        self.repo = repo
+        self.embedder = embedder
+        self.settings = settings
+
+    async def resolve_lora(self, ref: str) -> LoraRow:
+        """A LoRA by slug, numeric id, or page/download URL (or a URL ending in its slug)."""
+        ref = ref.strip()
+        if not ref:
+            raise InvalidArgument("name the LoRA by slug, link or id")
+        lora: LoraRow | None
+        if ref.isdigit():
+            lora = await self.repo.lora_by_id(int(ref))
+        elif ref.startswith(("http://", "https://")):
+            lora = await self.repo.lora_by_url(ref)
+            match = _SLUG_IN_URL.search(ref.lower())
+            if lora is None and match:
+                lora = await self.repo.lora_by_slug(match.group(1))
+        else:
+            lora = await self.repo.lora_by_slug(ref.lower())
+        if lora is None:
+            raise NotFound(f"no LoRA matches {ref!r}")
+        return lora
+
+    async def set_status(self, ref: str, status: str, moderator: str, reason: str) -> StatusChange:
+        if status not in LORA_STATUSES:
+            raise InvalidArgument(f"status must be one of {', '.join(LORA_STATUSES)}")
+        if not moderator:
+            raise InvalidArgument("moderator is required")
+        lora = await self.resolve_lora(ref)
+        # A takedown (copyright, lookalike) is final: nothing brings the LoRA back into results.
+        if lora.status == "taken_down" and status != "taken_down":
+            raise FailedPrecondition(f"{lora.slug} was taken down; a takedown cannot be undone")
+        previous = await self.repo.set_lora_status(
+            lora.id, status, actor=moderator, action=f"lora_{status}", details={"reason": reason}
+        )
+        return StatusChange(lora, previous, status)
+
+    async def flag_lookalike(
+        self, ref: str, artworks: Sequence[Image.Image], note: str, reporter: str
+    ) -> FlagRow:
+        if not reporter:
+            raise InvalidArgument("reporter is required")
+        if not 1 <= len(artworks) <= MAX_ARTWORKS:
+            raise InvalidArgument(f"send 1 to {MAX_ARTWORKS} images of your artwork")
+        if len(note) > MAX_NOTE_CHARS:
+            raise InvalidArgument(f"the note is longer than {MAX_NOTE_CHARS} characters")
+        lora = await self.resolve_lora(ref)
+        if lora.status == "taken_down":
+            raise FailedPrecondition(f"{lora.slug} has already been taken down")
+        embeddings = await asyncio.to_thread(self.embedder.embed, list(artworks))
+        evidence = await self.repo.evidence_for(list(embeddings), lora.id)
+        if evidence is None:
+            raise FailedPrecondition(f"{lora.slug} has no reference images to compare your artwork with")
+        nearest = await self.repo.nearest_references(
+            embeddings.mean(axis=0), [lora.id], self.settings.transfers_per_match
+        )
+        return await self.repo.insert_flag(
+            lora_id=lora.id,
+            reporter=reporter,
+            note=note.strip(),
+            evidence={
+                "style_distance": evidence.style_distance,
+                "rank": evidence.rank,
+                "catalog_size": evidence.catalog_size,
+                "artworks": len(artworks),
+                "nearest": [
+                    {
+                        "sample_id": ref.sample_id,
+                        "key": ref.blob_key,
+                        "thumb_key": ref.thumb_key,
+                        "distance": ref.distance,
+                    }
+                    for ref in nearest.get(lora.id, [])
+                ],
+            },
+        )
+
+    async def list_flags(self, status: str | None, limit: int) -> list[FlagRow]:
+        if status is not None and status not in FLAG_STATUSES:
+            raise InvalidArgument(f"flag status must be one of {', '.join(FLAG_STATUSES)}")
+        if limit < 0:
+            raise InvalidArgument("limit must be >= 0")
+        return await self.repo.list_flags(status, min(limit or 50, 200))
+
+    async def review(self, flag_id: str, approve: bool, moderator: str, reason: str) -> FlagRow:
+        if not moderator:
+            raise InvalidArgument("moderator is required")
+        try:
+            parsed = uuid.UUID(flag_id)
+        except ValueError:
+            raise InvalidArgument(f"not a flag id: {flag_id!r}") from None
+        flag, decided_now = await self.repo.decide_flag(
+            parsed, status="approved" if approve else "dismissed", moderator=moderator, reason=reason
+        )
+        if flag is None:
+            raise NotFound(f"no flag {flag_id}")
+        if not decided_now:
+            by = f" by {flag.reviewer}" if flag.reviewer else ""
+            raise FailedPrecondition(f"this flag was already {flag.status}{by}")
+        return flag

@@ -1,0 +1,195 @@
+"""Moderator commands and the lookalike flow end to end: fake Discord edge, real service."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+from unittest import mock
+
+import pytest
+
+from bot.core.permissions import NOT_A_MODERATOR
+from bot.core.replies import friendly_error
+from bot.discord.exts.moderation._cog import split_trigger_words
+from protos import findlora_pb2 as pb
+from tests.bot.discord.conftest import MOD_ROLE, MODERATOR_ID, Harness, route_channels
+from tests.helpers.discord_fakes import custom_ids, make_interaction, make_member, messages_in, press
+
+pytestmark = pytest.mark.db
+
+
+def moderator() -> Any:
+    return make_member(MODERATOR_ID, role_ids=(MOD_ROLE,))
+
+
+async def result_titles(harness: Harness, bot: Any, channel: Any, slug: str) -> list[str]:
+    interaction = make_interaction(bot, make_member(1), channel)
+    cog = bot.get_cog("Search")
+    await cog.findlora.callback(cog, interaction, image=harness.style_image(slug), top_k=10)
+    # Titles are "#<rank> <name>"; the names alone say who is listed.
+    return [str(e.title).split(" ", 1)[1] for e in interaction.followup.send.await_args.kwargs["embeds"]]
+
+
+async def test_lora_hide_needs_a_moderator(harness: Harness, channel: Any) -> None:
+    bot = await harness.bot()
+    cog = bot.get_cog("Moderation")
+
+    stranger = make_interaction(bot, make_member(1, role_ids=(1,)), channel)
+    await cog.hide.callback(cog, stranger, lora="style-01")
+    stranger.response.send_message.assert_awaited_once_with(NOT_A_MODERATOR, ephemeral=True)
+    assert "Style 1" in await result_titles(harness, bot, channel, "style-01")
+
+    mod = make_interaction(bot, moderator(), channel)
+    await cog.hide.callback(cog, mod, lora="style-01", reason="reported")
+    mod.followup.send.assert_awaited_once_with("`style-01` is now hidden.", ephemeral=True)
+    assert "Style 1" not in await result_titles(harness, bot, channel, "style-01")
+
+    restore = make_interaction(bot, moderator(), channel)
+    await cog.restore.callback(cog, restore, lora="style-01")
+    assert "Style 1" in await result_titles(harness, bot, channel, "style-01")
+
+
+async def test_lora_takedown_of_an_unknown_lora_says_so(harness: Harness, channel: Any) -> None:
+    bot = await harness.bot()
+    cog = bot.get_cog("Moderation")
+    mod = make_interaction(bot, moderator(), channel)
+    await cog.takedown.callback(cog, mod, lora="no-such-lora")
+    mod.followup.send.assert_awaited_once_with("No LoRA matches 'no-such-lora'.", ephemeral=True)
+
+
+async def test_registerlora_denied_then_shows_the_services_unimplemented_answer(
+    harness: Harness, channel: Any
+) -> None:
+    bot = await harness.bot()
+    cog = bot.get_cog("Moderation")
+    url = "https://huggingface.co/x/y/resolve/main/style.safetensors"
+
+    stranger = make_interaction(bot, make_member(1), channel)
+    await cog.registerlora.callback(cog, stranger, url=url, name="Y")
+    stranger.response.send_message.assert_awaited_once_with(NOT_A_MODERATOR, ephemeral=True)
+
+    mod = make_interaction(bot, moderator(), channel)
+    await cog.registerlora.callback(cog, mod, url=url, name="Y", trigger_words="a, b")
+    text = str(mod.followup.send.await_args.args[0])
+    assert text.startswith("This findlora service does not support that yet (RegisterLora is not available")
+    assert mod.followup.send.await_args.kwargs == {"ephemeral": True}
+
+
+async def test_registerlora_renders_watchjob_progress(harness: Harness, channel: Any) -> None:
+    bot = await harness.bot()
+    cog = bot.get_cog("Moderation")
+    events = [
+        pb.JobEvent(job_id="j1", state=pb.JOB_STATE_RUNNING, step="fetch", progress=0.1),
+        pb.JobEvent(
+            job_id="j1",
+            state=pb.JOB_STATE_SUCCEEDED,
+            progress=1.0,
+            slug="new-style",
+            lookalikes=[pb.LookalikeWarning(similar_slug="style-02", centroid_distance=0.05, threshold=0.2)],
+        ),
+    ]
+
+    async def stream(job_id: str, **_: Any) -> AsyncIterator[pb.JobEvent]:
+        assert job_id == "j1"
+        for event in events:
+            yield event
+
+    client = bot.services.client
+    with (
+        mock.patch.object(client, "register_lora", mock.AsyncMock(return_value="j1")) as register,
+        mock.patch.object(client, "watch_job", stream),
+    ):
+        mod = make_interaction(bot, moderator(), channel)
+        await cog.registerlora.callback(
+            cog, mod, url="https://x.org/a.safetensors", name="A", trigger_words="p, q"
+        )
+    metadata = register.await_args.args[1]
+    assert list(metadata.trigger_words) == ["p", "q"]
+    shown = [c.kwargs["content"] for c in mod.edit_original_response.await_args_list]
+    assert shown[0].startswith("⚙️ Registration running · step fetch · 10%")
+    assert "Registered as `new-style`" in shown[-1]
+    assert "Looks like `style-02`" in shown[-1]
+
+
+def test_trigger_words_are_comma_separated() -> None:
+    assert split_trigger_words(" a , b,,c ") == ["a", "b", "c"]
+    assert split_trigger_words(None) == []
+
+
+async def test_flag_review_takedown_and_the_artist_hears_back(
+    harness: Harness, channel: Any, review_channel: Any, channels: dict[int, Any]
+) -> None:
+    bot = await harness.bot()
+    flags = bot.get_cog("Flags")
+    artist = make_member(42)
+    assert (await result_titles(harness, bot, channel, "style-03"))[0] == "Style 3"
+
+    with (
+        route_channels(bot, channels),
+        mock.patch.object(bot, "fetch_user", mock.AsyncMock(return_value=artist)),
+    ):
+        report = make_interaction(bot, artist, channel)
+        await flags.flaglookalike.callback(
+            flags,
+            report,
+            lora="https://example.org/style-03",
+            artwork=harness.style_image("style-03"),
+            note="mine",
+        )
+        report.response.defer.assert_awaited_once_with(ephemeral=True, thinking=True)
+        told = report.followup.send.await_args
+        assert told.kwargs["ephemeral"] is True
+        assert "ranks **#1**" in told.kwargs["embed"].description
+
+        card = messages_in(review_channel)[0]
+        embed = card.embeds[0]
+        assert embed.title == "Lookalike report: Style 3 (style-03)"
+        fields = {f.name: f.value for f in embed.fields}
+        assert fields["Reporter"] == "<@42>"
+        assert fields["Note"] == "mine"
+        sent = review_channel.send.await_args.kwargs
+        assert "artwork-1.png" in [f.filename for f in sent["files"]]
+        approve_id, dismiss_id = custom_ids(sent["view"])
+        assert approve_id.endswith(":approve")
+
+        # Only moderators, and only in the review channel, can decide.
+        stranger = make_interaction(bot, make_member(1), review_channel)
+        await press(stranger, approve_id)
+        stranger.response.send_message.assert_awaited_once_with(NOT_A_MODERATOR, ephemeral=True)
+        elsewhere = make_interaction(bot, moderator(), channel)
+        await press(elsewhere, approve_id)
+        elsewhere.response.send_message.assert_awaited_once_with(NOT_A_MODERATOR, ephemeral=True)
+
+        decide = make_interaction(bot, moderator(), review_channel)
+        await press(decide, approve_id)
+        edited = decide.edit_original_response.await_args.kwargs
+        assert edited["view"] is None
+        decided_fields = {f.name: f.value for f in edited["embed"].fields}
+        assert decided_fields["Status"] == "approved"
+        assert decided_fields["Reviewer"] == f"<@{MODERATOR_ID}>"
+        artist.send.assert_awaited_once()
+        assert "taken down" in artist.send.await_args.args[0]
+
+        # A second decision on the same card is refused politely.
+        again = make_interaction(bot, moderator(), review_channel)
+        await press(again, dismiss_id)
+        assert "already approved" in str(again.followup.send.await_args.args[0])
+
+    assert "Style 3" not in await result_titles(harness, bot, channel, "style-03")
+
+
+async def test_flag_of_a_bad_attachment_is_refused_without_a_card(
+    harness: Harness, channel: Any, review_channel: Any, channels: dict[int, Any]
+) -> None:
+    bot = await harness.bot()
+    flags = bot.get_cog("Flags")
+    with route_channels(bot, channels):
+        report = make_interaction(bot, make_member(42), channel)
+        art = harness.upload("art.txt", b"text", "text/plain")
+        await flags.flaglookalike.callback(flags, report, lora="style-03", artwork=art)
+    assert str(report.followup.send.await_args.args[0]).startswith("I can't use that image")
+    assert messages_in(review_channel) == []
+
+
+def test_friendly_error_never_shows_internals() -> None:
+    assert "Traceback" not in friendly_error(RuntimeError("Traceback"))

@@ -1,0 +1,148 @@
+"""Feedback, LoRA status, lookalike flags and their review through the real gRPC service."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from bot.core.client import FindLoraClient, QueryImage, ServiceError
+from db.repository import Repository
+from inference_service.config import Settings
+from protos import findlora_pb2 as pb
+from tests.helpers.service import ServedCatalog, served_catalog
+
+pytestmark = pytest.mark.db
+
+
+@pytest.fixture
+async def served(settings: Settings, tmp_path: Path) -> AsyncIterator[ServedCatalog]:
+    async with served_catalog(settings, tmp_path) as served:
+        yield served
+
+
+@pytest.fixture
+async def client(served: ServedCatalog) -> AsyncIterator[FindLoraClient]:
+    async with FindLoraClient(served.address, timeout=30) as client:
+        yield client
+
+
+def query(served: ServedCatalog, slug: str) -> list[QueryImage]:
+    return [QueryImage(served.reference_bytes(slug), "query.png", "image/png")]
+
+
+async def slugs_found(client: FindLoraClient, served: ServedCatalog, slug: str) -> list[str]:
+    response = await client.search(query(served, slug), top_k=50)
+    return [m.slug for m in response.matches]
+
+
+async def test_a_second_vote_replaces_the_first(
+    client: FindLoraClient, served: ServedCatalog, repo: Repository
+) -> None:
+    response = await client.search(query(served, "style-02"), top_k=3)
+    search_id, lora_id = response.search_id, response.matches[0].lora_id
+
+    assert await client.record_feedback(search_id, lora_id, up=True, user="u1") is True
+    assert await client.record_feedback(search_id, lora_id, up=False, user="u1") is False
+    assert await client.record_feedback(search_id, lora_id, up=True, user="u2") is True
+
+    assert await repo.votes(uuid.UUID(search_id)) == [(lora_id, "u1", -1), (lora_id, "u2", 1)]
+
+
+async def test_feedback_on_a_lora_outside_the_ranking_is_rejected(
+    client: FindLoraClient, served: ServedCatalog
+) -> None:
+    response = await client.search(query(served, "style-02"), top_k=3)
+    with pytest.raises(ServiceError) as caught:
+        await client.record_feedback(response.search_id, 999_999, up=True, user="u1")
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not one of this search's results" in caught.value.message
+
+
+async def test_hide_restore_and_final_takedown_are_audited(
+    client: FindLoraClient, served: ServedCatalog, repo: Repository
+) -> None:
+    assert "style-01" in await slugs_found(client, served, "style-01")
+
+    hidden = await client.set_lora_status("style-01", pb.LORA_STATUS_HIDDEN, moderator="mod")
+    assert hidden.status == pb.LORA_STATUS_HIDDEN
+    assert "style-01" not in await slugs_found(client, served, "style-01")
+
+    await client.set_lora_status("https://example.org/style-01", pb.LORA_STATUS_ACTIVE, moderator="mod")
+    assert "style-01" in await slugs_found(client, served, "style-01")
+
+    await client.set_lora_status("style-01", pb.LORA_STATUS_TAKEN_DOWN, moderator="mod", reason="dmca")
+    with pytest.raises(ServiceError) as caught:
+        await client.set_lora_status("style-01", pb.LORA_STATUS_ACTIVE, moderator="mod")
+    assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "style-01" not in await slugs_found(client, served, "style-01")
+
+    actions = [(actor, action) for actor, action, _, _ in await repo.audit_entries("style-01")]
+    assert actions == [("mod", "lora_hidden"), ("mod", "lora_active"), ("mod", "lora_taken_down")]
+
+
+async def test_unknown_lora_is_not_found(client: FindLoraClient) -> None:
+    with pytest.raises(ServiceError) as caught:
+        await client.set_lora_status("no-such-lora", pb.LORA_STATUS_HIDDEN, moderator="mod")
+    assert caught.value.code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_flag_evidence_review_and_takedown(
+    client: FindLoraClient, served: ServedCatalog, repo: Repository
+) -> None:
+    before = await client.search(query(served, "style-03"), top_k=10)
+    assert before.matches[0].slug == "style-03"
+
+    flag = await client.flag_lookalike("style-03", query(served, "style-03"), note="mine", reporter="artist")
+    assert flag.status == pb.FLAG_STATUS_OPEN
+    assert flag.slug == "style-03"
+    assert flag.evidence.rank == 1
+    assert flag.evidence.catalog_size == 6
+    assert flag.evidence.style_distance == pytest.approx(before.matches[0].style_distance, rel=1e-4)
+    assert len(flag.evidence.nearest_transfers) == 3
+    assert all(t.thumbnail for t in flag.evidence.nearest_transfers)
+
+    open_flags = await client.list_flags(pb.FLAG_STATUS_OPEN)
+    assert [f.flag_id for f in open_flags] == [flag.flag_id]
+
+    decided = await client.review_flag(flag.flag_id, approve=True, moderator="mod", reason="clear copy")
+    assert decided.status == pb.FLAG_STATUS_APPROVED
+    assert decided.reviewer == "mod"
+    assert decided.HasField("decided_at")
+
+    assert "style-03" not in await slugs_found(client, served, "style-03")
+    # A ranking stored before the takedown no longer shows it either.
+    page = await client.get_page(before.search_id, 0, 10)
+    assert "style-03" not in [m.slug for m in page.matches]
+
+    with pytest.raises(ServiceError) as caught:
+        await client.review_flag(flag.flag_id, approve=False, moderator="mod2")
+    assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "already approved by mod" in caught.value.message
+    assert await client.list_flags(pb.FLAG_STATUS_OPEN) == []
+
+    actions = [action for _, action, _, _ in await repo.audit_entries("style-03")]
+    assert actions == ["flag_lookalike", "flag_approved"]
+
+
+async def test_dismissed_flag_leaves_the_lora_searchable(
+    client: FindLoraClient, served: ServedCatalog
+) -> None:
+    flag = await client.flag_lookalike("style-04", query(served, "style-00"), reporter="artist")
+    assert flag.evidence.rank > 1  # someone else's style: the flagged LoRA is not the nearest
+
+    decided = await client.review_flag(flag.flag_id, approve=False, moderator="mod")
+    assert decided.status == pb.FLAG_STATUS_DISMISSED
+    assert "style-04" in await slugs_found(client, served, "style-04")
+    listed = await client.list_flags(pb.FLAG_STATUS_DISMISSED)
+    assert [f.flag_id for f in listed] == [flag.flag_id]
+
+
+async def test_registration_still_answers_unimplemented(client: FindLoraClient) -> None:
+    with pytest.raises(ServiceError) as caught:
+        await client.register_lora("https://example.org/x.safetensors", pb.LoraMetadata(), requested_by="m")
+    assert caught.value.code == grpc.StatusCode.UNIMPLEMENTED
+    assert "not available yet" in caught.value.message
