@@ -17,6 +17,8 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 ENCODER_KEY = "style_encoder"
+# Which CLIP image/text encoders made the stored spec and prompt features (GMI branch).
+GMI_ENCODER_KEY = "gmi_encoder"
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,24 @@ class FlagEvidenceRow:
     style_distance: float
     rank: int
     catalog_size: int
+
+
+@dataclass(frozen=True)
+class SpecPointRow:
+    prompt_local_id: int  # id in the catalog: platform prompt line, or continuing in spec/prompts.txt
+    n: int
+    blob_key: str
+    image_feature: np.ndarray
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """One LoRA's GMI specification: image features and, row by row, their prompts' text features."""
+
+    lora_id: int
+    image_features: np.ndarray  # (N, D)
+    prompt_features: np.ndarray  # (N, T)
+    prompt_ids: list[int]
 
 
 @dataclass(frozen=True)
@@ -329,6 +349,97 @@ class Repository:
                 )
             for lora_id in sorted({r[0] for r in rows}):
                 await refresh_style_summary(conn, lora_id)
+
+    # --- GMI specifications -------------------------------------------------------------------
+
+    async def platform_prompts(self) -> dict[int, str]:
+        """local id -> text of the platform prompt set."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT local_id, text FROM prompts WHERE lora_id IS NULL ORDER BY 1")
+            return {int(r[0]): str(r[1]) for r in await cur.fetchall()}
+
+    async def upsert_platform_prompts(self, texts: Sequence[str], features: np.ndarray) -> None:
+        async with self.transaction() as conn:
+            await _upsert_prompts(conn, None, 0, texts, features)
+
+    async def spec_fingerprints(self) -> dict[str, str]:
+        """slug -> spec fingerprint ('' without a spec)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT slug, spec_fingerprint FROM loras")
+            return {row[0]: row[1] for row in await cur.fetchall()}
+
+    async def replace_spec(
+        self,
+        lora_id: int,
+        own_prompts: Sequence[str],
+        own_features: np.ndarray,
+        n_platform: int,
+        points: Sequence[SpecPointRow],
+        fingerprint: str,
+    ) -> None:
+        """Replace a LoRA's own prompts and spec points atomically. Own prompt j has local id
+        n_platform + j (the catalog numbering); lower ids are platform prompts."""
+        async with self.transaction() as conn:
+            await conn.execute("DELETE FROM spec_points WHERE lora_id = %s", (lora_id,))
+            await conn.execute("DELETE FROM prompts WHERE lora_id = %s", (lora_id,))
+            own_ids = await _upsert_prompts(conn, lora_id, n_platform, own_prompts, own_features)
+            cur = await conn.execute("SELECT local_id, id FROM prompts WHERE lora_id IS NULL")
+            ids = {int(r[0]): int(r[1]) for r in await cur.fetchall()} | own_ids
+            missing = sorted({p.prompt_local_id for p in points} - ids.keys())
+            if missing:
+                raise ValueError(f"spec points refer to unknown prompt ids {missing}")
+            async with conn.cursor() as c:
+                await c.executemany(
+                    "INSERT INTO spec_points (lora_id, prompt_id, n, blob_key, image_feature)"
+                    " VALUES (%s, %s, %s, %s, %s)",
+                    [
+                        (
+                            lora_id,
+                            ids[p.prompt_local_id],
+                            p.n,
+                            p.blob_key,
+                            np.asarray(p.image_feature, np.float32),
+                        )
+                        for p in points
+                    ],
+                )
+            await conn.execute("UPDATE loras SET spec_fingerprint = %s WHERE id = %s", (fingerprint, lora_id))
+
+    async def load_specs(
+        self,
+        lora_ids: Sequence[int] | None = None,
+        *,
+        base_model: str = "",
+        allow_nsfw: bool = False,
+    ) -> dict[int, LoraSpec]:
+        """Specs of the active LoRAs passing the filters (all of them, or those in lora_ids)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                SELECT s.lora_id, p.local_id, s.image_feature, p.text_feature
+                FROM spec_points s JOIN loras l ON l.id = s.lora_id JOIN prompts p ON p.id = s.prompt_id
+                WHERE l.status = 'active' AND p.text_feature IS NOT NULL
+                  AND (%(ids)s::bigint[] IS NULL OR s.lora_id = ANY(%(ids)s))
+                  AND (%(base)s = '' OR l.base_model = %(base)s)
+                  AND (%(nsfw)s OR NOT l.nsfw)
+                ORDER BY s.lora_id, p.local_id, s.n
+                """,
+                {
+                    "ids": None if lora_ids is None else list(lora_ids),
+                    "base": base_model,
+                    "nsfw": allow_nsfw,
+                },
+            )
+            rows: dict[int, tuple[list[np.ndarray], list[np.ndarray], list[int]]] = {}
+            for lora_id, local_id, image, text in await cur.fetchall():
+                images, texts, prompt_ids = rows.setdefault(int(lora_id), ([], [], []))
+                images.append(as_array(image))
+                texts.append(as_array(text))
+                prompt_ids.append(int(local_id))
+        return {
+            lora_id: LoraSpec(lora_id, np.stack(images), np.stack(texts), prompt_ids)
+            for lora_id, (images, texts, prompt_ids) in rows.items()
+        }
 
     # --- search -----------------------------------------------------------------------------
 
@@ -581,6 +692,31 @@ async def _fetch_flag(conn: AsyncConnection[Any], flag_id: uuid.UUID) -> FlagRow
     await cur.execute(_FLAG_SELECT + " WHERE f.id = %s", (flag_id,))
     row = await cur.fetchone()
     return None if row is None else _flag(row)
+
+
+async def _upsert_prompts(
+    conn: AsyncConnection[Any],
+    lora_id: int | None,
+    first_local_id: int,
+    texts: Sequence[str],
+    features: np.ndarray,
+) -> dict[int, int]:
+    """Insert or update prompts (lora_id NULL: the platform set); returns local id -> row id."""
+    ids: dict[int, int] = {}
+    for offset, (text, feature) in enumerate(zip(texts, features, strict=True)):
+        cur = await conn.execute(
+            """
+            INSERT INTO prompts (lora_id, local_id, text, text_feature) VALUES (%s, %s, %s, %s)
+            ON CONFLICT (lora_id, local_id) DO UPDATE
+                SET text = excluded.text, text_feature = excluded.text_feature
+            RETURNING id
+            """,
+            (lora_id, first_local_id + offset, text, np.asarray(feature, dtype=np.float32)),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        ids[first_local_id + offset] = int(row[0])
+    return ids
 
 
 async def copy_references(

@@ -43,6 +43,33 @@ class Settings(BaseSettings):
     metrics_listen: str = Field("", description="host:port for Prometheus /metrics; empty disables it.")
     otel_enabled: bool = Field(False, description="OpenTelemetry tracing of gRPC (needs the otel extra).")
 
+    # --- GMI branch (weighted RKME on CLIP features) and fusion ---------------------------------
+    gmi: bool = Field(
+        False, description="Load CLIP (+ captioner) and fuse weighted RKME with d_avg in search."
+    )
+    clip_model: str = Field("ViT-L-14", description="open_clip model name (SD1.x-era LoRAs: ViT-L-14).")
+    clip_pretrained: str = Field(
+        "openai", description="open_clip pretrained tag, or a local .safetensors checkpoint path."
+    )
+    clip_config_dir: Path | None = Field(
+        None, description="Directory of extra open_clip model config JSONs (custom or offline models)."
+    )
+    text_encoder: str = Field(
+        "clip", description="Prompt features: 'clip' (CLIP text tower) or 'minilm' (text-only fallback)."
+    )
+    captioner: str | None = Field(
+        "Salesforce/blip-image-captioning-large",
+        description="BLIP captioner: transformers id or local directory; empty disables pseudo-prompts.",
+    )
+    caption_beams: int = Field(1, description="Beam search width for captions (1 = greedy).")
+    caption_max_tokens: int = 30
+    rkme_gamma: float = Field(1.0, description="RBF kernel width γ of the RKME score.")
+    fusion_alpha: float = Field(
+        0.5, description="Fused = α·n(d_avg) + (1−α)·n(RKME); tuned on the bench validation split."
+    )
+    fusion_normalisation: str = Field("rank", description="rank | robust_z (picked by benchmark).")
+    model_batch_size: int = 16
+
     grace_seconds: float = Field(5.0, description="Graceful shutdown: time given to in-flight RPCs.")
     db_pool_max: int = 8
 

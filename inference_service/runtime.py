@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -14,6 +15,9 @@ from inference_service.blobs import BlobStore
 from inference_service.config import Settings
 from inference_service.models.style_encoder import StyleEmbedder, resolve_encoder
 
+if TYPE_CHECKING:
+    from inference_service.gmi import GmiModels
+
 
 @dataclass
 class Runtime:
@@ -22,6 +26,7 @@ class Runtime:
     repo: Repository
     blobs: BlobStore
     embedder: StyleEmbedder
+    gmi: GmiModels | None = None  # CLIP (+ captioner) when settings.gmi is on
 
     async def close(self) -> None:
         await self.repo.close()
@@ -40,6 +45,11 @@ async def open_runtime(settings: Settings) -> Runtime:
     url = await migrated_url(settings)
     repo = await Repository.open(url, max_size=settings.db_pool_max)
     model, label = resolve_encoder(settings.style_encoder, settings.device)
+    gmi = None
+    if settings.gmi:
+        from inference_service.gmi import load_gmi_models
+
+        gmi = await asyncio.to_thread(load_gmi_models, settings)
     return Runtime(
-        settings, url, repo, BlobStore(settings.blob_dir), StyleEmbedder(model, label, settings.device)
+        settings, url, repo, BlobStore(settings.blob_dir), StyleEmbedder(model, label, settings.device), gmi
     )

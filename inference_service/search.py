@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from PIL import Image
@@ -16,6 +17,10 @@ from inference_service.blobs import BlobStore
 from inference_service.config import Settings
 from inference_service.errors import CATALOG_EMPTY, FailedPrecondition, InvalidArgument, NotFound
 from inference_service.models.style_encoder import StyleEmbedder
+from inference_service.scoring.fusion import Normalisation, fuse
+
+if TYPE_CHECKING:
+    from inference_service.gmi import GmiBranch
 
 MAX_QUERY_IMAGES = 4
 
@@ -59,18 +64,28 @@ class SearchQuery:
     requested_by: str = ""
 
 
+def _float_or_nan(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
 def suggest_prompt(pseudo_prompt: str, trigger_words: Sequence[str]) -> str:
     return ", ".join(part for part in (pseudo_prompt.strip(), *trigger_words) if part)
 
 
 class SearchEngine:
     def __init__(
-        self, repo: Repository, blobs: BlobStore, embedder: StyleEmbedder, settings: Settings
+        self,
+        repo: Repository,
+        blobs: BlobStore,
+        embedder: StyleEmbedder,
+        settings: Settings,
+        gmi: GmiBranch | None = None,
     ) -> None:
         self.repo = repo
         self.blobs = blobs
         self.embedder = embedder
         self.settings = settings
+        self.gmi = gmi
 
     def _top_k(self, requested: int) -> int:
         if requested < 0 or requested > self.settings.max_top_k:
@@ -93,14 +108,17 @@ class SearchEngine:
         top_k = self._top_k(query.top_k)
         await self._check_catalog()
         embeddings = await asyncio.to_thread(self.embedder.embed, list(query.images))
-        ranking = await self.repo.rank_exhaustive(
-            list(embeddings),
-            limit=max(self.settings.stored_ranking_size, top_k),
-            base_model=query.base_model,
-            allow_nsfw=query.allow_nsfw,
-        )
-        pseudo_prompt = (query.prompt or "").strip()
-        stored = [{"lora_id": lora_id, "style_distance": d, "score": d} for lora_id, d in ranking]
+        limit = max(self.settings.stored_ranking_size, top_k)
+        if self.gmi is None:
+            ranking = await self.repo.rank_exhaustive(
+                list(embeddings), limit=limit, base_model=query.base_model, allow_nsfw=query.allow_nsfw
+            )
+            pseudo_prompt = (query.prompt or "").strip()
+            stored: list[dict[str, Any]] = [
+                {"lora_id": lora_id, "style_distance": d, "score": d} for lora_id, d in ranking
+            ]
+        else:
+            pseudo_prompt, stored = await self._fused_ranking(query, embeddings, limit)
         centre = embeddings.mean(axis=0)
         search_id, expires_at = await self.repo.save_search(
             query=centre,
@@ -112,6 +130,41 @@ class SearchEngine:
         )
         matches = await self._materialise(stored, 0, top_k, centre, pseudo_prompt, query.allow_nsfw)
         return SearchPage(search_id, pseudo_prompt, matches, 0, len(stored), expires_at)
+
+    async def _fused_ranking(
+        self, query: SearchQuery, embeddings: np.ndarray, limit: int
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """Both branches over every searchable LoRA, fused (DESIGN.md 5, "Fusion")."""
+        assert self.gmi is not None
+        everything = await self.repo.count_searchable()
+        distances, gmi = await asyncio.gather(
+            self.repo.rank_exhaustive(
+                list(embeddings),
+                limit=max(everything, 1),
+                base_model=query.base_model,
+                allow_nsfw=query.allow_nsfw,
+            ),
+            self.gmi.score(
+                query.images, query.prompt, None, base_model=query.base_model, allow_nsfw=query.allow_nsfw
+            ),
+        )
+        d_avg = dict(distances)
+        if not gmi.scores:  # no LoRA has a spec: the style distance alone, on its own scale
+            return gmi.pseudo_prompt, [
+                {"lora_id": i, "style_distance": d, "score": d} for i, d in distances[:limit]
+            ]
+        fused = fuse(
+            d_avg,
+            gmi.scores,
+            self.settings.fusion_alpha,
+            cast(Normalisation, self.settings.fusion_normalisation),
+        )
+        order = sorted(fused, key=lambda i: (fused[i], i))[:limit]
+        # A LoRA without references has no d_avg: JSON null here, NaN on the wire.
+        return gmi.pseudo_prompt, [
+            {"lora_id": i, "style_distance": d_avg.get(i), "rkme_score": gmi.scores.get(i), "score": fused[i]}
+            for i in order
+        ]
 
     async def page(self, search_id: str, offset: int, limit: int, allow_nsfw: bool) -> SearchPage:
         try:
@@ -135,7 +188,7 @@ class SearchEngine:
 
     async def _materialise(
         self,
-        ranking: list[dict[str, float]],
+        ranking: list[dict[str, Any]],
         offset: int,
         limit: int,
         query: np.ndarray,
@@ -161,8 +214,8 @@ class SearchEngine:
                     rank=position,
                     lora=lora,
                     score=float(item["score"]),
-                    style_distance=float(item["style_distance"]),
-                    rkme_score=None,
+                    style_distance=_float_or_nan(item.get("style_distance")),
+                    rkme_score=None if item.get("rkme_score") is None else float(item["rkme_score"]),
                     suggested_prompt=suggest_prompt(pseudo_prompt, lora.trigger_words),
                     transfers=transfers,
                 )

@@ -46,7 +46,12 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
 async def start_service(settings: Settings, listen: str | None = None) -> RunningService:
     """Migrate, load the models and start serving; `listen` may use port 0 (tests, demo)."""
     runtime = await open_runtime(settings)
-    engine = SearchEngine(runtime.repo, runtime.blobs, runtime.embedder, settings)
+    gmi = None
+    if runtime.gmi is not None:
+        from inference_service.gmi import GmiBranch
+
+        gmi = GmiBranch(runtime.repo, runtime.gmi, settings.rkme_gamma)
+    engine = SearchEngine(runtime.repo, runtime.blobs, runtime.embedder, settings, gmi)
 
     server = grpc.aio.server(options=grpc_options(settings))
     findlora_pb2_grpc.add_FindLoraServicer_to_server(  # type: ignore[no-untyped-call]

@@ -45,6 +45,7 @@ async def _import(directory: Path, update: bool) -> None:
                 thumb_px=settings.thumbnail_px,
                 update=update,
                 progress=advance,
+                gmi=runtime.gmi,
             )
     finally:
         await runtime.close()
@@ -53,6 +54,13 @@ async def _import(directory: Path, update: bool) -> None:
         f"LoRA(s); {report.references} reference(s) embedded with {runtime.embedder.label}, "
         f"{report.dropped_by_cleansing} dropped by cleansing (Eq. 1); {report.samples_added} new sample(s)"
     )
+    if report.specs or runtime.gmi is not None:
+        console.print(f"{report.specs} GMI spec(s) embedded with {runtime.gmi.label if runtime.gmi else ''}")
+    if report.specs_skipped:
+        console.print(
+            f"[yellow]{report.specs_skipped} LoRA spec(s) not imported: set FINDLORA_GMI=1 "
+            "(and a CLIP model) to embed them[/]"
+        )
 
 
 @catalog_app.command("import")

@@ -2,7 +2,8 @@
 
 catalog/
   catalog.toml                 name, base_model default, optional note
-  prompts.txt                  platform prompt set, one a line (line number = prompt id, from 0)
+  prompts.txt                  platform prompt set, one a line (line number = prompt id, from 0);
+                               absent: the default 55 prompts (catalog/platform_prompts.py)
   samples/<sample_id>.<ext>    the sample set S
   loras/<slug>/lora.toml       name, url, base_model, trigger_words, license, author, nsfw, [file]
   loras/<slug>/references/<sample_id>.<ext>
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inference_service.catalog.platform_prompts import PLATFORM_PROMPTS
 from inference_service.imaging import IMAGE_SUFFIXES
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
@@ -196,7 +198,9 @@ def scan_catalog(root: Path) -> tuple[Catalog, list[str]]:
                 problems.append(f"{lora_dir}: duplicate slug (also {seen_lower[lora_dir.name.lower()]})")
                 continue
             seen_lower[lora_dir.name.lower()] = lora_dir
-            entry = _read_lora(lora_dir, default_base, samples, len(prompts), problems)
+            # Without prompts.txt, spec prompt ids refer to the default platform set.
+            n_platform = len(prompts) or len(PLATFORM_PROMPTS)
+            entry = _read_lora(lora_dir, default_base, samples, n_platform, problems)
             if entry is not None:
                 loras[entry.slug] = entry
     catalog = Catalog(

@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
@@ -20,6 +21,9 @@ from inference_service.catalog.format import Catalog, CatalogError, LoraEntry, l
 from inference_service.imaging import ImageRejected, load_image_file, thumbnail_webp
 from inference_service.models.style_encoder import StyleEmbedder
 from inference_service.scoring.cleansing import transfer_mse
+
+if TYPE_CHECKING:
+    from inference_service.gmi import GmiModels
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -32,6 +36,8 @@ class ImportReport:
     samples_added: int = 0
     references: int = 0
     dropped_by_cleansing: int = 0
+    specs: int = 0  # LoRA specs (GMI) embedded and stored by this run
+    specs_skipped: int = 0  # LoRAs with a spec/ folder left out: no CLIP model configured
 
 
 def fingerprint(entry: LoraEntry) -> str:
@@ -56,7 +62,11 @@ def _check_images(catalog: Catalog, problems: list[str]) -> None:
 
 
 async def validate(
-    catalog_dir: Path, repo: Repository, embedder: StyleEmbedder, update: bool
+    catalog_dir: Path,
+    repo: Repository,
+    embedder: StyleEmbedder,
+    update: bool,
+    gmi: GmiModels | None = None,
 ) -> tuple[Catalog, dict[str, str]]:
     """Every problem, each with its path, before anything is written. Returns the catalog and
     the fingerprints of its LoRAs."""
@@ -82,6 +92,10 @@ async def validate(
                     f"{catalog.root / 'loras' / slug}: slug {slug!r} already exists with different "
                     "content (use --update to replace it)"
                 )
+    if gmi is not None:
+        from inference_service.catalog.spec_import import spec_problems
+
+        problems.extend(await spec_problems(catalog, repo, gmi, update))
     if problems:
         raise CatalogError(problems)
     return catalog, prints
@@ -127,8 +141,10 @@ async def import_catalog(
     thumb_px: int = 256,
     update: bool = False,
     progress: ProgressCallback | None = None,
+    gmi: GmiModels | None = None,
 ) -> ImportReport:
-    catalog, prints = await validate(catalog_dir, repo, embedder, update)
+    """Import samples and LoRAs; with GMI models also the prompt set and the LoRAs' specs."""
+    catalog, prints = await validate(catalog_dir, repo, embedder, update, gmi)
     report = ImportReport()
     stored_samples = await repo.samples()
     for sample_id, path in catalog.samples.items():
@@ -166,6 +182,13 @@ async def import_catalog(
             report.dropped_by_cleansing += sum(not r.kept for r in rows)
         if progress is not None:
             progress(slug, done, len(todo))
+    if gmi is not None:
+        from inference_service.catalog.spec_import import import_specs
+
+        ids = {row.slug: row.id for row in await repo.list_loras(("active", "hidden", "taken_down"))}
+        report.specs = await import_specs(catalog, ids, repo, blobs, gmi, progress)
+    else:
+        report.specs_skipped = sum(bool(entry.spec) for entry in catalog.loras.values())
     return report
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks (DESIGN.md 8)."""

@@ -1,0 +1,107 @@
+"""Import the GMI part of a catalog: the platform prompt set and each LoRA's spec/ images.
+
+Needs the GMI models (CLIP image + text features). The platform set is the catalog's prompts.txt,
+or the default 55 prompts when the catalog has none. A LoRA's spec is re-embedded only when its
+fingerprint (own prompts, spec image bytes, model label) changed: re-runs import nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from db.repository import GMI_ENCODER_KEY, Repository, SpecPointRow
+from inference_service.blobs import BlobStore
+from inference_service.catalog.format import Catalog, LoraEntry
+from inference_service.catalog.platform_prompts import PLATFORM_PROMPTS
+from inference_service.gmi import GmiModels
+from inference_service.imaging import load_image_file
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+def platform_set(catalog: Catalog) -> list[str]:
+    return list(catalog.prompts) or list(PLATFORM_PROMPTS)
+
+
+def spec_fingerprint(entry: LoraEntry, label: str) -> str:
+    if not entry.spec:
+        return ""
+    digest = hashlib.sha256(label.encode() + b"\0" + "\n".join(entry.own_prompts).encode())
+    for spec in sorted(entry.spec, key=lambda s: (s.prompt_id, s.n)):
+        digest.update(f"{spec.prompt_id}-{spec.n}\0".encode() + spec.path.read_bytes())
+    return digest.hexdigest()
+
+
+async def spec_problems(catalog: Catalog, repo: Repository, models: GmiModels, update: bool) -> list[str]:
+    """What would make the GMI import wrong, found before anything is written."""
+    problems = []
+    stored = await repo.platform_prompts()
+    wanted = platform_set(catalog)
+    changed = [i for i, text in enumerate(wanted) if i in stored and stored[i] != text]
+    if changed and not update:
+        where = catalog.root / "prompts.txt" if catalog.prompts else "the default platform prompt set"
+        problems.append(
+            f"{where}: prompt ids {changed[:5]} differ from the stored platform prompts "
+            "(use --update to replace them; existing specs refer to those ids)"
+        )
+    for entry in catalog.loras.values():
+        for spec in entry.spec:
+            if spec.prompt_id >= len(wanted) + len(entry.own_prompts):
+                problems.append(f"{spec.path}: prompt id {spec.prompt_id} is not in the platform set")
+    stored_label = await repo.get_meta(GMI_ENCODER_KEY)
+    if stored_label is not None and stored_label != models.label and not update:
+        problems.append(
+            f"the specs were embedded with {stored_label!r} but this process runs {models.label!r}: "
+            "re-import with --update"
+        )
+    return problems
+
+
+def _embed_texts(models: GmiModels, texts: Sequence[str]) -> np.ndarray:
+    return models.text.encode_texts(list(texts)) if texts else np.zeros((0, 1), dtype=np.float32)
+
+
+async def import_specs(
+    catalog: Catalog,
+    lora_ids: dict[str, int],
+    repo: Repository,
+    blobs: BlobStore,
+    models: GmiModels,
+    progress: ProgressCallback | None = None,
+) -> int:
+    """Store the platform prompts and every changed spec; returns how many specs were written."""
+    prompts = platform_set(catalog)
+    stored = await repo.platform_prompts()
+    if [stored.get(i) for i in range(len(prompts))] != prompts or await repo.get_meta(
+        GMI_ENCODER_KEY
+    ) != models.label:
+        await repo.upsert_platform_prompts(prompts, _embed_texts(models, prompts))
+    await repo.set_meta(GMI_ENCODER_KEY, models.label)
+    stored_prints = await repo.spec_fingerprints()
+    written = 0
+    slugs = sorted(slug for slug, entry in catalog.loras.items() if entry.spec)
+    for done, slug in enumerate(slugs, start=1):
+        entry = catalog.loras[slug]
+        wanted = spec_fingerprint(entry, models.label)
+        if stored_prints.get(slug) != wanted:
+            specs = sorted(entry.spec, key=lambda s: (s.prompt_id, s.n))
+            features = models.image.encode_images([load_image_file(s.path) for s in specs])
+            points = [
+                SpecPointRow(s.prompt_id, s.n, blobs.put(s.path.read_bytes(), s.path.suffix), f)
+                for s, f in zip(specs, features, strict=True)
+            ]
+            await repo.replace_spec(
+                lora_ids[slug],
+                entry.own_prompts,
+                _embed_texts(models, entry.own_prompts),
+                len(prompts),
+                points,
+                wanted,
+            )
+            written += 1
+        if progress is not None:
+            progress(f"spec {slug}", done, len(slugs))
+    return written

@@ -1,0 +1,137 @@
+"""The GMI branch of search: pseudo-prompt, then the weighted RKME of every LoRA with a spec.
+
+SearchEngine calls `GmiBranch.score` next to its style-distance ranking and fuses the two
+(inference_service.scoring.fusion). The models are loaded by `load_gmi_models` from Settings;
+open_clip/transformers are imported there, never at module import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+import structlog
+from PIL import Image
+
+from db.repository import GMI_ENCODER_KEY, LoraSpec, Repository
+from inference_service.config import Settings
+from inference_service.models.clip import ImageEncoder, TextEncoder
+from inference_service.scoring.rkme import Spec, reduced_set, rkme_clip, weighted_rkme
+
+log = structlog.get_logger(__name__)
+Method = Literal["weighted", "uniform", "reduced"]
+
+
+class Captioner(Protocol):
+    label: str
+
+    def caption(self, images: Sequence[Image.Image]) -> list[str]: ...
+
+
+@dataclass
+class GmiModels:
+    image: ImageEncoder
+    text: TextEncoder
+    captioner: Captioner | None = None
+
+    @property
+    def label(self) -> str:
+        """Names the feature spaces: stored features from other models are not comparable."""
+        return f"{self.image.label}|{self.text.label}"
+
+
+def load_gmi_models(settings: Settings) -> GmiModels:
+    from inference_service.models.clip import ClipEncoder, MiniLmTextEncoder
+
+    clip = ClipEncoder(
+        settings.clip_model,
+        settings.clip_pretrained or None,
+        config_dir=settings.clip_config_dir,
+        device=settings.device,
+        batch_size=settings.model_batch_size,
+    )
+    text: TextEncoder = clip
+    if settings.text_encoder == "minilm":
+        text = MiniLmTextEncoder(device=settings.device)
+    elif settings.text_encoder != "clip":
+        raise ValueError(f"text_encoder must be 'clip' or 'minilm', not {settings.text_encoder!r}")
+    captioner: Captioner | None = None
+    if settings.captioner:
+        from inference_service.models.captioner import BlipCaptioner
+
+        captioner = BlipCaptioner(
+            settings.captioner,
+            device=settings.device,
+            num_beams=settings.caption_beams,
+            max_new_tokens=settings.caption_max_tokens,
+            batch_size=settings.model_batch_size,
+        )
+    return GmiModels(clip, text, captioner)
+
+
+@dataclass(frozen=True)
+class GmiResult:
+    pseudo_prompt: str
+    scores: dict[int, float] = field(default_factory=dict)  # lora id -> RKME score (lower is better)
+
+
+def score_specs(
+    specs: dict[int, LoraSpec],
+    query_images: np.ndarray,
+    query_text: np.ndarray | None,
+    gamma: float,
+    method: Method = "weighted",
+) -> dict[int, float]:
+    scores = {}
+    for lora_id, stored in specs.items():
+        spec = Spec(stored.image_features.astype(np.float64), stored.prompt_features.astype(np.float64))
+        if method == "weighted":
+            scores[lora_id] = weighted_rkme(spec, query_images, query_text, gamma)
+        elif method == "uniform":
+            scores[lora_id] = rkme_clip(spec, query_images, gamma)
+        else:
+            scores[lora_id] = reduced_set(spec.image_features, None, 8, gamma).score(query_images, gamma)
+    return scores
+
+
+class GmiBranch:
+    def __init__(
+        self, repo: Repository, models: GmiModels, gamma: float, method: Method = "weighted"
+    ) -> None:
+        self.repo = repo
+        self.models = models
+        self.gamma = gamma
+        self.method = method
+
+    def _describe(
+        self, images: Sequence[Image.Image], prompt: str | None
+    ) -> tuple[str, np.ndarray, np.ndarray | None]:
+        """Query image features, pseudo-prompt (the override wins) and its text feature."""
+        features = self.models.image.encode_images(list(images))
+        pseudo = (prompt or "").strip()
+        if not pseudo and self.models.captioner is not None:
+            pseudo = self.models.captioner.caption([images[0]])[0].strip()
+        text = self.models.text.encode_texts([pseudo])[0] if pseudo else None
+        return pseudo, features, text
+
+    async def score(
+        self,
+        query_images: Sequence[Image.Image],
+        prompt_override: str | None,
+        candidate_lora_ids: Sequence[int] | None,
+        *,
+        base_model: str = "",
+        allow_nsfw: bool = False,
+    ) -> GmiResult:
+        pseudo, features, text = await asyncio.to_thread(self._describe, query_images, prompt_override)
+        stored = await self.repo.get_meta(GMI_ENCODER_KEY)
+        if stored is not None and stored != self.models.label:
+            # Features from another model live in another space: rank by style distance alone.
+            log.warning("gmi_encoder_mismatch", stored=stored, running=self.models.label)
+            return GmiResult(pseudo)
+        specs = await self.repo.load_specs(candidate_lora_ids, base_model=base_model, allow_nsfw=allow_nsfw)
+        scores = await asyncio.to_thread(score_specs, specs, features, text, self.gamma, self.method)
+        return GmiResult(pseudo, scores)
