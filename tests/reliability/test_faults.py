@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -35,11 +36,23 @@ def own_postgres() -> Iterator[tuple[str, Path, str | None]]:
     shutil.rmtree(pg_dir, ignore_errors=True)
 
 
+def restart_postgres(pg_dir: Path, system_user: str | None) -> None:
+    """pg_ctl restart. As root the server runs as its own user: switch with runuser rather than
+    subprocess's user= (a user switch inside a child forked from this many-threaded process
+    has crashed)."""
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    pg_ctl = str(POSTGRES_BIN_PATH / "pg_ctl")
+    # -l: the new postmaster logs to a file instead of holding this process's pipes open.
+    command = [pg_ctl, "-D", str(pg_dir), "-l", str(pg_dir / "log"), "-w", "-m", "fast", "restart"]
+    if system_user:
+        command = ["runuser", "-u", system_user, "--", *command]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+
+
 async def test_database_restart_mid_search_then_searches_succeed(
     tmp_path: Path, own_postgres: tuple[str, Path, str | None]
 ) -> None:
-    from pgserver._commands import pg_ctl
-
     url, pg_dir, system_user = own_postgres
     settings = Settings(data_dir=tmp_path / "data", database_url=url, torch_threads=1)
     catalog = write_catalog(tmp_path / "catalog", n_loras=4, n_samples=3)
@@ -52,9 +65,7 @@ async def test_database_restart_mid_search_then_searches_succeed(
         async with FindLoraClient(f"127.0.0.1:{service.port}", timeout=20) as client:
             assert (await client.search(query, top_k=2)).matches
             in_flight = asyncio.create_task(client.search(query, top_k=2))
-            await asyncio.to_thread(
-                pg_ctl, ["-w", "-m", "fast", "restart"], pgdata=pg_dir, user=system_user, timeout=30
-            )
+            await asyncio.to_thread(restart_postgres, pg_dir, system_user)
             (outcome,) = await asyncio.gather(in_flight, return_exceptions=True)
             if isinstance(outcome, BaseException):  # it may land before or after the restart
                 assert isinstance(outcome, ServiceError)
