@@ -85,7 +85,8 @@ def test_import_export_import_round_trips(spec: dict[str, dict[str, object]], db
             await export_catalog(repo, blobs, work / "out")
             assert snapshot(work / "out") == snapshot(original)
             again = await import_catalog(work / "out", repo, blobs, embedder)
-            assert again.imported == [] and again.updated == []
+            assert again.imported == []
+            assert again.updated == []
         finally:
             await repo.close()
 
