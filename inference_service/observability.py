@@ -1,8 +1,8 @@
 """Metrics (Prometheus) and tracing (OpenTelemetry) for the inference service.
 
-Metrics are module-level collectors in the default registry, exposed by `start_metrics_server`
-on FINDLORA_METRICS_LISTEN. Tracing is opt-in (FINDLORA_OTEL_ENABLED) and needs the `otel` extra;
-it instruments every aio gRPC server created afterwards.
+Metrics are module-level collectors in the default registry, exposed on FINDLORA_METRICS_LISTEN
+by `findlora serve inference` (findlora/metrics_http.py). Tracing is opt-in (FINDLORA_OTEL_ENABLED),
+needs the `otel` extra, and instruments every aio gRPC server created afterwards.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import structlog
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -31,22 +31,6 @@ ENCODER_BATCH_SIZE = Histogram(
 )
 QUEUE_DEPTH = Gauge("findlora_encoder_queue_depth", "Requests waiting for the style encoder")
 JOB_OUTCOMES = Counter("findlora_jobs_total", "Registration jobs finished, by outcome", ["outcome"])
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"expected host:port, got {listen!r}")
-    return host.strip("[]"), int(port)
-
-
-def start_metrics_server(listen: str) -> int:
-    """Serve /metrics over HTTP; returns the bound port (0 asks the OS for one)."""
-    host, port = parse_listen(listen)
-    server, _thread = start_http_server(port, addr=host)
-    bound = int(server.server_address[1])
-    log.info("metrics_listening", address=f"{host}:{bound}")
-    return bound
 
 
 def enable_tracing(service_name: str = "findlora-inference") -> bool:

@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection
 
 from inference_service.config import Settings
 from inference_service.moderation import Moderation
-from inference_service.observability import enable_tracing, start_metrics_server
+from inference_service.observability import enable_tracing
 from inference_service.runtime import Runtime, open_runtime
 from inference_service.search import SearchEngine
 from inference_service.servicer import FindLoraServicer
@@ -78,8 +78,6 @@ async def serve(settings: Settings, listen: str | None = None) -> None:
     """Run until SIGINT/SIGTERM, then stop gracefully (health NOT_SERVING, drain in-flight RPCs)."""
     if settings.otel_enabled:
         enable_tracing()
-    if settings.metrics_listen:
-        start_metrics_server(settings.metrics_listen)
     service = await start_service(settings, listen)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

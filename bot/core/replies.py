@@ -6,6 +6,7 @@ import grpc
 
 from bot.core.attachments import AttachmentRejected
 from bot.core.client import ServiceError, ServiceTimeout, ServiceUnreachable
+from bot.core.metrics import BOT_ERRORS
 
 SERVICE_DOWN = "The findlora service is not reachable right now. Please try again in a minute."
 SERVICE_SLOW = "The findlora service took too long to answer. Please try again shortly."
@@ -19,6 +20,7 @@ INTERNAL = "Something went wrong on my side; the moderators can find it in the l
 
 def friendly_error(error: BaseException) -> str:
     """The message for a failure the user can see; unknown failures get a generic line."""
+    BOT_ERRORS.labels(type(error).__name__).inc()
     if isinstance(error, AttachmentRejected):
         return f"I can't use that image: {error.message}."
     if isinstance(error, ServiceUnreachable):

@@ -15,6 +15,7 @@ from discord.ext import commands
 
 from bot.core.attachments import ImageLimits
 from bot.core.client import FindLoraClient
+from bot.core.metrics import BOT_COMMANDS, BOT_ERRORS
 from bot.core.nsfw import NsfwPolicy
 from bot.core.permissions import ModeratorPolicy
 from bot.core.ratelimit import RateLimiter
@@ -81,12 +82,18 @@ class FindLoraBot(commands.Bot):
             await self.tree.sync()
         log.info("discord_commands_synced", guilds=sorted(guilds))
 
+    async def on_app_command_completion(
+        self, interaction: discord.Interaction[Any], command: app_commands.Command[Any, ..., Any] | Any
+    ) -> None:
+        BOT_COMMANDS.labels(command.qualified_name).inc()
+
     async def on_app_command_error(
         self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
     ) -> None:
         """Last resort: log with the trace, tell the user one calm line."""
         command = interaction.command.qualified_name if interaction.command else "?"
         log.error("discord_command_failed", command=command, error=type(error).__name__, exc_info=error)
+        BOT_ERRORS.labels("internal").inc()
         with contextlib.suppress(discord.HTTPException):
             await reply(interaction, INTERNAL)
 

@@ -46,6 +46,7 @@ class DiscordSettings(BaseSettings):
     max_image_pixels: int = 40_000_000
     searches_per_minute: int = 6
     flags_per_hour: int = 5
+    metrics_listen: str = Field("", description="host:port for Prometheus /metrics; empty disables it.")
 
     @field_validator("guild_ids", "moderator_role_ids", "moderator_user_ids", mode="before")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from findlora.console import fail, run
+from findlora.metrics_http import start_metrics_server
 
 serve_app = typer.Typer(help="Run a findlora process.", no_args_is_help=True)
 
@@ -19,7 +20,10 @@ def inference(
     from inference_service.server import serve
 
     configure_logging()
-    run(serve(Settings(), listen or None))
+    settings = Settings()
+    if settings.metrics_listen:
+        start_metrics_server(settings.metrics_listen)
+    run(serve(settings, listen or None))
 
 
 @serve_app.command("discord")
@@ -35,6 +39,8 @@ def discord_bot() -> None:
         token = settings.read_token()
     except (TokenMissing, OSError) as exc:
         fail(str(exc))
+    if settings.metrics_listen:
+        start_metrics_server(settings.metrics_listen)
     run(run_bot(settings, token))
 
 

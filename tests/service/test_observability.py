@@ -16,8 +16,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import REGISTRY
 
 from bot.core.client import FindLoraClient, QueryImage, ServiceError
+from findlora.metrics_http import parse_listen, start_metrics_server
 from inference_service.config import Settings
-from inference_service.observability import enable_tracing, parse_listen, start_metrics_server
+from inference_service.observability import enable_tracing
 from inference_service.server import start_service
 
 pytestmark = pytest.mark.db
