@@ -1,0 +1,37 @@
+"""A brief run of each atheris fuzz target; long runs are done by hand (see fuzz/)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TARGETS = sorted((ROOT / "fuzz").glob("fuzz_*.py"))
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=[t.stem for t in TARGETS])
+def test_fuzz_target_finds_no_crash(target: Path, tmp_path: Path) -> None:
+    pytest.importorskip("atheris")
+    corpus = tmp_path / "corpus"  # libFuzzer adds inputs to its corpus: keep the seeds untouched
+    shutil.copytree(ROOT / "fuzz" / "corpus" / target.stem.removeprefix("fuzz_"), corpus)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(target),
+            "-runs=20000",
+            "-rss_limit_mb=4096",
+            f"-artifact_prefix={tmp_path}/",
+            str(corpus),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Done 20000 runs" in result.stderr
