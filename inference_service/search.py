@@ -17,6 +17,7 @@ from inference_service.blobs import BlobStore
 from inference_service.config import Settings
 from inference_service.errors import CATALOG_EMPTY, FailedPrecondition, InvalidArgument, NotFound
 from inference_service.models.style_encoder import StyleEmbedder
+from inference_service.prompting import suggest_prompt
 from inference_service.scoring.fusion import Normalisation, fuse
 
 if TYPE_CHECKING:
@@ -66,10 +67,6 @@ class SearchQuery:
 
 def _float_or_nan(value: Any) -> float:
     return float("nan") if value is None else float(value)
-
-
-def suggest_prompt(pseudo_prompt: str, trigger_words: Sequence[str]) -> str:
-    return ", ".join(part for part in (pseudo_prompt.strip(), *trigger_words) if part)
 
 
 class SearchEngine:
@@ -216,7 +213,9 @@ class SearchEngine:
                     score=float(item["score"]),
                     style_distance=_float_or_nan(item.get("style_distance")),
                     rkme_score=None if item.get("rkme_score") is None else float(item["rkme_score"]),
-                    suggested_prompt=suggest_prompt(pseudo_prompt, lora.trigger_words),
+                    suggested_prompt=suggest_prompt(
+                        pseudo_prompt, lora.trigger_words, lora.slug, lora.base_model
+                    ),
                     transfers=transfers,
                 )
             )

@@ -100,7 +100,9 @@ async def test_search_fuses_style_distance_and_weighted_rkme(gmi_settings: Setti
             for m in response.matches:
                 assert m.score == pytest.approx(fused[m.lora_id])
                 assert not math.isnan(m.style_distance)
-            assert matches["style-03"].suggested_prompt == f"{expected_caption}, trig3".lstrip(", ")
+            assert matches[
+                "style-03"
+            ].suggested_prompt == f"{expected_caption}, trig3, <lora:style-03:0.8>".lstrip(", ")
 
             override = await client.search(query, top_k=20, prompt="a cat sleeping on a windowsill")
             assert override.pseudo_prompt == "a cat sleeping on a windowsill"

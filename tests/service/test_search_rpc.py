@@ -48,7 +48,7 @@ async def test_matches_carry_metadata_and_thumbnails(client: FindLoraClient, cat
     assert top.url == "https://example.org/style-03"
     assert top.base_model == "sd1"
     assert response.pseudo_prompt == "a red house"
-    assert top.suggested_prompt == "a red house, trig3"
+    assert top.suggested_prompt == "a red house, trig3, <lora:style-03:0.8>"
     assert not top.HasField("rkme_score")
     assert len(top.transfers) == 3
     for transfer in top.transfers:
