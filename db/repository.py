@@ -116,6 +116,16 @@ class LoraSpec:
 
 
 @dataclass(frozen=True)
+class FeedbackVote:
+    search_id: str
+    user: str
+    rank: int  # 1-based rank of the voted result in its search
+    vote: int  # +1 up, -1 down
+    base_model: str  # of the voted LoRA
+    at: datetime
+
+
+@dataclass(frozen=True)
 class StoredSearch:
     id: uuid.UUID
     query_embedding: np.ndarray
@@ -567,6 +577,23 @@ class Repository:
                 (search_id,),
             )
             return [(int(r[0]), str(r[1]), int(r[2])) for r in await cur.fetchall()]
+
+    async def feedback_votes(self, since: datetime | None = None) -> list[FeedbackVote]:
+        """Every counted vote (one per user, search and LoRA), with the LoRA's base model."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                SELECT f.search_id, f.user_id, f.rank, f.vote, l.base_model, f.created_at
+                FROM feedback f JOIN loras l ON l.id = f.lora_id
+                WHERE f.rank IS NOT NULL AND (%(since)s::timestamptz IS NULL OR f.created_at >= %(since)s)
+                ORDER BY f.created_at
+                """,
+                {"since": since},
+            )
+            return [
+                FeedbackVote(str(r[0]), str(r[1]), int(r[2]), int(r[3]), str(r[4]), r[5])
+                for r in await cur.fetchall()
+            ]
 
     # --- moderation -------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import functools
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC
 from typing import Any, TypeVar
 
 import grpc
@@ -18,6 +19,7 @@ from db.repository import FlagRow
 from inference_service.blobs import BlobStore
 from inference_service.config import Settings
 from inference_service.errors import InvalidArgument, ServiceError
+from inference_service.eval.feedback_report import PrecisionRow, build_report
 from inference_service.feedback import record_feedback
 from inference_service.imaging import ImageRejected, decode_image
 from inference_service.moderation import Moderation
@@ -252,6 +254,29 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
             request.flag_id, request.decision == pb.FLAG_DECISION_APPROVE, request.moderator, request.reason
         )
         return pb.ReviewFlagResponse(flag=flag_to_proto(flag, self.engine.blobs))
+
+    @rpc
+    async def FeedbackStats(
+        self, request: pb.FeedbackStatsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.FeedbackStatsResponse:
+        since = request.since.ToDatetime(tzinfo=UTC) if request.HasField("since") else None
+        report = build_report(await self.engine.repo.feedback_votes(since))
+        return pb.FeedbackStatsResponse(
+            votes=report.votes,
+            overall=precision_to_proto(report.overall),
+            by_base_model=[precision_to_proto(r) for r in report.by_base_model],
+            by_week=[precision_to_proto(r) for r in report.by_week],
+        )
+
+
+def precision_to_proto(row: PrecisionRow) -> pb.PrecisionRow:
+    return pb.PrecisionRow(
+        label=row.label,
+        sessions=row.sessions,
+        precision_at_1=row.precision.get(1),
+        precision_at_5=row.precision.get(5),
+        precision_at_10=row.precision.get(10),
+    )
 
 
 def _unimplemented(name: str, capability: str) -> Callable[..., Any]:

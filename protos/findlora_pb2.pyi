@@ -360,3 +360,35 @@ class ReviewFlagResponse(_message.Message):
     FLAG_FIELD_NUMBER: _ClassVar[int]
     flag: Flag
     def __init__(self, flag: _Optional[_Union[Flag, _Mapping]] = ...) -> None: ...
+
+class FeedbackStatsRequest(_message.Message):
+    __slots__ = ("since",)
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    since: _timestamp_pb2.Timestamp
+    def __init__(self, since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class PrecisionRow(_message.Message):
+    __slots__ = ("label", "sessions", "precision_at_1", "precision_at_5", "precision_at_10")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_AT_1_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_AT_5_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_AT_10_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    sessions: int
+    precision_at_1: float
+    precision_at_5: float
+    precision_at_10: float
+    def __init__(self, label: _Optional[str] = ..., sessions: _Optional[int] = ..., precision_at_1: _Optional[float] = ..., precision_at_5: _Optional[float] = ..., precision_at_10: _Optional[float] = ...) -> None: ...
+
+class FeedbackStatsResponse(_message.Message):
+    __slots__ = ("votes", "overall", "by_base_model", "by_week")
+    VOTES_FIELD_NUMBER: _ClassVar[int]
+    OVERALL_FIELD_NUMBER: _ClassVar[int]
+    BY_BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    BY_WEEK_FIELD_NUMBER: _ClassVar[int]
+    votes: int
+    overall: PrecisionRow
+    by_base_model: _containers.RepeatedCompositeFieldContainer[PrecisionRow]
+    by_week: _containers.RepeatedCompositeFieldContainer[PrecisionRow]
+    def __init__(self, votes: _Optional[int] = ..., overall: _Optional[_Union[PrecisionRow, _Mapping]] = ..., by_base_model: _Optional[_Iterable[_Union[PrecisionRow, _Mapping]]] = ..., by_week: _Optional[_Iterable[_Union[PrecisionRow, _Mapping]]] = ...) -> None: ...

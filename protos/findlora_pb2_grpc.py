@@ -79,6 +79,11 @@ class FindLoraStub:
                 request_serializer=protos_dot_findlora__pb2.ReviewFlagRequest.SerializeToString,
                 response_deserializer=protos_dot_findlora__pb2.ReviewFlagResponse.FromString,
                 _registered_method=True)
+        self.FeedbackStats = channel.unary_unary(
+                '/findlora.v1.FindLora/FeedbackStats',
+                request_serializer=protos_dot_findlora__pb2.FeedbackStatsRequest.SerializeToString,
+                response_deserializer=protos_dot_findlora__pb2.FeedbackStatsResponse.FromString,
+                _registered_method=True)
 
 
 class FindLoraServicer:
@@ -144,6 +149,13 @@ class FindLoraServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FeedbackStats(self, request, context):
+        """Moderators: retrieval quality as judged by users' votes (precision@1/5/10).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FindLoraServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -191,6 +203,11 @@ def add_FindLoraServicer_to_server(servicer, server):
                     servicer.ReviewFlag,
                     request_deserializer=protos_dot_findlora__pb2.ReviewFlagRequest.FromString,
                     response_serializer=protos_dot_findlora__pb2.ReviewFlagResponse.SerializeToString,
+            ),
+            'FeedbackStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.FeedbackStats,
+                    request_deserializer=protos_dot_findlora__pb2.FeedbackStatsRequest.FromString,
+                    response_serializer=protos_dot_findlora__pb2.FeedbackStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -436,6 +453,33 @@ class FindLora:
             '/findlora.v1.FindLora/ReviewFlag',
             protos_dot_findlora__pb2.ReviewFlagRequest.SerializeToString,
             protos_dot_findlora__pb2.ReviewFlagResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FeedbackStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/findlora.v1.FindLora/FeedbackStats',
+            protos_dot_findlora__pb2.FeedbackStatsRequest.SerializeToString,
+            protos_dot_findlora__pb2.FeedbackStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

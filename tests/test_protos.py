@@ -50,5 +50,6 @@ def test_service_surface_is_complete() -> None:
         "FlagLookalike",
         "ListFlags",
         "ReviewFlag",
+        "FeedbackStats",
     }
     assert service.methods_by_name["WatchJob"].server_streaming

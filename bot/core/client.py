@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -208,6 +209,14 @@ class FindLoraClient:
         )
         reply = await self._call(self._stub.ReviewFlag, request, timeout, pb.ReviewFlagResponse)
         return reply.flag
+
+    async def feedback_stats(
+        self, since: datetime | None = None, *, timeout: float | None = None
+    ) -> pb.FeedbackStatsResponse:
+        request = pb.FeedbackStatsRequest()
+        if since is not None:
+            request.since.FromDatetime(since)
+        return await self._call(self._stub.FeedbackStats, request, timeout, pb.FeedbackStatsResponse)
 
     async def register_lora(
         self,

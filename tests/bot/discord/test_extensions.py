@@ -11,7 +11,12 @@ import discord
 from bot.discord.bot import BotServices, FindLoraBot, walk_extensions
 from bot.discord.config import DiscordSettings
 
-EXPECTED_EXTENSIONS = ["bot.discord.exts.flags", "bot.discord.exts.moderation", "bot.discord.exts.search"]
+EXPECTED_EXTENSIONS = [
+    "bot.discord.exts.flags",
+    "bot.discord.exts.moderation",
+    "bot.discord.exts.search",
+    "bot.discord.exts.stats",
+]
 
 
 async def test_every_extension_loads() -> None:
@@ -20,9 +25,9 @@ async def test_every_extension_loads() -> None:
     bot = FindLoraBot(services)
     await bot.load_extensions()
     assert sorted(bot.extensions) == EXPECTED_EXTENSIONS
-    assert sorted(bot.cogs) == ["Flags", "Moderation", "Search"]
+    assert sorted(bot.cogs) == ["Flags", "Moderation", "Search", "Stats"]
     slash = sorted(c.name for c in bot.tree.get_commands(type=discord.AppCommandType.chat_input))
-    assert slash == ["findlora", "flaglookalike", "lora", "registerlora"]
+    assert slash == ["findlora", "findlora-stats", "flaglookalike", "lora", "registerlora"]
     menus = [c.name for c in bot.tree.get_commands(type=discord.AppCommandType.message)]
     assert menus == ["Find LoRA for this image"]
     lora_group = bot.tree.get_command("lora")
@@ -36,7 +41,7 @@ async def test_every_extension_loads() -> None:
 def test_the_bot_imports_no_torch_and_no_database_driver() -> None:
     code = (
         "import sys, bot.discord.run, bot.discord.exts.search._cog, bot.discord.exts.flags._cog,"
-        " bot.discord.exts.moderation._cog; "
+        " bot.discord.exts.moderation._cog, bot.discord.exts.stats._cog; "
         "banned = ('torch', 'psycopg', 'numpy', 'inference_service', 'db'); "
         "print(sorted(m for m in banned if m in sys.modules))"
     )

@@ -8,6 +8,7 @@ from unittest import mock
 
 import pytest
 
+from bot.core.client import FindLoraClient, QueryImage
 from bot.core.permissions import NOT_A_MODERATOR
 from bot.core.replies import friendly_error
 from bot.discord.exts.moderation._cog import split_trigger_words
@@ -193,3 +194,33 @@ async def test_flag_of_a_bad_attachment_is_refused_without_a_card(
 
 def test_friendly_error_never_shows_internals() -> None:
     assert "Traceback" not in friendly_error(RuntimeError("Traceback"))
+
+
+async def test_findlora_stats_for_moderators_only(harness: Harness, channel: Any) -> None:
+    bot = await harness.bot()
+    cog = bot.get_cog("Stats")
+    stranger = make_interaction(bot, make_member(1), channel)
+    await cog.findlora_stats.callback(cog, stranger)
+    stranger.response.send_message.assert_awaited_once_with(NOT_A_MODERATOR, ephemeral=True)
+
+    mod = make_interaction(bot, moderator(), channel)
+    await cog.findlora_stats.callback(cog, mod)
+    mod.followup.send.assert_awaited_once_with(
+        "No votes yet: 👍/👎 on results is what this report is made of.", ephemeral=True
+    )
+
+    async with FindLoraClient(harness.served.address) as client:
+        query = QueryImage(harness.served.reference_bytes("style-02"))
+        search = await client.search([query], top_k=5)
+        await client.record_feedback(search.search_id, search.matches[0].lora_id, up=True, user="u1")
+        await client.record_feedback(search.search_id, search.matches[1].lora_id, up=False, user="u1")
+    mod = make_interaction(bot, moderator(), channel)
+    await cog.findlora_stats.callback(cog, mod, since="2000-01-01")
+    text = mod.followup.send.await_args.args[0]
+    assert "User-judged precision from 2 votes" in text
+    assert "all                 1   1.00  0.50  0.50" in text
+    assert "paper (human)" in text
+
+    bad = make_interaction(bot, moderator(), channel)
+    await cog.findlora_stats.callback(cog, bad, since="last tuesday")
+    assert "must be a date" in bad.response.send_message.await_args.args[0]
