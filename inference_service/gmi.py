@@ -85,16 +85,32 @@ def score_specs(
     gamma: float,
     method: Method = "weighted",
 ) -> dict[int, float]:
+    """Per LoRA, the mean over query images of each image's score: every image of a multi-image
+    query is a query point of its own."""
     scores = {}
     for lora_id, stored in specs.items():
         spec = Spec(stored.image_features.astype(np.float64), stored.prompt_features.astype(np.float64))
-        if method == "weighted":
-            scores[lora_id] = weighted_rkme(spec, query_images, query_text, gamma)
-        elif method == "uniform":
-            scores[lora_id] = rkme_clip(spec, query_images, gamma)
-        else:
-            scores[lora_id] = reduced_set(spec.image_features, None, 8, gamma).score(query_images, gamma)
+        reduced = reduced_set(spec.image_features, None, 8, gamma) if method == "reduced" else None
+        per_image = []
+        for query in np.asarray(query_images, dtype=np.float64)[:, None, :]:
+            if method == "weighted":
+                per_image.append(weighted_rkme(spec, query, query_text, gamma))
+            elif method == "uniform":
+                per_image.append(rkme_clip(spec, query, gamma))
+            else:
+                assert reduced is not None
+                per_image.append(reduced.score(query, gamma))
+        scores[lora_id] = float(np.mean(per_image))
     return scores
+
+
+def combine_prompts(prompts: Sequence[str]) -> str:
+    """One pseudo-prompt for several images: their distinct captions, in order."""
+    seen: list[str] = []
+    for prompt in (p.strip() for p in prompts):
+        if prompt and prompt.lower() not in (s.lower() for s in seen):
+            seen.append(prompt)
+    return "; ".join(seen)
 
 
 class GmiBranch:
@@ -111,11 +127,20 @@ class GmiBranch:
     ) -> tuple[str, np.ndarray, np.ndarray | None]:
         """Query image features, pseudo-prompt (the override wins) and its text feature."""
         features = self.models.image.encode_images(list(images))
-        pseudo = (prompt or "").strip()
-        if not pseudo and self.models.captioner is not None:
-            pseudo = self.models.captioner.caption([images[0]])[0].strip()
-        text = self.models.text.encode_texts([pseudo])[0] if pseudo else None
-        return pseudo, features, text
+        override = (prompt or "").strip()
+        if override:
+            prompts = [override]
+        elif self.models.captioner is not None:
+            prompts = combine_prompts(self.models.captioner.caption(list(images))).split("; ")
+        else:
+            prompts = []
+        prompts = [p for p in prompts if p]
+        if not prompts:
+            return "", features, None
+        # ê: the mean direction of the images' pseudo-prompts, so each caption weighs the same.
+        encoded = np.asarray(self.models.text.encode_texts(prompts), dtype=np.float64)
+        encoded /= np.maximum(np.linalg.norm(encoded, axis=1, keepdims=True), 1e-12)
+        return "; ".join(prompts), features, encoded.mean(axis=0)
 
     async def score(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
+from unittest import mock
 
 import discord
 import pytest
@@ -59,7 +60,7 @@ async def test_findlora_defers_then_answers_with_one_embed_per_result(harness: H
     assert first.url == "https://example.org/style-03"
     fields = {f.name: f.value for f in first.fields}
     assert fields["Base model"] == "sd1"
-    assert fields["Suggested prompt"] == "`a castle, trig3`"
+    assert fields["Suggested prompt"] == "`a castle, trig3, <lora:style-03:0.8>`"
     assert "style distance" in str(fields["Score"])
     assert "`a castle`" in sent["content"]
     # One transfer sheet per result, shown inside its embed.
@@ -251,3 +252,13 @@ async def test_context_menu_searches_the_message_images(harness: Harness, channe
 def test_page_ref_from_footer_is_the_ref_the_service_pages() -> None:
     ref = PageRef(str(uuid.uuid4()), 5, 5)
     assert parse_footer(f"findlora · results 6–10 of 11 · ref {ref.encode()} · lora 3") == ref
+
+
+async def test_extra_attachments_make_one_multi_image_query(harness: Harness, channel: Any) -> None:
+    bot = await harness.bot()
+    extra = harness.upload("second.png", harness.served.reference_bytes("style-03", "s01"))
+    with mock.patch.object(bot.services.client, "search", wraps=bot.services.client.search) as spy:
+        interaction = await search(harness, bot, channel, image2=extra)
+    sent_images = spy.await_args.args[0]
+    assert [image.filename for image in sent_images] == ["style-03.png", "second.png"]
+    assert titles(sent_page(interaction)["embeds"])[0] == "#1 Style 3"

@@ -57,6 +57,9 @@ class SearchCog(commands.Cog, name="Search"):
         base_model="Only LoRAs for this base model (sd1, sdxl, flux, ...)",
         prompt="Use this prompt instead of the automatic pseudo-prompt",
         private="Answer only to you, so the image is not re-posted",
+        image2="Another image in the same style (more images, steadier ranking)",
+        image3="A third image in the same style",
+        image4="A fourth image in the same style",
     )
     async def findlora(
         self,
@@ -66,10 +69,14 @@ class SearchCog(commands.Cog, name="Search"):
         base_model: str | None = None,
         prompt: str | None = None,
         private: bool = False,
+        image2: discord.Attachment | None = None,
+        image3: discord.Attachment | None = None,
+        image4: discord.Attachment | None = None,
     ) -> None:
+        images = [a for a in (image, image2, image3, image4) if a is not None]
         await self.run_search(
             interaction,
-            [attachment_info(image)],
+            [attachment_info(a) for a in images],
             top_k=top_k or self.services.settings.default_top_k,
             base_model=(base_model or "").strip(),
             prompt=prompt,
