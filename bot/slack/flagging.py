@@ -4,6 +4,7 @@ moderators decide on a card in their channel, and the artist hears back."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -33,6 +34,7 @@ from protos import findlora_pb2 as pb
 
 log = structlog.get_logger(__name__)
 MAX_ARTWORKS = 3
+ALREADY_SENT = "This report is already with the moderators; run /flaglookalike again for another one."
 SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif"}
 
 
@@ -51,20 +53,29 @@ async def request_artwork(
     )
 
 
-def _request_of(parent: Mapping[str, Any] | None, reporter: str) -> Mapping[str, Any] | None:
-    metadata = (parent or {}).get("metadata") or {}
-    payload = metadata.get("event_payload") or {}
-    if metadata.get("event_type") != FLAG_REQUEST_EVENT or payload.get("reporter") != reporter:
-        return None
-    return dict(payload)
+@dataclass(frozen=True)
+class ReportThread:
+    """A DM thread the app opened for a report: still waiting for artwork, or already sent."""
+
+    sent: bool
+    lora: str
+    note: str
 
 
-async def flag_request_for(
+async def report_thread(
     web: AsyncWebClient, *, channel: str, thread_ts: str, team_id: str | None, user_id: str
-) -> Mapping[str, Any] | None:
-    """The open report a DM thread belongs to, if it is this person's."""
-    parent = await fetch_message(web, channel, thread_ts)
-    return _request_of(parent, user_key(team_id, user_id))
+) -> ReportThread | None:
+    """The report this person's DM thread belongs to; None for any other thread."""
+    parent = await fetch_message(web, channel, thread_ts) or {}
+    metadata = parent.get("metadata") or {}
+    payload = metadata.get("event_payload") or {}
+    if metadata.get("event_type") == FLAG_SENT_EVENT:
+        return ReportThread(sent=True, lora="", note="")
+    if metadata.get("event_type") != FLAG_REQUEST_EVENT or payload.get("reporter") != user_key(
+        team_id, user_id
+    ):
+        return None
+    return ReportThread(sent=False, lora=str(payload.get("lora") or ""), note=str(payload.get("note") or ""))
 
 
 def _transfers(flag: pb.Flag) -> list[TransferImage]:
@@ -86,7 +97,7 @@ async def submit_flag(
     services: SlackServices,
     web: AsyncWebClient,
     *,
-    request: Mapping[str, Any],
+    request: ReportThread,
     files: Sequence[Mapping[str, Any]],
     channel: str,
     thread_ts: str,
@@ -96,6 +107,9 @@ async def submit_flag(
     """File the report with the artwork sent in the request's DM thread."""
     place = Place(channel, thread_ts)
     reporter = user_key(team_id, user_id)
+    if request.sent:
+        await web.chat_postMessage(channel=channel, thread_ts=thread_ts, text=ALREADY_SENT)
+        return
     infos = (await attachments(web, files))[:MAX_ARTWORKS]
     if not infos:
         await web.chat_postMessage(
@@ -113,9 +127,9 @@ async def submit_flag(
     try:
         artworks = await download_all(services, infos)
         flag = await services.client.flag_lookalike(
-            str(request.get("lora") or ""),
+            request.lora,
             artworks,
-            note=str(request.get("note") or ""),
+            note=request.note,
             reporter=reporter,
             timeout=services.settings.search_timeout_s,
         )

@@ -8,7 +8,7 @@ from typing import Any
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack.flagging import flag_request_for, submit_flag
+from bot.slack.flagging import report_thread, submit_flag
 from bot.slack.messages import Place
 from bot.slack.search import search_files
 from bot.slack.services import SlackServices, services_of
@@ -32,7 +32,7 @@ async def _handle(
     channel, user_id = str(event["channel"]), str(event.get("user") or "")
     thread_ts = event.get("thread_ts")
     if thread_ts:
-        request = await flag_request_for(
+        request = await report_thread(
             web, channel=channel, thread_ts=str(thread_ts), team_id=team_id, user_id=user_id
         )
         if request is not None:
