@@ -53,18 +53,22 @@ async def test_mention_with_an_image_answers_in_its_thread(harness: SlackHarness
     assert len(titles(message)) == 5
     blocks = {b.get("block_id"): b for b in message["blocks"]}
     ref = parse_footer(ref_text(message["blocks"]))
-    assert ref is not None and (ref.offset, ref.limit) == (0, 5)
+    assert ref is not None
+    assert (ref.offset, ref.limit) == (0, 5)
     assert "results 1–5 of 11" in blocks[REF_BLOCK]["elements"][0]["text"]
     assert blocks["findlora_more"]["elements"][0]["action_id"] == ACTION_MORE
     section = message["blocks"][2]["text"]["text"]
-    assert "Score:" in section and "Suggested prompt: `" in section and "trig3" in section
+    assert "Score:" in section
+    assert "Suggested prompt: `" in section
+    assert "trig3" in section
     assert message["text"].startswith("findlora · results 1–5 of 11")
 
     # Hints for paging and rating, and one transfer sheet per result uploaded into the thread.
     assert [c["name"] for c in harness.api.called("reactions.add")] == ["arrow_right", "+1", "-1"]
     [complete] = harness.api.called("files.completeUploadExternal")
-    assert complete["channel_id"] == CHANNEL and complete["thread_ts"] == "1699999999.000100"
-    assert [f["title"] for f in complete["files"]][0] == "#1 Style 3"
+    assert complete["channel_id"] == CHANNEL
+    assert complete["thread_ts"] == "1699999999.000100"
+    assert next(f["title"] for f in complete["files"]) == "#1 Style 3"
     assert len(complete["files"]) == 5
     assert all(harness.api.uploads[f["id"]][:4] == b"RIFF" for f in complete["files"])  # WebP sheets
 
