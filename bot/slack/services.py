@@ -101,8 +101,11 @@ class SlackServices:
         ]
         return self.moderators.allows(user_id, groups)
 
-    async def close(self) -> None:
-        await self.work.drain()
+    async def close(self, grace_s: float = 30.0) -> None:
+        try:
+            await self.work.drain(timeout_s=grace_s)
+        except TimeoutError:
+            log.warning("slack_work_abandoned_at_shutdown")
         await self.client.close()
         await self.http.aclose()
 

@@ -329,12 +329,22 @@ def reaction(user: str, name: str, channel: str, ts: str, item_user: str = BOT_U
     }
 
 
-def button(action_id: str, value: str, user: str, channel: str, message: Mapping[str, Any]) -> dict[str, Any]:
+def button(
+    action_id: str,
+    value: str,
+    user: str,
+    channel: str,
+    message: Mapping[str, Any],
+    thread_ts: str | None = None,
+) -> dict[str, Any]:
+    container = {"type": "message", "channel_id": channel, "message_ts": message["ts"]}
+    if thread_ts:
+        container["thread_ts"] = thread_ts
     return {
         "type": "block_actions",
         "user": {"id": user},
         "channel": {"id": channel},
-        "container": {"type": "message", "channel_id": channel, "message_ts": message["ts"]},
+        "container": container,
         "message": dict(message),
         "trigger_id": "trig.button",
         "actions": [{"type": "button", "action_id": action_id, "value": value, "block_id": "b"}],

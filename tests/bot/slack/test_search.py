@@ -142,11 +142,14 @@ async def test_paging_by_reaction_and_button_survives_a_restart(harness: SlackHa
 
     # A new process pages on from what the message itself says.
     sender2, services2 = harness.start()
-    more = button(ACTION_MORE, "", USER, CHANNEL, harness.api.message(CHANNEL, second["ts"]))
+    # Slack may leave the thread out of the message object and name it in the container only.
+    shown = {k: v for k, v in harness.api.message(CHANNEL, second["ts"]).items() if k != "thread_ts"}
+    more = button(ACTION_MORE, "", USER, CHANNEL, shown, thread_ts="1699999999.000100")
     response = await sender2.interactive(more)
     assert response.status == 200
     await services2.work.drain()
     third = results(harness.api, CHANNEL)[2]
+    assert third["thread_ts"] == "1699999999.000100"
     assert "results 11–11 of 11" in ref_text(third["blocks"])
     assert "findlora_more" not in {b.get("block_id") for b in third["blocks"]}
     seen = titles(first) + titles(second) + titles(third)

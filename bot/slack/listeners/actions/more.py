@@ -17,13 +17,15 @@ async def more(
 ) -> None:
     await ack()
     services = services_of(context)
-    # The payload carries the message as it is now: no need to read it back.
+    # The payload carries the message as it is now: no need to read it back. Its thread is
+    # named by the container when the message object leaves it out.
+    message = {"thread_ts": (body.get("container") or {}).get("thread_ts"), **body["message"]}
     services.work.spawn(
         next_page(
             services,
             client,
             channel=str(body["channel"]["id"]),
-            message=body["message"],
+            message=message,
             user_id=str(body["user"]["id"]),
         ),
         "more",
