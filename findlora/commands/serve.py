@@ -1,4 +1,4 @@
-"""`findlora serve inference|discord` (Slack and the worker arrive with their issues)."""
+"""`findlora serve inference|discord|slack` (the worker arrives with its issue)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,23 @@ def discord_bot() -> None:
     if settings.metrics_listen:
         start_metrics_server(settings.metrics_listen)
     run(run_bot(settings, token))
+
+
+@serve_app.command("slack")
+def slack_app() -> None:
+    """The Slack app: Socket Mode (SLACK_BOT_TOKEN, SLACK_APP_TOKEN) by default, HTTP with
+    FINDLORA_SLACK_MODE=http (SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET); each also as *_FILE."""
+    from bot.slack.config import SlackSettings, TokenMissing
+    from bot.slack.run import SlackSecrets, run_app
+    from inference_service.logs import configure_logging
+
+    configure_logging()
+    settings = SlackSettings()
+    try:
+        secrets = SlackSecrets.read(settings)
+    except (TokenMissing, OSError) as exc:
+        fail(str(exc))
+    run(run_app(settings, secrets))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,91 @@
+"""Slack app configuration: environment (prefix FINDLORA_SLACK_) or .env. Tokens come from
+SLACK_BOT_TOKEN / SLACK_APP_TOKEN / SLACK_SIGNING_SECRET or their *_FILE secret files (the file
+wins, as containers mount secrets) and are never logged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+IdSet = Annotated[frozenset[str], NoDecode]
+
+
+class TokenMissing(Exception):
+    pass
+
+
+def _secret(name: str) -> AliasChoices:
+    return AliasChoices(name, f"FINDLORA_{name}")
+
+
+class SlackSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FINDLORA_SLACK_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    bot_token: SecretStr | None = Field(None, validation_alias=_secret("SLACK_BOT_TOKEN"))
+    bot_token_file: Path | None = Field(None, validation_alias=_secret("SLACK_BOT_TOKEN_FILE"))
+    app_token: SecretStr | None = Field(None, validation_alias=_secret("SLACK_APP_TOKEN"))
+    app_token_file: Path | None = Field(None, validation_alias=_secret("SLACK_APP_TOKEN_FILE"))
+    signing_secret: SecretStr | None = Field(None, validation_alias=_secret("SLACK_SIGNING_SECRET"))
+    signing_secret_file: Path | None = Field(None, validation_alias=_secret("SLACK_SIGNING_SECRET_FILE"))
+
+    mode: Literal["socket", "http"] = Field(
+        "socket", description="socket: Socket Mode (app token, no public URL); http: Events API over HTTP."
+    )
+    http_host: str = "0.0.0.0"
+    http_port: int = 3000
+    http_path: str = "/slack/events"
+
+    service: str = Field(
+        "127.0.0.1:50051",
+        validation_alias=AliasChoices("FINDLORA_SLACK_SERVICE", "FINDLORA_SERVICE"),
+        description="gRPC address of the inference service.",
+    )
+    moderator_usergroup_ids: IdSet = Field(frozenset(), description="User groups (S…) allowed to moderate.")
+    moderator_user_ids: IdSet = Field(frozenset(), description="Users (U…) allowed to moderate.")
+    review_channel_id: str | None = Field(None, description="Where lookalike review cards are posted.")
+    nsfw_channel_ids: IdSet = Field(frozenset(), description="Channels where NSFW LoRAs may be shown.")
+
+    default_top_k: int = Field(5, ge=1, le=10)
+    search_timeout_s: float = 30.0
+    call_timeout_s: float = 10.0
+    max_image_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    searches_per_minute: int = 6
+    flags_per_hour: int = 5
+    usergroup_cache_s: float = Field(60.0, description="How long a user group's member list is reused.")
+
+    @field_validator("moderator_usergroup_ids", "moderator_user_ids", "nsfw_channel_ids", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(part for part in value.replace(" ", "").split(",") if part)
+        return value
+
+    def _read(self, value: SecretStr | None, path: Path | None, names: str) -> str:
+        if path is not None:
+            secret = path.read_text(encoding="utf-8").strip()
+        elif value is not None:
+            secret = value.get_secret_value().strip()
+        else:
+            secret = ""
+        if not secret:
+            raise TokenMissing(f"set {names}")
+        return secret
+
+    def read_bot_token(self) -> str:
+        return self._read(self.bot_token, self.bot_token_file, "SLACK_BOT_TOKEN or SLACK_BOT_TOKEN_FILE")
+
+    def read_app_token(self) -> str:
+        return self._read(self.app_token, self.app_token_file, "SLACK_APP_TOKEN or SLACK_APP_TOKEN_FILE")
+
+    def read_signing_secret(self) -> str:
+        return self._read(
+            self.signing_secret,
+            self.signing_secret_file,
+            "SLACK_SIGNING_SECRET or SLACK_SIGNING_SECRET_FILE (needed in HTTP mode)",
+        )

@@ -1,0 +1,222 @@
+"""Lookalike reports: the artist names the LoRA in a modal, sends artwork in a DM thread, the
+moderators decide on a card in their channel, and the artist hears back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.core.attachments import AttachmentRejected
+from bot.core.client import QueryImage, ServiceError
+from bot.core.flags import evidence_text, outcome_text, status_label
+from bot.core.permissions import NOT_A_MODERATOR
+from bot.core.ratelimit import cooldown_message
+from bot.core.rendering import TransferImage, contact_sheet
+from bot.core.replies import friendly_error
+from bot.slack.blocks import (
+    FLAG_REQUEST_EVENT,
+    FLAG_SENT_EVENT,
+    flag_request_text,
+    mrkdwn,
+    review_blocks,
+    review_text,
+)
+from bot.slack.identity import user_id_of, user_key
+from bot.slack.messages import Place, fetch_message, tell, upload_images
+from bot.slack.search import attachments, download_all
+from bot.slack.services import SlackServices
+from protos import findlora_pb2 as pb
+
+log = structlog.get_logger(__name__)
+MAX_ARTWORKS = 3
+ALREADY_SENT = "This report is already with the moderators; run /flaglookalike again for another one."
+SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif"}
+
+
+async def request_artwork(
+    web: AsyncWebClient, *, team_id: str | None, user_id: str, lora: str, note: str
+) -> None:
+    """Ask for the artwork in the artist's DM with the app; the report's details ride along in
+    the message's metadata, so any bot process can finish it."""
+    await web.chat_postMessage(
+        channel=user_id,
+        text=flag_request_text(lora),
+        metadata={
+            "event_type": FLAG_REQUEST_EVENT,
+            "event_payload": {"lora": lora, "note": note, "reporter": user_key(team_id, user_id)},
+        },
+    )
+
+
+@dataclass(frozen=True)
+class ReportThread:
+    """A DM thread the app opened for a report: still waiting for artwork, or already sent."""
+
+    sent: bool
+    lora: str
+    note: str
+
+
+async def report_thread(
+    web: AsyncWebClient, *, channel: str, thread_ts: str, team_id: str | None, user_id: str
+) -> ReportThread | None:
+    """The report this person's DM thread belongs to; None for any other thread."""
+    parent = await fetch_message(web, channel, thread_ts) or {}
+    metadata = parent.get("metadata") or {}
+    payload = metadata.get("event_payload") or {}
+    if metadata.get("event_type") == FLAG_SENT_EVENT:
+        return ReportThread(sent=True, lora="", note="")
+    if metadata.get("event_type") != FLAG_REQUEST_EVENT or payload.get("reporter") != user_key(
+        team_id, user_id
+    ):
+        return None
+    return ReportThread(sent=False, lora=str(payload.get("lora") or ""), note=str(payload.get("note") or ""))
+
+
+def _transfers(flag: pb.Flag) -> list[TransferImage]:
+    return [
+        TransferImage(t.sample_id, f"{t.sample_id}.webp", t.thumbnail, t.mime_type, t.distance)
+        for t in flag.evidence.nearest_transfers
+        if t.thumbnail
+    ]
+
+
+def _sheet_upload(flag: pb.Flag) -> list[dict[str, Any]]:
+    sheet = contact_sheet(_transfers(flag))
+    if sheet is None:
+        return []
+    return [{"file": sheet, "filename": "nearest-transfers.webp", "title": f"{flag.slug}: nearest transfers"}]
+
+
+async def submit_flag(
+    services: SlackServices,
+    web: AsyncWebClient,
+    *,
+    request: ReportThread,
+    files: Sequence[Mapping[str, Any]],
+    channel: str,
+    thread_ts: str,
+    team_id: str | None,
+    user_id: str,
+) -> None:
+    """File the report with the artwork sent in the request's DM thread."""
+    place = Place(channel, thread_ts)
+    reporter = user_key(team_id, user_id)
+    if request.sent:
+        await web.chat_postMessage(channel=channel, thread_ts=thread_ts, text=ALREADY_SENT)
+        return
+    infos = (await attachments(web, files))[:MAX_ARTWORKS]
+    if not infos:
+        await web.chat_postMessage(
+            channel=place.channel,
+            thread_ts=place.thread_ts,
+            text="Send an image of your artwork (PNG, JPEG, WebP or GIF).",
+        )
+        return
+    wait = services.flag_limiter.try_acquire(reporter)
+    if wait:
+        await web.chat_postMessage(
+            channel=place.channel, thread_ts=place.thread_ts, text=cooldown_message("reporting", wait)
+        )
+        return
+    try:
+        artworks = await download_all(services, infos)
+        flag = await services.client.flag_lookalike(
+            request.lora,
+            artworks,
+            note=request.note,
+            reporter=reporter,
+            timeout=services.settings.search_timeout_s,
+        )
+    except (AttachmentRejected, ServiceError) as error:
+        await web.chat_postMessage(
+            channel=place.channel, thread_ts=place.thread_ts, text=friendly_error(error)
+        )
+        return
+    log.info("lookalike_flagged", flag_id=flag.flag_id, lora=flag.slug, reporter=reporter)
+    # The report is filed: the thread stops accepting artwork for it.
+    await web.chat_update(
+        channel=channel,
+        ts=thread_ts,
+        text=f"Report about `{flag.slug}` sent (flag {flag.flag_id}).",
+        metadata={"event_type": FLAG_SENT_EVENT, "event_payload": {"flag_id": flag.flag_id}},
+    )
+    posted = await post_review_card(services, web, flag, artworks)
+    follow_up = "The moderators will review it; I'll message you with the outcome."
+    if not posted:
+        follow_up = "The moderators will review it from the flag list; I'll message you with the outcome."
+    await web.chat_postMessage(
+        channel=place.channel, thread_ts=place.thread_ts, text=f"{mrkdwn(evidence_text(flag))}\n{follow_up}"
+    )
+    await upload_images(web, place, _sheet_upload(flag), "The LoRA's sample transfers nearest your artwork.")
+
+
+async def post_review_card(
+    services: SlackServices, web: AsyncWebClient, flag: pb.Flag, artworks: Sequence[QueryImage]
+) -> bool:
+    channel = services.settings.review_channel_id
+    if not channel:
+        log.warning("review_channel_missing", flag_id=flag.flag_id)
+        return False
+    try:
+        card = await web.chat_postMessage(channel=channel, text=review_text(flag), blocks=review_blocks(flag))
+    except SlackApiError as error:
+        log.warning("review_card_failed", flag_id=flag.flag_id, error=error.response.get("error"))
+        return False
+    images = _sheet_upload(flag) + [
+        {
+            "file": art.data,
+            "filename": f"artwork-{i}{SUFFIXES.get(art.content_type, '.img')}",
+            "title": f"artwork {i}",
+        }
+        for i, art in enumerate(artworks, start=1)
+    ]
+    await upload_images(
+        web, Place(channel, str(card["ts"])), images, "Artwork and the LoRA's nearest transfers."
+    )
+    return True
+
+
+async def review(
+    services: SlackServices,
+    web: AsyncWebClient,
+    *,
+    flag_id: str,
+    approve: bool,
+    channel: str,
+    message_ts: str,
+    team_id: str | None,
+    user_id: str,
+) -> None:
+    """Approve (take down) or dismiss, from the review card; only moderators, only there."""
+    place = Place(channel, message_ts)
+    if channel != services.settings.review_channel_id or not await services.is_moderator(web, user_id):
+        await tell(web, place, user_id, NOT_A_MODERATOR)
+        return
+    moderator = user_key(team_id, user_id)
+    try:
+        flag = await services.client.review_flag(
+            flag_id, approve=approve, moderator=moderator, timeout=services.settings.call_timeout_s
+        )
+    except ServiceError as error:
+        await tell(web, place, user_id, friendly_error(error))
+        return
+    log.info("flag_reviewed", flag_id=flag_id, decision=status_label(flag), by=moderator)
+    await web.chat_update(channel=channel, ts=message_ts, text=review_text(flag), blocks=review_blocks(flag))
+    await tell_artist(web, flag)
+
+
+async def tell_artist(web: AsyncWebClient, flag: pb.Flag) -> None:
+    artist = user_id_of(flag.reporter)
+    if artist is None:
+        return
+    try:
+        await web.chat_postMessage(channel=artist, text=mrkdwn(outcome_text(flag)))
+    except SlackApiError as error:
+        # The decision stands and is audited; the artist can ask a moderator.
+        log.info("artist_not_told", flag_id=flag.flag_id, error=error.response.get("error"))

@@ -1,0 +1,203 @@
+"""Searching with shared images, paging with ➡️ or More, and rating with 👍/👎."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import structlog
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.core.attachments import AttachmentInfo, AttachmentRejected, download, is_probably_image
+from bot.core.client import QueryImage, ServiceError
+from bot.core.paging import parse_footer, parse_lora_id, parse_total
+from bot.core.ratelimit import cooldown_message
+from bot.core.rendering import ResultsPage, contact_sheet, render_page
+from bot.core.replies import NO_IMAGE, NOTHING_MATCHES, friendly_error
+from bot.slack.blocks import has_more, paged_blocks, ref_text, results_blocks, results_text, transfers_comment
+from bot.slack.identity import file_info, user_key
+from bot.slack.messages import Place, tell, upload_images
+from bot.slack.services import SlackServices
+
+log = structlog.get_logger(__name__)
+MAX_QUERY_IMAGES = 4
+NEXT_REACTIONS = frozenset({"arrow_right"})
+UP_REACTIONS = frozenset({"+1", "thumbsup"})
+DOWN_REACTIONS = frozenset({"-1", "thumbsdown"})
+PAGE_REACTIONS = ("arrow_right", "+1", "-1")
+
+
+def _code(error: Exception) -> str:
+    code = getattr(error, "code", None)
+    return code.name if code is not None else ""
+
+
+async def attachments(web: AsyncWebClient, files: Sequence[Mapping[str, Any]]) -> list[AttachmentInfo]:
+    """The image files of a message. Files shared from elsewhere (Slack Connect) can arrive without
+    a download link; files.info has it."""
+    found: list[AttachmentInfo] = []
+    for file in files:
+        info = file_info(file)
+        if info is None and file.get("id"):
+            try:
+                info = file_info((await web.files_info(file=str(file["id"]))).get("file") or {})
+            except SlackApiError as error:
+                log.info("file_unreadable", error=error.response.get("error"))
+        if info is not None and is_probably_image(info):
+            found.append(info)
+    return found
+
+
+async def download_all(services: SlackServices, infos: Sequence[AttachmentInfo]) -> list[QueryImage]:
+    return [
+        await download(info, services.limits, services.http, headers=services.download_headers)
+        for info in infos
+    ]
+
+
+async def search_files(
+    services: SlackServices,
+    web: AsyncWebClient,
+    *,
+    team_id: str | None,
+    user_id: str,
+    files: Sequence[Mapping[str, Any]],
+    place: Place,
+) -> None:
+    """Rank LoRAs for the images of one message and answer in its thread."""
+    infos = (await attachments(web, files))[:MAX_QUERY_IMAGES]
+    if not infos:
+        await tell(web, place, user_id, NO_IMAGE)
+        return
+    user = user_key(team_id, user_id)
+    wait = services.search_limiter.try_acquire(user)
+    if wait:
+        await tell(web, place, user_id, cooldown_message("searching", wait))
+        return
+    settings = services.settings
+    allow_nsfw = services.nsfw.allows(place.channel)
+    try:
+        queries = await download_all(services, infos)
+        response = await services.client.search(
+            queries,
+            top_k=settings.default_top_k,
+            allow_nsfw=allow_nsfw,
+            requested_by=user,
+            timeout=settings.search_timeout_s,
+        )
+    except (AttachmentRejected, ServiceError) as error:
+        log.info("search_refused", user=user, reason=type(error).__name__, code=_code(error))
+        await tell(web, place, user_id, friendly_error(error))
+        return
+    page = render_page(response, settings.default_top_k, allow_nsfw=allow_nsfw)
+    log.info("search_done", user=user, search_id=response.search_id, results=len(page.cards))
+    if not page.cards:
+        await tell(web, place, user_id, NOTHING_MATCHES)
+        return
+    await post_page(web, place, page)
+
+
+async def post_page(web: AsyncWebClient, place: Place, page: ResultsPage) -> None:
+    posted = await web.chat_postMessage(
+        channel=place.channel,
+        thread_ts=place.thread_ts,
+        text=results_text(page),
+        blocks=results_blocks(page),
+        unfurl_links=False,
+        unfurl_media=False,
+    )
+    try:
+        for name in PAGE_REACTIONS:  # hints; people can add them themselves too
+            await web.reactions_add(channel=place.channel, timestamp=str(posted["ts"]), name=name)
+    except SlackApiError as error:
+        log.info("reactions_not_added", error=error.response.get("error"))
+    sheets = []
+    for card in page.cards:
+        sheet = contact_sheet(card.transfers)
+        if sheet:
+            sheets.append(
+                {"file": sheet, "filename": f"result-{card.rank}.webp", "title": f"#{card.rank} {card.title}"}
+            )
+    await upload_images(web, place, sheets, transfers_comment(page))
+
+
+async def next_page(
+    services: SlackServices,
+    web: AsyncWebClient,
+    *,
+    channel: str,
+    message: Mapping[str, Any],
+    user_id: str,
+) -> None:
+    """Post the page after the one in `message` (one of our results) in its thread, once."""
+    blocks = message.get("blocks") or []
+    footer = ref_text(blocks)
+    current = parse_footer(footer)
+    target = current.next(parse_total(footer)) if current else None
+    if target is None or not has_more(blocks):
+        return
+    place = Place(channel, str(message.get("thread_ts") or message["ts"]))
+    allow_nsfw = services.nsfw.allows(channel)
+    try:
+        response = await services.client.get_page(
+            target.search_id,
+            target.offset,
+            target.limit,
+            allow_nsfw=allow_nsfw,
+            timeout=services.settings.call_timeout_s,
+        )
+    except ServiceError as error:
+        await tell(web, place, user_id, friendly_error(error))
+        return
+    page = render_page(response, target.limit, allow_nsfw=allow_nsfw)
+    await web.chat_update(
+        channel=channel,
+        ts=str(message["ts"]),
+        text=str(message.get("text") or ""),
+        blocks=paged_blocks(blocks),
+    )
+    if not page.cards:
+        await tell(web, place, user_id, "No more results to show here.")
+        return
+    await post_page(web, place, page)
+
+
+async def vote(
+    services: SlackServices,
+    web: AsyncWebClient,
+    *,
+    channel: str,
+    message: Mapping[str, Any],
+    team_id: str | None,
+    user_id: str,
+    up: bool,
+) -> None:
+    """A 👍/👎 on a results message rates the first result it shows."""
+    footer = ref_text(message.get("blocks") or [])
+    current, lora_id = parse_footer(footer), parse_lora_id(footer)
+    if current is None or lora_id is None:
+        return
+    try:
+        await services.client.record_feedback(
+            current.search_id,
+            lora_id,
+            up=up,
+            user=user_key(team_id, user_id),
+            timeout=services.settings.call_timeout_s,
+        )
+    except ServiceError as error:
+        place = Place(channel, str(message.get("thread_ts") or message["ts"]))
+        await tell(web, place, user_id, friendly_error(error))
+
+
+def reaction_kind(name: str) -> str | None:
+    """'next', 'up', 'down' or None; skin tones (`+1::skin-tone-3`) count as the base emoji."""
+    base = name.split("::", 1)[0]
+    if base in NEXT_REACTIONS:
+        return "next"
+    if base in UP_REACTIONS:
+        return "up"
+    if base in DOWN_REACTIONS:
+        return "down"
+    return None

@@ -1,0 +1,236 @@
+"""Registration and lookalike reports through signed Slack requests: permission checks by user id
+and user group, the modal flows, and flag → review → takedown against the real service."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from unittest import mock
+
+import pytest
+
+from bot.core.permissions import NOT_A_MODERATOR
+from bot.slack.blocks import ACTION_APPROVE, ACTION_DISMISS, FLAG_VIEW, REGISTER_VIEW, ref_text
+from bot.slack.flagging import ALREADY_SENT
+from bot.slack.registration import split_trigger_words
+from protos import findlora_pb2 as pb
+from tests.bot.slack.conftest import (
+    ARTIST,
+    CHANNEL,
+    GROUP_MODERATOR,
+    MODERATOR,
+    REVIEW_CHANNEL,
+    USER,
+    SlackHarness,
+)
+from tests.helpers.slack_fakes import SignedSender, button, mention, view_submission
+
+pytestmark = pytest.mark.db
+URL = "https://huggingface.co/x/y/resolve/main/style.safetensors"
+
+
+def ephemeral_texts(api: Any, user: str) -> list[str]:
+    return [c["text"] for c in api.called("chat.postEphemeral", user=user)]
+
+
+def dm(user: str) -> str:
+    return "D" + user[1:]
+
+
+async def search_titles(harness: SlackHarness, sender: SignedSender, services: Any, slug: str) -> list[str]:
+    before = len(harness.api.posted(CHANNEL))
+    await sender.event(mention(CHANNEL, USER, [harness.style_file(slug)]))
+    await services.work.drain()
+    [page] = [m for m in harness.api.posted(CHANNEL)[before:] if ref_text(m.get("blocks") or [])]
+    return [
+        b["text"]["text"].split("|", 1)[1].split(">", 1)[0]
+        for b in page["blocks"]
+        if (b.get("text") or {}).get("text", "").startswith("*#")
+    ]
+
+
+async def test_registerlora_is_for_moderators_by_user_id_or_user_group(harness: SlackHarness) -> None:
+    sender, services = harness.start()
+    for user in (USER, MODERATOR, GROUP_MODERATOR):
+        response = await sender.command("/registerlora", user, CHANNEL)
+        assert response.status == 200
+    await services.work.drain()
+    assert ephemeral_texts(harness.api, USER) == [NOT_A_MODERATOR]
+    opened = harness.api.called("views.open")
+    assert [v["view"]["callback_id"] for v in opened] == [REGISTER_VIEW, REGISTER_VIEW]
+    # The group's members were read once and reused for the rest of the window.
+    assert [c["usergroup"] for c in harness.api.called("usergroups.users.list")] == ["S0MODS"]
+
+
+async def test_register_modal_checks_fields_then_shows_the_services_answer(harness: SlackHarness) -> None:
+    sender, services = harness.start()
+    bad = await sender.interactive(
+        view_submission(REGISTER_VIEW, MODERATOR, {"url": "http://x.org/a", "name": ""})
+    )
+    assert bad.status == 200
+    assert json.loads(bad.body)["response_action"] == "errors"
+    assert set(json.loads(bad.body)["errors"]) == {"url", "name"}
+
+    ok = await sender.interactive(view_submission(REGISTER_VIEW, MODERATOR, {"url": URL, "name": "Y"}))
+    assert ok.status == 200
+    assert ok.body == ""
+    stranger = await sender.interactive(view_submission(REGISTER_VIEW, USER, {"url": URL, "name": "Y"}))
+    assert stranger.status == 200
+    await services.work.drain()
+    [answer] = harness.api.called("chat.postMessage", channel=MODERATOR)
+    assert answer["text"].startswith("This findlora service does not support that yet (RegisterLora")
+    assert [m["text"] for m in harness.api.called("chat.postMessage", channel=USER)] == [NOT_A_MODERATOR]
+
+
+async def test_registration_progress_is_edited_into_the_dm(harness: SlackHarness) -> None:
+    sender, services = harness.start()
+    events = [
+        pb.JobEvent(job_id="j1", state=pb.JOB_STATE_RUNNING, step="fetch", progress=0.1),
+        pb.JobEvent(
+            job_id="j1",
+            state=pb.JOB_STATE_SUCCEEDED,
+            progress=1.0,
+            slug="new-style",
+            lookalikes=[pb.LookalikeWarning(similar_slug="style-02", centroid_distance=0.05, threshold=0.2)],
+        ),
+    ]
+
+    async def stream(job_id: str, **_: Any) -> AsyncIterator[pb.JobEvent]:
+        assert job_id == "j1"
+        for event in events:
+            yield event
+
+    values = {"url": URL, "name": "A", "base_model": "sdxl", "trigger_words": "p, q"}
+    with (
+        mock.patch.object(services.client, "register_lora", mock.AsyncMock(return_value="j1")) as register,
+        mock.patch.object(services.client, "watch_job", stream),
+    ):
+        await sender.interactive(view_submission(REGISTER_VIEW, GROUP_MODERATOR, values))
+        await services.work.drain()
+    metadata = register.await_args.args[1]
+    assert (metadata.name, metadata.base_model, list(metadata.trigger_words)) == ("A", "sdxl", ["p", "q"])
+    assert register.await_args.kwargs["requested_by"] == "slack:T0TEAM:U0GROUPMOD"
+    shown = [c["text"] for c in harness.api.called("chat.update", channel=dm(GROUP_MODERATOR))]
+    assert shown[0].startswith("⚙️ Registration running · step fetch · 10%")
+    assert "Registered as `new-style`" in shown[-1]
+    assert "Looks like `style-02`" in shown[-1]
+
+
+async def report(harness: SlackHarness, sender: SignedSender, services: Any, lora: str, slug: str) -> str:
+    """The artist's side of a report: command, modal, artwork in the DM thread; returns the thread."""
+    await sender.command("/flaglookalike", ARTIST, CHANNEL)
+    await services.work.drain()
+    assert harness.api.called("views.open")[-1]["view"]["callback_id"] == FLAG_VIEW
+    await sender.interactive(view_submission(FLAG_VIEW, ARTIST, {"lora": lora, "note": "that is my <style>"}))
+    await services.work.drain()
+    prompt = harness.api.posted(dm(ARTIST))[-1]
+    assert prompt["text"].startswith("Reply in this thread with up to 3 images of your own artwork")
+    artwork = {
+        "type": "message",
+        "subtype": "file_share",
+        "channel_type": "im",
+        "channel": dm(ARTIST),
+        "user": ARTIST,
+        "ts": harness.api.next_ts(),
+        "thread_ts": prompt["ts"],
+        "files": [harness.style_file(slug, "my-painting.png")],
+    }
+    await sender.event(artwork)
+    await services.work.drain()
+    return str(prompt["ts"])
+
+
+async def test_flag_review_takedown_and_the_artist_hears_back(harness: SlackHarness) -> None:
+    sender, services = harness.start()
+    assert (await search_titles(harness, sender, services, "style-03"))[0] == "Style 3"
+
+    thread = await report(harness, sender, services, "https://example.org/style-03", "style-03")
+    replies = [m for m in harness.api.posted(dm(ARTIST)) if m.get("thread_ts") == thread]
+    assert "ranks *#1*" in replies[0]["text"]
+    assert harness.api.message(dm(ARTIST), thread)["metadata"]["event_type"] == "findlora_flag_sent"
+
+    [card] = harness.api.posted(REVIEW_CHANNEL)
+    texts = json.dumps(card["blocks"])
+    assert "Lookalike report:* Style 3 (`style-03`)" in texts
+    assert f"<@{ARTIST}>" in texts
+    assert "that is my &lt;style&gt;" in texts  # the note cannot mention or link anyone
+    flag_id = card["blocks"][-1]["elements"][0]["value"]
+    uploads = harness.api.called("files.completeUploadExternal", channel_id=REVIEW_CHANNEL)
+    assert [f["title"] for f in uploads[0]["files"]] == ["style-03: nearest transfers", "artwork 1"]
+    assert uploads[0]["thread_ts"] == card["ts"]
+
+    # A second image in the same thread does not file a second report.
+    again = {
+        "type": "message",
+        "subtype": "file_share",
+        "channel_type": "im",
+        "channel": dm(ARTIST),
+        "user": ARTIST,
+        "ts": harness.api.next_ts(),
+        "thread_ts": thread,
+        "files": [harness.style_file("style-03")],
+    }
+    await sender.event(again)
+    await services.work.drain()
+    assert harness.api.posted(dm(ARTIST))[-1]["text"] == ALREADY_SENT
+    assert len(harness.api.posted(REVIEW_CHANNEL)) == 1
+
+    # Not a moderator, or a moderator outside the review channel: refused, the flag stays open.
+    await sender.interactive(button(ACTION_APPROVE, flag_id, USER, REVIEW_CHANNEL, card))
+    await sender.interactive(button(ACTION_APPROVE, flag_id, MODERATOR, CHANNEL, card))
+    await services.work.drain()
+    assert ephemeral_texts(harness.api, USER) == [NOT_A_MODERATOR]
+    assert ephemeral_texts(harness.api, MODERATOR) == [NOT_A_MODERATOR]
+    [still_open] = await services.client.list_flags(pb.FLAG_STATUS_OPEN)
+    assert still_open.flag_id == flag_id
+
+    await sender.interactive(button(ACTION_APPROVE, flag_id, GROUP_MODERATOR, REVIEW_CHANNEL, card))
+    await services.work.drain()
+    decided = harness.api.message(REVIEW_CHANNEL, card["ts"])
+    assert "*Status:* approved" in json.dumps(decided["blocks"])
+    assert f"<@{GROUP_MODERATOR}>" in json.dumps(decided["blocks"])
+    assert all(b["type"] != "actions" for b in decided["blocks"])
+    outcome = harness.api.called("chat.postMessage", channel=ARTIST)[-1]["text"]
+    assert outcome == "Your lookalike report about `style-03` was approved: the LoRA has been taken down."
+    assert "Style 3" not in await search_titles(harness, sender, services, "style-03")
+
+    # Deciding twice is refused by the service, and said so calmly.
+    await sender.interactive(button(ACTION_DISMISS, flag_id, MODERATOR, REVIEW_CHANNEL, card))
+    await services.work.drain()
+    [answer] = ephemeral_texts(harness.api, MODERATOR)[1:]
+    assert answer != NOT_A_MODERATOR
+    assert "Something went wrong" not in answer
+
+
+async def test_dismissed_flag_keeps_the_lora(harness: SlackHarness) -> None:
+    sender, services = harness.start()
+    await report(harness, sender, services, "style-04", "style-04")
+    [card] = harness.api.posted(REVIEW_CHANNEL)
+    flag_id = card["blocks"][-1]["elements"][1]["value"]
+    await sender.interactive(button(ACTION_DISMISS, flag_id, MODERATOR, REVIEW_CHANNEL, card))
+    await services.work.drain()
+    assert "reviewed and dismissed" in harness.api.called("chat.postMessage", channel=ARTIST)[-1]["text"]
+    assert "Style 4" in await search_titles(harness, sender, services, "style-04")
+
+
+async def test_flag_modal_needs_a_lora_and_reports_are_rate_limited(harness: SlackHarness) -> None:
+    sender, services = harness.start(flags_per_hour=1)
+    empty = await sender.interactive(view_submission(FLAG_VIEW, ARTIST, {"lora": " ", "note": ""}))
+    assert json.loads(empty.body)["errors"] == {"lora": "Which LoRA? Give its link or slug."}
+
+    await report(harness, sender, services, "style-01", "style-01")
+    await report(harness, sender, services, "style-02", "style-02")
+    assert harness.api.posted(dm(ARTIST))[-1]["text"].startswith("You're reporting too quickly")
+    assert len(harness.api.posted(REVIEW_CHANNEL)) == 1
+
+
+async def test_unknown_lora_is_said_plainly(harness: SlackHarness) -> None:
+    sender, services = harness.start()
+    await report(harness, sender, services, "no-such-lora", "style-01")
+    assert harness.api.posted(dm(ARTIST))[-1]["text"] == "No LoRA matches 'no-such-lora'."
+    assert harness.api.posted(REVIEW_CHANNEL) == []
+
+
+def test_trigger_words_are_comma_separated() -> None:
+    assert split_trigger_words(" a , b,,c ") == ["a", "b", "c"]
