@@ -26,6 +26,7 @@ class SlackSettings(BaseSettings):
         env_prefix="FINDLORA_SLACK_", env_file=".env", extra="ignore", populate_by_name=True
     )
 
+    metrics_listen: str = Field("", description="host:port for Prometheus /metrics; empty disables it.")
     bot_token: SecretStr | None = Field(None, validation_alias=_secret("SLACK_BOT_TOKEN"))
     bot_token_file: Path | None = Field(None, validation_alias=_secret("SLACK_BOT_TOKEN_FILE"))
     app_token: SecretStr | None = Field(None, validation_alias=_secret("SLACK_APP_TOKEN"))

@@ -8,6 +8,8 @@ from typing import Any
 
 import structlog
 
+from bot.core.metrics import BOT_COMMANDS, BOT_ERRORS
+
 log = structlog.get_logger(__name__)
 
 
@@ -26,7 +28,10 @@ class Background:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
+            BOT_ERRORS.labels("internal").inc()
             log.error("slack_work_failed", work=task.get_name(), exc_info=task.exception())
+        else:
+            BOT_COMMANDS.labels(task.get_name()).inc()
 
     @property
     def busy(self) -> bool:

@@ -58,6 +58,8 @@ def slack_app() -> None:
         secrets = SlackSecrets.read(settings)
     except (TokenMissing, OSError) as exc:
         fail(str(exc))
+    if settings.metrics_listen:
+        start_metrics_server(settings.metrics_listen)
     run(run_app(settings, secrets))
 
 
