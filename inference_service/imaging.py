@@ -69,7 +69,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image_file(path: Path, *, max_bytes: int = 50 * 1024 * 1024, max_pixels: int = 40_000_000) -> Image.Image:
+def load_image_file(
+    path: Path, *, max_bytes: int = 50 * 1024 * 1024, max_pixels: int = 40_000_000
+) -> Image.Image:
     return decode_image(path.read_bytes(), max_bytes=max_bytes, max_pixels=max_pixels, name=str(path))
 
 

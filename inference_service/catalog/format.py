@@ -107,8 +107,9 @@ def _str_field(data: dict[str, Any], key: str, path: Path, problems: list[str], 
     return value
 
 
-def _read_lora(lora_dir: Path, default_base: str, samples: dict[str, Path], n_prompts: int,
-               problems: list[str]) -> LoraEntry | None:
+def _read_lora(
+    lora_dir: Path, default_base: str, samples: dict[str, Path], n_prompts: int, problems: list[str]
+) -> LoraEntry | None:
     slug = lora_dir.name
     toml_path = lora_dir / "lora.toml"
     if not SLUG_RE.match(slug):

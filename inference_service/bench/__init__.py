@@ -1,0 +1,1 @@
+"""Benchmarks: quality (style zoo), and later search and throughput."""
