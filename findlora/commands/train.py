@@ -53,6 +53,10 @@ def train_cmd(
     max_minutes: Annotated[
         float | None, typer.Option(help="Stop (with a checkpoint) after this many minutes.")
     ] = None,
+    refs_cache: Annotated[
+        Path | None, typer.Option(help="Cache of the decoded references (.safetensors); reused when present.")
+    ] = None,
+    head_steps: Annotated[int | None, typer.Option(help="Phase-1 steps training the head alone.")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
 ) -> None:
     """Train on CATALOG's references; resumes from the checkpoint when one exists."""
@@ -74,7 +78,13 @@ def train_cmd(
         "cleansing_threshold": None if no_cleansing else cleansing_threshold,
         "max_steps": max_steps,
     }
-    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("optimizer", optimizer), ("lr", lr)):
+    for key, value in (
+        ("epochs", epochs),
+        ("batch_size", batch_size),
+        ("optimizer", optimizer),
+        ("lr", lr),
+        ("head_steps", head_steps),
+    ):
         if value is not None:
             changes[key] = value
     if input_size is not None:
@@ -89,6 +99,7 @@ def train_cmd(
         resume=not fresh,
         backbone_weights=backbone_weights,
         max_minutes=max_minutes,
+        refs_cache=refs_cache,
         provenance={"command": command},
     )
     report = result.cleansing

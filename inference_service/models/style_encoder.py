@@ -38,12 +38,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    widths: tuple[int, ...] = (32, 64, 128, 128)
+    widths: tuple[int, ...] = (16, 32, 64, 128)
     dim: int = 128
     input_size: int = 128
     backbone: str = "stats"
-    stem_width: int = 16  # full-resolution 3x3 conv before the strided stages; 0: none
+    stem_width: int = 0  # full-resolution 3x3 conv before the strided stages; 0: none
     hist_bins: int = 16  # soft colour-histogram bins per RGB channel of the input; 0: none
+    joint_bins: int = 8  # joint RGB histogram (joint_bins^3 cells, square-rooted) of the input; 0: none
     hidden: int = 512
 
     @classmethod
@@ -57,6 +58,7 @@ class EncoderConfig:
             backbone=str(raw.get("backbone", "stats")),
             stem_width=int(raw.get("stem_width", 0)),
             hist_bins=int(raw.get("hist_bins", 0)),
+            joint_bins=int(raw.get("joint_bins", 0)),
             hidden=int(raw.get("hidden", 256)),
         )
 
@@ -73,6 +75,7 @@ class EncoderConfig:
             backbone="vgg19",
             stem_width=0,
             hist_bins=0,
+            joint_bins=0,
             hidden=512,
         )
 
@@ -86,11 +89,31 @@ def _mean_std(x: torch.Tensor) -> torch.Tensor:
 
 
 def _soft_histogram(x: torch.Tensor, bins: int) -> torch.Tensor:
-    """Per-channel histogram of values in 0..1 with triangular (linear-interpolation) bins."""
-    centres = (torch.arange(bins, device=x.device, dtype=x.dtype) + 0.5) / bins
-    distance = (x.flatten(2).unsqueeze(2) - centres.view(1, 1, bins, 1)).abs()
-    weights = functional.relu(1.0 - distance * bins)
-    return weights.mean(dim=3).flatten(1)
+    """Per-channel histogram of values in 0..1 with triangular bins centred at (k + 0.5) / bins.
+
+    A value splits its unit weight linearly between the two nearest centres (what the triangular
+    kernel gives), accumulated with scatter_add: linear in the pixels, no (pixels x bins) tensor.
+    """
+    flat = x.clamp(0.0, 1.0).flatten(2)
+    position = flat * bins - 0.5
+    lower = position.floor()
+    upper_weight = position - lower
+    lower_index = lower.long()
+    histogram = torch.zeros(*flat.shape[:2], bins + 2, device=x.device, dtype=x.dtype)
+    # Shift by one so the half-bins below the first and above the last centre land in spare slots.
+    histogram.scatter_add_(2, lower_index + 1, 1.0 - upper_weight)
+    histogram.scatter_add_(2, lower_index + 2, upper_weight)
+    return (histogram[:, :, 1:-1] / flat.shape[2]).flatten(1)
+
+
+def _joint_histogram(x: torch.Tensor, bins: int) -> torch.Tensor:
+    """Joint RGB histogram (bins^3 cells) of the input, square-rooted: L2 between two of them is the
+    Hellinger distance of the colour distributions. Input-only, so it needs no gradient."""
+    cells = (x.detach().clamp(0.0, 1.0) * bins).long().clamp(max=bins - 1)
+    index = ((cells[:, 0] * bins + cells[:, 1]) * bins + cells[:, 2]).flatten(1)
+    histogram = torch.zeros(x.shape[0], bins**3, device=x.device, dtype=x.dtype)
+    histogram.scatter_add_(1, index, torch.ones_like(index, dtype=x.dtype))
+    return (histogram / index.shape[1]).sqrt()
 
 
 class StyleEncoder(nn.Module):
@@ -137,7 +160,8 @@ class StyleEncoder(nn.Module):
                 )
                 channels = width
             pooled += 2 * sum(config.widths)
-        pooled += 3 * config.hist_bins
+        pooled += 3 * config.hist_bins + config.joint_bins**3
+        self.pooled_dim = pooled
         self.stages = nn.ModuleList(stages)
         self.head = nn.Sequential(
             nn.Linear(pooled, config.hidden), nn.ReLU(inplace=True), nn.Linear(config.hidden, config.dim)
@@ -145,9 +169,19 @@ class StyleEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, 3, H, W) RGB in 0..1 -> (N, dim) unit vectors."""
+        return self.project(self.pooled(x))
+
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The head: pooled statistics -> unit embedding."""
+        return functional.normalize(self.head(pooled), dim=1)
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """Colour statistics and per-stage mean/std, concatenated (the head's input)."""
         pooled = [_mean_std(x)]
         if self.config.hist_bins:
             pooled.append(_soft_histogram(x, self.config.hist_bins))
+        if self.config.joint_bins:
+            pooled.append(_joint_histogram(x, self.config.joint_bins))
         h = x
         if self.config.backbone == "vgg19":
             h = (x - self.pixel_mean) / self.pixel_std
@@ -157,7 +191,7 @@ class StyleEncoder(nn.Module):
         for stage in self.stages:
             h = stage(h)
             pooled.append(_mean_std(h))
-        return functional.normalize(self.head(torch.cat(pooled, dim=1)), dim=1)
+        return torch.cat(pooled, dim=1)
 
     def load_backbone_weights(self, path: Path) -> None:
         """Pretrained VGG19 features (torchvision key names, `features.<i>.weight`) from .safetensors."""

@@ -7,6 +7,7 @@ a transfer is invalid when it is missing or when cleansing (Eq. 1) says it kept 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,3 +147,34 @@ def sample_triplets(
         positives.append(refs.images[lora, p_s])
         negatives.append(refs.images[neg_lora, n_s])
     return torch.stack(anchors), torch.stack(positives), torch.stack(negatives)
+
+
+def save_reference_cache(refs: ReferenceSet, path: Path, input_size: int) -> None:
+    """The decoded, cleansed reference set as .safetensors (decoding thousands of PNGs is slow)."""
+    from safetensors.torch import save_file
+
+    metadata = {
+        "slugs": json.dumps(refs.slugs),
+        "samples": json.dumps(refs.sample_ids),
+        "report": json.dumps(refs.report.as_dict()),
+        "input_size": str(input_size),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {"images": refs.images.contiguous(), "valid": refs.valid.contiguous()}, str(path), metadata=metadata
+    )
+
+
+def load_reference_cache(path: Path, input_size: int, cleansing_threshold: float | None) -> ReferenceSet:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = dict(handle.metadata() or {})
+        images, valid = handle.get_tensor("images"), handle.get_tensor("valid")
+    report = CleansingReport(**json.loads(metadata["report"]))
+    if int(metadata.get("input_size", -1)) != input_size or report.threshold != cleansing_threshold:
+        raise ValueError(
+            f"{path} caches input size {metadata.get('input_size')}, cleansing threshold {report.threshold}; "
+            f"this run needs {input_size} and {cleansing_threshold}"
+        )
+    return ReferenceSet(json.loads(metadata["slugs"]), json.loads(metadata["samples"]), images, valid, report)

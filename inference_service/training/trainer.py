@@ -40,9 +40,11 @@ from inference_service.training.references import (
     CleansingReport,
     ReferenceSet,
     as_float,
+    load_reference_cache,
     load_reference_set,
     sample_style_batch,
     sample_triplets,
+    save_reference_cache,
 )
 
 Mining = Literal["batch-all", "triplet"]
@@ -52,7 +54,7 @@ Mining = Literal["batch-all", "triplet"]
 class TrainConfig:
     backbone: str = "stats"
     mining: Mining = "batch-all"
-    epochs: float = 2.0  # passes over the valid references (fractions allowed)
+    epochs: float = 0.75  # end-to-end passes over the valid references (fractions allowed)
     max_steps: int | None = None  # cap on optimisation steps (None: from epochs)
     styles_per_batch: int = 12  # K (batch-all)
     samples_per_batch: int = 4  # P (batch-all)
@@ -67,6 +69,11 @@ class TrainConfig:
     cleansing_threshold: float | None = 0.01
     seed: int = 0
     checkpoint_every: int = 100
+    # Phase 1: train the head alone on pooled statistics computed once (thousands of cheap steps),
+    # then phase 2 fine-tunes the whole network end to end.
+    head_steps: int = 4000
+    head_lr: float = 2e-3
+    head_styles_per_batch: int = 24
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
 
     @classmethod
@@ -83,6 +90,7 @@ class TrainConfig:
             weight_decay=0.0,
             schedule="constant",
             crop=0,
+            head_steps=0,
             encoder=EncoderConfig.vgg19(dim=128, input_size=224),
         )
         return replace(base, **overrides)
@@ -106,6 +114,7 @@ class TrainResult:
 
 
 def steps_for(config: TrainConfig, refs: ReferenceSet) -> int:
+    """End-to-end (phase 2) steps."""
     per_step = (
         config.styles_per_batch * config.samples_per_batch
         if config.mining == "batch-all"
@@ -156,6 +165,37 @@ def _step_loss(
     return triplet_loss(a, p, n, config.margin)
 
 
+def pooled_features(
+    model: StyleEncoder, refs: ReferenceSet, progress: bool, chunk: int = 128
+) -> torch.Tensor:
+    """The head's input for every reference, (L, S, D), at the full input size."""
+    flat = refs.images.flatten(0, 1)
+    out = torch.zeros(len(flat), model.pooled_dim)
+    with torch.inference_mode():
+        for start in tqdm(
+            range(0, len(flat), chunk), desc="pool features", unit="chunk", disable=not progress
+        ):
+            out[start : start + chunk] = model.pooled(as_float(flat[start : start + chunk]))
+    return out.view(refs.n_loras, refs.n_samples, -1)
+
+
+def _head_step_loss(
+    model: StyleEncoder,
+    features: torch.Tensor,
+    refs: ReferenceSet,
+    config: TrainConfig,
+    rng: np.random.Generator,
+) -> torch.Tensor:
+    batch = sample_style_batch(refs, rng, config.head_styles_per_batch, config.samples_per_batch)
+    embeddings = model.project(features[batch.labels, batch.contents])
+    loss, _ = batch_all_triplet_loss(embeddings, batch.labels, config.margin)
+    return loss
+
+
+def _cosine(lr: float, step: int, total: int) -> float:
+    return lr * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
+
+
 def build_model(config: TrainConfig, backbone_weights: Path | None = None) -> StyleEncoder:
     encoder_config = replace(config.encoder, backbone=config.backbone)
     if config.backbone == "vgg19" and config.encoder.backbone != "vgg19":
@@ -199,6 +239,7 @@ def train(
     checkpoint: Path | None = None,
     resume: bool = True,
     refs: ReferenceSet | None = None,
+    refs_cache: Path | None = None,
     backbone_weights: Path | None = None,
     max_minutes: float | None = None,
     stop_after_step: int | None = None,
@@ -212,6 +253,8 @@ def train(
     started = time.monotonic()
     checkpoint = checkpoint or out.with_name(out.stem + ".ckpt.safetensors")
     loss_curve = out.with_name(out.stem + ".loss.png")
+    if refs is None and refs_cache is not None and refs_cache.exists():
+        refs = load_reference_cache(refs_cache, config.encoder.input_size, config.cleansing_threshold)
     if refs is None:
         refs = load_reference_set(
             catalog,
@@ -219,9 +262,13 @@ def train(
             cleansing_threshold=config.cleansing_threshold,
             progress=progress,
         )
+        if refs_cache is not None:
+            save_reference_cache(refs, refs_cache, config.encoder.input_size)
     model = build_model(config, backbone_weights)
     optimizer = _make_optimizer(config, model)
-    total = steps_for(config, refs)
+    head_steps = config.head_steps
+    total = head_steps + steps_for(config, refs)
+    features: torch.Tensor | None = None
     state = TrainingState(step=0, epoch=0, losses=[], numpy_rng={}, extra={})
     rng = np.random.default_rng(config.seed)
     if resume and checkpoint.exists():
@@ -241,20 +288,30 @@ def train(
         state.extra = extra
         save_checkpoint(checkpoint, model, optimizer, state)
 
-    per_epoch = max(1, round(total / config.epochs)) if config.epochs else total
+    per_epoch = max(1, round((total - head_steps) / config.epochs)) if config.epochs else total
     model.train()
     stopped_early = False
     bar = tqdm(total=total, initial=state.step, desc="train", unit="step", disable=not progress)
     while state.step < total:
+        # phase 1 (head alone, pooled statistics computed once), then phase 2 (end to end)
+        if state.step < head_steps:
+            learning_rate = _cosine(config.head_lr, state.step, head_steps)
+        else:
+            learning_rate = _learning_rate(config, state.step - head_steps, total - head_steps)
         for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(config, state.step, total)
-        loss = _step_loss(model, refs, config, rng)
+            group["lr"] = learning_rate
+        if state.step < head_steps:
+            features = pooled_features(model, refs, progress) if features is None else features
+            loss = _head_step_loss(model, features, refs, config, rng)
+        else:
+            features = None  # phase 2: the backbone moves; free the cached statistics
+            loss = _step_loss(model, refs, config, rng)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
         state.losses.append(float(loss.detach()))
         state.step += 1
-        state.epoch = state.step // per_epoch
+        state.epoch = max(0, state.step - head_steps) // per_epoch
         bar.update()
         bar.set_postfix(loss=f"{np.mean(state.losses[-20:]):.4f}")
         out_of_time = max_minutes is not None and (time.monotonic() - started) > max_minutes * 60

@@ -21,9 +21,19 @@ from inference_service.training.references import (
 )
 from inference_service.training.trainer import TrainConfig, _make_optimizer, build_model, train
 
-TINY = EncoderConfig(widths=(8, 16), dim=16, input_size=32, stem_width=4, hist_bins=4, hidden=32)
+TINY = EncoderConfig(
+    widths=(8, 16), dim=16, input_size=32, stem_width=4, hist_bins=4, joint_bins=3, hidden=32
+)
 CONFIG = TrainConfig(
-    epochs=12, styles_per_batch=4, samples_per_batch=3, crop=0, checkpoint_every=4, lr=3e-3, encoder=TINY
+    epochs=12,
+    styles_per_batch=4,
+    samples_per_batch=3,
+    crop=0,
+    checkpoint_every=4,
+    lr=3e-3,
+    encoder=TINY,
+    head_steps=6,
+    head_styles_per_batch=4,
 )
 
 
