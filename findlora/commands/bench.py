@@ -60,6 +60,8 @@ def quality_cmd(
     )
     # With JSON on stdout, the table and progress go to stderr so the output stays parseable.
     console = Console(stderr=json_out is None)
+    if not console.is_terminal:
+        console.width = max(console.width, 150)  # logs and pipes: keep the table readable
     result = run_quality(config)
     result["chart"] = str(chart)
     save_chart(result, chart)

@@ -296,7 +296,11 @@ def _encoder_metadata(path: Path | None) -> dict[str, str]:
     if target is None:
         return {}
     meta = read_metadata(target)
-    return {k: v for k, v in meta.items() if k in ("command", "seed", "steps", "cleansing", "train_zoo")}
+    return {
+        k: v
+        for k, v in meta.items()
+        if k in ("command", "seed", "steps", "cleansing", "train_zoo", "reproduce")
+    }
 
 
 def render_table(result: dict[str, Any]) -> Any:

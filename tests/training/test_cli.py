@@ -32,6 +32,8 @@ def test_train_then_bench_quality(tiny_zoo: Path, tmp_path: Path) -> None:
             str(out),
             "--max-steps",
             "3",
+            "--head-steps",
+            "5",
             "--input-size",
             "32",
             "--threads",
