@@ -1,7 +1,7 @@
 """Fuzz target: image validation must only ever accept or raise ImageRejected.
 
-    python fuzz/fuzz_images.py -runs=5000 fuzz/corpus/images   # a few seconds
-    python fuzz/fuzz_images.py -max_total_time=600             # longer local runs
+python fuzz/fuzz_images.py -runs=5000 fuzz/corpus/images   # a few seconds
+python fuzz/fuzz_images.py -max_total_time=600             # longer local runs
 """
 
 from __future__ import annotations

@@ -22,8 +22,7 @@ def ranks_of_truth(distances: NDArray[np.floating], truth: NDArray[np.integer]) 
     distances = np.asarray(distances, dtype=np.float64)
     truth = np.asarray(truth, dtype=np.int64)
     true_distance = distances[np.arange(len(truth)), truth]
-    ranks: NDArray[np.int64] = (distances < true_distance[:, None]).sum(axis=1).astype(np.int64) + 1
-    return ranks
+    return np.asarray((distances < true_distance[:, None]).sum(axis=1) + 1, dtype=np.int64)
 
 
 def mean_reciprocal_rank(ranks: NDArray[np.integer]) -> float:

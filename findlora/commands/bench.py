@@ -1,0 +1,107 @@
+"""`findlora bench ...`: benchmarks. `bench_app` is shared: other modules add their commands to it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+bench_app = typer.Typer(help="Benchmarks (JSON to stdout or --json FILE).", no_args_is_help=True)
+
+
+@bench_app.command("quality")
+def quality_cmd(
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the JSON here (default: stdout).")
+    ] = None,
+    chart: Annotated[Path, typer.Option(help="PNG chart of MRR, hit@10 and F1 per method.")] = Path(
+        ".bench/quality.png"
+    ),
+    zoo: Annotated[
+        Path | None, typer.Option(help="An existing eval-split zoo (default: generate and cache one).")
+    ] = None,
+    cache_dir: Annotated[Path, typer.Option(help="Where generated zoos are cached.")] = Path(".bench"),
+    encoder: Annotated[
+        Path | None, typer.Option(help="Encoder to evaluate (default: the shipped one).")
+    ] = None,
+    no_cleansing_encoder: Annotated[
+        Path | None, typer.Option(help="An encoder trained with --no-cleansing.")
+    ] = None,
+    styles: Annotated[int, typer.Option(help="Eval LoRAs.")] = 100,
+    samples: Annotated[int, typer.Option(help="Reference samples per LoRA.")] = 30,
+    queries: Annotated[int, typer.Option(help="Queries (each from a different LoRA, unseen content).")] = 40,
+    zoo_seed: Annotated[int, typer.Option(help="Seed of the eval zoo.")] = 0,
+    positive_pairs: Annotated[int, typer.Option(help="Positive pairs for F1.")] = 10_000,
+    negative_pairs: Annotated[int, typer.Option(help="Negative pairs for F1.")] = 10_100,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+) -> None:
+    """The style-distance quality protocol (DESIGN.md 8) with every baseline, in one run."""
+    import torch
+
+    from inference_service.bench.quality import QualityConfig, render_table, run_quality, save_chart
+
+    if threads:
+        torch.set_num_threads(threads)
+    config = QualityConfig(
+        zoo=zoo,
+        cache_dir=cache_dir,
+        n_styles=styles,
+        n_samples=samples,
+        n_queries=queries,
+        zoo_seed=zoo_seed,
+        n_positive=positive_pairs,
+        n_negative=negative_pairs,
+        encoder=encoder,
+        no_cleansing_encoder=no_cleansing_encoder,
+    )
+    # With JSON on stdout, the table and progress go to stderr so the output stays parseable.
+    console = Console(stderr=json_out is None)
+    if not console.is_terminal:
+        console.width = max(console.width, 150)  # logs and pipes: keep the table readable
+    result = run_quality(config)
+    result["chart"] = str(chart)
+    save_chart(result, chart)
+    console.print(render_table(result))
+    console.print(f"chart: {chart}; {result['seconds']} s")
+    text = json.dumps(result, indent=1)
+    if json_out is None:
+        sys.stdout.write(text + "\n")
+    else:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text + "\n", encoding="utf-8")
+        console.print(f"json: {json_out}")
+
+
+@bench_app.command("zoo")
+def zoo_cmd(
+    out: Annotated[Path, typer.Argument(help="Directory to write the catalog to.")],
+    split: Annotated[str, typer.Option(help="train, eval or demo (disjoint styles and content).")] = "train",
+    styles: Annotated[int, typer.Option(help="Number of styles (LoRAs).")] = 600,
+    samples: Annotated[int, typer.Option(help="Samples per style.")] = 48,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 1,
+    size: Annotated[int, typer.Option(help="Image size in pixels.")] = 160,
+    queries: Annotated[int, typer.Option(help="Queries (eval and demo splits).")] = 40,
+) -> None:
+    """Generate a style-zoo catalog (the training data of the shipped encoder, or an eval set)."""
+    from inference_service.eval.style_zoo import generate_zoo
+
+    if split not in ("train", "eval", "demo"):
+        raise typer.BadParameter("split must be train, eval or demo")
+    root = generate_zoo(
+        out,
+        n_styles=styles,
+        n_samples=samples,
+        split=split,  # type: ignore[arg-type]
+        seed=seed,
+        size=size,
+        n_queries=queries,
+    )
+    Console().print(f"wrote {root}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bench_app, name="bench")

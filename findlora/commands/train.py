@@ -1,0 +1,121 @@
+"""`findlora train CATALOG --out model.safetensors`: train the triplet style encoder."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def train_cmd(
+    catalog: Annotated[
+        Path, typer.Argument(help="Catalog directory with references (e.g. a train-split style zoo).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the trained encoder (.safetensors).")],
+    paper: Annotated[
+        bool, typer.Option("--paper", help="Paper setting: VGG19, SGD lr 0.001, batch 20, 12 epochs.")
+    ] = False,
+    backbone: Annotated[str, typer.Option(help="stats (CPU default) or vgg19.")] = "stats",
+    backbone_weights: Annotated[
+        Path | None, typer.Option(help="VGG19 ImageNet weights as .safetensors (optional).")
+    ] = None,
+    mining: Annotated[
+        str, typer.Option(help="batch-all (K LoRAs x the same P samples) or triplet.")
+    ] = "batch-all",
+    epochs: Annotated[float | None, typer.Option(help="Passes over the references.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Cap on optimisation steps.")] = None,
+    styles_per_batch: Annotated[int, typer.Option(help="K LoRAs per batch (batch-all).")] = 12,
+    samples_per_batch: Annotated[int, typer.Option(help="P samples per batch (batch-all).")] = 4,
+    batch_size: Annotated[int | None, typer.Option(help="Triplets per step (triplet mining).")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adamw or sgd.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    margin: Annotated[float, typer.Option(help="Triplet margin.")] = 0.2,
+    input_size: Annotated[int | None, typer.Option(help="Encoder input size in pixels.")] = None,
+    cleansing_threshold: Annotated[
+        float, typer.Option(help="Eq. 1 threshold (RGB 0..255 squared error).")
+    ] = 0.01,
+    no_cleansing: Annotated[
+        bool, typer.Option("--no-cleansing", help="Keep failed transfers (NoCleansing).")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation and batch sampling.")] = 0,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Checkpoint path (default: OUT stem + .ckpt.safetensors).")
+    ] = None,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Ignore an existing checkpoint instead of resuming.")
+    ] = False,
+    max_minutes: Annotated[
+        float | None, typer.Option(help="Stop (with a checkpoint) after this many minutes.")
+    ] = None,
+    refs_cache: Annotated[
+        Path | None, typer.Option(help="Cache of the decoded references (.safetensors); reused when present.")
+    ] = None,
+    head_steps: Annotated[int | None, typer.Option(help="Phase-1 steps training the head alone.")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+) -> None:
+    """Train on CATALOG's references; resumes from the checkpoint when one exists."""
+    from dataclasses import replace
+
+    import torch
+
+    from inference_service.training.trainer import TrainConfig, train
+
+    if threads:
+        torch.set_num_threads(threads)
+    config = TrainConfig.paper() if paper or backbone == "vgg19" else TrainConfig()
+    changes: dict[str, object] = {
+        "mining": mining if not paper else config.mining,
+        "styles_per_batch": styles_per_batch,
+        "samples_per_batch": samples_per_batch,
+        "margin": margin,
+        "seed": seed,
+        "cleansing_threshold": None if no_cleansing else cleansing_threshold,
+        "max_steps": max_steps,
+    }
+    for key, value in (
+        ("epochs", epochs),
+        ("batch_size", batch_size),
+        ("optimizer", optimizer),
+        ("lr", lr),
+        ("head_steps", head_steps),
+    ):
+        if value is not None:
+            changes[key] = value
+    if input_size is not None:
+        changes["encoder"] = replace(config.encoder, input_size=input_size)
+    config = replace(config, **changes)  # type: ignore[arg-type]
+    command = "findlora " + shlex.join(sys.argv[1:])
+    result = train(
+        catalog,
+        out,
+        config,
+        checkpoint=checkpoint,
+        resume=not fresh,
+        backbone_weights=backbone_weights,
+        max_minutes=max_minutes,
+        refs_cache=refs_cache,
+        provenance={"command": command},
+    )
+    report = result.cleansing
+    console.print(
+        f"cleansing (Eq. 1, threshold {report.threshold}): "
+        f"dropped {report.dropped} of {report.transfers} transfers"
+        + (f", {report.missing} missing" if report.missing else "")
+    )
+    state = "stopped early at" if result.stopped_early else "finished"
+    console.print(
+        f"{state} step {result.steps} in {result.seconds / 60:.1f} min; final loss "
+        f"{(sum(result.losses[-50:]) / max(1, len(result.losses[-50:]))):.4f}\n"
+        f"model: {result.model_path} ({result.model_path.stat().st_size / 1e6:.2f} MB)\n"
+        f"checkpoint: {result.checkpoint_path}\nloss curve: {result.loss_curve_path}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_cmd)

@@ -1,0 +1,49 @@
+"""Style distance between a query embedding and a LoRA's reference embeddings (numpy).
+
+d_avg (Eq. 3): mean over references of |f(q) - f(t(s,m))|. Two cheaper relatives used by the
+two-stage search (DESIGN.md 5): the centroid distance |f(q) - c_m| (a lower bound of d_avg, by
+Jensen) and d_rms = sqrt(|f(q) - c_m|^2 + v_m) (an upper bound, by concavity of the root).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+Aggregation = Literal["d_avg", "d_rms", "centroid"]
+AGGREGATIONS: tuple[Aggregation, ...] = ("d_avg", "d_rms", "centroid")
+
+
+def _pairwise(queries: NDArray[np.floating], references: NDArray[np.floating]) -> NDArray[np.float64]:
+    q = np.asarray(queries, dtype=np.float64)
+    r = np.asarray(references, dtype=np.float64)
+    squared = (q * q).sum(1)[:, None] + (r * r).sum(1)[None, :] - 2.0 * q @ r.T
+    return np.asarray(np.sqrt(np.maximum(squared, 0.0)), dtype=np.float64)
+
+
+def style_distances(
+    queries: NDArray[np.floating],
+    references: Sequence[NDArray[np.floating]],
+    aggregation: Aggregation = "d_avg",
+) -> NDArray[np.float64]:
+    """queries (Q, D); references[m] (S_m, D) for each LoRA m -> distances (Q, M), lower is closer."""
+    out = np.zeros((len(queries), len(references)), dtype=np.float64)
+    for m, refs in enumerate(references):
+        refs = np.asarray(refs, dtype=np.float64)
+        if not len(refs):
+            out[:, m] = np.inf  # a LoRA without usable references can never match
+            continue
+        if aggregation == "d_avg":
+            out[:, m] = _pairwise(queries, refs).mean(axis=1)
+            continue
+        centroid = refs.mean(axis=0, keepdims=True)
+        to_centroid = _pairwise(queries, centroid)[:, 0]
+        if aggregation == "centroid":
+            out[:, m] = to_centroid
+        else:
+            spread = float(((refs - centroid) ** 2).sum(axis=1).mean())
+            out[:, m] = np.sqrt(to_centroid**2 + spread)
+    return out

@@ -1,0 +1,1 @@
+"""Triplet training of the style encoder on a catalog directory (references + cleansing)."""

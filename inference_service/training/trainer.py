@@ -1,0 +1,349 @@
+"""Train the triplet style encoder on a catalog directory.
+
+Two ways to form triplets:
+- "batch-all" (default): each step takes K LoRAs x the same P samples and averages the loss
+  over every violating (anchor, positive, negative) triplet in the batch, so the hard negative
+  "same sample, other LoRA" is always present. This is what trained best here.
+- "triplet": the paper's independent triplets, `batch_size` per step (paper: 20), half of the
+  negatives the hard case.
+
+Paper setting (`TrainConfig.paper()`): VGG19, SGD lr 0.001, batch 20, 12 epochs, 128-d.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from tqdm import tqdm  # type: ignore[import-untyped]
+
+from inference_service.models.style_encoder import (
+    EncoderConfig,
+    StyleEncoder,
+    save_encoder,
+    untrained_encoder,
+)
+from inference_service.training.checkpoint import (
+    TrainingState,
+    load_checkpoint,
+    restore_generator,
+    save_checkpoint,
+)
+from inference_service.training.losses import batch_all_triplet_loss, triplet_loss
+from inference_service.training.references import (
+    CleansingReport,
+    ReferenceSet,
+    as_float,
+    load_reference_cache,
+    load_reference_set,
+    sample_style_batch,
+    sample_triplets,
+    save_reference_cache,
+)
+
+Mining = Literal["batch-all", "triplet"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    backbone: str = "stats"
+    mining: Mining = "batch-all"
+    epochs: float = 0.75  # end-to-end passes over the valid references (fractions allowed)
+    max_steps: int | None = None  # cap on optimisation steps (None: from epochs)
+    styles_per_batch: int = 12  # K (batch-all)
+    samples_per_batch: int = 4  # P (batch-all)
+    batch_size: int = 20  # triplets per step (triplet mining)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 2e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: Literal["cosine", "constant"] = "cosine"
+    margin: float = 0.2
+    crop: int = 112  # random crop of the input-size image while training (0: none)
+    cleansing_threshold: float | None = 0.01
+    seed: int = 0
+    checkpoint_every: int = 100
+    # Phase 1: train the head alone on pooled statistics computed once (thousands of cheap steps),
+    # then phase 2 fine-tunes the whole network end to end.
+    head_steps: int = 4000
+    head_lr: float = 2e-3
+    head_styles_per_batch: int = 24
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> TrainConfig:
+        """VGG19, SGD lr 0.001, batch 20, 12 epochs, 128-d (ImageNet weights: --backbone-weights)."""
+        base = cls(
+            backbone="vgg19",
+            mining="triplet",
+            epochs=12,
+            batch_size=20,
+            optimizer="sgd",
+            lr=1e-3,
+            momentum=0.0,
+            weight_decay=0.0,
+            schedule="constant",
+            crop=0,
+            head_steps=0,
+            encoder=EncoderConfig.vgg19(dim=128, input_size=224),
+        )
+        return replace(base, **overrides)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["encoder"] = json.loads(self.encoder.to_json())
+        return json.dumps(data, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_path: Path
+    checkpoint_path: Path
+    loss_curve_path: Path
+    steps: int
+    losses: list[float]
+    cleansing: CleansingReport
+    seconds: float
+    stopped_early: bool
+
+
+def steps_for(config: TrainConfig, refs: ReferenceSet) -> int:
+    """End-to-end (phase 2) steps."""
+    per_step = (
+        config.styles_per_batch * config.samples_per_batch
+        if config.mining == "batch-all"
+        else config.batch_size
+    )
+    steps = math.ceil(config.epochs * int(refs.valid.sum()) / per_step)
+    return min(steps, config.max_steps) if config.max_steps is not None else steps
+
+
+def _make_optimizer(config: TrainConfig, model: StyleEncoder) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _learning_rate(config: TrainConfig, step: int, total: int) -> float:
+    if config.schedule == "constant":
+        return config.lr
+    warmup = min(50, total // 10)
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _crop(batch: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """The same random crop offset for the whole batch (cheap; styles are stationary)."""
+    full = batch.shape[-1]
+    if not size or size >= full:
+        return batch
+    top, left = (int(v) for v in rng.integers(0, full - size + 1, size=2))
+    return batch[..., top : top + size, left : left + size]
+
+
+def _step_loss(
+    model: StyleEncoder, refs: ReferenceSet, config: TrainConfig, rng: np.random.Generator
+) -> torch.Tensor:
+    if config.mining == "batch-all":
+        batch = sample_style_batch(refs, rng, config.styles_per_batch, config.samples_per_batch)
+        embeddings = model(as_float(_crop(batch.images, config.crop, rng)))
+        loss, _ = batch_all_triplet_loss(embeddings, batch.labels, config.margin)
+        return loss
+    anchor, positive, negative = sample_triplets(refs, rng, config.batch_size)
+    stacked = _crop(torch.cat([anchor, positive, negative]), config.crop, rng)
+    a, p, n = model(as_float(stacked)).chunk(3)
+    return triplet_loss(a, p, n, config.margin)
+
+
+def pooled_features(
+    model: StyleEncoder, refs: ReferenceSet, progress: bool, chunk: int = 128
+) -> torch.Tensor:
+    """The head's input for every reference, (L, S, D), at the full input size."""
+    flat = refs.images.flatten(0, 1)
+    out = torch.zeros(len(flat), model.pooled_dim)
+    with torch.inference_mode():
+        for start in tqdm(
+            range(0, len(flat), chunk), desc="pool features", unit="chunk", disable=not progress
+        ):
+            out[start : start + chunk] = model.pooled(as_float(flat[start : start + chunk]))
+    return out.view(refs.n_loras, refs.n_samples, -1)
+
+
+def _head_step_loss(
+    model: StyleEncoder,
+    features: torch.Tensor,
+    refs: ReferenceSet,
+    config: TrainConfig,
+    rng: np.random.Generator,
+) -> torch.Tensor:
+    batch = sample_style_batch(refs, rng, config.head_styles_per_batch, config.samples_per_batch)
+    embeddings = model.project(features[batch.labels, batch.contents])
+    loss, _ = batch_all_triplet_loss(embeddings, batch.labels, config.margin)
+    return loss
+
+
+def _cosine(lr: float, step: int, total: int) -> float:
+    return lr * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
+
+
+def build_model(config: TrainConfig, backbone_weights: Path | None = None) -> StyleEncoder:
+    encoder_config = replace(config.encoder, backbone=config.backbone)
+    if config.backbone == "vgg19" and config.encoder.backbone != "vgg19":
+        encoder_config = EncoderConfig.vgg19(dim=config.encoder.dim, input_size=config.encoder.input_size)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = StyleEncoder(encoder_config)
+    if backbone_weights is not None:
+        model.load_backbone_weights(backbone_weights)
+    return model
+
+
+def save_loss_curve(losses: list[float], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = np.arange(1, len(losses) + 1)
+    ax.plot(steps, losses, alpha=0.3, label="step loss")
+    if len(losses) >= 10:
+        window = max(5, len(losses) // 50)
+        smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1 :], smooth, label=f"moving mean ({window})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("triplet loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def train(
+    catalog: Path,
+    out: Path,
+    config: TrainConfig = TrainConfig(),
+    *,
+    checkpoint: Path | None = None,
+    resume: bool = True,
+    refs: ReferenceSet | None = None,
+    refs_cache: Path | None = None,
+    backbone_weights: Path | None = None,
+    max_minutes: float | None = None,
+    stop_after_step: int | None = None,
+    provenance: dict[str, str] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train, checkpointing every `checkpoint_every` steps; resume from `checkpoint` when it exists.
+
+    `stop_after_step` ends the run early at that step (with a checkpoint), as an interruption would.
+    """
+    started = time.monotonic()
+    checkpoint = checkpoint or out.with_name(out.stem + ".ckpt.safetensors")
+    loss_curve = out.with_name(out.stem + ".loss.png")
+    if refs is None and refs_cache is not None and refs_cache.exists():
+        refs = load_reference_cache(refs_cache, config.encoder.input_size, config.cleansing_threshold)
+    if refs is None:
+        refs = load_reference_set(
+            catalog,
+            config.encoder.input_size,
+            cleansing_threshold=config.cleansing_threshold,
+            progress=progress,
+        )
+        if refs_cache is not None:
+            save_reference_cache(refs, refs_cache, config.encoder.input_size)
+    model = build_model(config, backbone_weights)
+    optimizer = _make_optimizer(config, model)
+    head_steps = config.head_steps
+    total = head_steps + steps_for(config, refs)
+    features: torch.Tensor | None = None
+    state = TrainingState(step=0, epoch=0, losses=[], numpy_rng={}, extra={})
+    rng = np.random.default_rng(config.seed)
+    if resume and checkpoint.exists():
+        state = load_checkpoint(checkpoint, model, optimizer)
+        if state.extra.get("train_config") != config.to_json():
+            raise ValueError(
+                f"{checkpoint} was written by a different training configuration; "
+                "delete it or pass the same options"
+            )
+        rng = restore_generator(state.numpy_rng)
+    else:
+        torch.manual_seed(config.seed)
+    extra = {"train_config": config.to_json(), "catalog": str(catalog)}
+
+    def snapshot() -> None:
+        state.numpy_rng = dict(rng.bit_generator.state)
+        state.extra = extra
+        save_checkpoint(checkpoint, model, optimizer, state)
+
+    per_epoch = max(1, round((total - head_steps) / config.epochs)) if config.epochs else total
+    model.train()
+    stopped_early = False
+    bar = tqdm(total=total, initial=state.step, desc="train", unit="step", disable=not progress)
+    while state.step < total:
+        # phase 1 (head alone, pooled statistics computed once), then phase 2 (end to end)
+        if state.step < head_steps:
+            learning_rate = _cosine(config.head_lr, state.step, head_steps)
+        else:
+            learning_rate = _learning_rate(config, state.step - head_steps, total - head_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate
+        if state.step < head_steps:
+            features = pooled_features(model, refs, progress) if features is None else features
+            loss = _head_step_loss(model, features, refs, config, rng)
+        else:
+            features = None  # phase 2: the backbone moves; free the cached statistics
+            loss = _step_loss(model, refs, config, rng)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+        state.losses.append(float(loss.detach()))
+        state.step += 1
+        state.epoch = max(0, state.step - head_steps) // per_epoch
+        bar.update()
+        bar.set_postfix(loss=f"{np.mean(state.losses[-20:]):.4f}")
+        out_of_time = max_minutes is not None and (time.monotonic() - started) > max_minutes * 60
+        interrupted = stop_after_step is not None and state.step >= stop_after_step
+        if state.step % config.checkpoint_every == 0 or state.step == total or out_of_time or interrupted:
+            snapshot()
+        if out_of_time or interrupted:
+            stopped_early = state.step < total
+            break
+    bar.close()
+    model.eval()
+    save_loss_curve(state.losses, loss_curve, f"{config.backbone} / {config.mining} on {catalog.name}")
+    metadata = {
+        "train_config": config.to_json(),
+        "steps": str(state.step),
+        "seed": str(config.seed),
+        "cleansing": json.dumps(refs.report.as_dict()),
+        "final_loss": f"{np.mean(state.losses[-50:]):.5f}" if state.losses else "nan",
+        "stopped_early": str(stopped_early).lower(),
+        **(provenance or {}),
+    }
+    save_encoder(model, out, metadata)
+    return TrainResult(
+        out,
+        checkpoint,
+        loss_curve,
+        state.step,
+        list(state.losses),
+        refs.report,
+        time.monotonic() - started,
+        stopped_early,
+    )
+
+
+__all__ = ["TrainConfig", "TrainResult", "build_model", "steps_for", "train", "untrained_encoder"]

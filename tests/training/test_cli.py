@@ -1,0 +1,84 @@
+"""The train and bench commands, through Typer, on tiny zoos (wired locally: cli.py is the lead's)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from typer.testing import CliRunner
+
+from findlora.commands import bench, train
+from inference_service.eval.style_zoo import generate_zoo
+from inference_service.models.style_encoder import load_encoder, read_metadata
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    train.register(app)
+    bench.register(app)
+    return app
+
+
+def test_train_then_bench_quality(tiny_zoo: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "enc.safetensors"
+    result = runner.invoke(
+        _app(),
+        [
+            "train",
+            str(tiny_zoo),
+            "--out",
+            str(out),
+            "--max-steps",
+            "3",
+            "--head-steps",
+            "5",
+            "--input-size",
+            "32",
+            "--threads",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "dropped" in result.output
+    assert load_encoder(out).config.input_size == 32
+    assert read_metadata(out)["command"].startswith("findlora ")
+
+    zoo = generate_zoo(
+        tmp_path / "eval", n_styles=5, n_samples=4, split="eval", seed=1, progress=False, size=48, n_queries=3
+    )
+    report = tmp_path / "quality.json"
+    chart = tmp_path / "quality.png"
+    result = runner.invoke(
+        _app(),
+        [
+            "bench",
+            "quality",
+            "--zoo",
+            str(zoo),
+            "--encoder",
+            str(out),
+            "--json",
+            str(report),
+            "--chart",
+            str(chart),
+            "--positive-pairs",
+            "20",
+            "--negative-pairs",
+            "20",
+            "--threads",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    methods = [row["method"] for row in data["rows"]]
+    assert methods[:3] == ["NoFine-Tuning (untrained encoder)", "Colour histogram", "Gram matrices"]
+    assert {"Triplet d_avg", "Triplet d_rms", "Triplet centroid"} <= set(methods)
+    for row in data["rows"]:
+        assert 0.0 < row["ranking"]["mrr"] <= 1.0
+        assert row["ranking"]["n_queries"] == 3
+        assert row["verification"]["n_positive"] == 20
+    assert chart.stat().st_size > 0
+    assert data["zoo"]["loras"] == 5

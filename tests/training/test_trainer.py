@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from inference_service.eval.style_zoo import read_zoo_info
+from inference_service.models.style_encoder import EncoderConfig, StyleEncoder, load_encoder, read_metadata
+from inference_service.training.checkpoint import load_checkpoint
+from inference_service.training.losses import batch_all_triplet_loss, triplet_loss
+from inference_service.training.references import (
+    ReferenceSet,
+    as_float,
+    load_reference_set,
+    sample_style_batch,
+)
+from inference_service.training.trainer import TrainConfig, _make_optimizer, build_model, train
+
+TINY = EncoderConfig(
+    widths=(8, 16), dim=16, input_size=32, stem_width=4, hist_bins=4, joint_bins=3, hidden=32
+)
+CONFIG = TrainConfig(
+    epochs=12,
+    styles_per_batch=4,
+    samples_per_batch=3,
+    crop=0,
+    checkpoint_every=4,
+    lr=3e-3,
+    encoder=TINY,
+    head_steps=6,
+    head_styles_per_batch=4,
+)
+
+
+@pytest.fixture(scope="module")
+def refs(tiny_zoo: Path) -> ReferenceSet:
+    return load_reference_set(tiny_zoo, TINY.input_size, progress=False)
+
+
+def _all_triplets_loss(model: StyleEncoder, refs: ReferenceSet) -> float:
+    """Mean triplet loss over every valid triplet of the whole reference set."""
+    labels = torch.arange(refs.n_loras).repeat_interleave(refs.n_samples)[refs.valid.flatten()]
+    with torch.no_grad():
+        embeddings = model.eval()(as_float(refs.images.flatten(0, 1)[refs.valid.flatten()]))
+    distances = torch.cdist(embeddings, embeddings)
+    same = labels[:, None] == labels[None, :]
+    valid = (same & ~torch.eye(len(labels), dtype=torch.bool))[:, :, None] & ~same[:, None, :]
+    losses = torch.relu(distances[:, :, None] - distances[:, None, :] + CONFIG.margin)
+    return float(losses[valid].mean())
+
+
+def test_losses_by_hand() -> None:
+    a = torch.tensor([[0.0, 0.0]])
+    p = torch.tensor([[3.0, 4.0]])  # |a-p| = 5
+    n = torch.tensor([[6.0, 8.0]])  # |a-n| = 10
+    assert float(triplet_loss(a, p, n, margin=1.0)) == pytest.approx(0.0)
+    assert float(triplet_loss(a, n, p, margin=1.0)) == pytest.approx(6.0)
+    # Points on a line: labels 0,0,1 at x = 0, 1, 3. Valid triplets (a,p,n): (0,1,2) gives
+    # 1 - 3 + m and (1,0,2) gives 1 - 2 + m. m = 1.5: only the second is active (0.5).
+    emb = torch.tensor([[0.0], [1.0], [3.0]])
+    loss, active = batch_all_triplet_loss(emb, torch.tensor([0, 0, 1]), margin=1.5)
+    assert float(loss) == pytest.approx(0.5, abs=1e-5)
+    assert active == pytest.approx(0.5)
+    # m = 2.5: both active, 0.5 and 1.5 -> mean 1.0.
+    loss, active = batch_all_triplet_loss(emb, torch.tensor([0, 0, 1]), margin=2.5)
+    assert float(loss) == pytest.approx(1.0, abs=1e-5)
+    assert active == pytest.approx(1.0)
+    loss, active = batch_all_triplet_loss(emb, torch.tensor([0, 0, 1]), margin=0.1)
+    assert float(loss) == pytest.approx(0.0)
+    assert active == pytest.approx(0.0)
+
+
+def test_cleansing_drops_exactly_the_failed_transfers(tiny_zoo: Path, refs: ReferenceSet) -> None:
+    failed = read_zoo_info(tiny_zoo)["failed_transfers"]
+    assert isinstance(failed, list)
+    assert failed, "the fixture zoo must contain failed transfers"
+    assert refs.report.dropped == len(failed)
+    assert refs.report.transfers == 30
+    assert int((~refs.valid).sum()) == len(failed)
+    kept_all = load_reference_set(tiny_zoo, TINY.input_size, cleansing_threshold=None, progress=False)
+    assert kept_all.report.dropped == 0
+    assert bool(kept_all.valid.all())
+
+
+def test_style_batches_hold_hard_negatives(refs: ReferenceSet) -> None:
+    batch = sample_style_batch(refs, np.random.default_rng(0), styles=3, samples=3)
+    labels, contents = batch.labels.tolist(), batch.contents.tolist()
+    pairs = {(a, b) for a, b in zip(labels, contents, strict=True)}
+    assert len(pairs) == len(labels)
+    assert len(set(labels)) == 3
+    assert any(contents.count(c) > 1 for c in contents)  # same sample under several LoRAs
+    assert all(bool(refs.valid[lbl, c]) for lbl, c in pairs)
+
+
+def test_training_lowers_the_triplet_loss_and_saves_a_loadable_encoder(
+    tiny_zoo: Path, refs: ReferenceSet, tmp_path: Path
+) -> None:
+    before = _all_triplets_loss(build_model(CONFIG), refs)
+    out = tmp_path / "enc.safetensors"
+    result = train(tiny_zoo, out, CONFIG, refs=refs, progress=False, provenance={"command": "test"})
+    after = _all_triplets_loss(load_encoder(out), refs)
+    assert after < 0.8 * before
+    assert result.loss_curve_path.exists()
+    assert result.steps == len(result.losses) > 0
+    meta = read_metadata(out)
+    assert meta["command"] == "test"
+    assert json.loads(meta["cleansing"])["dropped"] == refs.report.dropped
+
+
+def test_checkpoint_reloads_bit_exactly(tiny_zoo: Path, refs: ReferenceSet, tmp_path: Path) -> None:
+    out = tmp_path / "enc.safetensors"
+    result = train(tiny_zoo, out, CONFIG, refs=refs, progress=False, stop_after_step=6)
+    model = build_model(replace(CONFIG, seed=99))  # different init: everything must come from the file
+    optimizer = _make_optimizer(CONFIG, model)
+    state = load_checkpoint(result.checkpoint_path, model, optimizer)
+    assert state.step == 6
+    saved = load_file(str(out))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+    moments = [s["exp_avg"] for s in optimizer.state_dict()["state"].values()]
+    assert moments
+    assert any(float(m.abs().sum()) > 0 for m in moments)
+
+
+def test_resume_continues_from_the_saved_step(tiny_zoo: Path, refs: ReferenceSet, tmp_path: Path) -> None:
+    straight = train(tiny_zoo, tmp_path / "a.safetensors", CONFIG, refs=refs, progress=False)
+    interrupted = tmp_path / "b.safetensors"
+    first = train(tiny_zoo, interrupted, CONFIG, refs=refs, progress=False, stop_after_step=5)
+    assert first.stopped_early
+    assert first.steps == 5
+    resumed = train(tiny_zoo, interrupted, CONFIG, refs=refs, progress=False)
+    assert resumed.steps == straight.steps
+    assert resumed.losses == straight.losses  # the same batches and the same updates
+    a, b = load_file(str(tmp_path / "a.safetensors")), load_file(str(interrupted))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="different training configuration"):
+        train(tiny_zoo, interrupted, replace(CONFIG, lr=1e-2), refs=refs, progress=False)
+
+
+def test_paper_setting_and_local_vgg19_weights(tmp_path: Path) -> None:
+    paper = TrainConfig.paper()
+    assert (paper.backbone, paper.optimizer, paper.lr, paper.batch_size, paper.epochs) == (
+        "vgg19",
+        "sgd",
+        1e-3,
+        20,
+        12,
+    )
+    assert paper.encoder.dim == 128
+    assert paper.mining == "triplet"
+    from torchvision.models import vgg19
+
+    features = vgg19(weights=None).features  # no download: random weights stand in for ImageNet ones
+    path = tmp_path / "vgg19.safetensors"
+    save_file({f"features.{k}": v.contiguous() for k, v in features.state_dict().items()}, str(path))
+    model = StyleEncoder(EncoderConfig.vgg19(input_size=32))
+    model.load_backbone_weights(path)
+    assert torch.equal(model.stages[4][-2].weight, features[34].weight)  # conv5_4
+    out = model.eval()(torch.rand(2, 3, 32, 32))
+    assert out.shape == (2, 128)
+    assert torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
