@@ -67,6 +67,13 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
         except ServiceError as exc:
             code, message = exc.code, exc.message
             bound.info("rpc_rejected", code=code.name, reason=message)
+        except psycopg.DataError as exc:
+            # e.g. a NUL character in a note or name: PostgreSQL text cannot store it.
+            code, message = (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "a text field holds characters that cannot be stored",
+            )
+            bound.info("rpc_rejected", code=code.name, reason=type(exc).__name__)
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
             code, message = grpc.StatusCode.UNAVAILABLE, "the catalog database is unavailable; try again"
             bound.warning("database_unavailable", error=str(exc).splitlines()[0] if str(exc) else "")

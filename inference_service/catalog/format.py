@@ -106,6 +106,9 @@ def _str_field(data: dict[str, Any], key: str, path: Path, problems: list[str], 
     if not isinstance(value, str):
         problems.append(f"{path}: {key} must be a string")
         return default
+    if "\x00" in value:  # PostgreSQL text cannot hold NUL: refuse it here, not mid-import
+        problems.append(f"{path}: {key} contains a NUL character")
+        return default
     return value
 
 
@@ -126,6 +129,9 @@ def _read_lora(
     triggers = data.get("trigger_words", [])
     if not (isinstance(triggers, list) and all(isinstance(t, str) for t in triggers)):
         problems.append(f"{toml_path}: trigger_words must be a list of strings")
+        triggers = []
+    elif any("\x00" in t for t in triggers):
+        problems.append(f"{toml_path}: trigger_words contains a NUL character")
         triggers = []
     nsfw = data.get("nsfw", False)
     if not isinstance(nsfw, bool):

@@ -70,3 +70,11 @@ def test_duplicate_sample_id_with_two_extensions(catalog: Path) -> None:
 def test_non_image_files_are_named(catalog: Path) -> None:
     (catalog / "samples" / "notes.txt").write_text("hello")
     assert any(p.startswith(f"{catalog}/samples/notes.txt: not a sample image") for p in problems_of(catalog))
+
+
+def test_nul_characters_are_refused_before_import(catalog: Path) -> None:
+    (catalog / "loras" / "style-00" / "lora.toml").write_text('name = "ok"\nauthor = "a\\u0000b"\n')
+    (catalog / "loras" / "style-01" / "lora.toml").write_text('trigger_words = ["x\\u0000"]\n')
+    problems = problems_of(catalog)
+    assert f"{catalog}/loras/style-00/lora.toml: author contains a NUL character" in problems
+    assert f"{catalog}/loras/style-01/lora.toml: trigger_words contains a NUL character" in problems

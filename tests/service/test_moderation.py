@@ -146,3 +146,14 @@ async def test_registration_still_answers_unimplemented(client: FindLoraClient) 
         await client.register_lora("https://example.org/x.safetensors", pb.LoraMetadata(), requested_by="m")
     assert caught.value.code == grpc.StatusCode.UNIMPLEMENTED
     assert "not available yet" in caught.value.message
+
+
+async def test_a_nul_character_in_a_note_is_invalid_argument(
+    client: FindLoraClient, served: ServedCatalog
+) -> None:
+    with pytest.raises(ServiceError) as info:
+        await client.flag_lookalike(
+            "style-03", query(served, "style-03"), note="bad\x00note", reporter="artist"
+        )
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "cannot be stored" in info.value.message
