@@ -38,6 +38,10 @@ def quality_cmd(
     positive_pairs: Annotated[int, typer.Option(help="Positive pairs for F1.")] = 10_000,
     negative_pairs: Annotated[int, typer.Option(help="Negative pairs for F1.")] = 10_100,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    multi_image: Annotated[bool, typer.Option(help="Add rows for 2- and 4-image queries.")] = True,
+    gmi: Annotated[
+        bool, typer.Option(help="Add RKME-CLIP, weighted RKME and fused rows (prompt-conditioned zoo).")
+    ] = True,
 ) -> None:
     """The style-distance quality protocol (DESIGN.md 8) with every baseline, in one run."""
     import torch
@@ -62,7 +66,25 @@ def quality_cmd(
     console = Console(stderr=json_out is None)
     if not console.is_terminal:
         console.width = max(console.width, 150)  # logs and pipes: keep the table readable
-    result = run_quality(config)
+    from inference_service.bench.multi_image import multi_image_rows
+
+    result = run_quality(config, extra_rows=[multi_image_rows] if multi_image else [])
+    if gmi:
+        from inference_service.bench.gmi_rows import run as run_gmi
+
+        # The GMI branch needs spec images made from prompts: its own zoo, the same encoder.
+        result["gmi"] = run_gmi(
+            n_styles=100,
+            n_samples=12,
+            n_queries=40,
+            seed=0,
+            size=128,
+            encoder=encoder,
+            progress=not console.is_terminal,
+        )
+        result["rows"].extend(
+            {**row, "method": f"{row['method']} (prompt zoo)"} for row in result["gmi"]["rows"]
+        )
     result["chart"] = str(chart)
     save_chart(result, chart)
     console.print(render_table(result))

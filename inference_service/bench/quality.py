@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,7 +216,11 @@ def evaluate_row(
     )
 
 
-def run_quality(config: QualityConfig, progress: bool = True) -> dict[str, Any]:
+def run_quality(
+    config: QualityConfig,
+    progress: bool = True,
+    extra_rows: Sequence[Callable[[QualityContext], list[Row]]] = (),
+) -> dict[str, Any]:
     started = time.monotonic()
     root = ensure_zoo(config, progress)
     data = load_eval_set(root, config.cleansing_threshold)
@@ -258,7 +262,7 @@ def run_quality(config: QualityConfig, progress: bool = True) -> dict[str, Any]:
         evaluate_row(ctx, *entry)
         for entry in tqdm(plan, desc="bench quality", unit="row", disable=not progress)
     ]
-    for extra in EXTRA_ROWS:
+    for extra in [*EXTRA_ROWS, *extra_rows]:
         rows.extend(extra(ctx))
     zoo = read_zoo_info(root)
     styles: dict[str, dict[str, Any]] = zoo["styles"]  # type: ignore[assignment]
@@ -337,8 +341,8 @@ def render_table(result: dict[str, Any]) -> Any:
             f"{r['top3']:.2f}",
             f"{r['top4']:.2f}",
             f"{r['avg_rank']:.2f}",
-            f"{v['f1']:.1f}",
-            f"{v['auc']:.3f}",
+            f"{v['f1']:.1f}" if "f1" in v else "-",  # rows without the pair protocol
+            f"{v['auc']:.3f}" if "auc" in v else "-",
         )
     return table
 
@@ -354,7 +358,7 @@ def save_chart(result: dict[str, Any], path: Path) -> None:
     series = {
         "MRR": [row["ranking"]["mrr"] for row in rows],
         "hit@10": [row["ranking"]["hit10"] for row in rows],
-        "F1 / 100": [row["verification"]["f1"] / 100 for row in rows],
+        "F1 / 100": [row["verification"].get("f1", 0.0) / 100 for row in rows],
     }
     x = np.arange(len(rows))
     width = 0.27

@@ -69,6 +69,7 @@ def test_train_then_bench_quality(tiny_zoo: Path, tmp_path: Path) -> None:
             "20",
             "--threads",
             "1",
+            "--no-gmi",  # the GMI rows build their own 100-LoRA zoo: minutes, not seconds
         ],
     )
     assert result.exit_code == 0, result.output
@@ -76,9 +77,15 @@ def test_train_then_bench_quality(tiny_zoo: Path, tmp_path: Path) -> None:
     methods = [row["method"] for row in data["rows"]]
     assert methods[:3] == ["NoFine-Tuning (untrained encoder)", "Colour histogram", "Gram matrices"]
     assert {"Triplet d_avg", "Triplet d_rms", "Triplet centroid"} <= set(methods)
+    multi = [row for row in data["rows"] if "-image queries" in row["method"]]
+    assert [row["method"] for row in multi] == [f"Triplet d_avg, {n}-image queries" for n in (1, 2, 4)]
+    single = next(row for row in data["rows"] if row["method"] == "Triplet d_avg")
+    assert multi[0]["ranking"] == single["ranking"]  # 1 image: the same ranking as the d_avg row
+    assert len(list((zoo / "queries-multi").glob("*.png"))) == 3 * 3
     for row in data["rows"]:
         assert 0.0 < row["ranking"]["mrr"] <= 1.0
         assert row["ranking"]["n_queries"] == 3
-        assert row["verification"]["n_positive"] == 20
+        if row not in multi:
+            assert row["verification"]["n_positive"] == 20
     assert chart.stat().st_size > 0
     assert data["zoo"]["loras"] == 5
