@@ -270,6 +270,13 @@ class Repository:
             row = await cur.fetchone()
             return int(row[0]) if row else 0
 
+    async def has_searchable(self) -> bool:
+        """Whether any active LoRA has a style summary: a constant-time check for every search."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT EXISTS (SELECT 1 FROM lora_style_summary WHERE searchable)")
+            row = await cur.fetchone()
+            return bool(row and row[0])
+
     async def all_references(self) -> list[tuple[int, str, str]]:
         """(lora_id, sample_id, blob_key) of every reference, for re-embedding."""
         async with self.pool.connection() as conn:
@@ -372,8 +379,14 @@ class Repository:
         # prove the catalog is exhausted (a selective filter), so ask the exact scan.
         if not exact_scan and len(rows) < limit:
             return await self.nearest_centroids(
-                conn, queries, limit=limit, base_model=base_model, allow_nsfw=allow_nsfw,
-                ef_search=ef_search, exact_below=exact_below, force_exact=True,
+                conn,
+                queries,
+                limit=limit,
+                base_model=base_model,
+                allow_nsfw=allow_nsfw,
+                ef_search=ef_search,
+                exact_below=exact_below,
+                force_exact=True,
             )
         table = np.array([(r[0], r[1], r[2], r[3]) for r in rows], dtype=np.float64).reshape(-1, 4)
         return CentroidCandidates(

@@ -43,9 +43,7 @@ async def _search(
     name = f"bench_search_{n_loras}_{uuid.uuid4().hex[:6]}"
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    info = psycopg.conninfo.conninfo_to_dict(server)
-    info["dbname"] = name
-    url = psycopg.conninfo.make_conninfo(**{k_: v for k_, v in info.items() if v is not None})
+    url = psycopg.conninfo.make_conninfo(server, dbname=name)
     try:
         migrate(url)
         with Progress(console=console, transient=True) as bar:

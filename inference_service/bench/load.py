@@ -62,7 +62,8 @@ async def load_catalog(
         started = time.perf_counter()
         await conn.execute("SET maintenance_work_mem = '1GB'")
         await conn.execute(
-            "CREATE INDEX lora_style_summary_centroid ON lora_style_summary USING hnsw (centroid vector_l2_ops)"
+            "CREATE INDEX lora_style_summary_centroid ON lora_style_summary"
+            " USING hnsw (centroid vector_l2_ops)"
         )
         await conn.commit()
         index_build_s = time.perf_counter() - started

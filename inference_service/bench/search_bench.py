@@ -43,7 +43,10 @@ def make_queries(
 
 def _percentiles(values: list[float]) -> dict[str, float]:
     arr = np.asarray(values) * 1000.0
-    return {"p50_ms": round(float(np.percentile(arr, 50)), 3), "p95_ms": round(float(np.percentile(arr, 95)), 3)}
+    return {
+        "p50_ms": round(float(np.percentile(arr, 50)), 3),
+        "p95_ms": round(float(np.percentile(arr, 95)), 3),
+    }
 
 
 def _rss_mb(pid: int | None = None) -> float:
@@ -66,11 +69,13 @@ async def run_search_bench(
     n_refs: int = 30,
     n_queries: int = 40,
     k: int = 10,
-    shape: Shape = Shape(),
-    options: TwoStageOptions = TwoStageOptions(),
+    shape: Shape | None = None,
+    options: TwoStageOptions | None = None,
     seed: int = 0,
     progress: Callable[[str, int, int], None] = lambda stage, done, total: None,
 ) -> dict[str, Any]:
+    shape = shape or Shape()
+    options = options or TwoStageOptions()
     catalog = SyntheticCatalog(n_loras, shape, seed)
     loaded_so_far = 0
 
@@ -168,6 +173,9 @@ def _report(
         "load_s": round(loaded.load_s, 2),
         "index_build_s": round(loaded.index_build_s, 2),
         "relation_sizes_mb": loaded.sizes_mb,
-        "rss_mb": {"bench_process_max": round(_rss_mb(), 1), "postgres_backend": round(_rss_mb(backend_pid), 1)},
+        "rss_mb": {
+            "bench_process_max": round(_rss_mb(), 1),
+            "postgres_backend": round(_rss_mb(backend_pid), 1),
+        },
         "cpus": os.cpu_count(),
     }

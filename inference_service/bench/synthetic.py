@@ -78,7 +78,9 @@ def summarise(refs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return centroids, dist.mean(axis=1), (dist**2).mean(axis=1)
 
 
-def calibration(shape: Shape = Shape(), n_loras: int = 100, n_refs: int = 30, seed: int = 1) -> dict[str, float]:
+def calibration(
+    shape: Shape = Shape(), n_loras: int = 100, n_refs: int = 30, seed: int = 1
+) -> dict[str, float]:
     """Statistics of the shape at `n_loras` (numpy, exact): mean radius, mean nearest-centroid
     distance, MRR of the query's own LoRA by d_avg, candidates needed to guarantee the exact
     top-10 (lower bound below the 10th d_avg), and top-10 overlap of d_avg and d_rms."""

@@ -18,8 +18,8 @@ from inference_service.scoring.two_stage import CandidateBatch, RankStats, rank_
 class TwoStageOptions:
     ef_search: int = 100  # HNSW candidate list; raised to the batch size when that is larger
     exact_below: int = 2000  # catalogs smaller than this scan every centroid exactly
-    first_batch: int = 64  # centroids asked first; each further ask is `growth` times larger
-    growth: int = 4
+    first_batch: int = 128  # centroids asked first; each further ask is `growth` times larger
+    growth: int = 2
     chunk: int = 256  # candidates scored exactly per round trip
 
 
@@ -59,7 +59,8 @@ class CentroidSource:
             ef_search=self.options.ef_search,
             exact_below=self.options.exact_below,
         )
-        self.exact_scan = found.exact_scan
+        if self.exact_scan is None:  # how the first (usually only) batch was answered
+            self.exact_scan = found.exact_scan
         exhausted = len(found.lora_ids) < self.limit
         frontier = math.inf if exhausted else float(found.distance[-1])
         self.limit *= self.options.growth

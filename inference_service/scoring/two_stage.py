@@ -116,7 +116,9 @@ async def rank_two_stage(
         batch = await sources[index].next_batch()
         stats.batches += 1
         frontiers[index] = batch.frontier
-        for i, lb, ub in zip(batch.lora_ids.tolist(), batch.lower.tolist(), batch.upper.tolist(), strict=True):
+        for i, lb, ub in zip(
+            batch.lora_ids.tolist(), batch.lower.tolist(), batch.upper.tolist(), strict=True
+        ):
             if i in seen:
                 continue
             seen.add(i)

@@ -1,0 +1,178 @@
+"""Dynamic batching: concurrent requests share one encoder run.
+
+Requests queue up; a single worker takes the oldest and waits at most `max_wait` for more,
+up to `max_batch` items (an item counts as many as its `size`), then runs the whole batch in a
+thread while the next one gathers. A request whose deadline passed, or whose caller went away,
+is dropped before it costs encoder time. The queue is bounded: past `max_queue` items a request
+is refused at once (RESOURCE_EXHAUSTED) rather than waiting behind work it cannot outlast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import numpy as np
+import structlog
+from PIL import Image
+
+from inference_service.errors import DeadlineExceeded, ResourceExhausted
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class _Pending(Generic[T, R]):
+    item: T
+    size: int
+    future: asyncio.Future[R]
+    deadline: float | None
+    enqueued: float
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    items: int = 0
+    expired: int = 0
+    cancelled: int = 0
+    rejected: int = 0
+    sizes: collections.Counter[int] = field(default_factory=collections.Counter)
+
+
+class DynamicBatcher(Generic[T, R]):
+    def __init__(
+        self,
+        run_batch: Callable[[list[T]], Sequence[R]],
+        *,
+        max_batch: int = 32,
+        max_wait: float = 0.005,
+        max_queue: int = 256,
+        size: Callable[[T], int] = lambda _: 1,
+    ) -> None:
+        if max_batch < 1 or max_queue < 1 or max_wait < 0:
+            raise ValueError("max_batch and max_queue must be >= 1 and max_wait >= 0")
+        self.run_batch, self.size = run_batch, size
+        self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait, max_queue
+        self.stats = BatchStats()
+        self._queue: collections.deque[_Pending[T, R]] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    async def submit(self, item: T, *, deadline: float | None = None) -> R:
+        """The result of `item` computed in some batch. `deadline` is in loop.time() seconds."""
+        if self._closed:
+            raise RuntimeError("the batcher is closed")
+        if len(self._queue) >= self.max_queue:
+            self.stats.rejected += 1
+            raise ResourceExhausted("the service is overloaded (encoder queue full); try again shortly")
+        loop = asyncio.get_running_loop()
+        if deadline is not None and deadline <= loop.time():
+            raise DeadlineExceeded("the request's deadline passed before it could be computed")
+        if self._worker is None:
+            self._worker = loop.create_task(self._run(), name="dynamic-batcher")
+        future: asyncio.Future[R] = loop.create_future()
+        self._queue.append(_Pending(item, max(1, self.size(item)), future, deadline, loop.time()))
+        self._wakeup.set()
+        return await future  # a cancelled caller cancels the future: the worker skips it
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        while self._queue:
+            pending = self._queue.popleft()
+            if not pending.future.done():
+                pending.future.set_exception(ResourceExhausted("the service is shutting down"))
+
+    async def _gather(self) -> list[_Pending[T, R]]:
+        """Wait for work, then for a full batch or the oldest item's max wait."""
+        loop = asyncio.get_running_loop()
+        while not self._queue:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        while sum(p.size for p in self._queue) < self.max_batch:
+            remaining = self._queue[0].enqueued + self.max_wait - loop.time()
+            if remaining <= 0:
+                break
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                break
+        batch: list[_Pending[T, R]] = []
+        total = 0
+        now = loop.time()
+        while self._queue and (not batch or total + self._queue[0].size <= self.max_batch):
+            pending = self._queue.popleft()
+            if pending.future.done():
+                self.stats.cancelled += 1
+            elif pending.deadline is not None and pending.deadline <= now:
+                self.stats.expired += 1
+                pending.future.set_exception(
+                    DeadlineExceeded("the request's deadline passed while it waited for the encoder")
+                )
+            else:
+                batch.append(pending)
+                total += pending.size
+        return batch
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._gather()
+            if not batch:
+                continue
+            self.stats.batches += 1
+            self.stats.items += len(batch)
+            self.stats.sizes[sum(p.size for p in batch)] += 1
+            try:
+                results = await asyncio.to_thread(self.run_batch, [p.item for p in batch])
+            except Exception as exc:  # every caller of the batch learns why
+                log.warning("batch_failed", size=len(batch), error=type(exc).__name__)
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                continue
+            for p, result in zip(batch, results, strict=True):
+                if not p.future.done():
+                    p.future.set_result(result)
+
+
+class EncoderBatcher:
+    """Batches style-encoder calls: each request's 1-4 images go through one shared run."""
+
+    def __init__(
+        self,
+        embed: Callable[[Sequence[Image.Image]], np.ndarray],
+        *,
+        max_batch: int = 32,
+        max_wait: float = 0.005,
+        max_queue: int = 256,
+    ) -> None:
+        self._embed = embed
+        self.batcher: DynamicBatcher[list[Image.Image], np.ndarray] = DynamicBatcher(
+            self._run, max_batch=max_batch, max_wait=max_wait, max_queue=max_queue, size=len
+        )
+
+    def _run(self, requests: list[list[Image.Image]]) -> list[np.ndarray]:
+        flat = [image for images in requests for image in images]
+        embeddings = self._embed(flat)
+        bounds = np.cumsum([0, *(len(images) for images in requests)])
+        return [embeddings[a:b] for a, b in itertools.pairwise(bounds.tolist())]
+
+    async def embed(self, images: Sequence[Image.Image], deadline: float | None = None) -> np.ndarray:
+        return await self.batcher.submit(list(images), deadline=deadline)
+
+    async def aclose(self) -> None:
+        await self.batcher.aclose()
