@@ -14,17 +14,20 @@ import collections
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import structlog
+import torch
 from PIL import Image
 
 from inference_service.errors import DeadlineExceeded, ResourceExhausted
+from inference_service.models.style_encoder import StyleEmbedder, to_tensor
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
+X = TypeVar("X")
 
 
 @dataclass
@@ -149,30 +152,61 @@ class DynamicBatcher(Generic[T, R]):
                     p.future.set_result(result)
 
 
-class EncoderBatcher:
-    """Batches style-encoder calls: each request's 1-4 images go through one shared run."""
+class EncoderBatcher(Generic[X]):
+    """Batches style-encoder calls: each request's 1-4 images go through one shared model run.
+
+    Preprocessing (decode-side resize to the encoder's input) runs per request in its own
+    thread before queueing, so it overlaps the model run of the batch ahead instead of
+    serialising behind the encoder.
+    """
 
     def __init__(
         self,
-        embed: Callable[[Sequence[Image.Image]], np.ndarray],
+        preprocess: Callable[[list[Image.Image]], X],
+        forward: Callable[[list[X]], np.ndarray],
+        count: Callable[[X], int],
         *,
         max_batch: int = 32,
         max_wait: float = 0.005,
         max_queue: int = 256,
     ) -> None:
-        self._embed = embed
-        self.batcher: DynamicBatcher[list[Image.Image], np.ndarray] = DynamicBatcher(
-            self._run, max_batch=max_batch, max_wait=max_wait, max_queue=max_queue, size=len
+        self._preprocess, self._forward, self._count = preprocess, forward, count
+        self.batcher: DynamicBatcher[X, np.ndarray] = DynamicBatcher(
+            self._run, max_batch=max_batch, max_wait=max_wait, max_queue=max_queue, size=count
         )
 
-    def _run(self, requests: list[list[Image.Image]]) -> list[np.ndarray]:
-        flat = [image for images in requests for image in images]
-        embeddings = self._embed(flat)
-        bounds = np.cumsum([0, *(len(images) for images in requests)])
+    @classmethod
+    def for_style_embedder(cls, embedder: StyleEmbedder, **limits: Any) -> EncoderBatcher[torch.Tensor]:
+        size = embedder.model.config.input_size
+
+        def forward(tensors: list[torch.Tensor]) -> np.ndarray:
+            with torch.inference_mode():
+                out = embedder.model(torch.cat(tensors).to(embedder.device))
+            result: np.ndarray = out.float().cpu().numpy().astype(np.float32)
+            return result
+
+        return EncoderBatcher(lambda images: to_tensor(images, size), forward, len, **limits)
+
+    @classmethod
+    def for_function(
+        cls, embed: Callable[[Sequence[Image.Image]], np.ndarray], **limits: Any
+    ) -> EncoderBatcher[list[Image.Image]]:
+        """Batch any embed(images) function; preprocessing stays inside it."""
+        return EncoderBatcher(
+            lambda images: images, lambda requests: embed([i for r in requests for i in r]), len, **limits
+        )
+
+    def _run(self, requests: list[X]) -> list[np.ndarray]:
+        embeddings = self._forward(requests)
+        bounds = np.cumsum([0, *(self._count(r) for r in requests)])
         return [embeddings[a:b] for a, b in itertools.pairwise(bounds.tolist())]
 
     async def embed(self, images: Sequence[Image.Image], deadline: float | None = None) -> np.ndarray:
-        return await self.batcher.submit(list(images), deadline=deadline)
+        if len(self.batcher) >= self.batcher.max_queue:  # refuse before spending preprocessing
+            self.batcher.stats.rejected += 1
+            raise ResourceExhausted("the service is overloaded (encoder queue full); try again shortly")
+        item = await asyncio.to_thread(self._preprocess, list(images))
+        return await self.batcher.submit(item, deadline=deadline)
 
     async def aclose(self) -> None:
         await self.batcher.aclose()

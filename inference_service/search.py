@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import structlog
@@ -77,9 +78,9 @@ class SearchEngine:
         self.blobs = blobs
         self.embedder = embedder
         self.settings = settings
-        self.batcher = (
-            EncoderBatcher(
-                embedder.embed,
+        self.batcher: EncoderBatcher[Any] | None = (
+            EncoderBatcher.for_style_embedder(
+                embedder,
                 max_batch=settings.batch_max_size,
                 max_wait=settings.batch_max_wait_ms / 1000.0,
                 max_queue=settings.batch_queue_max,

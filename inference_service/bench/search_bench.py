@@ -111,9 +111,10 @@ async def run_search_bench(
                 timed[path + "_s"] = time.perf_counter() - started
             rows.append((query, timed, stats))
             progress("query", j + 1, len(queries))
+        backend_rss = _rss_mb(backend_pid)
     finally:
         await repo.close()
-    return _report(n_loras, n_refs, k, shape, options, loaded, rows, backend_pid)
+    return _report(n_loras, n_refs, k, shape, options, loaded, rows, backend_rss)
 
 
 async def _exhaustive(repo: Repository, query: Query, k: int) -> list[tuple[int, float]]:
@@ -130,7 +131,7 @@ def _report(
     options: TwoStageOptions,
     loaded: Any,
     rows: list[tuple[Query, dict[str, Any], Any]],
-    backend_pid: int | None,
+    backend_rss: float,
 ) -> dict[str, Any]:
     recall, exact, candidates, scored = [], [], [], []
     for _, timed, stats in rows:
@@ -146,8 +147,15 @@ def _report(
     for kind in ("single", "multi", "filtered"):
         picked = [(t, s) for q, t, s in rows if q.kind == kind]
         if picked:
+            hits = [
+                len({i for i, _ in t["exhaustive"]} & {i for i, _ in t["two_stage"]})
+                / max(1, len(t["exhaustive"]))
+                for t, _ in picked
+            ]
             by_kind[kind] = {
                 "queries": len(picked),
+                f"recall_at_{k}": round(float(np.mean(hits)), 4),
+                "candidates_median": float(np.median([s.candidates for _, s in picked])),
                 "exhaustive": _percentiles([t["exhaustive_s"] for t, _ in picked]),
                 "two_stage": _percentiles([t["two_stage_s"] for t, _ in picked]),
             }
@@ -175,7 +183,7 @@ def _report(
         "relation_sizes_mb": loaded.sizes_mb,
         "rss_mb": {
             "bench_process_max": round(_rss_mb(), 1),
-            "postgres_backend": round(_rss_mb(backend_pid), 1),
+            "postgres_backend": round(backend_rss, 1),
         },
         "cpus": os.cpu_count(),
     }
