@@ -335,13 +335,15 @@ class Repository:
         ef_search: int = 100,
         exact_below: int = 2000,
         force_exact: bool = False,
+        walk_from: np.ndarray | None = None,
     ) -> CentroidCandidates:
-        """The `limit` searchable LoRAs whose centroids are nearest mean(queries). The HNSW index
+        """The `limit` searchable LoRAs whose centroids are nearest `walk_from` (default
+        mean(queries)); bounds are over every query image. The HNSW index
         answers (iterative scan, so filters never starve the result) unless the catalog has
         fewer than `exact_below` LoRAs or `force_exact`; then an exact scan does. Runs inside
         the caller's transaction: the planner settings are transaction-local."""
         stack = np.stack([np.asarray(q, dtype=np.float32) for q in queries])
-        mean = stack.mean(axis=0)
+        mean = stack.mean(axis=0) if walk_from is None else np.asarray(walk_from, dtype=np.float32)
         cur = await conn.execute(
             """
             SELECT set_config('hnsw.ef_search', %(ef)s, true),
@@ -387,6 +389,7 @@ class Repository:
                 ef_search=ef_search,
                 exact_below=exact_below,
                 force_exact=True,
+                walk_from=walk_from,
             )
         table = np.array([(r[0], r[1], r[2], r[3]) for r in rows], dtype=np.float64).reshape(-1, 4)
         return CentroidCandidates(

@@ -30,9 +30,10 @@ class Filters:
 
 
 class CentroidSource:
-    """Candidates by increasing ‖mean(q) − c_m‖ from the centroid index. The per-candidate lower
-    bound is mean_i ‖q_i − c_m‖ (≥ the scan key by convexity) and the upper bound the smaller
-    of the triangle and d_rms bounds; the frontier is the last scan key."""
+    """Candidates by increasing centroid distance from the centroid index, one walk per query
+    image. The per-candidate lower bound is mean_i ‖q_i − c_m‖ (Jensen) and the upper bound
+    mean_i min(‖q_i − c_m‖ + r_m, sqrt(‖q_i − c_m‖² + v_m)). A LoRA no walk has reached yet is
+    at least f_i from q_i in walk i, so mean_i f_i bounds everything unseen: the frontier."""
 
     name = "centroid"
 
@@ -50,21 +51,33 @@ class CentroidSource:
         self.exact_scan: bool | None = None
 
     async def next_batch(self) -> CandidateBatch:
-        found = await self.repo.nearest_centroids(
-            self.conn,
-            self.queries,
-            limit=self.limit,
-            base_model=self.filters.base_model,
-            allow_nsfw=self.filters.allow_nsfw,
-            ef_search=self.options.ef_search,
-            exact_below=self.options.exact_below,
-        )
-        if self.exact_scan is None:  # how the first (usually only) batch was answered
-            self.exact_scan = found.exact_scan
-        exhausted = len(found.lora_ids) < self.limit
-        frontier = math.inf if exhausted else float(found.distance[-1])
+        parts = []
+        frontier = 0.0
+        for query in self.queries:
+            found = await self.repo.nearest_centroids(
+                self.conn,
+                self.queries,
+                limit=self.limit,
+                base_model=self.filters.base_model,
+                allow_nsfw=self.filters.allow_nsfw,
+                ef_search=self.options.ef_search,
+                exact_below=self.options.exact_below,
+                walk_from=query,
+            )
+            if self.exact_scan is None:  # how the first (usually only) batch was answered
+                self.exact_scan = found.exact_scan
+            parts.append(found)
+            if len(found.lora_ids) < self.limit:  # this walk saw every LoRA: nothing is unseen
+                frontier = math.inf
+                break
+            frontier += float(found.distance[-1]) / len(self.queries)
         self.limit *= self.options.growth
-        return CandidateBatch(found.lora_ids, found.lower, found.upper, frontier)
+        return CandidateBatch(
+            np.concatenate([p.lora_ids for p in parts]),
+            np.concatenate([p.lower for p in parts]),
+            np.concatenate([p.upper for p in parts]),
+            frontier,
+        )
 
 
 async def rank_d_avg(

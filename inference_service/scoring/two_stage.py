@@ -1,6 +1,6 @@
 """Two-stage exact top-k over candidate sources with lower/upper bounds (DESIGN.md 5).
 
-A source yields candidates in batches of non-decreasing lower bound together with a frontier,
+A source yields candidates in batches, each with lower and upper bounds, and a frontier,
 a lower bound on the score of everything it has not yet yielded. The ranker scores exactly
 only candidates whose lower bound is below the current k-th best score (itself bounded from
 above by the k-th smallest upper bound before anything is scored), and stops once every
@@ -32,7 +32,7 @@ class CandidateSource(Protocol):
     name: str
 
     async def next_batch(self) -> CandidateBatch:
-        """The next candidates; a batch with frontier inf is the last."""
+        """The next candidates (any order, repeats allowed); a batch with frontier inf is the last."""
         ...
 
 
