@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     max_top_k: int = 50
     stored_ranking_size: int = Field(100, description="How many results a search keeps for paging.")
     search_ttl_hours: float = 24.0
-    search_ef_search: int = Field(200, description="HNSW ef_search of the centroid walk (two-stage search).")
+    search_ef_search: int = Field(400, description="HNSW ef_search of the centroid walk (two-stage search).")
     search_exact_below: int = Field(
         2000, description="Catalogs with fewer LoRAs scan every centroid exactly instead of the HNSW index."
     )
