@@ -52,8 +52,13 @@ async def load_catalog(
                     await copy.write_row((f"syn-{i:07d}", f"Synthetic {i}", base[i], bool(nsfw[i]), status))
             await cur.execute("SELECT id FROM loras WHERE slug LIKE 'syn-%%' ORDER BY slug")
             ids = np.array([r[0] for r in await cur.fetchall()], dtype=np.int64)
-            # Building the index once after the load is far faster than maintaining it row by row.
-            await cur.execute("DROP INDEX IF EXISTS lora_style_summary_centroid")
+            # Building the index once after the load is far faster than maintaining it row by row;
+            # it is rebuilt exactly as the migrations define it.
+            await cur.execute("SELECT pg_get_indexdef('lora_style_summary_centroid'::regclass)")
+            found = await cur.fetchone()
+            assert found is not None
+            index_sql = str(found[0])
+            await cur.execute("DROP INDEX lora_style_summary_centroid")
             for start, refs in catalog.iter_references(n_refs):
                 await _copy_chunk(cur, ids[start : start + len(refs)], sample_ids, refs)
                 progress(len(refs))
@@ -61,10 +66,7 @@ async def load_catalog(
         load_s = time.perf_counter() - started
         started = time.perf_counter()
         await conn.execute("SET maintenance_work_mem = '1GB'")
-        await conn.execute(
-            "CREATE INDEX lora_style_summary_centroid ON lora_style_summary"
-            " USING hnsw (centroid vector_l2_ops)"
-        )
+        await conn.execute(index_sql.encode())
         await conn.commit()
         index_build_s = time.perf_counter() - started
         await conn.execute("ANALYZE loras, reference_images, lora_style_summary")
