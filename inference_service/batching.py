@@ -2,7 +2,9 @@
 
 Requests queue up; a single worker takes the oldest and waits at most `max_wait` for more,
 up to `max_batch` items (an item counts as many as its `size`), then runs the whole batch in a
-thread while the next one gathers. A request whose deadline passed, or whose caller went away,
+thread while the next one gathers. With `wait_only_when_announced` it waits only while other
+callers have announced an item on its way (still preprocessing): a lone request is never held
+back. A request whose deadline passed, or whose caller went away,
 is dropped before it costs encoder time. The queue is bounded: past `max_queue` items a request
 is refused at once (RESOURCE_EXHAUSTED) rather than waiting behind work it cannot outlast.
 """
@@ -11,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -58,6 +61,7 @@ class DynamicBatcher(Generic[T, R]):
         max_wait: float = 0.005,
         max_queue: int = 256,
         size: Callable[[T], int] = lambda _: 1,
+        wait_only_when_announced: bool = False,
     ) -> None:
         if max_batch < 1 or max_queue < 1 or max_wait < 0:
             raise ValueError("max_batch and max_queue must be >= 1 and max_wait >= 0")
@@ -68,6 +72,18 @@ class DynamicBatcher(Generic[T, R]):
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
+        self.incoming = 0  # callers preparing an item (announced): worth waiting for
+        self.wait_only_when_announced = wait_only_when_announced
+
+    @contextlib.contextmanager
+    def announce(self) -> Iterator[None]:
+        """Mark a caller that will submit soon (while it preprocesses), so a batch waits for it;
+        with nobody announced a batch leaves at once instead of idling for max_wait."""
+        self.incoming += 1
+        try:
+            yield
+        finally:
+            self.incoming -= 1
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -105,7 +121,9 @@ class DynamicBatcher(Generic[T, R]):
         while not self._queue:
             self._wakeup.clear()
             await self._wakeup.wait()
-        while sum(p.size for p in self._queue) < self.max_batch:
+        while sum(p.size for p in self._queue) < self.max_batch and (
+            self.incoming > 0 or not self.wait_only_when_announced
+        ):
             remaining = self._queue[0].enqueued + self.max_wait - loop.time()
             if remaining <= 0:
                 break
@@ -172,7 +190,12 @@ class EncoderBatcher(Generic[X]):
     ) -> None:
         self._preprocess, self._forward, self._count = preprocess, forward, count
         self.batcher: DynamicBatcher[X, np.ndarray] = DynamicBatcher(
-            self._run, max_batch=max_batch, max_wait=max_wait, max_queue=max_queue, size=count
+            self._run,
+            max_batch=max_batch,
+            max_wait=max_wait,
+            max_queue=max_queue,
+            size=count,
+            wait_only_when_announced=True,
         )
 
     @classmethod
@@ -205,7 +228,8 @@ class EncoderBatcher(Generic[X]):
         if len(self.batcher) >= self.batcher.max_queue:  # refuse before spending preprocessing
             self.batcher.stats.rejected += 1
             raise ResourceExhausted("the service is overloaded (encoder queue full); try again shortly")
-        item = await asyncio.to_thread(self._preprocess, list(images))
+        with self.batcher.announce():
+            item = await asyncio.to_thread(self._preprocess, list(images))
         return await self.batcher.submit(item, deadline=deadline)
 
     async def aclose(self) -> None:

@@ -125,3 +125,22 @@ async def test_encoder_batcher_matches_unbatched_embeddings() -> None:
         for g, e in zip(got, expected, strict=True):
             assert g.shape == e.shape
             assert np.allclose(g, e, atol=1e-5)
+
+
+async def test_announced_callers_are_waited_for_and_a_lone_one_is_not() -> None:
+    run = Recorder()
+    batcher = DynamicBatcher(run, max_batch=8, max_wait=30.0, wait_only_when_announced=True)
+    try:
+        # Nobody announced: leaves at once although max_wait is long.
+        assert await asyncio.wait_for(batcher.submit(1), 10) == 10
+
+        async def late(i: int) -> int:
+            with batcher.announce():
+                await asyncio.sleep(0.05)  # still preparing its item
+            return await batcher.submit(i)
+
+        results = await asyncio.wait_for(asyncio.gather(batcher.submit(2), late(3)), 10)
+    finally:
+        await batcher.aclose()
+    assert results == [20, 30]
+    assert run.batches == [[1], [2, 3]]
