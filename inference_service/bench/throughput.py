@@ -21,7 +21,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from inference_service.batching import EncoderBatcher
-from inference_service.models.style_encoder import StyleEmbedder, resolve_encoder
+from inference_service.models.style_encoder import StyleEmbedder, resolve_encoder, to_tensor
 
 
 def query_images(n: int, px: int, seed: int = 0) -> list[Image.Image]:
@@ -67,6 +67,28 @@ async def _drive(
         "latency_p50_ms": round(float(np.percentile(ms, 50)), 2),
         "latency_p95_ms": round(float(np.percentile(ms, 95)), 2),
     }
+
+
+def _per_image_cost(embedder: StyleEmbedder, images: list[Image.Image], max_batch: int) -> dict[str, Any]:
+    """Preprocessing and model time per image at a few batch sizes: how much batching can gain."""
+    size = embedder.model.config.input_size
+    out: dict[str, Any] = {}
+    for batch in sorted({1, 8, max_batch}):
+        chunk = images[:batch]
+        prep, model = [], []
+        for _ in range(3):
+            started = time.perf_counter()
+            tensor = to_tensor(chunk, size)
+            prep.append(time.perf_counter() - started)
+            with torch.inference_mode():
+                started = time.perf_counter()
+                embedder.model(tensor)
+                model.append(time.perf_counter() - started)
+        out[str(batch)] = {
+            "preprocess_ms": round(1000 * float(np.median(prep)) / batch, 2),
+            "model_ms": round(1000 * float(np.median(model)) / batch, 2),
+        }
+    return out
 
 
 async def run_throughput_bench(
@@ -119,6 +141,7 @@ async def run_throughput_bench(
         rows.append(row)
     return {
         "bench": "throughput",
+        "encoder_ms_per_image_by_batch": _per_image_cost(embedder, images, max_batch),
         "encoder": label,
         "image_px": image_px,
         "encoder_input_px": model.config.input_size,
