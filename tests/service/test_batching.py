@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from inference_service.batching import DynamicBatcher, EncoderBatcher
-from inference_service.bench.throughput import query_images
+from inference_service.bench.throughput import query_images, run_throughput_bench
 from inference_service.errors import DeadlineExceeded, ResourceExhausted
 from inference_service.models.style_encoder import StyleEmbedder, untrained_encoder
 
@@ -144,3 +144,13 @@ async def test_announced_callers_are_waited_for_and_a_lone_one_is_not() -> None:
         await batcher.aclose()
     assert results == [20, 30]
     assert run.batches == [[1], [2, 3]]
+
+
+async def test_bench_throughput_small() -> None:
+    result = await run_throughput_bench(levels=[1, 4], seconds=0.3, image_px=64, max_batch=4)
+    assert [row["concurrency"] for row in result["levels"]] == [1, 4]
+    for row in result["levels"]:
+        for mode in ("unbatched", "batched", "batched_in_embed"):
+            assert row[mode]["images"] > 0
+        assert row["batched"]["mean_batch_images"] <= 4
+    assert set(result["encoder_ms_per_image_by_batch"]) == {"1", "4", "8"}
