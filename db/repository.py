@@ -126,6 +126,18 @@ class FeedbackVote:
 
 
 @dataclass(frozen=True)
+class CentroidCandidates:
+    """LoRAs in increasing distance of their centroid to the mean query embedding, with the
+    per-image bounds on d_avg of DESIGN.md 5 (averaged over the query images)."""
+
+    lora_ids: np.ndarray  # int64
+    distance: np.ndarray  # |mean(q) - c|: the scan order, a lower bound of `lower`
+    lower: np.ndarray  # mean_i |q_i - c|  <= d_avg (Jensen)
+    upper: np.ndarray  # mean_i min(|q_i - c| + r, sqrt(|q_i - c|^2 + v))  >= d_avg
+    exact_scan: bool  # False: the HNSW index answered (approximate order)
+
+
+@dataclass(frozen=True)
 class StoredSearch:
     id: uuid.UUID
     query_embedding: np.ndarray
@@ -197,6 +209,12 @@ class Repository:
 
     async def close(self) -> None:
         await self.pool.close()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """One pooled connection for several queries (a search's round trips share it)."""
+        async with self.pool.connection() as conn:
+            yield conn
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection[Any]]:
@@ -342,6 +360,13 @@ class Repository:
             row = await cur.fetchone()
             return int(row[0]) if row else 0
 
+    async def has_searchable(self) -> bool:
+        """Whether any active LoRA has a style summary: a constant-time check for every search."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT EXISTS (SELECT 1 FROM lora_style_summary WHERE searchable)")
+            row = await cur.fetchone()
+            return bool(row and row[0])
+
     async def all_references(self) -> list[tuple[int, str, str]]:
         """(lora_id, sample_id, blob_key) of every reference, for re-embedding."""
         async with self.pool.connection() as conn:
@@ -479,6 +504,97 @@ class Repository:
                 },
             )
             return [(int(r[0]), float(r[1])) for r in await cur.fetchall()]
+
+    async def nearest_centroids(
+        self,
+        conn: AsyncConnection[Any],
+        queries: Sequence[np.ndarray],
+        *,
+        limit: int,
+        base_model: str = "",
+        allow_nsfw: bool = False,
+        ef_search: int = 100,
+        exact_below: int = 2000,
+        force_exact: bool = False,
+        walk_from: np.ndarray | None = None,
+    ) -> CentroidCandidates:
+        """The `limit` searchable LoRAs whose centroids are nearest `walk_from` (default
+        mean(queries)); bounds are over every query image. The HNSW index
+        answers (iterative scan, so filters never starve the result) unless the catalog has
+        fewer than `exact_below` LoRAs or `force_exact`; then an exact scan does. Runs inside
+        the caller's transaction: the planner settings are transaction-local."""
+        stack = np.stack([np.asarray(q, dtype=np.float32) for q in queries])
+        mean = stack.mean(axis=0) if walk_from is None else np.asarray(walk_from, dtype=np.float32)
+        cur = await conn.execute(
+            """
+            SELECT set_config('hnsw.ef_search', %(ef)s, true),
+                   set_config('hnsw.iterative_scan', 'strict_order', true),
+                   set_config('enable_indexscan',
+                              CASE WHEN NOT %(force)s AND c.reltuples >= %(below)s THEN 'on' ELSE 'off' END,
+                              true)
+            FROM pg_class c WHERE c.oid = 'lora_style_summary'::regclass
+            """,
+            {"ef": str(max(ef_search, min(limit, 1000))), "below": exact_below, "force": force_exact},
+        )
+        setting = await cur.fetchone()
+        exact_scan = setting is None or setting[2] == "off"
+        cur = await conn.execute(
+            """
+            SELECT c.lora_id, c.d, b.lb, b.ub FROM (
+                SELECT lora_id, centroid, mean_radius, mean_sq_radius, centroid <-> %(mean)s AS d
+                FROM lora_style_summary
+                WHERE searchable AND (%(base)s = '' OR base_model = %(base)s) AND (%(nsfw)s OR NOT nsfw)
+                ORDER BY centroid <-> %(mean)s
+                LIMIT %(limit)s
+            ) c CROSS JOIN LATERAL (
+                SELECT avg(c.centroid <-> q.v) AS lb,
+                       avg(least(
+                           (c.centroid <-> q.v) + c.mean_radius,
+                           sqrt((c.centroid <-> q.v) ^ 2 + c.mean_sq_radius))) AS ub
+                FROM unnest(%(q)s::vector[]) AS q(v)
+            ) b
+            ORDER BY c.d, c.lora_id
+            """,
+            {"mean": mean, "q": list(stack), "base": base_model, "nsfw": allow_nsfw, "limit": limit},
+        )
+        rows = await cur.fetchall()
+        # The HNSW scan stops after hnsw.max_scan_tuples: a short answer from the index does not
+        # prove the catalog is exhausted (a selective filter), so ask the exact scan.
+        if not exact_scan and len(rows) < limit:
+            return await self.nearest_centroids(
+                conn,
+                queries,
+                limit=limit,
+                base_model=base_model,
+                allow_nsfw=allow_nsfw,
+                ef_search=ef_search,
+                exact_below=exact_below,
+                force_exact=True,
+                walk_from=walk_from,
+            )
+        table = np.array([(r[0], r[1], r[2], r[3]) for r in rows], dtype=np.float64).reshape(-1, 4)
+        return CentroidCandidates(
+            lora_ids=table[:, 0].astype(np.int64),
+            distance=table[:, 1],
+            lower=table[:, 2],
+            upper=table[:, 3],
+            exact_scan=exact_scan,
+        )
+
+    async def d_avg_of(
+        self, conn: AsyncConnection[Any], queries: Sequence[np.ndarray], lora_ids: Sequence[int]
+    ) -> dict[int, float]:
+        """Exact d_avg (mean over the query images) of the given LoRAs, as rank_exhaustive."""
+        cur = await conn.execute(
+            """
+            SELECT r.lora_id, avg(r.embedding <-> q.v)
+            FROM reference_images r CROSS JOIN unnest(%(q)s::vector[]) AS q(v)
+            WHERE r.lora_id = ANY(%(ids)s) AND r.kept
+            GROUP BY r.lora_id
+            """,
+            {"q": [np.asarray(q, dtype=np.float32) for q in queries], "ids": [int(i) for i in lora_ids]},
+        )
+        return {int(r[0]): float(r[1]) for r in await cur.fetchall()}
 
     async def nearest_references(
         self, query: np.ndarray, lora_ids: Sequence[int], per_lora: int

@@ -32,6 +32,16 @@ class Settings(BaseSettings):
     max_top_k: int = 50
     stored_ranking_size: int = Field(100, description="How many results a search keeps for paging.")
     search_ttl_hours: float = 24.0
+    search_ef_search: int = Field(400, description="HNSW ef_search of the centroid walk (two-stage search).")
+    search_exact_below: int = Field(
+        2000, description="Catalogs with fewer LoRAs scan every centroid exactly instead of the HNSW index."
+    )
+    dynamic_batching: bool = Field(True, description="Group concurrent requests into one encoder run.")
+    batch_max_size: int = Field(32, description="Most images per encoder run.")
+    batch_max_wait_ms: float = Field(5.0, description="Longest a request waits for others to join its batch.")
+    batch_queue_max: int = Field(
+        256, description="Queued requests beyond this are refused (RESOURCE_EXHAUSTED)."
+    )
     transfers_per_match: int = 3
     thumbnail_px: int = 256
 

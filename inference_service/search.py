@@ -10,20 +10,24 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import structlog
 from PIL import Image
 
 from db.repository import ENCODER_KEY, LoraRow, Repository
+from inference_service.batching import EncoderBatcher
 from inference_service.blobs import BlobStore
 from inference_service.config import Settings
 from inference_service.errors import CATALOG_EMPTY, FailedPrecondition, InvalidArgument, NotFound
 from inference_service.models.style_encoder import StyleEmbedder
 from inference_service.prompting import suggest_prompt
+from inference_service.scoring.d_avg import Filters, TwoStageOptions, rank_d_avg
 from inference_service.scoring.fusion import Normalisation, fuse
 
 if TYPE_CHECKING:
     from inference_service.gmi import GmiBranch
 
 MAX_QUERY_IMAGES = 4
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,8 @@ class SearchQuery:
     allow_nsfw: bool = False
     prompt: str | None = None
     requested_by: str = ""
+    exact: bool = False  # exhaustive reference ranking instead of the two-stage search
+    deadline: float | None = None  # event-loop time after which the caller no longer waits
 
 
 def _float_or_nan(value: Any) -> float:
@@ -83,6 +89,49 @@ class SearchEngine:
         self.embedder = embedder
         self.settings = settings
         self.gmi = gmi
+        self.batcher: EncoderBatcher[Any] | None = (
+            EncoderBatcher.for_style_embedder(
+                embedder,
+                max_batch=settings.batch_max_size,
+                max_wait=settings.batch_max_wait_ms / 1000.0,
+                max_queue=settings.batch_queue_max,
+            )
+            if settings.dynamic_batching
+            else None
+        )
+        self.options = TwoStageOptions(
+            ef_search=settings.search_ef_search, exact_below=settings.search_exact_below
+        )
+
+    async def aclose(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.aclose()
+
+    async def embed(self, images: Sequence[Image.Image], deadline: float | None = None) -> np.ndarray:
+        """Style embeddings of the images, batched with concurrent requests when configured."""
+        if self.batcher is not None:
+            return await self.batcher.embed(images, deadline)
+        return await asyncio.to_thread(self.embedder.embed, list(images))
+
+    async def rank(
+        self, embeddings: np.ndarray, limit: int, filters: Filters, exact: bool
+    ) -> list[tuple[int, float]]:
+        queries = list(embeddings)
+        if exact:
+            return await self.repo.rank_exhaustive(
+                queries, limit=limit, base_model=filters.base_model, allow_nsfw=filters.allow_nsfw
+            )
+        ranking, stats = await rank_d_avg(
+            self.repo, queries, limit=limit, filters=filters, options=self.options
+        )
+        log.debug(
+            "two_stage_search",
+            candidates=stats.candidates,
+            scored=stats.scored,
+            round_trips=stats.batches + stats.score_calls,
+            exact_scan=stats.details.get("exact_scan"),
+        )
+        return ranking
 
     def _top_k(self, requested: int) -> int:
         if requested < 0 or requested > self.settings.max_top_k:
@@ -90,7 +139,7 @@ class SearchEngine:
         return requested or self.settings.default_top_k
 
     async def _check_catalog(self) -> None:
-        if await self.repo.count_searchable() == 0:
+        if not await self.repo.has_searchable():
             raise FailedPrecondition(CATALOG_EMPTY)
         stored = await self.repo.get_meta(ENCODER_KEY)
         if stored is not None and stored != self.embedder.label:
@@ -104,11 +153,14 @@ class SearchEngine:
             raise InvalidArgument(f"send 1 to {MAX_QUERY_IMAGES} images of one style")
         top_k = self._top_k(query.top_k)
         await self._check_catalog()
-        embeddings = await asyncio.to_thread(self.embedder.embed, list(query.images))
+        embeddings = await self.embed(query.images, query.deadline)
         limit = max(self.settings.stored_ranking_size, top_k)
         if self.gmi is None:
-            ranking = await self.repo.rank_exhaustive(
-                list(embeddings), limit=limit, base_model=query.base_model, allow_nsfw=query.allow_nsfw
+            ranking = await self.rank(
+                embeddings,
+                limit,
+                Filters(base_model=query.base_model, allow_nsfw=query.allow_nsfw),
+                query.exact,
             )
             pseudo_prompt = (query.prompt or "").strip()
             stored: list[dict[str, Any]] = [
@@ -121,7 +173,7 @@ class SearchEngine:
             query=centre,
             pseudo_prompt=pseudo_prompt,
             ranking=stored,
-            filters={"base_model": query.base_model, "allow_nsfw": query.allow_nsfw},
+            filters={"base_model": query.base_model, "allow_nsfw": query.allow_nsfw, "exact": query.exact},
             requested_by=query.requested_by,
             ttl_hours=self.settings.search_ttl_hours,
         )

@@ -29,10 +29,13 @@ class RunningService:
     port: int
     runtime: Runtime
     health: health.aio.HealthServicer
+    engine: SearchEngine | None = None
 
     async def stop(self, grace: float) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self.engine is not None:
+            await self.engine.aclose()
         await self.runtime.close()
 
 
@@ -70,8 +73,16 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("service_started", port=port, encoder=runtime.embedder.label, device=settings.device)
-    return RunningService(server, port, runtime, health_servicer)
+    log.info(
+        "service_started",
+        port=port,
+        encoder=runtime.embedder.label,
+        device=settings.device,
+        dynamic_batching=settings.dynamic_batching,
+        batch_max_size=settings.batch_max_size,
+        batch_max_wait_ms=settings.batch_max_wait_ms,
+    )
+    return RunningService(server, port, runtime, health_servicer, engine)
 
 
 async def serve(settings: Settings, listen: str | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 import uuid
@@ -195,6 +196,8 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
     @rpc
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         images = [self._decode(image, i) for i, image in enumerate(request.images)]
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
         page = await self.engine.search(
             SearchQuery(
                 images=images,
@@ -203,6 +206,8 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
                 allow_nsfw=request.allow_nsfw,
                 prompt=request.prompt if request.HasField("prompt") else None,
                 requested_by=request.requested_by,
+                exact=request.exact,
+                deadline=deadline,
             )
         )
         return page_to_proto(page)

@@ -127,6 +127,7 @@ class FindLoraClient:
         allow_nsfw: bool = False,
         prompt: str | None = None,
         requested_by: str = "",
+        exact: bool = False,
         timeout: float | None = None,
     ) -> pb.SearchResponse:
         request = pb.SearchRequest(
@@ -135,6 +136,7 @@ class FindLoraClient:
             base_model=base_model,
             allow_nsfw=allow_nsfw,
             requested_by=requested_by,
+            exact=exact,
         )
         if prompt is not None:
             request.prompt = prompt

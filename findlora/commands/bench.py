@@ -126,4 +126,7 @@ def zoo_cmd(
 
 
 def register(app: typer.Typer) -> None:
+    from findlora.commands.bench_search import register_bench
+
+    register_bench(bench_app)
     app.add_typer(bench_app, name="bench")

@@ -83,6 +83,7 @@ async def _search(
     address: str,
     transfers_dir: Path | None,
     nsfw: bool,
+    exact: bool = False,
 ) -> None:
     from bot.core.client import FindLoraClient, QueryImage
 
@@ -94,7 +95,7 @@ async def _search(
             fail(f"cannot read {path}: {exc.strerror or exc}")
     async with FindLoraClient(address) as client:
         response = await client.search(
-            queries, top_k=top_k, base_model=base_model, prompt=prompt, allow_nsfw=nsfw
+            queries, top_k=top_k, base_model=base_model, prompt=prompt, allow_nsfw=nsfw, exact=exact
         )
     paths = save_transfers(response, transfers_dir) if transfers_dir else None
     if as_json:
@@ -118,12 +119,25 @@ def search(
         None, "--transfers-dir", help="Save sample-transfer thumbnails."
     ),
     nsfw: bool = typer.Option(False, "--nsfw", help="Include NSFW LoRAs."),
+    exact: bool = typer.Option(
+        False, "--exact", help="Exhaustive d_avg over every reference (the reference ranking; slow)."
+    ),
 ) -> None:
     """Rank LoRAs by how well they reproduce the style of the image(s)."""
     if not 1 <= len(images) <= 4:
         fail("give 1 to 4 images")
     run(
-        _search(images, top_k, base_model, prompt, as_json, service or service_address(), transfers_dir, nsfw)
+        _search(
+            images,
+            top_k,
+            base_model,
+            prompt,
+            as_json,
+            service or service_address(),
+            transfers_dir,
+            nsfw,
+            exact,
+        )
     )
 
 

@@ -1,0 +1,113 @@
+"""`findlora bench search|throughput`: search at catalog scale and the batched encoder path
+(added to the `bench` group by findlora/commands/bench.py)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from findlora.console import console, run
+
+
+def _emit(result: dict[str, Any], json_file: Path | None) -> None:
+    text = json.dumps(result, indent=2)
+    if json_file is None:
+        print(text)
+    else:
+        json_file.parent.mkdir(parents=True, exist_ok=True)
+        json_file.write_text(text + "\n")
+        console.print(f"wrote {json_file}")
+
+
+async def _search(
+    n_loras: int, n_refs: int, n_queries: int, k: int, ef_search: int, exact_below: int, seed: int, keep: bool
+) -> dict[str, Any]:
+    import psycopg
+    from rich.progress import Progress
+
+    from db.embedded import database_url
+    from db.migrate import migrate
+    from inference_service.bench.search_bench import run_search_bench
+    from inference_service.config import Settings
+    from inference_service.scoring.d_avg import TwoStageOptions
+
+    settings = Settings()
+    server = database_url(settings.database_url, settings.pg_dir)
+    name = f"bench_search_{n_loras}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = psycopg.conninfo.make_conninfo(server, dbname=name)
+    try:
+        migrate(url)
+        with Progress(console=console, transient=True) as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=total)
+                bar.update(tasks[stage], completed=done)
+
+            return await run_search_bench(
+                url,
+                n_loras=n_loras,
+                n_refs=n_refs,
+                n_queries=n_queries,
+                k=k,
+                options=TwoStageOptions(ef_search=ef_search, exact_below=exact_below),
+                seed=seed,
+                progress=progress,
+            )
+    finally:
+        if not keep:
+            with psycopg.connect(server, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def search_cmd(
+    loras: int = typer.Option(1000, "--loras", min=10, help="Synthetic catalog size."),
+    refs: int = typer.Option(30, "--refs", min=2, help="References per LoRA (|S|)."),
+    queries: int = typer.Option(40, "--queries", min=4, help="Queries, each timed on both paths."),
+    top_k: int = typer.Option(10, "--top-k", min=1, help="k of the ranking and of recall@k."),
+    ef_search: int = typer.Option(400, "--ef-search", min=10, help="HNSW ef_search."),
+    exact_below: int = typer.Option(2000, "--exact-below", help="Exact centroid scan below this size."),
+    seed: int = typer.Option(0, "--seed"),
+    keep: bool = typer.Option(False, "--keep", help="Keep the benchmark database."),
+    json_file: Path | None = typer.Option(None, "--json", help="Write the JSON here, not to stdout."),
+) -> None:
+    """Exhaustive d_avg vs two-stage search on a synthetic catalog: latency, recall, index build."""
+    _emit(run(_search(loras, refs, queries, top_k, ef_search, exact_below, seed, keep)), json_file)
+
+
+def throughput_cmd(
+    seconds: float = typer.Option(6.0, "--seconds", min=0.5, help="Measured time per configuration."),
+    concurrency: str = typer.Option("1,8,32", "--concurrency", help="Concurrent callers, comma-separated."),
+    image_px: int = typer.Option(512, "--image-px", help="Side of the square query images."),
+    max_batch: int = typer.Option(32, "--max-batch"),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms"),
+    threads: int = typer.Option(0, "--threads", help="torch threads; 0 keeps torch's default."),
+    json_file: Path | None = typer.Option(None, "--json", help="Write the JSON here, not to stdout."),
+) -> None:
+    """Images/s of the encoder path at each concurrency, with and without dynamic batching."""
+    from inference_service.bench.throughput import run_throughput_bench
+
+    levels = [int(c) for c in concurrency.split(",") if c.strip()]
+    result = run(
+        run_throughput_bench(
+            levels=levels,
+            seconds=seconds,
+            image_px=image_px,
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
+            threads=threads,
+        )
+    )
+    _emit(result, json_file)
+
+
+def register_bench(bench_app: typer.Typer) -> None:
+    bench_app.command("search")(search_cmd)
+    bench_app.command("throughput")(throughput_cmd)

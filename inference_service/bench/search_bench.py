@@ -1,0 +1,189 @@
+"""`bench search`: exhaustive d_avg vs two-stage search on one synthetic catalog, same run."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from db.repository import Repository
+from inference_service.bench.load import load_catalog
+from inference_service.bench.synthetic import Shape, SyntheticCatalog, calibration
+from inference_service.scoring.d_avg import Filters, TwoStageOptions, rank_d_avg
+
+
+@dataclass(frozen=True)
+class Query:
+    embeddings: list[np.ndarray]
+    filters: Filters
+    kind: str  # single | multi | filtered
+
+
+def make_queries(
+    catalog: SyntheticCatalog, base: list[str], active: np.ndarray, n: int, seed: int
+) -> list[Query]:
+    """Half single-image queries, a quarter with 2-4 images of one style, a quarter filtered to
+    the owner's base model without NSFW."""
+    rng = np.random.default_rng(seed + 11)
+    owners = rng.choice(np.flatnonzero(active), size=n, replace=n > int(active.sum()))
+    queries = []
+    for j, owner in enumerate(owners.tolist()):
+        kind = ("single", "single", "multi", "filtered")[j % 4]
+        images = int(rng.integers(2, 5)) if kind == "multi" else 1
+        emb = catalog.queries(np.full(images, owner), rng)
+        filters = Filters(base_model=base[owner]) if kind == "filtered" else Filters(allow_nsfw=True)
+        queries.append(Query(list(emb), filters, kind))
+    return queries
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    arr = np.asarray(values) * 1000.0
+    return {
+        "p50_ms": round(float(np.percentile(arr, 50)), 3),
+        "p95_ms": round(float(np.percentile(arr, 95)), 3),
+    }
+
+
+def _rss_mb(pid: int | None = None) -> float:
+    if pid is None:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+async def run_search_bench(
+    url: str,
+    *,
+    n_loras: int,
+    n_refs: int = 30,
+    n_queries: int = 40,
+    k: int = 10,
+    shape: Shape | None = None,
+    options: TwoStageOptions | None = None,
+    seed: int = 0,
+    progress: Callable[[str, int, int], None] = lambda stage, done, total: None,
+) -> dict[str, Any]:
+    shape = shape or Shape()
+    options = options or TwoStageOptions()
+    catalog = SyntheticCatalog(n_loras, shape, seed)
+    loaded_so_far = 0
+
+    def on_chunk(count: int) -> None:
+        nonlocal loaded_so_far
+        loaded_so_far += count
+        progress("load", loaded_so_far, n_loras)
+
+    loaded = await load_catalog(url, catalog, n_refs, seed=seed, progress=on_chunk)
+    queries = make_queries(catalog, loaded.base_model, loaded.active, n_queries, seed)
+    repo = await Repository.open(url, max_size=2)
+    try:
+        async with repo.connection() as conn:
+            cur = await conn.execute("SELECT pg_backend_pid()")
+            row = await cur.fetchone()
+        backend_pid = int(row[0]) if row else None
+        for query in queries[:3]:  # warm caches and plans on both paths
+            await _exhaustive(repo, query, k)
+            await rank_d_avg(repo, query.embeddings, limit=k, filters=query.filters, options=options)
+        rows = []
+        for j, query in enumerate(queries):
+            # Alternate which path runs first so background load hits both alike.
+            order = ("two_stage", "exhaustive") if j % 2 else ("exhaustive", "two_stage")
+            timed: dict[str, Any] = {}
+            for path in order:
+                started = time.perf_counter()
+                if path == "exhaustive":
+                    timed[path] = await _exhaustive(repo, query, k)
+                else:
+                    timed[path], stats = await rank_d_avg(
+                        repo, query.embeddings, limit=k, filters=query.filters, options=options
+                    )
+                timed[path + "_s"] = time.perf_counter() - started
+            rows.append((query, timed, stats))
+            progress("query", j + 1, len(queries))
+        backend_rss = _rss_mb(backend_pid)
+    finally:
+        await repo.close()
+    return _report(n_loras, n_refs, k, shape, options, loaded, rows, backend_rss)
+
+
+async def _exhaustive(repo: Repository, query: Query, k: int) -> list[tuple[int, float]]:
+    return await repo.rank_exhaustive(
+        query.embeddings, limit=k, base_model=query.filters.base_model, allow_nsfw=query.filters.allow_nsfw
+    )
+
+
+def _report(
+    n_loras: int,
+    n_refs: int,
+    k: int,
+    shape: Shape,
+    options: TwoStageOptions,
+    loaded: Any,
+    rows: list[tuple[Query, dict[str, Any], Any]],
+    backend_rss: float,
+) -> dict[str, Any]:
+    recall, exact, candidates, scored = [], [], [], []
+    for _, timed, stats in rows:
+        truth = [i for i, _ in timed["exhaustive"]]
+        got = [i for i, _ in timed["two_stage"]]
+        recall.append(len(set(truth) & set(got)) / max(1, len(truth)))
+        exact.append(got == truth)
+        candidates.append(stats.candidates)
+        scored.append(stats.scored)
+    ex = _percentiles([t["exhaustive_s"] for _, t, _ in rows])
+    two = _percentiles([t["two_stage_s"] for _, t, _ in rows])
+    by_kind = {}
+    for kind in ("single", "multi", "filtered"):
+        picked = [(t, s) for q, t, s in rows if q.kind == kind]
+        if picked:
+            hits = [
+                len({i for i, _ in t["exhaustive"]} & {i for i, _ in t["two_stage"]})
+                / max(1, len(t["exhaustive"]))
+                for t, _ in picked
+            ]
+            by_kind[kind] = {
+                "queries": len(picked),
+                f"recall_at_{k}": round(float(np.mean(hits)), 4),
+                "candidates_median": float(np.median([s.candidates for _, s in picked])),
+                "exhaustive": _percentiles([t["exhaustive_s"] for t, _ in picked]),
+                "two_stage": _percentiles([t["two_stage_s"] for t, _ in picked]),
+            }
+    return {
+        "bench": "search",
+        "n_loras": n_loras,
+        "n_refs": n_refs,
+        "reference_vectors": n_loras * n_refs,
+        "k": k,
+        "queries": len(rows),
+        "shape": shape.as_dict(),
+        "shape_at_100_loras": calibration(shape),
+        "options": options.__dict__,
+        "exact_scan": bool(rows[0][2].details.get("exact_scan")) if rows else None,
+        "exhaustive": ex,
+        "two_stage": two,
+        "speedup_p50": round(ex["p50_ms"] / two["p50_ms"], 2),
+        f"recall_at_{k}": round(float(np.mean(recall)), 4),
+        "exact_match_rate": round(float(np.mean(exact)), 4),
+        "candidates": {"median": float(np.median(candidates)), "p95": float(np.percentile(candidates, 95))},
+        "exactly_scored": {"median": float(np.median(scored)), "p95": float(np.percentile(scored, 95))},
+        "by_kind": by_kind,
+        "load_s": round(loaded.load_s, 2),
+        "index_build_s": round(loaded.index_build_s, 2),
+        "relation_sizes_mb": loaded.sizes_mb,
+        "rss_mb": {
+            "bench_process_max": round(_rss_mb(), 1),
+            "postgres_backend": round(backend_rss, 1),
+        },
+        "cpus": os.cpu_count(),
+    }

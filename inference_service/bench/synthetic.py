@@ -1,0 +1,113 @@
+"""Synthetic style-embedding catalogs shaped like a trained encoder's, bulk-loaded by binary COPY.
+
+Shape (why: DESIGN.md 5 warns that loose isotropic clusters gave recall 0.4 and tell nothing):
+variance along a power-law spectrum (λ_i ∝ i^-alpha over a random basis, so a few directions
+dominate, as in a trained encoder), LoRAs grouped in families of near-lookalikes (derivative
+LoRAs), references and queries spread along the same spectrum (content leaks into the embedding
+along the directions styles differ in), all unit vectors. The defaults reproduce, at 100 LoRAs,
+what DESIGN.md 5 measured with the trained encoder: MRR about 0.7 and 14–27 of 100 candidates
+needed to guarantee the exact d_avg top-10 (see `calibration`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Shape:
+    dim: int = 128
+    alpha: float = 1.0  # spectrum decay
+    family_size: int = 5  # LoRAs per lookalike family, on average
+    family_spread: float = 0.3  # LoRA latent centre around its family centre
+    ref_spread: float = 0.5  # references around their LoRA's centre
+    query_spread: float = 1.0  # an unseen query image around its LoRA's centre
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class SyntheticCatalog:
+    """LoRA latent centres for n_loras; references and queries are drawn on demand."""
+
+    def __init__(self, n_loras: int, shape: Shape = Shape(), seed: int = 0) -> None:
+        self.n_loras, self.shape = n_loras, shape
+        self.rng = np.random.default_rng(seed)
+        lam = np.arange(1, shape.dim + 1, dtype=np.float64) ** -shape.alpha
+        self.scale = np.sqrt(lam / lam.sum())  # E|noise|^2 = 1
+        self.basis = np.linalg.qr(self.rng.standard_normal((shape.dim, shape.dim)))[0]
+        families = self._unit(self._noise(max(1, n_loras // shape.family_size)))
+        member = self.rng.integers(0, len(families), n_loras)
+        self.centres = families[member] + shape.family_spread * self._noise(n_loras)
+
+    def _noise(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        z = (rng or self.rng).standard_normal((n, self.shape.dim)) * self.scale
+        out: np.ndarray = z @ self.basis.T
+        return out
+
+    @staticmethod
+    def _unit(x: np.ndarray) -> np.ndarray:
+        out: np.ndarray = x / np.linalg.norm(x, axis=-1, keepdims=True)
+        return out
+
+    def references(self, start: int, stop: int, n_refs: int) -> np.ndarray:
+        """(stop-start, n_refs, dim) float32 unit vectors of LoRAs start..stop-1."""
+        count = stop - start
+        noise = self._noise(count * n_refs).reshape(count, n_refs, -1)
+        refs = self.centres[start:stop, None, :] + self.shape.ref_spread * noise
+        return self._unit(refs).astype(np.float32)
+
+    def iter_references(self, n_refs: int, chunk: int = 2000) -> Iterator[tuple[int, np.ndarray]]:
+        for start in range(0, self.n_loras, chunk):
+            yield start, self.references(start, min(start + chunk, self.n_loras), n_refs)
+
+    def queries(self, lora_indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One unseen query image per given LoRA index: (n, dim) float32 unit vectors."""
+        noise = self._noise(len(lora_indices), rng)
+        return self._unit(self.centres[lora_indices] + self.shape.query_spread * noise).astype(np.float32)
+
+
+def summarise(refs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centroid (float32, as pgvector's avg), mean radius, mean squared radius per LoRA."""
+    centroids = refs.astype(np.float64).mean(axis=1).astype(np.float32)
+    dist = np.linalg.norm(refs.astype(np.float64) - centroids[:, None, :], axis=2)
+    return centroids, dist.mean(axis=1), (dist**2).mean(axis=1)
+
+
+def calibration(
+    shape: Shape = Shape(), n_loras: int = 100, n_refs: int = 30, seed: int = 1
+) -> dict[str, float]:
+    """Statistics of the shape at `n_loras` (numpy, exact): mean radius, mean nearest-centroid
+    distance, MRR of the query's own LoRA by d_avg, candidates needed to guarantee the exact
+    top-10 (lower bound below the 10th d_avg), and top-10 overlap of d_avg and d_rms."""
+    catalog = SyntheticCatalog(n_loras, shape, seed)
+    refs = catalog.references(0, n_loras, n_refs)
+    centroids, radius, sq_radius = summarise(refs)
+    rng = np.random.default_rng(seed + 1)
+    owners = rng.choice(n_loras, size=min(40, n_loras), replace=False)
+    queries = catalog.queries(owners, rng)
+    rr, needed, overlap = [], [], []
+    for query, owner in zip(queries, owners, strict=True):
+        d_avg = np.linalg.norm(refs - query, axis=2).mean(axis=1)
+        lower = np.linalg.norm(centroids - query, axis=1)
+        order = np.argsort(d_avg)
+        rr.append(1.0 / (1 + int(np.flatnonzero(order == owner)[0])))
+        needed.append(int((lower < d_avg[order[9]]).sum()))
+        d_rms = np.sqrt(lower**2 + sq_radius)
+        overlap.append(len(set(order[:10].tolist()) & set(np.argsort(d_rms)[:10].tolist())) / 10)
+    pair = np.linalg.norm(centroids[:, None, :] - centroids[None, :, :], axis=2)
+    np.fill_diagonal(pair, np.inf)
+    return {
+        "n_loras": n_loras,
+        "mean_radius": float(radius.mean()),
+        "mean_nearest_centroid_distance": float(pair.min(axis=1).mean()),
+        "mean_query_to_own_centroid": float(np.linalg.norm(queries - centroids[owners], axis=1).mean()),
+        "mrr_d_avg": float(np.mean(rr)),
+        "candidates_for_exact_top10_median": float(np.median(needed)),
+        "candidates_for_exact_top10_p90": float(np.percentile(needed, 90)),
+        "top10_overlap_d_avg_d_rms": float(np.mean(overlap)),
+    }

@@ -1,0 +1,101 @@
+"""Style-distance ranking: exact d_avg and its sub-linear two-stage search (DESIGN.md 5)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from psycopg import AsyncConnection
+
+from db.repository import Repository
+from inference_service.scoring.two_stage import CandidateBatch, RankStats, rank_two_stage
+
+
+@dataclass(frozen=True)
+class TwoStageOptions:
+    ef_search: int = 400  # HNSW candidate list; raised to the batch size when that is larger
+    exact_below: int = 2000  # catalogs smaller than this scan every centroid exactly
+    first_batch: int = 256  # centroids asked first; each further ask is `growth` times larger
+    growth: int = 2
+    chunk: int = 256  # candidates scored exactly per round trip
+
+
+@dataclass(frozen=True)
+class Filters:
+    base_model: str = ""
+    allow_nsfw: bool = False
+
+
+class CentroidSource:
+    """Candidates by increasing centroid distance from the centroid index, one walk per query
+    image. The per-candidate lower bound is mean_i ‖q_i − c_m‖ (Jensen) and the upper bound
+    mean_i min(‖q_i − c_m‖ + r_m, sqrt(‖q_i − c_m‖² + v_m)). A LoRA no walk has reached yet is
+    at least f_i from q_i in walk i, so mean_i f_i bounds everything unseen: the frontier."""
+
+    name = "centroid"
+
+    def __init__(
+        self,
+        repo: Repository,
+        conn: AsyncConnection[Any],
+        queries: Sequence[np.ndarray],
+        filters: Filters,
+        k: int,
+        options: TwoStageOptions,
+    ) -> None:
+        self.repo, self.conn, self.queries, self.filters, self.options = repo, conn, queries, filters, options
+        self.limit = max(options.first_batch, 2 * k)
+        self.exact_scan: bool | None = None
+
+    async def next_batch(self) -> CandidateBatch:
+        parts = []
+        frontier = 0.0
+        for query in self.queries:
+            found = await self.repo.nearest_centroids(
+                self.conn,
+                self.queries,
+                limit=self.limit,
+                base_model=self.filters.base_model,
+                allow_nsfw=self.filters.allow_nsfw,
+                ef_search=self.options.ef_search,
+                exact_below=self.options.exact_below,
+                walk_from=query,
+            )
+            if self.exact_scan is None:  # how the first (usually only) batch was answered
+                self.exact_scan = found.exact_scan
+            parts.append(found)
+            if len(found.lora_ids) < self.limit:  # this walk saw every LoRA: nothing is unseen
+                frontier = math.inf
+                break
+            frontier += float(found.distance[-1]) / len(self.queries)
+        self.limit *= self.options.growth
+        return CandidateBatch(
+            np.concatenate([p.lora_ids for p in parts]),
+            np.concatenate([p.lower for p in parts]),
+            np.concatenate([p.upper for p in parts]),
+            frontier,
+        )
+
+
+async def rank_d_avg(
+    repo: Repository,
+    queries: Sequence[np.ndarray],
+    *,
+    limit: int,
+    filters: Filters = Filters(),
+    options: TwoStageOptions = TwoStageOptions(),
+) -> tuple[list[tuple[int, float]], RankStats]:
+    """Top-`limit` LoRAs by d_avg (mean over the query images), as rank_exhaustive, by the
+    two-stage search; one pooled connection carries every round trip."""
+    async with repo.connection() as conn:
+        source = CentroidSource(repo, conn, queries, filters, limit, options)
+
+        async def score(ids: Sequence[int]) -> dict[int, float]:
+            return await repo.d_avg_of(conn, queries, ids)
+
+        ranked, stats = await rank_two_stage([source], score, limit, chunk=options.chunk)
+        stats.details["exact_scan"] = bool(source.exact_scan)
+        return ranked, stats
