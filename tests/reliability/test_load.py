@@ -1,0 +1,130 @@
+"""Load: 50 concurrent searches for 60 s against a 10k-LoRA catalog, the service in its own process.
+
+No error is allowed, the service's memory must stay bounded, and p50/p95 latency are reported
+(docs/reliability.md). FINDLORA_LOAD_SECONDS shortens the run for local iteration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from PIL import Image
+
+from bot.core.client import FindLoraClient, QueryImage, ServiceError
+from inference_service.bench.load import load_catalog
+from inference_service.bench.synthetic import SyntheticCatalog
+from inference_service.blobs import BlobStore
+from inference_service.imaging import thumbnail_webp
+
+pytestmark = [pytest.mark.db, pytest.mark.slow]
+N_LORAS, N_REFS, CONCURRENCY = 10_000, 30, 50
+SECONDS = float(os.environ.get("FINDLORA_LOAD_SECONDS", "60"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def query_images(n: int) -> list[bytes]:
+    rng = np.random.default_rng(5)
+    out = []
+    for _ in range(n):
+        image = Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).resize((256, 192))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        out.append(buffer.getvalue())
+    return out
+
+
+async def test_fifty_concurrent_searches_for_a_minute(db_url: str, tmp_path: Path) -> None:
+    await load_catalog(db_url, SyntheticCatalog(N_LORAS, seed=3), N_REFS, seed=3, progress=lambda _: None)
+    blobs = BlobStore(tmp_path / "data" / "blobs")
+    thumb = blobs.put(thumbnail_webp(Image.new("RGB", (64, 64), (90, 120, 200))), ".webp")
+    import psycopg
+
+    with psycopg.connect(db_url) as conn:  # synthetic references share one real thumbnail
+        conn.execute("UPDATE reference_images SET thumb_key = %s, blob_key = %s", (thumb, thumb))
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "FINDLORA_DATA_DIR": str(tmp_path / "data"),
+    }
+    service = subprocess.Popen(
+        [sys.executable, "-m", "findlora", "serve", "inference", "--listen", f"127.0.0.1:{port}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    process = psutil.Process(service.pid)
+    latencies: list[float] = []
+    errors: list[str] = []
+    rss_mb: list[float] = []
+    try:
+        async with FindLoraClient(f"127.0.0.1:{port}", timeout=30) as client:
+            for _ in range(120):  # model load and migrations: wait for SERVING
+                try:
+                    if await client.health(timeout=1) == "SERVING":
+                        break
+                except ServiceError:
+                    pass
+                await asyncio.sleep(0.5)
+            images = query_images(16)
+            stop_at = time.monotonic() + SECONDS
+
+            async def worker(n: int) -> None:
+                i = n
+                while time.monotonic() < stop_at:
+                    started = time.perf_counter()
+                    try:
+                        response = await client.search([QueryImage(images[i % len(images)])], top_k=10)
+                        assert len(response.matches) == 10
+                    except (ServiceError, AssertionError) as exc:
+                        errors.append(repr(exc))
+                    latencies.append(time.perf_counter() - started)
+                    i += CONCURRENCY
+
+            async def sample_memory() -> None:
+                while time.monotonic() < stop_at:
+                    rss_mb.append(process.memory_info().rss / 2**20)
+                    await asyncio.sleep(1.0)
+
+            await asyncio.gather(sample_memory(), *(worker(n) for n in range(CONCURRENCY)))
+    finally:
+        service.terminate()
+        service.wait(timeout=30)
+
+    p50, p95 = (float(np.percentile(latencies, q)) * 1000 for q in (50, 95))
+    warm = rss_mb[min(5, len(rss_mb) - 1)]
+    summary = {
+        "loras": N_LORAS,
+        "refs": N_REFS,
+        "concurrency": CONCURRENCY,
+        "seconds": SECONDS,
+        "searches": len(latencies),
+        "errors": len(errors),
+        "p50_ms": round(p50, 1),
+        "p95_ms": round(p95, 1),
+        "searches_per_s": round(len(latencies) / SECONDS, 1),
+        "rss_mb_after_warmup": round(warm, 1),
+        "rss_mb_peak": round(max(rss_mb), 1),
+    }
+    print("load:", json.dumps(summary))
+    assert errors == [], errors[:5]
+    assert len(latencies) >= CONCURRENCY
+    # Bounded: no growth with the number of requests served (a leak would grow steadily).
+    assert max(rss_mb) - warm < 300, summary
