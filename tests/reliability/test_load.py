@@ -11,7 +11,6 @@ import io
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -64,11 +63,11 @@ async def test_fifty_concurrent_searches_for_a_minute(db_url: str, tmp_path: Pat
         "DATABASE_URL": db_url,
         "FINDLORA_DATA_DIR": str(tmp_path / "data"),
     }
-    service = subprocess.Popen(
-        [sys.executable, "-m", "findlora", "serve", "inference", "--listen", f"127.0.0.1:{port}"],
+    service = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "findlora", "serve", "inference", "--listen", f"127.0.0.1:{port}"],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     process = psutil.Process(service.pid)
     latencies: list[float] = []
@@ -106,7 +105,7 @@ async def test_fifty_concurrent_searches_for_a_minute(db_url: str, tmp_path: Pat
             await asyncio.gather(sample_memory(), *(worker(n) for n in range(CONCURRENCY)))
     finally:
         service.terminate()
-        service.wait(timeout=30)
+        await asyncio.wait_for(service.wait(), timeout=30)
 
     p50, p95 = (float(np.percentile(latencies, q)) * 1000 for q in (50, 95))
     warm = rss_mb[min(5, len(rss_mb) - 1)]
