@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from findlora.commands import catalog, db, demo, search, serve
+from findlora.commands import catalog, db, demo, lora, search, serve
 
 app = typer.Typer(
     name="findlora",
@@ -14,5 +14,5 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (db, catalog, search, serve, demo):
+for module in (db, catalog, search, serve, demo, lora):
     module.register(app)
