@@ -21,7 +21,7 @@ from procrastinate import App, PsycopgConnector
 from db.registration import JobRow, RegistrationStore, SlugTaken, SourceBusy
 from inference_service.config import Settings
 from inference_service.errors import AlreadyExists, InvalidArgument, NotFound
-from inference_service.registration.fetch import check_url
+from inference_service.registration.fetch import FetchPolicy, check_url
 from inference_service.registration.lora_file import SUPPORTED_BASE_MODELS
 from inference_service.registration.pipeline import STAGED_PREFIX, RegistrationPipeline, fetch_policy
 from inference_service.registration.refusals import FetchRefused
@@ -181,8 +181,9 @@ async def _watch_stalled(queue: App, settings: Settings) -> None:
         await asyncio.sleep(max(settings.worker_stalled_after_seconds / 2, 0.5))
 
 
-async def run_worker(settings: Settings, *, wait: bool = True) -> None:
-    """`findlora serve worker`: take registration jobs until stopped (or, wait=False, until none is left)."""
+async def run_worker(settings: Settings, *, wait: bool = True, policy: FetchPolicy | None = None) -> None:
+    """`findlora serve worker`: take registration jobs until stopped (or, wait=False, until none is
+    left). `policy` replaces the download policy built from settings (tests allow loopback with it)."""
     from inference_service.registration.generate import GenerationParams, TransferGenerator
     from inference_service.runtime import open_runtime
 
@@ -201,7 +202,7 @@ async def run_worker(settings: Settings, *, wait: bool = True) -> None:
 
     store = RegistrationStore(runtime.repo.pool)
     pipeline = RegistrationPipeline(
-        settings, runtime.repo, store, runtime.blobs, runtime.embedder, generators
+        settings, runtime.repo, store, runtime.blobs, runtime.embedder, generators, policy, gmi=runtime.gmi
     )
     queue = make_queue_app(runtime.url)
 
