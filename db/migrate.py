@@ -56,9 +56,24 @@ def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
                         (migration.version, migration.name),
                     )
                 applied_now.append(migration)
+            _apply_queue_schema(conn)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return applied_now
+
+
+def _apply_queue_schema(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """procrastinate's job-queue schema, once (it ships its own SQL; not re-run when present).
+    Skipped where procrastinate is not installed (the bot-only install never migrates)."""
+    try:
+        from procrastinate.schema import SchemaManager
+    except ImportError:
+        return
+    row = conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()
+    if row is not None and row[0]:
+        return
+    with conn.transaction():
+        conn.execute(SchemaManager.get_schema().encode())
 
 
 def current_version(url: str) -> int:

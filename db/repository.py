@@ -453,7 +453,7 @@ class Repository:
                 """
                 SELECT s.lora_id, p.local_id, s.image_feature, p.text_feature
                 FROM spec_points s JOIN loras l ON l.id = s.lora_id JOIN prompts p ON p.id = s.prompt_id
-                WHERE l.status = 'active' AND p.text_feature IS NOT NULL
+                WHERE l.status = 'active' AND p.text_feature IS NOT NULL AND s.image_feature IS NOT NULL
                   AND (%(ids)s::bigint[] IS NULL OR s.lora_id = ANY(%(ids)s))
                   AND (%(base)s = '' OR l.base_model = %(base)s)
                   AND (%(nsfw)s OR NOT l.nsfw)

@@ -80,6 +80,61 @@ class Settings(BaseSettings):
     fusion_normalisation: str = Field("rank", description="rank | robust_z (picked by benchmark).")
     model_batch_size: int = 16
 
+    # --- LoRA registration (issue 7) -------------------------------------------------------
+    registration_allowed_hosts: list[str] = Field(
+        default_factory=lambda: [
+            "civitai.com",
+            "*.civitai.com",
+            # Civitai's download redirects land on its R2 bucket (one account, not all of R2).
+            "*.5ac0637cfd0766c97916cefa3764fbdf.r2.cloudflarestorage.com",
+            "huggingface.co",
+            "*.huggingface.co",
+            "*.hf.co",
+        ],
+        description="Hosts a LoRA may be downloaded from, checked on every redirect hop; '*.x' = subdomains.",
+    )
+    registration_max_bytes: int = Field(2 * 1024**3, description="Largest LoRA file accepted (streamed cap).")
+    registration_max_header_bytes: int = Field(16 * 1024**2, description="Largest safetensors header parsed.")
+    registration_connect_timeout: float = 10.0
+    registration_read_timeout: float = 60.0
+    registration_total_timeout: float = Field(3600.0, description="Whole download, all redirects included.")
+    registration_max_redirects: int = 5
+    sd1_base_model: str = Field(
+        "stable-diffusion-v1-5/stable-diffusion-v1-5", description="SD1.x pipeline: hub id or local dir."
+    )
+    sd1_controlnet: str = Field(
+        "lllyasviel/control_v11p_sd15_lineart", description="Lineart/scribble ControlNet."
+    )
+    sdxl_base_model: str = "stabilityai/stable-diffusion-xl-base-1.0"
+    sdxl_controlnet: str = "xinsir/controlnet-scribble-sdxl-1.0"
+    hed_weights: Path | None = Field(
+        None, description="HED line detector weights (.safetensors); unset: a classical edge detector."
+    )
+    reference_px: int = Field(512, description="Side of generated reference and spec images.")
+    reference_steps: int = 20
+    reference_guidance: float = Field(
+        1.0, description="CFG scale; with the empty prompt 1.0 (none) is exact."
+    )
+    controlnet_scale: float = 1.0
+    lora_scale: float = 1.0
+    registration_seed: int = Field(20240607, description="Base seed: each sample/prompt derives its own.")
+    spec_steps: int = 20
+    spec_guidance: float = 7.0
+    spec_images_per_prompt: int = 1
+    lookalike_quantile: float = Field(
+        0.05,
+        description="A new LoRA closer to an existing one than this quantile of the catalog's own "
+        "nearest-neighbour centroid distances is reported as a likely lookalike.",
+    )
+    lookalike_min_catalog: int = Field(5, description="Fewer LoRAs than this: no lookalike threshold yet.")
+    lookalike_sample: int = Field(500, description="LoRAs sampled to estimate the distance distribution.")
+    worker_concurrency: int = 1
+    worker_heartbeat_seconds: float = 10.0
+    worker_stalled_after_seconds: float = Field(
+        60.0, description="A job whose worker sent no heartbeat for this long is resumed by another worker."
+    )
+    watch_poll_seconds: float = 0.5
+
     grace_seconds: float = Field(5.0, description="Graceful shutdown: time given to in-flight RPCs.")
     db_pool_max: int = 8
 
@@ -94,6 +149,11 @@ class Settings(BaseSettings):
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def lora_dir(self) -> Path:
+        """Fetched and staged LoRA files, by sha256 (shared by replicas like the blob store)."""
+        return self.data_dir / "loras"
 
     @property
     def pg_dir(self) -> Path:

@@ -10,10 +10,13 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from procrastinate import App
 
+from db.registration import RegistrationStore
 from inference_service.config import Settings
 from inference_service.moderation import Moderation
 from inference_service.observability import enable_tracing
+from inference_service.registration.jobs import Registrations, make_queue_app
 from inference_service.runtime import Runtime, open_runtime
 from inference_service.search import SearchEngine
 from inference_service.servicer import FindLoraServicer
@@ -30,12 +33,15 @@ class RunningService:
     runtime: Runtime
     health: health.aio.HealthServicer
     engine: SearchEngine | None = None
+    queue: App | None = None
 
     async def stop(self, grace: float) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         if self.engine is not None:
             await self.engine.aclose()
+        if self.queue is not None:
+            await self.queue.close_async()
         await self.runtime.close()
 
 
@@ -56,9 +62,17 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
         gmi = GmiBranch(runtime.repo, runtime.gmi, settings.rkme_gamma)
     engine = SearchEngine(runtime.repo, runtime.blobs, runtime.embedder, settings, gmi)
 
+    # Registration jobs go to the Postgres queue; workers (findlora serve worker) run them.
+    queue = make_queue_app(runtime.url)
+    await queue.open_async()
+    registrations = Registrations(RegistrationStore(runtime.repo.pool), queue, settings)
+
     server = grpc.aio.server(options=grpc_options(settings))
     findlora_pb2_grpc.add_FindLoraServicer_to_server(  # type: ignore[no-untyped-call]
-        FindLoraServicer(engine, Moderation(runtime.repo, runtime.embedder, settings), settings), server
+        FindLoraServicer(
+            engine, Moderation(runtime.repo, runtime.embedder, settings), settings, registrations
+        ),
+        server,
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -68,6 +82,7 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
     )
     port = server.add_insecure_port(listen or settings.listen)
     if port == 0:
+        await queue.close_async()
         await runtime.close()
         raise OSError(f"could not listen on {listen or settings.listen}")
     await server.start()
@@ -82,7 +97,7 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
         batch_max_size=settings.batch_max_size,
         batch_max_wait_ms=settings.batch_max_wait_ms,
     )
-    return RunningService(server, port, runtime, health_servicer, engine)
+    return RunningService(server, port, runtime, health_servicer, engine, queue)
 
 
 async def serve(settings: Settings, listen: str | None = None) -> None:

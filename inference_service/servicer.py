@@ -6,7 +6,7 @@ import asyncio
 import functools
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC
 from typing import Any, TypeVar
 
@@ -19,12 +19,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from db.repository import FlagRow
 from inference_service.blobs import BlobStore
 from inference_service.config import Settings
-from inference_service.errors import InvalidArgument, ServiceError
+from inference_service.errors import FailedPrecondition, InvalidArgument, ServiceError
 from inference_service.eval.feedback_report import PrecisionRow, build_report
 from inference_service.feedback import record_feedback
 from inference_service.imaging import ImageRejected, decode_image
 from inference_service.moderation import Moderation
 from inference_service.observability import RPC_LATENCY, RPC_REQUESTS
+from inference_service.registration.jobs import Registration, Registrations
 from inference_service.search import SearchEngine, SearchPage, SearchQuery
 from protos import findlora_pb2 as pb
 from protos import findlora_pb2_grpc as pb_grpc
@@ -34,9 +35,12 @@ Request = TypeVar("Request")
 Response = TypeVar("Response")
 Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
 
-_PENDING: dict[str, str] = {
-    "RegisterLora": "LoRA registration",
-    "WatchJob": "LoRA registration",
+_PENDING: dict[str, str] = {}
+_JOB_STATES = {
+    "queued": pb.JOB_STATE_QUEUED,
+    "running": pb.JOB_STATE_RUNNING,
+    "succeeded": pb.JOB_STATE_SUCCEEDED,
+    "failed": pb.JOB_STATE_FAILED,
 }
 _STATUS_TO_PROTO = {
     "active": pb.LORA_STATUS_ACTIVE,
@@ -176,10 +180,69 @@ def flag_to_proto(flag: FlagRow, blobs: BlobStore) -> pb.Flag:
 
 
 class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
-    def __init__(self, engine: SearchEngine, moderation: Moderation, settings: Settings) -> None:
+    def __init__(
+        self,
+        engine: SearchEngine,
+        moderation: Moderation,
+        settings: Settings,
+        registrations: Registrations | None = None,
+    ) -> None:
         self.engine = engine
         self.moderation = moderation
         self.settings = settings
+        self.registrations = registrations
+
+    def _registrations(self) -> Registrations:
+        if self.registrations is None:
+            raise FailedPrecondition("LoRA registration is not enabled on this service")
+        return self.registrations
+
+    @rpc
+    async def RegisterLora(
+        self, request: pb.RegisterLoraRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterLoraResponse:
+        m = request.metadata
+        job_id = await self._registrations().submit(
+            Registration(
+                source_url=request.source_url,
+                name=m.name,
+                slug=m.slug,
+                base_model=m.base_model,
+                trigger_words=list(m.trigger_words),
+                license=m.license,
+                author=m.author,
+                nsfw=m.nsfw,
+                page_url=m.page_url,
+                requested_by=request.requested_by,
+            )
+        )
+        return pb.RegisterLoraResponse(job_id=str(job_id))
+
+    async def WatchJob(
+        self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.JobEvent]:
+        """Server stream: one event per change until the job ends (errors mapped like @rpc)."""
+        try:
+            async for event in self._registrations().watch(request.job_id):
+                yield pb.JobEvent(
+                    job_id=event.job_id,
+                    state=_JOB_STATES[event.state],
+                    step=event.step,
+                    progress=event.progress,
+                    message=event.message,
+                    lora_id=event.lora_id,
+                    slug=event.slug,
+                    lookalikes=[
+                        pb.LookalikeWarning(
+                            similar_slug=w["slug"], centroid_distance=w["distance"], threshold=w["threshold"]
+                        )
+                        for w in event.lookalikes
+                    ],
+                )
+        except ServiceError as exc:
+            await context.abort(exc.code, exc.message)
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout):
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the catalog database is unavailable; try again")
 
     def _decode(self, image: pb.Image, index: int) -> Any:
         name = image.filename or f"image {index + 1}"

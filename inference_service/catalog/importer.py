@@ -8,7 +8,7 @@ crash continues where it stopped and a second run imports nothing.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -101,6 +101,44 @@ async def validate(
     return catalog, prints
 
 
+@dataclass(frozen=True)
+class Transfer:
+    """One reference image t(sample, LoRA) as stored: its decoded image and its file bytes."""
+
+    sample_id: str
+    image: Image.Image
+    data: bytes
+    suffix: str
+
+
+def build_reference_rows(
+    transfers: Sequence[Transfer],
+    samples: dict[str, Image.Image],
+    blobs: BlobStore,
+    embedder: StyleEmbedder,
+    threshold: float,
+    thumb_px: int,
+) -> list[ReferenceRow]:
+    """Embed, cleanse (Eq. 1 against the sample) and store references with their thumbnails;
+    shared by catalog import and LoRA registration."""
+    embeddings = embedder.embed([t.image for t in transfers])
+    rows = []
+    for transfer, embedding in zip(transfers, embeddings, strict=True):
+        mse = transfer_mse(transfer.image, samples[transfer.sample_id])
+        rows.append(
+            ReferenceRow(
+                sample_id=transfer.sample_id,
+                blob_key=blobs.put(transfer.data, transfer.suffix),
+                thumb_key=blobs.put(thumbnail_webp(transfer.image, thumb_px), ".webp"),
+                sha256=hashlib.sha256(transfer.data).hexdigest(),
+                embedding=embedding,
+                kept=mse >= threshold,
+                transfer_mse=mse,
+            )
+        )
+    return rows
+
+
 def _reference_rows(
     entry: LoraEntry,
     samples: dict[str, Image.Image],
@@ -109,26 +147,16 @@ def _reference_rows(
     threshold: float,
     thumb_px: int,
 ) -> list[ReferenceRow]:
-    sample_ids = sorted(entry.references)
-    images = [load_image_file(entry.references[s]) for s in sample_ids]
-    embeddings = embedder.embed(images)
-    rows = []
-    for sample_id, image, embedding in zip(sample_ids, images, embeddings, strict=True):
-        path = entry.references[sample_id]
-        data = path.read_bytes()
-        mse = transfer_mse(image, samples[sample_id])
-        rows.append(
-            ReferenceRow(
-                sample_id=sample_id,
-                blob_key=blobs.put(data, path.suffix),
-                thumb_key=blobs.put(thumbnail_webp(image, thumb_px), ".webp"),
-                sha256=hashlib.sha256(data).hexdigest(),
-                embedding=embedding,
-                kept=mse >= threshold,
-                transfer_mse=mse,
-            )
+    transfers = [
+        Transfer(
+            s,
+            load_image_file(entry.references[s]),
+            entry.references[s].read_bytes(),
+            entry.references[s].suffix,
         )
-    return rows
+        for s in sorted(entry.references)
+    ]
+    return build_reference_rows(transfers, samples, blobs, embedder, threshold, thumb_px)
 
 
 async def import_catalog(

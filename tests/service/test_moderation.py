@@ -141,11 +141,11 @@ async def test_dismissed_flag_leaves_the_lora_searchable(
     assert [f.flag_id for f in listed] == [flag.flag_id]
 
 
-async def test_registration_still_answers_unimplemented(client: FindLoraClient) -> None:
+async def test_registration_refuses_a_host_outside_the_allowlist(client: FindLoraClient) -> None:
     with pytest.raises(ServiceError) as caught:
         await client.register_lora("https://example.org/x.safetensors", pb.LoraMetadata(), requested_by="m")
-    assert caught.value.code == grpc.StatusCode.UNIMPLEMENTED
-    assert "not available yet" in caught.value.message
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "downloads from example.org are not allowed" in caught.value.message
 
 
 async def test_a_nul_character_in_a_note_is_invalid_argument(

@@ -139,7 +139,7 @@ async def test_empty_catalog_is_failed_precondition(empty_service: RunningServic
     assert info.value.message == "catalog is empty: import one with findlora catalog import"
 
 
-async def test_health_reflection_and_pending_rpcs(empty_service: RunningService) -> None:
+async def test_health_reflection_and_registration_checks(empty_service: RunningService) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{empty_service.port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for name in ("", "findlora.v1.FindLora"):
@@ -158,8 +158,9 @@ async def test_health_reflection_and_pending_rpcs(empty_service: RunningService)
             await stub.RegisterLora(
                 pb.RegisterLoraRequest(source_url="https://example.org/x.safetensors"), timeout=5
             )
-        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-        assert "LoRA registration" in (info.value.details() or "")
+        # Every RPC is implemented now; a download host outside the allowlist is refused up front.
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "downloads from example.org are not allowed" in (info.value.details() or "")
 
 
 async def test_graceful_stop_reports_not_serving(empty_service: RunningService) -> None:

@@ -58,12 +58,10 @@ async def test_lora_takedown_of_an_unknown_lora_says_so(harness: Harness, channe
     mod.followup.send.assert_awaited_once_with("No LoRA matches 'no-such-lora'.", ephemeral=True)
 
 
-async def test_registerlora_denied_then_shows_the_services_unimplemented_answer(
-    harness: Harness, channel: Any
-) -> None:
+async def test_registerlora_denied_then_shows_the_services_refusal(harness: Harness, channel: Any) -> None:
     bot = await harness.bot()
     cog = bot.get_cog("Moderation")
-    url = "https://huggingface.co/x/y/resolve/main/style.safetensors"
+    url = "https://example.org/x/y/style.safetensors"  # outside the service's download allowlist
 
     stranger = make_interaction(bot, make_member(1), channel)
     await cog.registerlora.callback(cog, stranger, url=url, name="Y")
@@ -72,7 +70,7 @@ async def test_registerlora_denied_then_shows_the_services_unimplemented_answer(
     mod = make_interaction(bot, moderator(), channel)
     await cog.registerlora.callback(cog, mod, url=url, name="Y", trigger_words="a, b")
     text = str(mod.followup.send.await_args.args[0])
-    assert text.startswith("This findlora service does not support that yet (RegisterLora is not available")
+    assert text.startswith("I can't do that: downloads from example.org are not allowed")
     assert mod.followup.send.await_args.kwargs == {"ephemeral": True}
 
 

@@ -1,0 +1,144 @@
+"""`findlora lora register URL|FILE` (operators) and `findlora serve worker` (registration jobs).
+
+The operator command talks to the database directly, like `catalog import`: a local file is staged
+into the LoRA store (so any worker can read it) and the job goes on the same queue as RegisterLora.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from findlora.console import console, fail, run
+
+lora_app = typer.Typer(help="Manage LoRAs: register one by link or file.", no_args_is_help=True)
+
+
+async def _register(
+    source: str,
+    name: str,
+    slug: str,
+    base_model: str,
+    trigger_words: list[str],
+    license_: str,
+    author: str,
+    nsfw: bool,
+    page_url: str,
+    by: str,
+    wait: bool,
+    run_here: bool,
+) -> int:
+    import asyncio
+
+    from db.registration import RegistrationStore
+    from inference_service.config import Settings
+    from inference_service.registration.fetch import stage_local_file
+    from inference_service.registration.jobs import Registration, Registrations, make_queue_app, run_worker
+    from inference_service.registration.lora_file import validate_lora_file
+    from inference_service.registration.pipeline import STAGED_PREFIX
+    from inference_service.registration.refusals import RegistrationRefused
+    from inference_service.runtime import migrated_url
+
+    settings = Settings()
+    staged = not source.startswith(("https://", "http://"))
+    if staged:
+        try:
+            # Fail fast on the operator's own machine: header and tensors before queueing anything.
+            info = validate_lora_file(Path(source), settings.registration_max_header_bytes)
+            file = stage_local_file(Path(source), settings.lora_dir, settings.registration_max_bytes)
+        except (RegistrationRefused, OSError) as exc:
+            fail(getattr(exc, "message", None) or str(exc))
+        console.print(f"{file.filename}: {info.key_style} LoRA, base {info.base_model or base_model or '?'}")
+        source = STAGED_PREFIX + file.sha256
+    from db.repository import Repository
+
+    url = await migrated_url(settings)
+    repo = await Repository.open(url, max_size=2)
+    queue = make_queue_app(url)
+    try:
+        async with queue.open_async():
+            registrations = Registrations(RegistrationStore(repo.pool), queue, settings)
+            request = Registration(
+                source_url=source,
+                name=name,
+                slug=slug,
+                base_model=base_model,
+                trigger_words=trigger_words,
+                license=license_,
+                author=author,
+                nsfw=nsfw,
+                page_url=page_url,
+                requested_by=by,
+            )
+            job_id = await registrations.submit(request, staged=staged)
+            console.print(f"job {job_id} queued")
+            if not wait and not run_here:
+                return 0
+            worker = asyncio.create_task(run_worker(settings, wait=False)) if run_here else None
+            last = None
+            with Progress(
+                TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                TimeElapsedColumn(), console=console,
+            ) as progress:  # fmt: skip
+                task = progress.add_task("queued", total=1.0)
+                async for event in registrations.watch(str(job_id)):
+                    last = event
+                    description = f"{event.step or event.state}: {event.message}"
+                    progress.update(task, completed=event.progress, description=description)
+            if worker is not None:
+                await worker
+    finally:
+        await repo.close()
+    if last is None or last.state != "succeeded":
+        fail(last.message if last is not None else "the job vanished")
+    console.print(last.message)
+    for warning in last.lookalikes:
+        console.print(
+            f"[yellow]likely lookalike[/] of {warning['slug']}: centroid distance {warning['distance']:.4f} "
+            f"< threshold {warning['threshold']:.4f}"
+        )
+    return 0
+
+
+@lora_app.command("register")
+def register_cmd(
+    source: str = typer.Argument(..., help="https download link, or a local .safetensors file."),
+    name: str = typer.Option(..., "--name", help="Display name."),
+    slug: str = typer.Option("", "--slug", help="URL-safe id (default: from the name)."),
+    base_model: str = typer.Option("", "--base-model", help="sd1 or sdxl when the file does not say."),
+    trigger_word: list[str] = typer.Option([], "--trigger-word", help="Repeat for several."),
+    license_: str = typer.Option("", "--license"),
+    author: str = typer.Option("", "--author"),
+    nsfw: bool = typer.Option(False, "--nsfw"),
+    page_url: str = typer.Option("", "--page-url", help="The LoRA's human-facing page."),
+    by: str = typer.Option("operator", "--by", help="Who registers it (audit log)."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job until it ends."),
+    run_here: bool = typer.Option(
+        False, "--run-here", help="Run the job in this process (no worker needed)."
+    ),
+) -> None:
+    """Register a LoRA: fetch, validate, generate its reference set and spec, embed, index."""
+    run(
+        _register(
+            source, name, slug, base_model, trigger_word, license_, author, nsfw, page_url, by, wait, run_here
+        )
+    )
+
+
+def worker() -> None:
+    """Registration worker: takes jobs from the queue (GPU recommended), resumes stalled ones."""
+    from inference_service.config import Settings
+    from inference_service.logs import configure_logging
+    from inference_service.registration.jobs import run_worker
+
+    configure_logging()
+    run(run_worker(Settings()))
+
+
+def register(app: typer.Typer) -> None:
+    from findlora.commands.serve import serve_app
+
+    app.add_typer(lora_app, name="lora")
+    serve_app.command("worker")(worker)

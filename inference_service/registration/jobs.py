@@ -1,0 +1,238 @@
+"""Registration jobs on the Postgres-backed queue (procrastinate), and what the RPCs need of them.
+
+`RegisterLora` checks the request, records a job and defers it; any worker (`findlora serve worker`)
+takes it. Workers send heartbeats; a job whose worker stopped sending them is put back on the queue
+by the next worker that notices, and the pipeline resumes it from what was committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from procrastinate import App, PsycopgConnector
+
+from db.registration import JobRow, RegistrationStore, SlugTaken, SourceBusy
+from inference_service.config import Settings
+from inference_service.errors import AlreadyExists, InvalidArgument, NotFound
+from inference_service.registration.fetch import FetchPolicy, check_url
+from inference_service.registration.lora_file import SUPPORTED_BASE_MODELS
+from inference_service.registration.pipeline import STAGED_PREFIX, RegistrationPipeline, fetch_policy
+from inference_service.registration.refusals import FetchRefused
+
+log = structlog.get_logger(__name__)
+QUEUE = "registration"
+TASK = "findlora.register_lora"
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def make_queue_app(url: str) -> App:
+    return App(connector=PsycopgConnector(conninfo=url, min_size=1, max_size=2))
+
+
+def slugify(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:63].rstrip("-")
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A request as the RPC or the CLI gives it."""
+
+    source_url: str
+    name: str
+    slug: str = ""
+    base_model: str = ""
+    trigger_words: list[str] = field(default_factory=list)
+    license: str = ""
+    author: str = ""
+    nsfw: bool = False
+    page_url: str = ""
+    requested_by: str = ""
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "base_model": self.base_model,
+            "trigger_words": self.trigger_words,
+            "license": self.license,
+            "author": self.author,
+            "nsfw": self.nsfw,
+            "page_url": self.page_url,
+        }
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    job_id: str
+    state: str
+    step: str
+    progress: float
+    message: str
+    lora_id: int
+    slug: str
+    lookalikes: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, job: JobRow) -> JobEvent:
+        return cls(
+            str(job.id),
+            job.state,
+            job.step,
+            job.progress,
+            job.message,
+            job.lora_id or 0,
+            job.slug,
+            job.lookalikes,
+        )
+
+    def key(self) -> tuple[str, str, float, str]:
+        return (self.state, self.step, round(self.progress, 4), self.message)
+
+
+class Registrations:
+    """The service side: submit and watch jobs (the work itself runs in workers)."""
+
+    def __init__(self, store: RegistrationStore, queue: App, settings: Settings) -> None:
+        self.store = store
+        self.queue = queue
+        self.settings = settings
+
+    async def submit(self, request: Registration, *, staged: bool = False) -> uuid.UUID:
+        """`staged` is for the operator CLI only: source_url is then 'staged:<sha256>'."""
+        if not staged:
+            try:
+                check_url(request.source_url, fetch_policy(self.settings))
+            except FetchRefused as exc:
+                raise InvalidArgument(exc.message) from None
+        if not request.name.strip() and not request.slug:
+            raise InvalidArgument("give the LoRA a name")
+        slug = request.slug or slugify(request.name)
+        if not _SLUG.match(slug):
+            raise InvalidArgument(
+                f"slug {slug!r} must be 1-63 of a-z, 0-9 and '-', starting with a letter or digit"
+            )
+        if request.base_model and request.base_model not in SUPPORTED_BASE_MODELS:
+            raise InvalidArgument(
+                f"base model {request.base_model!r} is not supported ({', '.join(SUPPORTED_BASE_MODELS)})"
+            )
+        job_id = uuid.uuid4()
+        try:
+            await self.store.create_job(
+                job_id, request.source_url, request.metadata(), slug, request.requested_by
+            )
+        except SlugTaken:
+            raise AlreadyExists(f"the slug {slug!r} is already taken; choose another") from None
+        except SourceBusy:
+            raise AlreadyExists("this source is already being registered by a running job") from None
+        try:
+            queue_id = await self.queue.configure_task(TASK, queue=QUEUE, lock=str(job_id)).defer_async(
+                job_id=str(job_id)
+            )
+        except BaseException:
+            await self.store.delete_job(job_id)
+            raise
+        await self.store.set_queue_job(job_id, queue_id)
+        log.info("registration_queued", job_id=str(job_id), slug=slug, requested_by=request.requested_by)
+        return job_id
+
+    async def watch(self, job_id: str) -> AsyncIterator[JobEvent]:
+        """Every change of the job until it finishes (polled: any replica may be asked)."""
+        try:
+            parsed = uuid.UUID(job_id)
+        except ValueError:
+            raise InvalidArgument(f"not a job id: {job_id[:60]!r}") from None
+        last: tuple[str, str, float, str] | None = None
+        while True:
+            job = await self.store.get_job(parsed)
+            if job is None:
+                raise NotFound(f"no registration job {job_id}")
+            event = JobEvent.of(job)
+            if event.key() != last:
+                last = event.key()
+                yield event
+            if job.finished:
+                return
+            await asyncio.sleep(self.settings.watch_poll_seconds)
+
+
+async def requeue_stalled(queue: App, settings: Settings) -> int:
+    """Put back jobs whose worker stopped sending heartbeats (killed, out of memory, lost host)."""
+    stalled = await queue.job_manager.get_stalled_jobs(
+        queue=QUEUE, seconds_since_heartbeat=settings.worker_stalled_after_seconds
+    )
+    count = 0
+    for job in stalled:
+        await queue.job_manager.retry_job(job)
+        log.warning("registration_requeued", queue_job_id=job.id, job_id=job.task_kwargs.get("job_id"))
+        count += 1
+    return count
+
+
+async def _watch_stalled(queue: App, settings: Settings) -> None:
+    while True:
+        with suppress(Exception):  # a database blip must not stop the worker; next round retries
+            await requeue_stalled(queue, settings)
+        await asyncio.sleep(max(settings.worker_stalled_after_seconds / 2, 0.5))
+
+
+async def run_worker(settings: Settings, *, wait: bool = True, policy: FetchPolicy | None = None) -> None:
+    """`findlora serve worker`: take registration jobs until stopped (or, wait=False, until none is
+    left). `policy` replaces the download policy built from settings (tests allow loopback with it)."""
+    from inference_service.registration.generate import GenerationParams, TransferGenerator
+    from inference_service.runtime import open_runtime
+
+    runtime = await open_runtime(settings)
+    loaded: dict[str, TransferGenerator] = {}
+
+    def generators(family: str) -> TransferGenerator:
+        # Loaded on first use and kept: loading SD is the slow part of a job.
+        if family not in loaded:
+            loaded[family] = TransferGenerator.load(
+                GenerationParams.from_settings(settings, family),
+                hed_weights=settings.hed_weights,
+                device=settings.device,
+            )
+        return loaded[family]
+
+    store = RegistrationStore(runtime.repo.pool)
+    pipeline = RegistrationPipeline(
+        settings, runtime.repo, store, runtime.blobs, runtime.embedder, generators, policy, gmi=runtime.gmi
+    )
+    queue = make_queue_app(runtime.url)
+
+    @queue.task(name=TASK, queue=QUEUE)
+    async def register_lora(job_id: str) -> None:
+        await pipeline.run(uuid.UUID(job_id))
+
+    try:
+        async with queue.open_async():
+            await requeue_stalled(queue, settings)
+            watcher = asyncio.create_task(_watch_stalled(queue, settings)) if wait else None
+            log.info("worker_started", queue=QUEUE, device=settings.device)
+            try:
+                await queue.run_worker_async(
+                    queues=[QUEUE],
+                    concurrency=settings.worker_concurrency,
+                    wait=wait,
+                    install_signal_handlers=wait,
+                    update_heartbeat_interval=settings.worker_heartbeat_seconds,
+                    stalled_worker_timeout=settings.worker_stalled_after_seconds,
+                    listen_notify=wait,
+                )
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await watcher
+    finally:
+        await runtime.close()
+    log.info("worker_stopped")
+
+
+__all__ = ["STAGED_PREFIX", "JobEvent", "Registration", "Registrations", "make_queue_app", "run_worker"]

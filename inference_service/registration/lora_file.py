@@ -1,0 +1,321 @@
+"""Validate a LoRA file without loading it: .safetensors only, header capped and parsed first.
+
+The header is read and checked before a single tensor byte is touched: its length is capped and
+must fit in the file, every tensor's offsets must agree with its dtype and shape and the tensors
+must tile the data section exactly (a "lying" header is refused). Then the tensor names and shapes
+must form a LoRA (kohya, diffusers or peft key style) for a supported base model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inference_service.registration.refusals import PICKLE_EXPLANATION, LoraFileRejected
+
+SUPPORTED_BASE_MODELS = ("sd1", "sdxl")
+MAX_RANK = 1024
+_DTYPE_BYTES = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
+    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1,
+}  # fmt: skip
+_FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
+# Cross-attention context width -> base model family (the text encoder width the UNet attends to).
+_CONTEXT_DIMS = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
+
+_KOHYA = re.compile(
+    r"^(lora_unet|lora_te|lora_te1|lora_te2)_(.+)\.(lora_down\.weight|lora_up\.weight|alpha)$"
+)
+_DIFFUSERS = re.compile(r"^(unet|text_encoder|text_encoder_2)\.(.+?)(?:\.lora\.|_lora\.)(down|up)\.weight$")
+_PEFT = re.compile(
+    r"^(?:base_model\.model\.)?(?:(unet|text_encoder|text_encoder_2)\.)?(.+)\.(lora_A\.weight|lora_B\.weight|alpha)$"
+)
+_LYCORIS = re.compile(r"\.(hada_|lokr_|dora_scale|lora_mid|oft_|lora_magnitude_vector)")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class LoraInfo:
+    key_style: str  # kohya | diffusers | peft
+    base_model: str | None  # sd1 | sdxl; None when neither shapes nor metadata tell
+    rank: int
+    modules: int
+    targets: tuple[str, ...]  # unet, text_encoder, text_encoder_2
+    context_dim: int | None
+    metadata: dict[str, str] = field(default_factory=dict)
+    trigger_words: tuple[str, ...] = ()
+    title: str = ""
+    author: str = ""
+    license: str = ""
+    nsfw: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key_style": self.key_style,
+            "base_model": self.base_model,
+            "rank": self.rank,
+            "modules": self.modules,
+            "targets": list(self.targets),
+            "context_dim": self.context_dim,
+            "trigger_words": list(self.trigger_words),
+            "title": self.title,
+            "author": self.author,
+            "license": self.license,
+            "nsfw": self.nsfw,
+        }
+
+
+def _reject_pickle(path: Path, head: bytes) -> None:
+    # Zip (torch.save since 1.6) or a raw pickle stream (protocol 2+ starts with 0x80).
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        raise LoraFileRejected(
+            f"{path.name} is a pickle/zip checkpoint, not safetensors. {PICKLE_EXPLANATION}"
+        )
+
+
+def read_header(path: Path, max_header_bytes: int) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """Parse and check a safetensors header; returns tensors by name and the __metadata__."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        _reject_pickle(path, head)
+        if len(head) < 8:
+            raise LoraFileRejected(f"{path.name} is too short to be a safetensors file ({size} bytes)")
+        length = int.from_bytes(head, "little")
+        if length > max_header_bytes:
+            raise LoraFileRejected(
+                f"{path.name}: the safetensors header claims {length} bytes; the limit is {max_header_bytes}"
+            )
+        if 8 + length > size:
+            raise LoraFileRejected(
+                f"{path.name}: the header claims {length} bytes but the file has only {size - 8} after the "
+                "length field (truncated, or not safetensors)"
+            )
+        raw = handle.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise LoraFileRejected(f"{path.name}: the safetensors header is not valid JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise LoraFileRejected(f"{path.name}: the safetensors header is not a JSON object")
+    metadata = header.pop("__metadata__", {}) or {}
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise LoraFileRejected(f"{path.name}: __metadata__ must map strings to strings")
+    tensors = {name: _tensor(path, name, entry) for name, entry in header.items()}
+    _check_layout(path, tensors, size - 8 - length)
+    return tensors, metadata
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("duplicate keys")
+    return dict(pairs)
+
+
+def _tensor(path: Path, name: str, entry: Any) -> TensorInfo:
+    bad = LoraFileRejected(f"{path.name}: malformed header entry for tensor {name[:120]!r}")
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise bad
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if dtype not in _DTYPE_BYTES or not isinstance(shape, list) or not isinstance(offsets, list):
+        raise bad
+    if len(offsets) != 2 or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in offsets
+    ):
+        raise bad
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in shape):
+        raise bad
+    start, end = offsets
+    if end - start != math.prod(shape) * _DTYPE_BYTES[dtype]:
+        raise LoraFileRejected(
+            f"{path.name}: tensor {name[:120]!r} claims {end - start} bytes but {dtype}{shape} needs "
+            f"{math.prod(shape) * _DTYPE_BYTES[dtype]} (the header lies)"
+        )
+    return TensorInfo(dtype, tuple(shape), start, end)
+
+
+def _check_layout(path: Path, tensors: dict[str, TensorInfo], data_bytes: int) -> None:
+    """The tensors must tile the data section: no gap, no overlap, nothing past the end."""
+    position = 0
+    for name, info in sorted(tensors.items(), key=lambda item: (item[1].start, item[1].end)):
+        if info.start != position:
+            raise LoraFileRejected(
+                f"{path.name}: tensor {name[:120]!r} starts at byte {info.start}, expected {position} "
+                "(overlapping or gapped data; the header lies)"
+            )
+        position = info.end
+    if position != data_bytes:
+        raise LoraFileRejected(
+            f"{path.name}: the header describes {position} data bytes but the file holds {data_bytes} "
+            "(truncated or padded; the header lies)"
+        )
+
+
+@dataclass
+class _Module:
+    down: TensorInfo | None = None
+    up: TensorInfo | None = None
+    alpha: TensorInfo | None = None
+
+
+def _group(tensors: dict[str, TensorInfo]) -> tuple[str, dict[tuple[str, str], _Module]]:
+    """Module (target, name) -> its down/up/alpha tensors, for the one key style the file uses."""
+    odd = [n for n in tensors if _LYCORIS.search(n)]
+    if odd:
+        raise LoraFileRejected(
+            f"LyCORIS/DoRA tensors (such as {odd[0][:100]!r}) are not supported: register a plain LoRA"
+        )
+    styles: Counter[str] = Counter()
+    modules: dict[tuple[str, str], _Module] = {}
+    unknown = []
+    for name, info in tensors.items():
+        if m := _KOHYA.match(name):
+            style, target, module, part = "kohya", m.group(1), m.group(2), m.group(3).split(".")[0]
+            target = {"lora_unet": "unet", "lora_te": "text_encoder", "lora_te1": "text_encoder",
+                      "lora_te2": "text_encoder_2"}[target]  # fmt: skip
+            part = {"lora_down": "down", "lora_up": "up"}.get(part, part)
+        elif m := _DIFFUSERS.match(name):
+            style, target, module, part = "diffusers", m.group(1), m.group(2), m.group(3)
+        elif m := _PEFT.match(name):
+            style, target, module = "peft", m.group(1) or "unet", m.group(2)
+            part = {"lora_A": "down", "lora_B": "up"}.get(m.group(3).split(".")[0], "alpha")
+        else:
+            unknown.append(name)
+            continue
+        styles[style] += 1
+        slot = modules.setdefault((target, module.replace(".", "_")), _Module())
+        setattr(slot, part, info)
+    if unknown:
+        raise LoraFileRejected(
+            f"not a LoRA: {len(unknown)} tensor name(s) are not LoRA weights, such as "
+            f"{sorted(unknown)[0][:120]!r} (a full checkpoint or another kind of model?)"
+        )
+    if not modules:
+        raise LoraFileRejected("not a LoRA: the file holds no tensors")
+    if len(styles) > 1:
+        raise LoraFileRejected(f"not a LoRA: key styles are mixed ({', '.join(sorted(styles))})")
+    return styles.most_common(1)[0][0], modules
+
+
+def _check_module(name: str, module: _Module) -> tuple[int, int]:
+    """(rank, input width) of one LoRA module after checking its shapes."""
+    if module.down is None or module.up is None:
+        raise LoraFileRejected(
+            f"not a LoRA: module {name[:120]!r} lacks its {'up' if module.down else 'down'} matrix"
+        )
+    down, up = module.down, module.up
+    for info in (down, up):
+        if info.dtype not in _FLOAT_DTYPES:
+            raise LoraFileRejected(f"not a LoRA: module {name[:120]!r} has {info.dtype} weights")
+    rank = down.shape[0] if down.shape else 0
+    ok = (
+        len(down.shape) in (2, 4)
+        and len(up.shape) == len(down.shape)
+        and 1 <= rank <= MAX_RANK
+        and up.shape[1] == rank
+        and (len(up.shape) == 2 or up.shape[2:] == (1, 1))
+        and all(v > 0 for v in down.shape + up.shape)
+    )
+    if not ok:
+        raise LoraFileRejected(
+            f"not a LoRA: module {name[:120]!r} has down {list(down.shape)} and up {list(up.shape)}, "
+            "which are not a low-rank pair"
+        )
+    if module.alpha is not None and math.prod(module.alpha.shape) != 1:
+        raise LoraFileRejected(f"not a LoRA: module {name[:120]!r} has a non-scalar alpha")
+    return rank, down.shape[1]
+
+
+def _metadata_base_model(metadata: dict[str, str]) -> str | None:
+    text = " ".join(
+        metadata.get(k, "") for k in ("ss_base_model_version", "modelspec.architecture", "ss_sd_model_name")
+    ).lower()
+    if "xl" in text:
+        return "sdxl"
+    if "v2" in text or "sd_2" in text or "sd2" in text:
+        return "sd2"
+    if "v1" in text or "sd_1" in text or "sd1" in text:
+        return "sd1"
+    return None
+
+
+def _trigger_words(metadata: dict[str, str]) -> tuple[str, ...]:
+    phrase = metadata.get("modelspec.trigger_phrase", "").strip()
+    if phrase:
+        return tuple(w.strip() for w in phrase.split(",") if w.strip())[:8]
+    try:
+        frequencies = json.loads(metadata.get("ss_tag_frequency", "{}"))
+        counts: Counter[str] = Counter()
+        for tags in frequencies.values():
+            counts.update({str(k).strip(): int(v) for k, v in tags.items()})
+    except (ValueError, AttributeError, TypeError):
+        return ()
+    # kohya training captions put the activation token first, so it is the most frequent tag.
+    return tuple(tag for tag, _ in counts.most_common(1) if tag)
+
+
+def _nsfw(metadata: dict[str, str]) -> bool:
+    tags = metadata.get("modelspec.tags", "").lower().replace(";", ",").split(",")
+    return any(t.strip() == "nsfw" for t in tags) or metadata.get("modelspec.nsfw", "").lower() == "true"
+
+
+def inspect_lora(tensors: dict[str, TensorInfo], metadata: dict[str, str]) -> LoraInfo:
+    style, modules = _group(tensors)
+    ranks: Counter[int] = Counter()
+    context_dims: set[int] = set()
+    for (target, name), module in modules.items():
+        rank, width = _check_module(f"{target}.{name}", module)
+        ranks[rank] += 1
+        if target == "unet" and "attn2" in name and ("to_k" in name or "to_v" in name):
+            context_dims.add(width)
+    targets = tuple(sorted({t for t, _ in modules}))
+    if len(context_dims) > 1:
+        raise LoraFileRejected(f"not a LoRA: cross-attention widths disagree ({sorted(context_dims)})")
+    context_dim = next(iter(context_dims), None)
+    from_shapes = _CONTEXT_DIMS.get(context_dim) if context_dim is not None else None
+    if from_shapes is None and "text_encoder_2" in targets:
+        from_shapes = "sdxl"
+    from_metadata = _metadata_base_model(metadata)
+    if from_shapes and from_metadata and from_shapes != from_metadata:
+        raise LoraFileRejected(
+            f"the tensor shapes are those of a {from_shapes} LoRA but the metadata says {from_metadata}"
+        )
+    base = from_shapes or from_metadata
+    if base is not None and base not in SUPPORTED_BASE_MODELS:
+        raise LoraFileRejected(
+            f"this LoRA is for {base}; supported base models: {', '.join(SUPPORTED_BASE_MODELS)}"
+        )
+    return LoraInfo(
+        key_style=style,
+        base_model=base,
+        rank=ranks.most_common(1)[0][0],
+        modules=len(modules),
+        targets=targets,
+        context_dim=context_dim,
+        metadata=metadata,
+        trigger_words=_trigger_words(metadata),
+        title=metadata.get("modelspec.title", "") or metadata.get("ss_output_name", ""),
+        author=metadata.get("modelspec.author", ""),
+        license=metadata.get("modelspec.license", ""),
+        nsfw=_nsfw(metadata),
+    )
+
+
+def validate_lora_file(path: Path, max_header_bytes: int = 16 * 1024**2) -> LoraInfo:
+    tensors, metadata = read_header(path, max_header_bytes)
+    return inspect_lora(tensors, metadata)

@@ -1,0 +1,179 @@
+"""The fetcher against a loopback HTTPS server: what it accepts and every hostile case it refuses."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from inference_service.config import Settings
+from inference_service.registration.fetch import (
+    FetchPolicy,
+    check_url,
+    fetch_to_file,
+    host_allowed,
+    is_public_address,
+    stage_local_file,
+)
+from inference_service.registration.refusals import FetchRefused
+from tests.helpers.https import LocalServer, body, https_server, redirect
+
+PAYLOAD = b"x" * 300_000
+LOOPBACK = ipaddress.ip_address("127.0.0.1")
+
+
+@pytest.fixture
+def server() -> Iterator[LocalServer]:
+    with https_server() as running:
+        yield running
+
+
+def loopback_policy(server: LocalServer, **overrides: object) -> FetchPolicy:
+    """Allows exactly this test's own server: host 127.0.0.1 and that one loopback address."""
+    options: dict[str, object] = {
+        "allowed_hosts": ("127.0.0.1", "127.0.0.2", "10.1.2.3", "localhost"),
+        "max_bytes": 1_000_000,
+        "address_allowed": lambda a: is_public_address(a) or a == LOOPBACK,
+        "ssl_context": server.client_context,
+        "connect_timeout": 2.0,
+        "read_timeout": 2.0,
+    }
+    options.update(overrides)
+    return FetchPolicy(**options)  # type: ignore[arg-type]
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+async def test_fetches_with_hash_through_a_redirect(server: LocalServer, tmp_path: Path) -> None:
+    server.routes["/start"] = redirect("/files/style.safetensors")
+    server.routes["/files/style.safetensors"] = body(PAYLOAD, chunked=True)
+    got = await fetch_to_file(server.url("/start?token=secret"), tmp_path, loopback_policy(server))
+    assert got.sha256 == hashlib.sha256(PAYLOAD).hexdigest()
+    assert got.size == len(PAYLOAD)
+    assert got.path == tmp_path / f"{got.sha256}.safetensors"
+    assert got.path.read_bytes() == PAYLOAD
+    assert got.filename == "style.safetensors"
+    assert "secret" not in got.final_url  # signed URLs never reach logs or messages
+    assert server.hits == ["/start?token=secret", "/files/style.safetensors"]
+
+
+async def test_refuses_plain_http(server: LocalServer, tmp_path: Path) -> None:
+    with pytest.raises(FetchRefused, match="only https"):
+        await fetch_to_file(
+            f"http://127.0.0.1:{server.port}/a.safetensors", tmp_path, loopback_policy(server)
+        )
+    assert server.hits == []
+
+
+async def test_refuses_a_host_outside_the_allowlist(server: LocalServer, tmp_path: Path) -> None:
+    policy = loopback_policy(server, allowed_hosts=("civitai.com",))
+    with pytest.raises(FetchRefused, match=r"downloads from 127\.0\.0\.1 are not allowed"):
+        await fetch_to_file(server.url("/a.safetensors"), tmp_path, policy)
+    assert server.hits == []
+
+
+async def test_production_rule_refuses_loopback_even_when_allowlisted(
+    server: LocalServer, tmp_path: Path
+) -> None:
+    policy = FetchPolicy(allowed_hosts=("127.0.0.1",), ssl_context=server.client_context)
+    server.routes["/a.safetensors"] = body(PAYLOAD)
+    with pytest.raises(FetchRefused, match=r"non-public address \(127\.0\.0\.1\)"):
+        await fetch_to_file(server.url("/a.safetensors"), tmp_path, policy)
+    assert server.hits == []  # refused before any byte was sent
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("https://127.0.0.2:{port}/a.safetensors", r"non-public address \(127\.0\.0\.2\)"),  # other loopback
+        ("https://10.1.2.3/a.safetensors", r"non-public address \(10\.1\.2\.3\)"),  # private
+        ("https://evil.example/a.safetensors", "downloads from evil.example are not allowed"),
+        ("http://127.0.0.1:{port}/a.safetensors", "only https"),
+        ("https://127.0.0.1:{port}/a.ckpt", "pickles"),
+    ],
+)
+async def test_every_redirect_hop_is_checked(
+    server: LocalServer, tmp_path: Path, target: str, reason: str
+) -> None:
+    server.routes["/start"] = redirect(target.format(port=server.port))
+    server.routes["/a.safetensors"] = body(PAYLOAD)
+    with pytest.raises(FetchRefused, match=reason):
+        await fetch_to_file(server.url("/start"), tmp_path, loopback_policy(server))
+    assert server.hits == ["/start"]
+    assert leftovers(tmp_path) == []
+
+
+async def test_refuses_an_oversize_body_declared_or_streamed(server: LocalServer, tmp_path: Path) -> None:
+    big = b"y" * 1_500_000
+    server.routes["/declared.safetensors"] = body(big)
+    server.routes["/streamed.safetensors"] = body(big, chunked=True)
+    for path in ("/declared.safetensors", "/streamed.safetensors"):
+        with pytest.raises(FetchRefused, match="larger than the 1 MiB limit"):
+            await fetch_to_file(server.url(path), tmp_path, loopback_policy(server))
+    assert leftovers(tmp_path) == []  # the partial download is gone
+
+
+async def test_refuses_pickle_names_from_url_or_content_disposition(
+    server: LocalServer, tmp_path: Path
+) -> None:
+    server.routes["/download/1"] = body(
+        PAYLOAD, headers={"Content-Disposition": 'attachment; filename="s.ckpt"'}
+    )
+    with pytest.raises(FetchRefused, match=r"s\.ckpt: findlora accepts only \.safetensors"):
+        await fetch_to_file(server.url("/download/1"), tmp_path, loopback_policy(server))
+    with pytest.raises(FetchRefused, match="Python pickles"):
+        await fetch_to_file(server.url("/model.pt"), tmp_path, loopback_policy(server))
+    assert leftovers(tmp_path) == []
+
+
+async def test_refuses_redirect_loops_and_error_statuses(server: LocalServer, tmp_path: Path) -> None:
+    server.routes["/loop"] = redirect("/loop")
+    with pytest.raises(FetchRefused, match="more than 5 redirects"):
+        await fetch_to_file(server.url("/loop"), tmp_path, loopback_policy(server))
+    with pytest.raises(FetchRefused, match="answered HTTP 404"):
+        await fetch_to_file(server.url("/missing.safetensors"), tmp_path, loopback_policy(server))
+
+
+async def test_refuses_an_untrusted_certificate(server: LocalServer, tmp_path: Path) -> None:
+    server.routes["/a.safetensors"] = body(PAYLOAD)
+    policy = loopback_policy(server, ssl_context=None)  # the system trust store does not know the test CA
+    with pytest.raises(FetchRefused, match="download failed"):
+        await fetch_to_file(server.url("/a.safetensors"), tmp_path, policy)
+
+
+def test_public_address_rule() -> None:
+    for private in ("127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254", "100.64.0.1",
+                    "0.0.0.0", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "224.0.0.1"):  # fmt: skip
+        assert not is_public_address(ipaddress.ip_address(private)), private
+    for public in ("8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"):
+        assert is_public_address(ipaddress.ip_address(public)), public
+
+
+def test_default_allowlist_covers_civitai_and_hugging_face_only() -> None:
+    hosts = Settings().registration_allowed_hosts
+    for host in ("civitai.com", "huggingface.co", "cdn-lfs.huggingface.co", "cas-bridge.xethub.hf.co"):
+        assert host_allowed(host, hosts), host
+    for host in ("evilcivitai.com", "civitai.com.evil.org", "hf.co.evil.org", "example.org", "localhost"):
+        assert not host_allowed(host, hosts), host
+    policy = FetchPolicy(allowed_hosts=tuple(hosts))
+    with pytest.raises(FetchRefused, match="embedded credentials"):
+        check_url("https://user:pw@civitai.com/a.safetensors", policy)
+
+
+def test_stage_local_file(tmp_path: Path) -> None:
+    source = tmp_path / "mine.safetensors"
+    source.write_bytes(PAYLOAD)
+    staged = stage_local_file(source, tmp_path / "staged", max_bytes=1_000_000)
+    assert staged.path.read_bytes() == PAYLOAD
+    assert staged.sha256 == hashlib.sha256(PAYLOAD).hexdigest()
+    with pytest.raises(FetchRefused, match="larger than"):
+        stage_local_file(source, tmp_path / "staged", max_bytes=1000)
+    pickle = tmp_path / "old.ckpt"
+    pickle.write_bytes(b"\x80\x04")
+    with pytest.raises(FetchRefused, match="pickles"):
+        stage_local_file(pickle, tmp_path / "staged", max_bytes=1000)
