@@ -1,0 +1,47 @@
+"""Fuzz target: LoRA file validation (safetensors header first) only accepts or raises LoraFileRejected.
+
+python fuzz/fuzz_lora_header.py -runs=5000 fuzz/corpus/lora_header
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import atheris
+
+with atheris.instrument_imports():
+    from inference_service.registration.lora_file import validate_lora_file
+    from inference_service.registration.refusals import LoraFileRejected
+
+# The validator reads a path (a download lands on disk first): one scratch file, rewritten per input.
+_FD, _NAME = tempfile.mkstemp(suffix=".safetensors", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+SCRATCH = Path(_NAME)
+
+
+def test_one_input(data: bytes) -> None:
+    SCRATCH.write_bytes(data)
+    try:
+        info = validate_lora_file(SCRATCH, max_header_bytes=1 << 16)
+    except LoraFileRejected:
+        return
+    # Whatever is accepted is a LoRA for a supported base model with a positive rank.
+    assert info.base_model in ("sd1", "sdxl")
+    assert info.rank > 0
+    assert info.modules > 0
+
+
+def main() -> None:
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()  # exits the process itself: the scratch file is removed at exit
+
+
+os.close(_FD)
+atexit.register(SCRATCH.unlink, missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()
