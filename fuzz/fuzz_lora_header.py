@@ -5,7 +5,6 @@ python fuzz/fuzz_lora_header.py -runs=5000 fuzz/corpus/lora_header
 
 from __future__ import annotations
 
-import atexit
 import os
 import sys
 import tempfile
@@ -17,9 +16,12 @@ with atheris.instrument_imports():
     from inference_service.registration.lora_file import validate_lora_file
     from inference_service.registration.refusals import LoraFileRejected
 
-# The validator reads a path (a download lands on disk first): one scratch file, rewritten per input.
-_FD, _NAME = tempfile.mkstemp(suffix=".safetensors", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-SCRATCH = Path(_NAME)
+# The validator reads a path (a download lands on disk first): one scratch file, rewritten per
+# input, in FUZZ_SCRATCH_DIR (libFuzzer exits without running atexit handlers, so the caller's
+# temporary directory is what cleans it up).
+SCRATCH = (
+    Path(os.environ.get("FUZZ_SCRATCH_DIR", tempfile.gettempdir())) / f"fuzz-lora-{os.getpid()}.safetensors"
+)
 
 
 def test_one_input(data: bytes) -> None:
@@ -36,11 +38,7 @@ def test_one_input(data: bytes) -> None:
 
 def main() -> None:
     atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()  # exits the process itself: the scratch file is removed at exit
-
-
-os.close(_FD)
-atexit.register(SCRATCH.unlink, missing_ok=True)
+    atheris.Fuzz()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,7 @@ def test_fuzz_target_finds_no_crash(target: Path, tmp_path: Path) -> None:
         text=True,
         timeout=300,
         check=False,
+        env={**os.environ, "FUZZ_SCRATCH_DIR": str(tmp_path)},
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Done 20000 runs" in result.stderr
