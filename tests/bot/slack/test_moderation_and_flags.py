@@ -63,6 +63,9 @@ async def test_registerlora_is_for_moderators_by_user_id_or_user_group(harness: 
     assert [c["usergroup"] for c in harness.api.called("usergroups.users.list")] == ["S0MODS"]
 
 
+REFUSED_URL = "https://example.org/x/y/style.safetensors"  # outside the service's download allowlist
+
+
 async def test_register_modal_checks_fields_then_shows_the_services_answer(harness: SlackHarness) -> None:
     sender, services = harness.start()
     bad = await sender.interactive(
@@ -72,14 +75,18 @@ async def test_register_modal_checks_fields_then_shows_the_services_answer(harne
     assert json.loads(bad.body)["response_action"] == "errors"
     assert set(json.loads(bad.body)["errors"]) == {"url", "name"}
 
-    ok = await sender.interactive(view_submission(REGISTER_VIEW, MODERATOR, {"url": URL, "name": "Y"}))
+    ok = await sender.interactive(
+        view_submission(REGISTER_VIEW, MODERATOR, {"url": REFUSED_URL, "name": "Y"})
+    )
     assert ok.status == 200
     assert ok.body == ""
-    stranger = await sender.interactive(view_submission(REGISTER_VIEW, USER, {"url": URL, "name": "Y"}))
+    stranger = await sender.interactive(
+        view_submission(REGISTER_VIEW, USER, {"url": REFUSED_URL, "name": "Y"})
+    )
     assert stranger.status == 200
     await services.work.drain()
     [answer] = harness.api.called("chat.postMessage", channel=MODERATOR)
-    assert answer["text"].startswith("This findlora service does not support that yet (RegisterLora")
+    assert answer["text"].startswith("I can't do that: downloads from example.org are not allowed")
     assert [m["text"] for m in harness.api.called("chat.postMessage", channel=USER)] == [NOT_A_MODERATOR]
 
 
