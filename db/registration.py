@@ -14,7 +14,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from db.repository import NewLora, ReferenceRow, copy_references, refresh_style_summary
+from db.repository import NewLora, ReferenceRow, copy_references, insert_lora, refresh_style_summary
 
 TERMINAL = ("succeeded", "failed")
 
@@ -215,29 +215,7 @@ class RegistrationStore:
             row = await cur.fetchone()
             if row is not None and row[0] == "succeeded":
                 return int(row[1])
-            cur = await conn.execute(
-                """
-                INSERT INTO loras (slug, name, base_model, page_url, source_url, trigger_words, license,
-                                   author, nsfw, sha256, created_by)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id
-                """,
-                (
-                    lora.slug,
-                    lora.name,
-                    lora.base_model,
-                    lora.page_url,
-                    lora.source_url,
-                    lora.trigger_words,
-                    lora.license,
-                    lora.author,
-                    lora.nsfw,
-                    lora.sha256,
-                    lora.created_by,
-                ),
-            )
-            inserted = await cur.fetchone()
-            assert inserted is not None
-            lora_id = int(inserted[0])
+            lora_id = await insert_lora(conn, lora)
             await copy_references(conn, lora_id, references)
             await refresh_style_summary(conn, lora_id)
             async with conn.cursor() as spec_cur:

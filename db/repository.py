@@ -315,37 +315,7 @@ class Repository:
     async def replace_lora(self, lora: NewLora, references: Sequence[ReferenceRow]) -> int:
         """Insert or replace a LoRA with its whole reference set, atomically; returns its id."""
         async with self.transaction() as conn:
-            cur = await conn.execute(
-                """
-                INSERT INTO loras (slug, name, base_model, page_url, source_url, trigger_words, license,
-                                   author, nsfw, sha256, created_by, catalog_fingerprint)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-                ON CONFLICT (slug) DO UPDATE SET
-                    name = excluded.name, base_model = excluded.base_model,
-                    page_url = excluded.page_url, source_url = excluded.source_url,
-                    trigger_words = excluded.trigger_words, license = excluded.license,
-                    author = excluded.author, nsfw = excluded.nsfw, sha256 = excluded.sha256,
-                    catalog_fingerprint = excluded.catalog_fingerprint, updated_at = now()
-                RETURNING id
-                """,
-                (
-                    lora.slug,
-                    lora.name,
-                    lora.base_model,
-                    lora.page_url,
-                    lora.source_url,
-                    lora.trigger_words,
-                    lora.license,
-                    lora.author,
-                    lora.nsfw,
-                    lora.sha256,
-                    lora.created_by,
-                    lora.catalog_fingerprint,
-                ),
-            )
-            row = await cur.fetchone()
-            assert row is not None
-            lora_id = int(row[0])
+            lora_id = await insert_lora(conn, lora, replace=True)
             await conn.execute("DELETE FROM reference_images WHERE lora_id = %s", (lora_id,))
             await copy_references(conn, lora_id, references)
             await refresh_style_summary(conn, lora_id)
@@ -860,6 +830,28 @@ async def _upsert_prompts(
         assert row is not None
         ids[first_local_id + offset] = int(row[0])
     return ids
+
+
+# Every NewLora field, in the order of the INSERT below.
+_NEW_LORA_COLUMNS = tuple(NewLora.__dataclass_fields__)
+# An update of an existing slug keeps who created it.
+_REPLACED_COLUMNS = tuple(c for c in _NEW_LORA_COLUMNS if c not in ("slug", "created_by"))
+
+
+async def insert_lora(conn: AsyncConnection[Any], lora: NewLora, *, replace: bool = False) -> int:
+    """Insert a LoRA row; with `replace`, an existing slug is updated instead. Returns its id."""
+    conflict = ""
+    if replace:
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _REPLACED_COLUMNS)
+        conflict = f" ON CONFLICT (slug) DO UPDATE SET {updates}, updated_at = now()"
+    cur = await conn.execute(
+        f"INSERT INTO loras ({', '.join(_NEW_LORA_COLUMNS)})"
+        f" VALUES ({', '.join(['%s'] * len(_NEW_LORA_COLUMNS))}){conflict} RETURNING id",
+        tuple(getattr(lora, c) for c in _NEW_LORA_COLUMNS),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 async def copy_references(
