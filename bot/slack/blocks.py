@@ -73,7 +73,7 @@ def results_blocks(page: ResultsPage) -> list[Block]:
             f"Base model: {escape(card.base_model or 'unknown')} · Score: {card.score_text}",
         ]
         if card.suggested_prompt:
-            lines.append(f"Suggested prompt: `{escape(card.suggested_prompt)}`")
+            lines.append(f"Suggested prompt:\n```{escape(card.suggested_prompt)}```")
         blocks += [{"type": "divider"}, _section("\n".join(lines))]
     first = page.cards[0].lora_id if page.cards else 0
     blocks.append(_context(result_footer(page.ref, page.total, first), REF_BLOCK))

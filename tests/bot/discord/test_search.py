@@ -60,7 +60,7 @@ async def test_findlora_defers_then_answers_with_one_embed_per_result(harness: H
     assert first.url == "https://example.org/style-03"
     fields = {f.name: f.value for f in first.fields}
     assert fields["Base model"] == "sd1"
-    assert fields["Suggested prompt"] == "`a castle, trig3, <lora:style-03:0.8>`"
+    assert fields["Suggested prompt"] == "```\na castle, trig3, <lora:style-03:0.8>\n```"
     assert "style distance" in str(fields["Score"])
     assert "`a castle`" in sent["content"]
     # One transfer sheet per result, shown inside its embed.

@@ -59,7 +59,8 @@ async def test_mention_with_an_image_answers_in_its_thread(harness: SlackHarness
     assert blocks["findlora_more"]["elements"][0]["action_id"] == ACTION_MORE
     section = message["blocks"][2]["text"]["text"]
     assert "Score:" in section
-    assert "Suggested prompt: `" in section
+    assert "Suggested prompt:\n```" in section
+    assert "&lt;lora:style-" in section  # the weight tag, escaped for mrkdwn
     assert "trig3" in section
     assert message["text"].startswith("findlora · results 1–5 of 11")
 

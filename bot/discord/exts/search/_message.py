@@ -36,7 +36,8 @@ def _embed(card: ResultCard, page: ResultsPage, sheet_name: str | None) -> disco
     embed.add_field(name="Base model", value=card.base_model or "unknown")
     embed.add_field(name="Score", value=card.score_text)
     if card.suggested_prompt:
-        embed.add_field(name="Suggested prompt", value=f"`{card.suggested_prompt}`", inline=False)
+        # A fenced block: Discord offers a copy button for it.
+        embed.add_field(name="Suggested prompt", value=f"```\n{card.suggested_prompt}\n```", inline=False)
     if card.transfers:
         samples = ", ".join(t.sample_id for t in card.transfers)
         embed.description = f"Sample transfers nearest your image: {samples}"
