@@ -36,6 +36,13 @@ def train_cmd(
     optimizer: Annotated[str | None, typer.Option(help="adamw or sgd.")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
     margin: Annotated[float, typer.Option(help="Triplet margin.")] = 0.2,
+    loss: Annotated[
+        str,
+        typer.Option(
+            help="batch-all objective: triplet, davg (triplet loss on in-batch d_avg) or davg-softmax."
+        ),
+    ] = "triplet",
+    temperature: Annotated[float, typer.Option(help="Temperature of davg-softmax.")] = 0.1,
     input_size: Annotated[int | None, typer.Option(help="Encoder input size in pixels.")] = None,
     cleansing_threshold: Annotated[
         float, typer.Option(help="Eq. 1 threshold (RGB 0..255 squared error).")
@@ -57,6 +64,10 @@ def train_cmd(
         Path | None, typer.Option(help="Cache of the decoded references (.safetensors); reused when present.")
     ] = None,
     head_steps: Annotated[int | None, typer.Option(help="Phase-1 steps training the head alone.")] = None,
+    head_styles_per_batch: Annotated[
+        int | None, typer.Option(help="K LoRAs per phase-1 batch (head alone).")
+    ] = None,
+    stem_width: Annotated[int | None, typer.Option(help="Full-resolution stem conv width (0: none).")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
 ) -> None:
     """Train on CATALOG's references; resumes from the checkpoint when one exists."""
@@ -74,6 +85,8 @@ def train_cmd(
         "styles_per_batch": styles_per_batch,
         "samples_per_batch": samples_per_batch,
         "margin": margin,
+        "loss": loss,
+        "temperature": temperature,
         "seed": seed,
         "cleansing_threshold": None if no_cleansing else cleansing_threshold,
         "max_steps": max_steps,
@@ -84,11 +97,16 @@ def train_cmd(
         ("optimizer", optimizer),
         ("lr", lr),
         ("head_steps", head_steps),
+        ("head_styles_per_batch", head_styles_per_batch),
     ):
         if value is not None:
             changes[key] = value
+    encoder = config.encoder
     if input_size is not None:
-        changes["encoder"] = replace(config.encoder, input_size=input_size)
+        encoder = replace(encoder, input_size=input_size)
+    if stem_width is not None:
+        encoder = replace(encoder, stem_width=stem_width)
+    changes["encoder"] = encoder
     config = replace(config, **changes)  # type: ignore[arg-type]
     command = "findlora " + shlex.join(sys.argv[1:])
     result = train(

@@ -38,3 +38,50 @@ def batch_all_triplet_loss(
         return embeddings.sum() * 0.0, 0.0
     loss = losses.sum() / active.clamp(min=1)
     return loss, float(active) / float(total)
+
+
+def _class_mean_distances(
+    embeddings: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """d_avg inside a batch: for every anchor i and every class c of the batch, the mean distance
+    from i to the members of c other than i. Returns (d_avg (B, C), own-class one-hot (B, C),
+    usable (B, C): the class has a member other than the anchor)."""
+    distances = _pairwise_distances(embeddings)
+    classes, index = labels.unique(return_inverse=True)  # type: ignore[no-untyped-call]
+    member = functional.one_hot(index, len(classes)).to(embeddings.dtype)  # (B, C)
+    counts = member.sum(dim=0, keepdim=True) - member  # the anchor is not its own reference
+    sums = distances @ member - distances.diagonal()[:, None] * member
+    usable = counts > 0
+    return sums / counts.clamp(min=1), member.bool(), usable
+
+
+def davg_triplet_loss(
+    embeddings: torch.Tensor, labels: torch.Tensor, margin: float
+) -> tuple[torch.Tensor, float]:
+    """The triplet loss on the ranking it serves: the anchor's d_avg to its own class must beat its
+    d_avg to every other class of the batch by the margin (mean over violating pairs)."""
+    davg, own, usable = _class_mean_distances(embeddings, labels)
+    anchors = (own & usable).any(dim=1)
+    if not bool(anchors.any()):
+        return embeddings.sum() * 0.0, 0.0
+    positive = (davg * own).sum(dim=1, keepdim=True)
+    valid = usable & ~own & anchors[:, None]
+    losses = functional.relu(positive - davg + margin) * valid
+    active = (losses > 1e-9).sum()
+    return losses.sum() / active.clamp(min=1), float(active) / float(valid.sum().clamp(min=1))
+
+
+def davg_softmax_loss(
+    embeddings: torch.Tensor, labels: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, float]:
+    """Cross-entropy of "which class of the batch has the smallest d_avg from the anchor", with
+    logits -d_avg / temperature. Returns (loss, share of anchors ranked right)."""
+    davg, own, usable = _class_mean_distances(embeddings, labels)
+    anchors = (own & usable).any(dim=1)
+    if not bool(anchors.any()):
+        return embeddings.sum() * 0.0, 0.0
+    logits = (-davg / temperature).masked_fill(~usable, float("-inf"))[anchors]
+    target = own[anchors].float().argmax(dim=1)
+    loss = functional.cross_entropy(logits, target)
+    correct = (logits.argmax(dim=1) == target).float().mean()
+    return loss, float(correct)

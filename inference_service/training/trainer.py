@@ -35,7 +35,12 @@ from inference_service.training.checkpoint import (
     restore_generator,
     save_checkpoint,
 )
-from inference_service.training.losses import batch_all_triplet_loss, triplet_loss
+from inference_service.training.losses import (
+    batch_all_triplet_loss,
+    davg_softmax_loss,
+    davg_triplet_loss,
+    triplet_loss,
+)
 from inference_service.training.references import (
     CleansingReport,
     ReferenceSet,
@@ -48,6 +53,8 @@ from inference_service.training.references import (
 )
 
 Mining = Literal["batch-all", "triplet"]
+Loss = Literal["triplet", "davg", "davg-softmax"]
+LOSSES: tuple[Loss, ...] = ("triplet", "davg", "davg-softmax")
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,11 @@ class TrainConfig:
     weight_decay: float = 1e-4
     schedule: Literal["cosine", "constant"] = "cosine"
     margin: float = 0.2
+    # batch-all objective: "triplet" (every a/p/n triplet), "davg" (the triplet loss on the anchor's
+    # d_avg to each class of the batch, the ranking the service uses) or "davg-softmax"
+    # (cross-entropy over the batch's classes with logits -d_avg / temperature)
+    loss: Loss = "triplet"
+    temperature: float = 0.1
     crop: int = 112  # random crop of the input-size image while training (0: none)
     cleansing_threshold: float | None = 0.01
     seed: int = 0
@@ -151,14 +163,21 @@ def _crop(batch: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Ten
     return batch[..., top : top + size, left : left + size]
 
 
+def _batch_loss(embeddings: torch.Tensor, labels: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    if config.loss == "davg":
+        return davg_triplet_loss(embeddings, labels, config.margin)[0]
+    if config.loss == "davg-softmax":
+        return davg_softmax_loss(embeddings, labels, config.temperature)[0]
+    return batch_all_triplet_loss(embeddings, labels, config.margin)[0]
+
+
 def _step_loss(
     model: StyleEncoder, refs: ReferenceSet, config: TrainConfig, rng: np.random.Generator
 ) -> torch.Tensor:
     if config.mining == "batch-all":
         batch = sample_style_batch(refs, rng, config.styles_per_batch, config.samples_per_batch)
         embeddings = model(as_float(_crop(batch.images, config.crop, rng)))
-        loss, _ = batch_all_triplet_loss(embeddings, batch.labels, config.margin)
-        return loss
+        return _batch_loss(embeddings, batch.labels, config)
     anchor, positive, negative = sample_triplets(refs, rng, config.batch_size)
     stacked = _crop(torch.cat([anchor, positive, negative]), config.crop, rng)
     a, p, n = model(as_float(stacked)).chunk(3)
@@ -188,8 +207,7 @@ def _head_step_loss(
 ) -> torch.Tensor:
     batch = sample_style_batch(refs, rng, config.head_styles_per_batch, config.samples_per_batch)
     embeddings = model.project(features[batch.labels, batch.contents])
-    loss, _ = batch_all_triplet_loss(embeddings, batch.labels, config.margin)
-    return loss
+    return _batch_loss(embeddings, batch.labels, config)
 
 
 def _cosine(lr: float, step: int, total: int) -> float:
@@ -251,6 +269,8 @@ def train(
     `stop_after_step` ends the run early at that step (with a checkpoint), as an interruption would.
     """
     started = time.monotonic()
+    if config.loss not in LOSSES:
+        raise ValueError(f"unknown loss {config.loss!r}; expected one of {', '.join(LOSSES)}")
     checkpoint = checkpoint or out.with_name(out.stem + ".ckpt.safetensors")
     loss_curve = out.with_name(out.stem + ".loss.png")
     if refs is None and refs_cache is not None and refs_cache.exists():

@@ -12,7 +12,12 @@ from safetensors.torch import load_file, save_file
 from inference_service.eval.style_zoo import read_zoo_info
 from inference_service.models.style_encoder import EncoderConfig, StyleEncoder, load_encoder, read_metadata
 from inference_service.training.checkpoint import load_checkpoint
-from inference_service.training.losses import batch_all_triplet_loss, triplet_loss
+from inference_service.training.losses import (
+    batch_all_triplet_loss,
+    davg_softmax_loss,
+    davg_triplet_loss,
+    triplet_loss,
+)
 from inference_service.training.references import (
     ReferenceSet,
     as_float,
@@ -73,6 +78,34 @@ def test_losses_by_hand() -> None:
     loss, active = batch_all_triplet_loss(emb, torch.tensor([0, 0, 1]), margin=0.1)
     assert float(loss) == pytest.approx(0.0)
     assert active == pytest.approx(0.0)
+
+
+def test_davg_losses_by_hand() -> None:
+    # Labels 0,0,0,1,1 at x = 0, 1, 2, 3, 5. Anchor x=2: d_avg to class 0 (x=0,1) = 1.5, to class 1 = 2.
+    emb = torch.tensor([[0.0], [1.0], [2.0], [3.0], [5.0]])
+    labels = torch.tensor([0, 0, 0, 1, 1])
+    # d_avg per anchor: x=0 -> own 1.5, other 4; x=1 -> 1, 3; x=2 -> 1.5, 2;
+    # x=3 -> own 2 (x=5), other 2; x=5 -> own 2, other 4. Margin 1: violations 0.5 (x=2), 1 (x=3).
+    loss, active = davg_triplet_loss(emb, labels, margin=1.0)
+    assert float(loss) == pytest.approx(0.75, abs=1e-5)
+    assert active == pytest.approx(2 / 5)
+    loss, correct = davg_softmax_loss(emb, labels, temperature=1.0)
+    expected = np.mean(
+        [np.log1p(np.exp(own - other)) for own, other in ((1.5, 4), (1, 3), (1.5, 2), (2, 2), (2, 4))]
+    )
+    assert float(loss) == pytest.approx(expected, abs=1e-5)
+    assert correct == pytest.approx(4 / 5)  # the tie at x=3 goes to the first class (argmax)
+
+
+@pytest.mark.parametrize("loss", ["davg", "davg-softmax"])
+def test_davg_objectives_train(tiny_zoo: Path, refs: ReferenceSet, tmp_path: Path, loss: str) -> None:
+    config = replace(CONFIG, loss=loss)  # type: ignore[arg-type]
+    before = _all_triplets_loss(build_model(config), refs)
+    out = tmp_path / "enc.safetensors"
+    train(tiny_zoo, out, config, refs=refs, progress=False)
+    assert _all_triplets_loss(load_encoder(out), refs) < before
+    with pytest.raises(ValueError, match="unknown loss"):
+        train(tiny_zoo, out, replace(CONFIG, loss="nope"), refs=refs, progress=False)  # type: ignore[arg-type]
 
 
 def test_cleansing_drops_exactly_the_failed_transfers(tiny_zoo: Path, refs: ReferenceSet) -> None:
