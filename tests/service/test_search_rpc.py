@@ -78,11 +78,15 @@ async def test_multi_image_query_averages_style_distance(client: FindLoraClient,
         [QueryImage((refs / "s01.png").read_bytes()), QueryImage((refs / "s02.png").read_bytes())], top_k=20
     )
     other = await client.search([QueryImage((refs / "s02.png").read_bytes())], top_k=20)
-    assert two.matches[0].slug == "style-05"
     d1 = {m.slug: m.style_distance for m in one.matches}
     d2 = {m.slug: m.style_distance for m in other.matches}
+    assert len(two.matches) == 20
     for match in two.matches:
         assert match.style_distance == pytest.approx((d1[match.slug] + d2[match.slug]) / 2, abs=1e-5)
+    # The ranking is the order of those means (how much a second image helps is measured by
+    # `bench quality`'s multi-image rows, not here).
+    by_mean = sorted(d1, key=lambda slug: ((d1[slug] + d2[slug]) / 2, slug))
+    assert [m.slug for m in two.matches][:5] == by_mean[:5]
 
 
 @pytest.mark.parametrize(
