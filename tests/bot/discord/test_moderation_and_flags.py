@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 from unittest import mock
 
@@ -12,9 +11,9 @@ from bot.core.client import FindLoraClient, QueryImage
 from bot.core.permissions import NOT_A_MODERATOR
 from bot.core.replies import friendly_error
 from bot.discord.exts.moderation._cog import split_trigger_words
-from protos import findlora_pb2 as pb
 from tests.bot.discord.conftest import MOD_ROLE, MODERATOR_ID, Harness, route_channels
 from tests.helpers.discord_fakes import custom_ids, make_interaction, make_member, messages_in, press
+from tests.helpers.jobs import scripted_watch_job
 
 pytestmark = pytest.mark.db
 
@@ -77,21 +76,7 @@ async def test_registerlora_denied_then_shows_the_services_refusal(harness: Harn
 async def test_registerlora_renders_watchjob_progress(harness: Harness, channel: Any) -> None:
     bot = await harness.bot()
     cog = bot.get_cog("Moderation")
-    events = [
-        pb.JobEvent(job_id="j1", state=pb.JOB_STATE_RUNNING, step="fetch", progress=0.1),
-        pb.JobEvent(
-            job_id="j1",
-            state=pb.JOB_STATE_SUCCEEDED,
-            progress=1.0,
-            slug="new-style",
-            lookalikes=[pb.LookalikeWarning(similar_slug="style-02", centroid_distance=0.05, threshold=0.2)],
-        ),
-    ]
-
-    async def stream(job_id: str, **_: Any) -> AsyncIterator[pb.JobEvent]:
-        assert job_id == "j1"
-        for event in events:
-            yield event
+    stream = scripted_watch_job("j1")
 
     client = bot.services.client
     with (

@@ -4,7 +4,6 @@ and user group, the modal flows, and flag → review → takedown against the re
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 from unittest import mock
 
@@ -24,6 +23,7 @@ from tests.bot.slack.conftest import (
     USER,
     SlackHarness,
 )
+from tests.helpers.jobs import scripted_watch_job
 from tests.helpers.slack_fakes import SignedSender, button, mention, view_submission
 
 pytestmark = pytest.mark.db
@@ -92,21 +92,7 @@ async def test_register_modal_checks_fields_then_shows_the_services_answer(harne
 
 async def test_registration_progress_is_edited_into_the_dm(harness: SlackHarness) -> None:
     sender, services = harness.start()
-    events = [
-        pb.JobEvent(job_id="j1", state=pb.JOB_STATE_RUNNING, step="fetch", progress=0.1),
-        pb.JobEvent(
-            job_id="j1",
-            state=pb.JOB_STATE_SUCCEEDED,
-            progress=1.0,
-            slug="new-style",
-            lookalikes=[pb.LookalikeWarning(similar_slug="style-02", centroid_distance=0.05, threshold=0.2)],
-        ),
-    ]
-
-    async def stream(job_id: str, **_: Any) -> AsyncIterator[pb.JobEvent]:
-        assert job_id == "j1"
-        for event in events:
-            yield event
+    stream = scripted_watch_job("j1")
 
     values = {"url": URL, "name": "A", "base_model": "sdxl", "trigger_words": "p, q"}
     with (
