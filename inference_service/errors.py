@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import grpc
 
 
@@ -42,3 +44,11 @@ class DeadlineExceeded(ServiceError):
 
 
 CATALOG_EMPTY = "catalog is empty: import one with findlora catalog import"
+
+
+def parse_id(value: str, what: str) -> uuid.UUID:
+    """A UUID from a request, or INVALID_ARGUMENT naming what it should have been."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidArgument(f"not a {what}: {value!r}") from None

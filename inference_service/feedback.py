@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
-
 from db.repository import Repository
-from inference_service.errors import FailedPrecondition, InvalidArgument, NotFound
+from inference_service.errors import InvalidArgument, parse_id
+from inference_service.search import live_search
 
 VOTES = {"up": 1, "down": -1}
 
@@ -16,15 +15,8 @@ async def record_feedback(repo: Repository, search_id: str, lora_id: int, vote: 
         raise InvalidArgument("vote must be up or down")
     if not user:
         raise InvalidArgument("user is required")
-    try:
-        parsed = uuid.UUID(search_id)
-    except ValueError:
-        raise InvalidArgument(f"not a search id: {search_id!r}") from None
-    stored = await repo.get_search(parsed)
-    if stored is None:
-        raise NotFound("no such search: run it again")
-    if stored.expired:
-        raise FailedPrecondition("this search has expired, run it again")
+    parsed = parse_id(search_id, "search id")
+    stored = await live_search(repo, parsed)
     rank = next(
         (i for i, item in enumerate(stored.ranking, start=1) if int(item["lora_id"]) == lora_id), None
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,7 +15,7 @@ from PIL import Image
 
 from db.repository import FlagRow, LoraRow, Repository
 from inference_service.config import Settings
-from inference_service.errors import FailedPrecondition, InvalidArgument, NotFound
+from inference_service.errors import FailedPrecondition, InvalidArgument, NotFound, parse_id
 from inference_service.models.style_encoder import StyleEmbedder
 
 LORA_STATUSES = ("active", "hidden", "taken_down")
@@ -122,10 +121,7 @@ class Moderation:
     async def review(self, flag_id: str, approve: bool, moderator: str, reason: str) -> FlagRow:
         if not moderator:
             raise InvalidArgument("moderator is required")
-        try:
-            parsed = uuid.UUID(flag_id)
-        except ValueError:
-            raise InvalidArgument(f"not a flag id: {flag_id!r}") from None
+        parsed = parse_id(flag_id, "flag id")
         flag, decided_now = await self.repo.decide_flag(
             parsed, status="approved" if approve else "dismissed", moderator=moderator, reason=reason
         )

@@ -13,11 +13,11 @@ import numpy as np
 import structlog
 from PIL import Image
 
-from db.repository import ENCODER_KEY, LoraRow, Repository
+from db.repository import ENCODER_KEY, LoraRow, Repository, StoredSearch
 from inference_service.batching import EncoderBatcher
 from inference_service.blobs import BlobStore
 from inference_service.config import Settings
-from inference_service.errors import CATALOG_EMPTY, FailedPrecondition, InvalidArgument, NotFound
+from inference_service.errors import CATALOG_EMPTY, FailedPrecondition, InvalidArgument, NotFound, parse_id
 from inference_service.models.style_encoder import StyleEmbedder
 from inference_service.prompting import suggest_prompt
 from inference_service.scoring.d_avg import Filters, TwoStageOptions, rank_d_avg
@@ -73,6 +73,16 @@ class SearchQuery:
 
 def _float_or_nan(value: Any) -> float:
     return float("nan") if value is None else float(value)
+
+
+async def live_search(repo: Repository, search_id: uuid.UUID) -> StoredSearch:
+    """A stored search that can still be paged or voted on."""
+    stored = await repo.get_search(search_id)
+    if stored is None:
+        raise NotFound("no such search: run it again")
+    if stored.expired:
+        raise FailedPrecondition("this search has expired, run it again")
+    return stored
 
 
 class SearchEngine:
@@ -216,18 +226,11 @@ class SearchEngine:
         ]
 
     async def page(self, search_id: str, offset: int, limit: int, allow_nsfw: bool) -> SearchPage:
-        try:
-            parsed = uuid.UUID(search_id)
-        except ValueError:
-            raise InvalidArgument(f"not a search id: {search_id!r}") from None
+        parsed = parse_id(search_id, "search id")
         if offset < 0:
             raise InvalidArgument("offset must be >= 0")
         limit = self._top_k(limit)
-        stored = await self.repo.get_search(parsed)
-        if stored is None:
-            raise NotFound("no such search: run it again")
-        if stored.expired:
-            raise FailedPrecondition("this search has expired, run it again")
+        stored = await live_search(self.repo, parsed)
         matches = await self._materialise(
             stored.ranking, offset, limit, stored.query_embedding, stored.pseudo_prompt, allow_nsfw
         )
