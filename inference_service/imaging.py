@@ -71,8 +71,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+FILE_MAX_BYTES = 50 * 1024 * 1024  # catalog and generated files may be larger than uploads
+
+
+def decode_image_file(path: Path, data: bytes) -> Image.Image:
+    """Decode bytes already read from `path` (errors name the path)."""
+    return decode_image(data, max_bytes=FILE_MAX_BYTES, name=str(path))
+
+
 def load_image_file(
-    path: Path, *, max_bytes: int = 50 * 1024 * 1024, max_pixels: int = 40_000_000
+    path: Path, *, max_bytes: int = FILE_MAX_BYTES, max_pixels: int = 40_000_000
 ) -> Image.Image:
     return decode_image(path.read_bytes(), max_bytes=max_bytes, max_pixels=max_pixels, name=str(path))
 

@@ -18,7 +18,7 @@ from PIL import Image
 from db.repository import ENCODER_KEY, NewLora, ReferenceRow, Repository
 from inference_service.blobs import BlobStore
 from inference_service.catalog.format import Catalog, CatalogError, LoraEntry, lora_toml, scan_catalog
-from inference_service.imaging import ImageRejected, load_image_file, thumbnail_webp
+from inference_service.imaging import ImageRejected, decode_image_file, load_image_file, thumbnail_webp
 from inference_service.models.style_encoder import StyleEmbedder
 from inference_service.scoring.cleansing import transfer_mse
 
@@ -147,15 +147,11 @@ def _reference_rows(
     threshold: float,
     thumb_px: int,
 ) -> list[ReferenceRow]:
-    transfers = [
-        Transfer(
-            s,
-            load_image_file(entry.references[s]),
-            entry.references[s].read_bytes(),
-            entry.references[s].suffix,
-        )
-        for s in sorted(entry.references)
-    ]
+    transfers = []
+    for sample_id in sorted(entry.references):
+        path = entry.references[sample_id]
+        data = path.read_bytes()  # read once: decoded here, stored as the blob
+        transfers.append(Transfer(sample_id, decode_image_file(path, data), data, path.suffix))
     return build_reference_rows(transfers, samples, blobs, embedder, threshold, thumb_px)
 
 
