@@ -57,6 +57,10 @@ def train_cmd(
     fresh: Annotated[
         bool, typer.Option("--fresh", help="Ignore an existing checkpoint instead of resuming.")
     ] = False,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(help="Start from this trained encoder's weights (same architecture), not from scratch."),
+    ] = None,
     max_minutes: Annotated[
         float | None, typer.Option(help="Stop (with a checkpoint) after this many minutes.")
     ] = None,
@@ -116,6 +120,7 @@ def train_cmd(
         checkpoint=checkpoint,
         resume=not fresh,
         backbone_weights=backbone_weights,
+        init_from=init_from,
         max_minutes=max_minutes,
         refs_cache=refs_cache,
         provenance={"command": command},

@@ -89,32 +89,58 @@ async def run_search_bench(
     repo = await Repository.open(url, max_size=2)
     try:
         async with repo.connection() as conn:
-            cur = await conn.execute("SELECT pg_backend_pid()")
+            cur = await conn.execute(
+                "SELECT pg_backend_pid(), current_setting('shared_buffers'),"
+                " current_setting('server_version'),"
+                " (SELECT extversion FROM pg_extension WHERE extname = 'vector')"
+            )
             row = await cur.fetchone()
         backend_pid = int(row[0]) if row else None
-        for query in queries[:3]:  # warm caches and plans on both paths
+        server = {"shared_buffers": row[1], "postgres": row[2], "pgvector": row[3]} if row else {}
+        # Warm plans and connections on both paths with queries of another draw, so the timed
+        # queries' own pages stay cold for the first pass.
+        for query in make_queries(catalog, loaded.base_model, loaded.active, 4, seed + 1)[:3]:
             await _exhaustive(repo, query, k)
             await rank_d_avg(repo, query.embeddings, limit=k, filters=query.filters, options=options)
-        rows = []
-        for j, query in enumerate(queries):
-            # Alternate which path runs first so background load hits both alike.
-            order = ("two_stage", "exhaustive") if j % 2 else ("exhaustive", "two_stage")
-            timed: dict[str, Any] = {}
-            for path in order:
-                started = time.perf_counter()
-                if path == "exhaustive":
-                    timed[path] = await _exhaustive(repo, query, k)
-                else:
-                    timed[path], stats = await rank_d_avg(
-                        repo, query.embeddings, limit=k, filters=query.filters, options=options
-                    )
-                timed[path + "_s"] = time.perf_counter() - started
-            rows.append((query, timed, stats))
-            progress("query", j + 1, len(queries))
+        # Two passes over the queries: "cold" is the first time each query's LoRAs are touched
+        # since the load (the 128 MB default buffer cache holds little of a large catalog),
+        # "warm" runs the same queries again, every page they need already cached: the steady
+        # state of a server whose memory holds its working set. The headline figures are warm.
+        passes: dict[str, list[tuple[Query, dict[str, Any], Any]]] = {}
+        for phase in ("cold", "warm"):
+            rows = []
+            for j, query in enumerate(queries):
+                # Alternate which path runs first so background load hits both alike.
+                order = ("two_stage", "exhaustive") if j % 2 else ("exhaustive", "two_stage")
+                timed: dict[str, Any] = {}
+                for path in order:
+                    started = time.perf_counter()
+                    if path == "exhaustive":
+                        timed[path] = await _exhaustive(repo, query, k)
+                    else:
+                        timed[path], stats = await rank_d_avg(
+                            repo, query.embeddings, limit=k, filters=query.filters, options=options
+                        )
+                    timed[path + "_s"] = time.perf_counter() - started
+                rows.append((query, timed, stats))
+                progress(f"queries ({phase})", j + 1, len(queries))
+            passes[phase] = rows
         backend_rss = _rss_mb(backend_pid)
     finally:
         await repo.close()
-    return _report(n_loras, n_refs, k, shape, options, loaded, rows, backend_rss)
+    report = _report(n_loras, n_refs, k, shape, options, loaded, passes["warm"], backend_rss)
+    cold = passes["cold"]
+    report["cold"] = {
+        "exhaustive": _percentiles([t["exhaustive_s"] for _, t, _ in cold]),
+        "two_stage": _percentiles([t["two_stage_s"] for _, t, _ in cold]),
+        "two_stage_single": _percentiles([t["two_stage_s"] for q, t, _ in cold if q.kind == "single"]),
+    }
+    report["cold"]["speedup_p50"] = round(
+        report["cold"]["exhaustive"]["p50_ms"] / report["cold"]["two_stage"]["p50_ms"], 2
+    )
+    report["timed_pass"] = "warm"
+    report["server"] = server
+    return report
 
 
 async def _exhaustive(repo: Repository, query: Query, k: int) -> list[tuple[int, float]]:

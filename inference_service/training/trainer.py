@@ -26,6 +26,8 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 from inference_service.models.style_encoder import (
     EncoderConfig,
     StyleEncoder,
+    encoder_fingerprint,
+    load_encoder,
     save_encoder,
     untrained_encoder,
 )
@@ -259,6 +261,7 @@ def train(
     refs: ReferenceSet | None = None,
     refs_cache: Path | None = None,
     backbone_weights: Path | None = None,
+    init_from: Path | None = None,
     max_minutes: float | None = None,
     stop_after_step: int | None = None,
     provenance: dict[str, str] | None = None,
@@ -267,6 +270,8 @@ def train(
     """Train, checkpointing every `checkpoint_every` steps; resume from `checkpoint` when it exists.
 
     `stop_after_step` ends the run early at that step (with a checkpoint), as an interruption would.
+    `init_from` starts from a trained encoder's weights (same architecture) instead of a fresh
+    initialisation: a further schedule on top of an earlier run.
     """
     started = time.monotonic()
     if config.loss not in LOSSES:
@@ -285,6 +290,16 @@ def train(
         if refs_cache is not None:
             save_reference_cache(refs, refs_cache, config.encoder.input_size)
     model = build_model(config, backbone_weights)
+    init_metadata: dict[str, str] = {}
+    if init_from is not None:
+        start = load_encoder(init_from)
+        if start.config != model.config:
+            raise ValueError(
+                f"{init_from} has another architecture ({start.config.to_json()}) than this run "
+                f"({model.config.to_json()})"
+            )
+        model.load_state_dict(start.state_dict())
+        init_metadata = {"init_from": str(init_from), "init_fingerprint": encoder_fingerprint(start)}
     optimizer = _make_optimizer(config, model)
     head_steps = config.head_steps
     total = head_steps + steps_for(config, refs)
@@ -301,7 +316,7 @@ def train(
         rng = restore_generator(state.numpy_rng)
     else:
         torch.manual_seed(config.seed)
-    extra = {"train_config": config.to_json(), "catalog": str(catalog)}
+    extra = {"train_config": config.to_json(), "catalog": str(catalog), **init_metadata}
 
     def snapshot() -> None:
         state.numpy_rng = dict(rng.bit_generator.state)
@@ -351,6 +366,7 @@ def train(
         "cleansing": json.dumps(refs.report.as_dict()),
         "final_loss": f"{np.mean(state.losses[-50:]):.5f}" if state.losses else "nan",
         "stopped_early": str(stopped_early).lower(),
+        **init_metadata,
         **(provenance or {}),
     }
     save_encoder(model, out, metadata)

@@ -175,6 +175,31 @@ def test_resume_continues_from_the_saved_step(tiny_zoo: Path, refs: ReferenceSet
         train(tiny_zoo, interrupted, replace(CONFIG, lr=1e-2), refs=refs, progress=False)
 
 
+def test_init_from_continues_from_a_trained_encoder(
+    tiny_zoo: Path, refs: ReferenceSet, tmp_path: Path
+) -> None:
+    first = train(tiny_zoo, tmp_path / "first.safetensors", CONFIG, refs=refs, progress=False)
+    again = replace(CONFIG, head_steps=0, epochs=1, lr=1e-3)
+    follow = train(
+        tiny_zoo,
+        tmp_path / "follow.safetensors",
+        again,
+        refs=refs,
+        init_from=first.model_path,
+        progress=False,
+    )
+    # A continuation starts where the first run ended, far below a fresh start's first loss.
+    fresh = train(tiny_zoo, tmp_path / "fresh.safetensors", again, refs=refs, progress=False)
+    assert follow.losses[0] < fresh.losses[0]
+    meta = read_metadata(follow.model_path)
+    assert meta["init_from"] == str(first.model_path)
+    other = replace(CONFIG, encoder=replace(TINY, hidden=24))
+    with pytest.raises(ValueError, match="another architecture"):
+        train(
+            tiny_zoo, tmp_path / "x.safetensors", other, refs=refs, init_from=first.model_path, progress=False
+        )
+
+
 def test_paper_setting_and_local_vgg19_weights(tmp_path: Path) -> None:
     paper = TrainConfig.paper()
     assert (paper.backbone, paper.optimizer, paper.lr, paper.batch_size, paper.epochs) == (
