@@ -446,6 +446,47 @@ class Repository:
             for lora_id, (images, texts, prompt_ids) in rows.items()
         }
 
+    async def nearest_spec_loras(
+        self,
+        queries: Sequence[np.ndarray],
+        *,
+        limit: int,
+        base_model: str = "",
+        allow_nsfw: bool = False,
+    ) -> list[tuple[int, float]]:
+        """The GMI branch's candidates: the `limit` LoRAs whose spec image features lie nearest
+        the query's CLIP image features, as (lora id, distance) ascending. A LoRA's distance is
+        the mean over the query images of its nearest spec point (a multi-image query scores
+        the mean over its images too). Same rows and filters as load_specs.
+
+        An exact scan in SQL, no index: image_feature is an untyped vector (the dimension
+        follows the configured CLIP), and a LoRA has tens of points, so the scan reads
+        |catalog| x tens of rows and ships only `limit` rows to Python."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                SELECT lora_id, avg(d) AS d FROM (
+                    SELECT s.lora_id, q.i, min(s.image_feature <-> q.v) AS d
+                    FROM spec_points s JOIN loras l ON l.id = s.lora_id JOIN prompts p ON p.id = s.prompt_id
+                    CROSS JOIN unnest(%(q)s::vector[]) WITH ORDINALITY AS q(v, i)
+                    WHERE l.status = 'active' AND p.text_feature IS NOT NULL AND s.image_feature IS NOT NULL
+                      AND (%(base)s = '' OR l.base_model = %(base)s)
+                      AND (%(nsfw)s OR NOT l.nsfw)
+                    GROUP BY s.lora_id, q.i
+                ) nearest
+                GROUP BY lora_id
+                ORDER BY d, lora_id
+                LIMIT %(limit)s
+                """,
+                {
+                    "q": [np.asarray(q, dtype=np.float32) for q in queries],
+                    "base": base_model,
+                    "nsfw": allow_nsfw,
+                    "limit": limit,
+                },
+            )
+            return [(int(r[0]), float(r[1])) for r in await cur.fetchall()]
+
     # --- search -----------------------------------------------------------------------------
 
     async def rank_exhaustive(

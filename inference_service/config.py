@@ -78,6 +78,13 @@ class Settings(BaseSettings):
         0.5, description="Fused = α·n(d_avg) + (1−α)·n(RKME); tuned on the bench validation split."
     )
     fusion_normalisation: str = Field("rank", description="rank | robust_z (picked by benchmark).")
+    fusion_candidates: int = Field(
+        100,
+        description="Fused search: each branch proposes its top this-many LoRAs (d_avg, nearest spec "
+        "points) and only their union is scored exactly; never fewer than the stored ranking. 100 = "
+        "the stored ranking's length; on the 100-LoRA bench zoo 40 already held the whole exhaustive "
+        "fused top-10 (bench gmi_rows union_search).",
+    )
     model_batch_size: int = 16
 
     # --- LoRA registration (issue 7) -------------------------------------------------------

@@ -78,6 +78,16 @@ class GmiResult:
     scores: dict[int, float] = field(default_factory=dict)  # lora id -> RKME score (lower is better)
 
 
+@dataclass(frozen=True)
+class QueryFeatures:
+    """A query as the GMI branch sees it."""
+
+    pseudo_prompt: str
+    image_features: np.ndarray  # (Q, D) CLIP image features, one per query image
+    text_feature: np.ndarray | None  # ê, None without a pseudo-prompt
+    comparable: bool  # the stored spec features come from the running models
+
+
 def score_specs(
     specs: dict[int, LoraSpec],
     query_images: np.ndarray,
@@ -142,6 +152,47 @@ class GmiBranch:
         encoded /= np.maximum(np.linalg.norm(encoded, axis=1, keepdims=True), 1e-12)
         return "; ".join(prompts), features, encoded.mean(axis=0)
 
+    async def describe(
+        self, query_images: Sequence[Image.Image], prompt_override: str | None
+    ) -> QueryFeatures:
+        """The query's features, once per search: candidates and scores both start from them."""
+        pseudo, features, text = await asyncio.to_thread(self._describe, query_images, prompt_override)
+        stored = await self.repo.get_meta(GMI_ENCODER_KEY)
+        comparable = stored is None or stored == self.models.label
+        if not comparable:
+            # Features from another model live in another space: rank by style distance alone.
+            log.warning("gmi_encoder_mismatch", stored=stored, running=self.models.label)
+        return QueryFeatures(pseudo, features, text, comparable)
+
+    async def candidates(
+        self, query: QueryFeatures, limit: int, *, base_model: str = "", allow_nsfw: bool = False
+    ) -> list[int]:
+        """The `limit` LoRAs whose spec points lie nearest the query images (fused search's GMI
+        candidates; exact scan, Repository.nearest_spec_loras)."""
+        if not query.comparable:
+            return []
+        nearest = await self.repo.nearest_spec_loras(
+            list(query.image_features), limit=limit, base_model=base_model, allow_nsfw=allow_nsfw
+        )
+        return [lora_id for lora_id, _ in nearest]
+
+    async def score_features(
+        self,
+        query: QueryFeatures,
+        candidate_lora_ids: Sequence[int] | None,
+        *,
+        base_model: str = "",
+        allow_nsfw: bool = False,
+    ) -> GmiResult:
+        """Exact RKME of the candidates (every LoRA with a spec when None)."""
+        if not query.comparable:
+            return GmiResult(query.pseudo_prompt)
+        specs = await self.repo.load_specs(candidate_lora_ids, base_model=base_model, allow_nsfw=allow_nsfw)
+        scores = await asyncio.to_thread(
+            score_specs, specs, query.image_features, query.text_feature, self.gamma, self.method
+        )
+        return GmiResult(query.pseudo_prompt, scores)
+
     async def score(
         self,
         query_images: Sequence[Image.Image],
@@ -151,12 +202,7 @@ class GmiBranch:
         base_model: str = "",
         allow_nsfw: bool = False,
     ) -> GmiResult:
-        pseudo, features, text = await asyncio.to_thread(self._describe, query_images, prompt_override)
-        stored = await self.repo.get_meta(GMI_ENCODER_KEY)
-        if stored is not None and stored != self.models.label:
-            # Features from another model live in another space: rank by style distance alone.
-            log.warning("gmi_encoder_mismatch", stored=stored, running=self.models.label)
-            return GmiResult(pseudo)
-        specs = await self.repo.load_specs(candidate_lora_ids, base_model=base_model, allow_nsfw=allow_nsfw)
-        scores = await asyncio.to_thread(score_specs, specs, features, text, self.gamma, self.method)
-        return GmiResult(pseudo, scores)
+        query = await self.describe(query_images, prompt_override)
+        return await self.score_features(
+            query, candidate_lora_ids, base_model=base_model, allow_nsfw=allow_nsfw
+        )

@@ -21,10 +21,10 @@ from inference_service.errors import CATALOG_EMPTY, FailedPrecondition, InvalidA
 from inference_service.models.style_encoder import StyleEmbedder
 from inference_service.prompting import suggest_prompt
 from inference_service.scoring.d_avg import Filters, TwoStageOptions, rank_d_avg
-from inference_service.scoring.fusion import Normalisation, fuse
+from inference_service.scoring.fusion import Normalisation, rank_fused
 
 if TYPE_CHECKING:
-    from inference_service.gmi import GmiBranch
+    from inference_service.gmi import GmiBranch, QueryFeatures
 
 MAX_QUERY_IMAGES = 4
 log = structlog.get_logger(__name__)
@@ -67,8 +67,15 @@ class SearchQuery:
     allow_nsfw: bool = False
     prompt: str | None = None
     requested_by: str = ""
-    exact: bool = False  # exhaustive reference ranking instead of the two-stage search
+    exact: bool = False  # exhaustive reference ranking instead of the two-stage / union search
     deadline: float | None = None  # event-loop time after which the caller no longer waits
+
+
+@dataclass(frozen=True)
+class FusedRanking:
+    pseudo_prompt: str
+    ranking: list[dict[str, Any]]  # the stored ranking, best first
+    scored: int  # LoRAs given a fused score: the candidate union, or the catalog when exact
 
 
 def _float_or_nan(value: Any) -> float:
@@ -177,7 +184,8 @@ class SearchEngine:
                 {"lora_id": lora_id, "style_distance": d, "score": d} for lora_id, d in ranking
             ]
         else:
-            pseudo_prompt, stored = await self._fused_ranking(query, embeddings, limit)
+            fused = await self.fused_ranking(query, embeddings, limit)
+            pseudo_prompt, stored = fused.pseudo_prompt, fused.ranking
         centre = embeddings.mean(axis=0)
         search_id, expires_at = await self.repo.save_search(
             query=centre,
@@ -190,10 +198,16 @@ class SearchEngine:
         matches = await self._materialise(stored, 0, top_k, centre, pseudo_prompt, query.allow_nsfw)
         return SearchPage(search_id, pseudo_prompt, matches, 0, len(stored), expires_at)
 
-    async def _fused_ranking(
-        self, query: SearchQuery, embeddings: np.ndarray, limit: int
-    ) -> tuple[str, list[dict[str, Any]]]:
-        """Both branches over every searchable LoRA, fused (DESIGN.md 5, "Fusion")."""
+    async def fused_ranking(self, query: SearchQuery, embeddings: np.ndarray, limit: int) -> FusedRanking:
+        """Both branches fused (DESIGN.md 5, "Fusion"): over the union of each branch's
+        candidates (the default), or over every searchable LoRA when the query asks for the
+        exact reference ranking."""
+        if query.exact:
+            return await self._fused_exhaustive(query, embeddings, limit)
+        return await self._fused_union(query, embeddings, limit)
+
+    async def _fused_exhaustive(self, query: SearchQuery, embeddings: np.ndarray, limit: int) -> FusedRanking:
+        """Both branches over every searchable LoRA: the reference the fused search is measured by."""
         assert self.gmi is not None
         everything = await self.repo.count_searchable()
         distances, gmi = await asyncio.gather(
@@ -207,23 +221,73 @@ class SearchEngine:
                 query.images, query.prompt, None, base_model=query.base_model, allow_nsfw=query.allow_nsfw
             ),
         )
-        d_avg = dict(distances)
-        if not gmi.scores:  # no LoRA has a spec: the style distance alone, on its own scale
-            return gmi.pseudo_prompt, [
-                {"lora_id": i, "style_distance": d, "score": d} for i, d in distances[:limit]
-            ]
-        fused = fuse(
+        return self._fused(gmi.pseudo_prompt, dict(distances), gmi.scores, limit)
+
+    async def _fused_union(self, query: SearchQuery, embeddings: np.ndarray, limit: int) -> FusedRanking:
+        """Fused search (DESIGN.md 5): the union of the exact d_avg top-M (two-stage search) and
+        the M LoRAs with the nearest spec points, each member then scored exactly in both
+        branches and fused over the union. M = max(fusion_candidates, limit), so either branch
+        alone can fill the stored ranking."""
+        assert self.gmi is not None
+        gmi = self.gmi
+        m = max(self.settings.fusion_candidates, limit)
+        filters = Filters(base_model=query.base_model, allow_nsfw=query.allow_nsfw)
+
+        async def gmi_candidates() -> tuple[QueryFeatures, list[int]]:
+            features = await gmi.describe(query.images, query.prompt)
+            return features, await gmi.candidates(
+                features, m, base_model=query.base_model, allow_nsfw=query.allow_nsfw
+            )
+
+        (style, _), (features, nearest_spec) = await asyncio.gather(
+            rank_d_avg(self.repo, list(embeddings), limit=m, filters=filters, options=self.options),
+            gmi_candidates(),
+        )
+        d_avg = dict(style)
+        union = sorted(d_avg.keys() | set(nearest_spec))
+        missing = [i for i in union if i not in d_avg]
+        extra, rkme = await asyncio.gather(
+            self._d_avg_of(embeddings, missing),
+            gmi.score_features(features, union, base_model=query.base_model, allow_nsfw=query.allow_nsfw),
+        )
+        d_avg |= extra
+        log.debug("fused_search", per_branch=m, style=len(style), gmi=len(nearest_spec), scored=len(union))
+        return self._fused(rkme.pseudo_prompt, d_avg, rkme.scores, limit)
+
+    async def _d_avg_of(self, embeddings: np.ndarray, lora_ids: Sequence[int]) -> dict[int, float]:
+        """Exact d_avg of GMI candidates the style search did not return (none without references)."""
+        if not lora_ids:
+            return {}
+        async with self.repo.connection() as conn:
+            return await self.repo.d_avg_of(conn, list(embeddings), lora_ids)
+
+    def _fused(
+        self, pseudo_prompt: str, d_avg: dict[int, float], rkme: dict[int, float], limit: int
+    ) -> FusedRanking:
+        scored = len(d_avg.keys() | rkme.keys())
+        if not rkme:  # no candidate has a spec: the style distance alone, on its own scale
+            ranked = sorted(d_avg.items(), key=lambda item: (item[1], item[0]))[:limit]
+            return FusedRanking(
+                pseudo_prompt,
+                [{"lora_id": i, "style_distance": d, "score": d} for i, d in ranked],
+                scored,
+            )
+        fused = rank_fused(
             d_avg,
-            gmi.scores,
+            rkme,
             self.settings.fusion_alpha,
             cast(Normalisation, self.settings.fusion_normalisation),
+            limit,
         )
-        order = sorted(fused, key=lambda i: (fused[i], i))[:limit]
         # A LoRA without references has no d_avg: JSON null here, NaN on the wire.
-        return gmi.pseudo_prompt, [
-            {"lora_id": i, "style_distance": d_avg.get(i), "rkme_score": gmi.scores.get(i), "score": fused[i]}
-            for i in order
-        ]
+        return FusedRanking(
+            pseudo_prompt,
+            [
+                {"lora_id": i, "style_distance": d_avg.get(i), "rkme_score": rkme.get(i), "score": score}
+                for i, score in fused
+            ],
+            scored,
+        )
 
     async def page(self, search_id: str, offset: int, limit: int, allow_nsfw: bool) -> SearchPage:
         parsed = parse_id(search_id, "search id")

@@ -120,7 +120,10 @@ def search(
     ),
     nsfw: bool = typer.Option(False, "--nsfw", help="Include NSFW LoRAs."),
     exact: bool = typer.Option(
-        False, "--exact", help="Exhaustive d_avg over every reference (the reference ranking; slow)."
+        False,
+        "--exact",
+        help="Exhaustive reference ranking: d_avg over every reference (and, with GMI, RKME over "
+        "every spec) instead of the candidate search; slow.",
     ),
 ) -> None:
     """Rank LoRAs by how well they reproduce the style of the image(s)."""

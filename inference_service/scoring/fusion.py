@@ -65,3 +65,17 @@ def fuse(
         else:
             fused[key] = nd[key] if key in nd else nr[key]
     return fused
+
+
+def rank_fused(
+    style_distance: Mapping[int, float],
+    rkme: Mapping[int, float],
+    alpha: float,
+    method: Normalisation = "rank",
+    limit: int | None = None,
+) -> list[tuple[int, float]]:
+    """fuse() over the candidates given, ascending (ties by id), cut to `limit`. Normalisation
+    is over these candidates only: the exhaustive ranking passes every LoRA, the fused search the
+    union of both branches' candidates."""
+    fused = fuse(style_distance, rkme, alpha, method)
+    return sorted(fused.items(), key=lambda item: (item[1], item[0]))[:limit]

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from inference_service.bench.gmi_rows import ALPHAS, GAMMAS, clip_stand_in, compute_features, gmi_rows
+from inference_service.bench.gmi_rows import (
+    ALPHAS,
+    GAMMAS,
+    UNION_CANDIDATES,
+    clip_stand_in,
+    compute_features,
+    gmi_rows,
+    nearest_spec_distance,
+    rkme_matrix,
+    union_search,
+)
 from inference_service.eval.prompt_zoo import CATEGORIES, generate_prompt_zoo
 from inference_service.models.style_encoder import StyleEmbedder, untrained_encoder
 
@@ -42,3 +52,21 @@ def test_prompt_zoo_and_rows() -> None:
     for row in rows:
         assert 0 < row["ranking"]["mrr"] <= 1
         assert row["ranking"]["n_queries"] == 4
+    # Six LoRAs: every per-branch cut of the bench covers the catalog, so the union search is
+    # the exhaustive fused ranking.
+    union = rows[-1]["union_search"]
+    assert union["candidates_per_branch"] == UNION_CANDIDATES[0]
+    assert (union["recall_at_10"], union["median_candidates_scored"]) == (1.0, 6)
+    assert union["mrr"] == round(rows[-1]["ranking"]["mrr"], 4)
+    # One candidate per branch: at most 2 of the 6 LoRAs scored, at most 2 of the top 6 found.
+    test = features.truth["test"]
+    rkme = rkme_matrix(features, "test", chosen["weighted_gamma"], "weighted")
+    nearest = nearest_spec_distance(features.spec, features.query_images["test"])
+    assert nearest.shape == rkme.shape == (4, 6)
+    for i, spec in enumerate(features.spec):  # a spec image as the query: its own LoRA is at 0
+        assert nearest_spec_distance(features.spec, spec.image_features[:1])[0, i] < 1e-9
+    cut = union_search(
+        features.d_avg["test"], rkme, nearest, test, chosen["alpha"], chosen["normalisation"], 1
+    )
+    assert cut["median_candidates_scored"] <= 2
+    assert cut["recall_at_10"] <= 2 / 6

@@ -6,15 +6,19 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from bot.core.client import FindLoraClient, QueryImage
+from db.repository import Repository
 from inference_service.catalog.importer import import_catalog
 from inference_service.config import Settings
+from inference_service.gmi import GmiBranch
 from inference_service.models.captioner import BlipCaptioner
 from inference_service.runtime import open_runtime
 from inference_service.scoring.fusion import fuse
+from inference_service.search import SearchEngine, SearchQuery
 from inference_service.server import start_service
 from tests.helpers.catalogs import apply_style, content_image, write_catalog
 from tests.helpers.tiny_models import TINY_CLIP, save_tiny_blip, save_tiny_clip
@@ -49,8 +53,6 @@ def gmi_settings(settings: Settings, tiny_models: tuple[Path, Path, Path]) -> Se
 
 def write_gmi_catalog(root: Path) -> Path:
     write_catalog(root, n_loras=20, n_samples=6)
-    import numpy as np
-
     rng = np.random.default_rng(7)
     for style in range(19):  # style-19 has no spec: it must still rank
         spec_dir = root / "loras" / f"style-{style:02d}" / "spec"
@@ -119,3 +121,69 @@ async def test_search_fuses_style_distance_and_weighted_rkme(gmi_settings: Setti
             assert page.matches[0].rkme_score == pytest.approx(response.matches[5].rkme_score)
     finally:
         await service.stop(0.5)
+
+
+async def test_fused_search_scores_only_the_candidate_union(gmi_settings: Settings, tmp_path: Path) -> None:
+    """The default fused search scores only the union of both branches' top-M (M = 6 of 20
+    LoRAs), with the exact component scores of the exhaustive path, and finds the exhaustive
+    fused ranking's head. With M = 4 one query here loses its exhaustive #1 (a LoRA 5th in both
+    branches): the union is an approximation, the recall this measures is the point."""
+    catalog = write_gmi_catalog(tmp_path / "catalog")
+    settings = gmi_settings.model_copy(update={"fusion_candidates": 6})
+    runtime = await open_runtime(settings)
+    try:
+        assert runtime.gmi is not None
+        await import_catalog(catalog, runtime.repo, runtime.blobs, runtime.embedder, gmi=runtime.gmi)
+        gmi = GmiBranch(runtime.repo, runtime.gmi, settings.rkme_gamma)
+        engine = SearchEngine(runtime.repo, runtime.blobs, runtime.embedder, settings, gmi)
+        queries = [[f"style-{s:02d}/spec/{p}-1.png"] for s, p in ((3, 6), (8, 0), (12, 14), (16, 6))]
+        queries.append(["style-05/spec/0-1.png", "style-05/spec/14-1.png"])  # one style, two images
+        overlaps = []
+        for paths in queries:
+            images = [Image.open(catalog / "loras" / p).convert("RGB") for p in paths]
+            embeddings = await engine.embed(images)
+            union = await engine.fused_ranking(SearchQuery(images), embeddings, limit=6)
+            exact = await engine.fused_ranking(SearchQuery(images, exact=True), embeddings, limit=20)
+            assert exact.scored == 20
+            assert 6 <= union.scored <= 12  # two top-6 lists: never the whole catalog
+            reference = {item["lora_id"]: item for item in exact.ranking}
+            for item in union.ranking:  # exact component scores, whatever the candidate set
+                assert item["style_distance"] == pytest.approx(reference[item["lora_id"]]["style_distance"])
+                assert item["rkme_score"] == pytest.approx(reference[item["lora_id"]]["rkme_score"])
+            top = [item["lora_id"] for item in union.ranking]
+            truth = [item["lora_id"] for item in exact.ranking[:3]]  # exhaustive fused top-3
+            assert top[0] == truth[0], paths
+            overlaps.append(len(set(top[:3]) & set(truth)) / 3)
+        assert sum(overlaps) / len(overlaps) >= 0.9, overlaps
+        await _check_nearest_spec_loras(runtime.repo, gmi, catalog)
+    finally:
+        await runtime.close()
+
+
+async def _check_nearest_spec_loras(repo: Repository, gmi: GmiBranch, catalog: Path) -> None:
+    """The SQL candidates equal a brute force over load_specs (same filters: a hidden LoRA goes)."""
+    images = [
+        Image.open(catalog / "loras" / f"style-{s:02d}" / "spec" / "6-0.png").convert("RGB") for s in (3, 9)
+    ]
+    features = await gmi.describe(images, None)
+    nearest = await repo.nearest_spec_loras(list(features.image_features), limit=6)
+    hidden = nearest[0][0]
+    await repo.set_lora_status(hidden, "hidden", actor="test", action="hide", details={})
+    nearest = await repo.nearest_spec_loras(list(features.image_features), limit=6)
+    specs = await repo.load_specs()
+    assert hidden not in specs
+    assert len(specs) == 18
+    brute = sorted(
+        (
+            float(
+                np.mean(
+                    [np.linalg.norm(spec.image_features - q, axis=1).min() for q in features.image_features]
+                )
+            ),
+            lora_id,
+        )
+        for lora_id, spec in specs.items()
+    )[:6]
+    assert [i for i, _ in nearest] == [i for _, i in brute]
+    assert [d for _, d in nearest] == pytest.approx([d for d, _ in brute], abs=1e-5)
+    assert await gmi.candidates(features, 6) == [i for i, _ in nearest]
