@@ -38,7 +38,7 @@ def plot_search(files: list[Path], out: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("LoRAs in catalog (30 references each)")
     ax.set_ylabel("latency per query (ms)")
-    ax.set_title("Search latency vs catalog size (2 shared CPU cores)")
+    ax.set_title("Search latency vs catalog size (2 CPU cores, warm p50/p95)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
