@@ -462,30 +462,26 @@ class Repository:
         An exact scan in SQL, no index: image_feature is an untyped vector (the dimension
         follows the configured CLIP), and a LoRA has tens of points, so the scan reads
         |catalog| x tens of rows and ships only `limit` rows to Python."""
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                """
-                SELECT lora_id, avg(d) AS d FROM (
-                    SELECT s.lora_id, q.i, min(s.image_feature <-> q.v) AS d
-                    FROM spec_points s JOIN loras l ON l.id = s.lora_id JOIN prompts p ON p.id = s.prompt_id
-                    CROSS JOIN unnest(%(q)s::vector[]) WITH ORDINALITY AS q(v, i)
-                    WHERE l.status = 'active' AND p.text_feature IS NOT NULL AND s.image_feature IS NOT NULL
-                      AND (%(base)s = '' OR l.base_model = %(base)s)
-                      AND (%(nsfw)s OR NOT l.nsfw)
-                    GROUP BY s.lora_id, q.i
-                ) nearest
-                GROUP BY lora_id
-                ORDER BY d, lora_id
-                LIMIT %(limit)s
-                """,
-                {
-                    "q": [np.asarray(q, dtype=np.float32) for q in queries],
-                    "base": base_model,
-                    "nsfw": allow_nsfw,
-                    "limit": limit,
-                },
-            )
-            return [(int(r[0]), float(r[1])) for r in await cur.fetchall()]
+        return await self._ranked(
+            """
+            SELECT lora_id, avg(d) AS d FROM (
+                SELECT s.lora_id, q.i, min(s.image_feature <-> q.v) AS d
+                FROM spec_points s JOIN loras l ON l.id = s.lora_id JOIN prompts p ON p.id = s.prompt_id
+                CROSS JOIN unnest(%(q)s::vector[]) WITH ORDINALITY AS q(v, i)
+                WHERE l.status = 'active' AND p.text_feature IS NOT NULL AND s.image_feature IS NOT NULL
+                  AND (%(base)s = '' OR l.base_model = %(base)s)
+                  AND (%(nsfw)s OR NOT l.nsfw)
+                GROUP BY s.lora_id, q.i
+            ) nearest
+            GROUP BY lora_id
+            ORDER BY d, lora_id
+            LIMIT %(limit)s
+            """,
+            queries,
+            limit=limit,
+            base_model=base_model,
+            allow_nsfw=allow_nsfw,
+        )
 
     # --- search -----------------------------------------------------------------------------
 
@@ -494,19 +490,31 @@ class Repository:
     ) -> list[tuple[int, float]]:
         """Exact d_avg(q, m) = mean_s |f(q) - f(t(s, m))| over kept references, ascending; with
         several query images, the mean of their d_avg (every query meets every reference)."""
+        return await self._ranked(
+            """
+            SELECT r.lora_id, avg(r.embedding <-> q.v) AS d
+            FROM reference_images r JOIN loras l ON l.id = r.lora_id
+            CROSS JOIN unnest(%(q)s::vector[]) AS q(v)
+            WHERE r.kept AND l.status = 'active'
+              AND (%(base)s = '' OR l.base_model = %(base)s)
+              AND (%(nsfw)s OR NOT l.nsfw)
+            GROUP BY r.lora_id
+            ORDER BY d, r.lora_id
+            LIMIT %(limit)s
+            """,
+            queries,
+            limit=limit,
+            base_model=base_model,
+            allow_nsfw=allow_nsfw,
+        )
+
+    async def _ranked(
+        self, sql: str, queries: Sequence[np.ndarray], *, limit: int, base_model: str, allow_nsfw: bool
+    ) -> list[tuple[int, float]]:
+        """(lora id, score) rows of a ranking query over the query vectors and the usual filters."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                """
-                SELECT r.lora_id, avg(r.embedding <-> q.v) AS d
-                FROM reference_images r JOIN loras l ON l.id = r.lora_id
-                CROSS JOIN unnest(%(q)s::vector[]) AS q(v)
-                WHERE r.kept AND l.status = 'active'
-                  AND (%(base)s = '' OR l.base_model = %(base)s)
-                  AND (%(nsfw)s OR NOT l.nsfw)
-                GROUP BY r.lora_id
-                ORDER BY d, r.lora_id
-                LIMIT %(limit)s
-                """,
+                sql,
                 {
                     "q": [np.asarray(q, dtype=np.float32) for q in queries],
                     "base": base_model,
