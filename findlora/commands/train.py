@@ -43,6 +43,13 @@ def train_cmd(
         ),
     ] = "triplet",
     temperature: Annotated[float, typer.Option(help="Temperature of davg-softmax.")] = 0.1,
+    proxy_weight: Annotated[
+        float,
+        typer.Option(
+            help="Weight of a normalised-softmax term over all training styles (one proxy each); 0: off."
+        ),
+    ] = 0.0,
+    proxy_scale: Annotated[float, typer.Option(help="Logit scale of the proxy term.")] = 16.0,
     input_size: Annotated[int | None, typer.Option(help="Encoder input size in pixels.")] = None,
     cleansing_threshold: Annotated[
         float, typer.Option(help="Eq. 1 threshold (RGB 0..255 squared error).")
@@ -91,6 +98,8 @@ def train_cmd(
         "margin": margin,
         "loss": loss,
         "temperature": temperature,
+        "proxy_weight": proxy_weight,
+        "proxy_scale": proxy_scale,
         "seed": seed,
         "cleansing_threshold": None if no_cleansing else cleansing_threshold,
         "max_steps": max_steps,

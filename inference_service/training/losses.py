@@ -85,3 +85,13 @@ def davg_softmax_loss(
     loss = functional.cross_entropy(logits, target)
     correct = (logits.argmax(dim=1) == target).float().mean()
     return loss, float(correct)
+
+
+def proxy_softmax_loss(
+    embeddings: torch.Tensor, labels: torch.Tensor, proxies: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """Normalised-softmax classification over every training style (one learnt unit proxy per
+    style; logits scale * cosine). Unlike a triplet loss it never saturates: it keeps pulling each
+    embedding toward its style's proxy, which tightens the reference sets that d_avg averages over."""
+    logits = scale * embeddings @ functional.normalize(proxies, dim=1).T
+    return functional.cross_entropy(logits, labels)

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from inference_service.models.style_encoder import (
@@ -41,6 +42,7 @@ from inference_service.training.losses import (
     batch_all_triplet_loss,
     davg_softmax_loss,
     davg_triplet_loss,
+    proxy_softmax_loss,
     triplet_loss,
 )
 from inference_service.training.references import (
@@ -79,6 +81,12 @@ class TrainConfig:
     # (cross-entropy over the batch's classes with logits -d_avg / temperature)
     loss: Loss = "triplet"
     temperature: float = 0.1
+    # Optional second term: proxy_weight x normalised softmax over every training style (one learnt
+    # proxy per style, initialised at the style's centroid). 0: off.
+    proxy_weight: float = 0.0
+    proxy_scale: float = 16.0
+    proxy_lr_scale: float = 10.0  # each proxy is in a batch rarely (K of thousands of styles)
+    proxy_init_samples: int = 8  # samples per style embedded to place its initial proxy
     crop: int = 112  # random crop of the input-size image while training (0: none)
     cleansing_threshold: float | None = 0.01
     seed: int = 0
@@ -138,12 +146,51 @@ def steps_for(config: TrainConfig, refs: ReferenceSet) -> int:
     return min(steps, config.max_steps) if config.max_steps is not None else steps
 
 
-def _make_optimizer(config: TrainConfig, model: StyleEncoder) -> torch.optim.Optimizer:
+class ProxyTrainee(nn.Module):
+    """The encoder with its training-only style proxies: what the optimizer and checkpoints see
+    when the proxy term is on (the shipped file holds the encoder alone)."""
+
+    def __init__(self, encoder: StyleEncoder, proxies: torch.Tensor) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.proxies = nn.Parameter(proxies)
+
+
+def _make_optimizer(
+    config: TrainConfig, model: StyleEncoder, proxies: nn.Parameter | None = None
+) -> torch.optim.Optimizer:
+    groups: list[dict[str, Any]] = [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    if proxies is not None:
+        groups.append({"params": [proxies], "lr_scale": config.proxy_lr_scale, "weight_decay": 0.0})
     if config.optimizer == "sgd":
         return torch.optim.SGD(
-            model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+            groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
-    return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def initial_proxies(
+    model: StyleEncoder, refs: ReferenceSet, samples: int, progress: bool = False, chunk: int = 128
+) -> torch.Tensor:
+    """Each style's unit centroid under the starting encoder (its first `samples` valid references):
+    proxies that agree with the encoder from step one instead of random directions."""
+    picks: list[tuple[int, int]] = []
+    for lora in range(refs.n_loras):
+        valid = torch.nonzero(refs.valid[lora]).flatten()[:samples]
+        picks += [(lora, int(s)) for s in valid]
+    loras = torch.tensor([p[0] for p in picks])
+    contents = torch.tensor([p[1] for p in picks])
+    sums = torch.zeros(refs.n_loras, model.config.dim)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for start in tqdm(
+            range(0, len(picks), chunk), desc="place proxies", unit="chunk", disable=not progress
+        ):
+            images = refs.images[loras[start : start + chunk], contents[start : start + chunk]]
+            sums.index_add_(0, loras[start : start + chunk], model(as_float(images)))
+    model.train(was_training)
+    return torch.nn.functional.normalize(sums, dim=1)
 
 
 def _learning_rate(config: TrainConfig, step: int, total: int) -> float:
@@ -165,21 +212,34 @@ def _crop(batch: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Ten
     return batch[..., top : top + size, left : left + size]
 
 
-def _batch_loss(embeddings: torch.Tensor, labels: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+def _batch_loss(
+    embeddings: torch.Tensor, labels: torch.Tensor, config: TrainConfig, proxies: torch.Tensor | None
+) -> torch.Tensor:
     if config.loss == "davg":
-        return davg_triplet_loss(embeddings, labels, config.margin)[0]
-    if config.loss == "davg-softmax":
-        return davg_softmax_loss(embeddings, labels, config.temperature)[0]
-    return batch_all_triplet_loss(embeddings, labels, config.margin)[0]
+        loss = davg_triplet_loss(embeddings, labels, config.margin)[0]
+    elif config.loss == "davg-softmax":
+        loss = davg_softmax_loss(embeddings, labels, config.temperature)[0]
+    else:
+        loss = batch_all_triplet_loss(embeddings, labels, config.margin)[0]
+    if proxies is not None:
+        proxy_term = proxy_softmax_loss(embeddings, labels, proxies, config.proxy_scale)
+        loss = loss + config.proxy_weight * proxy_term
+    return loss
 
 
 def _step_loss(
-    model: StyleEncoder, refs: ReferenceSet, config: TrainConfig, rng: np.random.Generator
+    model: StyleEncoder,
+    refs: ReferenceSet,
+    config: TrainConfig,
+    rng: np.random.Generator,
+    proxies: torch.Tensor | None = None,
 ) -> torch.Tensor:
     if config.mining == "batch-all":
         batch = sample_style_batch(refs, rng, config.styles_per_batch, config.samples_per_batch)
         embeddings = model(as_float(_crop(batch.images, config.crop, rng)))
-        return _batch_loss(embeddings, batch.labels, config)
+        return _batch_loss(embeddings, batch.labels, config, proxies)
+    if proxies is not None:
+        raise ValueError("the proxy term needs batch-all mining (labelled batches)")
     anchor, positive, negative = sample_triplets(refs, rng, config.batch_size)
     stacked = _crop(torch.cat([anchor, positive, negative]), config.crop, rng)
     a, p, n = model(as_float(stacked)).chunk(3)
@@ -206,10 +266,11 @@ def _head_step_loss(
     refs: ReferenceSet,
     config: TrainConfig,
     rng: np.random.Generator,
+    proxies: torch.Tensor | None = None,
 ) -> torch.Tensor:
     batch = sample_style_batch(refs, rng, config.head_styles_per_batch, config.samples_per_batch)
     embeddings = model.project(features[batch.labels, batch.contents])
-    return _batch_loss(embeddings, batch.labels, config)
+    return _batch_loss(embeddings, batch.labels, config, proxies)
 
 
 def _cosine(lr: float, step: int, total: int) -> float:
@@ -300,14 +361,19 @@ def train(
             )
         model.load_state_dict(start.state_dict())
         init_metadata = {"init_from": str(init_from), "init_fingerprint": encoder_fingerprint(start)}
-    optimizer = _make_optimizer(config, model)
+    proxies: nn.Parameter | None = None
+    trainee: nn.Module = model
+    if config.proxy_weight > 0:
+        trainee = ProxyTrainee(model, initial_proxies(model, refs, config.proxy_init_samples, progress))
+        proxies = trainee.proxies
+    optimizer = _make_optimizer(config, model, proxies)
     head_steps = config.head_steps
     total = head_steps + steps_for(config, refs)
     features: torch.Tensor | None = None
     state = TrainingState(step=0, epoch=0, losses=[], numpy_rng={}, extra={})
     rng = np.random.default_rng(config.seed)
     if resume and checkpoint.exists():
-        state = load_checkpoint(checkpoint, model, optimizer)
+        state = load_checkpoint(checkpoint, trainee, optimizer)
         if state.extra.get("train_config") != config.to_json():
             raise ValueError(
                 f"{checkpoint} was written by a different training configuration; "
@@ -321,7 +387,7 @@ def train(
     def snapshot() -> None:
         state.numpy_rng = dict(rng.bit_generator.state)
         state.extra = extra
-        save_checkpoint(checkpoint, model, optimizer, state)
+        save_checkpoint(checkpoint, trainee, optimizer, state)
 
     per_epoch = max(1, round((total - head_steps) / config.epochs)) if config.epochs else total
     model.train()
@@ -334,13 +400,13 @@ def train(
         else:
             learning_rate = _learning_rate(config, state.step - head_steps, total - head_steps)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate
+            group["lr"] = learning_rate * group.get("lr_scale", 1.0)
         if state.step < head_steps:
             features = pooled_features(model, refs, progress) if features is None else features
-            loss = _head_step_loss(model, features, refs, config, rng)
+            loss = _head_step_loss(model, features, refs, config, rng, proxies)
         else:
             features = None  # phase 2: the backbone moves; free the cached statistics
-            loss = _step_loss(model, refs, config, rng)
+            loss = _step_loss(model, refs, config, rng, proxies)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from inference_service.eval.style_zoo import read_zoo_info
@@ -16,6 +17,7 @@ from inference_service.training.losses import (
     batch_all_triplet_loss,
     davg_softmax_loss,
     davg_triplet_loss,
+    proxy_softmax_loss,
     triplet_loss,
 )
 from inference_service.training.references import (
@@ -24,7 +26,13 @@ from inference_service.training.references import (
     load_reference_set,
     sample_style_batch,
 )
-from inference_service.training.trainer import TrainConfig, _make_optimizer, build_model, train
+from inference_service.training.trainer import (
+    TrainConfig,
+    _make_optimizer,
+    build_model,
+    initial_proxies,
+    train,
+)
 
 TINY = EncoderConfig(
     widths=(8, 16), dim=16, input_size=32, stem_width=4, hist_bins=4, joint_bins=3, hidden=32
@@ -173,6 +181,46 @@ def test_resume_continues_from_the_saved_step(tiny_zoo: Path, refs: ReferenceSet
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="different training configuration"):
         train(tiny_zoo, interrupted, replace(CONFIG, lr=1e-2), refs=refs, progress=False)
+
+
+def test_proxy_loss_by_hand() -> None:
+    embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    proxies = torch.tensor([[2.0, 0.0], [0.0, 3.0]])  # normalised inside: unit axes
+    labels = torch.tensor([0, 0])
+    # logits 2 * cos: first row (2, 0) -> -log softmax_0 = log(1 + e^-2); second (0, 2) -> log(1 + e^2)
+    expected = (np.log1p(np.exp(-2.0)) + np.log1p(np.exp(2.0))) / 2
+    loss = proxy_softmax_loss(embeddings, labels, proxies, scale=2.0)
+    assert float(loss) == pytest.approx(expected, abs=1e-5)
+
+
+def test_initial_proxies_are_the_styles_unit_centroids(refs: ReferenceSet) -> None:
+    model = build_model(CONFIG)
+    proxies = initial_proxies(model, refs, samples=2)
+    assert proxies.shape == (refs.n_loras, TINY.dim)
+    lora = 1
+    chosen = torch.nonzero(refs.valid[lora]).flatten()[:2]
+    with torch.no_grad():
+        centroid = model.eval()(as_float(refs.images[lora, chosen])).sum(dim=0)
+    assert torch.allclose(proxies[lora], centroid / centroid.norm(), atol=1e-5)
+
+
+def test_proxy_term_trains_and_resumes_bit_exactly(
+    tiny_zoo: Path, refs: ReferenceSet, tmp_path: Path
+) -> None:
+    config = replace(CONFIG, proxy_weight=1.0, proxy_scale=8.0)
+    before = _all_triplets_loss(build_model(config), refs)
+    straight = train(tiny_zoo, tmp_path / "a.safetensors", config, refs=refs, progress=False)
+    assert _all_triplets_loss(load_encoder(straight.model_path), refs) < before
+    # The proxies live in the checkpoint, not in the shipped encoder.
+    with safe_open(str(straight.checkpoint_path), framework="pt") as handle:
+        assert handle.get_slice("model/proxies").get_shape() == [refs.n_loras, TINY.dim]
+    assert not any("prox" in key for key in load_file(str(straight.model_path)))
+    interrupted = tmp_path / "b.safetensors"
+    train(tiny_zoo, interrupted, config, refs=refs, progress=False, stop_after_step=9)
+    resumed = train(tiny_zoo, interrupted, config, refs=refs, progress=False)
+    assert resumed.losses == straight.losses  # proxies and their optimizer state came back too
+    a, b = load_file(str(straight.model_path)), load_file(str(interrupted))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_init_from_continues_from_a_trained_encoder(
