@@ -42,6 +42,12 @@ def quality_cmd(
     gmi: Annotated[
         bool, typer.Option(help="Add RKME-CLIP, weighted RKME and fused rows (prompt-conditioned zoo).")
     ] = True,
+    service: Annotated[
+        bool,
+        typer.Option(
+            help="Add a row that imports the eval zoo into a scratch database and ranks through the service."
+        ),
+    ] = True,
 ) -> None:
     """The style-distance quality protocol (DESIGN.md 8) with every baseline, in one run."""
     import torch
@@ -67,8 +73,12 @@ def quality_cmd(
     if not console.is_terminal:
         console.width = max(console.width, 150)  # logs and pipes: keep the table readable
     from inference_service.bench.multi_image import multi_image_rows
+    from inference_service.bench.service_rows import imported_catalog_rows
 
-    result = run_quality(config, extra_rows=[multi_image_rows] if multi_image else [])
+    extra_rows = [multi_image_rows] if multi_image else []
+    if service:
+        extra_rows.append(imported_catalog_rows)
+    result = run_quality(config, extra_rows=extra_rows)
     if gmi:
         from inference_service.bench.gmi_rows import run as run_gmi
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -20,7 +21,12 @@ def _app() -> typer.Typer:
     return app
 
 
-def test_train_then_bench_quality(tiny_zoo: Path, tmp_path: Path) -> None:
+def test_train_then_bench_quality(
+    tiny_zoo: Path, tmp_path: Path, server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The service row makes (and drops) its scratch database on the configured server: the test's.
+    monkeypatch.setenv("DATABASE_URL", server_url)
+    monkeypatch.setenv("FINDLORA_DATA_DIR", str(tmp_path / "data"))
     runner = CliRunner()
     out = tmp_path / "enc.safetensors"
     result = runner.invoke(
@@ -81,11 +87,15 @@ def test_train_then_bench_quality(tiny_zoo: Path, tmp_path: Path) -> None:
     assert [row["method"] for row in multi] == [f"Triplet d_avg, {n}-image queries" for n in (1, 2, 4)]
     single = next(row for row in data["rows"] if row["method"] == "Triplet d_avg")
     assert multi[0]["ranking"] == single["ranking"]  # 1 image: the same ranking as the d_avg row
+    # The zoo imported through the service and ranked in pgvector: the same ranks as in memory.
+    service = next(row for row in data["rows"] if row["method"].startswith("Service: imported catalog"))
+    assert service["ranking"] == pytest.approx(single["ranking"])
+    assert "dropped by cleansing" in service["featurizer"]
     assert len(list((zoo / "queries-multi").glob("*.png"))) == 3 * 3
     for row in data["rows"]:
         assert 0.0 < row["ranking"]["mrr"] <= 1.0
         assert row["ranking"]["n_queries"] == 3
-        if row not in multi:
+        if row not in multi and row is not service:
             assert row["verification"]["n_positive"] == 20
     assert chart.stat().st_size > 0
     assert data["zoo"]["loras"] == 5

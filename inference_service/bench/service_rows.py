@@ -1,0 +1,95 @@
+"""The service's own path as a `bench quality` row: import the eval zoo, then rank every query.
+
+The in-memory rows embed the zoo themselves; this row goes through what a deployment does
+instead: `import_catalog` (image checks, cleansing, embedding, pgvector rows) into a scratch
+database on the configured server (embedded by default, DATABASE_URL otherwise; dropped
+afterwards), then the search engine's ranking step for each query image (the same call
+`SearchEngine.search` makes, over the whole catalog so every rank is known).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from inference_service.bench.quality import QualityContext, Row
+from inference_service.eval.metrics import ranking_metrics
+
+ROW_NAME = "Service: imported catalog, pgvector search"
+
+
+async def _imported_ranks(ctx: QualityContext, url: str, blob_dir: Path) -> tuple[NDArray[np.int64], int]:
+    from db.repository import Repository
+    from inference_service.blobs import BlobStore
+    from inference_service.catalog.importer import import_catalog
+    from inference_service.config import Settings
+    from inference_service.models.style_encoder import StyleEmbedder
+    from inference_service.scoring.d_avg import Filters
+    from inference_service.search import SearchEngine
+
+    # The service's settings; queries come one at a time, so no batching window to wait out.
+    settings = Settings().model_copy(update={"dynamic_batching": False})
+    repo = await Repository.open(url, max_size=2)
+    try:
+        blobs = BlobStore(blob_dir)
+        embedder = StyleEmbedder(ctx.encoder, ctx.encoder_label)
+        report = await import_catalog(
+            ctx.data.root, repo, blobs, embedder, cleansing_threshold=ctx.config.cleansing_threshold
+        )
+        engine = SearchEngine(repo, blobs, embedder, settings)
+        slug_of = {row.id: row.slug for row in await repo.list_loras()}
+        ranks = []
+        for query, image in zip(ctx.data.queries, ctx.data.query_images, strict=True):
+            embeddings = await engine.embed([image])
+            ranking = await engine.rank(embeddings, len(slug_of), Filters(), exact=False)
+            ranked = [slug_of[lora_id] for lora_id, _ in ranking]
+            ranks.append(ranked.index(query.slug) + 1 if query.slug in ranked else len(slug_of) + 1)
+        await engine.aclose()
+        return np.array(ranks, dtype=np.int64), report.dropped_by_cleansing
+    finally:
+        await repo.close()
+
+
+async def _run(ctx: QualityContext) -> tuple[NDArray[np.int64], int]:
+    import psycopg
+
+    from db.embedded import database_url
+    from db.migrate import migrate
+    from inference_service.config import Settings
+
+    settings = Settings()
+    server = await asyncio.to_thread(database_url, settings.database_url, settings.pg_dir)
+    name = f"bench_quality_{uuid.uuid4().hex[:8]}"
+    async with await psycopg.AsyncConnection.connect(server, autocommit=True) as conn:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    url = psycopg.conninfo.make_conninfo(server, dbname=name)
+    try:
+        await asyncio.to_thread(migrate, url)
+        with tempfile.TemporaryDirectory(prefix="findlora-bench-blobs-") as blob_dir:
+            return await _imported_ranks(ctx, url, Path(blob_dir))
+    finally:
+        async with await psycopg.AsyncConnection.connect(server, autocommit=True) as conn:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def imported_catalog_rows(ctx: QualityContext) -> list[Row]:
+    """One row: the eval zoo imported through the service, ranked by the service's d_avg search."""
+    started = time.monotonic()
+    ranks, dropped = asyncio.run(_run(ctx))
+    return [
+        Row(
+            ROW_NAME,
+            f"triplet encoder [{ctx.encoder_label}] via import_catalog ({dropped} dropped by cleansing)",
+            "d_avg",
+            True,
+            ranking_metrics(ranks).as_dict(),
+            {},
+            time.monotonic() - started,
+        )
+    ]
