@@ -5,17 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 import torch
 
 from bot.core.client import FindLoraClient
-from db.migrate import migrate
 from db.repository import Repository
+from db.scratch import scratch_database
 from inference_service.catalog.importer import import_catalog
 from inference_service.config import Settings
 from inference_service.runtime import open_runtime
@@ -51,23 +49,11 @@ def server_url() -> Iterator[str]:
     shutil.rmtree(pg_dir, ignore_errors=True)
 
 
-def _with_database(url: str, name: str) -> str:
-    info = psycopg.conninfo.conninfo_to_dict(url)
-    info["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**{k: v for k, v in info.items() if v is not None})
-
-
 @pytest.fixture
 def db_url(server_url: str) -> Iterator[str]:
     """A new, migrated database for one test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(server_url, name)
-    migrate(url)
-    yield url
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(server_url, "t") as url:
+        yield url
 
 
 @pytest.fixture

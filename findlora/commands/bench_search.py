@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,45 +25,37 @@ def _emit(result: dict[str, Any], json_file: Path | None) -> None:
 async def _search(
     n_loras: int, n_refs: int, n_queries: int, k: int, ef_search: int, exact_below: int, seed: int, keep: bool
 ) -> dict[str, Any]:
-    import psycopg
     from rich.progress import Progress
 
     from db.embedded import database_url
-    from db.migrate import migrate
+    from db.scratch import scratch_database
     from inference_service.bench.search_bench import run_search_bench
     from inference_service.config import Settings
     from inference_service.scoring.d_avg import TwoStageOptions
 
     settings = Settings()
     server = database_url(settings.database_url, settings.pg_dir)
-    name = f"bench_search_{n_loras}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = psycopg.conninfo.make_conninfo(server, dbname=name)
-    try:
-        migrate(url)
-        with Progress(console=console, transient=True) as bar:
-            tasks: dict[str, Any] = {}
+    with (
+        scratch_database(server, f"bench_search_{n_loras}", keep=keep) as url,
+        Progress(console=console, transient=True) as bar,
+    ):
+        tasks: dict[str, Any] = {}
 
-            def progress(stage: str, done: int, total: int) -> None:
-                if stage not in tasks:
-                    tasks[stage] = bar.add_task(stage, total=total)
-                bar.update(tasks[stage], completed=done)
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done)
 
-            return await run_search_bench(
-                url,
-                n_loras=n_loras,
-                n_refs=n_refs,
-                n_queries=n_queries,
-                k=k,
-                options=TwoStageOptions(ef_search=ef_search, exact_below=exact_below),
-                seed=seed,
-                progress=progress,
-            )
-    finally:
-        if not keep:
-            with psycopg.connect(server, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        return await run_search_bench(
+            url,
+            n_loras=n_loras,
+            n_refs=n_refs,
+            n_queries=n_queries,
+            k=k,
+            options=TwoStageOptions(ef_search=ef_search, exact_below=exact_below),
+            seed=seed,
+            progress=progress,
+        )
 
 
 def search_cmd(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -57,25 +56,17 @@ async def _imported_ranks(ctx: QualityContext, url: str, blob_dir: Path) -> tupl
 
 
 async def _run(ctx: QualityContext) -> tuple[NDArray[np.int64], int]:
-    import psycopg
-
     from db.embedded import database_url
-    from db.migrate import migrate
+    from db.scratch import scratch_database
     from inference_service.config import Settings
 
     settings = Settings()
     server = await asyncio.to_thread(database_url, settings.database_url, settings.pg_dir)
-    name = f"bench_quality_{uuid.uuid4().hex[:8]}"
-    async with await psycopg.AsyncConnection.connect(server, autocommit=True) as conn:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    url = psycopg.conninfo.make_conninfo(server, dbname=name)
-    try:
-        await asyncio.to_thread(migrate, url)
-        with tempfile.TemporaryDirectory(prefix="findlora-bench-blobs-") as blob_dir:
-            return await _imported_ranks(ctx, url, Path(blob_dir))
-    finally:
-        async with await psycopg.AsyncConnection.connect(server, autocommit=True) as conn:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with (
+        scratch_database(server, "bench_quality") as url,
+        tempfile.TemporaryDirectory(prefix="findlora-bench-blobs-") as blob_dir,
+    ):
+        return await _imported_ranks(ctx, url, Path(blob_dir))
 
 
 def imported_catalog_rows(ctx: QualityContext) -> list[Row]:

@@ -363,8 +363,15 @@ def train(
         init_metadata = {"init_from": str(init_from), "init_fingerprint": encoder_fingerprint(start)}
     proxies: nn.Parameter | None = None
     trainee: nn.Module = model
+    resuming = resume and checkpoint.exists()
     if config.proxy_weight > 0:
-        trainee = ProxyTrainee(model, initial_proxies(model, refs, config.proxy_init_samples, progress))
+        # A checkpoint brings its own proxies; only a new run places them.
+        placed = (
+            torch.zeros(refs.n_loras, model.config.dim)
+            if resuming
+            else initial_proxies(model, refs, config.proxy_init_samples, progress)
+        )
+        trainee = ProxyTrainee(model, placed)
         proxies = trainee.proxies
     optimizer = _make_optimizer(config, model, proxies)
     head_steps = config.head_steps
@@ -372,7 +379,7 @@ def train(
     features: torch.Tensor | None = None
     state = TrainingState(step=0, epoch=0, losses=[], numpy_rng={}, extra={})
     rng = np.random.default_rng(config.seed)
-    if resume and checkpoint.exists():
+    if resuming:
         state = load_checkpoint(checkpoint, trainee, optimizer)
         if state.extra.get("train_config") != config.to_json():
             raise ValueError(
