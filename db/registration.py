@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,7 @@ class SourceBusy(Exception):
 @dataclass(frozen=True)
 class JobRow:
     id: uuid.UUID
-    source_url: str
+    source_url: str  # redacted (no query, fragment or user info), or 'staged:<sha256>'
     metadata: dict[str, Any]
     slug: str
     requested_by: str
@@ -43,6 +43,8 @@ class JobRow:
     lora_info: dict[str, Any] | None
     lora_id: int | None
     lookalikes: list[dict[str, Any]]
+    # The URL as given, token and all: kept only until the download is done, never shown or logged.
+    fetch_url: str | None = field(default=None, repr=False)
 
     @property
     def finished(self) -> bool:
@@ -72,17 +74,25 @@ class RegistrationStore:
         self.pool = pool
 
     async def create_job(
-        self, job_id: uuid.UUID, source_url: str, metadata: dict[str, Any], slug: str, requested_by: str
+        self,
+        job_id: uuid.UUID,
+        source_url: str,
+        metadata: dict[str, Any],
+        slug: str,
+        requested_by: str,
+        fetch_url: str | None = None,
     ) -> None:
+        """`source_url` is what is kept and shown (redacted); `fetch_url` what the worker downloads."""
         async with self.pool.connection() as conn:
             cur = await conn.execute("SELECT 1 FROM loras WHERE slug = %s", (slug,))
             if await cur.fetchone():
                 raise SlugTaken(slug)
             try:
                 await conn.execute(
-                    "INSERT INTO registration_jobs (id, source_url, metadata, slug, requested_by, message)"
-                    " VALUES (%s, %s, %s, %s, %s, 'queued')",
-                    (job_id, source_url, json.dumps(metadata), slug, requested_by),
+                    "INSERT INTO registration_jobs"
+                    " (id, source_url, fetch_url, metadata, slug, requested_by, message)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, 'queued')",
+                    (job_id, source_url, fetch_url, json.dumps(metadata), slug, requested_by),
                 )
             except psycopg.errors.UniqueViolation as exc:
                 index = exc.diag.constraint_name or ""
@@ -126,7 +136,8 @@ class RegistrationStore:
     async def record_fetch(self, job_id: uuid.UUID, sha256: str) -> None:
         async with self.pool.connection() as conn:
             await conn.execute(
-                "UPDATE registration_jobs SET file_sha256 = %s WHERE id = %s", (sha256, job_id)
+                "UPDATE registration_jobs SET file_sha256 = %s, fetch_url = NULL WHERE id = %s",
+                (sha256, job_id),
             )
 
     async def record_validation(self, job_id: uuid.UUID, info: dict[str, Any]) -> None:
@@ -138,8 +149,8 @@ class RegistrationStore:
     async def fail(self, job_id: uuid.UUID, message: str) -> None:
         async with self.pool.connection() as conn:
             await conn.execute(
-                "UPDATE registration_jobs SET state = 'failed', message = %s, updated_at = now(),"
-                " finished_at = now() WHERE id = %s AND state <> 'succeeded'",
+                "UPDATE registration_jobs SET state = 'failed', message = %s, fetch_url = NULL,"
+                " updated_at = now(), finished_at = now() WHERE id = %s AND state <> 'succeeded'",
                 (message, job_id),
             )
 
@@ -241,7 +252,8 @@ class RegistrationStore:
             await conn.execute(
                 """
                 UPDATE registration_jobs SET state = 'succeeded', step = 'index', progress = 1,
-                    message = %s, lora_id = %s, lookalikes = %s, updated_at = now(), finished_at = now()
+                    message = %s, lora_id = %s, lookalikes = %s, fetch_url = NULL, updated_at = now(),
+                    finished_at = now()
                 WHERE id = %s
                 """,
                 (message, lora_id, json.dumps(lookalikes), job_id),

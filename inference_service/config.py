@@ -101,11 +101,14 @@ class Settings(BaseSettings):
         description="Hosts a LoRA may be downloaded from, checked on every redirect hop; '*.x' = subdomains.",
     )
     registration_max_bytes: int = Field(2 * 1024**3, description="Largest LoRA file accepted (streamed cap).")
-    registration_max_header_bytes: int = Field(16 * 1024**2, description="Largest safetensors header parsed.")
+    registration_max_header_bytes: int = Field(1024**2, description="Largest safetensors header parsed.")
     registration_connect_timeout: float = 10.0
     registration_read_timeout: float = 60.0
     registration_total_timeout: float = Field(3600.0, description="Whole download, all redirects included.")
     registration_max_redirects: int = 5
+    registration_allowed_ports: list[int] = Field(
+        default_factory=lambda: [443], description="Ports a download URL (and each redirect) may name."
+    )
     sd1_base_model: str = Field(
         "stable-diffusion-v1-5/stable-diffusion-v1-5", description="SD1.x pipeline: hub id or local dir."
     )

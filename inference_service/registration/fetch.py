@@ -1,11 +1,14 @@
 """Safe download of a LoRA file (DESIGN.md 9).
 
-https only; the host of every hop (the first URL and each redirect) must be on the allowlist; every
-address a host resolves to must be public, checked inside the connection itself so that the socket
-goes to exactly the address that was checked (no DNS-rebinding window); the body is streamed to disk
-under a size cap while its sha256 is computed; connect/read timeouts and a deadline for the whole
-download. The policy is a value so that tests can allow their own loopback server explicitly while
-the production defaults refuse it.
+https only; the host of every hop (the first URL and each redirect) must be on the allowlist and its
+port on the allowed ports (443 only by default; a URL without a port means 443); every address a
+host resolves to must be public, checked inside the connection itself so that the socket goes to
+exactly the address that was checked (no DNS-rebinding window), and IPv6 transition addresses
+(NAT64, IPv4-mapped/compatible, 6to4, Teredo), which can carry the connection to any IPv4 host, are
+refused outright; the body is streamed to disk under a size cap while its sha256 is computed;
+connect/read timeouts and a deadline for the whole download. URLs are stored, logged and shown only
+redacted (`redact`): signed download links carry their token in the query. The policy is a value so
+that tests can allow their own loopback server explicitly while the production defaults refuse it.
 """
 
 from __future__ import annotations
@@ -35,15 +38,39 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 ProgressFn = Callable[[int, int | None], None]
 _REDIRECTS = {301, 302, 303, 307, 308}
 _CHUNK = 1024 * 1024
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+# IPv6 ranges that embed or translate to an IPv4 address: a socket to one of them can end up at a
+# private or loopback IPv4 host that the address check never saw. Refused whatever they embed.
+_TRANSITION_NETWORKS = (
+    (ipaddress.IPv6Network("64:ff9b::/96"), "NAT64"),
+    (ipaddress.IPv6Network("64:ff9b:1::/48"), "local-use NAT64"),
+    (ipaddress.IPv6Network("::ffff:0:0/96"), "IPv4-mapped"),
+    (ipaddress.IPv6Network("::/96"), "IPv4-compatible"),
+    (ipaddress.IPv6Network("2002::/16"), "6to4"),
+    (ipaddress.IPv6Network("2001::/32"), "Teredo"),
+)
+
+
+def address_problem(address: IPAddress) -> str | None:
+    """Why a download may not connect to this address, or None when it is public."""
+    if isinstance(address, ipaddress.IPv6Address):
+        for network, name in _TRANSITION_NETWORKS:
+            if address in network:
+                return (
+                    f"an IPv6 {name} address ({address}), which can lead to any IPv4 host, "
+                    "private ones included"
+                )
+    if not address.is_global or address.is_multicast:
+        return f"a non-public address ({address})"
+    return None
 
 
 def is_public_address(address: IPAddress) -> bool:
-    """Globally routable unicast only: no loopback, private, link-local, CGNAT, multicast or reserved."""
-    if isinstance(address, ipaddress.IPv6Address):
-        mapped = address.ipv4_mapped or address.sixtofour
-        if mapped is not None:
-            return is_public_address(mapped)
-    return address.is_global and not address.is_multicast
+    """Globally routable unicast only: no loopback, private, link-local, CGNAT, multicast, reserved
+    or IPv6 transition (NAT64, IPv4-mapped/compatible, 6to4, Teredo) address."""
+    return address_problem(address) is None
 
 
 def host_allowed(host: str, patterns: Iterable[str]) -> bool:
@@ -60,9 +87,18 @@ def host_allowed(host: str, patterns: Iterable[str]) -> bool:
 
 
 def redact(url: str) -> str:
-    """A URL fit for logs and messages: signed download URLs carry credentials in the query."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
+    """A URL fit for storage, logs and messages: scheme, host, port and path only. Signed download
+    URLs carry their token in the query (some in the fragment or user info), so those are dropped."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return "(an unparseable URL)"
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal
+    if port is not None and port != _DEFAULT_PORTS.get(parts.scheme):
+        host = f"{host}:{port}"
+    return f"{parts.scheme}://{host}{parts.path}"
 
 
 @dataclass(frozen=True)
@@ -73,6 +109,7 @@ class FetchPolicy:
     read_timeout: float = 60.0
     total_timeout: float = 3600.0
     max_redirects: int = 5
+    allowed_ports: tuple[int, ...] = (443,)
     # Injectable so a test can allow its own loopback server; production keeps is_public_address.
     address_allowed: Callable[[IPAddress], bool] = is_public_address
     ssl_context: ssl.SSLContext | None = None  # None: the system trust store
@@ -88,12 +125,14 @@ class FetchedFile:
 
 
 def check_url(url: str, policy: FetchPolicy) -> tuple[str, int]:
-    """Refuse anything but https to an allowlisted host on a sane port; returns (host, port)."""
+    """Refuse anything but https to an allowlisted host on an allowed port (443 when the URL names
+    none; `policy.allowed_ports`, by default 443 only); returns (host, port)."""
     try:
         parts = urlsplit(url)
-        port = parts.port or 443
-    except ValueError:
-        raise FetchRefused(f"not a valid URL: {url[:200]!r}") from None
+        port = 443 if parts.port is None else parts.port
+    except ValueError as exc:
+        # The message, not the URL: an unparseable one may still hold a token.
+        raise FetchRefused(f"not a valid URL ({exc})") from None
     if parts.scheme != "https":
         raise FetchRefused(f"only https downloads are accepted, not {parts.scheme or 'a bare path'}://")
     if parts.username is not None or parts.password is not None:
@@ -105,6 +144,9 @@ def check_url(url: str, policy: FetchPolicy) -> tuple[str, int]:
         raise FetchRefused(
             f"downloads from {host} are not allowed (allowed: {', '.join(policy.allowed_hosts)})"
         )
+    if port not in policy.allowed_ports:
+        allowed = ", ".join(str(p) for p in policy.allowed_ports)
+        raise FetchRefused(f"port {port} is not allowed for downloads (allowed: {allowed})")
     refuse_pickle_name(PurePosixPath(unquote(parts.path)).name)
     return host, port
 
@@ -139,10 +181,11 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
             raise FetchRefused(f"could not resolve {host}: {exc}") from None
         addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
         refused = [a for a in addresses if not self.policy.address_allowed(a)]
-        if not addresses or refused:
-            raise FetchRefused(
-                f"{host} resolves to a non-public address ({refused[0] if refused else 'none'}); refused"
-            )
+        if not addresses:
+            raise FetchRefused(f"{host} resolves to no address; refused")
+        if refused:
+            why = address_problem(refused[0]) or f"a non-public address ({refused[0]})"
+            raise FetchRefused(f"{host} resolves to {why}; refused")
         return await self.inner.connect_tcp(
             str(addresses[0]),
             port,

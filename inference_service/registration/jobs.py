@@ -21,7 +21,7 @@ from procrastinate import App, PsycopgConnector
 from db.registration import JobRow, RegistrationStore, SlugTaken, SourceBusy
 from inference_service.config import Settings
 from inference_service.errors import AlreadyExists, InvalidArgument, NotFound
-from inference_service.registration.fetch import FetchPolicy, check_url
+from inference_service.registration.fetch import FetchPolicy, check_url, redact
 from inference_service.registration.lora_file import SUPPORTED_BASE_MODELS
 from inference_service.registration.pipeline import STAGED_PREFIX, RegistrationPipeline, fetch_policy
 from inference_service.registration.refusals import FetchRefused
@@ -122,9 +122,14 @@ class Registrations:
                 f"base model {request.base_model!r} is not supported ({', '.join(SUPPORTED_BASE_MODELS)})"
             )
         job_id = uuid.uuid4()
+        # The row keeps the redacted URL for good; the link itself (a signed one carries a token in
+        # its query) only until the worker has downloaded the file.
+        shown, fetch_url = (
+            (request.source_url, None) if staged else (redact(request.source_url), request.source_url)
+        )
         try:
             await self.store.create_job(
-                job_id, request.source_url, request.metadata(), slug, request.requested_by
+                job_id, shown, request.metadata(), slug, request.requested_by, fetch_url=fetch_url
             )
         except SlugTaken:
             raise AlreadyExists(f"the slug {slug!r} is already taken; choose another") from None

@@ -1,9 +1,12 @@
 """Validate a LoRA file without loading it: .safetensors only, header capped and parsed first.
 
-The header is read and checked before a single tensor byte is touched: its length is capped and
-must fit in the file, every tensor's offsets must agree with its dtype and shape and the tensors
-must tile the data section exactly (a "lying" header is refused). Then the tensor names and shapes
-must form a LoRA (kohya, diffusers or peft key style) for a supported base model.
+The header is read and checked before a single tensor byte is touched: its length is capped (1 MiB
+by default) before it is read, its JSON is parsed with bounded numbers and nesting, every tensor's
+rank (at most 8) and dimensions (each below 2^31) are checked before they are multiplied, its
+offsets must agree with its dtype and shape and the tensors must tile the data section exactly (a
+"lying" header is refused). Every problem is a LoraFileRejected with a message for the user. Then
+the tensor names and shapes must form a LoRA (kohya, diffusers or peft key style) for a supported
+base model.
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ from inference_service.registration.refusals import PICKLE_EXPLANATION, LoraFile
 
 SUPPORTED_BASE_MODELS = ("sd1", "sdxl")
 MAX_RANK = 1024
+MAX_HEADER_BYTES = 1024**2  # a LoRA header: a few hundred tensor entries and training metadata
+MAX_DIMS = 8  # a LoRA tensor has at most 4; safetensors itself allows any rank
+MAX_DIM = 2**31  # each dimension must be below this
+_MAX_INT_DIGITS = 20
+_MAX_TEXT = 200  # title, author, license and each trigger word read from the metadata
 _DTYPE_BYTES = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
     "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1,
@@ -85,8 +93,13 @@ def _reject_pickle(path: Path, head: bytes) -> None:
         )
 
 
-def read_header(path: Path, max_header_bytes: int) -> tuple[dict[str, TensorInfo], dict[str, str]]:
-    """Parse and check a safetensors header; returns tensors by name and the __metadata__."""
+def read_header(
+    path: Path, max_header_bytes: int = MAX_HEADER_BYTES
+) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """Parse and check a safetensors header; returns tensors by name and the __metadata__.
+
+    Every refusal is a LoraFileRejected: the length field is capped before a byte of the header is
+    read, and each tensor's rank and dimensions are bounded before anything is multiplied."""
     size = path.stat().st_size
     with path.open("rb") as handle:
         head = handle.read(8)
@@ -104,47 +117,114 @@ def read_header(path: Path, max_header_bytes: int) -> tuple[dict[str, TensorInfo
                 "length field (truncated, or not safetensors)"
             )
         raw = handle.read(length)
-    try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise LoraFileRejected(f"{path.name}: the safetensors header is not valid JSON ({exc})") from None
-    if not isinstance(header, dict):
-        raise LoraFileRejected(f"{path.name}: the safetensors header is not a JSON object")
+    header = _parse_json(path, raw)
     metadata = header.pop("__metadata__", {}) or {}
     if not isinstance(metadata, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
         raise LoraFileRejected(f"{path.name}: __metadata__ must map strings to strings")
-    tensors = {name: _tensor(path, name, entry) for name, entry in header.items()}
-    _check_layout(path, tensors, size - 8 - length)
+    for text in (*header, *metadata, *metadata.values()):
+        if not _is_text(text):
+            raise LoraFileRejected(
+                f"{path.name}: the header holds a string with a NUL character or an unpaired surrogate "
+                "(not text); refused"
+            )
+    data_bytes = size - 8 - length
+    tensors = {name: _tensor(path, name, entry, data_bytes) for name, entry in header.items()}
+    _check_layout(path, tensors, data_bytes)
     return tensors, metadata
 
 
+class _Malformed(ValueError):
+    """Raised from inside the JSON parser's hooks; the message is for the user."""
+
+
+def _parse_json(path: Path, raw: bytes) -> dict[str, Any]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LoraFileRejected(
+            f"{path.name}: the safetensors header is not UTF-8 text (bad byte at offset {exc.start})"
+        ) from None
+    try:
+        header = json.loads(text, object_pairs_hook=_no_duplicates, parse_int=_bounded_int)
+    except _Malformed as exc:
+        raise LoraFileRejected(f"{path.name}: the safetensors header is malformed: {exc}") from None
+    except RecursionError:
+        # The C parser recurses per nesting level; a valid header nests three levels at most.
+        raise LoraFileRejected(f"{path.name}: the safetensors header nests too deeply to be one") from None
+    except ValueError as exc:
+        raise LoraFileRejected(f"{path.name}: the safetensors header is not valid JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise LoraFileRejected(f"{path.name}: the safetensors header is not a JSON object")
+    return header
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise ValueError("duplicate keys")
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _Malformed(f"the key {key[:120]!r} appears twice")
+        seen.add(key)
     return dict(pairs)
 
 
-def _tensor(path: Path, name: str, entry: Any) -> TensorInfo:
-    bad = LoraFileRejected(f"{path.name}: malformed header entry for tensor {name[:120]!r}")
+def _bounded_int(digits: str) -> int:
+    # Offsets and dimensions of a real file fit in 20 digits; longer literals are refused unparsed
+    # (converting them is quadratic in their length).
+    if len(digits.lstrip("-")) > _MAX_INT_DIGITS:
+        raise _Malformed(f"a number has {len(digits)} digits; no offset or dimension needs more than 20")
+    return int(digits)
+
+
+def _is_text(value: str) -> bool:
+    """Storable text: PostgreSQL refuses NUL characters and unpaired surrogates."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and value >= 0  # not bool, not float
+
+
+def _tensor(path: Path, name: str, entry: Any, data_bytes: int) -> TensorInfo:
+    """One header entry, checked field by field: rank and dimensions are bounded before the
+    product of the shape is taken, so a header cannot make the validator do huge arithmetic."""
+
+    def bad(why: str) -> LoraFileRejected:
+        return LoraFileRejected(f"{path.name}: malformed header entry for tensor {name[:120]!r}: {why}")
+
     if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-        raise bad
+        raise bad("it must be an object with exactly dtype, shape and data_offsets")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    if dtype not in _DTYPE_BYTES or not isinstance(shape, list) or not isinstance(offsets, list):
-        raise bad
-    if len(offsets) != 2 or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in offsets
-    ):
-        raise bad
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in shape):
-        raise bad
+    if not isinstance(dtype, str) or dtype not in _DTYPE_BYTES:
+        raise bad(f"unknown dtype {str(dtype)[:20]!r}")
+    if not isinstance(shape, list):
+        raise bad("shape is not a list")
+    if len(shape) > MAX_DIMS:
+        raise bad(f"shape has {len(shape)} dimensions; at most {MAX_DIMS} are accepted")
+    if not all(_is_count(v) for v in shape):
+        raise bad("shape must hold non-negative integers")
+    if any(v >= MAX_DIM for v in shape):
+        raise bad(f"dimension {max(shape)} is too large (each must be below 2^31)")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(v) for v in offsets):
+        raise bad("data_offsets must be two non-negative integers [start, end]")
     start, end = offsets
-    if end - start != math.prod(shape) * _DTYPE_BYTES[dtype]:
+    if not start <= end <= data_bytes:
+        raise LoraFileRejected(
+            f"{path.name}: tensor {name[:120]!r} has data_offsets [{start}, {end}] outside the "
+            f"{data_bytes} data bytes of the file (truncated, or the header lies)"
+        )
+    needed = math.prod(shape) * _DTYPE_BYTES[dtype]
+    if end - start != needed:
         raise LoraFileRejected(
             f"{path.name}: tensor {name[:120]!r} claims {end - start} bytes but {dtype}{shape} needs "
-            f"{math.prod(shape) * _DTYPE_BYTES[dtype]} (the header lies)"
+            f"{needed} (the header lies)"
         )
     return TensorInfo(dtype, tuple(shape), start, end)
 
@@ -257,16 +337,17 @@ def _metadata_base_model(metadata: dict[str, str]) -> str | None:
 def _trigger_words(metadata: dict[str, str]) -> tuple[str, ...]:
     phrase = metadata.get("modelspec.trigger_phrase", "").strip()
     if phrase:
-        return tuple(w.strip() for w in phrase.split(",") if w.strip())[:8]
+        return tuple(w.strip()[:_MAX_TEXT] for w in phrase.split(",") if w.strip())[:8]
     try:
-        frequencies = json.loads(metadata.get("ss_tag_frequency", "{}"))
+        # A JSON document inside a metadata string: parsed under the same guards as the header.
+        frequencies = json.loads(metadata.get("ss_tag_frequency", "{}"), parse_int=_bounded_int)
         counts: Counter[str] = Counter()
         for tags in frequencies.values():
             counts.update({str(k).strip(): int(v) for k, v in tags.items()})
-    except (ValueError, AttributeError, TypeError):
-        return ()
+    except (ValueError, AttributeError, TypeError, OverflowError, RecursionError):
+        return ()  # a broken optional field: no trigger word, not a refusal
     # kohya training captions put the activation token first, so it is the most frequent tag.
-    return tuple(tag for tag, _ in counts.most_common(1) if tag)
+    return tuple(tag[:_MAX_TEXT] for tag, _ in counts.most_common(1) if tag and _is_text(tag))
 
 
 def _nsfw(metadata: dict[str, str]) -> bool:
@@ -309,13 +390,13 @@ def inspect_lora(tensors: dict[str, TensorInfo], metadata: dict[str, str]) -> Lo
         context_dim=context_dim,
         metadata=metadata,
         trigger_words=_trigger_words(metadata),
-        title=metadata.get("modelspec.title", "") or metadata.get("ss_output_name", ""),
-        author=metadata.get("modelspec.author", ""),
-        license=metadata.get("modelspec.license", ""),
+        title=(metadata.get("modelspec.title", "") or metadata.get("ss_output_name", ""))[:_MAX_TEXT],
+        author=metadata.get("modelspec.author", "")[:_MAX_TEXT],
+        license=metadata.get("modelspec.license", "")[:_MAX_TEXT],
         nsfw=_nsfw(metadata),
     )
 
 
-def validate_lora_file(path: Path, max_header_bytes: int = 16 * 1024**2) -> LoraInfo:
+def validate_lora_file(path: Path, max_header_bytes: int = MAX_HEADER_BYTES) -> LoraInfo:
     tensors, metadata = read_header(path, max_header_bytes)
     return inspect_lora(tensors, metadata)

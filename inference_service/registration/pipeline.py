@@ -49,6 +49,7 @@ def fetch_policy(settings: Settings) -> FetchPolicy:
         read_timeout=settings.registration_read_timeout,
         total_timeout=settings.registration_total_timeout,
         max_redirects=settings.registration_max_redirects,
+        allowed_ports=tuple(settings.registration_allowed_ports),
     )
 
 
@@ -136,6 +137,12 @@ class RegistrationPipeline:
             sha256, path = job.file_sha256, lora_dir / f"{job.file_sha256}.safetensors"
             await self._report(job, "fetch", 1.0, f"already downloaded{resumed}")
         else:
+            if not job.fetch_url:
+                # The full link (it may carry a token) is wiped once the download is done.
+                raise RegistrationRefused(
+                    "the downloaded file is gone from the LoRA store and its link is no longer kept; "
+                    "register the LoRA again"
+                )
             await self._report(job, "fetch", 0.0, f"downloading from {redact(job.source_url)}{resumed}")
             loop = asyncio.get_running_loop()
             last = [0.0]
@@ -150,7 +157,7 @@ class RegistrationPipeline:
                     pending.add(task)
                     task.add_done_callback(pending.discard)
 
-            fetched = await fetch_to_file(job.source_url, lora_dir, self.policy, progress)
+            fetched = await fetch_to_file(job.fetch_url, lora_dir, self.policy, progress)
             await asyncio.gather(*pending)
             sha256, path = fetched.sha256, fetched.path
         await self.store.record_fetch(job.id, sha256)

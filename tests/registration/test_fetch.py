@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from inference_service.registration.fetch import (
     fetch_to_file,
     host_allowed,
     is_public_address,
+    redact,
     stage_local_file,
 )
 from inference_service.registration.refusals import FetchRefused
@@ -32,9 +34,10 @@ def server() -> Iterator[LocalServer]:
 
 
 def loopback_policy(server: LocalServer, **overrides: object) -> FetchPolicy:
-    """Allows exactly this test's own server: host 127.0.0.1 and that one loopback address."""
+    """Allows exactly this test's own server: host 127.0.0.1, its port and that one loopback address."""
     options: dict[str, object] = {
         "allowed_hosts": ("127.0.0.1", "127.0.0.2", "10.1.2.3", "localhost"),
+        "allowed_ports": (443, server.port),
         "max_bytes": 1_000_000,
         "address_allowed": lambda a: is_public_address(a) or a == LOOPBACK,
         "ssl_context": server.client_context,
@@ -80,7 +83,9 @@ async def test_refuses_a_host_outside_the_allowlist(server: LocalServer, tmp_pat
 async def test_production_rule_refuses_loopback_even_when_allowlisted(
     server: LocalServer, tmp_path: Path
 ) -> None:
-    policy = FetchPolicy(allowed_hosts=("127.0.0.1",), ssl_context=server.client_context)
+    policy = FetchPolicy(
+        allowed_hosts=("127.0.0.1",), allowed_ports=(server.port,), ssl_context=server.client_context
+    )
     server.routes["/a.safetensors"] = body(PAYLOAD)
     with pytest.raises(FetchRefused, match=r"non-public address \(127\.0\.0\.1\)"):
         await fetch_to_file(server.url("/a.safetensors"), tmp_path, policy)
@@ -95,6 +100,7 @@ async def test_production_rule_refuses_loopback_even_when_allowlisted(
         ("https://evil.example/a.safetensors", "downloads from evil.example are not allowed"),
         ("http://127.0.0.1:{port}/a.safetensors", "only https"),
         ("https://127.0.0.1:{port}/a.ckpt", "pickles"),
+        ("https://127.0.0.1:8443/a.safetensors", r"port 8443 is not allowed for downloads"),
     ],
 )
 async def test_every_redirect_hop_is_checked(
@@ -177,3 +183,78 @@ def test_stage_local_file(tmp_path: Path) -> None:
     pickle.write_bytes(b"\x80\x04")
     with pytest.raises(FetchRefused, match="pickles"):
         stage_local_file(pickle, tmp_path / "staged", max_bytes=1000)
+
+
+# Each transition range, embedding 127.0.0.1 (Teredo's client address is stored inverted).
+TRANSITION = {
+    "NAT64": "64:ff9b::7f00:1",
+    "local-use NAT64": "64:ff9b:1::7f00:1",
+    "IPv4-mapped": "::ffff:127.0.0.1",
+    "IPv4-compatible": "::127.0.0.1",
+    "6to4": "2002:7f00:1::1",
+    "Teredo": "2001:0:4136:e378:8000:63bf:80ff:fffe",
+}
+
+
+@pytest.mark.parametrize("kind", list(TRANSITION))
+async def test_ipv6_transition_addresses_are_refused_before_connecting(
+    server: LocalServer, tmp_path: Path, kind: str
+) -> None:
+    """With the production address rule, even an allowlisted host (here the literal itself) that
+    resolves into a NAT64, mapped, compatible, 6to4 or Teredo range is refused, saying which."""
+    literal = TRANSITION[kind]
+    policy = FetchPolicy(
+        allowed_hosts=(literal,), allowed_ports=(server.port,), ssl_context=server.client_context
+    )
+    shown = re.escape(str(ipaddress.ip_address(literal)))
+    with pytest.raises(FetchRefused, match=rf"resolves to an IPv6 {kind} address \({shown}\)"):
+        await fetch_to_file(f"https://[{literal}]:{server.port}/a.safetensors", tmp_path, policy)
+    assert server.hits == []
+    assert leftovers(tmp_path) == []
+
+
+def test_transition_ranges_are_not_public_whatever_they_embed() -> None:
+    for address in (*TRANSITION.values(), "64:ff9b::808:808", "::ffff:8.8.8.8", "2002:808:808::1"):
+        assert not is_public_address(ipaddress.ip_address(address)), address
+
+
+def test_port_rule_of_check_url() -> None:
+    """443 (named or implied) is allowed by default; any other port only when the policy names it."""
+    policy = FetchPolicy(allowed_hosts=("civitai.com",))
+    assert check_url("https://civitai.com/api/download/models/1", policy) == ("civitai.com", 443)
+    assert check_url("https://civitai.com:443/api/download/models/1", policy) == ("civitai.com", 443)
+    for port in (0, 22, 80, 5432, 8443):
+        with pytest.raises(FetchRefused, match=rf"port {port} is not allowed for downloads \(allowed: 443\)"):
+            check_url(f"https://civitai.com:{port}/m.safetensors", policy)
+    with pytest.raises(FetchRefused, match="not a valid URL"):
+        check_url("https://civitai.com:99999/m.safetensors?token=hush", policy)
+    wider = FetchPolicy(allowed_hosts=("civitai.com",), allowed_ports=(443, 8443))
+    assert check_url("https://civitai.com:8443/m.safetensors", wider) == ("civitai.com", 8443)
+
+
+async def test_an_allowed_non_default_port_downloads(server: LocalServer, tmp_path: Path) -> None:
+    server.routes["/a.safetensors"] = body(PAYLOAD)
+    got = await fetch_to_file(server.url("/a.safetensors"), tmp_path, loopback_policy(server))
+    assert got.size == len(PAYLOAD)
+    with pytest.raises(FetchRefused, match=rf"port {server.port} is not allowed"):
+        await fetch_to_file(
+            server.url("/a.safetensors"), tmp_path, loopback_policy(server, allowed_ports=(443,))
+        )
+    assert server.hits == ["/a.safetensors"]
+
+
+def test_redact_keeps_scheme_host_port_and_path_only() -> None:
+    cases = {
+        "https://civitai.com/api/download/models/1?token=hush&type=Model": (
+            "https://civitai.com/api/download/models/1"
+        ),
+        "https://Example.org:443/a.safetensors#hush": "https://example.org/a.safetensors",
+        "https://example.org:8443/a.safetensors?X-Amz-Signature=hush": "https://example.org:8443/a.safetensors",
+        "https://user:hush@example.org/a": "https://example.org/a",
+        "https://[2606:4700::1]:8443/a?hush": "https://[2606:4700::1]:8443/a",
+        "https://example.org:99999/a?hush": "(an unparseable URL)",
+        "https://[::1/a?hush": "(an unparseable URL)",
+    }
+    for url, redacted in cases.items():
+        assert redact(url) == redacted, url
+        assert "hush" not in redact(url)

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.db
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
 
-def registration_settings(settings: Settings, tiny: TinyModels) -> Settings:
+def registration_settings(settings: Settings, tiny: TinyModels, port: int) -> Settings:
     return settings.model_copy(
         update={
             "sd1_base_model": str(tiny.base),
@@ -37,6 +37,7 @@ def registration_settings(settings: Settings, tiny: TinyModels) -> Settings:
             "lookalike_min_catalog": 3,
             # The service checks scheme and host from configuration: this test's server is the host.
             "registration_allowed_hosts": ["127.0.0.1"],
+            "registration_allowed_ports": [port],
         }
     )
 
@@ -51,6 +52,7 @@ def worker_policy(server: LocalServer) -> FetchPolicy:
     """The worker may reach exactly this test's loopback server (production refuses loopback)."""
     return FetchPolicy(
         allowed_hosts=("127.0.0.1",),
+        allowed_ports=(server.port,),
         address_allowed=lambda a: is_public_address(a) or a == LOOPBACK,
         ssl_context=server.client_context,
     )
@@ -69,7 +71,7 @@ def add_platform_prompts(url: str, texts: list[str]) -> None:
 async def test_tiny_lora_registers_end_to_end_without_touching_other_scores(
     settings: Settings, tmp_path: Path, tiny_models: TinyModels, tiny_lora: Path, server: LocalServer
 ) -> None:
-    settings = registration_settings(settings, tiny_models)
+    settings = registration_settings(settings, tiny_models, server.port)
     add_platform_prompts(str(settings.database_url), ["a lighthouse at dusk", "a bowl of fruit"])
     server.routes["/files/inkwash.safetensors"] = body(tiny_lora.read_bytes())
     server.routes["/files/not-a-lora.safetensors"] = body(b"abc")
@@ -129,7 +131,7 @@ async def test_tiny_lora_registers_end_to_end_without_touching_other_scores(
         top = (await client.search([QueryImage(own, "own.png")], top_k=1)).matches[0]
         assert top.slug == "inkwash"
         assert row is not None
-        assert row[1] == "https://127.0.0.1/files/inkwash.safetensors"  # no signature kept
+        assert row[1] == f"https://127.0.0.1:{server.port}/files/inkwash.safetensors"  # no signature kept
         assert (row[2], row[3]) == (["inkwash"], "mod#1")
         assert [(r[0], r[2]) for r in spec] == [(0, True), (1, True)]
         assert all((settings.blob_dir / r[1]).is_file() for r in spec)

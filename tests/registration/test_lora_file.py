@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
+from inference_service.config import Settings
 from inference_service.registration.lora_file import validate_lora_file
 from inference_service.registration.refusals import LoraFileRejected
 
@@ -155,6 +157,10 @@ def test_lying_headers_are_refused_before_loading(tmp_path: Path) -> None:
     cases = {
         "beyond the end": (
             raw_file(tmp_path / "a.safetensors", {"w": entry}, b"\0" * 100),
+            r"data_offsets \[0, 12288\] outside the 100 data bytes",
+        ),
+        "padded": (
+            raw_file(tmp_path / "a2.safetensors", {"w": entry}, b"\0" * (4 * 768 * 4 + 4)),
             "truncated or padded",
         ),
         "size mismatch": (
@@ -177,7 +183,11 @@ def test_lying_headers_are_refused_before_loading(tmp_path: Path) -> None:
         "not json": (tmp_path / "f.safetensors", "not valid JSON"),
         "bad dtype": (
             raw_file(tmp_path / "g.safetensors", {"w": {**entry, "dtype": "X9"}}, b""),
-            "malformed",
+            "malformed header entry for tensor 'w': unknown dtype 'X9'",
+        ),
+        "offsets reversed": (
+            raw_file(tmp_path / "h.safetensors", {"w": {**entry, "data_offsets": [8, 4]}}, b"\0" * 8),
+            r"data_offsets \[8, 4\] outside",
         ),
     }
     (tmp_path / "f.safetensors").write_bytes(struct.pack("<Q", 4) + b"{{{{")
@@ -196,3 +206,102 @@ def test_pickles_are_refused_with_an_explanation(tmp_path: Path) -> None:
     raw.write_bytes(b"\x80\x04\x95" + b"\0" * 20)
     with pytest.raises(LoraFileRejected, match="pickle"):
         validate_lora_file(raw)
+
+
+def raw_bytes(path: Path, header: bytes, data: bytes = b"", length: int | None = None) -> Path:
+    path.write_bytes(struct.pack("<Q", len(header) if length is None else length) + header + data)
+    return path
+
+
+def tensor_header(shape: list[int], offsets: list[int] | None = None) -> bytes:
+    entry = {"dtype": "F32", "shape": shape, "data_offsets": offsets or [0, 4]}
+    return json.dumps({"w.lora_down.weight": entry}).encode()
+
+
+BOMBS = {
+    "deeply nested arrays": (b"[" * (1024**2 - 64), "nests too deeply"),
+    "deeply nested objects": (b'{"a":' * 150_000, "nests too deeply"),
+    "a million-dimension shape": (tensor_header([1] * 1_000_000), "at most 8 are accepted"),
+    "2^62 dimensions": (tensor_header([2**62, 2**62]), "dimension 4611686018427387904 is too large"),
+    "a 100,000-digit number": (
+        b'{"w":{"dtype":"F32","shape":[' + b"9" * 100_000 + b'],"data_offsets":[0,4]}}',
+        "a number has 100000 digits",
+    ),
+    "huge offsets": (tensor_header([1], [2**62, 2**62 + 4]), "outside the 4 data bytes"),
+}
+
+
+@pytest.mark.parametrize("name", list(BOMBS))
+def test_header_bombs_are_refused_within_a_second(tmp_path: Path, name: str) -> None:
+    """Each bomb is refused with a clear reason under a cap large enough to let it be parsed, and
+    the default 1 MiB cap refuses the oversize ones from the length field alone."""
+    header, reason = BOMBS[name]
+    path = raw_bytes(tmp_path / "bomb.safetensors", header, b"\0" * 4)
+    started = time.perf_counter()
+    with pytest.raises(LoraFileRejected, match=reason):
+        validate_lora_file(path, max_header_bytes=16 * 1024**2)
+    assert time.perf_counter() - started < 1.0
+    started = time.perf_counter()
+    with pytest.raises(LoraFileRejected):
+        validate_lora_file(path)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_giant_length_field_is_refused_before_reading(tmp_path: Path) -> None:
+    path = raw_bytes(tmp_path / "big.safetensors", b"{}", length=2**64 - 1)
+    started = time.perf_counter()
+    with pytest.raises(LoraFileRejected, match=r"claims 18446744073709551615 bytes; the limit is 1048576"):
+        validate_lora_file(path)
+    assert time.perf_counter() - started < 1.0
+    assert Settings().registration_max_header_bytes == 1024**2
+    just_over = raw_bytes(tmp_path / "over.safetensors", b" " * (1024**2 + 1))
+    with pytest.raises(LoraFileRejected, match="the limit is 1048576"):
+        validate_lora_file(just_over)
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        (b'{"a": 1, "a": 2}', "the key 'a' appears twice"),
+        (b'{"\xff\xfe": 1}', "not UTF-8 text"),
+        (b'{"__metadata__": {"title": "x\\u0000y"}}', "NUL character or an unpaired surrogate"),
+        (b'{"__metadata__": {"title": "\\ud800"}}', "NUL character or an unpaired surrogate"),
+        (b'{"w\\u0000": {}}', "NUL character or an unpaired surrogate"),
+        (b'{"__metadata__": {"title": 3}}', "must map strings to strings"),
+        (b"[1, 2]", "not a JSON object"),
+        (b"{'a': 1}", "not valid JSON"),
+        (tensor_header([-1]), "shape must hold non-negative integers"),
+        (tensor_header([True]), "shape must hold non-negative integers"),
+        (tensor_header([1.5]), "shape must hold non-negative integers"),  # type: ignore[list-item]
+        (tensor_header([1] * 9), "shape has 9 dimensions; at most 8"),
+        (tensor_header([2**31]), "dimension 2147483648 is too large"),
+        (tensor_header([1], [-4, 0]), "data_offsets must be two non-negative integers"),
+        (tensor_header([1], [0, 4, 8]), "data_offsets must be two non-negative integers"),
+        (b'{"w": {"dtype": "F32", "shape": [1]}}', "exactly dtype, shape and data_offsets"),
+        (b'{"w": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}}', "unknown dtype"),
+        (b'{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 1e400]}}', "two non-negative"),
+        (b'{"w": {"dtype": "F32", "shape": NaN, "data_offsets": [0, 4]}}', "shape is not a list"),
+    ],
+)
+def test_parse_errors_become_clear_refusals(tmp_path: Path, header: bytes, reason: str) -> None:
+    with pytest.raises(LoraFileRejected, match=reason):
+        validate_lora_file(raw_bytes(tmp_path / "odd.safetensors", header, b"\0" * 4))
+
+
+def test_the_largest_accepted_shape_passes_the_bounds(tmp_path: Path) -> None:
+    """Eight dimensions just below 2^31 are within bounds: only the byte count then disagrees."""
+    shape = [2**31 - 1] * 8
+    with pytest.raises(LoraFileRejected, match=r"claims 4 bytes but F32\[2147483647"):
+        validate_lora_file(raw_bytes(tmp_path / "wide.safetensors", tensor_header(shape), b"\0" * 4))
+
+
+def test_hostile_optional_metadata_is_ignored_not_fatal(tmp_path: Path) -> None:
+    """ss_tag_frequency is JSON inside a string: a bomb there costs the trigger word, nothing more,
+    and text fields read from the metadata are bounded and storable."""
+    for frequencies in ("[" * 200_000, '{"a": {"b": 1e999}}', '{"a": {"x\\u0000": 5}}', "9" * 5000):
+        metadata = {"ss_tag_frequency": frequencies, "ss_output_name": "t" * 5000}
+        started = time.perf_counter()
+        info = validate_lora_file(write(tmp_path / "m.safetensors", kohya(768), metadata))
+        assert time.perf_counter() - started < 1.0
+        assert info.trigger_words == ()
+        assert info.title == "t" * 200
