@@ -1,17 +1,29 @@
-"""Apply the numbered SQL migrations in db/migrations, each once, each in its own transaction."""
+"""Apply the numbered SQL migrations in db/migrations, each once, each in its own transaction.
+
+Against an external database only `findlora db migrate` (the migration role) changes the schema;
+the service and the worker check it is current and refuse to start otherwise (`require_current`).
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import psycopg
+
+from db.embedded import DatabaseUnavailable
+from db.privileges import grant_runtime_privileges
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _NAME_RE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 # One migrator at a time across processes (service replicas starting together).
 _LOCK_KEY = 0x66696E646C6F7261  # "findlora"
+
+
+class SchemaBehind(DatabaseUnavailable):
+    """The database lacks migrations this release needs; the message names the command to run."""
 
 
 @dataclass(frozen=True)
@@ -34,8 +46,11 @@ def available_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
-def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    """Bring the database to the newest schema; returns the migrations applied now."""
+def migrate(
+    url: str, directory: Path = MIGRATIONS_DIR, *, runtime_role: str | None = None
+) -> list[Migration]:
+    """Bring the database to the newest schema; returns the migrations applied now. With
+    `runtime_role`, that role is granted what the service needs, now and on future tables."""
     applied_now = []
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
@@ -57,6 +72,8 @@ def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
                     )
                 applied_now.append(migration)
             _apply_queue_schema(conn)
+            if runtime_role:
+                grant_runtime_privileges(conn, runtime_role)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return applied_now
@@ -74,6 +91,36 @@ def _apply_queue_schema(conn: psycopg.Connection[tuple[object, ...]]) -> None:
         return
     with conn.transaction():
         conn.execute(SchemaManager.get_schema().encode())
+
+
+def _applied_versions(conn: psycopg.Connection[tuple[object, ...]]) -> set[int]:
+    exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return set()
+    return {cast(int, row[0]) for row in conn.execute("SELECT version FROM schema_migrations")}
+
+
+def pending_migrations(url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """What `migrate` would still apply: migration names, and the job queue's schema."""
+    with psycopg.connect(url) as conn:
+        applied = _applied_versions(conn)
+        queue = conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()
+    missing = [
+        f"{m.version:03d}_{m.name}" for m in available_migrations(directory) if m.version not in applied
+    ]
+    if not (queue and queue[0]):
+        missing.append("the job queue schema")
+    return missing
+
+
+def require_current(url: str, directory: Path = MIGRATIONS_DIR) -> None:
+    """Refuse to run against a schema that is behind: migrating is the migration role's job."""
+    missing = pending_migrations(url, directory)
+    if missing:
+        raise SchemaBehind(
+            f"the database schema is behind this release (not applied: {', '.join(missing)}); "
+            "run `findlora db migrate` with the migration role's DATABASE_URL, then start again"
+        )
 
 
 def current_version(url: str) -> int:

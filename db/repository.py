@@ -118,7 +118,7 @@ class LoraSpec:
 @dataclass(frozen=True)
 class FeedbackVote:
     search_id: str
-    user: str
+    voter: str  # the voter's pseudonym on this search (migration 006), never a user id
     rank: int  # 1-based rank of the voted result in its search
     vote: int  # +1 up, -1 down
     base_model: str  # of the voted LoRA
@@ -685,30 +685,31 @@ class Repository:
     # --- feedback ---------------------------------------------------------------------------
 
     async def record_feedback(
-        self, *, search_id: uuid.UUID, lora_id: int, user: str, vote: int, rank: int | None, base_model: str
+        self, *, search_id: uuid.UUID, lora_id: int, voter: str, vote: int, rank: int | None, base_model: str
     ) -> bool:
-        """Store a vote; a user's second vote on the same result replaces the first.
-        Returns True when this is the user's first vote on it."""
+        """Store a vote; a voter's second vote on the same result replaces the first.
+        `voter` is the user's pseudonym (inference_service.pseudonyms), never the user id.
+        Returns True when this is the voter's first vote on it."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 """
-                INSERT INTO feedback (search_id, lora_id, user_id, vote, rank, base_model)
+                INSERT INTO feedback (search_id, lora_id, voter, vote, rank, base_model)
                 VALUES (%s, %s, %s, %s, %s, %s)
-                ON CONFLICT (search_id, lora_id, user_id) DO UPDATE
+                ON CONFLICT (search_id, lora_id, voter) DO UPDATE
                     SET vote = excluded.vote, rank = excluded.rank, created_at = now()
                 RETURNING (xmax = 0) AS inserted
                 """,
-                (search_id, lora_id, user, vote, rank, base_model),
+                (search_id, lora_id, voter, vote, rank, base_model),
             )
             row = await cur.fetchone()
             assert row is not None
             return bool(row[0])
 
     async def votes(self, search_id: uuid.UUID) -> list[tuple[int, str, int]]:
-        """(lora_id, user, vote) of one search, for reports and tests."""
+        """(lora_id, voter pseudonym, vote) of one search, for reports and tests."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT lora_id, user_id, vote FROM feedback WHERE search_id = %s ORDER BY lora_id, user_id",
+                "SELECT lora_id, voter, vote FROM feedback WHERE search_id = %s ORDER BY lora_id, voter",
                 (search_id,),
             )
             return [(int(r[0]), str(r[1]), int(r[2])) for r in await cur.fetchall()]
@@ -718,7 +719,7 @@ class Repository:
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 """
-                SELECT f.search_id, f.user_id, f.rank, f.vote, l.base_model, f.created_at
+                SELECT f.search_id, f.voter, f.rank, f.vote, l.base_model, f.created_at
                 FROM feedback f JOIN loras l ON l.id = f.lora_id
                 WHERE f.rank IS NOT NULL AND (%(since)s::timestamptz IS NULL OR f.created_at >= %(since)s)
                 ORDER BY f.created_at
@@ -843,10 +844,22 @@ class Repository:
             )
             return [(str(r[0]), str(r[1]), str(r[2]), dict(r[3])) for r in await cur.fetchall()]
 
-    async def delete_expired_searches(self) -> int:
+    async def delete_expired_searches(self, batch: int = 1000) -> int:
+        """Delete every expired search (embedding, pseudo-prompt, ranking, requester); returns
+        how many. In batches, each its own short transaction; SKIP LOCKED lets replicas purging
+        at the same moment share the work instead of waiting on each other's rows."""
+        deleted = 0
         async with self.pool.connection() as conn:
-            cur = await conn.execute("DELETE FROM searches WHERE expires_at <= now() - interval '7 days'")
-            return cur.rowcount
+            while True:
+                cur = await conn.execute(
+                    "DELETE FROM searches WHERE id IN (SELECT id FROM searches WHERE expires_at <= now()"
+                    " LIMIT %s FOR UPDATE SKIP LOCKED)",
+                    (batch,),
+                )
+                await conn.commit()
+                deleted += cur.rowcount
+                if cur.rowcount < batch:
+                    return deleted
 
 
 async def _fetch_flag(conn: AsyncConnection[Any], flag_id: uuid.UUID) -> FlagRow | None:

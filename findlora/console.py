@@ -44,6 +44,7 @@ def _known_errors() -> list[tuple[type[BaseException], str]]:
         from inference_service.catalog.format import CatalogError
         from inference_service.errors import ServiceError as DomainError
         from inference_service.imaging import ImageRejected
+        from inference_service.pseudonyms import FeedbackKeyError
     except ImportError:
         return known
     known += [
@@ -51,6 +52,7 @@ def _known_errors() -> list[tuple[type[BaseException], str]]:
         (DatabaseUnavailable, ""),
         (ImageRejected, ""),
         (DomainError, ""),
+        (FeedbackKeyError, ""),
         (psycopg.OperationalError, "database unavailable: "),
     ]
     return known

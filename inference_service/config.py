@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path(".findlora")
@@ -20,6 +20,7 @@ class Settings(BaseSettings):
         None,
         validation_alias="DATABASE_URL",
         description="External PostgreSQL with pgvector; unset means the embedded server under data_dir.",
+        repr=False,  # it carries a password
     )
     listen: str = Field("127.0.0.1:50051", description="gRPC listen address of the inference service.")
     style_encoder: Path | None = Field(
@@ -31,7 +32,9 @@ class Settings(BaseSettings):
     default_top_k: int = 10
     max_top_k: int = 50
     stored_ranking_size: int = Field(100, description="How many results a search keeps for paging.")
-    search_ttl_hours: float = 24.0
+    search_ttl_hours: float = Field(
+        24.0, gt=0, description="A search can be paged this long, then it is deleted (fractions allowed)."
+    )
     search_ef_search: int = Field(400, description="HNSW ef_search of the centroid walk (two-stage search).")
     search_exact_below: int = Field(
         2000, description="Catalogs with fewer LoRAs scan every centroid exactly instead of the HNSW index."
@@ -144,6 +147,18 @@ class Settings(BaseSettings):
         60.0, description="A job whose worker sent no heartbeat for this long is resumed by another worker."
     )
     watch_poll_seconds: float = 0.5
+
+    # --- retention and privacy (README "What findlora keeps") --------------------------------
+    purge_interval_s: float = Field(300.0, gt=0, description="How often expired searches are deleted.")
+    feedback_key: SecretStr | None = Field(
+        None, description="HMAC key of voters' pseudonyms in feedback (32+ characters)."
+    )
+    feedback_key_file: Path | None = Field(
+        None, description="File holding feedback_key; neither set: a key generated under data_dir."
+    )
+    runtime_role: str | None = Field(
+        None, description="`findlora db migrate` grants this role the service's DML (least privilege)."
+    )
 
     grace_seconds: float = Field(5.0, description="Graceful shutdown: time given to in-flight RPCs.")
     db_pool_max: int = 8

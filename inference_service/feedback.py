@@ -1,15 +1,19 @@
-"""Users' votes on search results: one vote per user, search and LoRA (a new vote replaces it)."""
+"""Users' votes on search results: one vote per user, search and LoRA (a new vote replaces it).
+The user is stored as a keyed pseudonym only (inference_service.pseudonyms)."""
 
 from __future__ import annotations
 
 from db.repository import Repository
 from inference_service.errors import InvalidArgument, parse_id
+from inference_service.pseudonyms import voter_pseudonym
 from inference_service.search import live_search
 
 VOTES = {"up": 1, "down": -1}
 
 
-async def record_feedback(repo: Repository, search_id: str, lora_id: int, vote: str, user: str) -> bool:
+async def record_feedback(
+    repo: Repository, search_id: str, lora_id: int, vote: str, user: str, *, key: bytes
+) -> bool:
     """Store the vote; True when it is the user's first on this result, False when it replaced one."""
     if vote not in VOTES:
         raise InvalidArgument("vote must be up or down")
@@ -25,7 +29,7 @@ async def record_feedback(repo: Repository, search_id: str, lora_id: int, vote: 
     return await repo.record_feedback(
         search_id=parsed,
         lora_id=lora_id,
-        user=user,
+        voter=voter_pseudonym(key, parsed, user),
         vote=VOTES[vote],
         rank=rank,
         base_model=str(stored.filters.get("base_model", "")),

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from db.embedded import database_url
-from db.migrate import migrate
+from db.migrate import migrate, require_current
 from db.repository import Repository
 from inference_service.blobs import BlobStore
 from inference_service.config import Settings
@@ -33,9 +33,15 @@ class Runtime:
 
 
 async def migrated_url(settings: Settings) -> str:
-    """The database URL (the embedded server is started on demand), brought to the newest schema."""
+    """The database URL, at the newest schema. The embedded database (DATABASE_URL unset) is
+    started on demand and migrated here, for zero setup. An external one is only checked: its
+    schema belongs to the migration role (`findlora db migrate`), and the runtime role that
+    serves may not change it, so a schema that is behind stops the process with that command."""
     url = await asyncio.to_thread(database_url, settings.database_url, settings.pg_dir)
-    await asyncio.to_thread(migrate, url)
+    if settings.database_url:
+        await asyncio.to_thread(require_current, url)
+    else:
+        await asyncio.to_thread(migrate, url)
     return url
 
 

@@ -83,7 +83,9 @@ def _float_or_nan(value: Any) -> float:
 
 
 async def live_search(repo: Repository, search_id: uuid.UUID) -> StoredSearch:
-    """A stored search that can still be paged or voted on."""
+    """A stored search that can still be paged or voted on. An expired search stays in the table
+    until the service's purge deletes it (inference_service.retention): until then it answers
+    FAILED_PRECONDITION "expired", afterwards NOT_FOUND, like an id that never existed."""
     stored = await repo.get_search(search_id)
     if stored is None:
         raise NotFound("no such search: run it again")

@@ -16,7 +16,9 @@ from db.registration import RegistrationStore
 from inference_service.config import Settings
 from inference_service.moderation import Moderation
 from inference_service.observability import enable_tracing
+from inference_service.pseudonyms import feedback_key
 from inference_service.registration.jobs import Registrations, make_queue_app
+from inference_service.retention import SearchPurge
 from inference_service.runtime import Runtime, open_runtime
 from inference_service.search import SearchEngine
 from inference_service.servicer import FindLoraServicer
@@ -34,10 +36,13 @@ class RunningService:
     health: health.aio.HealthServicer
     engine: SearchEngine | None = None
     queue: App | None = None
+    purge: SearchPurge | None = None  # deletes expired searches while the service runs
 
     async def stop(self, grace: float) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self.purge is not None:
+            await self.purge.stop()
         if self.engine is not None:
             await self.engine.aclose()
         if self.queue is not None:
@@ -53,7 +58,9 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
 
 
 async def start_service(settings: Settings, listen: str | None = None) -> RunningService:
-    """Migrate, load the models and start serving; `listen` may use port 0 (tests, demo)."""
+    """Check (external) or migrate (embedded) the schema, load the models and start serving;
+    `listen` may use port 0 (tests, demo)."""
+    key = await asyncio.to_thread(feedback_key, settings)  # a bad key setting stops us before any work
     runtime = await open_runtime(settings)
     gmi = None
     if runtime.gmi is not None:
@@ -70,7 +77,11 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
     server = grpc.aio.server(options=grpc_options(settings))
     findlora_pb2_grpc.add_FindLoraServicer_to_server(  # type: ignore[no-untyped-call]
         FindLoraServicer(
-            engine, Moderation(runtime.repo, runtime.embedder, settings), settings, registrations
+            engine,
+            Moderation(runtime.repo, runtime.embedder, settings),
+            settings,
+            registrations,
+            feedback_key=key,
         ),
         server,
     )
@@ -86,6 +97,8 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
         await runtime.close()
         raise OSError(f"could not listen on {listen or settings.listen}")
     await server.start()
+    purge = SearchPurge(runtime.repo, settings.purge_interval_s)
+    purge.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
@@ -96,8 +109,10 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
         dynamic_batching=settings.dynamic_batching,
         batch_max_size=settings.batch_max_size,
         batch_max_wait_ms=settings.batch_max_wait_ms,
+        search_ttl_hours=settings.search_ttl_hours,
+        purge_interval_s=settings.purge_interval_s,
     )
-    return RunningService(server, port, runtime, health_servicer, engine, queue)
+    return RunningService(server, port, runtime, health_servicer, engine, queue, purge)
 
 
 async def serve(settings: Settings, listen: str | None = None) -> None:

@@ -186,11 +186,14 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
         moderation: Moderation,
         settings: Settings,
         registrations: Registrations | None = None,
+        *,
+        feedback_key: bytes,
     ) -> None:
         self.engine = engine
         self.moderation = moderation
         self.settings = settings
         self.registrations = registrations
+        self.feedback_key = feedback_key  # HMAC key of voters' pseudonyms
 
     def _registrations(self) -> Registrations:
         if self.registrations is None:
@@ -290,7 +293,7 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
         if vote is None:
             raise InvalidArgument("vote must be VOTE_UP or VOTE_DOWN")
         counted = await record_feedback(
-            self.engine.repo, request.search_id, request.lora_id, vote, request.user
+            self.engine.repo, request.search_id, request.lora_id, vote, request.user, key=self.feedback_key
         )
         return pb.RecordFeedbackResponse(counted=counted)
 

@@ -85,6 +85,24 @@ def test_compose_services_secrets_and_overlay_are_consistent() -> None:
         assert name in services
 
 
+def test_compose_files_match_the_compose_spec(tmp_path: Path) -> None:
+    """The compose-spec JSON schema (vendored by check-jsonschema, no network), since no
+    `docker compose` is installed here; a broken file must fail it."""
+    checker = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent))
+    assert checker, "check-jsonschema comes with the dev extra"
+
+    def check(*files: Path) -> subprocess.CompletedProcess[str]:
+        command = [checker, "--builtin-schema", "vendor.compose-spec", *map(str, files)]
+        return subprocess.run(command, capture_output=True, text=True, check=False)
+
+    result = check(DOCKER / "compose.yaml", DOCKER / "compose.gpu.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    broken = load("compose.yaml")
+    broken["services"]["postgres"]["netwroks"] = broken["services"]["postgres"].pop("networks")
+    (tmp_path / "compose.yaml").write_text(yaml.safe_dump(broken))
+    assert check(tmp_path / "compose.yaml").returncode != 0
+
+
 def test_compose_config_validates_when_a_cli_exists() -> None:
     for command in (["docker", "compose"], ["docker-compose"]):
         if (
@@ -102,3 +120,59 @@ def test_compose_config_validates_when_a_cli_exists() -> None:
             assert result.returncode == 0 or "secrets" in result.stderr, result.stderr
             return
     pytest.skip("no docker compose CLI here")
+
+
+def test_postgres_is_reachable_only_on_an_internal_network() -> None:
+    compose = load("compose.yaml")
+    services, networks = compose["services"], compose["networks"]
+    postgres = services["postgres"]
+    assert "ports" not in postgres
+    assert "expose" not in postgres
+    assert postgres["networks"] == ["db"]
+    assert networks["db"]["internal"] is True
+    for name, service in services.items():
+        if name == "postgres":
+            continue
+        uses_database = "DATABASE_URL_FILE" in service.get("environment", {})
+        assert uses_database == ("db" in service.get("networks", [])), name
+    # The bots speak gRPC only: never on the database's network.
+    assert "db" not in services["discord-bot"].get("networks", [])
+
+
+def test_migrate_runs_once_as_the_owner_and_the_service_as_the_runtime_role() -> None:
+    services = load("compose.yaml")["services"]
+    migrate, inference, worker = services["migrate"], services["inference"], services["worker"]
+    assert migrate["command"] == ["db", "migrate"]
+    assert migrate["restart"] == "no"
+    assert migrate["environment"]["DATABASE_URL_FILE"] == "/run/secrets/migrate_database_url"
+    assert migrate["secrets"] == ["migrate_database_url"]
+    init = (DOCKER / "postgres" / "init-roles.sh").read_text()
+    runtime_role = migrate["environment"]["FINDLORA_RUNTIME_ROLE"]
+    assert f"CREATE ROLE {runtime_role} LOGIN" in init
+    for service in (inference, worker):
+        assert service["environment"]["DATABASE_URL_FILE"] == "/run/secrets/database_url"
+        assert "migrate_database_url" not in service["secrets"]
+        assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert inference["environment"]["FINDLORA_FEEDBACK_KEY_FILE"] == "/run/secrets/feedback_key"
+    assert "feedback_key" in inference["secrets"]
+    mounted = [v.split(":")[0] for v in services["postgres"]["volumes"]]
+    assert "./postgres/init-roles.sh" in mounted
+    assert (DOCKER / "postgres" / "init-roles.sh").is_file()
+
+
+def test_secrets_and_local_state_stay_out_of_git_and_the_build_context() -> None:
+    gitignore = (ROOT / ".gitignore").read_text().splitlines()
+    assert ".env" in gitignore
+    assert "docker/secrets/*" in gitignore
+    dockerignore = (ROOT / ".dockerignore").read_text().splitlines()
+    for entry in (".env", "docker/secrets", ".git", ".venv", ".findlora"):
+        assert entry in dockerignore, entry
+    # Both images are built from the repository root, where .dockerignore applies.
+    for service in load("compose.yaml")["services"].values():
+        if "build" in service:
+            assert (DOCKER / service["build"]["context"]).resolve() == ROOT
+    # Nothing a Dockerfile copies is ignored.
+    for name in ("inference.Dockerfile", "bot.Dockerfile"):
+        for source in re.findall(r"^COPY (?!--from)(.+) \S+$", (DOCKER / name).read_text(), flags=re.M):
+            for path in source.split():
+                assert path not in dockerignore, f"{name} copies {path}, which .dockerignore leaves out"

@@ -39,7 +39,7 @@ class FeedbackReport:
 def _sessions(votes: Iterable[FeedbackVote]) -> dict[tuple[str, str], list[FeedbackVote]]:
     grouped: dict[tuple[str, str], list[FeedbackVote]] = defaultdict(list)
     for vote in votes:
-        grouped[(vote.search_id, vote.user)].append(vote)
+        grouped[(vote.search_id, vote.voter)].append(vote)
     return grouped
 
 

@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from bot.core.client import FindLoraClient, QueryImage, ServiceError, ServiceTimeout, ServiceUnreachable
+from db.migrate import migrate
 from inference_service.catalog.importer import import_catalog
 from inference_service.config import Settings
 from inference_service.runtime import open_runtime
@@ -55,6 +56,7 @@ async def test_database_restart_mid_search_then_searches_succeed(
 ) -> None:
     url, pg_dir, system_user = own_postgres
     settings = Settings(data_dir=tmp_path / "data", database_url=url, torch_threads=1)
+    migrate(url)  # an external database is migrated by `findlora db migrate`, not by the service
     catalog = write_catalog(tmp_path / "catalog", n_loras=4, n_samples=3)
     runtime = await open_runtime(settings)
     await import_catalog(catalog, runtime.repo, runtime.blobs, runtime.embedder)

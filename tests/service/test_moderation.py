@@ -14,6 +14,7 @@ from db.repository import Repository
 from inference_service.config import Settings
 from protos import findlora_pb2 as pb
 from tests.helpers.service import ServedCatalog, served_catalog
+from tests.helpers.voters import pseudonym
 
 pytestmark = pytest.mark.db
 
@@ -40,7 +41,7 @@ async def slugs_found(client: FindLoraClient, served: ServedCatalog, slug: str) 
 
 
 async def test_a_second_vote_replaces_the_first(
-    client: FindLoraClient, served: ServedCatalog, repo: Repository
+    client: FindLoraClient, served: ServedCatalog, repo: Repository, settings: Settings
 ) -> None:
     response = await client.search(query(served, "style-02"), top_k=3)
     search_id, lora_id = response.search_id, response.matches[0].lora_id
@@ -49,7 +50,11 @@ async def test_a_second_vote_replaces_the_first(
     assert await client.record_feedback(search_id, lora_id, up=False, user="u1") is False
     assert await client.record_feedback(search_id, lora_id, up=True, user="u2") is True
 
-    assert await repo.votes(uuid.UUID(search_id)) == [(lora_id, "u1", -1), (lora_id, "u2", 1)]
+    expected = [
+        (lora_id, pseudonym(settings, search_id, "u1"), -1),
+        (lora_id, pseudonym(settings, search_id, "u2"), 1),
+    ]
+    assert sorted(await repo.votes(uuid.UUID(search_id))) == sorted(expected)
 
 
 async def test_feedback_on_a_lora_outside_the_ranking_is_rejected(

@@ -12,6 +12,7 @@ import pytest
 from bot.core.paging import PageRef, parse_footer
 from bot.core.replies import EXPIRED, NO_IMAGE, NOTHING_MATCHES, SERVICE_DOWN
 from db.repository import Repository
+from inference_service.config import Settings
 from tests.bot.discord.conftest import BOT_ID, Harness, route_channels
 from tests.helpers.discord_fakes import (
     custom_ids,
@@ -23,6 +24,7 @@ from tests.helpers.discord_fakes import (
     messages_in,
     press,
 )
+from tests.helpers.voters import pseudonym
 
 pytestmark = pytest.mark.db
 
@@ -123,7 +125,7 @@ async def test_paging_by_button_survives_a_bot_restart(harness: Harness, channel
 
 
 async def test_votes_from_menu_and_reaction_are_deduplicated(
-    harness: Harness, channel: Any, repo: Repository
+    harness: Harness, channel: Any, repo: Repository, settings: Settings
 ) -> None:
     bot = await harness.bot()
     interaction = await search(harness, bot, channel)
@@ -149,7 +151,11 @@ async def test_votes_from_menu_and_reaction_are_deduplicated(
         )
 
     votes = await repo.votes(uuid.UUID(ref.search_id))
-    assert votes == [(top_lora, "discord:1", -1), (top_lora, "discord:2", 1)]
+    expected = [
+        (top_lora, pseudonym(settings, ref.search_id, "discord:1"), -1),
+        (top_lora, pseudonym(settings, ref.search_id, "discord:2"), 1),
+    ]
+    assert sorted(votes) == sorted(expected)  # one vote each, stored under pseudonyms
 
 
 async def test_expired_search_says_run_it_again(harness: Harness, channel: Any, repo: Repository) -> None:
