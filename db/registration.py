@@ -72,7 +72,13 @@ class RegistrationStore:
         self.pool = pool
 
     async def create_job(
-        self, job_id: uuid.UUID, source_url: str, metadata: dict[str, Any], slug: str, requested_by: str
+        self,
+        job_id: uuid.UUID,
+        source_url: str,
+        metadata: dict[str, Any],
+        slug: str,
+        requested_by: str,
+        client: str | None = None,
     ) -> None:
         async with self.pool.connection() as conn:
             cur = await conn.execute("SELECT 1 FROM loras WHERE slug = %s", (slug,))
@@ -80,9 +86,10 @@ class RegistrationStore:
                 raise SlugTaken(slug)
             try:
                 await conn.execute(
-                    "INSERT INTO registration_jobs (id, source_url, metadata, slug, requested_by, message)"
-                    " VALUES (%s, %s, %s, %s, %s, 'queued')",
-                    (job_id, source_url, json.dumps(metadata), slug, requested_by),
+                    "INSERT INTO registration_jobs"
+                    " (id, source_url, metadata, slug, requested_by, client, message)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, 'queued')",
+                    (job_id, source_url, json.dumps(metadata), slug, requested_by, client),
                 )
             except psycopg.errors.UniqueViolation as exc:
                 index = exc.diag.constraint_name or ""
@@ -234,9 +241,9 @@ class RegistrationStore:
                     ],
                 )
             await conn.execute(
-                "INSERT INTO audit_log (actor, action, subject, details)"
-                " VALUES (%s, 'register_lora', %s, %s)",
-                (lora.created_by, lora.slug, json.dumps(audit)),
+                "INSERT INTO audit_log (actor, client, action, subject, details) VALUES"
+                " (%s, (SELECT client FROM registration_jobs WHERE id = %s), 'register_lora', %s, %s)",
+                (lora.created_by, job_id, lora.slug, json.dumps(audit)),
             )
             await conn.execute(
                 """

@@ -21,6 +21,16 @@ async def _migrate() -> None:
     for migration in applied:
         console.print(f"applied {migration.version:03d}_{migration.name}")
     console.print(f"database at schema version {current_version(url)} ({where})")
+    if settings.database_url is None:
+        import psycopg
+
+        from inference_service.local_client import LOCAL_CLIENT, ensure_local_client, token_path
+
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await ensure_local_client(conn, settings.data_dir)
+        console.print(
+            f"client {LOCAL_CLIENT!r} (every role): its token is in {token_path(settings.data_dir)}"
+        )
 
 
 @db_app.command("init")

@@ -54,6 +54,7 @@ class Registration:
     nsfw: bool = False
     page_url: str = ""
     requested_by: str = ""
+    client: str | None = None  # the authenticated client of RegisterLora (None: operator CLI)
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -124,7 +125,7 @@ class Registrations:
         job_id = uuid.uuid4()
         try:
             await self.store.create_job(
-                job_id, request.source_url, request.metadata(), slug, request.requested_by
+                job_id, request.source_url, request.metadata(), slug, request.requested_by, request.client
             )
         except SlugTaken:
             raise AlreadyExists(f"the slug {slug!r} is already taken; choose another") from None
