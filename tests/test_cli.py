@@ -149,6 +149,12 @@ async def test_auth_add_list_revoke_and_revocation_on_the_next_call(
             await client.list_flags()
         assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
 
+    code, out, err = await findlora("auth", "add", "plain-bot", "--role", "search", env=env)
+    assert code == 0
+    assert "client 'plain-bot' created with roles search" in err
+    assert out.count("\n") == 1  # stdout is the token alone: `... > token-file` stores it
+    assert out.startswith("fl_")
+
     code, out, _ = await findlora("auth", "list", "--json", env=env)
     assert code == 0
     (row,) = [r for r in json.loads(out) if r["name"] == "ci-bot"]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.table import Table
 
-from findlora.console import console, fail, run
+from findlora.console import console, err_console, fail, run
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -63,14 +63,17 @@ def add(
     ),
     as_json: bool = typer.Option(False, "--json", help='Print {"name", "token", "roles"}.'),
 ) -> None:
-    """Create a client and print its token, once: only its sha256 is kept."""
+    """Create a client and print its token, once (only its sha256 is kept). Only the token goes to
+    stdout, so `findlora auth add bot --role search > token-file` stores it."""
     issued = run(_add(name, role))
     if as_json:
         print(json.dumps(issued))
         return
-    console.print(f"client {issued['name']!r} created with roles {', '.join(issued['roles'])}; its token:")
+    err_console.print(
+        f"client {issued['name']!r} created with roles {', '.join(issued['roles'])}; its token:"
+    )
     print(issued["token"])
-    console.print("[dim]shown once: store it as the client's FINDLORA_TOKEN or FINDLORA_TOKEN_FILE[/]")
+    err_console.print("[dim]shown once: give it to the client as FINDLORA_TOKEN or FINDLORA_TOKEN_FILE[/]")
 
 
 async def _list() -> list[dict[str, Any]]:
