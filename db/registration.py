@@ -81,6 +81,7 @@ class RegistrationStore:
         slug: str,
         requested_by: str,
         fetch_url: str | None = None,
+        client: str | None = None,
     ) -> None:
         """`source_url` is what is kept and shown (redacted); `fetch_url` what the worker downloads."""
         async with self.pool.connection() as conn:
@@ -90,9 +91,9 @@ class RegistrationStore:
             try:
                 await conn.execute(
                     "INSERT INTO registration_jobs"
-                    " (id, source_url, fetch_url, metadata, slug, requested_by, message)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, 'queued')",
-                    (job_id, source_url, fetch_url, json.dumps(metadata), slug, requested_by),
+                    " (id, source_url, fetch_url, metadata, slug, requested_by, client, message)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, 'queued')",
+                    (job_id, source_url, fetch_url, json.dumps(metadata), slug, requested_by, client),
                 )
             except psycopg.errors.UniqueViolation as exc:
                 index = exc.diag.constraint_name or ""
@@ -245,9 +246,9 @@ class RegistrationStore:
                     ],
                 )
             await conn.execute(
-                "INSERT INTO audit_log (actor, action, subject, details)"
-                " VALUES (%s, 'register_lora', %s, %s)",
-                (lora.created_by, lora.slug, json.dumps(audit)),
+                "INSERT INTO audit_log (actor, client, action, subject, details) VALUES"
+                " (%s, (SELECT client FROM registration_jobs WHERE id = %s), 'register_lora', %s, %s)",
+                (lora.created_by, job_id, lora.slug, json.dumps(audit)),
             )
             await conn.execute(
                 """

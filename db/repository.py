@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from pgvector.psycopg import register_vector_async
@@ -86,6 +86,14 @@ class FlagRow:
     reviewer: str
     created_at: datetime
     decided_at: datetime | None
+
+
+class AuditEntry(NamedTuple):
+    actor: str  # who the caller says acted (a bot's moderator id)
+    action: str
+    subject: str
+    details: dict[str, Any]
+    client: str | None  # the authenticated client; None for operator commands on the database
 
 
 @dataclass(frozen=True)
@@ -175,12 +183,20 @@ def _flag(row: dict[str, Any]) -> FlagRow:
 
 
 async def audit(
-    conn: AsyncConnection[Any], actor: str, action: str, subject: str, details: dict[str, Any]
+    conn: AsyncConnection[Any],
+    actor: str,
+    action: str,
+    subject: str,
+    details: dict[str, Any],
+    *,
+    client: str | None = None,
 ) -> None:
-    """One audit_log row, written in the caller's transaction so it commits with the decision."""
+    """One audit_log row, written in the caller's transaction so it commits with the decision.
+    `actor` is who the caller says acted (a bot's moderator id); `client` is the authenticated
+    client that made the call (None: an operator command on the database itself)."""
     await conn.execute(
-        "INSERT INTO audit_log (actor, action, subject, details) VALUES (%s, %s, %s, %s)",
-        (actor, action, subject, json.dumps(details)),
+        "INSERT INTO audit_log (actor, client, action, subject, details) VALUES (%s, %s, %s, %s, %s)",
+        (actor, client, action, subject, json.dumps(details)),
     )
 
 
@@ -734,7 +750,14 @@ class Repository:
     # --- moderation -------------------------------------------------------------------------
 
     async def set_lora_status(
-        self, lora_id: int, status: str, *, actor: str, action: str, details: dict[str, Any]
+        self,
+        lora_id: int,
+        status: str,
+        *,
+        actor: str,
+        action: str,
+        details: dict[str, Any],
+        client: str | None = None,
     ) -> str:
         """Change a LoRA's status and audit it in one transaction; returns the previous status."""
         async with self.transaction() as conn:
@@ -747,7 +770,9 @@ class Repository:
                 await conn.execute(
                     "UPDATE loras SET status = %s, updated_at = now() WHERE id = %s", (status, lora_id)
                 )
-                await audit(conn, actor, action, slug, {**details, "from": previous, "to": status})
+                await audit(
+                    conn, actor, action, slug, {**details, "from": previous, "to": status}, client=client
+                )
             return previous
 
     async def evidence_for(self, queries: Sequence[np.ndarray], lora_id: int) -> FlagEvidenceRow | None:
@@ -776,7 +801,7 @@ class Repository:
             return FlagEvidenceRow(float(row[0]), int(row[1]), int(row[2]))
 
     async def insert_flag(
-        self, *, lora_id: int, reporter: str, note: str, evidence: dict[str, Any]
+        self, *, lora_id: int, reporter: str, note: str, evidence: dict[str, Any], client: str | None = None
     ) -> FlagRow:
         flag_id = uuid.uuid4()
         async with self.transaction() as conn:
@@ -787,7 +812,9 @@ class Repository:
             )
             row = await cur.fetchone()
             assert row is not None
-            await audit(conn, reporter, "flag_lookalike", str(row[0]), {"flag_id": str(flag_id)})
+            await audit(
+                conn, reporter, "flag_lookalike", str(row[0]), {"flag_id": str(flag_id)}, client=client
+            )
             flag = await _fetch_flag(conn, flag_id)
             assert flag is not None
             return flag
@@ -807,7 +834,7 @@ class Repository:
             return [_flag(row) for row in await cur.fetchall()]
 
     async def decide_flag(
-        self, flag_id: uuid.UUID, *, status: str, moderator: str, reason: str
+        self, flag_id: uuid.UUID, *, status: str, moderator: str, reason: str, client: str | None = None
     ) -> tuple[FlagRow | None, bool]:
         """Decide an open flag (approve also takes its LoRA down), audited, atomically.
         Returns (flag, decided_now): decided_now is False when the flag was no longer open."""
@@ -831,18 +858,20 @@ class Repository:
                 cur = await conn.execute("SELECT slug FROM loras WHERE id = %s", (lora_id,))
             slug_row = await cur.fetchone()
             assert slug_row is not None
-            await audit(conn, moderator, f"flag_{status}", str(slug_row[0]), details)
+            await audit(conn, moderator, f"flag_{status}", str(slug_row[0]), details, client=client)
             return await _fetch_flag(conn, flag_id), True
 
-    async def audit_entries(self, subject: str | None = None) -> list[tuple[str, str, str, dict[str, Any]]]:
-        """(actor, action, subject, details), oldest first."""
+    async def audit_entries(self, subject: str | None = None) -> list[AuditEntry]:
+        """Oldest first."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT actor, action, subject, details FROM audit_log"
+                "SELECT actor, action, subject, details, client FROM audit_log"
                 " WHERE (%(s)s::text IS NULL OR subject = %(s)s) ORDER BY id",
                 {"s": subject},
             )
-            return [(str(r[0]), str(r[1]), str(r[2]), dict(r[3])) for r in await cur.fetchall()]
+            return [
+                AuditEntry(str(r[0]), str(r[1]), str(r[2]), dict(r[3]), r[4]) for r in await cur.fetchall()
+            ]
 
     async def delete_expired_searches(self, batch: int = 1000) -> int:
         """Delete every expired search (embedding, pseudo-prompt, ranking, requester); returns

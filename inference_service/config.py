@@ -23,6 +23,11 @@ class Settings(BaseSettings):
         repr=False,  # it carries a password
     )
     listen: str = Field("127.0.0.1:50051", description="gRPC listen address of the inference service.")
+    tls_cert: Path | None = Field(None, description="PEM certificate chain of the gRPC port (TLS on).")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
+    tls_client_ca: Path | None = Field(
+        None, description="PEM CA: clients must present a certificate it signed (mutual TLS)."
+    )
     style_encoder: Path | None = Field(
         None, description="Style encoder .safetensors; unset means the shipped default."
     )

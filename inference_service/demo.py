@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.console import Console
 
 from bot.core.client import FindLoraClient, QueryImage
+from bot.core.credentials import ServiceAccess
 from db.repository import ENCODER_KEY
 from inference_service.catalog.importer import import_catalog, reembed
 from inference_service.config import Settings
@@ -86,7 +87,9 @@ async def run_demo(settings: Settings, console: Console, query_index: int = 0) -
             f"[bold]4/4[/] searching for {query.path.name} (made by {query.slug!r}, "
             "content not in the catalog)"
         )
-        async with FindLoraClient(f"127.0.0.1:{service.port}") as client:
+        # The embedded database's own `local` client; with DATABASE_URL, FINDLORA_TOKEN(_FILE).
+        token = service.local_token or ServiceAccess().read_service_token()
+        async with FindLoraClient(f"127.0.0.1:{service.port}", token=token) as client:
             response = await client.search([QueryImage(query.path.read_bytes(), query.path.name)], top_k=5)
     finally:
         await service.stop(1.0)

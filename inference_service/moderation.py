@@ -1,7 +1,8 @@
 """Moderation: LoRA status changes, artists' lookalike flags and their review.
 
-Authorisation (who is a moderator) is the bots' job; the service records who acted, and every
-decision lands in audit_log in the same transaction as the change itself.
+The service checks which client calls and with what role (inference_service/auth.py); which
+person is a moderator is the bots' job. Every decision lands in audit_log, with the person the
+client names and the client itself, in the same transaction as the change.
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ class Moderation:
             raise NotFound(f"no LoRA matches {ref!r}")
         return lora
 
-    async def set_status(self, ref: str, status: str, moderator: str, reason: str) -> StatusChange:
+    async def set_status(
+        self, ref: str, status: str, moderator: str, reason: str, *, client: str | None = None
+    ) -> StatusChange:
         if status not in LORA_STATUSES:
             raise InvalidArgument(f"status must be one of {', '.join(LORA_STATUSES)}")
         if not moderator:
@@ -67,12 +70,23 @@ class Moderation:
         if lora.status == "taken_down" and status != "taken_down":
             raise FailedPrecondition(f"{lora.slug} was taken down; a takedown cannot be undone")
         previous = await self.repo.set_lora_status(
-            lora.id, status, actor=moderator, action=f"lora_{status}", details={"reason": reason}
+            lora.id,
+            status,
+            actor=moderator,
+            action=f"lora_{status}",
+            details={"reason": reason},
+            client=client,
         )
         return StatusChange(lora, previous, status)
 
     async def flag_lookalike(
-        self, ref: str, artworks: Sequence[Image.Image], note: str, reporter: str
+        self,
+        ref: str,
+        artworks: Sequence[Image.Image],
+        note: str,
+        reporter: str,
+        *,
+        client: str | None = None,
     ) -> FlagRow:
         if not reporter:
             raise InvalidArgument("reporter is required")
@@ -93,6 +107,7 @@ class Moderation:
         return await self.repo.insert_flag(
             lora_id=lora.id,
             reporter=reporter,
+            client=client,
             note=note.strip(),
             evidence={
                 "style_distance": evidence.style_distance,
@@ -118,12 +133,18 @@ class Moderation:
             raise InvalidArgument("limit must be >= 0")
         return await self.repo.list_flags(status, min(limit or 50, 200))
 
-    async def review(self, flag_id: str, approve: bool, moderator: str, reason: str) -> FlagRow:
+    async def review(
+        self, flag_id: str, approve: bool, moderator: str, reason: str, *, client: str | None = None
+    ) -> FlagRow:
         if not moderator:
             raise InvalidArgument("moderator is required")
         parsed = parse_id(flag_id, "flag id")
         flag, decided_now = await self.repo.decide_flag(
-            parsed, status="approved" if approve else "dismissed", moderator=moderator, reason=reason
+            parsed,
+            status="approved" if approve else "dismissed",
+            moderator=moderator,
+            reason=reason,
+            client=client,
         )
         if flag is None:
             raise NotFound(f"no flag {flag_id}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 import structlog
@@ -13,7 +13,9 @@ from grpc_reflection.v1alpha import reflection
 from procrastinate import App
 
 from db.registration import RegistrationStore
+from inference_service.auth import AuthInterceptor
 from inference_service.config import Settings
+from inference_service.local_client import ensure_local_client
 from inference_service.moderation import Moderation
 from inference_service.observability import enable_tracing
 from inference_service.pseudonyms import feedback_key
@@ -22,6 +24,7 @@ from inference_service.retention import SearchPurge
 from inference_service.runtime import Runtime, open_runtime
 from inference_service.search import SearchEngine
 from inference_service.servicer import FindLoraServicer
+from inference_service.tls import server_credentials
 from protos import findlora_pb2, findlora_pb2_grpc
 
 log = structlog.get_logger(__name__)
@@ -37,6 +40,8 @@ class RunningService:
     engine: SearchEngine | None = None
     queue: App | None = None
     purge: SearchPurge | None = None  # deletes expired searches while the service runs
+    # The embedded database's `local` client token (None with DATABASE_URL): the demo calls with it.
+    local_token: str | None = field(default=None, repr=False)
 
     async def stop(self, grace: float) -> None:
         await self.health.enter_graceful_shutdown()
@@ -60,8 +65,14 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
 async def start_service(settings: Settings, listen: str | None = None) -> RunningService:
     """Check (external) or migrate (embedded) the schema, load the models and start serving;
     `listen` may use port 0 (tests, demo)."""
-    key = await asyncio.to_thread(feedback_key, settings)  # a bad key setting stops us before any work
+    # A bad key or TLS setting stops us before any work.
+    key = await asyncio.to_thread(feedback_key, settings)
+    credentials = server_credentials(settings)
     runtime = await open_runtime(settings)
+    local_token = None
+    if settings.database_url is None:
+        async with runtime.repo.connection() as conn:
+            local_token = await ensure_local_client(conn, settings.data_dir)
     gmi = None
     if runtime.gmi is not None:
         from inference_service.gmi import GmiBranch
@@ -74,7 +85,9 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
     await queue.open_async()
     registrations = Registrations(RegistrationStore(runtime.repo.pool), queue, settings)
 
-    server = grpc.aio.server(options=grpc_options(settings))
+    server = grpc.aio.server(
+        options=grpc_options(settings), interceptors=[AuthInterceptor(runtime.repo.pool)]
+    )
     findlora_pb2_grpc.add_FindLoraServicer_to_server(  # type: ignore[no-untyped-call]
         FindLoraServicer(
             engine,
@@ -91,7 +104,11 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    port = server.add_insecure_port(listen or settings.listen)
+    address = listen or settings.listen
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
     if port == 0:
         await queue.close_async()
         await runtime.close()
@@ -111,8 +128,10 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
         batch_max_wait_ms=settings.batch_max_wait_ms,
         search_ttl_hours=settings.search_ttl_hours,
         purge_interval_s=settings.purge_interval_s,
+        tls=credentials is not None,
+        mutual_tls=settings.tls_client_ca is not None,
     )
-    return RunningService(server, port, runtime, health_servicer, engine, queue, purge)
+    return RunningService(server, port, runtime, health_servicer, engine, queue, purge, local_token)
 
 
 async def serve(settings: Settings, listen: str | None = None) -> None:

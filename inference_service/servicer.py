@@ -16,10 +16,18 @@ import psycopg_pool
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from db import clients
 from db.repository import FlagRow
+from inference_service.auth import current_caller, require
 from inference_service.blobs import BlobStore
 from inference_service.config import Settings
-from inference_service.errors import FailedPrecondition, InvalidArgument, ServiceError
+from inference_service.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ServiceError,
+)
 from inference_service.eval.feedback_report import PrecisionRow, build_report
 from inference_service.feedback import record_feedback
 from inference_service.imaging import ImageRejected, decode_image
@@ -217,6 +225,7 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
                 nsfw=m.nsfw,
                 page_url=m.page_url,
                 requested_by=request.requested_by,
+                client=current_caller().name,
             )
         )
         return pb.RegisterLoraResponse(job_id=str(job_id))
@@ -261,6 +270,8 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
 
     @rpc
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
+        if request.exact:
+            require(clients.Role.MODERATE, "an exact search (every reference ranked, slow)")
         images = [self._decode(image, i) for i, image in enumerate(request.images)]
         remaining = context.time_remaining()
         deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
@@ -304,7 +315,12 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
         status = _STATUS_FROM_PROTO.get(request.status)
         if status is None:
             raise InvalidArgument("status must be active, hidden or taken down")
-        change = await self.moderation.set_status(request.lora, status, request.moderator, request.reason)
+        caller = (
+            require(clients.Role.ADMIN, "taking a LoRA down") if status == "taken_down" else current_caller()
+        )
+        change = await self.moderation.set_status(
+            request.lora, status, request.moderator, request.reason, client=caller.name
+        )
         return pb.SetLoraStatusResponse(slug=change.lora.slug, status=_STATUS_TO_PROTO[change.status])
 
     @rpc
@@ -312,7 +328,9 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
         self, request: pb.FlagLookalikeRequest, context: grpc.aio.ServicerContext
     ) -> pb.FlagLookalikeResponse:
         artworks = [self._decode(image, i) for i, image in enumerate(request.artworks)]
-        flag = await self.moderation.flag_lookalike(request.lora, artworks, request.note, request.reporter)
+        flag = await self.moderation.flag_lookalike(
+            request.lora, artworks, request.note, request.reporter, client=current_caller().name
+        )
         return pb.FlagLookalikeResponse(flag=flag_to_proto(flag, self.engine.blobs))
 
     @rpc
@@ -329,7 +347,11 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
         if request.decision not in (pb.FLAG_DECISION_APPROVE, pb.FLAG_DECISION_DISMISS):
             raise InvalidArgument("decision must be approve or dismiss")
         flag = await self.moderation.review(
-            request.flag_id, request.decision == pb.FLAG_DECISION_APPROVE, request.moderator, request.reason
+            request.flag_id,
+            request.decision == pb.FLAG_DECISION_APPROVE,
+            request.moderator,
+            request.reason,
+            client=current_caller().name,
         )
         return pb.ReviewFlagResponse(flag=flag_to_proto(flag, self.engine.blobs))
 
@@ -345,6 +367,54 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
             by_base_model=[precision_to_proto(r) for r in report.by_base_model],
             by_week=[precision_to_proto(r) for r in report.by_week],
         )
+
+    # --- clients (admin) -------------------------------------------------------------------
+
+    @rpc
+    async def CreateClient(
+        self, request: pb.CreateClientRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateClientResponse:
+        caller = current_caller()
+        try:
+            role = clients.parse_role(request.role)
+            async with self.engine.repo.connection() as conn:
+                issued = await clients.create_client(
+                    conn, request.name, clients.roles_up_to(role), actor=caller.name, client=caller.name
+                )
+        except clients.ClientExists as exc:
+            raise AlreadyExists(exc.message) from None
+        except clients.ClientError as exc:
+            raise InvalidArgument(exc.message) from None
+        return pb.CreateClientResponse(name=issued.name, token=issued.token, roles=list(issued.roles))
+
+    @rpc
+    async def ListClients(
+        self, request: pb.ListClientsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListClientsResponse:
+        async with self.engine.repo.connection() as conn:
+            rows = await clients.list_clients(conn, include_revoked=request.include_revoked)
+        return pb.ListClientsResponse(clients=[client_to_proto(row) for row in rows])
+
+    @rpc
+    async def RevokeClient(
+        self, request: pb.RevokeClientRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RevokeClientResponse:
+        caller = current_caller()
+        try:
+            async with self.engine.repo.connection() as conn:
+                revoked = await clients.revoke_client(
+                    conn, request.name, actor=caller.name, client=caller.name
+                )
+        except clients.ClientError as exc:
+            raise NotFound(exc.message) from None
+        return pb.RevokeClientResponse(revoked=revoked)
+
+
+def client_to_proto(row: clients.ClientRow) -> pb.ClientInfo:
+    message = pb.ClientInfo(name=row.name, roles=list(row.roles), created_at=_timestamp(row.created_at))
+    if row.revoked_at is not None:
+        message.revoked_at.CopyFrom(_timestamp(row.revoked_at))
+    return message
 
 
 def precision_to_proto(row: PrecisionRow) -> pb.PrecisionRow:

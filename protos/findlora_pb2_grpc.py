@@ -84,6 +84,21 @@ class FindLoraStub:
                 request_serializer=protos_dot_findlora__pb2.FeedbackStatsRequest.SerializeToString,
                 response_deserializer=protos_dot_findlora__pb2.FeedbackStatsResponse.FromString,
                 _registered_method=True)
+        self.CreateClient = channel.unary_unary(
+                '/findlora.v1.FindLora/CreateClient',
+                request_serializer=protos_dot_findlora__pb2.CreateClientRequest.SerializeToString,
+                response_deserializer=protos_dot_findlora__pb2.CreateClientResponse.FromString,
+                _registered_method=True)
+        self.ListClients = channel.unary_unary(
+                '/findlora.v1.FindLora/ListClients',
+                request_serializer=protos_dot_findlora__pb2.ListClientsRequest.SerializeToString,
+                response_deserializer=protos_dot_findlora__pb2.ListClientsResponse.FromString,
+                _registered_method=True)
+        self.RevokeClient = channel.unary_unary(
+                '/findlora.v1.FindLora/RevokeClient',
+                request_serializer=protos_dot_findlora__pb2.RevokeClientRequest.SerializeToString,
+                response_deserializer=protos_dot_findlora__pb2.RevokeClientResponse.FromString,
+                _registered_method=True)
 
 
 class FindLoraServicer:
@@ -156,6 +171,26 @@ class FindLoraServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateClient(self, request, context):
+        """Admins: the clients of this service and their bearer tokens (docs/deploy.md). Every RPC but
+        grpc.health.v1 needs the metadata `authorization: Bearer <token>` of a client with its role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListClients(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeClient(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FindLoraServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -208,6 +243,21 @@ def add_FindLoraServicer_to_server(servicer, server):
                     servicer.FeedbackStats,
                     request_deserializer=protos_dot_findlora__pb2.FeedbackStatsRequest.FromString,
                     response_serializer=protos_dot_findlora__pb2.FeedbackStatsResponse.SerializeToString,
+            ),
+            'CreateClient': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateClient,
+                    request_deserializer=protos_dot_findlora__pb2.CreateClientRequest.FromString,
+                    response_serializer=protos_dot_findlora__pb2.CreateClientResponse.SerializeToString,
+            ),
+            'ListClients': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClients,
+                    request_deserializer=protos_dot_findlora__pb2.ListClientsRequest.FromString,
+                    response_serializer=protos_dot_findlora__pb2.ListClientsResponse.SerializeToString,
+            ),
+            'RevokeClient': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeClient,
+                    request_deserializer=protos_dot_findlora__pb2.RevokeClientRequest.FromString,
+                    response_serializer=protos_dot_findlora__pb2.RevokeClientResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -480,6 +530,87 @@ class FindLora:
             '/findlora.v1.FindLora/FeedbackStats',
             protos_dot_findlora__pb2.FeedbackStatsRequest.SerializeToString,
             protos_dot_findlora__pb2.FeedbackStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateClient(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/findlora.v1.FindLora/CreateClient',
+            protos_dot_findlora__pb2.CreateClientRequest.SerializeToString,
+            protos_dot_findlora__pb2.CreateClientResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListClients(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/findlora.v1.FindLora/ListClients',
+            protos_dot_findlora__pb2.ListClientsRequest.SerializeToString,
+            protos_dot_findlora__pb2.ListClientsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeClient(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/findlora.v1.FindLora/RevokeClient',
+            protos_dot_findlora__pb2.RevokeClientRequest.SerializeToString,
+            protos_dot_findlora__pb2.RevokeClientResponse.FromString,
             options,
             channel_credentials,
             insecure,

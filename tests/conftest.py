@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from bot.core.client import FindLoraClient
+from db.clients import Role
 from db.repository import Repository
 from db.scratch import scratch_database
 from inference_service.catalog.importer import import_catalog
@@ -19,6 +20,7 @@ from inference_service.config import Settings
 from inference_service.runtime import open_runtime
 from inference_service.server import RunningService, start_service
 from tests.helpers.catalogs import write_catalog
+from tests.helpers.service import issue_token, service_client
 
 # Tiny models on 2 busy cores are far slower with torch's default thread count.
 torch.set_num_threads(1)
@@ -94,6 +96,17 @@ async def service(settings: Settings, catalog_dir: Path) -> AsyncIterator[Runnin
 
 
 @pytest.fixture
-async def client(service: RunningService) -> AsyncIterator[FindLoraClient]:
-    async with FindLoraClient(f"127.0.0.1:{service.port}", timeout=20) as c:
+async def admin_token(service: RunningService) -> str:
+    """A client holding every role (admin includes moderate and search)."""
+    return await issue_token(service, Role.ADMIN, "test-admin")
+
+
+@pytest.fixture
+async def search_token(service: RunningService) -> str:
+    return await issue_token(service, Role.SEARCH, "test-search")
+
+
+@pytest.fixture
+async def client(service: RunningService, admin_token: str) -> AsyncIterator[FindLoraClient]:
+    async with service_client(service, admin_token, timeout=20) as c:
         yield c

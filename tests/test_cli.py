@@ -5,22 +5,32 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import stat
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
+from bot.core.client import FindLoraClient, QueryImage, ServiceError
+from db.clients import Role
 from inference_service.config import Settings
-from inference_service.server import start_service
+from inference_service.server import RunningService, start_service
 from tests.helpers.catalogs import write_catalog
+from tests.helpers.service import issue_token
 
 pytestmark = pytest.mark.db
 FINDLORA = [sys.executable, "-m", "findlora"]
 
 
-def cli_env(settings: Settings) -> dict[str, str]:
+def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("FINDLORA_", "DATABASE_URL"))}
     return {
-        **os.environ,
+        **inherited,
+        **extra,
         "FINDLORA_DATA_DIR": str(settings.data_dir),
         "DATABASE_URL": str(settings.database_url),
         "FINDLORA_TORCH_THREADS": "1",
@@ -48,6 +58,7 @@ async def test_import_then_search_json(tmp_path: Path, settings: Settings) -> No
     assert "imported 0, updated 0, unchanged 20" in out
 
     service = await start_service(settings, "127.0.0.1:0")
+    env["FINDLORA_TOKEN"] = await issue_token(service, Role.SEARCH)
     try:
         query = catalog / "loras" / "style-12" / "references" / "s04.png"
         code, out, err = await findlora(
@@ -113,3 +124,89 @@ async def test_missing_image_file(tmp_path: Path, settings: Settings) -> None:
     assert code == 1
     assert "cannot read" in err
     assert "nope.png" in err
+
+
+async def test_auth_add_list_revoke_and_revocation_on_the_next_call(
+    tmp_path: Path, settings: Settings, empty_service: RunningService
+) -> None:
+    env = cli_env(settings)
+    code, out, err = await findlora("auth", "add", "ci-bot", "--role", "moderate", "--json", env=env)
+    assert code == 0, err
+    issued = json.loads(out)
+    assert (issued["name"], issued["roles"]) == ("ci-bot", ["search", "moderate"])
+    assert issued["token"].startswith("fl_")
+
+    address = f"127.0.0.1:{empty_service.port}"
+    async with FindLoraClient(address, timeout=10, token=issued["token"]) as client:
+        assert await client.list_flags() == []
+        with pytest.raises(ServiceError) as refused:
+            await client.list_clients()
+        assert refused.value.code == grpc.StatusCode.PERMISSION_DENIED
+
+        code, out, err = await findlora("auth", "revoke", "ci-bot", env=env)
+        assert (code, out.strip()) == (0, "client 'ci-bot' revoked"), err
+        with pytest.raises(ServiceError) as refused:  # the running service, not restarted
+            await client.list_flags()
+        assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
+
+    code, out, err = await findlora("auth", "add", "plain-bot", "--role", "search", env=env)
+    assert code == 0
+    assert "client 'plain-bot' created with roles search" in err
+    assert out.count("\n") == 1  # stdout is the token alone: `... > token-file` stores it
+    assert out.startswith("fl_")
+
+    code, out, _ = await findlora("auth", "list", "--json", env=env)
+    assert code == 0
+    (row,) = [r for r in json.loads(out) if r["name"] == "ci-bot"]
+    assert row["revoked_at"] is not None
+
+    for args, message in [
+        (("add", "ci-bot", "--role", "search"), "a client named 'ci-bot' exists already"),
+        (("add", "other", "--role", "root"), "role must be one of search, moderate, admin"),
+        (("revoke", "nobody"), "no client named 'nobody'"),
+    ]:
+        code, out, err = await findlora("auth", *args, env=env)
+        assert code == 1
+        assert message in err
+        assert "Traceback" not in err + out
+
+
+@pytest.fixture
+def short_data_dir() -> Iterator[Path]:
+    """The embedded server's unix socket path must stay short."""
+    path = Path(tempfile.mkdtemp(prefix="flcli-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+async def test_embedded_database_needs_no_token_setup(short_data_dir: Path, tmp_path: Path) -> None:
+    """README flow: db init, serve, search, with no token configured anywhere."""
+    settings = Settings(data_dir=short_data_dir, torch_threads=1, listen="127.0.0.1:0")
+    env = cli_env(settings)
+    del env["DATABASE_URL"]
+    code, out, err = await findlora("db", "init", env=env)
+    assert code == 0, err
+    assert "client 'local' (every role): its token is in" in out
+    token_file = short_data_dir / "client-token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    code, out, _ = await findlora("auth", "list", "--json", env=env)
+    assert code == 0
+    assert [(r["name"], r["roles"]) for r in json.loads(out)] == [("local", ["search", "moderate", "admin"])]
+
+    service = await start_service(settings)
+    try:
+        assert service.local_token == token_file.read_text().strip()  # a valid file is kept
+        image = tmp_path / "q.png"
+        image.write_bytes((write_catalog(tmp_path / "c", 1, 1) / "samples" / "s00.png").read_bytes())
+        address = f"127.0.0.1:{service.port}"
+        code, out, err = await findlora("search", str(image), "--exact", "--service", address, env=env)
+        # Through authentication (the local client may do an exact search) to the empty catalog.
+        assert code == 1
+        assert "catalog is empty" in err
+        async with FindLoraClient(address, timeout=10) as anonymous:
+            with pytest.raises(ServiceError) as refused:
+                await anonymous.search([QueryImage(image.read_bytes())])
+        assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
+        assert "findlora auth add NAME --role" in refused.value.message
+    finally:
+        await service.stop(0.5)

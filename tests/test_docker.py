@@ -78,6 +78,9 @@ def test_compose_services_secrets_and_overlay_are_consistent() -> None:
         for key in service.get("environment", {}):
             assert not re.search(r"TOKEN$|PASSWORD$|SECRET$", key), f"{name} passes {key} in the environment"
     assert services["inference"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    for bot in ("discord-bot", "slack-bot"):  # every bot calls the service as its own client
+        token_file = services[bot]["environment"]["FINDLORA_TOKEN_FILE"]
+        assert token_file.removeprefix("/run/secrets/") in services[bot]["secrets"]
     gpu = load("compose.gpu.yaml")["services"]
     for name in ("inference", "worker"):
         device = gpu[name]["deploy"]["resources"]["reservations"]["devices"][0]

@@ -51,5 +51,8 @@ def test_service_surface_is_complete() -> None:
         "ListFlags",
         "ReviewFlag",
         "FeedbackStats",
+        "CreateClient",
+        "ListClients",
+        "RevokeClient",
     }
     assert service.methods_by_name["WatchJob"].server_streaming

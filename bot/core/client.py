@@ -1,10 +1,11 @@
-"""Async client of the inference service: deadlines on every call, retries only on UNAVAILABLE."""
+"""Async client of the inference service: deadlines on every call, retries only on UNAVAILABLE,
+the client's bearer token on every call (streams included), TLS or mutual TLS when configured."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -62,23 +63,49 @@ class QueryImage:
     content_type: str = ""
 
 
+@dataclass(frozen=True)
+class ClientTls:
+    """PEM bytes: the CA that signed the service's certificate (None: the system's roots), and
+    this client's certificate chain and key for mutual TLS."""
+
+    ca: bytes | None = None
+    cert: bytes | None = field(default=None, repr=False)
+    key: bytes | None = field(default=None, repr=False)
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
+        )
+
+
 def _images(images: Sequence[QueryImage]) -> list[pb.Image]:
     return [pb.Image(data=i.data, filename=i.filename, content_type=i.content_type) for i in images]
 
 
 class FindLoraClient:
-    def __init__(self, address: str = DEFAULT_ADDRESS, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        timeout: float = 30.0,
+        token: str | None = None,
+        tls: ClientTls | None = None,
+    ) -> None:
         self.address = address
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(
-            address,
-            options=[
-                ("grpc.service_config", SERVICE_CONFIG),
-                ("grpc.enable_retries", 1),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
-        )
+        # Per-call metadata, not call credentials: gRPC sends those only over TLS, and loopback
+        # deployments run plaintext.
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        options = [
+            ("grpc.service_config", SERVICE_CONFIG),
+            ("grpc.enable_retries", 1),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ]
+        if tls is None:
+            self._channel = grpc.aio.insecure_channel(address, options=options)
+        else:
+            self._channel = grpc.aio.secure_channel(address, tls.credentials(), options=options)
         self._stub = pb_grpc.FindLoraStub(self._channel)  # type: ignore[no-untyped-call]
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -113,7 +140,7 @@ class FindLoraClient:
         reply: type[Reply],
     ) -> Reply:
         try:
-            response: Reply = await method(request, timeout=timeout or self.timeout)
+            response: Reply = await method(request, timeout=timeout or self.timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as error:
             raise self._translate(error) from None
         return response
@@ -235,7 +262,9 @@ class FindLoraClient:
 
     async def watch_job(self, job_id: str, *, timeout: float = 3600.0) -> AsyncIterator[pb.JobEvent]:
         """Progress events of a job until it ends; the deadline covers the whole stream."""
-        call: Any = self._stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=timeout)
+        call: Any = self._stub.WatchJob(
+            pb.WatchJobRequest(job_id=job_id), timeout=timeout, metadata=self._metadata
+        )
         try:
             async for event in call:
                 yield event
@@ -244,9 +273,31 @@ class FindLoraClient:
         finally:
             call.cancel()
 
+    async def create_client(
+        self, name: str, role: str, *, timeout: float | None = None
+    ) -> pb.CreateClientResponse:
+        """Admins: a new client; its token is in the reply, once."""
+        request = pb.CreateClientRequest(name=name, role=role)
+        return await self._call(self._stub.CreateClient, request, timeout, pb.CreateClientResponse)
+
+    async def list_clients(
+        self, *, include_revoked: bool = False, timeout: float | None = None
+    ) -> list[pb.ClientInfo]:
+        request = pb.ListClientsRequest(include_revoked=include_revoked)
+        reply = await self._call(self._stub.ListClients, request, timeout, pb.ListClientsResponse)
+        return list(reply.clients)
+
+    async def revoke_client(self, name: str, *, timeout: float | None = None) -> bool:
+        """False when the client was revoked already."""
+        request = pb.RevokeClientRequest(name=name)
+        reply = await self._call(self._stub.RevokeClient, request, timeout, pb.RevokeClientResponse)
+        return bool(reply.revoked)
+
     async def health(self, timeout: float = 5.0) -> str:
         try:
-            reply = await self._health.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+            reply = await self._health.Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout, metadata=self._metadata
+            )
         except grpc.aio.AioRpcError as error:
             raise self._translate(error) from None
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))

@@ -16,6 +16,10 @@ NOTHING_MATCHES = (
 EXPIRED = "This search has expired, run it again."
 NO_IMAGE = "Attach an image (PNG, JPEG, WebP or GIF) to search with."
 INTERNAL = "Something went wrong on my side; the moderators can find it in the logs."
+NOT_ACCEPTED = (
+    "The findlora service does not accept this bot's client token; the bot's operator must set "
+    "FINDLORA_TOKEN or FINDLORA_TOKEN_FILE."
+)
 
 
 def friendly_error(error: BaseException) -> str:
@@ -34,6 +38,10 @@ def friendly_error(error: BaseException) -> str:
             return f"I can't do that: {error.message}."
         if error.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
             return _sentence(error.message)
+        if error.code == grpc.StatusCode.UNAUTHENTICATED:
+            return NOT_ACCEPTED
+        if error.code == grpc.StatusCode.PERMISSION_DENIED:
+            return f"This bot is not allowed to do that ({error.message})."
         if error.code == grpc.StatusCode.UNIMPLEMENTED:
             return f"This findlora service does not support that yet ({error.message})."
         if error.code == grpc.StatusCode.RESOURCE_EXHAUSTED:

@@ -1,5 +1,6 @@
 """Discord bot configuration: environment (prefix FINDLORA_DISCORD_) or .env; token from
-DISCORD_TOKEN or a secret file (DISCORD_TOKEN_FILE), never logged."""
+DISCORD_TOKEN or a secret file (DISCORD_TOKEN_FILE), never logged. The findlora client token and
+TLS settings come from the shared FINDLORA_TOKEN(_FILE) / FINDLORA_SERVICE_CA ... (ServiceAccess)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from bot.core.credentials import ServiceAccess
 
 IdSet = Annotated[frozenset[int], NoDecode]
 
@@ -16,7 +19,7 @@ class TokenMissing(Exception):
     pass
 
 
-class DiscordSettings(BaseSettings):
+class DiscordSettings(ServiceAccess):
     model_config = SettingsConfigDict(
         env_prefix="FINDLORA_DISCORD_", env_file=".env", extra="ignore", populate_by_name=True
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import structlog
 
-from bot.core.client import FindLoraClient
+from bot.core.credentials import connect
 from bot.discord.bot import BotServices, FindLoraBot
 from bot.discord.config import DiscordSettings
 
@@ -13,7 +13,7 @@ log = structlog.get_logger(__name__)
 
 
 def create_bot(settings: DiscordSettings) -> FindLoraBot:
-    client = FindLoraClient(settings.service, timeout=settings.call_timeout_s)
+    client = connect(settings, settings.service, timeout=settings.call_timeout_s)
     http = httpx.AsyncClient(timeout=httpx.Timeout(15.0), follow_redirects=False)
     return FindLoraBot(BotServices.create(settings, client, http))
 

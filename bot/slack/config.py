@@ -1,6 +1,7 @@
 """Slack app configuration: environment (prefix FINDLORA_SLACK_) or .env. Tokens come from
 SLACK_BOT_TOKEN / SLACK_APP_TOKEN / SLACK_SIGNING_SECRET or their *_FILE secret files (the file
-wins, as containers mount secrets) and are never logged."""
+wins, as containers mount secrets) and are never logged. The findlora client token and TLS
+settings come from the shared FINDLORA_TOKEN(_FILE) / FINDLORA_SERVICE_CA ... (ServiceAccess)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from bot.core.credentials import ServiceAccess
 
 IdSet = Annotated[frozenset[str], NoDecode]
 
@@ -21,7 +24,7 @@ def _secret(name: str) -> AliasChoices:
     return AliasChoices(name, f"FINDLORA_{name}")
 
 
-class SlackSettings(BaseSettings):
+class SlackSettings(ServiceAccess):
     model_config = SettingsConfigDict(
         env_prefix="FINDLORA_SLACK_", env_file=".env", extra="ignore", populate_by_name=True
     )

@@ -12,7 +12,7 @@ from aiohttp import web as aioweb
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.core.client import FindLoraClient
+from bot.core.credentials import connect
 from bot.slack.app import create_app
 from bot.slack.config import SlackSettings
 from bot.slack.services import SlackServices
@@ -35,7 +35,7 @@ class SlackSecrets:
 
 
 def create_services(settings: SlackSettings, bot_token: str) -> SlackServices:
-    client = FindLoraClient(settings.service, timeout=settings.call_timeout_s)
+    client = connect(settings, settings.service, timeout=settings.call_timeout_s)
     http = httpx.AsyncClient(timeout=httpx.Timeout(15.0), follow_redirects=False)
     return SlackServices.create(settings, client, http, bot_token)
 

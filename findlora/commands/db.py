@@ -27,6 +27,16 @@ async def _migrate() -> None:
     console.print(f"database at schema version {current_version(url)} ({where})")
     if settings.runtime_role:
         console.print(f"runtime role {settings.runtime_role} granted the service's privileges")
+    if settings.database_url is None:
+        import psycopg
+
+        from inference_service.local_client import LOCAL_CLIENT, ensure_local_client, token_path
+
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await ensure_local_client(conn, settings.data_dir)
+        console.print(
+            f"client {LOCAL_CLIENT!r} (every role): its token is in {token_path(settings.data_dir)}"
+        )
 
 
 @db_app.command("init")

@@ -85,7 +85,8 @@ async def _search(
     nsfw: bool,
     exact: bool = False,
 ) -> None:
-    from bot.core.client import FindLoraClient, QueryImage
+    from bot.core.client import QueryImage
+    from findlora.access import service_client
 
     queries = []
     for path in images:
@@ -93,7 +94,7 @@ async def _search(
             queries.append(QueryImage(path.read_bytes(), path.name, mimetypes.guess_type(path.name)[0] or ""))
         except OSError as exc:
             fail(f"cannot read {path}: {exc.strerror or exc}")
-    async with FindLoraClient(address) as client:
+    async with service_client(address) as client:
         response = await client.search(
             queries, top_k=top_k, base_model=base_model, prompt=prompt, allow_nsfw=nsfw, exact=exact
         )
@@ -123,7 +124,7 @@ def search(
         False,
         "--exact",
         help="Exhaustive reference ranking: d_avg over every reference (and, with GMI, RKME over "
-        "every spec) instead of the candidate search; slow.",
+        "every spec) instead of the candidate search; slow; needs a client with the moderate role.",
     ),
 ) -> None:
     """Rank LoRAs by how well they reproduce the style of the image(s)."""
@@ -145,9 +146,9 @@ def search(
 
 
 async def _health(address: str) -> str:
-    from bot.core.client import FindLoraClient
+    from findlora.access import service_client
 
-    async with FindLoraClient(address) as client:
+    async with service_client(address) as client:
         return await client.health()
 
 

@@ -28,7 +28,9 @@ def inference(
 
 @serve_app.command("discord")
 def discord_bot() -> None:
-    """The Discord bot. Token from DISCORD_TOKEN or DISCORD_TOKEN_FILE; settings FINDLORA_DISCORD_*."""
+    """The Discord bot. Token from DISCORD_TOKEN or DISCORD_TOKEN_FILE, findlora client token from
+    FINDLORA_TOKEN or FINDLORA_TOKEN_FILE; settings FINDLORA_DISCORD_*."""
+    from bot.core.credentials import ServiceTokenMissing
     from bot.discord.config import DiscordSettings, TokenMissing
     from bot.discord.run import run_bot
     from inference_service.logs import configure_logging
@@ -37,7 +39,9 @@ def discord_bot() -> None:
     settings = DiscordSettings()
     try:
         token = settings.read_token()
-    except (TokenMissing, OSError) as exc:
+        settings.require_service_token()
+        settings.client_tls()
+    except (TokenMissing, ServiceTokenMissing, OSError) as exc:
         fail(str(exc))
     if settings.metrics_listen:
         start_metrics_server(settings.metrics_listen)
@@ -47,7 +51,9 @@ def discord_bot() -> None:
 @serve_app.command("slack")
 def slack_app() -> None:
     """The Slack app: Socket Mode (SLACK_BOT_TOKEN, SLACK_APP_TOKEN) by default, HTTP with
-    FINDLORA_SLACK_MODE=http (SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET); each also as *_FILE."""
+    FINDLORA_SLACK_MODE=http (SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET); each also as *_FILE. The
+    findlora client token from FINDLORA_TOKEN or FINDLORA_TOKEN_FILE."""
+    from bot.core.credentials import ServiceTokenMissing
     from bot.slack.config import SlackSettings, TokenMissing
     from bot.slack.run import SlackSecrets, run_app
     from inference_service.logs import configure_logging
@@ -56,7 +62,9 @@ def slack_app() -> None:
     settings = SlackSettings()
     try:
         secrets = SlackSecrets.read(settings)
-    except (TokenMissing, OSError) as exc:
+        settings.require_service_token()
+        settings.client_tls()
+    except (TokenMissing, ServiceTokenMissing, OSError) as exc:
         fail(str(exc))
     if settings.metrics_listen:
         start_metrics_server(settings.metrics_listen)

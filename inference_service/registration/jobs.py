@@ -54,6 +54,7 @@ class Registration:
     nsfw: bool = False
     page_url: str = ""
     requested_by: str = ""
+    client: str | None = None  # the authenticated client of RegisterLora (None: operator CLI)
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -129,7 +130,13 @@ class Registrations:
         )
         try:
             await self.store.create_job(
-                job_id, shown, request.metadata(), slug, request.requested_by, fetch_url=fetch_url
+                job_id,
+                shown,
+                request.metadata(),
+                slug,
+                request.requested_by,
+                fetch_url=fetch_url,
+                client=request.client,
             )
         except SlugTaken:
             raise AlreadyExists(f"the slug {slug!r} is already taken; choose another") from None

@@ -19,6 +19,7 @@ import pytest
 from psycopg import errors
 
 from bot.core.client import FindLoraClient, QueryImage
+from db.clients import Role
 from db.migrate import MIGRATIONS_DIR, SchemaBehind, migrate
 from db.privileges import RuntimeRoleMissing
 from inference_service.config import Settings
@@ -136,7 +137,7 @@ async def test_the_runtime_role_searches_votes_and_queues_and_runs_a_job(
     )
     async with (
         served_catalog(settings, tmp_path) as served,  # the catalog import runs as the runtime role too
-        FindLoraClient(served.address, timeout=30) as client,
+        served.client(Role.MODERATE, timeout=30) as client,
     ):
         response = await client.search([QueryImage(served.reference_bytes("style-03"), "q.png")], top_k=3)
         assert response.matches[0].slug == "style-03"

@@ -1,12 +1,19 @@
-"""A real inference service on port 0 over a small imported catalog, for end-to-end tests."""
+"""A real inference service on port 0 over a small imported catalog, for end-to-end tests, and
+client tokens for it (every RPC but health needs one)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from psycopg import AsyncConnection
+
+from bot.core.client import FindLoraClient
+from db.clients import Role, create_client, roles_up_to
 from inference_service.catalog.format import LoraEntry, lora_toml
 from inference_service.catalog.importer import import_catalog
 from inference_service.config import Settings
@@ -15,14 +22,35 @@ from inference_service.server import RunningService, start_service
 from tests.helpers.catalogs import write_catalog
 
 
+async def issue_token_in(conn: AsyncConnection[Any], role: Role | None, name: str = "") -> str:
+    """The token of a new client holding `role` and every role below it (None: no role at all)."""
+    name = name or f"test-{role or 'norole'}-{uuid.uuid4().hex[:8]}"
+    roles = () if role is None else roles_up_to(role)
+    issued = await create_client(conn, name, roles, actor="test", client=None)
+    return issued.token
+
+
+async def issue_token(service: RunningService, role: Role | None, name: str = "") -> str:
+    async with service.runtime.repo.connection() as conn:
+        return await issue_token_in(conn, role, name)
+
+
+def service_client(service: RunningService, token: str | None, timeout: float = 30.0) -> FindLoraClient:
+    return FindLoraClient(f"127.0.0.1:{service.port}", timeout=timeout, token=token)
+
+
 @dataclass(frozen=True)
 class ServedCatalog:
     service: RunningService
     catalog: Path
+    tokens: dict[Role, str] = field(default_factory=dict, repr=False)  # one client per role
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.service.port}"
+
+    def client(self, role: Role, timeout: float = 30.0) -> FindLoraClient:
+        return service_client(self.service, self.tokens[role], timeout)
 
     def reference_bytes(self, slug: str, sample_id: str = "s00") -> bytes:
         """A reference image of one LoRA: the most recognisable query for that style."""
@@ -54,6 +82,7 @@ async def served_catalog(
         await runtime.close()
     service = await start_service(settings, "127.0.0.1:0")
     try:
-        yield ServedCatalog(service, catalog)
+        tokens = {role: await issue_token(service, role, f"test-{role}") for role in Role}
+        yield ServedCatalog(service, catalog, tokens)
     finally:
         await service.stop(0)

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from bot.core.client import FindLoraClient, QueryImage, ServiceError
+from db.clients import Role
 from inference_service.config import Settings
 from inference_service.registration.fetch import FetchPolicy, is_public_address
 from inference_service.registration.jobs import run_worker
@@ -77,7 +78,7 @@ async def test_tiny_lora_registers_end_to_end_without_touching_other_scores(
     server.routes["/files/not-a-lora.safetensors"] = body(b"abc")
     async with (
         served_catalog(settings, tmp_path, n_loras=6, n_samples=4) as served,
-        FindLoraClient(served.address, timeout=30) as client,
+        served.client(Role.MODERATE, timeout=30) as client,
     ):
         query = [QueryImage(served.reference_bytes("style-02"), "q.png")]
         before = {m.slug: m.style_distance for m in (await client.search(query, top_k=10)).matches}
@@ -125,7 +126,7 @@ async def test_tiny_lora_registers_end_to_end_without_touching_other_scores(
                 (final.lora_id,),
             ).fetchall()
             audit = conn.execute(
-                "SELECT actor, subject FROM audit_log WHERE action = 'register_lora'"
+                "SELECT actor, subject, client FROM audit_log WHERE action = 'register_lora'"
             ).fetchall()
         own = (settings.blob_dir / key[0]).read_bytes()
         top = (await client.search([QueryImage(own, "own.png")], top_k=1)).matches[0]
@@ -135,7 +136,7 @@ async def test_tiny_lora_registers_end_to_end_without_touching_other_scores(
         assert (row[2], row[3]) == (["inkwash"], "mod#1")
         assert [(r[0], r[2]) for r in spec] == [(0, True), (1, True)]
         assert all((settings.blob_dir / r[1]).is_file() for r in spec)
-        assert audit == [("mod#1", "inkwash")]
+        assert audit == [("mod#1", "inkwash", "test-moderate")]  # the person the bot names, its client
 
         # The same file again is a duplicate; a non-LoRA fails; neither leaves a LoRA behind.
         again = await client.register_lora(url, pb.LoraMetadata(name="Inkwash copy"), requested_by="mod#2")

@@ -12,6 +12,7 @@ from PIL import Image
 
 from bot.core.client import FindLoraClient, QueryImage, ServiceError
 from inference_service.server import RunningService
+from tests.helpers.service import service_client
 
 pytestmark = pytest.mark.db
 
@@ -83,9 +84,11 @@ async def test_bad_uploads_get_a_clear_invalid_argument(client: FindLoraClient, 
     assert await client.health() == "SERVING"
 
 
-async def test_oversize_grpc_message_is_refused_by_the_transport(service: RunningService) -> None:
+async def test_oversize_grpc_message_is_refused_by_the_transport(
+    service: RunningService, search_token: str
+) -> None:
     limit = service.runtime.settings.max_grpc_message_bytes
-    async with FindLoraClient(f"127.0.0.1:{service.port}") as client:
+    async with service_client(service, search_token) as client:
         with pytest.raises(ServiceError) as info:
             await client.search([QueryImage(b"\0" * (limit + 1024))])
         assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from bot.core.client import FindLoraClient, QueryImage, ServiceError, ServiceTimeout, ServiceUnreachable
+from db.clients import Role
 from db.migrate import migrate
 from inference_service.catalog.importer import import_catalog
 from inference_service.config import Settings
@@ -21,6 +22,7 @@ from inference_service.server import start_service
 from protos import findlora_pb2 as pb
 from protos import findlora_pb2_grpc as pb_grpc
 from tests.helpers.catalogs import write_catalog
+from tests.helpers.service import issue_token, service_client
 
 pytestmark = pytest.mark.db
 
@@ -64,7 +66,8 @@ async def test_database_restart_mid_search_then_searches_succeed(
     service = await start_service(settings, "127.0.0.1:0")
     query = [QueryImage((catalog / "samples" / "s00.png").read_bytes())]
     try:
-        async with FindLoraClient(f"127.0.0.1:{service.port}", timeout=20) as client:
+        token = await issue_token(service, Role.SEARCH)
+        async with service_client(service, token, timeout=20) as client:
             assert (await client.search(query, top_k=2)).matches
             in_flight = asyncio.create_task(client.search(query, top_k=2))
             await asyncio.to_thread(restart_postgres, pg_dir, system_user)

@@ -21,10 +21,12 @@ import pytest
 from PIL import Image
 
 from bot.core.client import FindLoraClient, QueryImage, ServiceError
+from db.clients import Role
 from inference_service.bench.load import load_catalog
 from inference_service.bench.synthetic import SyntheticCatalog
 from inference_service.blobs import BlobStore
 from inference_service.imaging import thumbnail_webp
+from tests.helpers.service import issue_token_in
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]
 N_LORAS, N_REFS, CONCURRENCY = 10_000, 30, 50
@@ -56,6 +58,8 @@ async def test_fifty_concurrent_searches_for_a_minute(db_url: str, tmp_path: Pat
 
     with psycopg.connect(db_url) as conn:  # synthetic references share one real thumbnail
         conn.execute("UPDATE reference_images SET thumb_key = %s, blob_key = %s", (thumb, thumb))
+    async with await psycopg.AsyncConnection.connect(db_url) as aconn:
+        token = await issue_token_in(aconn, Role.SEARCH, "load-test")
 
     port = free_port()
     env = {
@@ -74,7 +78,7 @@ async def test_fifty_concurrent_searches_for_a_minute(db_url: str, tmp_path: Pat
     errors: list[str] = []
     rss_mb: list[float] = []
     try:
-        async with FindLoraClient(f"127.0.0.1:{port}", timeout=30) as client:
+        async with FindLoraClient(f"127.0.0.1:{port}", timeout=30, token=token) as client:
             for _ in range(120):  # model load and migrations: wait for SERVING
                 try:
                     if await client.health(timeout=1) == "SERVING":

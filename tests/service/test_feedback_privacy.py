@@ -16,7 +16,8 @@ import pytest
 from psycopg import sql
 from pydantic import SecretStr
 
-from bot.core.client import FindLoraClient, QueryImage
+from bot.core.client import QueryImage
+from db.clients import Role
 from db.migrate import MIGRATIONS_DIR, migrate
 from inference_service.config import Settings
 from inference_service.pseudonyms import GENERATED_KEY_NAME, FeedbackKeyError, feedback_key
@@ -54,7 +55,7 @@ async def test_votes_hold_an_hmac_of_the_user_and_count_once(settings: Settings,
     url = str(settings.database_url)
     async with (
         served_catalog(settings, tmp_path) as served,
-        FindLoraClient(served.address, timeout=30) as client,
+        served.client(Role.MODERATE, timeout=30) as client,
     ):
         query = [QueryImage(served.reference_bytes("style-02"), "q.png")]
         first, second = await client.search(query, top_k=3), await client.search(query, top_k=3)

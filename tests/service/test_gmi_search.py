@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bot.core.client import FindLoraClient, QueryImage
+from bot.core.client import QueryImage
+from db.clients import Role
 from db.repository import Repository
 from inference_service.catalog.importer import import_catalog
 from inference_service.config import Settings
@@ -21,6 +22,7 @@ from inference_service.scoring.fusion import fuse
 from inference_service.search import SearchEngine, SearchQuery
 from inference_service.server import start_service
 from tests.helpers.catalogs import apply_style, content_image, write_catalog
+from tests.helpers.service import issue_token, service_client
 from tests.helpers.tiny_models import TINY_CLIP, save_tiny_blip, save_tiny_clip
 
 pytestmark = pytest.mark.db
@@ -85,7 +87,7 @@ async def test_search_fuses_style_distance_and_weighted_rkme(gmi_settings: Setti
     )[0]
     service = await start_service(gmi_settings, "127.0.0.1:0")
     try:
-        async with FindLoraClient(f"127.0.0.1:{service.port}", timeout=30) as client:
+        async with service_client(service, await issue_token(service, Role.SEARCH)) as client:
             query = [QueryImage(query_path.read_bytes(), "q.png")]
             response = await client.search(query, top_k=20)
             assert response.pseudo_prompt == expected_caption

@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from bot.core.client import FindLoraClient, QueryImage, ServiceError
+from db.clients import Role
 from db.repository import Repository
 from inference_service.config import Settings
 from protos import findlora_pb2 as pb
@@ -27,7 +28,7 @@ async def served(settings: Settings, tmp_path: Path) -> AsyncIterator[ServedCata
 
 @pytest.fixture
 async def client(served: ServedCatalog) -> AsyncIterator[FindLoraClient]:
-    async with FindLoraClient(served.address, timeout=30) as client:
+    async with served.client(Role.ADMIN) as client:  # takedowns need admin
         yield client
 
 
@@ -85,8 +86,12 @@ async def test_hide_restore_and_final_takedown_are_audited(
     assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert "style-01" not in await slugs_found(client, served, "style-01")
 
-    actions = [(actor, action) for actor, action, _, _ in await repo.audit_entries("style-01")]
-    assert actions == [("mod", "lora_hidden"), ("mod", "lora_active"), ("mod", "lora_taken_down")]
+    actions = [(e.actor, e.action, e.client) for e in await repo.audit_entries("style-01")]
+    assert actions == [
+        ("mod", "lora_hidden", "test-admin"),
+        ("mod", "lora_active", "test-admin"),
+        ("mod", "lora_taken_down", "test-admin"),
+    ]
 
 
 async def test_unknown_lora_is_not_found(client: FindLoraClient) -> None:
@@ -129,8 +134,8 @@ async def test_flag_evidence_review_and_takedown(
     assert "already approved by mod" in caught.value.message
     assert await client.list_flags(pb.FLAG_STATUS_OPEN) == []
 
-    actions = [action for _, action, _, _ in await repo.audit_entries("style-03")]
-    assert actions == ["flag_lookalike", "flag_approved"]
+    actions = [(e.actor, e.action, e.client) for e in await repo.audit_entries("style-03")]
+    assert actions == [("artist", "flag_lookalike", "test-admin"), ("mod", "flag_approved", "test-admin")]
 
 
 async def test_dismissed_flag_leaves_the_lora_searchable(

@@ -16,10 +16,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import REGISTRY
 
 from bot.core.client import FindLoraClient, QueryImage, ServiceError
+from db.clients import Role
 from findlora.metrics_http import parse_listen, start_metrics_server
 from inference_service.config import Settings
 from inference_service.observability import enable_tracing
 from inference_service.server import start_service
+from tests.helpers.service import issue_token, service_client
 
 pytestmark = pytest.mark.db
 
@@ -68,7 +70,7 @@ async def test_tracing_records_a_span_per_rpc(settings: Settings, spans: InMemor
     assert enable_tracing()
     service = await start_service(settings, "127.0.0.1:0")
     try:
-        async with FindLoraClient(f"127.0.0.1:{service.port}") as client:
+        async with service_client(service, await issue_token(service, Role.SEARCH)) as client:
             with pytest.raises(ServiceError) as info:
                 await client.search([QueryImage(b"")])
     finally:

@@ -21,6 +21,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from bot.core.client import FindLoraClient, QueryImage, ServiceError
+from db.clients import Role
 from db.migrate import migrate
 from db.repository import Repository
 from inference_service.config import Settings
@@ -75,7 +76,7 @@ async def test_expired_search_is_failed_precondition_until_the_purge_then_not_fo
     # An hour between purges: the only purge after the search is the one this test runs.
     async with (
         serving(settings, tmp_path, search_ttl_hours=TTL_HOURS, purge_interval_s=3600.0) as served,
-        FindLoraClient(served.address, timeout=20) as client,
+        served.client(Role.SEARCH, timeout=20) as client,
     ):
         search_id = await one_search(client, served)
         with psycopg.connect(url) as conn:
@@ -105,7 +106,7 @@ async def test_the_running_service_purges_on_its_own_and_stops_purging_when_stop
     url = str(settings.database_url)
     async with (
         serving(settings, tmp_path, search_ttl_hours=TTL_HOURS, purge_interval_s=0.2) as served,
-        FindLoraClient(served.address, timeout=20) as client,
+        served.client(Role.SEARCH, timeout=20) as client,
     ):
         purge = served.service.purge
         assert purge is not None

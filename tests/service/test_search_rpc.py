@@ -12,9 +12,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
 from bot.core.client import FindLoraClient, QueryImage, ServiceError, ServiceUnreachable
+from db.clients import Role
 from inference_service.server import RunningService
 from protos import findlora_pb2 as pb
 from protos import findlora_pb2_grpc as pb_grpc
+from tests.helpers.service import issue_token, service_client
 
 pytestmark = pytest.mark.db
 
@@ -136,7 +138,7 @@ async def test_expired_search_says_so(
 
 
 async def test_empty_catalog_is_failed_precondition(empty_service: RunningService) -> None:
-    async with FindLoraClient(f"127.0.0.1:{empty_service.port}") as client:
+    async with service_client(empty_service, await issue_token(empty_service, Role.SEARCH)) as client:
         with pytest.raises(ServiceError) as info:
             await client.search([QueryImage(png_bytes(Image.new("RGB", (32, 32))))])
     assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
@@ -144,14 +146,15 @@ async def test_empty_catalog_is_failed_precondition(empty_service: RunningServic
 
 
 async def test_health_reflection_and_registration_checks(empty_service: RunningService) -> None:
+    bearer = (("authorization", f"Bearer {await issue_token(empty_service, Role.MODERATE)}"),)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{empty_service.port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
-        for name in ("", "findlora.v1.FindLora"):
+        for name in ("", "findlora.v1.FindLora"):  # health needs no token (probes)
             reply = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
         reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
         replies = reflection.ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), metadata=bearer
         )
         services = set()
         async for reply in replies:
@@ -160,7 +163,9 @@ async def test_health_reflection_and_registration_checks(empty_service: RunningS
         stub = pb_grpc.FindLoraStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.RegisterLora(
-                pb.RegisterLoraRequest(source_url="https://example.org/x.safetensors"), timeout=5
+                pb.RegisterLoraRequest(source_url="https://example.org/x.safetensors"),
+                timeout=5,
+                metadata=bearer,
             )
         # Every RPC is implemented now; a download host outside the allowlist is refused up front.
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot.core.client import FindLoraClient, QueryImage
+from bot.core.client import QueryImage
+from db.clients import Role
 from inference_service.catalog.importer import import_catalog
 from inference_service.config import Settings
 from inference_service.runtime import open_runtime
 from inference_service.server import start_service
 from tests.helpers.catalogs import apply_style, content_image, write_catalog
+from tests.helpers.service import issue_token, service_client
 
 pytestmark = pytest.mark.db
 
@@ -43,7 +45,8 @@ async def test_default_two_stage_equals_exact_and_batches_concurrent_searches(
         await runtime.close()
     service = await start_service(settings, "127.0.0.1:0")
     try:
-        async with FindLoraClient(f"127.0.0.1:{service.port}") as client:
+        # exact=True needs the moderate role.
+        async with service_client(service, await issue_token(service, Role.MODERATE)) as client:
             queries = [[_query(s, 100 + s)] for s in range(6)] + [[_query(3, 7), _query(3, 8)]]
             fast = await asyncio.gather(*(client.search(q, top_k=5) for q in queries))
             exact = [await client.search(q, top_k=5, exact=True) for q in queries]

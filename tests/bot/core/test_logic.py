@@ -17,7 +17,7 @@ from bot.core.paging import PageRef, footer_text, parse_footer
 from bot.core.permissions import ModeratorPolicy
 from bot.core.ratelimit import RateLimiter, cooldown_message
 from bot.core.rendering import TransferImage, contact_sheet, render_page
-from bot.core.replies import EXPIRED, SERVICE_DOWN, SERVICE_SLOW, friendly_error
+from bot.core.replies import EXPIRED, NOT_ACCEPTED, SERVICE_DOWN, SERVICE_SLOW, friendly_error
 from protos import findlora_pb2 as pb
 
 SEARCH = str(uuid.uuid4())
@@ -77,6 +77,11 @@ def test_nsfw_only_where_allowed() -> None:
         (ServiceTimeout("x", grpc.StatusCode.DEADLINE_EXCEEDED), SERVICE_SLOW),
         (ServiceError("this search has expired, run it again", grpc.StatusCode.FAILED_PRECONDITION), EXPIRED),
         (ServiceError("no LoRA matches 'x'", grpc.StatusCode.NOT_FOUND), "No LoRA matches 'x'."),
+        (ServiceError("unknown or revoked client token", grpc.StatusCode.UNAUTHENTICATED), NOT_ACCEPTED),
+        (
+            ServiceError("taking a LoRA down needs the admin role", grpc.StatusCode.PERMISSION_DENIED),
+            "This bot is not allowed to do that (taking a LoRA down needs the admin role).",
+        ),
     ],
 )
 def test_friendly_errors(error: Exception, expected: str) -> None:

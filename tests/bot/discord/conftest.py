@@ -11,10 +11,12 @@ from unittest import mock
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
-from bot.core.client import FindLoraClient
+from bot.core.credentials import connect
 from bot.discord.bot import BotServices, FindLoraBot
 from bot.discord.config import DiscordSettings
+from db.clients import Role
 from inference_service.config import Settings
 from tests.helpers.discord_fakes import make_attachment, make_channel, make_member
 from tests.helpers.service import ServedCatalog, served_catalog
@@ -32,9 +34,11 @@ class Harness:
     cdn: dict[str, bytes] = field(default_factory=dict)
     bots: list[FindLoraBot] = field(default_factory=list)
 
-    def settings(self, **overrides: Any) -> DiscordSettings:
+    def settings(self, role: Role = Role.MODERATE, **overrides: Any) -> DiscordSettings:
+        """The bot's settings; its findlora client holds `role` (a moderating bot: moderate)."""
         values: dict[str, Any] = {
             "service": self.served.address,
+            "service_token": SecretStr(self.served.tokens[role]),
             "moderator_role_ids": frozenset({MOD_ROLE}),
             "review_channel_id": REVIEW_CHANNEL,
             "default_top_k": 5,
@@ -42,16 +46,16 @@ class Harness:
         }
         return DiscordSettings(**values)
 
-    async def bot(self, **overrides: Any) -> FindLoraBot:
+    async def bot(self, role: Role = Role.MODERATE, **overrides: Any) -> FindLoraBot:
         """A fresh bot process with every extension loaded (two of them = a restart)."""
-        settings = self.settings(**overrides)
+        settings = self.settings(role, **overrides)
 
         def serve_cdn(request: httpx.Request) -> httpx.Response:
             body = self.cdn.get(str(request.url))
             return httpx.Response(200, content=body) if body is not None else httpx.Response(404)
 
         http = httpx.AsyncClient(transport=httpx.MockTransport(serve_cdn))
-        client = FindLoraClient(settings.service, timeout=settings.call_timeout_s)
+        client = connect(settings, settings.service, timeout=settings.call_timeout_s)
         bot = FindLoraBot(BotServices.create(settings, client, http))
         await bot.load_extensions()
         self.bots.append(bot)

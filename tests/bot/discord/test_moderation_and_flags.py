@@ -7,10 +7,11 @@ from unittest import mock
 
 import pytest
 
-from bot.core.client import FindLoraClient, QueryImage
+from bot.core.client import QueryImage
 from bot.core.permissions import NOT_A_MODERATOR
-from bot.core.replies import friendly_error
+from bot.core.replies import NOT_ACCEPTED, friendly_error
 from bot.discord.exts.moderation._cog import split_trigger_words
+from db.clients import Role
 from tests.bot.discord.conftest import MOD_ROLE, MODERATOR_ID, Harness, route_channels
 from tests.helpers.discord_fakes import custom_ids, make_interaction, make_member, messages_in, press
 from tests.helpers.jobs import scripted_watch_job
@@ -50,11 +51,41 @@ async def test_lora_hide_needs_a_moderator(harness: Harness, channel: Any) -> No
 
 
 async def test_lora_takedown_of_an_unknown_lora_says_so(harness: Harness, channel: Any) -> None:
-    bot = await harness.bot()
+    bot = await harness.bot(Role.ADMIN)
     cog = bot.get_cog("Moderation")
     mod = make_interaction(bot, moderator(), channel)
     await cog.takedown.callback(cog, mod, lora="no-such-lora")
     mod.followup.send.assert_awaited_once_with("No LoRA matches 'no-such-lora'.", ephemeral=True)
+
+
+async def test_takedown_needs_a_bot_whose_client_is_admin(harness: Harness, channel: Any) -> None:
+    moderating = await harness.bot(Role.MODERATE)
+    cog = moderating.get_cog("Moderation")
+    mod = make_interaction(moderating, moderator(), channel)
+    await cog.takedown.callback(cog, mod, lora="style-01")
+    mod.followup.send.assert_awaited_once_with(
+        "This bot is not allowed to do that (taking a LoRA down needs the admin role; client "
+        "'test-moderate' holds search, moderate).",
+        ephemeral=True,
+    )
+    assert "Style 1" in await result_titles(harness, moderating, channel, "style-01")
+
+    admin = await harness.bot(Role.ADMIN)
+    cog = admin.get_cog("Moderation")
+    mod = make_interaction(admin, moderator(), channel)
+    await cog.takedown.callback(cog, mod, lora="style-01")
+    mod.followup.send.assert_awaited_once_with("`style-01` is now taken down.", ephemeral=True)
+    assert "Style 1" not in await result_titles(harness, admin, channel, "style-01")
+
+
+async def test_a_bot_with_a_revoked_token_says_so(harness: Harness, channel: Any) -> None:
+    bot = await harness.bot(Role.SEARCH)
+    async with harness.served.client(Role.ADMIN) as admin:
+        assert await admin.revoke_client("test-search")
+    interaction = make_interaction(bot, make_member(1), channel)
+    cog = bot.get_cog("Search")
+    await cog.findlora.callback(cog, interaction, image=harness.style_image("style-01"), top_k=10)
+    interaction.followup.send.assert_awaited_once_with(NOT_ACCEPTED, ephemeral=True)
 
 
 async def test_registerlora_denied_then_shows_the_services_refusal(harness: Harness, channel: Any) -> None:
@@ -192,7 +223,7 @@ async def test_findlora_stats_for_moderators_only(harness: Harness, channel: Any
         "No votes yet: 👍/👎 on results is what this report is made of.", ephemeral=True
     )
 
-    async with FindLoraClient(harness.served.address) as client:
+    async with harness.served.client(Role.SEARCH) as client:
         query = QueryImage(harness.served.reference_bytes("style-02"))
         search = await client.search([query], top_k=5)
         await client.record_feedback(search.search_id, search.matches[0].lora_id, up=True, user="u1")

@@ -10,12 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.core.client import FindLoraClient
+from bot.core.credentials import connect
 from bot.slack.app import create_app
 from bot.slack.config import SlackSettings
 from bot.slack.services import SlackServices
+from db.clients import Role
 from inference_service.config import Settings
 from tests.helpers.service import ServedCatalog, served_catalog
 from tests.helpers.slack_fakes import (
@@ -42,9 +44,11 @@ class SlackHarness:
     api: MockSlackApi
     apps: list[SlackServices] = field(default_factory=list)
 
-    def settings(self, **overrides: Any) -> SlackSettings:
+    def settings(self, role: Role = Role.MODERATE, **overrides: Any) -> SlackSettings:
+        """The app's settings; its findlora client holds `role` (a moderating app: moderate)."""
         values: dict[str, Any] = {
             "service": self.served.address,
+            "service_token": SecretStr(self.served.tokens[role]),
             "moderator_user_ids": frozenset({MODERATOR}),
             "moderator_usergroup_ids": frozenset({MOD_GROUP}),
             "review_channel_id": REVIEW_CHANNEL,
@@ -54,12 +58,12 @@ class SlackHarness:
         }
         return SlackSettings(**values)
 
-    def start(self, **overrides: Any) -> tuple[SignedSender, SlackServices]:
+    def start(self, role: Role = Role.MODERATE, **overrides: Any) -> tuple[SignedSender, SlackServices]:
         """A fresh app process (two of them = a restart) talking to the mock Web API."""
-        settings = self.settings(**overrides)
+        settings = self.settings(role, **overrides)
         web = AsyncWebClient(token=BOT_TOKEN, base_url=f"{self.api.base_url}/api/")
         http = httpx.AsyncClient(transport=FilesToMock(self.api.port), follow_redirects=False)
-        client = FindLoraClient(settings.service, timeout=settings.call_timeout_s)
+        client = connect(settings, settings.service, timeout=settings.call_timeout_s)
         services = SlackServices.create(settings, client, http, BOT_TOKEN)
         self.apps.append(services)
         return SignedSender(create_app(services, web, signing_secret=SIGNING_SECRET)), services

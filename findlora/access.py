@@ -1,0 +1,36 @@
+"""How the CLI's client commands reach the service: FINDLORA_SERVICE, then the token from
+FINDLORA_TOKEN, FINDLORA_TOKEN_FILE or `<FINDLORA_DATA_DIR>/client-token` (the embedded
+database's `local` client), and the TLS settings every client shares."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from bot.core.client import FindLoraClient
+from bot.core.credentials import LOCAL_TOKEN_FILE, ServiceAccess, connect
+from findlora.console import fail
+from inference_service.config import DEFAULT_DATA_DIR
+
+
+class CliAccess(ServiceAccess):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(DEFAULT_DATA_DIR, validation_alias="FINDLORA_DATA_DIR")
+
+    def read_service_token(self) -> str | None:
+        token = super().read_service_token()
+        if token is None:
+            with contextlib.suppress(OSError):
+                token = (self.data_dir / LOCAL_TOKEN_FILE).read_text(encoding="utf-8").strip() or None
+        return token
+
+
+def service_client(address: str, timeout: float = 30.0) -> FindLoraClient:
+    try:
+        return connect(CliAccess(), address, timeout=timeout)
+    except OSError as exc:
+        fail(f"cannot read {exc.filename}: {exc.strerror}" if exc.filename else str(exc))

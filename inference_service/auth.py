@@ -1,0 +1,160 @@
+"""Who may call what: every RPC but gRPC health needs `authorization: Bearer <token>` of a client
+in the `clients` table, holding the role its method needs (METHOD_ROLES). One server interceptor
+enforces it; a method without an entry is refused (fail closed).
+
+The token is looked up on every call (one indexed query), so a revocation holds from the next
+call on without a restart. The accepted caller is put in a context variable for the servicer:
+grpc.aio calls the interceptors and the handler in one contextvars.Context per RPC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any, TypeAlias
+
+import grpc
+import psycopg
+import psycopg_pool
+import structlog
+from grpc_reflection.v1alpha import reflection_pb2
+
+from db.clients import Identity, Role, authenticate
+from inference_service.errors import PermissionDenied
+from protos import findlora_pb2
+
+log = structlog.get_logger(__name__)
+
+_FINDLORA = findlora_pb2.DESCRIPTOR.services_by_name["FindLora"].full_name
+_REFLECTION = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"].full_name
+HEALTH_PREFIX = "/grpc.health.v1.Health/"  # load balancers and orchestrators probe without a token
+
+# Every method of the FindLora service and reflection, and the least role that may call it.
+METHOD_ROLES: dict[str, Role] = {
+    **{
+        f"/{_FINDLORA}/{name}": role
+        for name, role in {
+            "Search": Role.SEARCH,  # exact=true needs moderate (checked by the servicer)
+            "GetPage": Role.SEARCH,
+            "RecordFeedback": Role.SEARCH,
+            "FlagLookalike": Role.SEARCH,
+            "RegisterLora": Role.MODERATE,
+            "WatchJob": Role.MODERATE,
+            "SetLoraStatus": Role.MODERATE,  # a takedown needs admin (checked by the servicer)
+            "ListFlags": Role.MODERATE,
+            "ReviewFlag": Role.MODERATE,
+            "FeedbackStats": Role.MODERATE,
+            "CreateClient": Role.ADMIN,
+            "ListClients": Role.ADMIN,
+            "RevokeClient": Role.ADMIN,
+        }.items()
+    },
+    f"/{_REFLECTION}/ServerReflectionInfo": Role.SEARCH,
+}
+
+_CALLER: ContextVar[Identity | None] = ContextVar("findlora_caller", default=None)
+_MISSING = (
+    "this service needs a client token: send the metadata 'authorization: Bearer <token>' "
+    "(an operator creates one with: findlora auth add NAME --role search|moderate|admin)"
+)
+_NOT_BEARER = "the authorization metadata must be 'Bearer <token>'"
+_REJECTED = "unknown or revoked client token"
+_DB_DOWN = "the catalog database is unavailable; try again"
+
+
+def current_caller() -> Identity:
+    """The authenticated client of the RPC being served; refuses when there is none (fail closed)."""
+    caller = _CALLER.get()
+    if caller is None:
+        raise PermissionDenied("no authenticated client for this call")
+    return caller
+
+
+def require(role: Role, what: str) -> Identity:
+    """The caller, when it holds `role`; PERMISSION_DENIED naming what needed it otherwise."""
+    caller = current_caller()
+    if not caller.has(role):
+        raise PermissionDenied(f"{what} needs the {role} role; client {caller.name!r} {_holds(caller)}")
+    return caller
+
+
+def _holds(caller: Identity) -> str:
+    held = [str(r) for r in Role if r in caller.roles]
+    return f"holds {', '.join(held)}" if held else "holds no role"
+
+
+def _bearer(metadata: Any) -> str | None:
+    """The token of the `authorization` metadata; '' when present but not a bearer token."""
+    for key, value in metadata or ():
+        if key == "authorization":
+            scheme, _, token = str(value).partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else ""
+    return None
+
+
+Handler: TypeAlias = grpc.RpcMethodHandler
+Continuation: TypeAlias = Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, pool: psycopg_pool.AsyncConnectionPool[Any]) -> None:
+        self.pool = pool
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
+        method: str = handler_call_details.method
+        handler = await continuation(handler_call_details)
+        if method.startswith(HEALTH_PREFIX) or handler is None:
+            return handler  # health is open; an unknown method gets UNIMPLEMENTED
+        token = _bearer(handler_call_details.invocation_metadata)
+        if not token:
+            log.info("rpc_unauthenticated", method=method, reason="no bearer token")
+            return _refusal(
+                handler, grpc.StatusCode.UNAUTHENTICATED, _MISSING if token is None else _NOT_BEARER
+            )
+        try:
+            async with self.pool.connection() as conn:
+                caller = await authenticate(conn, token)
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            log.warning("auth_database_unavailable", method=method, error=type(exc).__name__)
+            return _refusal(handler, grpc.StatusCode.UNAVAILABLE, _DB_DOWN)
+        if caller is None:
+            log.info("rpc_unauthenticated", method=method, reason="unknown or revoked token")
+            return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED, _REJECTED)
+        needed = METHOD_ROLES.get(method)
+        if needed is None:
+            log.warning("rpc_without_access_rule", method=method, client=caller.name)
+            return _refusal(
+                handler, grpc.StatusCode.PERMISSION_DENIED, f"{method} has no access rule; refused"
+            )
+        if not caller.has(needed):
+            log.info("rpc_permission_denied", method=method, client=caller.name, needs=str(needed))
+            rpc = method.rsplit("/", 1)[-1]
+            message = f"{rpc} needs the {needed} role; client {caller.name!r} {_holds(caller)}"
+            return _refusal(handler, grpc.StatusCode.PERMISSION_DENIED, message)
+        # The same context runs the handler: the servicer reads the caller, the logs name it.
+        _CALLER.set(caller)
+        structlog.contextvars.bind_contextvars(client=caller.name)
+        return handler
+
+
+def _refusal(handler: Handler, code: grpc.StatusCode, message: str) -> Handler:
+    """A handler of the same kind as `handler` that only aborts (the request is never read)."""
+
+    async def abort(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(code, message)
+
+    kinds = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }
+    make = kinds[(bool(handler.request_streaming), bool(handler.response_streaming))]
+    result: Handler = make(
+        abort,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+    return result
