@@ -14,6 +14,7 @@ from procrastinate import App
 
 from db.registration import RegistrationStore
 from inference_service.config import Settings
+from inference_service.decoding import DecodePool
 from inference_service.moderation import Moderation
 from inference_service.observability import enable_tracing
 from inference_service.registration.jobs import Registrations, make_queue_app
@@ -34,10 +35,13 @@ class RunningService:
     health: health.aio.HealthServicer
     engine: SearchEngine | None = None
     queue: App | None = None
+    decoder: DecodePool | None = None
 
     async def stop(self, grace: float) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self.decoder is not None:
+            self.decoder.close()
         if self.engine is not None:
             await self.engine.aclose()
         if self.queue is not None:
@@ -67,10 +71,13 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
     await queue.open_async()
     registrations = Registrations(RegistrationStore(runtime.repo.pool), queue, settings)
 
-    server = grpc.aio.server(options=grpc_options(settings))
+    server = grpc.aio.server(
+        options=grpc_options(settings), maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None
+    )
+    decoder = DecodePool.from_settings(settings)
     findlora_pb2_grpc.add_FindLoraServicer_to_server(  # type: ignore[no-untyped-call]
         FindLoraServicer(
-            engine, Moderation(runtime.repo, runtime.embedder, settings), settings, registrations
+            engine, Moderation(runtime.repo, runtime.embedder, settings), settings, registrations, decoder
         ),
         server,
     )
@@ -82,6 +89,7 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
     )
     port = server.add_insecure_port(listen or settings.listen)
     if port == 0:
+        decoder.close()
         await queue.close_async()
         await runtime.close()
         raise OSError(f"could not listen on {listen or settings.listen}")
@@ -96,8 +104,10 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
         dynamic_batching=settings.dynamic_batching,
         batch_max_size=settings.batch_max_size,
         batch_max_wait_ms=settings.batch_max_wait_ms,
+        max_concurrent_rpcs=settings.max_concurrent_rpcs,
+        decode_workers=settings.decode_workers,
     )
-    return RunningService(server, port, runtime, health_servicer, engine, queue)
+    return RunningService(server, port, runtime, health_servicer, engine, queue, decoder)
 
 
 async def serve(settings: Settings, listen: str | None = None) -> None:
