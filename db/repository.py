@@ -205,11 +205,14 @@ async def _configure(conn: AsyncConnection[Any]) -> None:
 
 
 class Repository:
-    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[Any]]) -> None:
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[Any]], search_timeout_ms: int = 0) -> None:
         self.pool = pool
+        self.search_timeout_ms = search_timeout_ms  # statement_timeout of search queries; 0: none
 
     @classmethod
-    async def open(cls, url: str, *, max_size: int = 8, timeout: float = 10.0) -> Repository:
+    async def open(
+        cls, url: str, *, max_size: int = 8, timeout: float = 10.0, search_timeout_ms: int = 0
+    ) -> Repository:
         """Open a pool on a migrated database (the vector type must exist to register it)."""
         pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
             url,
@@ -221,7 +224,7 @@ class Repository:
             timeout=timeout,
         )
         await pool.open(wait=True, timeout=timeout)
-        return cls(pool)
+        return cls(pool, search_timeout_ms)
 
     async def close(self) -> None:
         await self.pool.close()
@@ -230,6 +233,18 @@ class Repository:
     async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
         """One pooled connection for several queries (a search's round trips share it)."""
         async with self.pool.connection() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def search_connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """A pooled connection for search queries, whose statements PostgreSQL cancels after
+        search_timeout_ms (QueryCanceled). Transaction-local: the setting ends with the
+        transaction the pool closes, so other users of the connection never see it."""
+        async with self.pool.connection() as conn:
+            if self.search_timeout_ms > 0:
+                await conn.execute(
+                    "SELECT set_config('statement_timeout', %s, true)", (f"{self.search_timeout_ms}ms",)
+                )
             yield conn
 
     @asynccontextmanager
@@ -434,7 +449,7 @@ class Repository:
         allow_nsfw: bool = False,
     ) -> dict[int, LoraSpec]:
         """Specs of the active LoRAs passing the filters (all of them, or those in lora_ids)."""
-        async with self.pool.connection() as conn:
+        async with self.search_connection() as conn:
             cur = await conn.execute(
                 """
                 SELECT s.lora_id, p.local_id, s.image_feature, p.text_feature
@@ -528,7 +543,7 @@ class Repository:
         self, sql: str, queries: Sequence[np.ndarray], *, limit: int, base_model: str, allow_nsfw: bool
     ) -> list[tuple[int, float]]:
         """(lora id, score) rows of a ranking query over the query vectors and the usual filters."""
-        async with self.pool.connection() as conn:
+        async with self.search_connection() as conn:
             cur = await conn.execute(
                 sql,
                 {
@@ -635,7 +650,7 @@ class Repository:
         self, query: np.ndarray, lora_ids: Sequence[int], per_lora: int
     ) -> dict[int, list[NearestReference]]:
         """The per_lora references of each LoRA nearest the query: its sample transfers."""
-        async with self.pool.connection() as conn:
+        async with self.search_connection() as conn:
             cur = await conn.execute(
                 """
                 SELECT lora_id, sample_id, blob_key, thumb_key, d FROM (
@@ -778,7 +793,7 @@ class Repository:
     async def evidence_for(self, queries: Sequence[np.ndarray], lora_id: int) -> FlagEvidenceRow | None:
         """d_avg of the queries to one LoRA and its rank among every active LoRA (plus itself);
         None when the LoRA has no kept references to compare with."""
-        async with self.pool.connection() as conn:
+        async with self.search_connection() as conn:
             cur = await conn.execute(
                 """
                 WITH d AS (

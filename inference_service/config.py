@@ -54,9 +54,45 @@ class Settings(BaseSettings):
     thumbnail_px: int = 256
 
     max_image_bytes: int = 20 * 1024 * 1024
-    max_image_pixels: int = 40_000_000
+    max_image_pixels: int = Field(
+        4096 * 4096,
+        description="Largest upload, checked from the header: 16.8 MP admits a 4x upscale of a "
+        "1024x1024 SDXL image; SD outputs themselves are at most about 2048x2048 (4.2 MP).",
+    )
+    max_request_image_bytes: int = Field(
+        40_000_000, description="All images of one request together, checked before any decode."
+    )
     max_grpc_message_bytes: int = 64 * 1024 * 1024
     cleansing_threshold: float = Field(0.01, description="Eq. 1 MSE below which a transfer is dropped.")
+
+    # --- bounded work per request and per process ---------------------------------------------
+    decode_workers: int = Field(
+        2, description="Threads decoding uploads: at most this many full-size images exist at once."
+    )
+    decode_queue_max: int = Field(
+        64, description="Images waiting for or in decoding; a request beyond it gets RESOURCE_EXHAUSTED."
+    )
+    decode_working_pixels: int = Field(
+        1024 * 1024,
+        description="Decoded uploads larger than this are reduced to it (aspect kept) in the decode "
+        "worker; the models need at most a 384 px shorter side (BLIP), and SD/SDXL outputs up to "
+        "1024x1024 stay untouched.",
+    )
+    max_concurrent_rpcs: int = Field(
+        64, description="RPCs the server runs at once (health checks included); 0: no limit."
+    )
+    rate_limit_per_s: float = Field(
+        0.5, description="Image requests (Search, FlagLookalike) per second per requester; 0: off."
+    )
+    rate_limit_burst: int = Field(
+        10, description="Requests a requester may send at once before the rate applies."
+    )
+    rate_limit_max_keys: int = Field(
+        10_000, description="Requesters tracked at once (idle ones are dropped first)."
+    )
+    search_statement_timeout_ms: int = Field(
+        10_000, description="PostgreSQL statement_timeout of each search query; 0: none."
+    )
 
     metrics_listen: str = Field("", description="host:port for Prometheus /metrics; empty disables it.")
     otel_enabled: bool = Field(False, description="OpenTelemetry tracing of gRPC (needs the otel extra).")

@@ -14,6 +14,10 @@ class ServiceError(Exception):
         super().__init__(message)
         self.message = message
 
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        """Extra (key, value) pairs sent with the error status (e.g. a retry hint)."""
+        return ()
+
 
 class InvalidArgument(ServiceError):
     code = grpc.StatusCode.INVALID_ARGUMENT

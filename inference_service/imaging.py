@@ -2,11 +2,17 @@
 
 Byte cap before decoding, format allowlist, pixel cap (decompression bombs), full decode so
 truncated files fail here rather than later, EXIF orientation applied, any mode made RGB.
+With `working_pixels` (uploads), an image larger than that is reduced to it (bicubic) before
+it is returned and the full-size pixels are dropped, so what a request holds is small. JPEG's
+DCT-scaled decoding (Image.draft) would avoid the full-size pixels altogether, but it moved style
+embeddings about as much as re-encoding as JPEG does, several times more than full decode plus
+bicubic (docs/reliability.md, "Bounded work"); the full size exists only in a decode worker.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from pathlib import Path
 
@@ -20,33 +26,53 @@ class ImageRejected(ValueError):
     """The bytes are not an image findlora accepts; the message is safe to show to a user."""
 
 
+def megapixels(pixels: int) -> str:
+    """16777216 -> "16.8", 40000000 -> "40": how limits are written in messages."""
+    return f"{round(pixels / 1e6, 1):g}"
+
+
+def check_size(data: bytes, max_bytes: int, name: str) -> None:
+    """The byte checks that need no decoding (empty, over the cap)."""
+    if not data:
+        raise ImageRejected(f"{name} is empty (0 bytes)")
+    if len(data) > max_bytes:
+        raise ImageRejected(f"{name} is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
+
+
+def working_size(size: tuple[int, int], working_pixels: int) -> tuple[int, int]:
+    """`size` scaled (aspect kept) to at most `working_pixels` pixels; unchanged when within."""
+    width, height = size
+    if width * height <= working_pixels:
+        return size
+    scale = math.sqrt(working_pixels / (width * height))
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
 def decode_image(
     data: bytes,
     *,
     max_bytes: int = 20 * 1024 * 1024,
     max_pixels: int = 40_000_000,
     name: str = "image",
+    working_pixels: int | None = None,
 ) -> Image.Image:
-    if not data:
-        raise ImageRejected(f"{name} is empty (0 bytes)")
-    if len(data) > max_bytes:
-        raise ImageRejected(f"{name} is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
+    check_size(data, max_bytes, name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            probe = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-            width, height = probe.size
+            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            width, height = image.size
             if width * height > max_pixels:
                 raise ImageRejected(
-                    f"{name} is {width}x{height} pixels; the limit is {max_pixels / 1e6:.0f} megapixels"
+                    f"{name} is {width}x{height} pixels; the limit is {megapixels(max_pixels)} megapixels"
                 )
-            probe.load()  # full decode: truncated data fails here
-            image = ImageOps.exif_transpose(probe)
+            image.load()  # full decode: truncated data fails here
+            ImageOps.exif_transpose(image, in_place=True)
     except ImageRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageRejected(
-            f"{name} has too many pixels to decode safely; the limit is {max_pixels / 1e6:.0f} megapixels"
+            f"{name} has too many pixels to decode safely; the limit is {megapixels(max_pixels)} megapixels"
         ) from None
     except UnidentifiedImageError:
         raise ImageRejected(
@@ -54,7 +80,20 @@ def decode_image(
         ) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageRejected(f"{name} is corrupt or truncated ({exc})") from None
-    return to_rgb(image)
+    rgb = to_rgb(image)
+    del image  # the decoded original (another mode) is not needed past here
+    if working_pixels is None:
+        return rgb
+    return reduce_to(rgb, working_pixels)
+
+
+def reduce_to(image: Image.Image, working_pixels: int) -> Image.Image:
+    """The image at no more than `working_pixels` (bicubic, as CLIP and BLIP resample); the
+    same object when it is within."""
+    size = working_size(image.size, working_pixels)
+    if size == image.size:
+        return image
+    return image.resize(size, Image.Resampling.BICUBIC)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

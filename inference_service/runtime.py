@@ -49,7 +49,9 @@ async def open_runtime(settings: Settings) -> Runtime:
     if settings.torch_threads > 0:
         torch.set_num_threads(settings.torch_threads)
     url = await migrated_url(settings)
-    repo = await Repository.open(url, max_size=settings.db_pool_max)
+    repo = await Repository.open(
+        url, max_size=settings.db_pool_max, search_timeout_ms=settings.search_statement_timeout_ms
+    )
     model, label = resolve_encoder(settings.style_encoder, settings.device)
     gmi = None
     if settings.gmi:

@@ -260,7 +260,7 @@ class SearchEngine:
         """Exact d_avg of GMI candidates the style search did not return (none without references)."""
         if not lora_ids:
             return {}
-        async with self.repo.connection() as conn:
+        async with self.repo.search_connection() as conn:
             return await self.repo.d_avg_of(conn, list(embeddings), lora_ids)
 
     def _fused(

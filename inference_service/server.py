@@ -15,6 +15,7 @@ from procrastinate import App
 from db.registration import RegistrationStore
 from inference_service.auth import AuthInterceptor
 from inference_service.config import Settings
+from inference_service.decoding import DecodePool
 from inference_service.local_client import ensure_local_client
 from inference_service.moderation import Moderation
 from inference_service.observability import enable_tracing
@@ -40,6 +41,7 @@ class RunningService:
     engine: SearchEngine | None = None
     queue: App | None = None
     purge: SearchPurge | None = None  # deletes expired searches while the service runs
+    decoder: DecodePool | None = None
     # The embedded database's `local` client token (None with DATABASE_URL): the demo calls with it.
     local_token: str | None = field(default=None, repr=False)
 
@@ -48,6 +50,8 @@ class RunningService:
         await self.server.stop(grace)
         if self.purge is not None:
             await self.purge.stop()
+        if self.decoder is not None:
+            self.decoder.close()
         if self.engine is not None:
             await self.engine.aclose()
         if self.queue is not None:
@@ -86,14 +90,18 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
     registrations = Registrations(RegistrationStore(runtime.repo.pool), queue, settings)
 
     server = grpc.aio.server(
-        options=grpc_options(settings), interceptors=[AuthInterceptor(runtime.repo.pool)]
+        options=grpc_options(settings),
+        interceptors=[AuthInterceptor(runtime.repo.pool)],
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
     )
+    decoder = DecodePool.from_settings(settings)
     findlora_pb2_grpc.add_FindLoraServicer_to_server(  # type: ignore[no-untyped-call]
         FindLoraServicer(
             engine,
             Moderation(runtime.repo, runtime.embedder, settings),
             settings,
             registrations,
+            decoder,
             feedback_key=key,
         ),
         server,
@@ -110,6 +118,7 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
     else:
         port = server.add_secure_port(address, credentials)
     if port == 0:
+        decoder.close()
         await queue.close_async()
         await runtime.close()
         raise OSError(f"could not listen on {listen or settings.listen}")
@@ -130,8 +139,12 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
         purge_interval_s=settings.purge_interval_s,
         tls=credentials is not None,
         mutual_tls=settings.tls_client_ca is not None,
+        max_concurrent_rpcs=settings.max_concurrent_rpcs,
+        decode_workers=settings.decode_workers,
     )
-    return RunningService(server, port, runtime, health_servicer, engine, queue, purge, local_token)
+    return RunningService(
+        server, port, runtime, health_servicer, engine, queue, purge, decoder, local_token=local_token
+    )
 
 
 async def serve(settings: Settings, listen: str | None = None) -> None:

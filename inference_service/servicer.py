@@ -6,7 +6,7 @@ import asyncio
 import functools
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC
 from typing import Any, TypeVar
 
@@ -15,12 +15,14 @@ import psycopg
 import psycopg_pool
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
+from PIL import Image
 
 from db import clients
 from db.repository import FlagRow
 from inference_service.auth import current_caller, require
 from inference_service.blobs import BlobStore
 from inference_service.config import Settings
+from inference_service.decoding import DecodePool, Upload, UploadLimits, check_upload
 from inference_service.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -30,11 +32,11 @@ from inference_service.errors import (
 )
 from inference_service.eval.feedback_report import PrecisionRow, build_report
 from inference_service.feedback import record_feedback
-from inference_service.imaging import ImageRejected, decode_image
-from inference_service.moderation import Moderation
+from inference_service.limits import TokenBuckets, requester_key
+from inference_service.moderation import MAX_ARTWORKS, Moderation
 from inference_service.observability import RPC_LATENCY, RPC_REQUESTS
 from inference_service.registration.jobs import Registration, Registrations
-from inference_service.search import SearchEngine, SearchPage, SearchQuery
+from inference_service.search import MAX_QUERY_IMAGES, SearchEngine, SearchPage, SearchQuery
 from protos import findlora_pb2 as pb
 from protos import findlora_pb2_grpc as pb_grpc
 
@@ -75,11 +77,17 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
         bound = log.bind(rpc=name, request_id=request_id)
         started = time.perf_counter()
         code = grpc.StatusCode.OK
+        trailing: tuple[tuple[str, str], ...] = ()
         try:
             response = await handler(self, request, context)
         except ServiceError as exc:
-            code, message = exc.code, exc.message
+            code, message, trailing = exc.code, exc.message, exc.trailing_metadata()
             bound.info("rpc_rejected", code=code.name, reason=message)
+        except psycopg.errors.QueryCanceled:
+            # statement_timeout (Repository.search_timeout_ms): an OperationalError, not an outage.
+            code = grpc.StatusCode.DEADLINE_EXCEEDED
+            message = "the search took longer than the catalog database allows; try again later"
+            bound.warning("database_query_timeout")
         except psycopg.DataError as exc:
             # e.g. a NUL character in a note or name: PostgreSQL text cannot store it.
             code, message = (
@@ -98,7 +106,7 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
             RPC_LATENCY.labels(name).observe(elapsed)
             RPC_REQUESTS.labels(name, code.name).inc()
         if code != grpc.StatusCode.OK:
-            await context.abort(code, message)
+            await context.abort(code, message, trailing_metadata=trailing)
         bound.info("rpc_ok", ms=round(elapsed * 1000, 1))
         return response
 
@@ -194,6 +202,7 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
         moderation: Moderation,
         settings: Settings,
         registrations: Registrations | None = None,
+        decoder: DecodePool | None = None,
         *,
         feedback_key: bytes,
     ) -> None:
@@ -202,6 +211,8 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
         self.settings = settings
         self.registrations = registrations
         self.feedback_key = feedback_key  # HMAC key of voters' pseudonyms
+        self.decoder = decoder or DecodePool.from_settings(settings)
+        self.buckets = TokenBuckets.from_settings(settings)
 
     def _registrations(self) -> Registrations:
         if self.registrations is None:
@@ -256,23 +267,27 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the catalog database is unavailable; try again")
 
-    def _decode(self, image: pb.Image, index: int) -> Any:
-        name = image.filename or f"image {index + 1}"
-        try:
-            return decode_image(
-                image.data,
-                max_bytes=self.settings.max_image_bytes,
-                max_pixels=self.settings.max_image_pixels,
-                name=name,
-            )
-        except ImageRejected as exc:
-            raise InvalidArgument(str(exc)) from None
+    async def _decode(
+        self, images: Sequence[pb.Image], max_images: int, what: str, requester: str, peer: str
+    ) -> list[Image.Image]:
+        """Rate limit, then count and bytes from the request, then decoding in the bounded pool."""
+        self.buckets.take(requester_key(current_caller().name, requester, peer))
+        uploads = [Upload(image.data, image.filename or f"image {i + 1}") for i, image in enumerate(images)]
+        check_upload(
+            uploads,
+            UploadLimits(
+                max_images, self.settings.max_image_bytes, self.settings.max_request_image_bytes, what
+            ),
+        )
+        return await self.decoder.decode(uploads)
 
     @rpc
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         if request.exact:
             require(clients.Role.MODERATE, "an exact search (every reference ranked, slow)")
-        images = [self._decode(image, i) for i, image in enumerate(request.images)]
+        images = await self._decode(
+            request.images, MAX_QUERY_IMAGES, "images of one style", request.requested_by, context.peer()
+        )
         remaining = context.time_remaining()
         deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
         page = await self.engine.search(
@@ -327,7 +342,9 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
     async def FlagLookalike(
         self, request: pb.FlagLookalikeRequest, context: grpc.aio.ServicerContext
     ) -> pb.FlagLookalikeResponse:
-        artworks = [self._decode(image, i) for i, image in enumerate(request.artworks)]
+        artworks = await self._decode(
+            request.artworks, MAX_ARTWORKS, "images of your artwork", request.reporter, context.peer()
+        )
         flag = await self.moderation.flag_lookalike(
             request.lora, artworks, request.note, request.reporter, client=current_caller().name
         )

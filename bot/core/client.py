@@ -129,7 +129,10 @@ class FindLoraClient:
                 code,
             )
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return ServiceTimeout(f"the findlora service at {self.address} did not answer in time", code)
+            # The service's own timeouts (a database query limit) say why; the client's deadline does not.
+            details = error.details() or ""
+            why = f": {details}" if details and details != "Deadline Exceeded" else ""
+            return ServiceTimeout(f"the findlora service at {self.address} did not answer in time{why}", code)
         return ServiceError(error.details() or code.name, code)
 
     async def _call(

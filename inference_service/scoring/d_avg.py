@@ -90,7 +90,7 @@ async def rank_d_avg(
 ) -> tuple[list[tuple[int, float]], RankStats]:
     """Top-`limit` LoRAs by d_avg (mean over the query images), as rank_exhaustive, by the
     two-stage search; one pooled connection carries every round trip."""
-    async with repo.connection() as conn:
+    async with repo.search_connection() as conn:
         source = CentroidSource(repo, conn, queries, filters, limit, options)
 
         async def score(ids: Sequence[int]) -> dict[int, float]:

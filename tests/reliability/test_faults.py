@@ -6,11 +6,15 @@ import asyncio
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
+import psycopg
 import pytest
+from prometheus_client import REGISTRY
 
 from bot.core.client import FindLoraClient, QueryImage, ServiceError, ServiceTimeout, ServiceUnreachable
 from db.clients import Role
@@ -53,11 +57,33 @@ def restart_postgres(pg_dir: Path, system_user: str | None) -> None:
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
 
 
+async def searches_waiting_on(conn: psycopg.AsyncConnection[Any], table: str, timeout: float = 20.0) -> int:
+    """Sessions waiting for a lock on `table` (polled until there is one, or `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        cur = await conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE relation = %s::regclass AND NOT granted", (table,)
+        )
+        row = await cur.fetchone()
+        waiting = int(row[0]) if row else 0
+        if waiting or time.monotonic() > deadline:
+            return waiting
+        await asyncio.sleep(0.05)
+
+
+def unavailable_searches() -> float:
+    """Search attempts the service answered UNAVAILABLE (the client's retries hide them)."""
+    labels = {"rpc": "Search", "code": "UNAVAILABLE"}
+    return REGISTRY.get_sample_value("findlora_rpc_requests_total", labels) or 0.0
+
+
 async def test_database_restart_mid_search_then_searches_succeed(
     tmp_path: Path, own_postgres: tuple[str, Path, str | None]
 ) -> None:
     url, pg_dir, system_user = own_postgres
-    settings = Settings(data_dir=tmp_path / "data", database_url=url, torch_threads=1)
+    settings = Settings(
+        data_dir=tmp_path / "data", database_url=url, torch_threads=1, search_statement_timeout_ms=120_000
+    )
     migrate(url)  # an external database is migrated by `findlora db migrate`, not by the service
     catalog = write_catalog(tmp_path / "catalog", n_loras=4, n_samples=3)
     runtime = await open_runtime(settings)
@@ -67,15 +93,28 @@ async def test_database_restart_mid_search_then_searches_succeed(
     query = [QueryImage((catalog / "samples" / "s00.png").read_bytes())]
     try:
         token = await issue_token(service, Role.SEARCH)
-        async with service_client(service, token, timeout=20) as client:
+        async with service_client(service, token, timeout=30) as client:
             assert (await client.search(query, top_k=2)).matches
+            failed_before = unavailable_searches()
+            # The test's own session locks the references: the search's scoring query waits on
+            # the lock, so the restart below lands while it is in flight, every time.
+            blocker = await psycopg.AsyncConnection.connect(url)
+            await blocker.execute("LOCK TABLE reference_images IN ACCESS EXCLUSIVE MODE")
             in_flight = asyncio.create_task(client.search(query, top_k=2))
+            assert await searches_waiting_on(blocker, "reference_images") == 1
+            assert not in_flight.done()
             await asyncio.to_thread(restart_postgres, pg_dir, system_user)
+            # The restart ended the waiting query: the service answered that attempt UNAVAILABLE.
+            # The client retries UNAVAILABLE with backoff, so the search may still succeed.
             (outcome,) = await asyncio.gather(in_flight, return_exceptions=True)
-            if isinstance(outcome, BaseException):  # it may land before or after the restart
+            assert unavailable_searches() > failed_before
+            if isinstance(outcome, BaseException):
                 assert isinstance(outcome, ServiceError)
                 assert outcome.code == grpc.StatusCode.UNAVAILABLE
                 assert "database is unavailable" in outcome.message
+            with pytest.raises(psycopg.OperationalError):  # the restart ended the lock holder too
+                await blocker.execute("SELECT 1")
+            await blocker.close()
             for _ in range(3):
                 assert (await client.search(query, top_k=2)).matches[0].slug.startswith("style-")
             assert await client.health() == "SERVING"

@@ -1,7 +1,8 @@
 """Load: 50 concurrent searches for 60 s against a 10k-LoRA catalog, the service in its own process.
 
 No error is allowed, the service's memory must stay bounded, and p50/p95 latency are reported
-(docs/reliability.md). FINDLORA_LOAD_SECONDS shortens the run for local iteration.
+(docs/reliability.md). FINDLORA_LOAD_SECONDS shortens the run for local iteration;
+FINDLORA_LOAD_JSON names a file to write the result to (docs/bench-results/load.json).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from tests.helpers.service import issue_token_in
 pytestmark = [pytest.mark.db, pytest.mark.slow]
 N_LORAS, N_REFS, CONCURRENCY = 10_000, 30, 50
 SECONDS = float(os.environ.get("FINDLORA_LOAD_SECONDS", "60"))
+RESULT_JSON = os.environ.get("FINDLORA_LOAD_JSON", "")
 
 
 def free_port() -> int:
@@ -66,6 +68,10 @@ async def test_fifty_concurrent_searches_for_a_minute(db_url: str, tmp_path: Pat
         **os.environ,
         "DATABASE_URL": db_url,
         "FINDLORA_DATA_DIR": str(tmp_path / "data"),
+        # Each worker is its own requester and searches back to back: this measures the service,
+        # not the per-requester rate limit (tests/reliability/test_bounds.py covers that).
+        "FINDLORA_RATE_LIMIT_PER_S": "1000",
+        "FINDLORA_RATE_LIMIT_BURST": "1000",
     }
     service = await asyncio.create_subprocess_exec(
         *[sys.executable, "-m", "findlora", "serve", "inference", "--listen", f"127.0.0.1:{port}"],
@@ -94,7 +100,9 @@ async def test_fifty_concurrent_searches_for_a_minute(db_url: str, tmp_path: Pat
                 while time.monotonic() < stop_at:
                     started = time.perf_counter()
                     try:
-                        response = await client.search([QueryImage(images[i % len(images)])], top_k=10)
+                        response = await client.search(
+                            [QueryImage(images[i % len(images)])], top_k=10, requested_by=f"load-{n}"
+                        )
                         assert len(response.matches) == 10
                     except (ServiceError, AssertionError) as exc:
                         errors.append(repr(exc))
@@ -127,6 +135,8 @@ async def test_fifty_concurrent_searches_for_a_minute(db_url: str, tmp_path: Pat
         "rss_mb_peak": round(max(rss_mb), 1),
     }
     print("load:", json.dumps(summary))
+    if RESULT_JSON:
+        Path(RESULT_JSON).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     assert errors == [], errors[:5]
     assert len(latencies) >= CONCURRENCY
     # Bounded: no growth with the number of requests served (a leak would grow steadily).
