@@ -15,6 +15,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from bot.core.client import FindLoraClient
+from db.clients import Role
 from db.migrate import MIGRATIONS_DIR, migrate
 from inference_service.config import Settings
 from inference_service.registration.fetch import FetchPolicy, is_public_address
@@ -22,6 +23,7 @@ from inference_service.registration.jobs import run_worker
 from inference_service.server import start_service
 from protos import findlora_pb2 as pb
 from tests.helpers.https import LocalServer, body, https_server
+from tests.helpers.service import issue_token, service_client
 
 pytestmark = pytest.mark.db
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
@@ -67,7 +69,8 @@ async def test_signed_url_tokens_stay_out_of_rows_messages_and_logs(
     caplog.set_level(logging.DEBUG)
     service = await start_service(settings, "127.0.0.1:0")
     try:
-        async with FindLoraClient(f"127.0.0.1:{service.port}", timeout=30) as client:
+        token = await issue_token(service, Role.MODERATE)
+        async with service_client(service, token, timeout=30) as client:
             with capture_logs() as logs:
                 jobs = {
                     slug: await client.register_lora(
