@@ -62,7 +62,10 @@ async def searches_waiting_on(conn: psycopg.AsyncConnection[Any], table: str, ti
     deadline = time.monotonic() + timeout
     while True:
         cur = await conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE relation = %s::regclass AND NOT granted", (table,)
+            # Client sessions only: autovacuum may also queue for the lock after the import.
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+            " WHERE l.relation = %s::regclass AND NOT l.granted AND a.backend_type = 'client backend'",
+            (table,),
         )
         row = await cur.fetchone()
         waiting = int(row[0]) if row else 0
