@@ -1,1 +1,1 @@
-"""Evaluation: the procedural style zoo and retrieval metrics."""
+"""The procedural style zoos (plain and prompt-conditioned) that benchmarks and training use."""
