@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned: pip takes these builds from the local wheel store when it has them.
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[bot,inference,dev]'
+	$(BIN)/python -m pip install -q -e '.[bot,service,worker,lab,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -20,13 +20,13 @@ demo: $(STAMP)
 	$(BIN)/findlora demo
 
 test: $(STAMP)
-	$(BIN)/ruff check findlora bot inference_service db tests fuzz
+	$(BIN)/ruff check findlora bot inference_service db lab tests fuzz
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check findlora bot inference_service db tests fuzz
-	$(BIN)/ruff format --check findlora bot inference_service db tests fuzz
+	$(BIN)/ruff check findlora bot inference_service db lab tests fuzz
+	$(BIN)/ruff format --check findlora bot inference_service db lab tests fuzz
 	$(BIN)/mypy
 
 proto: $(STAMP)

@@ -1,5 +1,7 @@
-# findlora inference service and registration worker (GPU in production, CPU works too).
-# Build from the repository root: docker build -f docker/inference.Dockerfile -t findlora-inference .
+# findlora inference service (default target) and registration worker (target `worker`), GPU in
+# production, CPU works too. Build from the repository root:
+#   docker build -f docker/inference.Dockerfile -t findlora-inference .
+#   docker build -f docker/inference.Dockerfile --target worker -t findlora-worker .
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 AS build
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN apt-get update \
@@ -16,11 +18,17 @@ COPY db ./db
 COPY bot ./bot
 COPY findlora ./findlora
 COPY inference_service ./inference_service
-# Installs this project itself; its dependencies are pinned in pyproject.toml.
+# Installs this project itself; its dependencies are pinned in pyproject.toml. No lab/: the
+# service and the worker never import the offline code.
 # hadolint ignore=DL3013
-RUN pip install '.[inference,otel]'
+RUN pip install '.[service,otel]'
 
-FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+# The worker adds image generation (diffusers, ControlNet) on top of the service's dependencies.
+FROM build AS build-worker
+# hadolint ignore=DL3013
+RUN pip install '.[worker]'
+
+FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 AS runtime
 ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 libgomp1 \
@@ -28,7 +36,6 @@ RUN apt-get update \
  && useradd --uid 10001 --create-home --shell /usr/sbin/nologin findlora \
  && mkdir -p /data /models \
  && chown findlora:findlora /data /models
-COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     FINDLORA_DATA_DIR=/data \
@@ -36,12 +43,21 @@ ENV PATH=/opt/venv/bin:$PATH \
     FINDLORA_METRICS_LISTEN=0.0.0.0:9464 \
     HF_HOME=/models/huggingface \
     HF_HUB_OFFLINE=1
-USER 10001
 WORKDIR /home/findlora
 # Blob store (reference images) and model cache persist in volumes.
 VOLUME ["/data", "/models"]
+ENTRYPOINT ["findlora"]
+
+FROM runtime AS worker
+COPY --from=build-worker /opt/venv /opt/venv
+USER 10001
+CMD ["serve", "worker"]
+
+# Last, so a plain build gives the service.
+FROM runtime AS inference
+COPY --from=build /opt/venv /opt/venv
+USER 10001
 EXPOSE 50051 9464
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
   CMD ["findlora", "health", "--service", "127.0.0.1:50051"]
-ENTRYPOINT ["findlora"]
 CMD ["serve", "inference"]

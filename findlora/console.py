@@ -35,7 +35,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _known_errors() -> list[tuple[type[BaseException], str]]:
-    """Service-side errors, imported only if the inference extra is installed."""
+    """Service-side errors, imported only if the service extra is installed."""
     known: list[tuple[type[BaseException], str]] = []
     try:
         import psycopg

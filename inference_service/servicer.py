@@ -30,8 +30,8 @@ from inference_service.errors import (
     NotFound,
     ServiceError,
 )
-from inference_service.eval.feedback_report import PrecisionRow, build_report
 from inference_service.feedback import record_feedback
+from inference_service.feedback_report import PrecisionRow, build_report
 from inference_service.limits import TokenBuckets, requester_key
 from inference_service.moderation import MAX_ARTWORKS, Moderation
 from inference_service.observability import RPC_LATENCY, RPC_REQUESTS

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,32 @@ def test_bot_image_has_no_torch() -> None:
 def test_inference_image_checks_grpc_health() -> None:
     text = (DOCKER / "inference.Dockerfile").read_text()
     assert re.search(r'HEALTHCHECK .*\n\s+CMD \["findlora", "health"', text)
+
+
+def test_service_and_worker_images_install_their_own_extras() -> None:
+    text = (DOCKER / "inference.Dockerfile").read_text()
+    stages = dict(re.findall(r"^FROM \S+ AS (\S+)\n(.*?)(?=^FROM |\Z)", text, flags=re.M | re.S))
+    assert list(stages)[-1] == "inference", "a plain build must give the service"
+    assert "'.[service,otel]'" in stages["build"]
+    assert "'.[worker]'" in stages["build-worker"]
+    assert "COPY --from=build /opt/venv" in stages["inference"]
+    assert "COPY --from=build-worker /opt/venv" in stages["worker"]
+    assert "HEALTHCHECK" in stages["inference"]
+    for stage in ("inference", "worker"):
+        assert re.search(r"^USER 10001$", stages[stage], flags=re.M), stage
+    assert not re.search(r"^COPY lab\b", text, flags=re.M), "the service and worker never import lab/"
+    services = load("compose.yaml")["services"]
+    assert services["inference"]["build"]["target"] == "inference"
+    assert services["migrate"]["image"] == services["inference"]["image"]
+    assert services["worker"]["build"]["target"] == "worker"
+    assert services["worker"]["image"] != services["inference"]["image"]
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    service = " ".join(extras["service"])
+    for offline in ("diffusers", "matplotlib", "scikit-image", "discord"):
+        assert offline not in service, offline
+    assert "findlora[service]" in extras["worker"]
+    assert any(d.startswith("diffusers") for d in extras["worker"])
+    assert any(d.startswith("scikit-image") for d in extras["lab"])
 
 
 def test_compose_services_secrets_and_overlay_are_consistent() -> None:

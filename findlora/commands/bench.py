@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+
+from findlora.commands.bench_search import emit_json
 
 bench_app = typer.Typer(help="Benchmarks (JSON to stdout or --json FILE).", no_args_is_help=True)
 
@@ -52,7 +52,7 @@ def quality_cmd(
     """The style-distance quality protocol (DESIGN.md 8) with every baseline, in one run."""
     import torch
 
-    from inference_service.bench.quality import QualityConfig, render_table, run_quality, save_chart
+    from lab.bench.quality import QualityConfig, render_table, run_quality, save_chart
 
     if threads:
         torch.set_num_threads(threads)
@@ -72,15 +72,15 @@ def quality_cmd(
     console = Console(stderr=json_out is None)
     if not console.is_terminal:
         console.width = max(console.width, 150)  # logs and pipes: keep the table readable
-    from inference_service.bench.multi_image import multi_image_rows
-    from inference_service.bench.service_rows import imported_catalog_rows
+    from lab.bench.multi_image import multi_image_rows
+    from lab.bench.service_rows import imported_catalog_rows
 
     extra_rows = [multi_image_rows] if multi_image else []
     if service:
         extra_rows.append(imported_catalog_rows)
     result = run_quality(config, extra_rows=extra_rows)
     if gmi:
-        from inference_service.bench.gmi_rows import run as run_gmi
+        from lab.bench.gmi_rows import run as run_gmi
 
         # The GMI branch needs spec images made from prompts: its own zoo, the same encoder.
         result["gmi"] = run_gmi(
@@ -99,13 +99,7 @@ def quality_cmd(
     save_chart(result, chart)
     console.print(render_table(result))
     console.print(f"chart: {chart}; {result['seconds']} s")
-    text = json.dumps(result, indent=1)
-    if json_out is None:
-        sys.stdout.write(text + "\n")
-    else:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(text + "\n", encoding="utf-8")
-        console.print(f"json: {json_out}")
+    emit_json(result, json_out, indent=1)  # with --json, `console` is stdout too
 
 
 @bench_app.command("zoo")
@@ -119,7 +113,7 @@ def zoo_cmd(
     queries: Annotated[int, typer.Option(help="Queries (eval and demo splits).")] = 40,
 ) -> None:
     """Generate a style-zoo catalog (the training data of the shipped encoder, or an eval set)."""
-    from inference_service.eval.style_zoo import generate_zoo
+    from lab.zoo.style_zoo import generate_zoo
 
     if split not in ("train", "eval", "demo"):
         raise typer.BadParameter("split must be train, eval or demo")

@@ -12,14 +12,14 @@ import typer
 from findlora.console import console, run
 
 
-def _emit(result: dict[str, Any], json_file: Path | None) -> None:
-    text = json.dumps(result, indent=2)
-    if json_file is None:
+def emit_json(result: dict[str, Any], path: Path | None, indent: int = 2) -> None:
+    text = json.dumps(result, indent=indent)
+    if path is None:
         print(text)
     else:
-        json_file.parent.mkdir(parents=True, exist_ok=True)
-        json_file.write_text(text + "\n")
-        console.print(f"wrote {json_file}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n", encoding="utf-8")
+        console.print(f"wrote {path}")
 
 
 async def _search(
@@ -29,9 +29,9 @@ async def _search(
 
     from db.embedded import database_url
     from db.scratch import scratch_database
-    from inference_service.bench.search_bench import run_search_bench
     from inference_service.config import Settings
     from inference_service.scoring.d_avg import TwoStageOptions
+    from lab.bench.search_bench import run_search_bench
 
     settings = Settings()
     server = database_url(settings.database_url, settings.pg_dir)
@@ -70,7 +70,7 @@ def search_cmd(
     json_file: Path | None = typer.Option(None, "--json", help="Write the JSON here, not to stdout."),
 ) -> None:
     """Exhaustive d_avg vs two-stage search on a synthetic catalog: latency, recall, index build."""
-    _emit(run(_search(loras, refs, queries, top_k, ef_search, exact_below, seed, keep)), json_file)
+    emit_json(run(_search(loras, refs, queries, top_k, ef_search, exact_below, seed, keep)), json_file)
 
 
 def throughput_cmd(
@@ -83,7 +83,7 @@ def throughput_cmd(
     json_file: Path | None = typer.Option(None, "--json", help="Write the JSON here, not to stdout."),
 ) -> None:
     """Images/s of the encoder path at each concurrency, with and without dynamic batching."""
-    from inference_service.bench.throughput import run_throughput_bench
+    from lab.bench.throughput import run_throughput_bench
 
     levels = [int(c) for c in concurrency.split(",") if c.strip()]
     result = run(
@@ -96,7 +96,7 @@ def throughput_cmd(
             threads=threads,
         )
     )
-    _emit(result, json_file)
+    emit_json(result, json_file)
 
 
 def register_bench(bench_app: typer.Typer) -> None:

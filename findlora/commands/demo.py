@@ -11,8 +11,8 @@ def demo(query: int = typer.Option(0, help="Which demo query image to search wit
     """Build a demo catalog, start the database and the service, run a real search."""
     from findlora.commands.search import results_table
     from inference_service.config import Settings
-    from inference_service.demo import run_demo
     from inference_service.logs import configure_logging
+    from lab.demo import run_demo
 
     configure_logging(json=False, level=30)  # warnings only: the demo prints its own story
     result = run(run_demo(Settings(), console, query))

@@ -13,7 +13,7 @@ from rich.table import Table
 from findlora.console import console, fail, run
 
 if TYPE_CHECKING:
-    from inference_service.eval.feedback_report import FeedbackReport
+    from inference_service.feedback_report import FeedbackReport
 
 eval_app = typer.Typer(help="Evaluate retrieval quality.", no_args_is_help=True)
 
@@ -26,7 +26,7 @@ async def _load_report(since: datetime | None) -> FeedbackReport:
     from db.embedded import database_url
     from db.repository import Repository
     from inference_service.config import Settings
-    from inference_service.eval.feedback_report import build_report
+    from inference_service.feedback_report import build_report
 
     settings = Settings()
     repo = await Repository.open(database_url(settings.database_url, settings.pg_dir), max_size=1)
@@ -59,13 +59,15 @@ def feedback(
             start = datetime.fromisoformat(since).replace(tzinfo=UTC)
         except ValueError:
             fail(f"--since must be a date like 2026-11-01, not {since!r}")
-    from inference_service.eval.feedback_report import report_json, trend_chart
+    from inference_service.feedback_report import report_json
 
     report = run(_load_report(start))
     _print(report)
     if json_path:
         json_path.write_text(json.dumps(report_json(report), indent=2), encoding="utf-8")
     if chart:
+        from lab.charts import trend_chart
+
         trend_chart(report, chart)
         console.print(f"trend chart: {chart}")
 

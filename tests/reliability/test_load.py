@@ -23,10 +23,10 @@ from PIL import Image
 
 from bot.core.client import FindLoraClient, QueryImage, ServiceError
 from db.clients import Role
-from inference_service.bench.load import load_catalog
-from inference_service.bench.synthetic import SyntheticCatalog
 from inference_service.blobs import BlobStore
 from inference_service.imaging import thumbnail_webp
+from lab.bench.load import load_catalog
+from lab.bench.synthetic import SyntheticCatalog
 from tests.helpers.service import issue_token_in
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from db.repository import Repository
-from inference_service.bench.load import load_catalog
-from inference_service.bench.search_bench import make_queries, run_search_bench
-from inference_service.bench.synthetic import SyntheticCatalog
 from inference_service.scoring.d_avg import Filters, TwoStageOptions, rank_d_avg
 from inference_service.scoring.two_stage import CandidateBatch, rank_two_stage
+from lab.bench.load import load_catalog
+from lab.bench.search_bench import make_queries, run_search_bench
+from lab.bench.synthetic import SyntheticCatalog
 
 pytestmark = pytest.mark.db
 

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from inference_service.batching import DynamicBatcher, EncoderBatcher
-from inference_service.bench.throughput import query_images, run_throughput_bench
 from inference_service.errors import DeadlineExceeded, ResourceExhausted
 from inference_service.models.style_encoder import StyleEmbedder, untrained_encoder
+from lab.bench.throughput import query_images, run_throughput_bench
 
 
 class Recorder:

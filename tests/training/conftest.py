@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from inference_service.eval.style_zoo import generate_zoo
+from lab.zoo.style_zoo import generate_zoo
 
 
 @pytest.fixture(autouse=True)

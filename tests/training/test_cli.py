@@ -10,8 +10,8 @@ import typer
 from typer.testing import CliRunner
 
 from findlora.commands import bench, train
-from inference_service.eval.style_zoo import generate_zoo
 from inference_service.models.style_encoder import load_encoder, read_metadata
+from lab.zoo.style_zoo import generate_zoo
 
 
 def _app() -> typer.Typer:

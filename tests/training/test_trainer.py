@@ -10,7 +10,6 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from inference_service.eval.style_zoo import read_zoo_info
 from inference_service.models.style_encoder import EncoderConfig, StyleEncoder, load_encoder, read_metadata
 from inference_service.training.checkpoint import load_checkpoint
 from inference_service.training.losses import (
@@ -33,6 +32,7 @@ from inference_service.training.trainer import (
     initial_proxies,
     train,
 )
+from lab.zoo.style_zoo import read_zoo_info
 
 TINY = EncoderConfig(
     widths=(8, 16), dim=16, input_size=32, stem_width=4, hist_bins=4, joint_bins=3, hidden=32

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference_service.eval.metrics import (
+from lab.metrics import (
     best_f1,
     ranking_metrics,
     ranks_of_truth,

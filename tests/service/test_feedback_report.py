@@ -10,7 +10,7 @@ import pytest
 
 from bot.core.client import FindLoraClient, QueryImage
 from db.repository import FeedbackVote
-from inference_service.eval.feedback_report import build_report, precision_row, trend_chart
+from inference_service.feedback_report import build_report, precision_row
 
 MON = datetime(2026, 11, 16, 12, tzinfo=UTC)  # ISO week 2026-W47
 NEXT_MON = datetime(2026, 11, 23, 12, tzinfo=UTC)  # 2026-W48
@@ -59,11 +59,6 @@ def test_no_votes_gives_no_precision() -> None:
     row = precision_row("empty", [])
     assert row.sessions == 0
     assert row.precision == {1: None, 5: None, 10: None}
-
-
-def test_trend_chart_is_a_png(tmp_path: Path) -> None:
-    trend_chart(build_report(VOTES), tmp_path / "trend.png")
-    assert (tmp_path / "trend.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.db

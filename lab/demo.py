@@ -18,9 +18,9 @@ from bot.core.credentials import ServiceAccess
 from db.repository import ENCODER_KEY
 from inference_service.catalog.importer import import_catalog, reembed
 from inference_service.config import Settings
-from inference_service.eval.style_zoo import Query, generate_zoo, read_queries
 from inference_service.runtime import open_runtime
 from inference_service.server import start_service
+from lab.zoo.style_zoo import Query, generate_zoo, read_queries
 from protos import findlora_pb2 as pb
 
 DEMO_STYLES = 16

@@ -1,6 +1,6 @@
 """Quality rows of the GMI branch: RKME-CLIP, reduced-set RKME, weighted RKME and the fused ranking.
 
-Runs on the prompt-conditioned style zoo (inference_service.eval.prompt_zoo). Each method ranks
+Runs on the prompt-conditioned style zoo (lab.zoo.prompt_zoo). Each method ranks
 every LoRA for each query; γ (per RKME method), and α with the normalisation (fused), are tuned
 on the validation queries and reported on the test queries (40 queries from 40 LoRAs each).
 
@@ -16,7 +16,7 @@ each branch's top-M candidates, fused over the union) measured against the exhau
 ranking of that row: recall@10, coverage, median candidates scored, for M in UNION_CANDIDATES.
 
 Rows have the shape of bench quality's rows (method, featurizer, aggregation, cleansed,
-ranking, verification, seconds); `python -m inference_service.bench.gmi_rows` prints them.
+ranking, verification, seconds); `python -m lab.bench.gmi_rows` prints them.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ from numpy.typing import NDArray
 from PIL import Image
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from inference_service.eval.metrics import ranking_metrics, ranks_of_truth
-from inference_service.eval.prompt_zoo import PromptZoo, generate_prompt_zoo
 from inference_service.models.style_encoder import StyleEmbedder, resolve_encoder, to_tensor
 from inference_service.scoring.fusion import NORMALISATIONS, Normalisation, fuse, rank_fused
 from inference_service.scoring.rkme import Spec, prompt_weights, rbf, reduced_set, unit
+from lab.metrics import ranking_metrics, ranks_of_truth
+from lab.zoo.prompt_zoo import PromptZoo, generate_prompt_zoo
 
 GAMMAS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 ALPHAS = tuple(round(a, 2) for a in np.linspace(0.0, 1.0, 21))

@@ -14,11 +14,12 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from inference_service.bench.features import EncoderFeaturizer
-from inference_service.bench.quality import QualityContext, Row, _embed
-from inference_service.eval.metrics import ranking_metrics, ranks_of_truth
-from inference_service.eval.style_ops import apply_style
-from inference_service.eval.style_zoo import (
+from inference_service.scoring.style_distance import style_distances
+from lab.bench.features import EncoderFeaturizer
+from lab.bench.quality import QualityContext, Row, _embed
+from lab.metrics import ranking_metrics, ranks_of_truth
+from lab.zoo.style_ops import apply_style
+from lab.zoo.style_zoo import (
     _contents,
     _stream,
     load_rgb,
@@ -26,7 +27,6 @@ from inference_service.eval.style_zoo import (
     style_slug,
     zoo_styles,
 )
-from inference_service.scoring.style_distance import style_distances
 
 EXTRA_PER_QUERY = 3
 _CONTENT_STREAM = 6  # 4 holds the single queries' content: these are other unseen images

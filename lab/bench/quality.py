@@ -26,10 +26,7 @@ from numpy.typing import NDArray
 from PIL import Image
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from inference_service.bench.features import ColourHistogram, EncoderFeaturizer, Featurizer, GramFeatures
 from inference_service.catalog.format import Catalog, read_catalog
-from inference_service.eval.metrics import best_f1, ranking_metrics, ranks_of_truth, sample_pairs
-from inference_service.eval.style_zoo import Query, generate_zoo, load_rgb, read_queries, read_zoo_info
 from inference_service.models.style_encoder import (
     StyleEncoder,
     read_metadata,
@@ -38,6 +35,10 @@ from inference_service.models.style_encoder import (
 )
 from inference_service.scoring.cleansing import DEFAULT_THRESHOLD, transfer_mse
 from inference_service.scoring.style_distance import Aggregation, style_distances
+from lab.bench.features import ColourHistogram, EncoderFeaturizer, Featurizer, GramFeatures
+from lab.charts import png_chart
+from lab.metrics import best_f1, ranking_metrics, ranks_of_truth, sample_pairs
+from lab.zoo.style_zoo import Query, generate_zoo, load_rgb, read_queries, read_zoo_info
 
 PAPER = {
     "note": "Vu et al., 100 real LoRAs, VGG19 with ImageNet weights; F1 in percent",
@@ -348,11 +349,6 @@ def render_table(result: dict[str, Any]) -> Any:
 
 
 def save_chart(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = result["rows"]
     names = [row["method"] for row in rows]
     series = {
@@ -362,16 +358,12 @@ def save_chart(result: dict[str, Any], path: Path) -> None:
     }
     x = np.arange(len(rows))
     width = 0.27
-    fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(rows)), 4.8))
-    for offset, (label, values) in enumerate(series.items()):
-        ax.bar(x + (offset - 1) * width, values, width, label=label)
-    ax.set_xticks(x, names, rotation=25, ha="right", fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_title(
-        f"style zoo quality ({result['zoo']['loras']} unseen LoRAs, {result['zoo']['queries']} queries)"
-    )
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with png_chart(path, (max(8, 1.3 * len(rows)), 4.8), dpi=110) as (_, ax):
+        for offset, (label, values) in enumerate(series.items()):
+            ax.bar(x + (offset - 1) * width, values, width, label=label)
+        ax.set_xticks(x, names, rotation=25, ha="right", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_title(
+            f"style zoo quality ({result['zoo']['loras']} unseen LoRAs, {result['zoo']['queries']} queries)"
+        )
+        ax.legend()

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from db.repository import FeedbackVote
 
@@ -94,27 +93,3 @@ def report_json(report: FeedbackReport) -> dict[str, object]:
         "by_week": [row(r) for r in report.by_week],
         "paper_human_precision": {"p@1": 0.55, "p@5": 0.42, "p@10": 0.35},
     }
-
-
-def trend_chart(report: FeedbackReport, path: Path) -> None:
-    """p@1/5/10 per week as a PNG line chart."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    weeks = [r.label for r in report.by_week]
-    figure, axes = plt.subplots(figsize=(8, 4))
-    for k in KS:
-        values = [r.precision.get(k) for r in report.by_week]
-        axes.plot(weeks, [float("nan") if v is None else v for v in values], marker="o", label=f"p@{k}")
-    axes.set_ylim(0, 1)
-    axes.set_ylabel("precision judged by users")
-    axes.set_title("findlora: user-judged precision per week")
-    axes.legend()
-    axes.grid(alpha=0.3)
-    figure.autofmt_xdate()
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)

@@ -18,9 +18,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from inference_service.eval.content import _crop_photo, _face, _photo, draw_scene
-from inference_service.eval.style_ops import StyleSpec, apply_style
-from inference_service.eval.style_zoo import zoo_styles
+from lab.zoo.content import _crop_photo, _face, _photo, draw_scene
+from lab.zoo.style_ops import StyleSpec, apply_style
+from lab.zoo.style_zoo import zoo_styles
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from inference_service.bench.quality import QualityContext, Row
-from inference_service.eval.metrics import ranking_metrics
+from lab.bench.quality import QualityContext, Row
+from lab.metrics import ranking_metrics
 
 ROW_NAME = "Service: imported catalog, pgvector search"
 

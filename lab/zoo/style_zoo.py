@@ -26,8 +26,8 @@ from PIL import Image
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from inference_service.catalog.format import LoraEntry, dump_toml, lora_toml
-from inference_service.eval.content import Content, Pool, sample_content
-from inference_service.eval.style_ops import StyleSpec, apply_style, lookalike, sample_style
+from lab.zoo.content import Content, Pool, sample_content
+from lab.zoo.style_ops import StyleSpec, apply_style, lookalike, sample_style
 
 Split = Literal["train", "eval", "demo"]
 SPLIT_STREAM: dict[Split, int] = {"train": 11, "eval": 22, "demo": 33}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from inference_service.bench.gmi_rows import (
+from inference_service.models.style_encoder import StyleEmbedder, untrained_encoder
+from lab.bench.gmi_rows import (
     ALPHAS,
     GAMMAS,
     UNION_CANDIDATES,
@@ -15,8 +16,7 @@ from inference_service.bench.gmi_rows import (
     rkme_matrix,
     union_search,
 )
-from inference_service.eval.prompt_zoo import CATEGORIES, generate_prompt_zoo
-from inference_service.models.style_encoder import StyleEmbedder, untrained_encoder
+from lab.zoo.prompt_zoo import CATEGORIES, generate_prompt_zoo
 
 
 class ByCategory:

@@ -7,9 +7,9 @@ import numpy as np
 from PIL import Image
 
 from inference_service.catalog.format import read_catalog
-from inference_service.eval.content import FACES, PHOTOS
-from inference_service.eval.style_ops import apply_style, sample_style
-from inference_service.eval.style_zoo import generate_zoo, read_queries, read_zoo_info, zoo_styles
+from lab.zoo.content import FACES, PHOTOS
+from lab.zoo.style_ops import apply_style, sample_style
+from lab.zoo.style_zoo import generate_zoo, read_queries, read_zoo_info, zoo_styles
 
 
 def _zoo(root: Path, split: str, n_styles: int = 6, n_samples: int = 5) -> Path:

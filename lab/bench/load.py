@@ -10,7 +10,7 @@ import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector_async
 
-from inference_service.bench.synthetic import SyntheticCatalog, summarise
+from lab.bench.synthetic import SyntheticCatalog, summarise
 
 BASE_MODELS = ("sd1", "sdxl", "flux")
 BASE_WEIGHTS = (0.6, 0.3, 0.1)

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from db.repository import Repository
-from inference_service.bench.load import load_catalog
-from inference_service.bench.synthetic import Shape, SyntheticCatalog, calibration
 from inference_service.scoring.d_avg import Filters, TwoStageOptions, rank_d_avg
+from lab.bench.load import load_catalog
+from lab.bench.synthetic import Shape, SyntheticCatalog, calibration
 
 
 @dataclass(frozen=True)

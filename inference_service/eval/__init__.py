@@ -1,1 +1,0 @@
-"""Evaluation: the procedural style zoo and retrieval metrics."""

@@ -1,0 +1,1 @@
+"""The procedural style zoos (plain and prompt-conditioned) that benchmarks and training use."""
