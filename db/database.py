@@ -69,8 +69,8 @@ class Database:
             yield conn
 
     async def run(
-        self, query: Callable[Concatenate[Connection, P], Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+        self, fn: Callable[Concatenate[Connection, P], Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """One query function on a connection of its own: `await db.run(catalog.lora_by_slug, slug)`."""
         async with self.pool.connection() as conn:
-            return await query(conn, *args, **kwargs)
+            return await fn(conn, *args, **kwargs)

@@ -73,7 +73,7 @@ async def replace_spec(
 
 
 async def load_specs(
-    conn: Connection, lora_ids: Sequence[int] | None = None, filters: Filters | None = None
+    conn: Connection, lora_ids: Sequence[int] | None = None, filters: Filters = Filters()
 ) -> dict[int, LoraSpec]:
     """Specs of the active LoRAs passing the filters (all of them, or those in lora_ids)."""
     cur = await conn.execute(
@@ -82,7 +82,7 @@ async def load_specs(
           AND (%(ids)s::bigint[] IS NULL OR s.lora_id = ANY(%(ids)s))
         ORDER BY s.lora_id, p.local_id, s.n
         """,
-        {"ids": None if lora_ids is None else list(lora_ids), **(filters or Filters()).params()},
+        {"ids": None if lora_ids is None else list(lora_ids), **filters.params()},
     )
     rows: dict[int, tuple[list[np.ndarray], list[np.ndarray], list[int]]] = {}
     for lora_id, local_id, image, text in await cur.fetchall():

@@ -31,7 +31,7 @@ async def _search(
     from db.scratch import scratch_database
     from inference_service.bench.search_bench import run_search_bench
     from inference_service.config import Settings
-    from inference_service.scoring.d_avg import TwoStageOptions
+    from inference_service.search.centroids import TwoStageOptions
 
     settings = Settings()
     server = database_url(settings.database_url, settings.pg_dir)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from db.repository import FeedbackVote
+from db.rows import FeedbackVote
 
 KS = (1, 5, 10)
 
