@@ -21,8 +21,10 @@ _LORA_COLUMNS = (
 )
 
 
-def _lora(row: dict[str, Any]) -> LoraRow:
-    return LoraRow(**{k: row[k] for k in LoraRow.__dataclass_fields__})
+async def _loras(conn: Connection, where: str, params: Sequence[Any] | dict[str, Any]) -> list[LoraRow]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(f"SELECT {_LORA_COLUMNS} FROM loras WHERE {where}", params)
+    return [LoraRow(**{k: row[k] for k in LoraRow.__dataclass_fields__}) for row in await cur.fetchall()]
 
 
 async def get_meta(conn: Connection, key: str) -> str | None:
@@ -59,11 +61,7 @@ async def sample_blobs(conn: Connection) -> dict[str, str]:
 
 
 async def list_loras(conn: Connection, statuses: Sequence[str] = ("active", "hidden")) -> list[LoraRow]:
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(
-        f"SELECT {_LORA_COLUMNS} FROM loras WHERE status = ANY(%s) ORDER BY slug", (list(statuses),)
-    )
-    return [_lora(row) for row in await cur.fetchall()]
+    return await _loras(conn, "status = ANY(%s) ORDER BY slug", (list(statuses),))
 
 
 async def reference_blobs(conn: Connection, lora_id: int) -> dict[str, str]:
@@ -75,10 +73,7 @@ async def reference_blobs(conn: Connection, lora_id: int) -> dict[str, str]:
 
 
 async def lora_by_slug(conn: Connection, slug: str) -> LoraRow | None:
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(f"SELECT {_LORA_COLUMNS} FROM loras WHERE slug = %s", (slug,))
-    row = await cur.fetchone()
-    return None if row is None else _lora(row)
+    return next(iter(await _loras(conn, "slug = %s", (slug,))), None)
 
 
 async def lora_by_id(conn: Connection, lora_id: int) -> LoraRow | None:
@@ -87,20 +82,12 @@ async def lora_by_id(conn: Connection, lora_id: int) -> LoraRow | None:
 
 async def lora_by_url(conn: Connection, url: str) -> LoraRow | None:
     """The LoRA whose page or download URL this is (trailing slash ignored)."""
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(
-        f"SELECT {_LORA_COLUMNS} FROM loras WHERE rtrim(page_url, '/') = %(u)s"
-        " OR rtrim(source_url, '/') = %(u)s ORDER BY id LIMIT 1",
-        {"u": url.rstrip("/")},
-    )
-    row = await cur.fetchone()
-    return None if row is None else _lora(row)
+    where = "rtrim(page_url, '/') = %(u)s OR rtrim(source_url, '/') = %(u)s ORDER BY id LIMIT 1"
+    return next(iter(await _loras(conn, where, {"u": url.rstrip("/")})), None)
 
 
 async def loras_by_id(conn: Connection, ids: Sequence[int]) -> dict[int, LoraRow]:
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(f"SELECT {_LORA_COLUMNS} FROM loras WHERE id = ANY(%s)", (list(ids),))
-    return {row["id"]: _lora(row) for row in await cur.fetchall()}
+    return {lora.id: lora for lora in await _loras(conn, "id = ANY(%s)", (list(ids),))}
 
 
 async def fingerprints(conn: Connection) -> dict[str, str]:
@@ -117,15 +104,6 @@ async def replace_lora(conn: Connection, lora: NewLora, references: Sequence[Ref
         await copy_references(conn, lora_id, references)
         await refresh_style_summary(conn, lora_id)
         return lora_id
-
-
-async def count_searchable(conn: Connection) -> int:
-    cur = await conn.execute(
-        "SELECT count(*) FROM loras l WHERE l.status = 'active'"
-        " AND EXISTS (SELECT 1 FROM reference_images r WHERE r.lora_id = l.id AND r.kept)"
-    )
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
 
 
 async def has_searchable(conn: Connection) -> bool:

@@ -16,10 +16,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-async def _configure(conn: Connection) -> None:
-    await register_vector_async(conn)
-
-
 class Database:
     def __init__(self, pool: AsyncConnectionPool[Connection], search_timeout_ms: int = 0) -> None:
         self.pool = pool
@@ -35,7 +31,7 @@ class Database:
             min_size=1,
             max_size=max_size,
             open=False,
-            configure=_configure,
+            configure=register_vector_async,  # the vector type for every connection
             check=AsyncConnectionPool.check_connection,  # survives a database restart
             timeout=timeout,
         )

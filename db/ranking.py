@@ -35,9 +35,10 @@ def vectors(queries: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 
 async def rank_exhaustive(
-    conn: Connection, queries: Sequence[np.ndarray], filters: Filters, *, limit: int
+    conn: Connection, queries: Sequence[np.ndarray], filters: Filters, *, limit: int | None
 ) -> list[tuple[int, float]]:
-    """Exact d_avg of every LoRA passing the filters, ascending: the reference ranking."""
+    """Exact d_avg of the LoRAs passing the filters, ascending: the reference ranking (limit None:
+    every LoRA)."""
     sql = f"{d_avg_sql(LORA_FILTER)} ORDER BY d, r.lora_id LIMIT %(limit)s"
     return await _ranked(conn, sql, queries, filters, limit)
 
@@ -77,7 +78,7 @@ async def nearest_spec_loras(
 
 
 async def _ranked(
-    conn: Connection, sql: str, queries: Sequence[np.ndarray], filters: Filters, limit: int
+    conn: Connection, sql: str, queries: Sequence[np.ndarray], filters: Filters, limit: int | None
 ) -> list[tuple[int, float]]:
     """(lora id, score) rows of a ranking query over the query vectors and the filters."""
     cur = await conn.execute(sql, {"q": vectors(queries), "limit": limit, **filters.params()})

@@ -14,7 +14,8 @@ from psycopg.rows import dict_row
 
 from db.catalog import copy_references, insert_lora, refresh_style_summary
 from db.database import Connection
-from db.rows import NewLora, ReferenceRow
+from db.rows import NewLora, ReferenceRow, SpecRow
+from db.specs import insert_spec_points
 
 TERMINAL = ("succeeded", "failed")
 
@@ -49,21 +50,6 @@ class JobRow:
     @property
     def finished(self) -> bool:
         return self.state in TERMINAL
-
-
-@dataclass(frozen=True)
-class SpecRow:
-    prompt_id: int  # prompts.id
-    n: int
-    blob_key: str
-    image_feature: np.ndarray | None = None  # CLIP feature when the worker has the GMI models
-
-
-@dataclass(frozen=True)
-class Prompt:
-    id: int
-    local_id: int
-    text: str
 
 
 _JOB_COLUMNS = ", ".join(JobRow.__dataclass_fields__)
@@ -130,8 +116,7 @@ async def report(conn: Connection, job_id: uuid.UUID, step: str, progress: float
 
 async def record_fetch(conn: Connection, job_id: uuid.UUID, sha256: str) -> None:
     await conn.execute(
-        "UPDATE registration_jobs SET file_sha256 = %s, fetch_url = NULL WHERE id = %s",
-        (sha256, job_id),
+        "UPDATE registration_jobs SET file_sha256 = %s, fetch_url = NULL WHERE id = %s", (sha256, job_id)
     )
 
 
@@ -151,8 +136,7 @@ async def fail(conn: Connection, job_id: uuid.UUID, message: str) -> None:
 
 async def artifacts(conn: Connection, job_id: uuid.UUID, kind: str) -> dict[str, str]:
     cur = await conn.execute(
-        "SELECT item, blob_key FROM registration_artifacts WHERE job_id = %s AND kind = %s",
-        (job_id, kind),
+        "SELECT item, blob_key FROM registration_artifacts WHERE job_id = %s AND kind = %s", (job_id, kind)
     )
     return {row[0]: row[1] for row in await cur.fetchall()}
 
@@ -169,11 +153,6 @@ async def slug_of_sha256(conn: Connection, sha256: str) -> str | None:
     cur = await conn.execute("SELECT slug FROM loras WHERE sha256 = %s", (sha256,))
     row = await cur.fetchone()
     return None if row is None else str(row[0])
-
-
-async def platform_prompts(conn: Connection) -> list[Prompt]:
-    cur = await conn.execute("SELECT id, local_id, text FROM prompts WHERE lora_id IS NULL ORDER BY local_id")
-    return [Prompt(int(r[0]), int(r[1]), str(r[2])) for r in await cur.fetchall()]
 
 
 async def nearest_neighbour_distances(conn: Connection, sample: int) -> list[float]:
@@ -222,21 +201,7 @@ async def complete(
         lora_id = await insert_lora(conn, lora)
         await copy_references(conn, lora_id, references)
         await refresh_style_summary(conn, lora_id)
-        async with conn.cursor() as spec_cur:
-            await spec_cur.executemany(
-                "INSERT INTO spec_points (lora_id, prompt_id, n, blob_key, image_feature)"
-                " VALUES (%s, %s, %s, %s, %s)",
-                [
-                    (
-                        lora_id,
-                        s.prompt_id,
-                        s.n,
-                        s.blob_key,
-                        None if s.image_feature is None else np.asarray(s.image_feature, np.float32),
-                    )
-                    for s in spec
-                ],
-            )
+        await insert_spec_points(conn, lora_id, spec)
         await conn.execute(
             "INSERT INTO audit_log (actor, client, action, subject, details) VALUES"
             " (%s, (SELECT client FROM registration_jobs WHERE id = %s), 'register_lora', %s, %s)",

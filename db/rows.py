@@ -103,6 +103,23 @@ class SpecPointRow:
 
 
 @dataclass(frozen=True)
+class SpecRow:
+    """A spec point as stored: its prompt's row id (prompts.id)."""
+
+    prompt_id: int
+    n: int
+    blob_key: str
+    image_feature: np.ndarray | None = None  # CLIP feature when the worker has the GMI models
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: int
+    local_id: int
+    text: str
+
+
+@dataclass(frozen=True)
 class LoraSpec:
     """One LoRA's GMI specification: image features and, row by row, their prompts' text features."""
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from db.database import Connection
 from db.filters import LORA_FILTER, Filters
-from db.rows import LoraSpec, SpecPointRow, as_array
+from db.rows import LoraSpec, Prompt, SpecPointRow, SpecRow, as_array
 
 # The spec rows a search may use; nearest_spec_loras (db.ranking) ranks the same rows.
 SPEC_ROWS = (
@@ -17,10 +17,10 @@ SPEC_ROWS = (
 )
 
 
-async def platform_prompts(conn: Connection) -> dict[int, str]:
-    """local id -> text of the platform prompt set."""
-    cur = await conn.execute("SELECT local_id, text FROM prompts WHERE lora_id IS NULL ORDER BY 1")
-    return {int(r[0]): str(r[1]) for r in await cur.fetchall()}
+async def platform_prompts(conn: Connection) -> list[Prompt]:
+    """The platform prompt set, by local id."""
+    cur = await conn.execute("SELECT id, local_id, text FROM prompts WHERE lora_id IS NULL ORDER BY local_id")
+    return [Prompt(int(r[0]), int(r[1]), str(r[2])) for r in await cur.fetchall()]
 
 
 async def upsert_platform_prompts(conn: Connection, texts: Sequence[str], features: np.ndarray) -> None:
@@ -49,27 +49,32 @@ async def replace_spec(
         await conn.execute("DELETE FROM spec_points WHERE lora_id = %s", (lora_id,))
         await conn.execute("DELETE FROM prompts WHERE lora_id = %s", (lora_id,))
         own_ids = await _upsert_prompts(conn, lora_id, n_platform, own_prompts, own_features)
-        cur = await conn.execute("SELECT local_id, id FROM prompts WHERE lora_id IS NULL")
-        ids = {int(r[0]): int(r[1]) for r in await cur.fetchall()} | own_ids
+        ids = {p.local_id: p.id for p in await platform_prompts(conn)} | own_ids
         missing = sorted({p.prompt_local_id for p in points} - ids.keys())
         if missing:
             raise ValueError(f"spec points refer to unknown prompt ids {missing}")
-        async with conn.cursor() as c:
-            await c.executemany(
-                "INSERT INTO spec_points (lora_id, prompt_id, n, blob_key, image_feature)"
-                " VALUES (%s, %s, %s, %s, %s)",
-                [
-                    (
-                        lora_id,
-                        ids[p.prompt_local_id],
-                        p.n,
-                        p.blob_key,
-                        np.asarray(p.image_feature, np.float32),
-                    )
-                    for p in points
-                ],
-            )
+        rows = [SpecRow(ids[p.prompt_local_id], p.n, p.blob_key, p.image_feature) for p in points]
+        await insert_spec_points(conn, lora_id, rows)
         await conn.execute("UPDATE loras SET spec_fingerprint = %s WHERE id = %s", (fingerprint, lora_id))
+
+
+async def insert_spec_points(conn: Connection, lora_id: int, points: Sequence[SpecRow]) -> None:
+    rows = [
+        (
+            lora_id,
+            p.prompt_id,
+            p.n,
+            p.blob_key,
+            None if p.image_feature is None else as_array(p.image_feature),
+        )
+        for p in points
+    ]
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO spec_points (lora_id, prompt_id, n, blob_key, image_feature)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            rows,
+        )
 
 
 async def load_specs(

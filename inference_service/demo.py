@@ -16,7 +16,6 @@ from rich.console import Console
 from bot.core.client import FindLoraClient, QueryImage
 from bot.core.credentials import ServiceAccess
 from db import catalog
-from db.catalog import ENCODER_KEY
 from inference_service.catalog.importer import import_catalog, reembed
 from inference_service.config import Settings
 from inference_service.eval.style_zoo import Query, generate_zoo, read_queries
@@ -56,7 +55,7 @@ async def run_demo(settings: Settings, console: Console, query_index: int = 0) -
     console.print(f"[bold]2/4[/] importing {root} into the database under {settings.data_dir}")
     runtime = await open_runtime(settings)
     try:
-        stored = await runtime.db.run(catalog.get_meta, ENCODER_KEY)
+        stored = await runtime.db.run(catalog.get_meta, catalog.ENCODER_KEY)
         if stored is not None and stored != runtime.embedder.label:
             console.print(
                 f"    the style encoder changed ({stored} -> {runtime.embedder.label}): re-embedding"

@@ -17,7 +17,6 @@ import structlog
 from PIL import Image
 
 from db import catalog, ranking, specs
-from db.catalog import GMI_ENCODER_KEY
 from db.database import Database
 from db.filters import Filters
 from db.rows import LoraSpec
@@ -159,7 +158,7 @@ class GmiBranch:
     ) -> QueryFeatures:
         """The query's features, once per search: candidates and scores both start from them."""
         pseudo, features, text = await asyncio.to_thread(self._describe, query_images, prompt_override)
-        stored = await self.db.run(catalog.get_meta, GMI_ENCODER_KEY)
+        stored = await self.db.run(catalog.get_meta, catalog.GMI_ENCODER_KEY)
         comparable = stored is None or stored == self.models.label
         if not comparable:
             # Features from another model live in another space: rank by style distance alone.
@@ -176,10 +175,7 @@ class GmiBranch:
         return [lora_id for lora_id, _ in nearest]
 
     async def score_features(
-        self,
-        query: QueryFeatures,
-        candidate_lora_ids: Sequence[int] | None,
-        filters: Filters = Filters(),
+        self, query: QueryFeatures, candidate_lora_ids: Sequence[int] | None, filters: Filters = Filters()
     ) -> GmiResult:
         """Exact RKME of the candidates (every LoRA with a spec when None)."""
         if not query.comparable:

@@ -36,7 +36,8 @@ from inference_service.limits import TokenBuckets, requester_key
 from inference_service.moderation import MAX_ARTWORKS, Moderation
 from inference_service.observability import RPC_LATENCY, RPC_REQUESTS
 from inference_service.registration.jobs import Registration, Registrations
-from inference_service.search.engine import MAX_QUERY_IMAGES, SearchEngine, SearchPage, SearchQuery
+from inference_service.search import SearchQuery
+from inference_service.search.engine import MAX_QUERY_IMAGES, SearchEngine, SearchPage
 from protos import findlora_pb2 as pb
 from protos import findlora_pb2_grpc as pb_grpc
 

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from db import catalog as db_catalog
-from db.catalog import ENCODER_KEY
 from db.database import Database
 from db.rows import NewLora, ReferenceRow
 from inference_service.blobs import BlobStore
@@ -65,11 +64,7 @@ def _check_images(catalog: Catalog, problems: list[str]) -> None:
 
 
 async def validate(
-    catalog_dir: Path,
-    db: Database,
-    embedder: StyleEmbedder,
-    update: bool,
-    gmi: GmiModels | None = None,
+    catalog_dir: Path, db: Database, embedder: StyleEmbedder, update: bool, gmi: GmiModels | None = None
 ) -> tuple[Catalog, dict[str, str]]:
     """Every problem, each with its path, before anything is written. Returns the catalog and
     the fingerprints of its LoRAs."""
@@ -80,7 +75,7 @@ async def validate(
         stored = stored_samples.get(sample_id)
         if stored is not None and stored != hashlib.sha256(path.read_bytes()).hexdigest():
             problems.append(f"{path}: sample id {sample_id!r} is already stored with different content")
-    stored_encoder = await db.run(db_catalog.get_meta, ENCODER_KEY)
+    stored_encoder = await db.run(db_catalog.get_meta, db_catalog.ENCODER_KEY)
     if stored_encoder is not None and stored_encoder != embedder.label:
         problems.append(
             f"the database was embedded with encoder {stored_encoder!r} but this process runs "
@@ -184,7 +179,7 @@ async def import_catalog(
                 hashlib.sha256(data).hexdigest(),
             )
             report.samples_added += 1
-    await db.run(db_catalog.set_meta, ENCODER_KEY, embedder.label)
+    await db.run(db_catalog.set_meta, db_catalog.ENCODER_KEY, embedder.label)
     stored_prints = await db.run(db_catalog.fingerprints)
     samples = {sid: load_image_file(path) for sid, path in catalog.samples.items()}
     todo = sorted(catalog.loras)
@@ -247,5 +242,5 @@ async def reembed(
         )
         if progress is not None:
             progress("reembed", min(start + batch, len(refs)), len(refs))
-    await db.run(db_catalog.set_meta, ENCODER_KEY, embedder.label)
+    await db.run(db_catalog.set_meta, db_catalog.ENCODER_KEY, embedder.label)
     return len(refs)

@@ -14,7 +14,6 @@ import numpy as np
 
 from db import catalog as db_catalog
 from db import specs as db_specs
-from db.catalog import GMI_ENCODER_KEY
 from db.database import Database
 from db.rows import SpecPointRow
 from inference_service.blobs import BlobStore
@@ -42,7 +41,7 @@ def spec_fingerprint(entry: LoraEntry, label: str) -> str:
 async def spec_problems(catalog: Catalog, db: Database, models: GmiModels, update: bool) -> list[str]:
     """What would make the GMI import wrong, found before anything is written."""
     problems = []
-    stored = await db.run(db_specs.platform_prompts)
+    stored = {p.local_id: p.text for p in await db.run(db_specs.platform_prompts)}
     wanted = platform_set(catalog)
     changed = [i for i, text in enumerate(wanted) if i in stored and stored[i] != text]
     if changed and not update:
@@ -55,7 +54,7 @@ async def spec_problems(catalog: Catalog, db: Database, models: GmiModels, updat
         for spec in entry.spec:
             if spec.prompt_id >= len(wanted) + len(entry.own_prompts):
                 problems.append(f"{spec.path}: prompt id {spec.prompt_id} is not in the platform set")
-    stored_label = await db.run(db_catalog.get_meta, GMI_ENCODER_KEY)
+    stored_label = await db.run(db_catalog.get_meta, db_catalog.GMI_ENCODER_KEY)
     if stored_label is not None and stored_label != models.label and not update:
         problems.append(
             f"the specs were embedded with {stored_label!r} but this process runs {models.label!r}: "
@@ -79,11 +78,11 @@ async def import_specs(
     """Store the platform prompts and every changed spec; returns how many specs were written."""
     prompts = platform_set(catalog)
     async with db.connection() as conn:
-        stored = await db_specs.platform_prompts(conn)
-        stored_label = await db_catalog.get_meta(conn, GMI_ENCODER_KEY)
+        stored = {p.local_id: p.text for p in await db_specs.platform_prompts(conn)}
+        stored_label = await db_catalog.get_meta(conn, db_catalog.GMI_ENCODER_KEY)
     if [stored.get(i) for i in range(len(prompts))] != prompts or stored_label != models.label:
         await db.run(db_specs.upsert_platform_prompts, prompts, _embed_texts(models, prompts))
-    await db.run(db_catalog.set_meta, GMI_ENCODER_KEY, models.label)
+    await db.run(db_catalog.set_meta, db_catalog.GMI_ENCODER_KEY, models.label)
     stored_prints = await db.run(db_specs.spec_fingerprints)
     written = 0
     slugs = sorted(slug for slug, entry in catalog.loras.items() if entry.spec)

@@ -20,11 +20,10 @@ import psycopg
 import structlog
 from PIL import Image
 
-from db import catalog, registration
-from db.catalog import ENCODER_KEY, GMI_ENCODER_KEY
+from db import catalog, registration, specs
 from db.database import Database
-from db.registration import JobRow, SpecRow
-from db.rows import NewLora
+from db.registration import JobRow
+from db.rows import NewLora, SpecRow
 from inference_service.blobs import BlobStore
 from inference_service.catalog.importer import Transfer, build_reference_rows
 from inference_service.config import Settings
@@ -197,7 +196,7 @@ class RegistrationPipeline:
         samples = await self.db.run(catalog.sample_blobs)
         if not samples:
             raise RegistrationRefused("the catalog has no sample set yet: import a catalog first")
-        prompts = await self.db.run(registration.platform_prompts)
+        prompts = await self.db.run(specs.platform_prompts)
         trigger = ", ".join(job.metadata.get("trigger_words") or info.trigger_words)
         per_prompt = max(self.settings.spec_images_per_prompt, 0)
         spec_items = {
@@ -253,7 +252,7 @@ class RegistrationPipeline:
         ids are stored and search skips the spec until its features are filled."""
         if self.gmi is None or not spec:
             return spec
-        stored = await self.db.run(catalog.get_meta, GMI_ENCODER_KEY)
+        stored = await self.db.run(catalog.get_meta, catalog.GMI_ENCODER_KEY)
         if stored is not None and stored != self.gmi.label:
             log.warning("spec_features_skipped", stored=stored, running=self.gmi.label)
             return spec
@@ -264,7 +263,7 @@ class RegistrationPipeline:
 
     async def _embed(self, job: JobRow, references: dict[str, str]) -> list[Any]:
         await self._report(job, "embed", 0.0, f"embedding {len(references)} references")
-        stored = await self.db.run(catalog.get_meta, ENCODER_KEY)
+        stored = await self.db.run(catalog.get_meta, catalog.ENCODER_KEY)
         if stored is not None and stored != self.embedder.label:
             raise RegistrationRefused(
                 f"the catalog was embedded with {stored!r} but this worker runs {self.embedder.label!r}"
@@ -336,7 +335,7 @@ class RegistrationPipeline:
         )
         if found:
             message += "; likely lookalike of " + ", ".join(f"{f.slug} ({f.distance:.3f})" for f in found)
-        await self.db.run(catalog.set_meta, ENCODER_KEY, self.embedder.label)
+        await self.db.run(catalog.set_meta, catalog.ENCODER_KEY, self.embedder.label)
         try:
             await self._complete(job, lora, rows, spec, found, threshold, message, sha256, dropped)
         except psycopg.errors.UniqueViolation:

@@ -17,7 +17,6 @@ import structlog
 from PIL import Image
 
 from db import catalog, ranking, searches
-from db.catalog import ENCODER_KEY
 from db.database import Database
 from db.filters import Filters
 from db.rows import LoraRow, StoredSearch
@@ -27,6 +26,7 @@ from inference_service.config import Settings
 from inference_service.errors import CATALOG_EMPTY, FailedPrecondition, InvalidArgument, NotFound, parse_id
 from inference_service.models.style_encoder import StyleEmbedder
 from inference_service.prompting import suggest_prompt
+from inference_service.search import SearchQuery
 from inference_service.search.centroids import TwoStageOptions, rank_d_avg
 from inference_service.search.fused import FusedRanking, FusedSearch
 
@@ -64,18 +64,6 @@ class SearchPage:
     offset: int
     total: int
     expires_at: datetime
-
-
-@dataclass(frozen=True)
-class SearchQuery:
-    images: Sequence[Image.Image]
-    top_k: int = 0
-    base_model: str = ""
-    allow_nsfw: bool = False
-    prompt: str | None = None
-    requested_by: str = ""
-    exact: bool = False  # exhaustive reference ranking instead of the two-stage / union search
-    deadline: float | None = None  # event-loop time after which the caller no longer waits
 
 
 def _float_or_nan(value: Any) -> float:
@@ -158,7 +146,7 @@ class SearchEngine:
         async with self.db.connection() as conn:
             if not await catalog.has_searchable(conn):
                 raise FailedPrecondition(CATALOG_EMPTY)
-            stored = await catalog.get_meta(conn, ENCODER_KEY)
+            stored = await catalog.get_meta(conn, catalog.ENCODER_KEY)
         if stored is not None and stored != self.embedder.label:
             raise FailedPrecondition(
                 f"the catalog was embedded with style encoder {stored} but the service runs "
@@ -173,8 +161,7 @@ class SearchEngine:
         embeddings = await self.embed(query.images, query.deadline)
         limit = max(self.settings.stored_ranking_size, top_k)
         if self.fused is None:
-            filters = Filters(base_model=query.base_model, allow_nsfw=query.allow_nsfw)
-            ranked = await self.rank(embeddings, limit, filters, query.exact)
+            ranked = await self.rank(embeddings, limit, query.filters, query.exact)
             pseudo_prompt = (query.prompt or "").strip()
             stored: list[dict[str, Any]] = [
                 {"lora_id": lora_id, "style_distance": d, "score": d} for lora_id, d in ranked
@@ -198,8 +185,7 @@ class SearchEngine:
     async def fused_ranking(self, query: SearchQuery, embeddings: np.ndarray, limit: int) -> FusedRanking:
         """Both branches fused (inference_service.search.fused)."""
         assert self.fused is not None
-        filters = Filters(base_model=query.base_model, allow_nsfw=query.allow_nsfw)
-        return await self.fused.rank(query.images, query.prompt, embeddings, filters, limit, query.exact)
+        return await self.fused.rank(query, embeddings, limit)
 
     async def page(self, search_id: str, offset: int, limit: int, allow_nsfw: bool) -> SearchPage:
         parsed = parse_id(search_id, "search id")

@@ -10,13 +10,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import structlog
-from PIL import Image
 
-from db import catalog, ranking
+from db import ranking
 from db.database import Database
-from db.filters import Filters
 from inference_service.config import Settings
 from inference_service.scoring.fusion import Normalisation, rank_fused
+from inference_service.search import SearchQuery
 from inference_service.search.centroids import TwoStageOptions, rank_d_avg
 
 if TYPE_CHECKING:
@@ -36,57 +35,33 @@ class FusedSearch:
     def __init__(self, db: Database, gmi: GmiBranch, settings: Settings, options: TwoStageOptions) -> None:
         self.db, self.gmi, self.settings, self.options = db, gmi, settings, options
 
-    async def rank(
-        self,
-        images: Sequence[Image.Image],
-        prompt: str | None,
-        embeddings: np.ndarray,
-        filters: Filters,
-        limit: int,
-        exact: bool,
-    ) -> FusedRanking:
+    async def rank(self, query: SearchQuery, embeddings: np.ndarray, limit: int) -> FusedRanking:
         """Both branches fused: over the union of each branch's candidates (the default), or
         over every searchable LoRA when the query asks for the exact reference ranking."""
-        if exact:
-            return await self._exhaustive(images, prompt, embeddings, filters, limit)
-        return await self._union(images, prompt, embeddings, filters, limit)
+        if query.exact:
+            return await self._exhaustive(query, embeddings, limit)
+        return await self._union(query, embeddings, limit)
 
-    async def _exhaustive(
-        self,
-        images: Sequence[Image.Image],
-        prompt: str | None,
-        embeddings: np.ndarray,
-        filters: Filters,
-        limit: int,
-    ) -> FusedRanking:
+    async def _exhaustive(self, query: SearchQuery, embeddings: np.ndarray, limit: int) -> FusedRanking:
         """Both branches over every searchable LoRA: the reference the fused search is measured by."""
 
         async def style() -> list[tuple[int, float]]:
             async with self.db.search_connection() as conn:
-                everything = await catalog.count_searchable(conn)
-                return await ranking.rank_exhaustive(
-                    conn, list(embeddings), filters, limit=max(everything, 1)
-                )
+                return await ranking.rank_exhaustive(conn, list(embeddings), query.filters, limit=None)
 
-        distances, gmi = await asyncio.gather(style(), self.gmi.score(images, prompt, None, filters))
+        gmi_scores = self.gmi.score(query.images, query.prompt, None, query.filters)
+        distances, gmi = await asyncio.gather(style(), gmi_scores)
         return self._fused(gmi.pseudo_prompt, dict(distances), gmi.scores, limit)
 
-    async def _union(
-        self,
-        images: Sequence[Image.Image],
-        prompt: str | None,
-        embeddings: np.ndarray,
-        filters: Filters,
-        limit: int,
-    ) -> FusedRanking:
+    async def _union(self, query: SearchQuery, embeddings: np.ndarray, limit: int) -> FusedRanking:
         """The union of the exact d_avg top-M (two-stage search) and the M LoRAs with the nearest
         spec points, each member then scored exactly in both branches and fused over the union.
         M = max(fusion_candidates, limit), so either branch alone can fill the stored ranking."""
-        gmi = self.gmi
+        gmi, filters = self.gmi, query.filters
         m = max(self.settings.fusion_candidates, limit)
 
         async def gmi_candidates() -> tuple[QueryFeatures, list[int]]:
-            features = await gmi.describe(images, prompt)
+            features = await gmi.describe(query.images, query.prompt)
             return features, await gmi.candidates(features, m, filters)
 
         (style, _), (features, nearest_spec) = await asyncio.gather(
@@ -119,13 +94,8 @@ class FusedSearch:
             return FusedRanking(
                 pseudo_prompt, [{"lora_id": i, "style_distance": d, "score": d} for i, d in ranked], scored
             )
-        fused = rank_fused(
-            d_avg,
-            rkme,
-            self.settings.fusion_alpha,
-            cast(Normalisation, self.settings.fusion_normalisation),
-            limit,
-        )
+        normalisation = cast(Normalisation, self.settings.fusion_normalisation)
+        fused = rank_fused(d_avg, rkme, self.settings.fusion_alpha, normalisation, limit)
         # A LoRA without references has no d_avg: JSON null here, NaN on the wire.
         return FusedRanking(
             pseudo_prompt,

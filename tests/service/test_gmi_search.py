@@ -21,7 +21,8 @@ from inference_service.gmi import GmiBranch
 from inference_service.models.captioner import BlipCaptioner
 from inference_service.runtime import open_runtime
 from inference_service.scoring.fusion import fuse
-from inference_service.search.engine import SearchEngine, SearchQuery
+from inference_service.search import SearchQuery
+from inference_service.search.engine import SearchEngine
 from inference_service.server import start_service
 from tests.helpers.catalogs import apply_style, content_image, write_catalog
 from tests.helpers.service import issue_token, service_client
