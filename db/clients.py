@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 
-from db.repository import audit
+from db.moderation import audit
 
 TOKEN_PREFIX = "fl_"
 _TOKEN = re.compile(r"^fl_([0-9a-f]{12})_([A-Za-z0-9_-]{20,200})$")

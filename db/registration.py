@@ -10,11 +10,12 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from psycopg import AsyncConnection
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 
-from db.repository import NewLora, ReferenceRow, copy_references, insert_lora, refresh_style_summary
+from db.catalog import copy_references, insert_lora, refresh_style_summary
+from db.database import Connection
+from db.rows import NewLora, ReferenceRow, SpecRow
+from db.specs import insert_spec_points
 
 TERMINAL = ("succeeded", "failed")
 
@@ -51,212 +52,168 @@ class JobRow:
         return self.state in TERMINAL
 
 
-@dataclass(frozen=True)
-class SpecRow:
-    prompt_id: int  # prompts.id
-    n: int
-    blob_key: str
-    image_feature: np.ndarray | None = None  # CLIP feature when the worker has the GMI models
-
-
-@dataclass(frozen=True)
-class Prompt:
-    id: int
-    local_id: int
-    text: str
-
-
 _JOB_COLUMNS = ", ".join(JobRow.__dataclass_fields__)
 
 
-class RegistrationStore:
-    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[Any]]) -> None:
-        self.pool = pool
+async def create_job(
+    conn: Connection,
+    job_id: uuid.UUID,
+    source_url: str,
+    metadata: dict[str, Any],
+    slug: str,
+    requested_by: str,
+    fetch_url: str | None = None,
+    client: str | None = None,
+) -> None:
+    """`source_url` is what is kept and shown (redacted); `fetch_url` what the worker downloads."""
+    cur = await conn.execute("SELECT 1 FROM loras WHERE slug = %s", (slug,))
+    if await cur.fetchone():
+        raise SlugTaken(slug)
+    try:
+        await conn.execute(
+            "INSERT INTO registration_jobs"
+            " (id, source_url, fetch_url, metadata, slug, requested_by, client, message)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, 'queued')",
+            (job_id, source_url, fetch_url, json.dumps(metadata), slug, requested_by, client),
+        )
+    except psycopg.errors.UniqueViolation as exc:
+        index = exc.diag.constraint_name or ""
+        raise (SlugTaken(slug) if "slug" in index else SourceBusy(source_url)) from None
 
-    async def create_job(
-        self,
-        job_id: uuid.UUID,
-        source_url: str,
-        metadata: dict[str, Any],
-        slug: str,
-        requested_by: str,
-        fetch_url: str | None = None,
-        client: str | None = None,
-    ) -> None:
-        """`source_url` is what is kept and shown (redacted); `fetch_url` what the worker downloads."""
-        async with self.pool.connection() as conn:
-            cur = await conn.execute("SELECT 1 FROM loras WHERE slug = %s", (slug,))
-            if await cur.fetchone():
-                raise SlugTaken(slug)
-            try:
-                await conn.execute(
-                    "INSERT INTO registration_jobs"
-                    " (id, source_url, fetch_url, metadata, slug, requested_by, client, message)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, 'queued')",
-                    (job_id, source_url, fetch_url, json.dumps(metadata), slug, requested_by, client),
-                )
-            except psycopg.errors.UniqueViolation as exc:
-                index = exc.diag.constraint_name or ""
-                raise (SlugTaken(slug) if "slug" in index else SourceBusy(source_url)) from None
 
-    async def set_queue_job(self, job_id: uuid.UUID, queue_job_id: int) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                "UPDATE registration_jobs SET queue_job_id = %s WHERE id = %s", (queue_job_id, job_id)
-            )
+async def set_queue_job(conn: Connection, job_id: uuid.UUID, queue_job_id: int) -> None:
+    await conn.execute("UPDATE registration_jobs SET queue_job_id = %s WHERE id = %s", (queue_job_id, job_id))
 
-    async def delete_job(self, job_id: uuid.UUID) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute("DELETE FROM registration_jobs WHERE id = %s", (job_id,))
 
-    async def get_job(self, job_id: uuid.UUID) -> JobRow | None:
-        async with self.pool.connection() as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(f"SELECT {_JOB_COLUMNS} FROM registration_jobs WHERE id = %s", (job_id,))
-            row = await cur.fetchone()
-            return None if row is None else JobRow(**row)
+async def delete_job(conn: Connection, job_id: uuid.UUID) -> None:
+    await conn.execute("DELETE FROM registration_jobs WHERE id = %s", (job_id,))
 
-    async def start_attempt(self, job_id: uuid.UUID) -> int:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "UPDATE registration_jobs SET state = 'running', attempts = attempts + 1, updated_at = now()"
-                " WHERE id = %s AND state IN ('queued', 'running') RETURNING attempts",
-                (job_id,),
-            )
-            row = await cur.fetchone()
-            return 0 if row is None else int(row[0])
 
-    async def report(self, job_id: uuid.UUID, step: str, progress: float, message: str) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                "UPDATE registration_jobs SET step = %s, progress = %s, message = %s, updated_at = now()"
-                " WHERE id = %s AND state = 'running'",
-                (step, progress, message, job_id),
-            )
+async def get_job(conn: Connection, job_id: uuid.UUID) -> JobRow | None:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(f"SELECT {_JOB_COLUMNS} FROM registration_jobs WHERE id = %s", (job_id,))
+    row = await cur.fetchone()
+    return None if row is None else JobRow(**row)
 
-    async def record_fetch(self, job_id: uuid.UUID, sha256: str) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                "UPDATE registration_jobs SET file_sha256 = %s, fetch_url = NULL WHERE id = %s",
-                (sha256, job_id),
-            )
 
-    async def record_validation(self, job_id: uuid.UUID, info: dict[str, Any]) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                "UPDATE registration_jobs SET lora_info = %s WHERE id = %s", (json.dumps(info), job_id)
-            )
+async def start_attempt(conn: Connection, job_id: uuid.UUID) -> int:
+    cur = await conn.execute(
+        "UPDATE registration_jobs SET state = 'running', attempts = attempts + 1, updated_at = now()"
+        " WHERE id = %s AND state IN ('queued', 'running') RETURNING attempts",
+        (job_id,),
+    )
+    row = await cur.fetchone()
+    return 0 if row is None else int(row[0])
 
-    async def fail(self, job_id: uuid.UUID, message: str) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                "UPDATE registration_jobs SET state = 'failed', message = %s, fetch_url = NULL,"
-                " updated_at = now(), finished_at = now() WHERE id = %s AND state <> 'succeeded'",
-                (message, job_id),
-            )
 
-    async def artifacts(self, job_id: uuid.UUID, kind: str) -> dict[str, str]:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT item, blob_key FROM registration_artifacts WHERE job_id = %s AND kind = %s",
-                (job_id, kind),
-            )
-            return {row[0]: row[1] for row in await cur.fetchall()}
+async def report(conn: Connection, job_id: uuid.UUID, step: str, progress: float, message: str) -> None:
+    await conn.execute(
+        "UPDATE registration_jobs SET step = %s, progress = %s, message = %s, updated_at = now()"
+        " WHERE id = %s AND state = 'running'",
+        (step, progress, message, job_id),
+    )
 
-    async def add_artifact(self, job_id: uuid.UUID, kind: str, item: str, blob_key: str) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                "INSERT INTO registration_artifacts (job_id, kind, item, blob_key) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT DO NOTHING",
-                (job_id, kind, item, blob_key),
-            )
 
-    async def slug_of_sha256(self, sha256: str) -> str | None:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute("SELECT slug FROM loras WHERE sha256 = %s", (sha256,))
-            row = await cur.fetchone()
-            return None if row is None else str(row[0])
+async def record_fetch(conn: Connection, job_id: uuid.UUID, sha256: str) -> None:
+    await conn.execute(
+        "UPDATE registration_jobs SET file_sha256 = %s, fetch_url = NULL WHERE id = %s", (sha256, job_id)
+    )
 
-    async def platform_prompts(self) -> list[Prompt]:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT id, local_id, text FROM prompts WHERE lora_id IS NULL ORDER BY local_id"
-            )
-            return [Prompt(int(r[0]), int(r[1]), str(r[2])) for r in await cur.fetchall()]
 
-    async def nearest_neighbour_distances(self, sample: int) -> list[float]:
-        """Centroid distance of (a deterministic sample of) catalog LoRAs to their nearest other LoRA:
-        the catalog's own notion of "unusually close"."""
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                """
-                SELECT (SELECT o.centroid <-> s.centroid FROM lora_style_summary o
-                        WHERE o.lora_id <> s.lora_id ORDER BY o.centroid <-> s.centroid LIMIT 1)
-                FROM (SELECT lora_id, centroid FROM lora_style_summary
-                      ORDER BY md5(lora_id::text) LIMIT %s) s
-                """,
-                (sample,),
-            )
-            return [float(r[0]) for r in await cur.fetchall() if r[0] is not None]
+async def record_validation(conn: Connection, job_id: uuid.UUID, info: dict[str, Any]) -> None:
+    await conn.execute(
+        "UPDATE registration_jobs SET lora_info = %s WHERE id = %s", (json.dumps(info), job_id)
+    )
 
-    async def nearest_centroids(self, centroid: np.ndarray, limit: int) -> list[tuple[str, float]]:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT l.slug, s.centroid <-> %(c)s FROM lora_style_summary s"
-                " JOIN loras l ON l.id = s.lora_id ORDER BY s.centroid <-> %(c)s LIMIT %(k)s",
-                {"c": np.asarray(centroid, dtype=np.float32), "k": limit},
-            )
-            return [(str(r[0]), float(r[1])) for r in await cur.fetchall()]
 
-    async def complete(
-        self,
-        job_id: uuid.UUID,
-        lora: NewLora,
-        references: Sequence[ReferenceRow],
-        spec: Sequence[SpecRow],
-        lookalikes: list[dict[str, Any]],
-        message: str,
-        audit: dict[str, Any],
-    ) -> int:
-        """The LoRA, its references, summary and spec, the audit entry and the job's success, in one
-        transaction: a crash before the commit leaves nothing visible, and a repeat finds it done."""
-        async with self.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "SELECT state, lora_id FROM registration_jobs WHERE id = %s FOR UPDATE", (job_id,)
-            )
-            row = await cur.fetchone()
-            if row is not None and row[0] == "succeeded":
-                return int(row[1])
-            lora_id = await insert_lora(conn, lora)
-            await copy_references(conn, lora_id, references)
-            await refresh_style_summary(conn, lora_id)
-            async with conn.cursor() as spec_cur:
-                await spec_cur.executemany(
-                    "INSERT INTO spec_points (lora_id, prompt_id, n, blob_key, image_feature)"
-                    " VALUES (%s, %s, %s, %s, %s)",
-                    [
-                        (
-                            lora_id,
-                            s.prompt_id,
-                            s.n,
-                            s.blob_key,
-                            None if s.image_feature is None else np.asarray(s.image_feature, np.float32),
-                        )
-                        for s in spec
-                    ],
-                )
-            await conn.execute(
-                "INSERT INTO audit_log (actor, client, action, subject, details) VALUES"
-                " (%s, (SELECT client FROM registration_jobs WHERE id = %s), 'register_lora', %s, %s)",
-                (lora.created_by, job_id, lora.slug, json.dumps(audit)),
-            )
-            await conn.execute(
-                """
-                UPDATE registration_jobs SET state = 'succeeded', step = 'index', progress = 1,
-                    message = %s, lora_id = %s, lookalikes = %s, fetch_url = NULL, updated_at = now(),
-                    finished_at = now()
-                WHERE id = %s
-                """,
-                (message, lora_id, json.dumps(lookalikes), job_id),
-            )
-            return lora_id
+async def fail(conn: Connection, job_id: uuid.UUID, message: str) -> None:
+    await conn.execute(
+        "UPDATE registration_jobs SET state = 'failed', message = %s, fetch_url = NULL,"
+        " updated_at = now(), finished_at = now() WHERE id = %s AND state <> 'succeeded'",
+        (message, job_id),
+    )
+
+
+async def artifacts(conn: Connection, job_id: uuid.UUID, kind: str) -> dict[str, str]:
+    cur = await conn.execute(
+        "SELECT item, blob_key FROM registration_artifacts WHERE job_id = %s AND kind = %s", (job_id, kind)
+    )
+    return {row[0]: row[1] for row in await cur.fetchall()}
+
+
+async def add_artifact(conn: Connection, job_id: uuid.UUID, kind: str, item: str, blob_key: str) -> None:
+    await conn.execute(
+        "INSERT INTO registration_artifacts (job_id, kind, item, blob_key) VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT DO NOTHING",
+        (job_id, kind, item, blob_key),
+    )
+
+
+async def slug_of_sha256(conn: Connection, sha256: str) -> str | None:
+    cur = await conn.execute("SELECT slug FROM loras WHERE sha256 = %s", (sha256,))
+    row = await cur.fetchone()
+    return None if row is None else str(row[0])
+
+
+async def nearest_neighbour_distances(conn: Connection, sample: int) -> list[float]:
+    """Centroid distance of (a deterministic sample of) catalog LoRAs to their nearest other LoRA:
+    the catalog's own notion of "unusually close"."""
+    cur = await conn.execute(
+        """
+        SELECT (SELECT o.centroid <-> s.centroid FROM lora_style_summary o
+                WHERE o.lora_id <> s.lora_id ORDER BY o.centroid <-> s.centroid LIMIT 1)
+        FROM (SELECT lora_id, centroid FROM lora_style_summary
+              ORDER BY md5(lora_id::text) LIMIT %s) s
+        """,
+        (sample,),
+    )
+    return [float(r[0]) for r in await cur.fetchall() if r[0] is not None]
+
+
+async def nearest_centroids(conn: Connection, centroid: np.ndarray, limit: int) -> list[tuple[str, float]]:
+    cur = await conn.execute(
+        "SELECT l.slug, s.centroid <-> %(c)s FROM lora_style_summary s"
+        " JOIN loras l ON l.id = s.lora_id ORDER BY s.centroid <-> %(c)s LIMIT %(k)s",
+        {"c": np.asarray(centroid, dtype=np.float32), "k": limit},
+    )
+    return [(str(r[0]), float(r[1])) for r in await cur.fetchall()]
+
+
+async def complete(
+    conn: Connection,
+    job_id: uuid.UUID,
+    lora: NewLora,
+    references: Sequence[ReferenceRow],
+    spec: Sequence[SpecRow],
+    lookalikes: list[dict[str, Any]],
+    message: str,
+    audit: dict[str, Any],
+) -> int:
+    """The LoRA, its references, summary and spec, the audit entry and the job's success, in one
+    transaction: a crash before the commit leaves nothing visible, and a repeat finds it done."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT state, lora_id FROM registration_jobs WHERE id = %s FOR UPDATE", (job_id,)
+        )
+        row = await cur.fetchone()
+        if row is not None and row[0] == "succeeded":
+            return int(row[1])
+        lora_id = await insert_lora(conn, lora)
+        await copy_references(conn, lora_id, references)
+        await refresh_style_summary(conn, lora_id)
+        await insert_spec_points(conn, lora_id, spec)
+        await conn.execute(
+            "INSERT INTO audit_log (actor, client, action, subject, details) VALUES"
+            " (%s, (SELECT client FROM registration_jobs WHERE id = %s), 'register_lora', %s, %s)",
+            (lora.created_by, job_id, lora.slug, json.dumps(audit)),
+        )
+        await conn.execute(
+            """
+            UPDATE registration_jobs SET state = 'succeeded', step = 'index', progress = 1,
+                message = %s, lora_id = %s, lookalikes = %s, fetch_url = NULL, updated_at = now(),
+                finished_at = now()
+            WHERE id = %s
+            """,
+            (message, lora_id, json.dumps(lookalikes), job_id),
+        )
+        return lora_id

@@ -20,6 +20,7 @@ import structlog
 from grpc_reflection.v1alpha import reflection_pb2
 
 from db.clients import Identity, Role, authenticate
+from db.database import Database
 from inference_service.errors import PermissionDenied
 from protos import findlora_pb2
 
@@ -97,8 +98,8 @@ Continuation: TypeAlias = Callable[[grpc.HandlerCallDetails], Awaitable[Handler 
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, pool: psycopg_pool.AsyncConnectionPool[Any]) -> None:
-        self.pool = pool
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -114,8 +115,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 handler, grpc.StatusCode.UNAUTHENTICATED, _MISSING if token is None else _NOT_BEARER
             )
         try:
-            async with self.pool.connection() as conn:
-                caller = await authenticate(conn, token)
+            caller = await self.db.run(authenticate, token)
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
             log.warning("auth_database_unavailable", method=method, error=type(exc).__name__)
             return _refusal(handler, grpc.StatusCode.UNAVAILABLE, _DB_DOWN)

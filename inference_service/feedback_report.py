@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from db.repository import FeedbackVote
+from db.rows import FeedbackVote
 
 KS = (1, 5, 10)
 

@@ -16,7 +16,10 @@ import numpy as np
 import structlog
 from PIL import Image
 
-from db.repository import GMI_ENCODER_KEY, LoraSpec, Repository
+from db import catalog, ranking, specs
+from db.database import Database
+from db.filters import Filters
+from db.rows import LoraSpec
 from inference_service.config import Settings
 from inference_service.models.clip import ImageEncoder, TextEncoder
 from inference_service.scoring.rkme import Spec, reduced_set, rkme_clip, weighted_rkme
@@ -124,10 +127,8 @@ def combine_prompts(prompts: Sequence[str]) -> str:
 
 
 class GmiBranch:
-    def __init__(
-        self, repo: Repository, models: GmiModels, gamma: float, method: Method = "weighted"
-    ) -> None:
-        self.repo = repo
+    def __init__(self, db: Database, models: GmiModels, gamma: float, method: Method = "weighted") -> None:
+        self.db = db
         self.models = models
         self.gamma = gamma
         self.method = method
@@ -157,39 +158,32 @@ class GmiBranch:
     ) -> QueryFeatures:
         """The query's features, once per search: candidates and scores both start from them."""
         pseudo, features, text = await asyncio.to_thread(self._describe, query_images, prompt_override)
-        stored = await self.repo.get_meta(GMI_ENCODER_KEY)
+        stored = await self.db.run(catalog.get_meta, catalog.GMI_ENCODER_KEY)
         comparable = stored is None or stored == self.models.label
         if not comparable:
             # Features from another model live in another space: rank by style distance alone.
             log.warning("gmi_encoder_mismatch", stored=stored, running=self.models.label)
         return QueryFeatures(pseudo, features, text, comparable)
 
-    async def candidates(
-        self, query: QueryFeatures, limit: int, *, base_model: str = "", allow_nsfw: bool = False
-    ) -> list[int]:
+    async def candidates(self, query: QueryFeatures, limit: int, filters: Filters = Filters()) -> list[int]:
         """The `limit` LoRAs whose spec points lie nearest the query images (fused search's GMI
-        candidates; exact scan, Repository.nearest_spec_loras)."""
+        candidates; exact scan, db.ranking.nearest_spec_loras)."""
         if not query.comparable:
             return []
-        nearest = await self.repo.nearest_spec_loras(
-            list(query.image_features), limit=limit, base_model=base_model, allow_nsfw=allow_nsfw
-        )
+        async with self.db.search_connection() as conn:
+            nearest = await ranking.nearest_spec_loras(conn, list(query.image_features), filters, limit=limit)
         return [lora_id for lora_id, _ in nearest]
 
     async def score_features(
-        self,
-        query: QueryFeatures,
-        candidate_lora_ids: Sequence[int] | None,
-        *,
-        base_model: str = "",
-        allow_nsfw: bool = False,
+        self, query: QueryFeatures, candidate_lora_ids: Sequence[int] | None, filters: Filters = Filters()
     ) -> GmiResult:
         """Exact RKME of the candidates (every LoRA with a spec when None)."""
         if not query.comparable:
             return GmiResult(query.pseudo_prompt)
-        specs = await self.repo.load_specs(candidate_lora_ids, base_model=base_model, allow_nsfw=allow_nsfw)
+        async with self.db.search_connection() as conn:
+            found = await specs.load_specs(conn, candidate_lora_ids, filters)
         scores = await asyncio.to_thread(
-            score_specs, specs, query.image_features, query.text_feature, self.gamma, self.method
+            score_specs, found, query.image_features, query.text_feature, self.gamma, self.method
         )
         return GmiResult(query.pseudo_prompt, scores)
 
@@ -198,11 +192,7 @@ class GmiBranch:
         query_images: Sequence[Image.Image],
         prompt_override: str | None,
         candidate_lora_ids: Sequence[int] | None,
-        *,
-        base_model: str = "",
-        allow_nsfw: bool = False,
+        filters: Filters = Filters(),
     ) -> GmiResult:
         query = await self.describe(query_images, prompt_override)
-        return await self.score_features(
-            query, candidate_lora_ids, base_model=base_model, allow_nsfw=allow_nsfw
-        )
+        return await self.score_features(query, candidate_lora_ids, filters)

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from db.repository import FlagRow, LoraRow, Repository
+from db import catalog, moderation, ranking
+from db.database import Database
+from db.rows import FlagRow, LoraRow
 from inference_service.config import Settings
 from inference_service.errors import FailedPrecondition, InvalidArgument, NotFound, parse_id
 from inference_service.models.style_encoder import StyleEmbedder
@@ -34,8 +36,8 @@ class StatusChange:
 
 
 class Moderation:
-    def __init__(self, repo: Repository, embedder: StyleEmbedder, settings: Settings) -> None:
-        self.repo = repo
+    def __init__(self, db: Database, embedder: StyleEmbedder, settings: Settings) -> None:
+        self.db = db
         self.embedder = embedder
         self.settings = settings
 
@@ -45,15 +47,16 @@ class Moderation:
         if not ref:
             raise InvalidArgument("name the LoRA by slug, link or id")
         lora: LoraRow | None
-        if ref.isdigit():
-            lora = await self.repo.lora_by_id(int(ref))
-        elif ref.startswith(("http://", "https://")):
-            lora = await self.repo.lora_by_url(ref)
-            match = _SLUG_IN_URL.search(ref.lower())
-            if lora is None and match:
-                lora = await self.repo.lora_by_slug(match.group(1))
-        else:
-            lora = await self.repo.lora_by_slug(ref.lower())
+        async with self.db.connection() as conn:
+            if ref.isdigit():
+                lora = await catalog.lora_by_id(conn, int(ref))
+            elif ref.startswith(("http://", "https://")):
+                lora = await catalog.lora_by_url(conn, ref)
+                match = _SLUG_IN_URL.search(ref.lower())
+                if lora is None and match:
+                    lora = await catalog.lora_by_slug(conn, match.group(1))
+            else:
+                lora = await catalog.lora_by_slug(conn, ref.lower())
         if lora is None:
             raise NotFound(f"no LoRA matches {ref!r}")
         return lora
@@ -69,7 +72,8 @@ class Moderation:
         # A takedown (copyright, lookalike) is final: nothing brings the LoRA back into results.
         if lora.status == "taken_down" and status != "taken_down":
             raise FailedPrecondition(f"{lora.slug} was taken down; a takedown cannot be undone")
-        previous = await self.repo.set_lora_status(
+        previous = await self.db.run(
+            moderation.set_lora_status,
             lora.id,
             status,
             actor=moderator,
@@ -98,13 +102,16 @@ class Moderation:
         if lora.status == "taken_down":
             raise FailedPrecondition(f"{lora.slug} has already been taken down")
         embeddings = await asyncio.to_thread(self.embedder.embed, list(artworks))
-        evidence = await self.repo.evidence_for(list(embeddings), lora.id)
-        if evidence is None:
-            raise FailedPrecondition(f"{lora.slug} has no reference images to compare your artwork with")
-        nearest = await self.repo.nearest_references(
-            embeddings.mean(axis=0), [lora.id], self.settings.transfers_per_match
-        )
-        return await self.repo.insert_flag(
+        async with self.db.search_connection() as conn:
+            evidence = await moderation.evidence_for(conn, list(embeddings), lora.id)
+            if evidence is None:
+                raise FailedPrecondition(f"{lora.slug} has no reference images to compare your artwork with")
+            centre = embeddings.mean(axis=0)
+            nearest = await ranking.nearest_references(
+                conn, centre, [lora.id], self.settings.transfers_per_match
+            )
+        return await self.db.run(
+            moderation.insert_flag,
             lora_id=lora.id,
             reporter=reporter,
             client=client,
@@ -131,7 +138,7 @@ class Moderation:
             raise InvalidArgument(f"flag status must be one of {', '.join(FLAG_STATUSES)}")
         if limit < 0:
             raise InvalidArgument("limit must be >= 0")
-        return await self.repo.list_flags(status, min(limit or 50, 200))
+        return await self.db.run(moderation.list_flags, status, min(limit or 50, 200))
 
     async def review(
         self, flag_id: str, approve: bool, moderator: str, reason: str, *, client: str | None = None
@@ -139,7 +146,8 @@ class Moderation:
         if not moderator:
             raise InvalidArgument("moderator is required")
         parsed = parse_id(flag_id, "flag id")
-        flag, decided_now = await self.repo.decide_flag(
+        flag, decided_now = await self.db.run(
+            moderation.decide_flag,
             parsed,
             status="approved" if approve else "dismissed",
             moderator=moderator,

@@ -13,7 +13,8 @@ from contextlib import suppress
 
 import structlog
 
-from db.repository import Repository
+from db import searches
+from db.database import Database
 
 log = structlog.get_logger(__name__)
 
@@ -22,13 +23,13 @@ class SearchPurge:
     """Deletes expired searches now (`run_once`) or every `interval_s` in a background task.
     A failing round (database down, restarting) is logged and the next round tries again."""
 
-    def __init__(self, repo: Repository, interval_s: float) -> None:
-        self.repo = repo
+    def __init__(self, db: Database, interval_s: float) -> None:
+        self.db = db
         self.interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
 
     async def run_once(self) -> int:
-        deleted = await self.repo.delete_expired_searches()
+        deleted = await self.db.run(searches.delete_expired_searches)
         if deleted:
             log.info("expired_searches_deleted", count=deleted)
         return deleted

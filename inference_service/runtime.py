@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from db.database import Database
 from db.embedded import database_url
 from db.migrate import migrate, require_current
-from db.repository import Repository
 from inference_service.blobs import BlobStore
 from inference_service.config import Settings
 from inference_service.models.style_encoder import StyleEmbedder, resolve_encoder
@@ -23,13 +23,13 @@ if TYPE_CHECKING:
 class Runtime:
     settings: Settings
     url: str
-    repo: Repository
+    db: Database
     blobs: BlobStore
     embedder: StyleEmbedder
     gmi: GmiModels | None = None  # CLIP (+ captioner) when settings.gmi is on
 
     async def close(self) -> None:
-        await self.repo.close()
+        await self.db.close()
 
 
 async def migrated_url(settings: Settings) -> str:
@@ -49,7 +49,7 @@ async def open_runtime(settings: Settings) -> Runtime:
     if settings.torch_threads > 0:
         torch.set_num_threads(settings.torch_threads)
     url = await migrated_url(settings)
-    repo = await Repository.open(
+    db = await Database.open(
         url, max_size=settings.db_pool_max, search_timeout_ms=settings.search_statement_timeout_ms
     )
     model, label = resolve_encoder(settings.style_encoder, settings.device)
@@ -59,5 +59,5 @@ async def open_runtime(settings: Settings) -> Runtime:
 
         gmi = await asyncio.to_thread(load_gmi_models, settings)
     return Runtime(
-        settings, url, repo, BlobStore(settings.blob_dir), StyleEmbedder(model, label, settings.device), gmi
+        settings, url, db, BlobStore(settings.blob_dir), StyleEmbedder(model, label, settings.device), gmi
     )

@@ -12,7 +12,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from procrastinate import App
 
-from db.registration import RegistrationStore
 from inference_service.auth import AuthInterceptor
 from inference_service.config import Settings
 from inference_service.decoding import DecodePool
@@ -23,7 +22,7 @@ from inference_service.pseudonyms import feedback_key
 from inference_service.registration.jobs import Registrations, make_queue_app
 from inference_service.retention import SearchPurge
 from inference_service.runtime import Runtime, open_runtime
-from inference_service.search import SearchEngine
+from inference_service.search.engine import SearchEngine
 from inference_service.servicer import FindLoraServicer
 from inference_service.tls import server_credentials
 from protos import findlora_pb2, findlora_pb2_grpc
@@ -75,30 +74,30 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
     runtime = await open_runtime(settings)
     local_token = None
     if settings.database_url is None:
-        async with runtime.repo.connection() as conn:
+        async with runtime.db.connection() as conn:
             local_token = await ensure_local_client(conn, settings.data_dir)
     gmi = None
     if runtime.gmi is not None:
         from inference_service.gmi import GmiBranch
 
-        gmi = GmiBranch(runtime.repo, runtime.gmi, settings.rkme_gamma)
-    engine = SearchEngine(runtime.repo, runtime.blobs, runtime.embedder, settings, gmi)
+        gmi = GmiBranch(runtime.db, runtime.gmi, settings.rkme_gamma)
+    engine = SearchEngine(runtime.db, runtime.blobs, runtime.embedder, settings, gmi)
 
     # Registration jobs go to the Postgres queue; workers (findlora serve worker) run them.
     queue = make_queue_app(runtime.url)
     await queue.open_async()
-    registrations = Registrations(RegistrationStore(runtime.repo.pool), queue, settings)
+    registrations = Registrations(runtime.db, queue, settings)
 
     server = grpc.aio.server(
         options=grpc_options(settings),
-        interceptors=[AuthInterceptor(runtime.repo.pool)],
+        interceptors=[AuthInterceptor(runtime.db)],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
     )
     decoder = DecodePool.from_settings(settings)
     findlora_pb2_grpc.add_FindLoraServicer_to_server(  # type: ignore[no-untyped-call]
         FindLoraServicer(
             engine,
-            Moderation(runtime.repo, runtime.embedder, settings),
+            Moderation(runtime.db, runtime.embedder, settings),
             settings,
             registrations,
             decoder,
@@ -123,7 +122,7 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
         await runtime.close()
         raise OSError(f"could not listen on {listen or settings.listen}")
     await server.start()
-    purge = SearchPurge(runtime.repo, settings.purge_interval_s)
+    purge = SearchPurge(runtime.db, settings.purge_interval_s)
     purge.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

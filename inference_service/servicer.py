@@ -17,8 +17,8 @@ import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 from PIL import Image
 
-from db import clients
-from db.repository import FlagRow
+from db import clients, searches
+from db.rows import FlagRow
 from inference_service.auth import current_caller, require
 from inference_service.blobs import BlobStore
 from inference_service.config import Settings
@@ -36,7 +36,8 @@ from inference_service.limits import TokenBuckets, requester_key
 from inference_service.moderation import MAX_ARTWORKS, Moderation
 from inference_service.observability import RPC_LATENCY, RPC_REQUESTS
 from inference_service.registration.jobs import Registration, Registrations
-from inference_service.search import MAX_QUERY_IMAGES, SearchEngine, SearchPage, SearchQuery
+from inference_service.search import SearchQuery
+from inference_service.search.engine import MAX_QUERY_IMAGES, SearchEngine, SearchPage
 from protos import findlora_pb2 as pb
 from protos import findlora_pb2_grpc as pb_grpc
 
@@ -84,7 +85,7 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
             code, message, trailing = exc.code, exc.message, exc.trailing_metadata()
             bound.info("rpc_rejected", code=code.name, reason=message)
         except psycopg.errors.QueryCanceled:
-            # statement_timeout (Repository.search_timeout_ms): an OperationalError, not an outage.
+            # statement_timeout (Database.search_timeout_ms): an OperationalError, not an outage.
             code = grpc.StatusCode.DEADLINE_EXCEEDED
             message = "the search took longer than the catalog database allows; try again later"
             bound.warning("database_query_timeout")
@@ -319,7 +320,7 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
         if vote is None:
             raise InvalidArgument("vote must be VOTE_UP or VOTE_DOWN")
         counted = await record_feedback(
-            self.engine.repo, request.search_id, request.lora_id, vote, request.user, key=self.feedback_key
+            self.engine.db, request.search_id, request.lora_id, vote, request.user, key=self.feedback_key
         )
         return pb.RecordFeedbackResponse(counted=counted)
 
@@ -377,7 +378,7 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
         self, request: pb.FeedbackStatsRequest, context: grpc.aio.ServicerContext
     ) -> pb.FeedbackStatsResponse:
         since = request.since.ToDatetime(tzinfo=UTC) if request.HasField("since") else None
-        report = build_report(await self.engine.repo.feedback_votes(since))
+        report = build_report(await self.engine.db.run(searches.feedback_votes, since))
         return pb.FeedbackStatsResponse(
             votes=report.votes,
             overall=precision_to_proto(report.overall),
@@ -394,7 +395,7 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
         caller = current_caller()
         try:
             role = clients.parse_role(request.role)
-            async with self.engine.repo.connection() as conn:
+            async with self.engine.db.connection() as conn:
                 issued = await clients.create_client(
                     conn, request.name, clients.roles_up_to(role), actor=caller.name, client=caller.name
                 )
@@ -408,7 +409,7 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
     async def ListClients(
         self, request: pb.ListClientsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListClientsResponse:
-        async with self.engine.repo.connection() as conn:
+        async with self.engine.db.connection() as conn:
             rows = await clients.list_clients(conn, include_revoked=request.include_revoked)
         return pb.ListClientsResponse(clients=[client_to_proto(row) for row in rows])
 
@@ -418,7 +419,7 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
     ) -> pb.RevokeClientResponse:
         caller = current_caller()
         try:
-            async with self.engine.repo.connection() as conn:
+            async with self.engine.db.connection() as conn:
                 revoked = await clients.revoke_client(
                     conn, request.name, actor=caller.name, client=caller.name
                 )

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from bot.core.client import FindLoraClient, QueryImage
 from bot.core.credentials import ServiceAccess
-from db.repository import ENCODER_KEY
+from db import catalog
 from inference_service.catalog.importer import import_catalog, reembed
 from inference_service.config import Settings
 from inference_service.runtime import open_runtime
@@ -55,15 +55,15 @@ async def run_demo(settings: Settings, console: Console, query_index: int = 0) -
     console.print(f"[bold]2/4[/] importing {root} into the database under {settings.data_dir}")
     runtime = await open_runtime(settings)
     try:
-        stored = await runtime.repo.get_meta(ENCODER_KEY)
+        stored = await runtime.db.run(catalog.get_meta, catalog.ENCODER_KEY)
         if stored is not None and stored != runtime.embedder.label:
             console.print(
                 f"    the style encoder changed ({stored} -> {runtime.embedder.label}): re-embedding"
             )
-            await reembed(runtime.repo, runtime.blobs, runtime.embedder)
+            await reembed(runtime.db, runtime.blobs, runtime.embedder)
         report = await import_catalog(
             root,
-            runtime.repo,
+            runtime.db,
             runtime.blobs,
             runtime.embedder,
             cleansing_threshold=settings.cleansing_threshold,

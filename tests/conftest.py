@@ -13,7 +13,7 @@ import torch
 
 from bot.core.client import FindLoraClient
 from db.clients import Role
-from db.repository import Repository
+from db.database import Database
 from db.scratch import scratch_database
 from inference_service.catalog.importer import import_catalog
 from inference_service.config import Settings
@@ -59,10 +59,11 @@ def db_url(server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-async def repo(db_url: str) -> AsyncIterator[Repository]:
-    repository = await Repository.open(db_url, max_size=4)
-    yield repository
-    await repository.close()
+async def db(db_url: str) -> AsyncIterator[Database]:
+    """A pool on the test's database, for the query functions of db/."""
+    database = await Database.open(db_url, max_size=4)
+    yield database
+    await database.close()
 
 
 @pytest.fixture
@@ -88,7 +89,7 @@ async def empty_service(settings: Settings) -> AsyncIterator[RunningService]:
 @pytest.fixture
 async def service(settings: Settings, catalog_dir: Path) -> AsyncIterator[RunningService]:
     runtime = await open_runtime(settings)
-    await import_catalog(catalog_dir, runtime.repo, runtime.blobs, runtime.embedder)
+    await import_catalog(catalog_dir, runtime.db, runtime.blobs, runtime.embedder)
     await runtime.close()
     running = await start_service(settings, "127.0.0.1:0")
     yield running

@@ -30,7 +30,7 @@ async def _search(
     from db.embedded import database_url
     from db.scratch import scratch_database
     from inference_service.config import Settings
-    from inference_service.scoring.d_avg import TwoStageOptions
+    from inference_service.search.centroids import TwoStageOptions
     from lab.bench.search_bench import run_search_bench
 
     settings = Settings()

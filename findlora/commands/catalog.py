@@ -38,7 +38,7 @@ async def _import(directory: Path, update: bool) -> None:
 
             report = await import_catalog(
                 directory,
-                runtime.repo,
+                runtime.db,
                 runtime.blobs,
                 runtime.embedder,
                 cleansing_threshold=settings.cleansing_threshold,
@@ -79,7 +79,7 @@ async def _export(directory: Path) -> None:
 
     runtime = await open_runtime(Settings())
     try:
-        count = await export_catalog(runtime.repo, runtime.blobs, directory)
+        count = await export_catalog(runtime.db, runtime.blobs, directory)
     finally:
         await runtime.close()
     console.print(f"exported {count} LoRA(s) to {directory}")
@@ -101,7 +101,7 @@ async def _reembed() -> None:
         with _progress() as progress:
             task = progress.add_task("re-embedding", total=None)
             count = await reembed(
-                runtime.repo,
+                runtime.db,
                 runtime.blobs,
                 runtime.embedder,
                 lambda _, done, total: progress.update(task, completed=done, total=total),

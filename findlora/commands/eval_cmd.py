@@ -23,17 +23,18 @@ def _fmt(value: float | None) -> str:
 
 
 async def _load_report(since: datetime | None) -> FeedbackReport:
+    from db import searches
+    from db.database import Database
     from db.embedded import database_url
-    from db.repository import Repository
     from inference_service.config import Settings
     from inference_service.feedback_report import build_report
 
     settings = Settings()
-    repo = await Repository.open(database_url(settings.database_url, settings.pg_dir), max_size=1)
+    db = await Database.open(database_url(settings.database_url, settings.pg_dir), max_size=1)
     try:
-        return build_report(await repo.feedback_votes(since))
+        return build_report(await db.run(searches.feedback_votes, since))
     finally:
-        await repo.close()
+        await db.close()
 
 
 def _print(report: FeedbackReport) -> None:

@@ -32,7 +32,6 @@ async def _register(
 ) -> int:
     import asyncio
 
-    from db.registration import RegistrationStore
     from inference_service.config import Settings
     from inference_service.registration.fetch import stage_local_file
     from inference_service.registration.jobs import Registration, Registrations, make_queue_app, run_worker
@@ -52,14 +51,14 @@ async def _register(
             fail(getattr(exc, "message", None) or str(exc))
         console.print(f"{file.filename}: {info.key_style} LoRA, base {info.base_model or base_model or '?'}")
         source = STAGED_PREFIX + file.sha256
-    from db.repository import Repository
+    from db.database import Database
 
     url = await migrated_url(settings)
-    repo = await Repository.open(url, max_size=2)
+    db = await Database.open(url, max_size=2)
     queue = make_queue_app(url)
     try:
         async with queue.open_async():
-            registrations = Registrations(RegistrationStore(repo.pool), queue, settings)
+            registrations = Registrations(db, queue, settings)
             request = Registration(
                 source_url=source,
                 name=name,
@@ -90,7 +89,7 @@ async def _register(
             if worker is not None:
                 await worker
     finally:
-        await repo.close()
+        await db.close()
     if last is None or last.state != "succeeded":
         fail(last.message if last is not None else "the job vanished")
     console.print(last.message)

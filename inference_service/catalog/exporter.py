@@ -9,7 +9,8 @@ import asyncio
 import shutil
 from pathlib import Path
 
-from db.repository import Repository
+from db import catalog as db_catalog
+from db.database import Database
 from inference_service.blobs import BlobStore
 from inference_service.catalog.format import LoraEntry, dump_toml, lora_toml
 
@@ -41,9 +42,9 @@ def _write(
             _copy_blob(blobs, key, lora_dir / "references" / sample_id)
 
 
-async def export_catalog(repo: Repository, blobs: BlobStore, directory: Path, name: str = "") -> int:
+async def export_catalog(db: Database, blobs: BlobStore, directory: Path, name: str = "") -> int:
     loras = []
-    for lora in await repo.list_loras():
+    for lora in await db.run(db_catalog.list_loras):
         entry = LoraEntry(
             slug=lora.slug,
             name=lora.name,
@@ -54,7 +55,7 @@ async def export_catalog(repo: Repository, blobs: BlobStore, directory: Path, na
             author=lora.author,
             nsfw=lora.nsfw,
         )
-        loras.append((entry, await repo.reference_blobs(lora.id)))
-    samples = await repo.sample_blobs()
+        loras.append((entry, await db.run(db_catalog.reference_blobs, lora.id)))
+    samples = await db.run(db_catalog.sample_blobs)
     await asyncio.to_thread(_write, directory, name or directory.name, blobs, samples, loras)
     return len(loras)

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from db.repository import ENCODER_KEY, NewLora, ReferenceRow, Repository
+from db import catalog as db_catalog
+from db.database import Database
+from db.rows import NewLora, ReferenceRow
 from inference_service.blobs import BlobStore
 from inference_service.catalog.format import Catalog, CatalogError, LoraEntry, lora_toml, scan_catalog
 from inference_service.imaging import ImageRejected, decode_image_file, load_image_file, thumbnail_webp
@@ -62,22 +64,18 @@ def _check_images(catalog: Catalog, problems: list[str]) -> None:
 
 
 async def validate(
-    catalog_dir: Path,
-    repo: Repository,
-    embedder: StyleEmbedder,
-    update: bool,
-    gmi: GmiModels | None = None,
+    catalog_dir: Path, db: Database, embedder: StyleEmbedder, update: bool, gmi: GmiModels | None = None
 ) -> tuple[Catalog, dict[str, str]]:
     """Every problem, each with its path, before anything is written. Returns the catalog and
     the fingerprints of its LoRAs."""
     catalog, problems = scan_catalog(catalog_dir)
     _check_images(catalog, problems)
-    stored_samples = await repo.samples()
+    stored_samples = await db.run(db_catalog.samples)
     for sample_id, path in catalog.samples.items():
         stored = stored_samples.get(sample_id)
         if stored is not None and stored != hashlib.sha256(path.read_bytes()).hexdigest():
             problems.append(f"{path}: sample id {sample_id!r} is already stored with different content")
-    stored_encoder = await repo.get_meta(ENCODER_KEY)
+    stored_encoder = await db.run(db_catalog.get_meta, db_catalog.ENCODER_KEY)
     if stored_encoder is not None and stored_encoder != embedder.label:
         problems.append(
             f"the database was embedded with encoder {stored_encoder!r} but this process runs "
@@ -85,7 +83,7 @@ async def validate(
         )
     prints = {slug: fingerprint(entry) for slug, entry in catalog.loras.items()}
     if not update:
-        stored_prints = await repo.fingerprints()
+        stored_prints = await db.run(db_catalog.fingerprints)
         for slug, value in prints.items():
             if slug in stored_prints and stored_prints[slug] != value:
                 problems.append(
@@ -95,7 +93,7 @@ async def validate(
     if gmi is not None:
         from inference_service.catalog.spec_import import spec_problems
 
-        problems.extend(await spec_problems(catalog, repo, gmi, update))
+        problems.extend(await spec_problems(catalog, db, gmi, update))
     if problems:
         raise CatalogError(problems)
     return catalog, prints
@@ -157,7 +155,7 @@ def _reference_rows(
 
 async def import_catalog(
     catalog_dir: Path,
-    repo: Repository,
+    db: Database,
     blobs: BlobStore,
     embedder: StyleEmbedder,
     *,
@@ -168,16 +166,21 @@ async def import_catalog(
     gmi: GmiModels | None = None,
 ) -> ImportReport:
     """Import samples and LoRAs; with GMI models also the prompt set and the LoRAs' specs."""
-    catalog, prints = await validate(catalog_dir, repo, embedder, update, gmi)
+    catalog, prints = await validate(catalog_dir, db, embedder, update, gmi)
     report = ImportReport()
-    stored_samples = await repo.samples()
+    stored_samples = await db.run(db_catalog.samples)
     for sample_id, path in catalog.samples.items():
         if sample_id not in stored_samples:
             data = path.read_bytes()
-            await repo.add_sample(sample_id, blobs.put(data, path.suffix), hashlib.sha256(data).hexdigest())
+            await db.run(
+                db_catalog.add_sample,
+                sample_id,
+                blobs.put(data, path.suffix),
+                hashlib.sha256(data).hexdigest(),
+            )
             report.samples_added += 1
-    await repo.set_meta(ENCODER_KEY, embedder.label)
-    stored_prints = await repo.fingerprints()
+    await db.run(db_catalog.set_meta, db_catalog.ENCODER_KEY, embedder.label)
+    stored_prints = await db.run(db_catalog.fingerprints)
     samples = {sid: load_image_file(path) for sid, path in catalog.samples.items()}
     todo = sorted(catalog.loras)
     for done, slug in enumerate(todo, start=1):
@@ -186,7 +189,8 @@ async def import_catalog(
             report.unchanged.append(slug)
         else:
             rows = _reference_rows(entry, samples, blobs, embedder, cleansing_threshold, thumb_px)
-            await repo.replace_lora(
+            await db.run(
+                db_catalog.replace_lora,
                 NewLora(
                     slug=slug,
                     name=entry.name,
@@ -209,30 +213,34 @@ async def import_catalog(
     if gmi is not None:
         from inference_service.catalog.spec_import import import_specs
 
-        ids = {row.slug: row.id for row in await repo.list_loras(("active", "hidden", "taken_down"))}
-        report.specs = await import_specs(catalog, ids, repo, blobs, gmi, progress)
+        ids = {
+            row.slug: row.id
+            for row in await db.run(db_catalog.list_loras, ("active", "hidden", "taken_down"))
+        }
+        report.specs = await import_specs(catalog, ids, db, blobs, gmi, progress)
     else:
         report.specs_skipped = sum(bool(entry.spec) for entry in catalog.loras.values())
     return report
 
 
 async def reembed(
-    repo: Repository,
+    db: Database,
     blobs: BlobStore,
     embedder: StyleEmbedder,
     progress: ProgressCallback | None = None,
     batch: int = 256,
 ) -> int:
     """Recompute every reference embedding with the current encoder (after a model change)."""
-    refs = await repo.all_references()
+    refs = await db.run(db_catalog.all_references)
     for start in range(0, len(refs), batch):
         chunk = refs[start : start + batch]
         images = [load_image_file(blobs.path(key)) for _, _, key in chunk]
         embeddings = embedder.embed(images)
-        await repo.update_embeddings(
-            [(lid, sid, emb) for (lid, sid, _), emb in zip(chunk, embeddings, strict=True)]
+        await db.run(
+            db_catalog.update_embeddings,
+            [(lid, sid, emb) for (lid, sid, _), emb in zip(chunk, embeddings, strict=True)],
         )
         if progress is not None:
             progress("reembed", min(start + batch, len(refs)), len(refs))
-    await repo.set_meta(ENCODER_KEY, embedder.label)
+    await db.run(db_catalog.set_meta, db_catalog.ENCODER_KEY, embedder.label)
     return len(refs)

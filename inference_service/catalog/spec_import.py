@@ -12,7 +12,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from db.repository import GMI_ENCODER_KEY, Repository, SpecPointRow
+from db import catalog as db_catalog
+from db import specs as db_specs
+from db.database import Database
+from db.rows import SpecPointRow
 from inference_service.blobs import BlobStore
 from inference_service.catalog.format import Catalog, LoraEntry
 from inference_service.catalog.platform_prompts import PLATFORM_PROMPTS
@@ -35,10 +38,10 @@ def spec_fingerprint(entry: LoraEntry, label: str) -> str:
     return digest.hexdigest()
 
 
-async def spec_problems(catalog: Catalog, repo: Repository, models: GmiModels, update: bool) -> list[str]:
+async def spec_problems(catalog: Catalog, db: Database, models: GmiModels, update: bool) -> list[str]:
     """What would make the GMI import wrong, found before anything is written."""
     problems = []
-    stored = await repo.platform_prompts()
+    stored = {p.local_id: p.text for p in await db.run(db_specs.platform_prompts)}
     wanted = platform_set(catalog)
     changed = [i for i, text in enumerate(wanted) if i in stored and stored[i] != text]
     if changed and not update:
@@ -51,7 +54,7 @@ async def spec_problems(catalog: Catalog, repo: Repository, models: GmiModels, u
         for spec in entry.spec:
             if spec.prompt_id >= len(wanted) + len(entry.own_prompts):
                 problems.append(f"{spec.path}: prompt id {spec.prompt_id} is not in the platform set")
-    stored_label = await repo.get_meta(GMI_ENCODER_KEY)
+    stored_label = await db.run(db_catalog.get_meta, db_catalog.GMI_ENCODER_KEY)
     if stored_label is not None and stored_label != models.label and not update:
         problems.append(
             f"the specs were embedded with {stored_label!r} but this process runs {models.label!r}: "
@@ -67,20 +70,20 @@ def _embed_texts(models: GmiModels, texts: Sequence[str]) -> np.ndarray:
 async def import_specs(
     catalog: Catalog,
     lora_ids: dict[str, int],
-    repo: Repository,
+    db: Database,
     blobs: BlobStore,
     models: GmiModels,
     progress: ProgressCallback | None = None,
 ) -> int:
     """Store the platform prompts and every changed spec; returns how many specs were written."""
     prompts = platform_set(catalog)
-    stored = await repo.platform_prompts()
-    if [stored.get(i) for i in range(len(prompts))] != prompts or await repo.get_meta(
-        GMI_ENCODER_KEY
-    ) != models.label:
-        await repo.upsert_platform_prompts(prompts, _embed_texts(models, prompts))
-    await repo.set_meta(GMI_ENCODER_KEY, models.label)
-    stored_prints = await repo.spec_fingerprints()
+    async with db.connection() as conn:
+        stored = {p.local_id: p.text for p in await db_specs.platform_prompts(conn)}
+        stored_label = await db_catalog.get_meta(conn, db_catalog.GMI_ENCODER_KEY)
+    if [stored.get(i) for i in range(len(prompts))] != prompts or stored_label != models.label:
+        await db.run(db_specs.upsert_platform_prompts, prompts, _embed_texts(models, prompts))
+    await db.run(db_catalog.set_meta, db_catalog.GMI_ENCODER_KEY, models.label)
+    stored_prints = await db.run(db_specs.spec_fingerprints)
     written = 0
     slugs = sorted(slug for slug, entry in catalog.loras.items() if entry.spec)
     for done, slug in enumerate(slugs, start=1):
@@ -93,7 +96,8 @@ async def import_specs(
                 SpecPointRow(s.prompt_id, s.n, blobs.put(s.path.read_bytes(), s.path.suffix), f)
                 for s, f in zip(specs, features, strict=True)
             ]
-            await repo.replace_spec(
+            await db.run(
+                db_specs.replace_spec,
                 lora_ids[slug],
                 entry.own_prompts,
                 _embed_texts(models, entry.own_prompts),

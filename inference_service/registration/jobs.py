@@ -18,7 +18,9 @@ from typing import Any
 import structlog
 from procrastinate import App, PsycopgConnector
 
-from db.registration import JobRow, RegistrationStore, SlugTaken, SourceBusy
+from db import registration
+from db.database import Database
+from db.registration import JobRow, SlugTaken, SourceBusy
 from inference_service.config import Settings
 from inference_service.errors import AlreadyExists, InvalidArgument, NotFound
 from inference_service.registration.fetch import FetchPolicy, check_url, redact
@@ -99,8 +101,8 @@ class JobEvent:
 class Registrations:
     """The service side: submit and watch jobs (the work itself runs in workers)."""
 
-    def __init__(self, store: RegistrationStore, queue: App, settings: Settings) -> None:
-        self.store = store
+    def __init__(self, db: Database, queue: App, settings: Settings) -> None:
+        self.db = db
         self.queue = queue
         self.settings = settings
 
@@ -129,7 +131,8 @@ class Registrations:
             (request.source_url, None) if staged else (redact(request.source_url), request.source_url)
         )
         try:
-            await self.store.create_job(
+            await self.db.run(
+                registration.create_job,
                 job_id,
                 shown,
                 request.metadata(),
@@ -147,9 +150,9 @@ class Registrations:
                 job_id=str(job_id)
             )
         except BaseException:
-            await self.store.delete_job(job_id)
+            await self.db.run(registration.delete_job, job_id)
             raise
-        await self.store.set_queue_job(job_id, queue_id)
+        await self.db.run(registration.set_queue_job, job_id, queue_id)
         log.info("registration_queued", job_id=str(job_id), slug=slug, requested_by=request.requested_by)
         return job_id
 
@@ -161,7 +164,7 @@ class Registrations:
             raise InvalidArgument(f"not a job id: {job_id[:60]!r}") from None
         last: tuple[str, str, float, str] | None = None
         while True:
-            job = await self.store.get_job(parsed)
+            job = await self.db.run(registration.get_job, parsed)
             if job is None:
                 raise NotFound(f"no registration job {job_id}")
             event = JobEvent.of(job)
@@ -212,9 +215,8 @@ async def run_worker(settings: Settings, *, wait: bool = True, policy: FetchPoli
             )
         return loaded[family]
 
-    store = RegistrationStore(runtime.repo.pool)
     pipeline = RegistrationPipeline(
-        settings, runtime.repo, store, runtime.blobs, runtime.embedder, generators, policy, gmi=runtime.gmi
+        settings, runtime.db, runtime.blobs, runtime.embedder, generators, policy, gmi=runtime.gmi
     )
     queue = make_queue_app(runtime.url)
 

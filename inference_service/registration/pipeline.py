@@ -20,8 +20,10 @@ import psycopg
 import structlog
 from PIL import Image
 
-from db.registration import JobRow, RegistrationStore, SpecRow
-from db.repository import ENCODER_KEY, GMI_ENCODER_KEY, NewLora, Repository
+from db import catalog, registration, specs
+from db.database import Database
+from db.registration import JobRow
+from db.rows import NewLora, SpecRow
 from inference_service.blobs import BlobStore
 from inference_service.catalog.importer import Transfer, build_reference_rows
 from inference_service.config import Settings
@@ -73,8 +75,7 @@ class RegistrationPipeline:
     def __init__(
         self,
         settings: Settings,
-        repo: Repository,
-        store: RegistrationStore,
+        db: Database,
         blobs: BlobStore,
         embedder: StyleEmbedder,
         generators: GeneratorFactory,
@@ -82,8 +83,7 @@ class RegistrationPipeline:
         gmi: GmiModels | None = None,
     ) -> None:
         self.settings = settings
-        self.repo = repo
-        self.store = store
+        self.db = db
         self.blobs = blobs
         self.embedder = embedder
         self.generators = generators
@@ -92,24 +92,28 @@ class RegistrationPipeline:
 
     async def _report(self, job: JobRow, step: str, fraction: float, message: str) -> None:
         start, end = STEPS[step]
-        await self.store.report(job.id, step, start + (end - start) * min(max(fraction, 0.0), 1.0), message)
+        await self.db.run(
+            registration.report, job.id, step, start + (end - start) * min(max(fraction, 0.0), 1.0), message
+        )
 
     async def run(self, job_id: uuid.UUID) -> None:
-        job = await self.store.get_job(job_id)
+        job = await self.db.run(registration.get_job, job_id)
         if job is None or job.finished:
             return  # a duplicate delivery of a finished job: nothing to do
-        attempt = await self.store.start_attempt(job_id)
+        attempt = await self.db.run(registration.start_attempt, job_id)
         bound = log.bind(job_id=str(job_id), slug=job.slug, attempt=attempt)
         bound.info("registration_started", resumed=attempt > 1)
         try:
             await self._run(job, attempt)
         except RegistrationRefused as exc:
             bound.info("registration_refused", reason=exc.message)
-            await self.store.fail(job_id, exc.message)
+            await self.db.run(registration.fail, job_id, exc.message)
         except Exception:
             bound.exception("registration_failed")
-            await self.store.fail(
-                job_id, f"internal error while registering (job {job_id}); see the worker log"
+            await self.db.run(
+                registration.fail,
+                job_id,
+                f"internal error while registering (job {job_id}); see the worker log",
             )
             raise
         else:
@@ -160,8 +164,8 @@ class RegistrationPipeline:
             fetched = await fetch_to_file(job.fetch_url, lora_dir, self.policy, progress)
             await asyncio.gather(*pending)
             sha256, path = fetched.sha256, fetched.path
-        await self.store.record_fetch(job.id, sha256)
-        existing = await self.store.slug_of_sha256(sha256)
+        await self.db.run(registration.record_fetch, job.id, sha256)
+        existing = await self.db.run(registration.slug_of_sha256, sha256)
         if existing is not None:
             raise DuplicateLora(existing, sha256)
         return path, sha256
@@ -181,7 +185,7 @@ class RegistrationPipeline:
             raise LoraFileRejected(
                 "the file does not tell its base model (no known shapes or metadata): give it explicitly"
             )
-        await self.store.record_validation(job.id, info.to_json())
+        await self.db.run(registration.record_validation, job.id, info.to_json())
         summary = f"{info.key_style} LoRA for {base_model}, rank {info.rank}, {info.modules} modules"
         await self._report(job, "validate", 1.0, summary)
         return info, base_model
@@ -189,10 +193,10 @@ class RegistrationPipeline:
     async def _generate(
         self, job: JobRow, path: Any, base_model: str, info: LoraInfo
     ) -> tuple[dict[str, str], list[SpecRow]]:
-        samples = await self.repo.sample_blobs()
+        samples = await self.db.run(catalog.sample_blobs)
         if not samples:
             raise RegistrationRefused("the catalog has no sample set yet: import a catalog first")
-        prompts = await self.store.platform_prompts()
+        prompts = await self.db.run(specs.platform_prompts)
         trigger = ", ".join(job.metadata.get("trigger_words") or info.trigger_words)
         per_prompt = max(self.settings.spec_images_per_prompt, 0)
         spec_items = {
@@ -200,8 +204,8 @@ class RegistrationPipeline:
             for p in prompts
             for n in range(per_prompt)
         }
-        refs_done = await self.store.artifacts(job.id, "reference")
-        spec_done = await self.store.artifacts(job.id, "spec")
+        refs_done = await self.db.run(registration.artifacts, job.id, "reference")
+        spec_done = await self.db.run(registration.artifacts, job.id, "spec")
         todo_refs = [s for s in sorted(samples) if s not in refs_done]
         todo_spec = [k for k in spec_items if k not in spec_done]
         total = len(samples) + len(spec_items)
@@ -215,7 +219,7 @@ class RegistrationPipeline:
                 nonlocal done
                 key = self.blobs.put(png_bytes(image), ".png")
                 asyncio.run_coroutine_threadsafe(
-                    self.store.add_artifact(job.id, kind, item, key), loop
+                    self.db.run(registration.add_artifact, job.id, kind, item, key), loop
                 ).result()
                 done += 1
                 message = f"generated {done}/{total} images ({kind} {item})"
@@ -233,8 +237,8 @@ class RegistrationPipeline:
                         record("spec", key, generator.spec(key, spec_items[key]))
 
             await asyncio.to_thread(work)
-        refs = await self.store.artifacts(job.id, "reference")
-        spec_keys = await self.store.artifacts(job.id, "spec")
+        refs = await self.db.run(registration.artifacts, job.id, "reference")
+        spec_keys = await self.db.run(registration.artifacts, job.id, "spec")
         spec = await self._spec_features(
             [SpecRow(int(k.split("-")[0]), int(k.split("-")[1]), v) for k, v in sorted(spec_keys.items())]
         )
@@ -248,7 +252,7 @@ class RegistrationPipeline:
         ids are stored and search skips the spec until its features are filled."""
         if self.gmi is None or not spec:
             return spec
-        stored = await self.repo.get_meta(GMI_ENCODER_KEY)
+        stored = await self.db.run(catalog.get_meta, catalog.GMI_ENCODER_KEY)
         if stored is not None and stored != self.gmi.label:
             log.warning("spec_features_skipped", stored=stored, running=self.gmi.label)
             return spec
@@ -259,12 +263,12 @@ class RegistrationPipeline:
 
     async def _embed(self, job: JobRow, references: dict[str, str]) -> list[Any]:
         await self._report(job, "embed", 0.0, f"embedding {len(references)} references")
-        stored = await self.repo.get_meta(ENCODER_KEY)
+        stored = await self.db.run(catalog.get_meta, catalog.ENCODER_KEY)
         if stored is not None and stored != self.embedder.label:
             raise RegistrationRefused(
                 f"the catalog was embedded with {stored!r} but this worker runs {self.embedder.label!r}"
             )
-        sample_keys = await self.repo.sample_blobs()
+        sample_keys = await self.db.run(catalog.sample_blobs)
 
         def work() -> list[Any]:
             samples = {s: load_image_file(self.blobs.path(sample_keys[s])) for s in references}
@@ -295,11 +299,13 @@ class RegistrationPipeline:
     async def lookalikes(self, centroid: np.ndarray) -> tuple[list[Lookalike], float | None]:
         """Existing LoRAs whose centroid is closer to the new one than the catalog's own
         `lookalike_quantile` of nearest-neighbour distances."""
-        distances = await self.store.nearest_neighbour_distances(self.settings.lookalike_sample)
+        distances = await self.db.run(
+            registration.nearest_neighbour_distances, self.settings.lookalike_sample
+        )
         if len(distances) < self.settings.lookalike_min_catalog:
             return [], None
         threshold = float(np.quantile(distances, self.settings.lookalike_quantile))
-        near = await self.store.nearest_centroids(centroid, 5)
+        near = await self.db.run(registration.nearest_centroids, centroid, 5)
         return [Lookalike(slug, d, threshold) for slug, d in near if d < threshold], threshold
 
     async def _index(
@@ -329,12 +335,12 @@ class RegistrationPipeline:
         )
         if found:
             message += "; likely lookalike of " + ", ".join(f"{f.slug} ({f.distance:.3f})" for f in found)
-        await self.repo.set_meta(ENCODER_KEY, self.embedder.label)
+        await self.db.run(catalog.set_meta, catalog.ENCODER_KEY, self.embedder.label)
         try:
             await self._complete(job, lora, rows, spec, found, threshold, message, sha256, dropped)
         except psycopg.errors.UniqueViolation:
             # Another job registered the same file or slug while this one was generating.
-            existing = await self.store.slug_of_sha256(sha256)
+            existing = await self.db.run(registration.slug_of_sha256, sha256)
             if existing is not None:
                 raise DuplicateLora(existing, sha256) from None
             raise RegistrationRefused(f"the slug {job.slug!r} was taken while this job ran") from None
@@ -351,7 +357,8 @@ class RegistrationPipeline:
         sha256: str,
         dropped: int,
     ) -> None:
-        await self.store.complete(
+        await self.db.run(
+            registration.complete,
             job.id,
             lora,
             rows,

@@ -1,1 +1,1 @@
-"""Scoring: cleansing (Eq. 1), style distance d_avg, and (later) RKME and fusion."""
+"""Scoring, pure numpy: cleansing (Eq. 1), style distance, the two-stage ranker, RKME, fusion."""

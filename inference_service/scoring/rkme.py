@@ -61,10 +61,7 @@ def prompt_weights(prompt_features: NDArray[np.floating], query_text: NDArray[np
 
 
 def kernel_mean_distance(
-    points: NDArray[np.floating],
-    weights: NDArray[np.floating],
-    queries: NDArray[np.floating],
-    gamma: float,
+    points: NDArray[np.floating], weights: NDArray[np.floating], queries: NDArray[np.floating], gamma: float
 ) -> float:
     """‖Σ_i w_i φ(z_i) − mean_q φ(ẑ_q)‖² in the RBF RKHS (the score of the module docstring)."""
     z, q = _as_2d(points), _as_2d(queries)

@@ -71,11 +71,7 @@ class _TopK:
 
 
 async def rank_two_stage(
-    sources: Sequence[CandidateSource],
-    scorer: ExactScorer,
-    k: int,
-    *,
-    chunk: int = 256,
+    sources: Sequence[CandidateSource], scorer: ExactScorer, k: int, *, chunk: int = 256
 ) -> tuple[list[tuple[int, float]], RankStats]:
     """The exact top-k (id, score) ascending, ties by id, as an exhaustive ranking would give if
     each source's order and bounds hold; with stats on how much work it took."""

@@ -11,8 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from db.repository import Repository
-from inference_service.scoring.d_avg import Filters, TwoStageOptions, rank_d_avg
+from db import ranking
+from db.database import Database
+from db.filters import Filters
+from inference_service.search.centroids import TwoStageOptions, rank_d_avg
 from lab.bench.load import load_catalog
 from lab.bench.synthetic import Shape, SyntheticCatalog, calibration
 
@@ -86,9 +88,9 @@ async def run_search_bench(
 
     loaded = await load_catalog(url, catalog, n_refs, seed=seed, progress=on_chunk)
     queries = make_queries(catalog, loaded.base_model, loaded.active, n_queries, seed)
-    repo = await Repository.open(url, max_size=2)
+    db = await Database.open(url, max_size=2)
     try:
-        async with repo.connection() as conn:
+        async with db.connection() as conn:
             cur = await conn.execute(
                 "SELECT pg_backend_pid(), current_setting('shared_buffers'),"
                 " current_setting('server_version'),"
@@ -100,8 +102,8 @@ async def run_search_bench(
         # Warm plans and connections on both paths with queries of another draw, so the timed
         # queries' own pages stay cold for the first pass.
         for query in make_queries(catalog, loaded.base_model, loaded.active, 4, seed + 1)[:3]:
-            await _exhaustive(repo, query, k)
-            await rank_d_avg(repo, query.embeddings, limit=k, filters=query.filters, options=options)
+            await _exhaustive(db, query, k)
+            await rank_d_avg(db, query.embeddings, limit=k, filters=query.filters, options=options)
         # Two passes over the queries: "cold" is the first time each query's LoRAs are touched
         # since the load (the 128 MB default buffer cache holds little of a large catalog),
         # "warm" runs the same queries again, every page they need already cached: the steady
@@ -116,10 +118,10 @@ async def run_search_bench(
                 for path in order:
                     started = time.perf_counter()
                     if path == "exhaustive":
-                        timed[path] = await _exhaustive(repo, query, k)
+                        timed[path] = await _exhaustive(db, query, k)
                     else:
                         timed[path], stats = await rank_d_avg(
-                            repo, query.embeddings, limit=k, filters=query.filters, options=options
+                            db, query.embeddings, limit=k, filters=query.filters, options=options
                         )
                     timed[path + "_s"] = time.perf_counter() - started
                 rows.append((query, timed, stats))
@@ -127,7 +129,7 @@ async def run_search_bench(
             passes[phase] = rows
         backend_rss = _rss_mb(backend_pid)
     finally:
-        await repo.close()
+        await db.close()
     report = _report(n_loras, n_refs, k, shape, options, loaded, passes["warm"], backend_rss)
     cold = passes["cold"]
     report["cold"] = {
@@ -143,10 +145,9 @@ async def run_search_bench(
     return report
 
 
-async def _exhaustive(repo: Repository, query: Query, k: int) -> list[tuple[int, float]]:
-    return await repo.rank_exhaustive(
-        query.embeddings, limit=k, base_model=query.filters.base_model, allow_nsfw=query.filters.allow_nsfw
-    )
+async def _exhaustive(db: Database, query: Query, k: int) -> list[tuple[int, float]]:
+    async with db.search_connection() as conn:
+        return await ranking.rank_exhaustive(conn, query.embeddings, query.filters, limit=k)
 
 
 def _report(

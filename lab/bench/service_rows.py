@@ -24,25 +24,26 @@ ROW_NAME = "Service: imported catalog, pgvector search"
 
 
 async def _imported_ranks(ctx: QualityContext, url: str, blob_dir: Path) -> tuple[NDArray[np.int64], int]:
-    from db.repository import Repository
+    from db import catalog
+    from db.database import Database
+    from db.filters import Filters
     from inference_service.blobs import BlobStore
     from inference_service.catalog.importer import import_catalog
     from inference_service.config import Settings
     from inference_service.models.style_encoder import StyleEmbedder
-    from inference_service.scoring.d_avg import Filters
-    from inference_service.search import SearchEngine
+    from inference_service.search.engine import SearchEngine
 
     # The service's settings; queries come one at a time, so no batching window to wait out.
     settings = Settings().model_copy(update={"dynamic_batching": False})
-    repo = await Repository.open(url, max_size=2)
+    db = await Database.open(url, max_size=2)
     try:
         blobs = BlobStore(blob_dir)
         embedder = StyleEmbedder(ctx.encoder, ctx.encoder_label)
         report = await import_catalog(
-            ctx.data.root, repo, blobs, embedder, cleansing_threshold=ctx.config.cleansing_threshold
+            ctx.data.root, db, blobs, embedder, cleansing_threshold=ctx.config.cleansing_threshold
         )
-        engine = SearchEngine(repo, blobs, embedder, settings)
-        slug_of = {row.id: row.slug for row in await repo.list_loras()}
+        engine = SearchEngine(db, blobs, embedder, settings)
+        slug_of = {row.id: row.slug for row in await db.run(catalog.list_loras)}
         ranks = []
         for query, image in zip(ctx.data.queries, ctx.data.query_images, strict=True):
             embeddings = await engine.embed([image])
@@ -52,7 +53,7 @@ async def _imported_ranks(ctx: QualityContext, url: str, blob_dir: Path) -> tupl
         await engine.aclose()
         return np.array(ranks, dtype=np.int64), report.dropped_by_cleansing
     finally:
-        await repo.close()
+        await db.close()
 
 
 async def _run(ctx: QualityContext) -> tuple[NDArray[np.int64], int]:

@@ -8,7 +8,8 @@ import numpy as np
 import psycopg
 import pytest
 
-from db.repository import Repository
+from db import catalog as db_catalog
+from db.database import Database
 from inference_service.blobs import BlobStore
 from inference_service.catalog.exporter import export_catalog
 from inference_service.catalog.format import CatalogError, read_catalog
@@ -32,14 +33,14 @@ def table_count(url: str, table: str) -> int:
 
 
 async def test_import_then_reimport_imports_nothing_twice(
-    tmp_path: Path, repo: Repository, db_url: str, embedder: StyleEmbedder
+    tmp_path: Path, db: Database, db_url: str, embedder: StyleEmbedder
 ) -> None:
     catalog = write_catalog(tmp_path / "cat", n_loras=4, n_samples=5)
     blobs = BlobStore(tmp_path / "blobs")
-    first = await import_catalog(catalog, repo, blobs, embedder)
+    first = await import_catalog(catalog, db, blobs, embedder)
     assert first.imported == ["style-00", "style-01", "style-02", "style-03"]
     assert (first.references, first.samples_added) == (20, 5)
-    second = await import_catalog(catalog, repo, blobs, embedder)
+    second = await import_catalog(catalog, db, blobs, embedder)
     assert (second.imported, second.updated, second.references) == ([], [], 0)
     assert len(second.unchanged) == 4
     assert table_count(db_url, "reference_images") == 20
@@ -47,10 +48,10 @@ async def test_import_then_reimport_imports_nothing_twice(
 
 
 async def test_style_summary_matches_numpy(
-    tmp_path: Path, repo: Repository, db_url: str, embedder: StyleEmbedder
+    tmp_path: Path, db: Database, db_url: str, embedder: StyleEmbedder
 ) -> None:
     catalog = write_catalog(tmp_path / "cat", n_loras=2, n_samples=6)
-    await import_catalog(catalog, repo, BlobStore(tmp_path / "blobs"), embedder)
+    await import_catalog(catalog, db, BlobStore(tmp_path / "blobs"), embedder)
     parsed = read_catalog(catalog)
     from inference_service.imaging import load_image_file
 
@@ -72,7 +73,7 @@ async def test_style_summary_matches_numpy(
 
 
 async def test_resumes_after_a_crash_without_duplicates(
-    tmp_path: Path, repo: Repository, db_url: str, embedder: StyleEmbedder
+    tmp_path: Path, db: Database, db_url: str, embedder: StyleEmbedder
 ) -> None:
     catalog = write_catalog(tmp_path / "cat", n_loras=5, n_samples=3)
     blobs = BlobStore(tmp_path / "blobs")
@@ -85,19 +86,19 @@ async def test_resumes_after_a_crash_without_duplicates(
             raise Crash
 
     with pytest.raises(Crash):
-        await import_catalog(catalog, repo, blobs, embedder, progress=crash_after_two)
+        await import_catalog(catalog, db, blobs, embedder, progress=crash_after_two)
     assert table_count(db_url, "loras") == 2  # committed LoRA by LoRA
-    resumed = await import_catalog(catalog, repo, blobs, embedder)
+    resumed = await import_catalog(catalog, db, blobs, embedder)
     assert resumed.unchanged == ["style-00", "style-01"]
     assert resumed.imported == ["style-02", "style-03", "style-04"]
     assert table_count(db_url, "reference_images") == 15
 
 
 async def test_a_failing_lora_leaves_nothing_half_imported(
-    tmp_path: Path, repo: Repository, db_url: str, embedder: StyleEmbedder
+    tmp_path: Path, db: Database, db_url: str, embedder: StyleEmbedder
 ) -> None:
     catalog = write_catalog(tmp_path / "cat", n_loras=2, n_samples=3)
-    await import_catalog(catalog, repo, BlobStore(tmp_path / "blobs"), embedder)
+    await import_catalog(catalog, db, BlobStore(tmp_path / "blobs"), embedder)
     # The database refuses one row of the next version of style-01: the old version must stay whole.
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
@@ -105,39 +106,37 @@ async def test_a_failing_lora_leaves_nothing_half_imported(
         )
     (catalog / "loras" / "style-01" / "lora.toml").write_text('name = "Renamed"\n')
     with pytest.raises(psycopg.errors.CheckViolation):
-        await import_catalog(catalog, repo, BlobStore(tmp_path / "blobs"), embedder, update=True)
-    lora = await repo.lora_by_slug("style-01")
+        await import_catalog(catalog, db, BlobStore(tmp_path / "blobs"), embedder, update=True)
+    lora = await db.run(db_catalog.lora_by_slug, "style-01")
     assert lora is not None
     assert lora.name == "Style 1"
-    assert len(await repo.reference_blobs(lora.id)) == 3
+    assert len(await db.run(db_catalog.reference_blobs, lora.id)) == 3
 
 
-async def test_changed_entry_needs_update_flag(
-    tmp_path: Path, repo: Repository, embedder: StyleEmbedder
-) -> None:
+async def test_changed_entry_needs_update_flag(tmp_path: Path, db: Database, embedder: StyleEmbedder) -> None:
     catalog = write_catalog(tmp_path / "cat", n_loras=2, n_samples=3)
     blobs = BlobStore(tmp_path / "blobs")
-    await import_catalog(catalog, repo, blobs, embedder)
+    await import_catalog(catalog, db, blobs, embedder)
     (catalog / "loras" / "style-00" / "lora.toml").write_text('name = "New name"\n')
     with pytest.raises(CatalogError, match="already exists with different content"):
-        await import_catalog(catalog, repo, blobs, embedder)
-    report = await import_catalog(catalog, repo, blobs, embedder, update=True)
+        await import_catalog(catalog, db, blobs, embedder)
+    report = await import_catalog(catalog, db, blobs, embedder, update=True)
     assert report.updated == ["style-00"]
     assert report.unchanged == ["style-01"]
-    lora = await repo.lora_by_slug("style-00")
+    lora = await db.run(db_catalog.lora_by_slug, "style-00")
     assert lora is not None
     assert lora.name == "New name"
 
 
 async def test_corrupt_image_is_reported_and_nothing_imported(
-    tmp_path: Path, repo: Repository, db_url: str, embedder: StyleEmbedder
+    tmp_path: Path, db: Database, db_url: str, embedder: StyleEmbedder
 ) -> None:
     catalog = write_catalog(tmp_path / "cat", n_loras=3, n_samples=3)
     bad = catalog / "loras" / "style-02" / "references" / "s01.png"
     bad.write_bytes(bad.read_bytes()[:100])
     (catalog / "samples" / "s02.png").write_bytes(b"")
     with pytest.raises(CatalogError) as info:
-        await import_catalog(catalog, repo, BlobStore(tmp_path / "blobs"), embedder)
+        await import_catalog(catalog, db, BlobStore(tmp_path / "blobs"), embedder)
     text = "\n".join(info.value.problems)
     assert f"{bad} is corrupt or truncated" in text
     assert f"{catalog}/samples/s02.png is empty" in text
@@ -145,19 +144,19 @@ async def test_corrupt_image_is_reported_and_nothing_imported(
     assert table_count(db_url, "samples") == 0
 
 
-async def test_encoder_mismatch_is_refused(tmp_path: Path, repo: Repository, embedder: StyleEmbedder) -> None:
+async def test_encoder_mismatch_is_refused(tmp_path: Path, db: Database, embedder: StyleEmbedder) -> None:
     catalog = write_catalog(tmp_path / "cat", n_loras=1, n_samples=2)
-    await import_catalog(catalog, repo, BlobStore(tmp_path / "blobs"), embedder)
+    await import_catalog(catalog, db, BlobStore(tmp_path / "blobs"), embedder)
     other = StyleEmbedder(untrained_encoder(), "another-encoder")
     with pytest.raises(CatalogError, match="findlora catalog reembed"):
-        await import_catalog(catalog, repo, BlobStore(tmp_path / "blobs"), other)
+        await import_catalog(catalog, db, BlobStore(tmp_path / "blobs"), other)
 
 
 async def test_cleansing_drops_unchanged_transfers(
-    tmp_path: Path, repo: Repository, db_url: str, embedder: StyleEmbedder
+    tmp_path: Path, db: Database, db_url: str, embedder: StyleEmbedder
 ) -> None:
     catalog = write_catalog(tmp_path / "cat", n_loras=2, n_samples=3, unchanged_sample=("style-01", "s01"))
-    report = await import_catalog(catalog, repo, BlobStore(tmp_path / "blobs"), embedder)
+    report = await import_catalog(catalog, db, BlobStore(tmp_path / "blobs"), embedder)
     assert report.dropped_by_cleansing == 1
     with psycopg.connect(db_url) as conn:
         rows = conn.execute(
@@ -173,14 +172,12 @@ async def test_cleansing_drops_unchanged_transfers(
     assert n_refs == (2,)
 
 
-async def test_export_writes_the_same_catalog(
-    tmp_path: Path, repo: Repository, embedder: StyleEmbedder
-) -> None:
+async def test_export_writes_the_same_catalog(tmp_path: Path, db: Database, embedder: StyleEmbedder) -> None:
     catalog = write_catalog(tmp_path / "cat", n_loras=3, n_samples=3)
     blobs = BlobStore(tmp_path / "blobs")
-    await import_catalog(catalog, repo, blobs, embedder)
+    await import_catalog(catalog, db, blobs, embedder)
     out = tmp_path / "exported"
-    assert await export_catalog(repo, blobs, out) == 3
+    assert await export_catalog(db, blobs, out) == 3
     original, exported = read_catalog(catalog), read_catalog(out)
     assert exported.loras.keys() == original.loras.keys()
     for slug, entry in original.loras.items():
@@ -189,6 +186,6 @@ async def test_export_writes_the_same_catalog(
         for sample_id, path in entry.references.items():
             assert again.references[sample_id].read_bytes() == path.read_bytes()
     # Importing the export into the same database changes nothing.
-    report = await import_catalog(out, repo, blobs, embedder)
+    report = await import_catalog(out, db, blobs, embedder)
     assert report.imported == []
     assert report.updated == []

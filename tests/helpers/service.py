@@ -31,7 +31,7 @@ async def issue_token_in(conn: AsyncConnection[Any], role: Role | None, name: st
 
 
 async def issue_token(service: RunningService, role: Role | None, name: str = "") -> str:
-    async with service.runtime.repo.connection() as conn:
+    async with service.runtime.db.connection() as conn:
         return await issue_token_in(conn, role, name)
 
 
@@ -77,7 +77,7 @@ async def served_catalog(
         mark_nsfw(catalog, f"style-{style:02d}", style)
     runtime = await open_runtime(settings)
     try:
-        await import_catalog(catalog, runtime.repo, runtime.blobs, runtime.embedder)
+        await import_catalog(catalog, runtime.db, runtime.blobs, runtime.embedder)
     finally:
         await runtime.close()
     service = await start_service(settings, "127.0.0.1:0")

@@ -34,7 +34,7 @@ async def test_register_a_local_file_and_refuse_a_pickle(
     runtime = await open_runtime(settings)
     try:
         await import_catalog(
-            write_catalog(tmp_path / "catalog", 4, 3), runtime.repo, runtime.blobs, runtime.embedder
+            write_catalog(tmp_path / "catalog", 4, 3), runtime.db, runtime.blobs, runtime.embedder
         )
     finally:
         await runtime.close()

@@ -166,7 +166,7 @@ async def test_tiny_lora_registers_end_to_end_without_touching_other_scores(
 
 
 async def test_lookalike_threshold_comes_from_the_catalog(settings: Settings, tmp_path: Path) -> None:
-    from db.registration import RegistrationStore
+    from db import registration
     from inference_service.registration.pipeline import RegistrationPipeline
     from inference_service.runtime import open_runtime
 
@@ -174,16 +174,14 @@ async def test_lookalike_threshold_comes_from_the_catalog(settings: Settings, tm
     async with served_catalog(settings, tmp_path, n_loras=8, n_samples=3):
         runtime = await open_runtime(settings)
         try:
-            store = RegistrationStore(runtime.repo.pool)
             pipeline = RegistrationPipeline(
                 settings,
-                runtime.repo,
-                store,
+                runtime.db,
                 runtime.blobs,
                 runtime.embedder,
                 generators=lambda _: None,  # type: ignore[arg-type,return-value]
             )
-            distances = await store.nearest_neighbour_distances(500)
+            distances = await runtime.db.run(registration.nearest_neighbour_distances, 500)
             assert len(distances) == 8
             with psycopg.connect(str(settings.database_url)) as conn:
                 from pgvector.psycopg import register_vector

@@ -18,7 +18,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from db.registration import RegistrationStore
 from inference_service.catalog.importer import import_catalog
 from inference_service.config import Settings
 from inference_service.registration.fetch import stage_local_file
@@ -83,10 +82,10 @@ async def test_killed_worker_is_resumed_by_the_next(
     runtime = await open_runtime(settings)
     queue = make_queue_app(runtime.url)
     try:
-        await import_catalog(catalog, runtime.repo, runtime.blobs, runtime.embedder)
+        await import_catalog(catalog, runtime.db, runtime.blobs, runtime.embedder)
         staged = stage_local_file(tiny_lora, settings.lora_dir, settings.registration_max_bytes)
         async with queue.open_async():
-            registrations = Registrations(RegistrationStore(runtime.repo.pool), queue, settings)
+            registrations = Registrations(runtime.db, queue, settings)
             job_id = await registrations.submit(
                 Registration(STAGED_PREFIX + staged.sha256, name="Inkwash", base_model="sd1"), staged=True
             )

@@ -49,7 +49,7 @@ def small_catalog(tmp_path: Path) -> Path:
 async def running(settings: Settings, catalog: Path, **overrides: Any) -> AsyncIterator[RunningService]:
     configured = settings.model_copy(update=overrides)
     runtime = await open_runtime(configured)
-    await import_catalog(catalog, runtime.repo, runtime.blobs, runtime.embedder)
+    await import_catalog(catalog, runtime.db, runtime.blobs, runtime.embedder)
     await runtime.close()
     service = await start_service(configured, "127.0.0.1:0")
     try:

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from db.repository import Repository
+from db.database import Database
 from inference_service.blobs import BlobStore
 from inference_service.catalog.exporter import export_catalog
 from inference_service.catalog.format import LoraEntry, dump_toml, lora_toml, read_catalog
@@ -77,21 +77,21 @@ def snapshot(root: Path) -> dict[str, object]:
 @given(spec=catalogs)
 def test_import_export_import_round_trips(spec: dict[str, dict[str, object]], db_url: str) -> None:
     async def round_trip(work: Path) -> None:
-        repo = await Repository.open(db_url, max_size=2)
+        db = await Database.open(db_url, max_size=2)
         try:
-            async with repo.pool.connection() as conn:  # a clean slate per example
+            async with db.pool.connection() as conn:  # a clean slate per example
                 await conn.execute("TRUNCATE loras, samples, catalog_meta CASCADE")
             blobs = BlobStore(work / "blobs")
             embedder = StyleEmbedder(untrained_encoder(), "untrained-test")
             original = write(work / "in", spec)
-            await import_catalog(original, repo, blobs, embedder)
-            await export_catalog(repo, blobs, work / "out")
+            await import_catalog(original, db, blobs, embedder)
+            await export_catalog(db, blobs, work / "out")
             assert snapshot(work / "out") == snapshot(original)
-            again = await import_catalog(work / "out", repo, blobs, embedder)
+            again = await import_catalog(work / "out", db, blobs, embedder)
             assert again.imported == []
             assert again.updated == []
         finally:
-            await repo.close()
+            await db.close()
 
     work = Path(tempfile.mkdtemp(prefix="rt-"))
     try:

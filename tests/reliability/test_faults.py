@@ -90,7 +90,7 @@ async def test_database_restart_mid_search_then_searches_succeed(
     migrate(url)  # an external database is migrated by `findlora db migrate`, not by the service
     catalog = write_catalog(tmp_path / "catalog", n_loras=4, n_samples=3)
     runtime = await open_runtime(settings)
-    await import_catalog(catalog, runtime.repo, runtime.blobs, runtime.embedder)
+    await import_catalog(catalog, runtime.db, runtime.blobs, runtime.embedder)
     await runtime.close()
     service = await start_service(settings, "127.0.0.1:0")
     query = [QueryImage((catalog / "samples" / "s00.png").read_bytes())]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from db.repository import LoraSpec
+from db.rows import LoraSpec
 from inference_service.gmi import combine_prompts, score_specs
 from inference_service.scoring.rkme import Spec, rkme_clip, weighted_rkme
 

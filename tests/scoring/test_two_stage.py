@@ -8,9 +8,11 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from db.repository import Repository
-from inference_service.scoring.d_avg import Filters, TwoStageOptions, rank_d_avg
+from db import ranking
+from db.database import Database
+from db.filters import Filters
 from inference_service.scoring.two_stage import CandidateBatch, rank_two_stage
+from inference_service.search.centroids import TwoStageOptions, rank_d_avg
 from lab.bench.load import load_catalog
 from lab.bench.search_bench import make_queries, run_search_bench
 from lab.bench.synthetic import SyntheticCatalog
@@ -52,7 +54,7 @@ async def test_ranker_prunes_and_matches_brute_force() -> None:
 
 
 @pytest.fixture
-async def loaded(repo: Repository, db_url: str) -> tuple[SyntheticCatalog, list[str], np.ndarray]:
+async def loaded(db: Database, db_url: str) -> tuple[SyntheticCatalog, list[str], np.ndarray]:
     catalog = SyntheticCatalog(1000, seed=4)
     result = await load_catalog(db_url, catalog, 30, seed=4, progress=lambda n: None)
     return catalog, result.base_model, result.active
@@ -60,7 +62,7 @@ async def loaded(repo: Repository, db_url: str) -> tuple[SyntheticCatalog, list[
 
 @pytest.mark.parametrize("exact_below", [2000, 0], ids=["exact-scan", "hnsw"])
 async def test_two_stage_equals_exhaustive_on_1k(
-    repo: Repository, loaded: tuple[SyntheticCatalog, list[str], np.ndarray], exact_below: int
+    db: Database, loaded: tuple[SyntheticCatalog, list[str], np.ndarray], exact_below: int
 ) -> None:
     catalog, base, active = loaded
     queries = make_queries(catalog, base, active, 24, seed=5)
@@ -70,14 +72,10 @@ async def test_two_stage_equals_exhaustive_on_1k(
     options = TwoStageOptions(exact_below=exact_below)
     for query in queries:
         for k in (10, 100):
-            truth = await repo.rank_exhaustive(
-                query.embeddings,
-                limit=k,
-                base_model=query.filters.base_model,
-                allow_nsfw=query.filters.allow_nsfw,
-            )
+            async with db.connection() as conn:
+                truth = await ranking.rank_exhaustive(conn, query.embeddings, query.filters, limit=k)
             got, stats = await rank_d_avg(
-                repo, query.embeddings, limit=k, filters=query.filters, options=options
+                db, query.embeddings, limit=k, filters=query.filters, options=options
             )
             assert [i for i, _ in got] == [i for i, _ in truth], (query.kind, k)
             assert np.allclose([d for _, d in got], [d for _, d in truth], atol=1e-5)
@@ -86,15 +84,15 @@ async def test_two_stage_equals_exhaustive_on_1k(
 
 
 async def test_taken_down_lora_leaves_two_stage_results(
-    repo: Repository, loaded: tuple[SyntheticCatalog, list[str], np.ndarray]
+    db: Database, loaded: tuple[SyntheticCatalog, list[str], np.ndarray]
 ) -> None:
     catalog, _, _ = loaded
     query = list(catalog.queries(np.array([7]), np.random.default_rng(0)))
-    before, _ = await rank_d_avg(repo, query, limit=5, filters=Filters(allow_nsfw=True))
+    before, _ = await rank_d_avg(db, query, limit=5, filters=Filters(allow_nsfw=True))
     gone = before[0][0]
-    async with repo.transaction() as conn:
+    async with db.transaction() as conn:
         await conn.execute("UPDATE loras SET status = 'taken_down' WHERE id = %s", (gone,))
-    after, _ = await rank_d_avg(repo, query, limit=5, filters=Filters(allow_nsfw=True))
+    after, _ = await rank_d_avg(db, query, limit=5, filters=Filters(allow_nsfw=True))
     assert gone not in [i for i, _ in after]
     assert [i for i, _ in after][:4] == [i for i, _ in before][1:5]
 

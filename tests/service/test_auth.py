@@ -15,8 +15,9 @@ from google.protobuf.descriptor import MethodDescriptor
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from bot.core.client import FindLoraClient, QueryImage, ServiceError
+from db import moderation
 from db.clients import ROLES, Role
-from db.repository import Repository
+from db.database import Database
 from inference_service import auth
 from inference_service.config import Settings
 from inference_service.errors import PermissionDenied
@@ -161,9 +162,9 @@ async def test_a_known_lookup_with_a_wrong_secret_is_refused(
     assert refused.value.message == "unknown or revoked client token"
 
 
-async def test_only_the_tokens_sha256_is_stored(empty_service: RunningService, repo: Repository) -> None:
+async def test_only_the_tokens_sha256_is_stored(empty_service: RunningService, db: Database) -> None:
     token = await issue_token(empty_service, Role.SEARCH, "stored-check")
-    async with empty_service.runtime.repo.connection() as conn:
+    async with empty_service.runtime.db.connection() as conn:
         cur = await conn.execute(
             "SELECT clients::text, token_sha256 FROM clients WHERE name = 'stored-check'"
         )
@@ -212,7 +213,7 @@ async def test_exact_search_needs_moderate(served: ServedCatalog) -> None:
         assert (await moderator.search(query, top_k=3, exact=True)).matches[0].slug == "style-02"
 
 
-async def test_takedown_needs_admin_hide_needs_moderate(served: ServedCatalog, repo: Repository) -> None:
+async def test_takedown_needs_admin_hide_needs_moderate(served: ServedCatalog, db: Database) -> None:
     async with served.client(Role.SEARCH) as searcher, served.client(Role.MODERATE) as moderator:
         with pytest.raises(ServiceError) as refused:
             await searcher.set_lora_status("style-01", pb.LORA_STATUS_HIDDEN, moderator="m")
@@ -227,12 +228,12 @@ async def test_takedown_needs_admin_hide_needs_moderate(served: ServedCatalog, r
     async with served.client(Role.ADMIN) as admin:
         taken = await admin.set_lora_status("style-01", pb.LORA_STATUS_TAKEN_DOWN, moderator="boss")
     assert taken.status == pb.LORA_STATUS_TAKEN_DOWN
-    entries = [(e.actor, e.action, e.client) for e in await repo.audit_entries("style-01")]
+    entries = [(e.actor, e.action, e.client) for e in await db.run(moderation.audit_entries, "style-01")]
     assert entries == [("m", "lora_hidden", "test-moderate"), ("boss", "lora_taken_down", "test-admin")]
 
 
 async def test_clients_over_grpc_and_revocation_on_the_next_call(
-    empty_service: RunningService, tokens: dict[Role | None, str], repo: Repository
+    empty_service: RunningService, tokens: dict[Role | None, str], db: Database
 ) -> None:
     async with service_client(empty_service, tokens[Role.ADMIN]) as admin:
         created = await admin.create_client("ci-bot", "moderate")
@@ -272,5 +273,5 @@ async def test_clients_over_grpc_and_revocation_on_the_next_call(
         with pytest.raises(ServiceError) as refused:
             await admin.revoke_client("nobody")
         assert refused.value.code == grpc.StatusCode.NOT_FOUND
-    entries = [(e.actor, e.action, e.client) for e in await repo.audit_entries("ci-bot")]
+    entries = [(e.actor, e.action, e.client) for e in await db.run(moderation.audit_entries, "ci-bot")]
     assert entries == [("t-admin", "client_create", "t-admin"), ("t-admin", "client_revoke", "t-admin")]

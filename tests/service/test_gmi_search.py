@@ -11,15 +11,18 @@ import pytest
 from PIL import Image
 
 from bot.core.client import QueryImage
+from db import moderation, ranking, specs
 from db.clients import Role
-from db.repository import Repository
+from db.database import Database
+from db.filters import Filters
 from inference_service.catalog.importer import import_catalog
 from inference_service.config import Settings
 from inference_service.gmi import GmiBranch
 from inference_service.models.captioner import BlipCaptioner
 from inference_service.runtime import open_runtime
 from inference_service.scoring.fusion import fuse
-from inference_service.search import SearchEngine, SearchQuery
+from inference_service.search import SearchQuery
+from inference_service.search.engine import SearchEngine
 from inference_service.server import start_service
 from tests.helpers.catalogs import apply_style, content_image, write_catalog
 from tests.helpers.service import issue_token, service_client
@@ -70,14 +73,14 @@ async def test_search_fuses_style_distance_and_weighted_rkme(gmi_settings: Setti
     runtime = await open_runtime(gmi_settings)
     try:
         assert runtime.gmi is not None
-        report = await import_catalog(catalog, runtime.repo, runtime.blobs, runtime.embedder, gmi=runtime.gmi)
+        report = await import_catalog(catalog, runtime.db, runtime.blobs, runtime.embedder, gmi=runtime.gmi)
         assert (len(report.imported), report.specs) == (20, 19)
-        again = await import_catalog(catalog, runtime.repo, runtime.blobs, runtime.embedder, gmi=runtime.gmi)
+        again = await import_catalog(catalog, runtime.db, runtime.blobs, runtime.embedder, gmi=runtime.gmi)
         assert (len(again.unchanged), again.specs) == (20, 0)
-        assert len(await runtime.repo.platform_prompts()) == 55
-        specs = await runtime.repo.load_specs()
-        assert len(specs) == 19
-        assert sorted(set(specs[min(specs)].prompt_ids)) == list(SPEC_PROMPTS)
+        assert len(await runtime.db.run(specs.platform_prompts)) == 55
+        stored = await runtime.db.run(specs.load_specs)
+        assert len(stored) == 19
+        assert sorted(set(stored[min(stored)].prompt_ids)) == list(SPEC_PROMPTS)
     finally:
         await runtime.close()
 
@@ -136,9 +139,9 @@ async def test_fused_search_scores_only_the_candidate_union(gmi_settings: Settin
     runtime = await open_runtime(settings)
     try:
         assert runtime.gmi is not None
-        await import_catalog(catalog, runtime.repo, runtime.blobs, runtime.embedder, gmi=runtime.gmi)
-        gmi = GmiBranch(runtime.repo, runtime.gmi, settings.rkme_gamma)
-        engine = SearchEngine(runtime.repo, runtime.blobs, runtime.embedder, settings, gmi)
+        await import_catalog(catalog, runtime.db, runtime.blobs, runtime.embedder, gmi=runtime.gmi)
+        gmi = GmiBranch(runtime.db, runtime.gmi, settings.rkme_gamma)
+        engine = SearchEngine(runtime.db, runtime.blobs, runtime.embedder, settings, gmi)
         queries = [[f"style-{s:02d}/spec/{p}-1.png"] for s, p in ((3, 6), (8, 0), (12, 14), (16, 6))]
         queries.append(["style-05/spec/0-1.png", "style-05/spec/14-1.png"])  # one style, two images
         overlaps = []
@@ -160,24 +163,24 @@ async def test_fused_search_scores_only_the_candidate_union(gmi_settings: Settin
             assert truth[0] in top[:2], paths
             overlaps.append(len(set(top[:3]) & set(truth)) / 3)
         assert sum(overlaps) / len(overlaps) >= 0.9, overlaps
-        await _check_nearest_spec_loras(runtime.repo, gmi, catalog)
+        await _check_nearest_spec_loras(runtime.db, gmi, catalog)
     finally:
         await runtime.close()
 
 
-async def _check_nearest_spec_loras(repo: Repository, gmi: GmiBranch, catalog: Path) -> None:
+async def _check_nearest_spec_loras(db: Database, gmi: GmiBranch, catalog: Path) -> None:
     """The SQL candidates equal a brute force over load_specs (same filters: a hidden LoRA goes)."""
     images = [
         Image.open(catalog / "loras" / f"style-{s:02d}" / "spec" / "6-0.png").convert("RGB") for s in (3, 9)
     ]
     features = await gmi.describe(images, None)
-    nearest = await repo.nearest_spec_loras(list(features.image_features), limit=6)
+    nearest = await db.run(ranking.nearest_spec_loras, list(features.image_features), Filters(), limit=6)
     hidden = nearest[0][0]
-    await repo.set_lora_status(hidden, "hidden", actor="test", action="hide", details={})
-    nearest = await repo.nearest_spec_loras(list(features.image_features), limit=6)
-    specs = await repo.load_specs()
-    assert hidden not in specs
-    assert len(specs) == 18
+    await db.run(moderation.set_lora_status, hidden, "hidden", actor="test", action="hide", details={})
+    nearest = await db.run(ranking.nearest_spec_loras, list(features.image_features), Filters(), limit=6)
+    stored = await db.run(specs.load_specs)
+    assert hidden not in stored
+    assert len(stored) == 18
     brute = sorted(
         (
             float(
@@ -187,7 +190,7 @@ async def _check_nearest_spec_loras(repo: Repository, gmi: GmiBranch, catalog: P
             ),
             lora_id,
         )
-        for lora_id, spec in specs.items()
+        for lora_id, spec in stored.items()
     )[:6]
     assert [i for i, _ in nearest] == [i for _, i in brute]
     assert [d for _, d in nearest] == pytest.approx([d for d, _ in brute], abs=1e-5)

@@ -10,8 +10,9 @@ import grpc
 import pytest
 
 from bot.core.client import FindLoraClient, QueryImage, ServiceError
+from db import moderation, searches
 from db.clients import Role
-from db.repository import Repository
+from db.database import Database
 from inference_service.config import Settings
 from protos import findlora_pb2 as pb
 from tests.helpers.service import ServedCatalog, served_catalog
@@ -42,7 +43,7 @@ async def slugs_found(client: FindLoraClient, served: ServedCatalog, slug: str) 
 
 
 async def test_a_second_vote_replaces_the_first(
-    client: FindLoraClient, served: ServedCatalog, repo: Repository, settings: Settings
+    client: FindLoraClient, served: ServedCatalog, db: Database, settings: Settings
 ) -> None:
     response = await client.search(query(served, "style-02"), top_k=3)
     search_id, lora_id = response.search_id, response.matches[0].lora_id
@@ -55,7 +56,7 @@ async def test_a_second_vote_replaces_the_first(
         (lora_id, pseudonym(settings, search_id, "u1"), -1),
         (lora_id, pseudonym(settings, search_id, "u2"), 1),
     ]
-    assert sorted(await repo.votes(uuid.UUID(search_id))) == sorted(expected)
+    assert sorted(await db.run(searches.votes, uuid.UUID(search_id))) == sorted(expected)
 
 
 async def test_feedback_on_a_lora_outside_the_ranking_is_rejected(
@@ -69,7 +70,7 @@ async def test_feedback_on_a_lora_outside_the_ranking_is_rejected(
 
 
 async def test_hide_restore_and_final_takedown_are_audited(
-    client: FindLoraClient, served: ServedCatalog, repo: Repository
+    client: FindLoraClient, served: ServedCatalog, db: Database
 ) -> None:
     assert "style-01" in await slugs_found(client, served, "style-01")
 
@@ -86,7 +87,7 @@ async def test_hide_restore_and_final_takedown_are_audited(
     assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert "style-01" not in await slugs_found(client, served, "style-01")
 
-    actions = [(e.actor, e.action, e.client) for e in await repo.audit_entries("style-01")]
+    actions = [(e.actor, e.action, e.client) for e in await db.run(moderation.audit_entries, "style-01")]
     assert actions == [
         ("mod", "lora_hidden", "test-admin"),
         ("mod", "lora_active", "test-admin"),
@@ -101,7 +102,7 @@ async def test_unknown_lora_is_not_found(client: FindLoraClient) -> None:
 
 
 async def test_flag_evidence_review_and_takedown(
-    client: FindLoraClient, served: ServedCatalog, repo: Repository
+    client: FindLoraClient, served: ServedCatalog, db: Database
 ) -> None:
     before = await client.search(query(served, "style-03"), top_k=10)
     assert before.matches[0].slug == "style-03"
@@ -134,7 +135,7 @@ async def test_flag_evidence_review_and_takedown(
     assert "already approved by mod" in caught.value.message
     assert await client.list_flags(pb.FLAG_STATUS_OPEN) == []
 
-    actions = [(e.actor, e.action, e.client) for e in await repo.audit_entries("style-03")]
+    actions = [(e.actor, e.action, e.client) for e in await db.run(moderation.audit_entries, "style-03")]
     assert actions == [("artist", "flag_lookalike", "test-admin"), ("mod", "flag_approved", "test-admin")]
 
 

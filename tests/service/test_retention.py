@@ -21,9 +21,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from bot.core.client import FindLoraClient, QueryImage, ServiceError
+from db import searches
 from db.clients import Role
+from db.database import Database
 from db.migrate import migrate
-from db.repository import Repository
 from inference_service.config import Settings
 from inference_service.retention import SearchPurge
 from tests.helpers.service import ServedCatalog, served_catalog
@@ -122,8 +123,9 @@ async def test_the_running_service_purges_on_its_own_and_stops_purging_when_stop
     assert not purge.running  # cancelled with the service
 
 
-async def test_a_live_search_is_kept(repo: Repository) -> None:
-    live, _ = await repo.save_search(
+async def test_a_live_search_is_kept(db: Database) -> None:
+    live, _ = await db.run(
+        searches.save_search,
         query=np.zeros(128, np.float32),
         pseudo_prompt="a caption",
         ranking=[],
@@ -131,7 +133,8 @@ async def test_a_live_search_is_kept(repo: Repository) -> None:
         requested_by="discord:1",
         ttl_hours=1.0,
     )
-    dead, _ = await repo.save_search(
+    dead, _ = await db.run(
+        searches.save_search,
         query=np.zeros(128, np.float32),
         pseudo_prompt="a caption",
         ranking=[],
@@ -139,9 +142,9 @@ async def test_a_live_search_is_kept(repo: Repository) -> None:
         requested_by="discord:2",
         ttl_hours=-1.0,
     )
-    assert await SearchPurge(repo, 60.0).run_once() == 1
-    assert await repo.get_search(live) is not None
-    assert await repo.get_search(dead) is None
+    assert await SearchPurge(db, 60.0).run_once() == 1
+    assert await db.run(searches.get_search, live) is not None
+    assert await db.run(searches.get_search, dead) is None
 
 
 # --- a database outage does not stop the purge ---------------------------------------------
@@ -197,8 +200,8 @@ async def test_the_purge_survives_a_database_outage(own_postgres: tuple[str, Pat
     url, pg_dir, system_user = own_postgres
     socket_dir = url.rsplit("host=", 1)[1]
     migrate(url)
-    repo = await Repository.open(url, max_size=2, timeout=1.0)
-    purge = SearchPurge(repo, interval_s=0.1)
+    db = await Database.open(url, max_size=2, timeout=1.0)
+    purge = SearchPurge(db, interval_s=0.1)
     try:
         with capture_logs() as logs:
             purge.start()
@@ -221,4 +224,4 @@ async def test_the_purge_survives_a_database_outage(own_postgres: tuple[str, Pat
             assert purge.running
     finally:
         await purge.stop()
-        await repo.close()
+        await db.close()

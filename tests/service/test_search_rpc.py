@@ -129,7 +129,7 @@ async def test_expired_search_says_so(
 ) -> None:
     data = (catalog_dir / "samples" / "s00.png").read_bytes()
     response = await client.search([QueryImage(data)], top_k=3)
-    async with service.runtime.repo.pool.connection() as conn:
+    async with service.runtime.db.pool.connection() as conn:
         await conn.execute("UPDATE searches SET expires_at = now() - interval '1 second'")
     with pytest.raises(ServiceError) as info:
         await client.get_page(response.search_id, 3, 3)
@@ -183,7 +183,7 @@ async def test_graceful_stop_reports_not_serving(empty_service: RunningService) 
 async def test_database_down_is_unavailable(
     client: FindLoraClient, catalog_dir: Path, service: RunningService
 ) -> None:
-    await service.runtime.repo.pool.close()  # every connection gone, as when the database stops
+    await service.runtime.db.pool.close()  # every connection gone, as when the database stops
     with pytest.raises(ServiceError) as info:
         await client.search([QueryImage((catalog_dir / "samples" / "s00.png").read_bytes())], timeout=10)
     assert info.value.code == grpc.StatusCode.UNAVAILABLE or "database" in info.value.message

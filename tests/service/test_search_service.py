@@ -40,7 +40,7 @@ async def test_default_two_stage_equals_exact_and_batches_concurrent_searches(
     try:
         await import_catalog(
             write_catalog(tmp_path / "catalog", n_loras=12, n_samples=5),
-            runtime.repo,
+            runtime.db,
             runtime.blobs,
             runtime.embedder,
         )

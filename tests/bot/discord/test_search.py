@@ -11,7 +11,8 @@ import pytest
 
 from bot.core.paging import PageRef, parse_footer
 from bot.core.replies import EXPIRED, NO_IMAGE, NOTHING_MATCHES, SERVICE_DOWN
-from db.repository import Repository
+from db import searches
+from db.database import Database
 from inference_service.config import Settings
 from tests.bot.discord.conftest import BOT_ID, Harness, route_channels
 from tests.helpers.discord_fakes import (
@@ -125,7 +126,7 @@ async def test_paging_by_button_survives_a_bot_restart(harness: Harness, channel
 
 
 async def test_votes_from_menu_and_reaction_are_deduplicated(
-    harness: Harness, channel: Any, repo: Repository, settings: Settings
+    harness: Harness, channel: Any, db: Database, settings: Settings
 ) -> None:
     bot = await harness.bot()
     interaction = await search(harness, bot, channel)
@@ -150,7 +151,7 @@ async def test_votes_from_menu_and_reaction_are_deduplicated(
             make_reaction("👍", user_id=2, channel_id=channel.id, message_id=message.id)
         )
 
-    votes = await repo.votes(uuid.UUID(ref.search_id))
+    votes = await db.run(searches.votes, uuid.UUID(ref.search_id))
     expected = [
         (top_lora, pseudonym(settings, ref.search_id, "discord:1"), -1),
         (top_lora, pseudonym(settings, ref.search_id, "discord:2"), 1),
@@ -158,11 +159,11 @@ async def test_votes_from_menu_and_reaction_are_deduplicated(
     assert sorted(votes) == sorted(expected)  # one vote each, stored under pseudonyms
 
 
-async def test_expired_search_says_run_it_again(harness: Harness, channel: Any, repo: Repository) -> None:
+async def test_expired_search_says_run_it_again(harness: Harness, channel: Any, db: Database) -> None:
     bot = await harness.bot()
     interaction = await search(harness, bot, channel)
     next_id = next(i for i in custom_ids(sent_page(interaction)["view"]) if i.startswith("fl:next:"))
-    async with repo.pool.connection() as conn:
+    async with db.pool.connection() as conn:
         await conn.execute("UPDATE searches SET expires_at = now() - interval '1 minute'")
 
     pressed = make_interaction(bot, make_member(2), channel)

@@ -1,4 +1,7 @@
-"""Search: embed the query images, rank LoRAs by style distance, keep the ranking for paging."""
+"""Search: embed the query images, rank LoRAs by style distance, keep the ranking for paging.
+
+One request goes down once: the engine (here) -> the two-stage search (search.centroids) or the
+fused search (search.fused) -> db.ranking / pure scoring -> back here to store and materialise."""
 
 from __future__ import annotations
 
@@ -7,24 +10,28 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
 from PIL import Image
 
-from db.repository import ENCODER_KEY, LoraRow, Repository, StoredSearch
+from db import catalog, ranking, searches
+from db.database import Database
+from db.filters import Filters
+from db.rows import LoraRow, StoredSearch
 from inference_service.batching import EncoderBatcher
 from inference_service.blobs import BlobStore
 from inference_service.config import Settings
 from inference_service.errors import CATALOG_EMPTY, FailedPrecondition, InvalidArgument, NotFound, parse_id
 from inference_service.models.style_encoder import StyleEmbedder
 from inference_service.prompting import suggest_prompt
-from inference_service.scoring.d_avg import Filters, TwoStageOptions, rank_d_avg
-from inference_service.scoring.fusion import Normalisation, rank_fused
+from inference_service.search import SearchQuery
+from inference_service.search.centroids import TwoStageOptions, rank_d_avg
+from inference_service.search.fused import FusedRanking, FusedSearch
 
 if TYPE_CHECKING:
-    from inference_service.gmi import GmiBranch, QueryFeatures
+    from inference_service.gmi import GmiBranch
 
 MAX_QUERY_IMAGES = 4
 log = structlog.get_logger(__name__)
@@ -59,34 +66,15 @@ class SearchPage:
     expires_at: datetime
 
 
-@dataclass(frozen=True)
-class SearchQuery:
-    images: Sequence[Image.Image]
-    top_k: int = 0
-    base_model: str = ""
-    allow_nsfw: bool = False
-    prompt: str | None = None
-    requested_by: str = ""
-    exact: bool = False  # exhaustive reference ranking instead of the two-stage / union search
-    deadline: float | None = None  # event-loop time after which the caller no longer waits
-
-
-@dataclass(frozen=True)
-class FusedRanking:
-    pseudo_prompt: str
-    ranking: list[dict[str, Any]]  # the stored ranking, best first
-    scored: int  # LoRAs given a fused score: the candidate union, or the catalog when exact
-
-
 def _float_or_nan(value: Any) -> float:
     return float("nan") if value is None else float(value)
 
 
-async def live_search(repo: Repository, search_id: uuid.UUID) -> StoredSearch:
+async def live_search(db: Database, search_id: uuid.UUID) -> StoredSearch:
     """A stored search that can still be paged or voted on. An expired search stays in the table
     until the service's purge deletes it (inference_service.retention): until then it answers
     FAILED_PRECONDITION "expired", afterwards NOT_FOUND, like an id that never existed."""
-    stored = await repo.get_search(search_id)
+    stored = await db.run(searches.get_search, search_id)
     if stored is None:
         raise NotFound("no such search: run it again")
     if stored.expired:
@@ -97,17 +85,16 @@ async def live_search(repo: Repository, search_id: uuid.UUID) -> StoredSearch:
 class SearchEngine:
     def __init__(
         self,
-        repo: Repository,
+        db: Database,
         blobs: BlobStore,
         embedder: StyleEmbedder,
         settings: Settings,
         gmi: GmiBranch | None = None,
     ) -> None:
-        self.repo = repo
+        self.db = db
         self.blobs = blobs
         self.embedder = embedder
         self.settings = settings
-        self.gmi = gmi
         self.batcher: EncoderBatcher[Any] | None = (
             EncoderBatcher.for_style_embedder(
                 embedder,
@@ -121,6 +108,7 @@ class SearchEngine:
         self.options = TwoStageOptions(
             ef_search=settings.search_ef_search, exact_below=settings.search_exact_below
         )
+        self.fused = None if gmi is None else FusedSearch(db, gmi, settings, self.options)
 
     async def aclose(self) -> None:
         if self.batcher is not None:
@@ -137,12 +125,9 @@ class SearchEngine:
     ) -> list[tuple[int, float]]:
         queries = list(embeddings)
         if exact:
-            return await self.repo.rank_exhaustive(
-                queries, limit=limit, base_model=filters.base_model, allow_nsfw=filters.allow_nsfw
-            )
-        ranking, stats = await rank_d_avg(
-            self.repo, queries, limit=limit, filters=filters, options=self.options
-        )
+            async with self.db.search_connection() as conn:
+                return await ranking.rank_exhaustive(conn, queries, filters, limit=limit)
+        ranked, stats = await rank_d_avg(self.db, queries, limit=limit, filters=filters, options=self.options)
         log.debug(
             "two_stage_search",
             candidates=stats.candidates,
@@ -150,7 +135,7 @@ class SearchEngine:
             round_trips=stats.batches + stats.score_calls,
             exact_scan=stats.details.get("exact_scan"),
         )
-        return ranking
+        return ranked
 
     def _top_k(self, requested: int) -> int:
         if requested < 0 or requested > self.settings.max_top_k:
@@ -158,9 +143,10 @@ class SearchEngine:
         return requested or self.settings.default_top_k
 
     async def _check_catalog(self) -> None:
-        if not await self.repo.has_searchable():
-            raise FailedPrecondition(CATALOG_EMPTY)
-        stored = await self.repo.get_meta(ENCODER_KEY)
+        async with self.db.connection() as conn:
+            if not await catalog.has_searchable(conn):
+                raise FailedPrecondition(CATALOG_EMPTY)
+            stored = await catalog.get_meta(conn, catalog.ENCODER_KEY)
         if stored is not None and stored != self.embedder.label:
             raise FailedPrecondition(
                 f"the catalog was embedded with style encoder {stored} but the service runs "
@@ -174,22 +160,18 @@ class SearchEngine:
         await self._check_catalog()
         embeddings = await self.embed(query.images, query.deadline)
         limit = max(self.settings.stored_ranking_size, top_k)
-        if self.gmi is None:
-            ranking = await self.rank(
-                embeddings,
-                limit,
-                Filters(base_model=query.base_model, allow_nsfw=query.allow_nsfw),
-                query.exact,
-            )
+        if self.fused is None:
+            ranked = await self.rank(embeddings, limit, query.filters, query.exact)
             pseudo_prompt = (query.prompt or "").strip()
             stored: list[dict[str, Any]] = [
-                {"lora_id": lora_id, "style_distance": d, "score": d} for lora_id, d in ranking
+                {"lora_id": lora_id, "style_distance": d, "score": d} for lora_id, d in ranked
             ]
         else:
             fused = await self.fused_ranking(query, embeddings, limit)
             pseudo_prompt, stored = fused.pseudo_prompt, fused.ranking
         centre = embeddings.mean(axis=0)
-        search_id, expires_at = await self.repo.save_search(
+        search_id, expires_at = await self.db.run(
+            searches.save_search,
             query=centre,
             pseudo_prompt=pseudo_prompt,
             ranking=stored,
@@ -201,102 +183,16 @@ class SearchEngine:
         return SearchPage(search_id, pseudo_prompt, matches, 0, len(stored), expires_at)
 
     async def fused_ranking(self, query: SearchQuery, embeddings: np.ndarray, limit: int) -> FusedRanking:
-        """Both branches fused (DESIGN.md 5, "Fusion"): over the union of each branch's
-        candidates (the default), or over every searchable LoRA when the query asks for the
-        exact reference ranking."""
-        if query.exact:
-            return await self._fused_exhaustive(query, embeddings, limit)
-        return await self._fused_union(query, embeddings, limit)
-
-    async def _fused_exhaustive(self, query: SearchQuery, embeddings: np.ndarray, limit: int) -> FusedRanking:
-        """Both branches over every searchable LoRA: the reference the fused search is measured by."""
-        assert self.gmi is not None
-        everything = await self.repo.count_searchable()
-        distances, gmi = await asyncio.gather(
-            self.repo.rank_exhaustive(
-                list(embeddings),
-                limit=max(everything, 1),
-                base_model=query.base_model,
-                allow_nsfw=query.allow_nsfw,
-            ),
-            self.gmi.score(
-                query.images, query.prompt, None, base_model=query.base_model, allow_nsfw=query.allow_nsfw
-            ),
-        )
-        return self._fused(gmi.pseudo_prompt, dict(distances), gmi.scores, limit)
-
-    async def _fused_union(self, query: SearchQuery, embeddings: np.ndarray, limit: int) -> FusedRanking:
-        """Fused search (DESIGN.md 5): the union of the exact d_avg top-M (two-stage search) and
-        the M LoRAs with the nearest spec points, each member then scored exactly in both
-        branches and fused over the union. M = max(fusion_candidates, limit), so either branch
-        alone can fill the stored ranking."""
-        assert self.gmi is not None
-        gmi = self.gmi
-        m = max(self.settings.fusion_candidates, limit)
-        filters = Filters(base_model=query.base_model, allow_nsfw=query.allow_nsfw)
-
-        async def gmi_candidates() -> tuple[QueryFeatures, list[int]]:
-            features = await gmi.describe(query.images, query.prompt)
-            return features, await gmi.candidates(
-                features, m, base_model=query.base_model, allow_nsfw=query.allow_nsfw
-            )
-
-        (style, _), (features, nearest_spec) = await asyncio.gather(
-            rank_d_avg(self.repo, list(embeddings), limit=m, filters=filters, options=self.options),
-            gmi_candidates(),
-        )
-        d_avg = dict(style)
-        union = sorted(d_avg.keys() | set(nearest_spec))
-        missing = [i for i in union if i not in d_avg]
-        extra, rkme = await asyncio.gather(
-            self._d_avg_of(embeddings, missing),
-            gmi.score_features(features, union, base_model=query.base_model, allow_nsfw=query.allow_nsfw),
-        )
-        d_avg |= extra
-        log.debug("fused_search", per_branch=m, style=len(style), gmi=len(nearest_spec), scored=len(union))
-        return self._fused(rkme.pseudo_prompt, d_avg, rkme.scores, limit)
-
-    async def _d_avg_of(self, embeddings: np.ndarray, lora_ids: Sequence[int]) -> dict[int, float]:
-        """Exact d_avg of GMI candidates the style search did not return (none without references)."""
-        if not lora_ids:
-            return {}
-        async with self.repo.search_connection() as conn:
-            return await self.repo.d_avg_of(conn, list(embeddings), lora_ids)
-
-    def _fused(
-        self, pseudo_prompt: str, d_avg: dict[int, float], rkme: dict[int, float], limit: int
-    ) -> FusedRanking:
-        scored = len(d_avg.keys() | rkme.keys())
-        if not rkme:  # no candidate has a spec: the style distance alone, on its own scale
-            ranked = sorted(d_avg.items(), key=lambda item: (item[1], item[0]))[:limit]
-            return FusedRanking(
-                pseudo_prompt,
-                [{"lora_id": i, "style_distance": d, "score": d} for i, d in ranked],
-                scored,
-            )
-        fused = rank_fused(
-            d_avg,
-            rkme,
-            self.settings.fusion_alpha,
-            cast(Normalisation, self.settings.fusion_normalisation),
-            limit,
-        )
-        # A LoRA without references has no d_avg: JSON null here, NaN on the wire.
-        return FusedRanking(
-            pseudo_prompt,
-            [
-                {"lora_id": i, "style_distance": d_avg.get(i), "rkme_score": rkme.get(i), "score": score}
-                for i, score in fused
-            ],
-            scored,
-        )
+        """Both branches fused (inference_service.search.fused)."""
+        assert self.fused is not None
+        return await self.fused.rank(query, embeddings, limit)
 
     async def page(self, search_id: str, offset: int, limit: int, allow_nsfw: bool) -> SearchPage:
         parsed = parse_id(search_id, "search id")
         if offset < 0:
             raise InvalidArgument("offset must be >= 0")
         limit = self._top_k(limit)
-        stored = await live_search(self.repo, parsed)
+        stored = await live_search(self.db, parsed)
         matches = await self._materialise(
             stored.ranking, offset, limit, stored.query_embedding, stored.pseudo_prompt, allow_nsfw
         )
@@ -306,17 +202,18 @@ class SearchEngine:
 
     async def _materialise(
         self,
-        ranking: list[dict[str, Any]],
+        stored: list[dict[str, Any]],
         offset: int,
         limit: int,
         query: np.ndarray,
         pseudo_prompt: str,
         allow_nsfw: bool,
     ) -> list[RankedLora]:
-        window = ranking[offset : offset + limit]
+        window = stored[offset : offset + limit]
         ids = [int(item["lora_id"]) for item in window]
-        loras = await self.repo.loras_by_id(ids)
-        nearest = await self.repo.nearest_references(query, ids, self.settings.transfers_per_match)
+        async with self.db.search_connection() as conn:
+            loras = await catalog.loras_by_id(conn, ids)
+            nearest = await ranking.nearest_references(conn, query, ids, self.settings.transfers_per_match)
         matches = []
         for position, item in enumerate(window, start=offset + 1):
             lora = loras.get(int(item["lora_id"]))

@@ -1,16 +1,21 @@
-"""Style-distance ranking: exact d_avg and its sub-linear two-stage search (DESIGN.md 5)."""
+"""Exact top-k by d_avg through the centroid index: the two-stage search of DESIGN.md 5.
+
+The candidate source walks db.ranking.nearest_centroids (whose bounds are the relatives of
+d_avg in inference_service/scoring/style_distance.py); db.ranking.d_avg_of scores the
+survivors exactly; inference_service/scoring/two_stage.py decides what to ask next.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-from psycopg import AsyncConnection
 
-from db.repository import Repository
+from db import ranking
+from db.database import Connection, Database
+from db.filters import Filters
 from inference_service.scoring.two_stage import CandidateBatch, RankStats, rank_two_stage
 
 
@@ -23,12 +28,6 @@ class TwoStageOptions:
     chunk: int = 256  # candidates scored exactly per round trip
 
 
-@dataclass(frozen=True)
-class Filters:
-    base_model: str = ""
-    allow_nsfw: bool = False
-
-
 class CentroidSource:
     """Candidates by increasing centroid distance from the centroid index, one walk per query
     image. The per-candidate lower bound is mean_i ‖q_i − c_m‖ (Jensen) and the upper bound
@@ -39,14 +38,13 @@ class CentroidSource:
 
     def __init__(
         self,
-        repo: Repository,
-        conn: AsyncConnection[Any],
+        conn: Connection,
         queries: Sequence[np.ndarray],
         filters: Filters,
         k: int,
         options: TwoStageOptions,
     ) -> None:
-        self.repo, self.conn, self.queries, self.filters, self.options = repo, conn, queries, filters, options
+        self.conn, self.queries, self.filters, self.options = conn, queries, filters, options
         self.limit = max(options.first_batch, 2 * k)
         self.exact_scan: bool | None = None
 
@@ -54,12 +52,11 @@ class CentroidSource:
         parts = []
         frontier = 0.0
         for query in self.queries:
-            found = await self.repo.nearest_centroids(
+            found = await ranking.nearest_centroids(
                 self.conn,
                 self.queries,
+                self.filters,
                 limit=self.limit,
-                base_model=self.filters.base_model,
-                allow_nsfw=self.filters.allow_nsfw,
                 ef_search=self.options.ef_search,
                 exact_below=self.options.exact_below,
                 walk_from=query,
@@ -81,20 +78,20 @@ class CentroidSource:
 
 
 async def rank_d_avg(
-    repo: Repository,
+    db: Database,
     queries: Sequence[np.ndarray],
     *,
     limit: int,
     filters: Filters = Filters(),
     options: TwoStageOptions = TwoStageOptions(),
 ) -> tuple[list[tuple[int, float]], RankStats]:
-    """Top-`limit` LoRAs by d_avg (mean over the query images), as rank_exhaustive, by the
-    two-stage search; one pooled connection carries every round trip."""
-    async with repo.search_connection() as conn:
-        source = CentroidSource(repo, conn, queries, filters, limit, options)
+    """Top-`limit` LoRAs by d_avg (mean over the query images), as db.ranking.rank_exhaustive,
+    by the two-stage search; one pooled search connection carries every round trip."""
+    async with db.search_connection() as conn:
+        source = CentroidSource(conn, queries, filters, limit, options)
 
         async def score(ids: Sequence[int]) -> dict[int, float]:
-            return await repo.d_avg_of(conn, queries, ids)
+            return await ranking.d_avg_of(conn, queries, ids)
 
         ranked, stats = await rank_two_stage([source], score, limit, chunk=options.chunk)
         stats.details["exact_scan"] = bool(source.exact_scan)

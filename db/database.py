@@ -1,0 +1,72 @@
+"""The connection pool: the one object callers hold. Every query function in db/ takes a
+connection first; a caller opens one here and passes it down (several queries may share it)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from pgvector.psycopg import register_vector_async
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+Connection = AsyncConnection[Any]
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Database:
+    def __init__(self, pool: AsyncConnectionPool[Connection], search_timeout_ms: int = 0) -> None:
+        self.pool = pool
+        self.search_timeout_ms = search_timeout_ms  # statement_timeout of search queries; 0: none
+
+    @classmethod
+    async def open(
+        cls, url: str, *, max_size: int = 8, timeout: float = 10.0, search_timeout_ms: int = 0
+    ) -> Database:
+        """Open a pool on a migrated database (the vector type must exist to register it)."""
+        pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            configure=register_vector_async,  # the vector type for every connection
+            check=AsyncConnectionPool.check_connection,  # survives a database restart
+            timeout=timeout,
+        )
+        await pool.open(wait=True, timeout=timeout)
+        return cls(pool, search_timeout_ms)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        """One pooled connection for several queries; its open transaction commits at the end."""
+        async with self.pool.connection() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def search_connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection for search queries, whose statements PostgreSQL cancels after
+        search_timeout_ms (QueryCanceled). Transaction-local: the setting ends with the
+        transaction the pool closes, so other users of the connection never see it."""
+        async with self.pool.connection() as conn:
+            if self.search_timeout_ms > 0:
+                await conn.execute(
+                    "SELECT set_config('statement_timeout', %s, true)", (f"{self.search_timeout_ms}ms",)
+                )
+            yield conn
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        async with self.pool.connection() as conn, conn.transaction():
+            yield conn
+
+    async def run(
+        self, fn: Callable[Concatenate[Connection, P], Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """One query function on a connection of its own: `await db.run(catalog.lora_by_slug, slug)`."""
+        async with self.pool.connection() as conn:
+            return await fn(conn, *args, **kwargs)

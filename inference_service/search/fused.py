@@ -1,0 +1,107 @@
+"""The fused search (DESIGN.md 5, "Fusion"): the style-distance and GMI branches scored on the
+union of their candidates (or on every searchable LoRA for the exact reference), then fused."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+import structlog
+
+from db import ranking
+from db.database import Database
+from inference_service.config import Settings
+from inference_service.scoring.fusion import Normalisation, rank_fused
+from inference_service.search import SearchQuery
+from inference_service.search.centroids import TwoStageOptions, rank_d_avg
+
+if TYPE_CHECKING:
+    from inference_service.gmi import GmiBranch, QueryFeatures
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class FusedRanking:
+    pseudo_prompt: str
+    ranking: list[dict[str, Any]]  # the stored ranking, best first
+    scored: int  # LoRAs given a fused score: the candidate union, or the catalog when exact
+
+
+class FusedSearch:
+    def __init__(self, db: Database, gmi: GmiBranch, settings: Settings, options: TwoStageOptions) -> None:
+        self.db, self.gmi, self.settings, self.options = db, gmi, settings, options
+
+    async def rank(self, query: SearchQuery, embeddings: np.ndarray, limit: int) -> FusedRanking:
+        """Both branches fused: over the union of each branch's candidates (the default), or
+        over every searchable LoRA when the query asks for the exact reference ranking."""
+        if query.exact:
+            return await self._exhaustive(query, embeddings, limit)
+        return await self._union(query, embeddings, limit)
+
+    async def _exhaustive(self, query: SearchQuery, embeddings: np.ndarray, limit: int) -> FusedRanking:
+        """Both branches over every searchable LoRA: the reference the fused search is measured by."""
+
+        async def style() -> list[tuple[int, float]]:
+            async with self.db.search_connection() as conn:
+                return await ranking.rank_exhaustive(conn, list(embeddings), query.filters, limit=None)
+
+        gmi_scores = self.gmi.score(query.images, query.prompt, None, query.filters)
+        distances, gmi = await asyncio.gather(style(), gmi_scores)
+        return self._fused(gmi.pseudo_prompt, dict(distances), gmi.scores, limit)
+
+    async def _union(self, query: SearchQuery, embeddings: np.ndarray, limit: int) -> FusedRanking:
+        """The union of the exact d_avg top-M (two-stage search) and the M LoRAs with the nearest
+        spec points, each member then scored exactly in both branches and fused over the union.
+        M = max(fusion_candidates, limit), so either branch alone can fill the stored ranking."""
+        gmi, filters = self.gmi, query.filters
+        m = max(self.settings.fusion_candidates, limit)
+
+        async def gmi_candidates() -> tuple[QueryFeatures, list[int]]:
+            features = await gmi.describe(query.images, query.prompt)
+            return features, await gmi.candidates(features, m, filters)
+
+        (style, _), (features, nearest_spec) = await asyncio.gather(
+            rank_d_avg(self.db, list(embeddings), limit=m, filters=filters, options=self.options),
+            gmi_candidates(),
+        )
+        d_avg = dict(style)
+        union = sorted(d_avg.keys() | set(nearest_spec))
+        missing = [i for i in union if i not in d_avg]
+        extra, rkme = await asyncio.gather(
+            self._d_avg_of(embeddings, missing), gmi.score_features(features, union, filters)
+        )
+        d_avg |= extra
+        log.debug("fused_search", per_branch=m, style=len(style), gmi=len(nearest_spec), scored=len(union))
+        return self._fused(rkme.pseudo_prompt, d_avg, rkme.scores, limit)
+
+    async def _d_avg_of(self, embeddings: np.ndarray, lora_ids: Sequence[int]) -> dict[int, float]:
+        """Exact d_avg of GMI candidates the style search did not return (none without references)."""
+        if not lora_ids:
+            return {}
+        async with self.db.search_connection() as conn:
+            return await ranking.d_avg_of(conn, list(embeddings), lora_ids)
+
+    def _fused(
+        self, pseudo_prompt: str, d_avg: dict[int, float], rkme: dict[int, float], limit: int
+    ) -> FusedRanking:
+        scored = len(d_avg.keys() | rkme.keys())
+        if not rkme:  # no candidate has a spec: the style distance alone, on its own scale
+            ranked = sorted(d_avg.items(), key=lambda item: (item[1], item[0]))[:limit]
+            return FusedRanking(
+                pseudo_prompt, [{"lora_id": i, "style_distance": d, "score": d} for i, d in ranked], scored
+            )
+        normalisation = cast(Normalisation, self.settings.fusion_normalisation)
+        fused = rank_fused(d_avg, rkme, self.settings.fusion_alpha, normalisation, limit)
+        # A LoRA without references has no d_avg: JSON null here, NaN on the wire.
+        return FusedRanking(
+            pseudo_prompt,
+            [
+                {"lora_id": i, "style_distance": d_avg.get(i), "rkme_score": rkme.get(i), "score": score}
+                for i, score in fused
+            ],
+            scored,
+        )
