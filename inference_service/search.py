@@ -14,6 +14,7 @@ import structlog
 from PIL import Image
 
 from db.repository import ENCODER_KEY, LoraRow, Repository, StoredSearch
+from findlora_client.protocol import MAX_QUERY_IMAGES, Reason
 from inference_service.batching import EncoderBatcher
 from inference_service.blobs import BlobStore
 from inference_service.config import Settings
@@ -26,7 +27,6 @@ from inference_service.scoring.fusion import Normalisation, rank_fused
 if TYPE_CHECKING:
     from inference_service.gmi import GmiBranch, QueryFeatures
 
-MAX_QUERY_IMAGES = 4
 log = structlog.get_logger(__name__)
 
 
@@ -88,9 +88,9 @@ async def live_search(repo: Repository, search_id: uuid.UUID) -> StoredSearch:
     FAILED_PRECONDITION "expired", afterwards NOT_FOUND, like an id that never existed."""
     stored = await repo.get_search(search_id)
     if stored is None:
-        raise NotFound("no such search: run it again")
+        raise NotFound("no such search: run it again", reason=Reason.SEARCH_NOT_FOUND)
     if stored.expired:
-        raise FailedPrecondition("this search has expired, run it again")
+        raise FailedPrecondition("this search has expired, run it again", reason=Reason.SEARCH_EXPIRED)
     return stored
 
 
@@ -159,12 +159,13 @@ class SearchEngine:
 
     async def _check_catalog(self) -> None:
         if not await self.repo.has_searchable():
-            raise FailedPrecondition(CATALOG_EMPTY)
+            raise FailedPrecondition(CATALOG_EMPTY, reason=Reason.CATALOG_EMPTY)
         stored = await self.repo.get_meta(ENCODER_KEY)
         if stored is not None and stored != self.embedder.label:
             raise FailedPrecondition(
                 f"the catalog was embedded with style encoder {stored} but the service runs "
-                f"{self.embedder.label}: run findlora catalog reembed"
+                f"{self.embedder.label}: run findlora catalog reembed",
+                reason=Reason.CATALOG_STALE,
             )
 
     async def search(self, query: SearchQuery) -> SearchPage:

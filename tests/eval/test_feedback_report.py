@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.client import FindLoraClient, QueryImage
 from db.repository import FeedbackVote
+from findlora_client import FindLoraClient, QueryImage
 from inference_service.eval.feedback_report import build_report, precision_row, trend_chart
 
 MON = datetime(2026, 11, 16, 12, tzinfo=UTC)  # ISO week 2026-W47

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bot.core.client import QueryImage
 from db.clients import Role
 from db.repository import Repository
+from findlora_client import QueryImage
 from inference_service.catalog.importer import import_catalog
 from inference_service.config import Settings
 from inference_service.gmi import GmiBranch
