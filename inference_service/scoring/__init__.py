@@ -1,1 +1,1 @@
-"""Scoring: cleansing (Eq. 1), style distance d_avg, and (later) RKME and fusion."""
+"""Scoring: cleansing (Eq. 1), style distance, two-stage ranking, RKME and fusion."""
