@@ -35,16 +35,14 @@ class SearchServices(Protocol):
 
 
 class SearchReplies(Protocol):
-    """How one chat answers the person who searched."""
+    """How one chat answers the person who searched: `started` when the search goes ahead (it
+    takes a while: Discord defers), `say` a line only they see, `show` the first page."""
 
-    async def started(self) -> None:
-        """The search goes ahead (it takes a while: Discord defers here)."""
+    async def started(self) -> None: ...
 
-    async def say(self, text: str) -> None:
-        """A line only the person who searched sees."""
+    async def say(self, text: str) -> None: ...
 
-    async def show(self, page: ResultsPage) -> None:
-        """The first page of results."""
+    async def show(self, page: ResultsPage) -> None: ...
 
 
 @dataclass(frozen=True)
