@@ -20,13 +20,13 @@ demo: $(STAMP)
 	$(BIN)/findlora demo
 
 test: $(STAMP)
-	$(BIN)/ruff check findlora bot inference_service db lab tests fuzz
+	$(BIN)/ruff check findlora findlora_client bot inference_service db lab tests fuzz
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check findlora bot inference_service db lab tests fuzz
-	$(BIN)/ruff format --check findlora bot inference_service db lab tests fuzz
+	$(BIN)/ruff check findlora findlora_client bot inference_service db lab tests fuzz
+	$(BIN)/ruff format --check findlora findlora_client bot inference_service db lab tests fuzz
 	$(BIN)/mypy
 
 proto: $(STAMP)

@@ -10,9 +10,9 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from bot.core.client import FindLoraClient
-from bot.core.credentials import LOCAL_TOKEN_FILE, ServiceAccess, connect
 from findlora.console import fail
+from findlora_client.client import FindLoraClient
+from findlora_client.credentials import LOCAL_TOKEN_FILE, ServiceAccess, connect
 from inference_service.config import DEFAULT_DATA_DIR
 
 

@@ -21,11 +21,11 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine; known failures become one clear message, never a traceback."""
-    from bot.core.client import ServiceError
+    from findlora_client import ServiceCallError
 
     try:
         return asyncio.run(coro)
-    except ServiceError as exc:
+    except ServiceCallError as exc:
         fail(exc.message)
     except Exception as exc:
         for kind, prefix in _known_errors():
@@ -42,7 +42,7 @@ def _known_errors() -> list[tuple[type[BaseException], str]]:
 
         from db.embedded import DatabaseUnavailable
         from inference_service.catalog.format import CatalogError
-        from inference_service.errors import ServiceError as DomainError
+        from inference_service.errors import ServiceError
         from inference_service.imaging import ImageRejected
         from inference_service.pseudonyms import FeedbackKeyError
     except ImportError:
@@ -51,7 +51,7 @@ def _known_errors() -> list[tuple[type[BaseException], str]]:
         (CatalogError, ""),
         (DatabaseUnavailable, ""),
         (ImageRejected, ""),
-        (DomainError, ""),
+        (ServiceError, ""),
         (FeedbackKeyError, ""),
         (psycopg.OperationalError, "database unavailable: "),
     ]

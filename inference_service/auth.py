@@ -21,7 +21,8 @@ from grpc_reflection.v1alpha import reflection_pb2
 
 from db.clients import Identity, Role, authenticate
 from db.database import Database
-from inference_service.errors import PermissionDenied
+from findlora_client.protocol import Reason
+from inference_service.errors import PermissionDenied, reason_trailer
 from protos import findlora_pb2
 
 log = structlog.get_logger(__name__)
@@ -141,9 +142,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
 def _refusal(handler: Handler, code: grpc.StatusCode, message: str) -> Handler:
     """A handler of the same kind as `handler` that only aborts (the request is never read)."""
+    down = code == grpc.StatusCode.UNAVAILABLE  # the only outage here: the clients table
+    reason = Reason.DATABASE_UNAVAILABLE if down else Reason.parse(None, code)
 
     async def abort(request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(code, message)
+        await context.abort(code, message, trailing_metadata=reason_trailer(reason))
 
     kinds = {
         (False, False): grpc.unary_unary_rpc_method_handler,

@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from findlora_client.protocol import DEFAULT_ADDRESS, MAX_IMAGE_PIXELS, MAX_MESSAGE_BYTES
+
 DEFAULT_DATA_DIR = Path(".findlora")
 
 
@@ -22,7 +24,7 @@ class Settings(BaseSettings):
         description="External PostgreSQL with pgvector; unset means the embedded server under data_dir.",
         repr=False,  # it carries a password
     )
-    listen: str = Field("127.0.0.1:50051", description="gRPC listen address of the inference service.")
+    listen: str = Field(DEFAULT_ADDRESS, description="gRPC listen address of the inference service.")
     tls_cert: Path | None = Field(None, description="PEM certificate chain of the gRPC port (TLS on).")
     tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
     tls_client_ca: Path | None = Field(
@@ -55,14 +57,14 @@ class Settings(BaseSettings):
 
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = Field(
-        4096 * 4096,
-        description="Largest upload, checked from the header: 16.8 MP admits a 4x upscale of a "
-        "1024x1024 SDXL image; SD outputs themselves are at most about 2048x2048 (4.2 MP).",
+        MAX_IMAGE_PIXELS,
+        description="Largest upload, checked from the header; SD outputs themselves are at most "
+        "about 2048x2048 (4.2 MP).",
     )
     max_request_image_bytes: int = Field(
         40_000_000, description="All images of one request together, checked before any decode."
     )
-    max_grpc_message_bytes: int = 64 * 1024 * 1024
+    max_grpc_message_bytes: int = MAX_MESSAGE_BYTES
     cleansing_threshold: float = Field(0.01, description="Eq. 1 MSE below which a transfer is dropped.")
 
     # --- bounded work per request and per process ---------------------------------------------

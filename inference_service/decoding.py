@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from findlora_client.protocol import Reason
 from inference_service.config import Settings
 from inference_service.errors import InvalidArgument, ResourceExhausted
 from inference_service.imaging import ImageRejected, check_size, decode_image
@@ -47,12 +48,13 @@ def check_upload(uploads: Sequence[Upload], limits: UploadLimits) -> None:
         for upload in uploads:
             check_size(upload.data, limits.max_image_bytes, upload.name)
     except ImageRejected as exc:
-        raise InvalidArgument(str(exc)) from None
+        raise InvalidArgument(str(exc), reason=Reason.IMAGE_REJECTED) from None
     total = sum(len(upload.data) for upload in uploads)
     if total > limits.max_total_bytes:
         raise InvalidArgument(
             f"the images add up to {total / 1e6:.1f} MB; the limit per request is "
-            f"{limits.max_total_bytes / 1e6:.0f} MB"
+            f"{limits.max_total_bytes / 1e6:.0f} MB",
+            reason=Reason.IMAGE_REJECTED,
         )
 
 
@@ -113,7 +115,7 @@ class DecodePool:
                 working_pixels=self.working_pixels,
             )
         except ImageRejected as exc:
-            raise InvalidArgument(str(exc)) from None
+            raise InvalidArgument(str(exc), reason=Reason.IMAGE_REJECTED) from None
 
     async def decode(self, uploads: Sequence[Upload]) -> list[Image.Image]:
         """Every upload decoded and reduced, in order; the first bad one fails the request and

@@ -1,18 +1,24 @@
-"""Domain errors with the gRPC status each maps to; messages are safe to show to users."""
+"""Domain errors with the gRPC status and the machine-readable reason each maps to (the rpc
+wrapper sends the reason as trailing metadata); messages are safe to show to users."""
 
 from __future__ import annotations
 
 import uuid
+from typing import ClassVar
 
 import grpc
+
+from findlora_client.protocol import REASON_TRAILER, Reason
 
 
 class ServiceError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    default_reason: ClassVar[Reason | None] = None  # None: the generic reason of `code`
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, reason: Reason | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.reason = reason or self.default_reason or Reason.parse(None, self.code)
 
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
         """Extra (key, value) pairs sent with the error status (e.g. a retry hint)."""
@@ -49,6 +55,11 @@ class ResourceExhausted(ServiceError):
 
 class DeadlineExceeded(ServiceError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def reason_trailer(reason: Reason, *extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
+    """Trailing metadata of an error status: its reason, then any extra pairs."""
+    return ((REASON_TRAILER, reason.value), *extra)
 
 
 CATALOG_EMPTY = "catalog is empty: import one with findlora catalog import"

@@ -14,21 +14,22 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from findlora_client.protocol import RETRY_AFTER_TRAILER, Reason
 from inference_service.config import Settings
 from inference_service.errors import ResourceExhausted
-
-RETRY_AFTER_KEY = "retry-after-s"
 
 
 class RateLimited(ResourceExhausted):
     """Too many requests from one requester; carries the wait as trailing metadata."""
+
+    default_reason = Reason.RATE_LIMITED
 
     def __init__(self, retry_after_s: int) -> None:
         super().__init__(f"too many requests; try again in {retry_after_s} s")
         self.retry_after_s = retry_after_s
 
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
-        return ((RETRY_AFTER_KEY, str(self.retry_after_s)),)
+        return ((RETRY_AFTER_TRAILER, str(self.retry_after_s)),)
 
 
 @dataclass

@@ -15,8 +15,8 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from bot.core.credentials import LOCAL_TOKEN_FILE
 from db.clients import ROLES, Role, authenticate, reissue_client
+from findlora_client.credentials import LOCAL_TOKEN_FILE
 
 LOCAL_CLIENT = "local"
 

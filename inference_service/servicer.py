@@ -19,6 +19,7 @@ from PIL import Image
 
 from db import clients, searches
 from db.rows import FlagRow
+from findlora_client.protocol import MAX_QUERY_IMAGES, Reason
 from inference_service.auth import current_caller, require
 from inference_service.blobs import BlobStore
 from inference_service.config import Settings
@@ -29,6 +30,7 @@ from inference_service.errors import (
     InvalidArgument,
     NotFound,
     ServiceError,
+    reason_trailer,
 )
 from inference_service.feedback import record_feedback
 from inference_service.feedback_report import PrecisionRow, build_report
@@ -37,7 +39,7 @@ from inference_service.moderation import MAX_ARTWORKS, Moderation
 from inference_service.observability import RPC_LATENCY, RPC_REQUESTS
 from inference_service.registration.jobs import Registration, Registrations
 from inference_service.search import SearchQuery
-from inference_service.search.engine import MAX_QUERY_IMAGES, SearchEngine, SearchPage
+from inference_service.search.engine import SearchEngine, SearchPage
 from protos import findlora_pb2 as pb
 from protos import findlora_pb2_grpc as pb_grpc
 
@@ -46,7 +48,6 @@ Request = TypeVar("Request")
 Response = TypeVar("Response")
 Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
 
-_PENDING: dict[str, str] = {}
 _JOB_STATES = {
     "queued": pb.JOB_STATE_QUEUED,
     "running": pb.JOB_STATE_RUNNING,
@@ -66,10 +67,12 @@ _FLAG_TO_PROTO = {
 }
 _FLAG_FROM_PROTO = {value: key for key, value in _FLAG_TO_PROTO.items()}
 _VOTES = {pb.VOTE_UP: "up", pb.VOTE_DOWN: "down"}
+DATABASE_DOWN = "the catalog database is unavailable; try again"
 
 
 def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
-    """Map domain errors to gRPC statuses, log one structured line per call, never leak a trace."""
+    """Map domain errors to gRPC statuses with their reason (trailing metadata), log one
+    structured line per call, never leak a trace."""
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Response:
@@ -77,27 +80,26 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
         request_id = uuid.uuid4().hex[:12]
         bound = log.bind(rpc=name, request_id=request_id)
         started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        trailing: tuple[tuple[str, str], ...] = ()
+        code, reason = grpc.StatusCode.OK, Reason.INTERNAL
+        extra: tuple[tuple[str, str], ...] = ()
         try:
             response = await handler(self, request, context)
         except ServiceError as exc:
-            code, message, trailing = exc.code, exc.message, exc.trailing_metadata()
+            code, reason, message, extra = exc.code, exc.reason, exc.message, exc.trailing_metadata()
             bound.info("rpc_rejected", code=code.name, reason=message)
         except psycopg.errors.QueryCanceled:
             # statement_timeout (Database.search_timeout_ms): an OperationalError, not an outage.
-            code = grpc.StatusCode.DEADLINE_EXCEEDED
+            code, reason = grpc.StatusCode.DEADLINE_EXCEEDED, Reason.DATABASE_TIMEOUT
             message = "the search took longer than the catalog database allows; try again later"
             bound.warning("database_query_timeout")
         except psycopg.DataError as exc:
             # e.g. a NUL character in a note or name: PostgreSQL text cannot store it.
-            code, message = (
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "a text field holds characters that cannot be stored",
-            )
+            code, reason = grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_ARGUMENT
+            message = "a text field holds characters that cannot be stored"
             bound.info("rpc_rejected", code=code.name, reason=type(exc).__name__)
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
-            code, message = grpc.StatusCode.UNAVAILABLE, "the catalog database is unavailable; try again"
+            code, reason = grpc.StatusCode.UNAVAILABLE, Reason.DATABASE_UNAVAILABLE
+            message = DATABASE_DOWN
             bound.warning("database_unavailable", error=str(exc).splitlines()[0] if str(exc) else "")
         except Exception:
             code, message = grpc.StatusCode.INTERNAL, f"internal error (request {request_id})"
@@ -107,7 +109,7 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
             RPC_LATENCY.labels(name).observe(elapsed)
             RPC_REQUESTS.labels(name, code.name).inc()
         if code != grpc.StatusCode.OK:
-            await context.abort(code, message, trailing_metadata=trailing)
+            await context.abort(code, message, trailing_metadata=reason_trailer(reason, *extra))
         bound.info("rpc_ok", ms=round(elapsed * 1000, 1))
         return response
 
@@ -157,23 +159,31 @@ def page_to_proto(page: SearchPage) -> pb.SearchResponse:
     )
 
 
-def flag_to_proto(flag: FlagRow, blobs: BlobStore) -> pb.Flag:
-    evidence = flag.evidence
-    transfers = []
-    for near in evidence.get("nearest", []):
+def _thumbnails(blobs: BlobStore, keys: list[str]) -> list[bytes]:
+    """File reads: run in a thread, never on the event loop."""
+    found = []
+    for key in keys:
         try:
-            thumbnail = blobs.get(near["thumb_key"])
+            found.append(blobs.get(key))
         except (OSError, ValueError):
-            thumbnail = b""  # a missing blob must not hide the rest of the evidence
-        transfers.append(
-            pb.SampleTransfer(
-                sample_id=near["sample_id"],
-                key=near["key"],
-                thumbnail=thumbnail,
-                mime_type="image/webp" if thumbnail else "",
-                distance=float(near["distance"]),
-            )
+            found.append(b"")  # a missing blob must not hide the rest of the evidence
+    return found
+
+
+async def flag_to_proto(flag: FlagRow, blobs: BlobStore) -> pb.Flag:
+    evidence = flag.evidence
+    nearest = evidence.get("nearest", [])
+    thumbnails = await asyncio.to_thread(_thumbnails, blobs, [near["thumb_key"] for near in nearest])
+    transfers = [
+        pb.SampleTransfer(
+            sample_id=near["sample_id"],
+            key=near["key"],
+            thumbnail=thumbnail,
+            mime_type="image/webp" if thumbnail else "",
+            distance=float(near["distance"]),
         )
+        for near, thumbnail in zip(nearest, thumbnails, strict=True)
+    ]
     message = pb.Flag(
         flag_id=str(flag.id),
         lora_id=flag.lora_id,
@@ -217,7 +227,9 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
 
     def _registrations(self) -> Registrations:
         if self.registrations is None:
-            raise FailedPrecondition("LoRA registration is not enabled on this service")
+            raise FailedPrecondition(
+                "LoRA registration is not enabled on this service", reason=Reason.REGISTRATION_DISABLED
+            )
         return self.registrations
 
     @rpc
@@ -264,9 +276,10 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
                     ],
                 )
         except ServiceError as exc:
-            await context.abort(exc.code, exc.message)
+            await context.abort(exc.code, exc.message, trailing_metadata=reason_trailer(exc.reason))
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout):
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "the catalog database is unavailable; try again")
+            trailer = reason_trailer(Reason.DATABASE_UNAVAILABLE)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, DATABASE_DOWN, trailing_metadata=trailer)
 
     async def _decode(
         self, images: Sequence[pb.Image], max_images: int, what: str, requester: str, peer: str
@@ -349,14 +362,14 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
         flag = await self.moderation.flag_lookalike(
             request.lora, artworks, request.note, request.reporter, client=current_caller().name
         )
-        return pb.FlagLookalikeResponse(flag=flag_to_proto(flag, self.engine.blobs))
+        return pb.FlagLookalikeResponse(flag=await flag_to_proto(flag, self.engine.blobs))
 
     @rpc
     async def ListFlags(
         self, request: pb.ListFlagsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListFlagsResponse:
         flags = await self.moderation.list_flags(_FLAG_FROM_PROTO.get(request.status), request.limit)
-        return pb.ListFlagsResponse(flags=[flag_to_proto(flag, self.engine.blobs) for flag in flags])
+        return pb.ListFlagsResponse(flags=[await flag_to_proto(flag, self.engine.blobs) for flag in flags])
 
     @rpc
     async def ReviewFlag(
@@ -371,7 +384,7 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
             request.reason,
             client=current_caller().name,
         )
-        return pb.ReviewFlagResponse(flag=flag_to_proto(flag, self.engine.blobs))
+        return pb.ReviewFlagResponse(flag=await flag_to_proto(flag, self.engine.blobs))
 
     @rpc
     async def FeedbackStats(
@@ -443,18 +456,3 @@ def precision_to_proto(row: PrecisionRow) -> pb.PrecisionRow:
         precision_at_5=row.precision.get(5),
         precision_at_10=row.precision.get(10),
     )
-
-
-def _unimplemented(name: str, capability: str) -> Callable[..., Any]:
-    async def handler(self: FindLoraServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            f"{name} is not available yet: {capability} is not part of this release of findlora",
-        )
-
-    handler.__name__ = name
-    return handler
-
-
-for _name, _capability in _PENDING.items():
-    setattr(FindLoraServicer, _name, _unimplemented(_name, _capability))

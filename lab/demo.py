@@ -13,9 +13,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bot.core.client import FindLoraClient, QueryImage
-from bot.core.credentials import ServiceAccess
 from db import catalog
+from findlora_client import FindLoraClient, QueryImage
+from findlora_client.credentials import ServiceAccess
 from inference_service.catalog.importer import import_catalog, reembed
 from inference_service.config import Settings
 from inference_service.runtime import open_runtime

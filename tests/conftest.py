@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bot.core.client import FindLoraClient
 from db.clients import Role
 from db.database import Database
 from db.scratch import scratch_database
+from findlora_client import FindLoraClient
 from inference_service.catalog.importer import import_catalog
 from inference_service.config import Settings
 from inference_service.runtime import open_runtime

@@ -15,8 +15,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from bot.core.client import FindLoraClient, QueryImage, ServiceError
 from db.clients import Role
+from findlora_client import FindLoraClient, QueryImage, ServiceCallError
 from inference_service.config import Settings
 from inference_service.server import RunningService, start_service
 from tests.helpers.catalogs import write_catalog
@@ -139,13 +139,13 @@ async def test_auth_add_list_revoke_and_revocation_on_the_next_call(
     address = f"127.0.0.1:{empty_service.port}"
     async with FindLoraClient(address, timeout=10, token=issued["token"]) as client:
         assert await client.list_flags() == []
-        with pytest.raises(ServiceError) as refused:
+        with pytest.raises(ServiceCallError) as refused:
             await client.list_clients()
         assert refused.value.code == grpc.StatusCode.PERMISSION_DENIED
 
         code, out, err = await findlora("auth", "revoke", "ci-bot", env=env)
         assert (code, out.strip()) == (0, "client 'ci-bot' revoked"), err
-        with pytest.raises(ServiceError) as refused:  # the running service, not restarted
+        with pytest.raises(ServiceCallError) as refused:  # the running service, not restarted
             await client.list_flags()
         assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
 
@@ -204,7 +204,7 @@ async def test_embedded_database_needs_no_token_setup(short_data_dir: Path, tmp_
         assert code == 1
         assert "catalog is empty" in err
         async with FindLoraClient(address, timeout=10) as anonymous:
-            with pytest.raises(ServiceError) as refused:
+            with pytest.raises(ServiceCallError) as refused:
                 await anonymous.search([QueryImage(image.read_bytes())])
         assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
         assert "findlora auth add NAME --role" in refused.value.message

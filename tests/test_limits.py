@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from inference_service.limits import RETRY_AFTER_KEY, RateLimited, TokenBuckets, peer_host, requester_key
+from findlora_client.protocol import RETRY_AFTER_TRAILER
+from inference_service.limits import RateLimited, TokenBuckets, peer_host, requester_key
 
 
 class Clock:
@@ -24,7 +25,7 @@ def test_burst_then_rate_with_the_wait_in_whole_seconds() -> None:
         buckets.take("a")
     assert info.value.retry_after_s == 4
     assert info.value.message == "too many requests; try again in 4 s"
-    assert info.value.trailing_metadata() == ((RETRY_AFTER_KEY, "4"),)
+    assert info.value.trailing_metadata() == ((RETRY_AFTER_TRAILER, "4"),)
     buckets.take("b")  # its own bucket
     clock.now += 3.9
     with pytest.raises(RateLimited) as info:

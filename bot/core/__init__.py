@@ -1,1 +1,1 @@
-"""Shared bot core: the gRPC client, rendering, paging, permissions, attachment fetch."""
+"""Shared bot core: the search flow, rendering, paging, permissions, attachment fetch."""

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 from PIL import Image, UnidentifiedImageError
 
-from bot.core.client import QueryImage
+from findlora_client import MAX_IMAGE_PIXELS, QueryImage
 
 # Pillow format name -> MIME type; the content itself decides, the declared type only pre-filters.
 ALLOWED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
@@ -44,7 +44,7 @@ class AttachmentInfo:
 @dataclass(frozen=True)
 class ImageLimits:
     max_bytes: int = 10 * 1024 * 1024
-    max_pixels: int = 40_000_000
+    max_pixels: int = MAX_IMAGE_PIXELS
     allowed_hosts: frozenset[str] = field(default=DISCORD_CDN_HOSTS)
     timeout_s: float = 15.0
 
@@ -86,7 +86,7 @@ def probe_header(data: bytes, name: str, limits: ImageLimits) -> str:
         raise AttachmentRejected(f"{name} is not a readable PNG, JPEG, WebP or GIF image") from None
     if width * height > limits.max_pixels:
         raise AttachmentRejected(
-            f"{name} is {width}×{height} pixels; the limit is {limits.max_pixels / 1e6:.0f} megapixels"
+            f"{name} is {width}×{height} pixels; the limit is {limits.max_pixels / 1e6:.3g} megapixels"
         )
     return ALLOWED_FORMATS[image_format]
 

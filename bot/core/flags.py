@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+from bot.core.rendering import TransferImage
 from protos import findlora_pb2 as pb
+
+_SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif"}
+
+
+def evidence_transfers(flag: pb.Flag) -> list[TransferImage]:
+    """The LoRA's sample transfers nearest the artwork that still have a thumbnail."""
+    return [
+        TransferImage(t.sample_id, f"{t.sample_id}.webp", t.thumbnail, t.mime_type, t.distance)
+        for t in flag.evidence.nearest_transfers
+        if t.thumbnail
+    ]
+
+
+def artwork_filename(number: int, content_type: str) -> str:
+    return f"artwork-{number}{_SUFFIXES.get(content_type, '.img')}"
 
 
 def evidence_text(flag: pb.Flag) -> str:

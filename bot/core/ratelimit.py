@@ -32,7 +32,10 @@ class RateLimiter:
         return 0.0
 
 
-def cooldown_message(what: str, retry_after_s: float) -> str:
+def wait_text(retry_after_s: float) -> str:
     seconds = max(1, math.ceil(retry_after_s))
-    wait = f"{seconds} s" if seconds < 120 else f"{math.ceil(seconds / 60)} min"
-    return f"You're {what} too quickly; try again in {wait}."
+    return f"{seconds} s" if seconds < 120 else f"{math.ceil(seconds / 60)} min"
+
+
+def cooldown_message(what: str, retry_after_s: float) -> str:
+    return f"You're {what} too quickly; try again in {wait_text(retry_after_s)}."

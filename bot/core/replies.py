@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import grpc
-
 from bot.core.attachments import AttachmentRejected
-from bot.core.client import ServiceError, ServiceTimeout, ServiceUnreachable
 from bot.core.metrics import BOT_ERRORS
+from bot.core.ratelimit import wait_text
+from findlora_client import Reason, ServiceCallError, ServiceTimeout, ServiceUnreachable
 
 SERVICE_DOWN = "The findlora service is not reachable right now. Please try again in a minute."
 SERVICE_SLOW = "The findlora service took too long to answer. Please try again shortly."
+SERVICE_BUSY = "The findlora service is busy; please try again in a moment."
 NOTHING_MATCHES = (
     "No LoRA in the catalog matches that with the filters you gave. Try again without a base model filter."
 )
@@ -20,10 +20,22 @@ NOT_ACCEPTED = (
     "The findlora service does not accept this bot's client token; the bot's operator must set "
     "FINDLORA_TOKEN or FINDLORA_TOKEN_FILE."
 )
+# Reasons whose message is written for the person who asked: shown as it is.
+_SAID_AS_IS = frozenset(
+    {
+        Reason.NOT_FOUND,
+        Reason.FAILED_PRECONDITION,
+        Reason.ALREADY_EXISTS,
+        Reason.CATALOG_EMPTY,
+        Reason.CATALOG_STALE,
+        Reason.REGISTRATION_DISABLED,
+    }
+)
 
 
 def friendly_error(error: BaseException) -> str:
-    """The message for a failure the user can see; unknown failures get a generic line."""
+    """The message for a failure the user can see, chosen by the service's reason (never by the
+    message's text); unknown failures get a generic line."""
     BOT_ERRORS.labels(type(error).__name__).inc()
     if isinstance(error, AttachmentRejected):
         return f"I can't use that image: {error.message}."
@@ -31,22 +43,26 @@ def friendly_error(error: BaseException) -> str:
         return SERVICE_DOWN
     if isinstance(error, ServiceTimeout):
         return SERVICE_SLOW
-    if isinstance(error, ServiceError):
-        if error.code == grpc.StatusCode.FAILED_PRECONDITION and "expired" in error.message:
-            return EXPIRED
-        if error.code == grpc.StatusCode.INVALID_ARGUMENT:
-            return f"I can't do that: {error.message}."
-        if error.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
-            return _sentence(error.message)
-        if error.code == grpc.StatusCode.UNAUTHENTICATED:
-            return NOT_ACCEPTED
-        if error.code == grpc.StatusCode.PERMISSION_DENIED:
-            return f"This bot is not allowed to do that ({error.message})."
-        if error.code == grpc.StatusCode.UNIMPLEMENTED:
-            return f"This findlora service does not support that yet ({error.message})."
-        if error.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            return "The findlora service is busy; please try again in a moment."
+    if not isinstance(error, ServiceCallError):
         return INTERNAL
+    reason = error.reason
+    if reason in (Reason.SEARCH_EXPIRED, Reason.SEARCH_NOT_FOUND):
+        return EXPIRED  # the bots' searches come from their own messages: a missing one was purged
+    if reason == Reason.RATE_LIMITED:
+        wait = wait_text(error.retry_after_s) if error.retry_after_s else "a moment"
+        return f"The findlora service is getting too many requests from you; try again in {wait}."
+    if reason in (Reason.INVALID_ARGUMENT, Reason.IMAGE_REJECTED):
+        return f"I can't do that: {error.message}."
+    if reason in _SAID_AS_IS:
+        return _sentence(error.message)
+    if reason == Reason.UNAUTHENTICATED:
+        return NOT_ACCEPTED
+    if reason == Reason.PERMISSION_DENIED:
+        return f"This bot is not allowed to do that ({error.message})."
+    if reason == Reason.UNIMPLEMENTED:
+        return f"This findlora service does not support that yet ({error.message})."
+    if reason == Reason.BUSY:
+        return SERVICE_BUSY
     return INTERNAL
 
 

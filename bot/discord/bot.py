@@ -14,7 +14,6 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core.attachments import ImageLimits
-from bot.core.client import FindLoraClient
 from bot.core.metrics import BOT_COMMANDS, BOT_ERRORS
 from bot.core.nsfw import NsfwPolicy
 from bot.core.permissions import ModeratorPolicy
@@ -23,6 +22,7 @@ from bot.core.replies import INTERNAL
 from bot.discord import exts
 from bot.discord._interactions import reply
 from bot.discord.config import DiscordSettings
+from findlora_client import FindLoraClient
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +57,14 @@ class BotServices:
             search_limiter=RateLimiter(settings.searches_per_minute, 60),
             flag_limiter=RateLimiter(settings.flags_per_hour, 3600),
         )
+
+    @property
+    def search_timeout_s(self) -> float:
+        return self.settings.search_timeout_s
+
+    @property
+    def download_headers(self) -> None:
+        return None  # Discord's attachment links are signed; they need no credentials
 
 
 class FindLoraBot(commands.Bot):

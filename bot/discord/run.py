@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import structlog
 
-from bot.core.credentials import connect
 from bot.discord.bot import BotServices, FindLoraBot
 from bot.discord.config import DiscordSettings
+from findlora_client.credentials import connect
 
 log = structlog.get_logger(__name__)
 

@@ -11,25 +11,22 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from bot.core.credentials import ServiceAccess
+from bot.core.settings import ChatBotSettings
+from findlora_client.credentials import require_secret
+from findlora_client.protocol import DEFAULT_ADDRESS
 
 IdSet = Annotated[frozenset[str], NoDecode]
-
-
-class TokenMissing(Exception):
-    pass
 
 
 def _secret(name: str) -> AliasChoices:
     return AliasChoices(name, f"FINDLORA_{name}")
 
 
-class SlackSettings(ServiceAccess):
+class SlackSettings(ChatBotSettings):
     model_config = SettingsConfigDict(
         env_prefix="FINDLORA_SLACK_", env_file=".env", extra="ignore", populate_by_name=True
     )
 
-    metrics_listen: str = Field("", description="host:port for Prometheus /metrics; empty disables it.")
     bot_token: SecretStr | None = Field(None, validation_alias=_secret("SLACK_BOT_TOKEN"))
     bot_token_file: Path | None = Field(None, validation_alias=_secret("SLACK_BOT_TOKEN_FILE"))
     app_token: SecretStr | None = Field(None, validation_alias=_secret("SLACK_APP_TOKEN"))
@@ -45,7 +42,7 @@ class SlackSettings(ServiceAccess):
     http_path: str = "/slack/events"
 
     service: str = Field(
-        "127.0.0.1:50051",
+        DEFAULT_ADDRESS,
         validation_alias=AliasChoices("FINDLORA_SLACK_SERVICE", "FINDLORA_SERVICE"),
         description="gRPC address of the inference service.",
     )
@@ -54,13 +51,6 @@ class SlackSettings(ServiceAccess):
     review_channel_id: str | None = Field(None, description="Where lookalike review cards are posted.")
     nsfw_channel_ids: IdSet = Field(frozenset(), description="Channels where NSFW LoRAs may be shown.")
 
-    default_top_k: int = Field(5, ge=1, le=10)
-    search_timeout_s: float = 30.0
-    call_timeout_s: float = 10.0
-    max_image_bytes: int = 10 * 1024 * 1024
-    max_image_pixels: int = 40_000_000
-    searches_per_minute: int = 6
-    flags_per_hour: int = 5
     usergroup_cache_s: float = Field(60.0, description="How long a user group's member list is reused.")
 
     @field_validator("moderator_usergroup_ids", "moderator_user_ids", "nsfw_channel_ids", mode="before")
@@ -70,25 +60,14 @@ class SlackSettings(ServiceAccess):
             return frozenset(part for part in value.replace(" ", "").split(",") if part)
         return value
 
-    def _read(self, value: SecretStr | None, path: Path | None, names: str) -> str:
-        if path is not None:
-            secret = path.read_text(encoding="utf-8").strip()
-        elif value is not None:
-            secret = value.get_secret_value().strip()
-        else:
-            secret = ""
-        if not secret:
-            raise TokenMissing(f"set {names}")
-        return secret
-
     def read_bot_token(self) -> str:
-        return self._read(self.bot_token, self.bot_token_file, "SLACK_BOT_TOKEN or SLACK_BOT_TOKEN_FILE")
+        return require_secret(self.bot_token, self.bot_token_file, "SLACK_BOT_TOKEN or SLACK_BOT_TOKEN_FILE")
 
     def read_app_token(self) -> str:
-        return self._read(self.app_token, self.app_token_file, "SLACK_APP_TOKEN or SLACK_APP_TOKEN_FILE")
+        return require_secret(self.app_token, self.app_token_file, "SLACK_APP_TOKEN or SLACK_APP_TOKEN_FILE")
 
     def read_signing_secret(self) -> str:
-        return self._read(
+        return require_secret(
             self.signing_secret,
             self.signing_secret_file,
             "SLACK_SIGNING_SECRET or SLACK_SIGNING_SECRET_FILE (needed in HTTP mode)",

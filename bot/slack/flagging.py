@@ -12,12 +12,12 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.attachments import AttachmentRejected
-from bot.core.client import QueryImage, ServiceError
-from bot.core.flags import evidence_text, outcome_text, status_label
+from bot.core.flags import artwork_filename, evidence_text, evidence_transfers, outcome_text, status_label
 from bot.core.permissions import NOT_A_MODERATOR
 from bot.core.ratelimit import cooldown_message
-from bot.core.rendering import TransferImage, contact_sheet
+from bot.core.rendering import contact_sheet
 from bot.core.replies import friendly_error
+from bot.core.search_flow import download_all
 from bot.slack.blocks import (
     FLAG_REQUEST_EVENT,
     FLAG_SENT_EVENT,
@@ -28,14 +28,14 @@ from bot.slack.blocks import (
 )
 from bot.slack.identity import user_id_of, user_key
 from bot.slack.messages import Place, fetch_message, tell, upload_images
-from bot.slack.search import attachments, download_all
+from bot.slack.search import attachments
 from bot.slack.services import SlackServices
+from findlora_client import QueryImage, ServiceCallError
 from protos import findlora_pb2 as pb
 
 log = structlog.get_logger(__name__)
 MAX_ARTWORKS = 3
 ALREADY_SENT = "This report is already with the moderators; run /flaglookalike again for another one."
-SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif"}
 
 
 async def request_artwork(
@@ -78,16 +78,8 @@ async def report_thread(
     return ReportThread(sent=False, lora=str(payload.get("lora") or ""), note=str(payload.get("note") or ""))
 
 
-def _transfers(flag: pb.Flag) -> list[TransferImage]:
-    return [
-        TransferImage(t.sample_id, f"{t.sample_id}.webp", t.thumbnail, t.mime_type, t.distance)
-        for t in flag.evidence.nearest_transfers
-        if t.thumbnail
-    ]
-
-
 def _sheet_upload(flag: pb.Flag) -> list[dict[str, Any]]:
-    sheet = contact_sheet(_transfers(flag))
+    sheet = contact_sheet(evidence_transfers(flag))
     if sheet is None:
         return []
     return [{"file": sheet, "filename": "nearest-transfers.webp", "title": f"{flag.slug}: nearest transfers"}]
@@ -133,7 +125,7 @@ async def submit_flag(
             reporter=reporter,
             timeout=services.settings.search_timeout_s,
         )
-    except (AttachmentRejected, ServiceError) as error:
+    except (AttachmentRejected, ServiceCallError) as error:
         await web.chat_postMessage(
             channel=place.channel, thread_ts=place.thread_ts, text=friendly_error(error)
         )
@@ -171,7 +163,7 @@ async def post_review_card(
     images = _sheet_upload(flag) + [
         {
             "file": art.data,
-            "filename": f"artwork-{i}{SUFFIXES.get(art.content_type, '.img')}",
+            "filename": artwork_filename(i, art.content_type),
             "title": f"artwork {i}",
         }
         for i, art in enumerate(artworks, start=1)
@@ -203,7 +195,7 @@ async def review(
         flag = await services.client.review_flag(
             flag_id, approve=approve, moderator=moderator, timeout=services.settings.call_timeout_s
         )
-    except ServiceError as error:
+    except ServiceCallError as error:
         await tell(web, place, user_id, friendly_error(error))
         return
     log.info("flag_reviewed", flag_id=flag_id, decision=status_label(flag), by=moderator)

@@ -7,13 +7,13 @@ from collections.abc import Mapping
 import structlog
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.core.client import ServiceError
 from bot.core.jobs import follow_job
 from bot.core.permissions import NOT_A_MODERATOR
 from bot.core.replies import friendly_error
 from bot.slack.blocks import mrkdwn
 from bot.slack.identity import user_key
 from bot.slack.services import SlackServices
+from findlora_client import ServiceCallError
 from protos import findlora_pb2 as pb
 
 log = structlog.get_logger(__name__)
@@ -54,7 +54,7 @@ async def register(
         job_id = await services.client.register_lora(
             values["url"], metadata, requested_by=moderator, timeout=services.settings.call_timeout_s
         )
-    except ServiceError as error:
+    except ServiceCallError as error:
         log.info("registration_refused", by=moderator, code=error.code.name if error.code else "")
         await web.chat_postMessage(channel=user_id, text=friendly_error(error))
         return
@@ -67,7 +67,7 @@ async def register(
 
     try:
         await follow_job(services.client.watch_job(job_id), show)
-    except ServiceError as error:
+    except ServiceCallError as error:
         await web.chat_postMessage(
             channel=user_id, text=f"Lost track of job `{job_id}`: {friendly_error(error)}"
         )

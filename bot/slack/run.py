@@ -12,10 +12,10 @@ from aiohttp import web as aioweb
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.core.credentials import connect
 from bot.slack.app import create_app
 from bot.slack.config import SlackSettings
 from bot.slack.services import SlackServices
+from findlora_client.credentials import connect
 
 log = structlog.get_logger(__name__)
 

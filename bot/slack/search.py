@@ -9,28 +9,38 @@ import structlog
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.core.attachments import AttachmentInfo, AttachmentRejected, download, is_probably_image
-from bot.core.client import QueryImage, ServiceError
+from bot.core.attachments import AttachmentInfo, is_probably_image
 from bot.core.paging import parse_footer, parse_lora_id, parse_total
-from bot.core.ratelimit import cooldown_message
 from bot.core.rendering import ResultsPage, contact_sheet, render_page
-from bot.core.replies import NO_IMAGE, NOTHING_MATCHES, friendly_error
+from bot.core.replies import friendly_error
+from bot.core.search_flow import SearchAsk, run_search
 from bot.slack.blocks import has_more, paged_blocks, ref_text, results_blocks, results_text, transfers_comment
 from bot.slack.identity import file_info, user_key
 from bot.slack.messages import Place, tell, upload_images
 from bot.slack.services import SlackServices
+from findlora_client import ServiceCallError
 
 log = structlog.get_logger(__name__)
-MAX_QUERY_IMAGES = 4
 NEXT_REACTIONS = frozenset({"arrow_right"})
 UP_REACTIONS = frozenset({"+1", "thumbsup"})
 DOWN_REACTIONS = frozenset({"-1", "thumbsdown"})
 PAGE_REACTIONS = ("arrow_right", "+1", "-1")
 
 
-def _code(error: Exception) -> str:
-    code = getattr(error, "code", None)
-    return code.name if code is not None else ""
+class ThreadReplies:
+    """Answers in the thread of the message searched with (SearchReplies)."""
+
+    def __init__(self, web: AsyncWebClient, place: Place, user_id: str) -> None:
+        self.web, self.place, self.user_id = web, place, user_id
+
+    async def started(self) -> None:
+        pass  # the listener acknowledged Slack already
+
+    async def say(self, text: str) -> None:
+        await tell(self.web, self.place, self.user_id, text)
+
+    async def show(self, page: ResultsPage) -> None:
+        await post_page(self.web, self.place, page)
 
 
 async def attachments(web: AsyncWebClient, files: Sequence[Mapping[str, Any]]) -> list[AttachmentInfo]:
@@ -49,13 +59,6 @@ async def attachments(web: AsyncWebClient, files: Sequence[Mapping[str, Any]]) -
     return found
 
 
-async def download_all(services: SlackServices, infos: Sequence[AttachmentInfo]) -> list[QueryImage]:
-    return [
-        await download(info, services.limits, services.http, headers=services.download_headers)
-        for info in infos
-    ]
-
-
 async def search_files(
     services: SlackServices,
     web: AsyncWebClient,
@@ -66,36 +69,13 @@ async def search_files(
     place: Place,
 ) -> None:
     """Rank LoRAs for the images of one message and answer in its thread."""
-    infos = (await attachments(web, files))[:MAX_QUERY_IMAGES]
-    if not infos:
-        await tell(web, place, user_id, NO_IMAGE)
-        return
-    user = user_key(team_id, user_id)
-    wait = services.search_limiter.try_acquire(user)
-    if wait:
-        await tell(web, place, user_id, cooldown_message("searching", wait))
-        return
-    settings = services.settings
-    allow_nsfw = services.nsfw.allows(place.channel)
-    try:
-        queries = await download_all(services, infos)
-        response = await services.client.search(
-            queries,
-            top_k=settings.default_top_k,
-            allow_nsfw=allow_nsfw,
-            requested_by=user,
-            timeout=settings.search_timeout_s,
-        )
-    except (AttachmentRejected, ServiceError) as error:
-        log.info("search_refused", user=user, reason=type(error).__name__, code=_code(error))
-        await tell(web, place, user_id, friendly_error(error))
-        return
-    page = render_page(response, settings.default_top_k, allow_nsfw=allow_nsfw)
-    log.info("search_done", user=user, search_id=response.search_id, results=len(page.cards))
-    if not page.cards:
-        await tell(web, place, user_id, NOTHING_MATCHES)
-        return
-    await post_page(web, place, page)
+    ask = SearchAsk(
+        user=user_key(team_id, user_id),
+        images=await attachments(web, files),
+        top_k=services.settings.default_top_k,
+        allow_nsfw=services.nsfw.allows(place.channel),
+    )
+    await run_search(ask, services, ThreadReplies(web, place, user_id))
 
 
 async def post_page(web: AsyncWebClient, place: Place, page: ResultsPage) -> None:
@@ -147,7 +127,7 @@ async def next_page(
             allow_nsfw=allow_nsfw,
             timeout=services.settings.call_timeout_s,
         )
-    except ServiceError as error:
+    except ServiceCallError as error:
         await tell(web, place, user_id, friendly_error(error))
         return
     page = render_page(response, target.limit, allow_nsfw=allow_nsfw)
@@ -186,7 +166,7 @@ async def vote(
             user=user_key(team_id, user_id),
             timeout=services.settings.call_timeout_s,
         )
-    except ServiceError as error:
+    except ServiceCallError as error:
         place = Place(channel, str(message.get("thread_ts") or message["ts"]))
         await tell(web, place, user_id, friendly_error(error))
 

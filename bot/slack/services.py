@@ -14,13 +14,13 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.attachments import ImageLimits
-from bot.core.client import FindLoraClient
 from bot.core.nsfw import NsfwPolicy
 from bot.core.permissions import ModeratorPolicy
 from bot.core.ratelimit import RateLimiter
 from bot.slack.config import SlackSettings
 from bot.slack.identity import SLACK_FILE_HOSTS
 from bot.slack.work import Background
+from findlora_client import FindLoraClient
 
 log = structlog.get_logger(__name__)
 CONTEXT_KEY = "findlora"
@@ -86,6 +86,10 @@ class SlackServices:
             usergroups=UserGroups(settings.usergroup_cache_s),
             work=Background(),
         )
+
+    @property
+    def search_timeout_s(self) -> float:
+        return self.settings.search_timeout_s
 
     @property
     def download_headers(self) -> dict[str, str]:

@@ -12,12 +12,11 @@ import typer
 from rich.table import Table
 
 from findlora.console import console, fail, run
-
-DEFAULT_SERVICE = "127.0.0.1:50051"
+from findlora_client import DEFAULT_ADDRESS
 
 
 def service_address() -> str:
-    return os.environ.get("FINDLORA_SERVICE", DEFAULT_SERVICE)
+    return os.environ.get("FINDLORA_SERVICE", DEFAULT_ADDRESS)
 
 
 def response_json(response: Any, transfer_paths: dict[tuple[str, str], Path] | None = None) -> dict[str, Any]:
@@ -85,8 +84,8 @@ async def _search(
     nsfw: bool,
     exact: bool = False,
 ) -> None:
-    from bot.core.client import QueryImage
     from findlora.access import service_client
+    from findlora_client import QueryImage
 
     queries = []
     for path in images:

@@ -6,13 +6,14 @@ import typer
 
 from findlora.console import fail, run
 from findlora.metrics_http import start_metrics_server
+from findlora_client import DEFAULT_ADDRESS, TokenMissing
 
 serve_app = typer.Typer(help="Run a findlora process.", no_args_is_help=True)
 
 
 @serve_app.command("inference")
 def inference(
-    listen: str = typer.Option("", help="host:port (default FINDLORA_LISTEN or 127.0.0.1:50051)."),
+    listen: str = typer.Option("", help=f"host:port (default FINDLORA_LISTEN or {DEFAULT_ADDRESS})."),
 ) -> None:
     """The gRPC inference service: search, paging, health, reflection."""
     from inference_service.config import Settings
@@ -30,8 +31,7 @@ def inference(
 def discord_bot() -> None:
     """The Discord bot. Token from DISCORD_TOKEN or DISCORD_TOKEN_FILE, findlora client token from
     FINDLORA_TOKEN or FINDLORA_TOKEN_FILE; settings FINDLORA_DISCORD_*."""
-    from bot.core.credentials import ServiceTokenMissing
-    from bot.discord.config import DiscordSettings, TokenMissing
+    from bot.discord.config import DiscordSettings
     from bot.discord.run import run_bot
     from inference_service.logs import configure_logging
 
@@ -41,7 +41,7 @@ def discord_bot() -> None:
         token = settings.read_token()
         settings.require_service_token()
         settings.client_tls()
-    except (TokenMissing, ServiceTokenMissing, OSError) as exc:
+    except (TokenMissing, OSError) as exc:
         fail(str(exc))
     if settings.metrics_listen:
         start_metrics_server(settings.metrics_listen)
@@ -53,8 +53,7 @@ def slack_app() -> None:
     """The Slack app: Socket Mode (SLACK_BOT_TOKEN, SLACK_APP_TOKEN) by default, HTTP with
     FINDLORA_SLACK_MODE=http (SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET); each also as *_FILE. The
     findlora client token from FINDLORA_TOKEN or FINDLORA_TOKEN_FILE."""
-    from bot.core.credentials import ServiceTokenMissing
-    from bot.slack.config import SlackSettings, TokenMissing
+    from bot.slack.config import SlackSettings
     from bot.slack.run import SlackSecrets, run_app
     from inference_service.logs import configure_logging
 
@@ -64,7 +63,7 @@ def slack_app() -> None:
         secrets = SlackSecrets.read(settings)
         settings.require_service_token()
         settings.client_tls()
-    except (TokenMissing, ServiceTokenMissing, OSError) as exc:
+    except (TokenMissing, OSError) as exc:
         fail(str(exc))
     if settings.metrics_listen:
         start_metrics_server(settings.metrics_listen)

@@ -1,1 +1,1 @@
-"""Models the service runs: the style encoder (and, later, CLIP and the captioner)."""
+"""Models the service runs: the style encoder, CLIP and the captioner."""

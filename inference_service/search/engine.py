@@ -20,6 +20,7 @@ from db import catalog, ranking, searches
 from db.database import Database
 from db.filters import Filters
 from db.rows import LoraRow, StoredSearch
+from findlora_client.protocol import MAX_QUERY_IMAGES, Reason
 from inference_service.batching import EncoderBatcher
 from inference_service.blobs import BlobStore
 from inference_service.config import Settings
@@ -33,7 +34,6 @@ from inference_service.search.fused import FusedRanking, FusedSearch
 if TYPE_CHECKING:
     from inference_service.gmi import GmiBranch
 
-MAX_QUERY_IMAGES = 4
 log = structlog.get_logger(__name__)
 
 
@@ -76,9 +76,9 @@ async def live_search(db: Database, search_id: uuid.UUID) -> StoredSearch:
     FAILED_PRECONDITION "expired", afterwards NOT_FOUND, like an id that never existed."""
     stored = await db.run(searches.get_search, search_id)
     if stored is None:
-        raise NotFound("no such search: run it again")
+        raise NotFound("no such search: run it again", reason=Reason.SEARCH_NOT_FOUND)
     if stored.expired:
-        raise FailedPrecondition("this search has expired, run it again")
+        raise FailedPrecondition("this search has expired, run it again", reason=Reason.SEARCH_EXPIRED)
     return stored
 
 
@@ -145,12 +145,13 @@ class SearchEngine:
     async def _check_catalog(self) -> None:
         async with self.db.connection() as conn:
             if not await catalog.has_searchable(conn):
-                raise FailedPrecondition(CATALOG_EMPTY)
+                raise FailedPrecondition(CATALOG_EMPTY, reason=Reason.CATALOG_EMPTY)
             stored = await catalog.get_meta(conn, catalog.ENCODER_KEY)
         if stored is not None and stored != self.embedder.label:
             raise FailedPrecondition(
                 f"the catalog was embedded with style encoder {stored} but the service runs "
-                f"{self.embedder.label}: run findlora catalog reembed"
+                f"{self.embedder.label}: run findlora catalog reembed",
+                reason=Reason.CATALOG_STALE,
             )
 
     async def search(self, query: SearchQuery) -> SearchPage:

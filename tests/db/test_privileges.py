@@ -18,10 +18,10 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from bot.core.client import FindLoraClient, QueryImage
 from db.clients import Role
 from db.migrate import MIGRATIONS_DIR, SchemaBehind, migrate
 from db.privileges import RuntimeRoleMissing
+from findlora_client import FindLoraClient, QueryImage
 from inference_service.config import Settings
 from inference_service.registration.jobs import run_worker
 from inference_service.server import start_service

@@ -12,8 +12,8 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from bot.core.client import FindLoraClient
 from db.clients import Role, create_client, roles_up_to
+from findlora_client import FindLoraClient
 from inference_service.catalog.format import LoraEntry, lora_toml
 from inference_service.catalog.importer import import_catalog
 from inference_service.config import Settings

@@ -12,8 +12,8 @@ import numpy as np
 import psycopg
 import pytest
 
-from bot.core.client import FindLoraClient, QueryImage, ServiceError
 from db.clients import Role
+from findlora_client import FindLoraClient, QueryImage, ServiceCallError
 from inference_service.config import Settings
 from inference_service.registration.fetch import FetchPolicy, is_public_address
 from inference_service.registration.jobs import run_worker
@@ -160,7 +160,7 @@ async def test_tiny_lora_registers_end_to_end_without_touching_other_scores(
             ("https://example.org/x.safetensors", grpc.StatusCode.INVALID_ARGUMENT),
             (url, grpc.StatusCode.ALREADY_EXISTS),
         ]:
-            with pytest.raises(ServiceError) as refused:
+            with pytest.raises(ServiceCallError) as refused:
                 await client.register_lora(source, pb.LoraMetadata(name="Inkwash"), requested_by="mod#3")
             assert refused.value.code == code
 

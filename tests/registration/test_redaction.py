@@ -14,9 +14,9 @@ import psycopg
 import pytest
 from structlog.testing import capture_logs
 
-from bot.core.client import FindLoraClient
 from db.clients import Role
 from db.migrate import MIGRATIONS_DIR, migrate
+from findlora_client import FindLoraClient
 from inference_service.config import Settings
 from inference_service.registration.fetch import FetchPolicy, is_public_address
 from inference_service.registration.jobs import run_worker

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bot.core.client import FindLoraClient, QueryImage, ServiceError
+from findlora_client import FindLoraClient, QueryImage, ServiceCallError
 from inference_service.server import RunningService
 from tests.helpers.service import service_client
 
@@ -76,7 +76,7 @@ async def test_odd_but_valid_images_are_searched(client: FindLoraClient, name: s
 @pytest.mark.parametrize("name", sorted(REJECTED))
 async def test_bad_uploads_get_a_clear_invalid_argument(client: FindLoraClient, name: str) -> None:
     data, message = REJECTED[name]
-    with pytest.raises(ServiceError) as info:
+    with pytest.raises(ServiceCallError) as info:
         await client.search([QueryImage(data, "upload.png", "image/png")])
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert message in info.value.message
@@ -89,7 +89,7 @@ async def test_oversize_grpc_message_is_refused_by_the_transport(
 ) -> None:
     limit = service.runtime.settings.max_grpc_message_bytes
     async with service_client(service, search_token) as client:
-        with pytest.raises(ServiceError) as info:
+        with pytest.raises(ServiceCallError) as info:
             await client.search([QueryImage(b"\0" * (limit + 1024))])
         assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert await client.health() == "SERVING"
@@ -99,7 +99,7 @@ async def test_byte_cap_applies_below_the_transport_limit(
     client: FindLoraClient, service: RunningService
 ) -> None:
     cap = service.runtime.settings.max_image_bytes
-    with pytest.raises(ServiceError) as info:
+    with pytest.raises(ServiceCallError) as info:
         await client.search([QueryImage(b"\x89PNG" + b"\0" * cap, "big.png")])
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "big.png is" in info.value.message
@@ -108,5 +108,5 @@ async def test_byte_cap_applies_below_the_transport_limit(
 
 async def test_catalog_file_path_shows_in_errors(client: FindLoraClient, catalog_dir: Path) -> None:
     data = (catalog_dir / "samples" / "s00.png").read_bytes()
-    with pytest.raises(ServiceError, match=r"second\.png is empty"):
+    with pytest.raises(ServiceCallError, match=r"second\.png is empty"):
         await client.search([QueryImage(data, "first.png"), QueryImage(b"", "second.png")])

@@ -19,11 +19,11 @@ import psycopg
 import pytest
 from PIL import Image
 
-from bot.core.client import QueryImage, ServiceError, ServiceTimeout
 from db.clients import Role
+from findlora_client import QueryImage, ServiceCallError, ServiceTimeout
+from findlora_client.protocol import REASON_TRAILER, RETRY_AFTER_TRAILER, Reason
 from inference_service.catalog.importer import import_catalog
 from inference_service.config import Settings
-from inference_service.limits import RETRY_AFTER_KEY
 from inference_service.runtime import open_runtime
 from inference_service.server import RunningService, start_service
 from protos import findlora_pb2 as pb
@@ -72,11 +72,11 @@ async def test_too_many_images_are_refused_before_any_decode(settings: Settings,
     ):
         assert service.decoder is not None
         for data, count in ((one_bit, 12), (flat, 100)):
-            with pytest.raises(ServiceError) as info:
+            with pytest.raises(ServiceCallError) as info:
                 await client.search([QueryImage(data, f"{i}.png") for i in range(count)])
             assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
             assert f"send 1 to 4 images of one style (this request has {count})" == info.value.message
-        with pytest.raises(ServiceError) as info:
+        with pytest.raises(ServiceCallError) as info:
             await client.flag_lookalike("style-00", [QueryImage(flat)] * 5, reporter="artist")
         assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
         assert info.value.message == "send 1 to 4 images of your artwork (this request has 5)"
@@ -93,7 +93,7 @@ async def test_request_bytes_are_capped_before_any_decode(settings: Settings, sm
         assert service.decoder is not None
         assert (await client.search([QueryImage(data)] * 2, top_k=2)).matches
         submitted = service.decoder.stats.submitted
-        with pytest.raises(ServiceError) as info:
+        with pytest.raises(ServiceCallError) as info:
             await client.search([QueryImage(data)] * 3)
         assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
         assert "the images add up to" in info.value.message
@@ -154,15 +154,15 @@ async def test_twenty_concurrent_16_megapixel_searches_stay_bounded(
                     status = await client.health(timeout=1.0)
                     if status != "SERVING":
                         health_failures.append(status)
-                except ServiceError as exc:
+                except ServiceCallError as exc:
                     health_failures.append(repr(exc))
                 health_latencies.append(time.perf_counter() - started)
                 await asyncio.sleep(0.05)
 
-        async def search(n: int) -> pb.SearchResponse | ServiceError:
+        async def search(n: int) -> pb.SearchResponse | ServiceCallError:
             try:
                 return await client.search(images, top_k=2, requested_by=f"user-{n}")
-            except ServiceError as exc:
+            except ServiceCallError as exc:
                 return exc
 
         with RssSampler() as rss:
@@ -171,9 +171,10 @@ async def test_twenty_concurrent_16_megapixel_searches_stay_bounded(
             done.set()
             await watcher
         answered = [o for o in outcomes if isinstance(o, pb.SearchResponse)]
-        refused = [o for o in outcomes if isinstance(o, ServiceError)]
+        refused = [o for o in outcomes if isinstance(o, ServiceCallError)]
         for error in refused:
             assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+            assert error.reason == Reason.BUSY
             assert "try again" in error.message
         assert answered, "the first requests fit the decode queue"
         assert all(len(response.matches) == 2 for response in answered)
@@ -197,7 +198,8 @@ async def test_token_bucket_refuses_past_the_burst_with_a_retry_hint(
         grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel,
     ):
         stub = pb_grpc.FindLoraStub(channel)  # type: ignore[no-untyped-call]
-        auth = (("authorization", f"Bearer {await issue_token(service, Role.SEARCH)}"),)
+        token = await issue_token(service, Role.SEARCH)
+        auth = (("authorization", f"Bearer {token}"),)
 
         async def call(req: pb.SearchRequest) -> grpc.aio.AioRpcError | None:
             try:
@@ -213,7 +215,8 @@ async def test_token_bucket_refuses_past_the_burst_with_a_retry_hint(
         (error,) = errors
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert error.details() == "too many requests; try again in 1 s"
-        assert dict(error.trailing_metadata() or ())[RETRY_AFTER_KEY] == "1"
+        trailers = dict(error.trailing_metadata() or ())
+        assert (trailers[RETRY_AFTER_TRAILER], trailers[REASON_TRAILER]) == ("1", "RATE_LIMITED")
         # another requester has a bucket of its own
         assert await call(pb.SearchRequest(images=[pb.Image(data=data)], top_k=2, requested_by="bob")) is None
         await asyncio.sleep(1.0)  # the hint was right: a token is back
@@ -222,6 +225,15 @@ async def test_token_bucket_refuses_past_the_burst_with_a_retry_hint(
         anonymous = pb.SearchRequest(images=[pb.Image(data=data)], top_k=2)
         outcomes = await asyncio.gather(*(call(anonymous) for _ in range(4)))
         assert sum(o is not None for o in outcomes) == 1
+        # the client reads the reason and the hint
+        async with service_client(service, token) as client:
+            query = [sample(small_catalog)]
+            results = await asyncio.gather(
+                *(client.search(query, top_k=2, requested_by="carol") for _ in range(4)),
+                return_exceptions=True,
+            )
+        refused = [r for r in results if isinstance(r, ServiceCallError)]
+        assert [(r.reason, r.retry_after_s) for r in refused] == [(Reason.RATE_LIMITED, 1)]
 
 
 async def test_search_query_past_the_statement_timeout_is_a_clear_error(

@@ -16,9 +16,9 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
-from bot.core.client import FindLoraClient, QueryImage, ServiceError, ServiceTimeout, ServiceUnreachable
 from db.clients import Role
 from db.migrate import migrate
+from findlora_client import FindLoraClient, QueryImage, ServiceCallError, ServiceTimeout, ServiceUnreachable
 from inference_service.catalog.importer import import_catalog
 from inference_service.config import Settings
 from inference_service.runtime import open_runtime
@@ -112,7 +112,7 @@ async def test_database_restart_mid_search_then_searches_succeed(
             (outcome,) = await asyncio.gather(in_flight, return_exceptions=True)
             assert unavailable_searches() > failed_before
             if isinstance(outcome, BaseException):
-                assert isinstance(outcome, ServiceError)
+                assert isinstance(outcome, ServiceCallError)
                 assert outcome.code == grpc.StatusCode.UNAVAILABLE
                 assert "database is unavailable" in outcome.message
             with pytest.raises(psycopg.OperationalError):  # the restart ended the lock holder too
@@ -173,7 +173,7 @@ async def test_client_retries_only_on_unavailable(
         if succeeds:
             assert (await client.search([QueryImage(b"x")])).search_id == "ok"
         else:
-            with pytest.raises(ServiceError) as info:
+            with pytest.raises(ServiceCallError) as info:
                 await client.search([QueryImage(b"x")])
             assert info.value.code == code
     assert servicer.calls == expected_calls

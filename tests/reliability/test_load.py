@@ -21,8 +21,8 @@ import psutil
 import pytest
 from PIL import Image
 
-from bot.core.client import FindLoraClient, QueryImage, ServiceError
 from db.clients import Role
+from findlora_client import FindLoraClient, QueryImage, ServiceCallError
 from inference_service.blobs import BlobStore
 from inference_service.imaging import thumbnail_webp
 from lab.bench.load import load_catalog
@@ -89,7 +89,7 @@ async def test_fifty_concurrent_searches_for_a_minute(db_url: str, tmp_path: Pat
                 try:
                     if await client.health(timeout=1) == "SERVING":
                         break
-                except ServiceError:
+                except ServiceCallError:
                     pass
                 await asyncio.sleep(0.5)
             images = query_images(16)
@@ -104,7 +104,7 @@ async def test_fifty_concurrent_searches_for_a_minute(db_url: str, tmp_path: Pat
                             [QueryImage(images[i % len(images)])], top_k=10, requested_by=f"load-{n}"
                         )
                         assert len(response.matches) == 10
-                    except (ServiceError, AssertionError) as exc:
+                    except (ServiceCallError, AssertionError) as exc:
                         errors.append(repr(exc))
                     latencies.append(time.perf_counter() - started)
                     i += CONCURRENCY

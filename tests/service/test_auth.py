@@ -14,10 +14,11 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from bot.core.client import FindLoraClient, QueryImage, ServiceError
 from db import moderation
 from db.clients import ROLES, Role
 from db.database import Database
+from findlora_client import FindLoraClient, QueryImage, ServiceCallError
+from findlora_client.protocol import REASON_TRAILER
 from inference_service import auth
 from inference_service.config import Settings
 from inference_service.errors import PermissionDenied
@@ -148,6 +149,7 @@ async def test_malformed_authorization_is_unauthenticated(
             )(pb.ListFlagsRequest(), metadata=(("authorization", authorization),), timeout=5)
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert refused.value.details() == message
+    assert dict(refused.value.trailing_metadata() or ())[REASON_TRAILER] == "UNAUTHENTICATED"
 
 
 async def test_a_known_lookup_with_a_wrong_secret_is_refused(
@@ -156,7 +158,7 @@ async def test_a_known_lookup_with_a_wrong_secret_is_refused(
     real = tokens[Role.ADMIN]
     forged = real[:-4] + ("AAAA" if not real.endswith("AAAA") else "BBBB")  # same row, other secret
     async with service_client(empty_service, forged) as client:
-        with pytest.raises(ServiceError) as refused:
+        with pytest.raises(ServiceCallError) as refused:
             await client.list_flags()
     assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
     assert refused.value.message == "unknown or revoked client token"
@@ -181,7 +183,7 @@ async def test_a_method_missing_from_the_role_table_is_refused(
 ) -> None:
     monkeypatch.delitem(auth.METHOD_ROLES, "/findlora.v1.FindLora/ListFlags")
     async with service_client(empty_service, tokens[Role.ADMIN]) as client:
-        with pytest.raises(ServiceError) as refused:
+        with pytest.raises(ServiceCallError) as refused:
             await client.list_flags()
     assert refused.value.code == grpc.StatusCode.PERMISSION_DENIED
     assert refused.value.message == "/findlora.v1.FindLora/ListFlags has no access rule; refused"
@@ -202,7 +204,7 @@ async def test_exact_search_needs_moderate(served: ServedCatalog) -> None:
     query = [QueryImage(served.reference_bytes("style-02"), "q.png")]
     async with served.client(Role.SEARCH) as searcher:
         assert (await searcher.search(query, top_k=3)).matches[0].slug == "style-02"
-        with pytest.raises(ServiceError) as refused:
+        with pytest.raises(ServiceCallError) as refused:
             await searcher.search(query, top_k=3, exact=True)
     assert refused.value.code == grpc.StatusCode.PERMISSION_DENIED
     assert refused.value.message == (
@@ -215,11 +217,11 @@ async def test_exact_search_needs_moderate(served: ServedCatalog) -> None:
 
 async def test_takedown_needs_admin_hide_needs_moderate(served: ServedCatalog, db: Database) -> None:
     async with served.client(Role.SEARCH) as searcher, served.client(Role.MODERATE) as moderator:
-        with pytest.raises(ServiceError) as refused:
+        with pytest.raises(ServiceCallError) as refused:
             await searcher.set_lora_status("style-01", pb.LORA_STATUS_HIDDEN, moderator="m")
         assert refused.value.code == grpc.StatusCode.PERMISSION_DENIED
         await moderator.set_lora_status("style-01", pb.LORA_STATUS_HIDDEN, moderator="m")
-        with pytest.raises(ServiceError) as refused:
+        with pytest.raises(ServiceCallError) as refused:
             await moderator.set_lora_status("style-01", pb.LORA_STATUS_TAKEN_DOWN, moderator="m")
         assert refused.value.code == grpc.StatusCode.PERMISSION_DENIED
         assert refused.value.message == (
@@ -241,12 +243,12 @@ async def test_clients_over_grpc_and_revocation_on_the_next_call(
         assert created.token.startswith("fl_")
         async with service_client(empty_service, created.token) as bot:
             assert await bot.list_flags() == []
-            with pytest.raises(ServiceError) as refused:
+            with pytest.raises(ServiceCallError) as refused:
                 await bot.list_clients()
             assert refused.value.code == grpc.StatusCode.PERMISSION_DENIED
 
             assert await admin.revoke_client("ci-bot") is True
-            with pytest.raises(ServiceError) as refused:  # same channel, no restart
+            with pytest.raises(ServiceCallError) as refused:  # same channel, no restart
                 await bot.list_flags()
             assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
         assert await admin.revoke_client("ci-bot") is False
@@ -266,11 +268,11 @@ async def test_clients_over_grpc_and_revocation_on_the_next_call(
             ),
             ("Bad Name", "search", grpc.StatusCode.INVALID_ARGUMENT, "client name 'Bad Name' must be"),
         ]:
-            with pytest.raises(ServiceError) as refused:
+            with pytest.raises(ServiceCallError) as refused:
                 await admin.create_client(name, role)
             assert refused.value.code == code
             assert refused.value.message.startswith(message)
-        with pytest.raises(ServiceError) as refused:
+        with pytest.raises(ServiceCallError) as refused:
             await admin.revoke_client("nobody")
         assert refused.value.code == grpc.StatusCode.NOT_FOUND
     entries = [(e.actor, e.action, e.client) for e in await db.run(moderation.audit_entries, "ci-bot")]

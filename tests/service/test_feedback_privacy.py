@@ -16,9 +16,9 @@ import pytest
 from psycopg import sql
 from pydantic import SecretStr
 
-from bot.core.client import QueryImage
 from db.clients import Role
 from db.migrate import MIGRATIONS_DIR, migrate
+from findlora_client import QueryImage
 from inference_service.config import Settings
 from inference_service.pseudonyms import GENERATED_KEY_NAME, FeedbackKeyError, feedback_key
 from tests.helpers.service import served_catalog

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.client import FindLoraClient, QueryImage
 from db.rows import FeedbackVote
+from findlora_client import FindLoraClient, QueryImage
 from inference_service.feedback_report import build_report, precision_row
 
 MON = datetime(2026, 11, 16, 12, tzinfo=UTC)  # ISO week 2026-W47

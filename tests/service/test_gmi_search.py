@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bot.core.client import QueryImage
 from db import moderation, ranking, specs
 from db.clients import Role
 from db.database import Database
 from db.filters import Filters
+from findlora_client import QueryImage
 from inference_service.catalog.importer import import_catalog
 from inference_service.config import Settings
 from inference_service.gmi import GmiBranch

@@ -9,10 +9,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from bot.core.client import FindLoraClient, QueryImage, ServiceError
 from db import moderation, searches
 from db.clients import Role
 from db.database import Database
+from findlora_client import FindLoraClient, QueryImage, ServiceCallError
 from inference_service.config import Settings
 from protos import findlora_pb2 as pb
 from tests.helpers.service import ServedCatalog, served_catalog
@@ -63,7 +63,7 @@ async def test_feedback_on_a_lora_outside_the_ranking_is_rejected(
     client: FindLoraClient, served: ServedCatalog
 ) -> None:
     response = await client.search(query(served, "style-02"), top_k=3)
-    with pytest.raises(ServiceError) as caught:
+    with pytest.raises(ServiceCallError) as caught:
         await client.record_feedback(response.search_id, 999_999, up=True, user="u1")
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "not one of this search's results" in caught.value.message
@@ -82,7 +82,7 @@ async def test_hide_restore_and_final_takedown_are_audited(
     assert "style-01" in await slugs_found(client, served, "style-01")
 
     await client.set_lora_status("style-01", pb.LORA_STATUS_TAKEN_DOWN, moderator="mod", reason="dmca")
-    with pytest.raises(ServiceError) as caught:
+    with pytest.raises(ServiceCallError) as caught:
         await client.set_lora_status("style-01", pb.LORA_STATUS_ACTIVE, moderator="mod")
     assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert "style-01" not in await slugs_found(client, served, "style-01")
@@ -96,7 +96,7 @@ async def test_hide_restore_and_final_takedown_are_audited(
 
 
 async def test_unknown_lora_is_not_found(client: FindLoraClient) -> None:
-    with pytest.raises(ServiceError) as caught:
+    with pytest.raises(ServiceCallError) as caught:
         await client.set_lora_status("no-such-lora", pb.LORA_STATUS_HIDDEN, moderator="mod")
     assert caught.value.code == grpc.StatusCode.NOT_FOUND
 
@@ -129,7 +129,7 @@ async def test_flag_evidence_review_and_takedown(
     page = await client.get_page(before.search_id, 0, 10)
     assert "style-03" not in [m.slug for m in page.matches]
 
-    with pytest.raises(ServiceError) as caught:
+    with pytest.raises(ServiceCallError) as caught:
         await client.review_flag(flag.flag_id, approve=False, moderator="mod2")
     assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert "already approved by mod" in caught.value.message
@@ -153,7 +153,7 @@ async def test_dismissed_flag_leaves_the_lora_searchable(
 
 
 async def test_registration_refuses_a_host_outside_the_allowlist(client: FindLoraClient) -> None:
-    with pytest.raises(ServiceError) as caught:
+    with pytest.raises(ServiceCallError) as caught:
         await client.register_lora("https://example.org/x.safetensors", pb.LoraMetadata(), requested_by="m")
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "downloads from example.org are not allowed" in caught.value.message
@@ -162,7 +162,7 @@ async def test_registration_refuses_a_host_outside_the_allowlist(client: FindLor
 async def test_a_nul_character_in_a_note_is_invalid_argument(
     client: FindLoraClient, served: ServedCatalog
 ) -> None:
-    with pytest.raises(ServiceError) as info:
+    with pytest.raises(ServiceCallError) as info:
         await client.flag_lookalike(
             "style-03", query(served, "style-03"), note="bad\x00note", reporter="artist"
         )

@@ -15,9 +15,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
 
-from bot.core.client import FindLoraClient, QueryImage, ServiceError
 from db.clients import Role
 from findlora.metrics_http import parse_listen, start_metrics_server
+from findlora_client import FindLoraClient, QueryImage, ServiceCallError
 from inference_service.config import Settings
 from inference_service.observability import enable_tracing
 from inference_service.server import start_service
@@ -35,7 +35,7 @@ async def test_rpc_metrics_count_outcomes_and_are_scraped(client: FindLoraClient
     bad_before = sample("findlora_rpc_requests_total", rpc="Search", code="INVALID_ARGUMENT")
     timed_before = sample("findlora_rpc_latency_seconds_count", rpc="Search")
     await client.search([QueryImage((catalog_dir / "samples" / "s00.png").read_bytes())], top_k=3)
-    with pytest.raises(ServiceError):
+    with pytest.raises(ServiceCallError):
         await client.search([QueryImage(b"not an image")])
     assert sample("findlora_rpc_requests_total", rpc="Search", code="OK") == ok_before + 1
     assert sample("findlora_rpc_requests_total", rpc="Search", code="INVALID_ARGUMENT") == bad_before + 1
@@ -71,7 +71,7 @@ async def test_tracing_records_a_span_per_rpc(settings: Settings, spans: InMemor
     service = await start_service(settings, "127.0.0.1:0")
     try:
         async with service_client(service, await issue_token(service, Role.SEARCH)) as client:
-            with pytest.raises(ServiceError) as info:
+            with pytest.raises(ServiceCallError) as info:
                 await client.search([QueryImage(b"")])
     finally:
         await service.stop(0.5)

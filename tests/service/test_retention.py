@@ -20,11 +20,11 @@ import psycopg
 import pytest
 from structlog.testing import capture_logs
 
-from bot.core.client import FindLoraClient, QueryImage, ServiceError
 from db import searches
 from db.clients import Role
 from db.database import Database
 from db.migrate import migrate
+from findlora_client import FindLoraClient, QueryImage, ServiceCallError
 from inference_service.config import Settings
 from inference_service.retention import SearchPurge
 from tests.helpers.service import ServedCatalog, served_catalog
@@ -44,8 +44,8 @@ async def one_search(client: FindLoraClient, served: ServedCatalog) -> str:
     return response.search_id
 
 
-async def page_error(client: FindLoraClient, search_id: str) -> ServiceError:
-    with pytest.raises(ServiceError) as caught:
+async def page_error(client: FindLoraClient, search_id: str) -> ServiceCallError:
+    with pytest.raises(ServiceCallError) as caught:
         await client.get_page(search_id, 0, 2)
     return caught.value
 

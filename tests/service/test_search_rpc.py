@@ -11,8 +11,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
-from bot.core.client import FindLoraClient, QueryImage, ServiceError, ServiceUnreachable
 from db.clients import Role
+from findlora_client import FindLoraClient, QueryImage, Reason, ServiceCallError, ServiceUnreachable
 from inference_service.server import RunningService
 from protos import findlora_pb2 as pb
 from protos import findlora_pb2_grpc as pb_grpc
@@ -102,9 +102,10 @@ async def test_multi_image_query_averages_style_distance(client: FindLoraClient,
     ],
 )
 async def test_bad_images_are_invalid_argument(client: FindLoraClient, data: bytes, message: str) -> None:
-    with pytest.raises(ServiceError) as info:
+    with pytest.raises(ServiceCallError) as info:
         await client.search([QueryImage(data, "upload.png")])
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.reason == Reason.IMAGE_REJECTED
     assert message in info.value.message
     assert "upload.png" in info.value.message
     assert await client.health() == "SERVING"  # the service shrugs it off
@@ -113,15 +114,19 @@ async def test_bad_images_are_invalid_argument(client: FindLoraClient, data: byt
 async def test_bad_requests_are_invalid_argument(client: FindLoraClient, catalog_dir: Path) -> None:
     data = (catalog_dir / "samples" / "s00.png").read_bytes()
     for images, top_k in ([[], 5], [[QueryImage(data)] * 5, 5], [[QueryImage(data)], 999]):
-        with pytest.raises(ServiceError) as info:
+        with pytest.raises(ServiceCallError) as info:
             await client.search(images, top_k=top_k)
-        assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    with pytest.raises(ServiceError) as info:
+        assert (info.value.code, info.value.reason) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            Reason.INVALID_ARGUMENT,
+        )
+    with pytest.raises(ServiceCallError) as info:
         await client.get_page("not-a-uuid", 0, 5)
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    with pytest.raises(ServiceError) as info:
+    with pytest.raises(ServiceCallError) as info:
         await client.get_page("00000000-0000-0000-0000-000000000000", 0, 5)
     assert info.value.code == grpc.StatusCode.NOT_FOUND
+    assert info.value.reason == Reason.SEARCH_NOT_FOUND
 
 
 async def test_expired_search_says_so(
@@ -131,17 +136,19 @@ async def test_expired_search_says_so(
     response = await client.search([QueryImage(data)], top_k=3)
     async with service.runtime.db.pool.connection() as conn:
         await conn.execute("UPDATE searches SET expires_at = now() - interval '1 second'")
-    with pytest.raises(ServiceError) as info:
+    with pytest.raises(ServiceCallError) as info:
         await client.get_page(response.search_id, 3, 3)
     assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert info.value.reason == Reason.SEARCH_EXPIRED
     assert info.value.message == "this search has expired, run it again"
 
 
 async def test_empty_catalog_is_failed_precondition(empty_service: RunningService) -> None:
     async with service_client(empty_service, await issue_token(empty_service, Role.SEARCH)) as client:
-        with pytest.raises(ServiceError) as info:
+        with pytest.raises(ServiceCallError) as info:
             await client.search([QueryImage(png_bytes(Image.new("RGB", (32, 32))))])
     assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert info.value.reason == Reason.CATALOG_EMPTY
     assert info.value.message == "catalog is empty: import one with findlora catalog import"
 
 
@@ -184,7 +191,7 @@ async def test_database_down_is_unavailable(
     client: FindLoraClient, catalog_dir: Path, service: RunningService
 ) -> None:
     await service.runtime.db.pool.close()  # every connection gone, as when the database stops
-    with pytest.raises(ServiceError) as info:
+    with pytest.raises(ServiceCallError) as info:
         await client.search([QueryImage((catalog_dir / "samples" / "s00.png").read_bytes())], timeout=10)
     assert info.value.code == grpc.StatusCode.UNAVAILABLE or "database" in info.value.message
 

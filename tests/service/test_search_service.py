@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot.core.client import QueryImage
 from db.clients import Role
+from findlora_client import QueryImage
 from inference_service.catalog.importer import import_catalog
 from inference_service.config import Settings
 from inference_service.runtime import open_runtime

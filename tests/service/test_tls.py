@@ -10,10 +10,10 @@ import pytest
 import trustme
 from pydantic import SecretStr
 
-from bot.core.client import ClientTls, FindLoraClient, ServiceError, ServiceUnreachable
-from bot.core.credentials import connect
 from bot.discord.config import DiscordSettings
 from db.clients import Role
+from findlora_client import ClientTls, FindLoraClient, ServiceCallError, ServiceUnreachable
+from findlora_client.credentials import connect
 from inference_service.config import Settings
 from inference_service.server import RunningService, start_service
 from inference_service.tls import TlsConfigError, server_credentials
@@ -85,7 +85,7 @@ async def test_tls_port_serves_clients_that_trust_its_ca(
     address = f"127.0.0.1:{service.port}"
     async with FindLoraClient(address, timeout=5, token=token, tls=tls(pki)) as client:
         assert await client.health() == "SERVING"
-        with pytest.raises(ServiceError) as answered:  # authenticated over TLS, answered by the servicer
+        with pytest.raises(ServiceCallError) as answered:  # authenticated over TLS, answered by the servicer
             await client.get_page("00000000-0000-0000-0000-000000000000", 0, 1)
         assert answered.value.message == "no such search: run it again"
     for wrong in (None, tls(pki, ca=pki.other_ca)):  # plaintext, or a CA that did not sign it
@@ -103,7 +103,7 @@ async def test_mutual_tls_needs_a_client_certificate(mutual: tuple[RunningServic
     async with FindLoraClient(address, timeout=5, token=token, tls=tls(pki, mutual=True)) as client:
         assert await client.list_flags() == []
     async with FindLoraClient(address, timeout=5, tls=tls(pki, mutual=True)) as client:
-        with pytest.raises(ServiceError) as refused:  # a certificate does not replace the token
+        with pytest.raises(ServiceCallError) as refused:  # a certificate does not replace the token
             await client.list_flags()
         assert refused.value.message.startswith("this service needs a client token")
 

@@ -10,14 +10,14 @@ import grpc
 import pytest
 from PIL import Image
 
-from bot.core.client import ServiceError, ServiceTimeout, ServiceUnreachable
 from bot.core.jobs import follow_job, progress_text
 from bot.core.nsfw import NsfwPolicy
 from bot.core.paging import PageRef, footer_text, parse_footer
 from bot.core.permissions import ModeratorPolicy
 from bot.core.ratelimit import RateLimiter, cooldown_message
 from bot.core.rendering import TransferImage, contact_sheet, render_page
-from bot.core.replies import EXPIRED, NOT_ACCEPTED, SERVICE_DOWN, SERVICE_SLOW, friendly_error
+from bot.core.replies import EXPIRED, NOT_ACCEPTED, SERVICE_BUSY, SERVICE_DOWN, SERVICE_SLOW, friendly_error
+from findlora_client import Reason, ServiceCallError, ServiceTimeout, ServiceUnreachable
 from protos import findlora_pb2 as pb
 
 SEARCH = str(uuid.uuid4())
@@ -75,11 +75,35 @@ def test_nsfw_only_where_allowed() -> None:
     [
         (ServiceUnreachable("x", grpc.StatusCode.UNAVAILABLE), SERVICE_DOWN),
         (ServiceTimeout("x", grpc.StatusCode.DEADLINE_EXCEEDED), SERVICE_SLOW),
-        (ServiceError("this search has expired, run it again", grpc.StatusCode.FAILED_PRECONDITION), EXPIRED),
-        (ServiceError("no LoRA matches 'x'", grpc.StatusCode.NOT_FOUND), "No LoRA matches 'x'."),
-        (ServiceError("unknown or revoked client token", grpc.StatusCode.UNAUTHENTICATED), NOT_ACCEPTED),
         (
-            ServiceError("taking a LoRA down needs the admin role", grpc.StatusCode.PERMISSION_DENIED),
+            ServiceCallError(
+                "this search has expired, run it again",
+                grpc.StatusCode.FAILED_PRECONDITION,
+                Reason.SEARCH_EXPIRED,
+            ),
+            EXPIRED,
+        ),
+        # The reason decides, not the words: a purged search and an expired one read the same.
+        (ServiceCallError("gone", grpc.StatusCode.NOT_FOUND, Reason.SEARCH_NOT_FOUND), EXPIRED),
+        (
+            ServiceCallError("the flag has expired", grpc.StatusCode.FAILED_PRECONDITION),
+            "The flag has expired.",
+        ),
+        (
+            ServiceCallError(
+                "too many requests", grpc.StatusCode.RESOURCE_EXHAUSTED, Reason.RATE_LIMITED, retry_after_s=7
+            ),
+            "The findlora service is getting too many requests from you; try again in 7 s.",
+        ),
+        (ServiceCallError("queue full", grpc.StatusCode.RESOURCE_EXHAUSTED), SERVICE_BUSY),
+        (
+            ServiceCallError("the slug 'x' is already taken", grpc.StatusCode.ALREADY_EXISTS),
+            "The slug 'x' is already taken.",
+        ),
+        (ServiceCallError("no LoRA matches 'x'", grpc.StatusCode.NOT_FOUND), "No LoRA matches 'x'."),
+        (ServiceCallError("unknown or revoked client token", grpc.StatusCode.UNAUTHENTICATED), NOT_ACCEPTED),
+        (
+            ServiceCallError("taking a LoRA down needs the admin role", grpc.StatusCode.PERMISSION_DENIED),
             "This bot is not allowed to do that (taking a LoRA down needs the admin role).",
         ),
     ],
@@ -89,7 +113,7 @@ def test_friendly_errors(error: Exception, expected: str) -> None:
 
 
 def test_internal_errors_say_nothing_of_the_internals() -> None:
-    text = friendly_error(ServiceError("Traceback: psycopg blew up", grpc.StatusCode.INTERNAL))
+    text = friendly_error(ServiceCallError("Traceback: psycopg blew up", grpc.StatusCode.INTERNAL))
     assert "psycopg" not in text
     assert "Traceback" not in friendly_error(RuntimeError("Traceback (most recent call last)"))
 

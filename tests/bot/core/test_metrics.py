@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 from prometheus_client import REGISTRY
 
-from bot.core.client import ServiceError, ServiceUnreachable
 from bot.core.replies import SERVICE_DOWN, friendly_error
+from findlora_client import ServiceCallError, ServiceUnreachable
 
 
 def errors(kind: str) -> float:
@@ -14,9 +14,9 @@ def errors(kind: str) -> float:
 
 
 def test_friendly_errors_are_counted_by_kind() -> None:
-    down, rejected = errors("ServiceUnreachable"), errors("ServiceError")
+    down, rejected = errors("ServiceUnreachable"), errors("ServiceCallError")
     assert friendly_error(ServiceUnreachable("down", grpc.StatusCode.UNAVAILABLE)) == SERVICE_DOWN
-    friendly_error(ServiceError("bad image", grpc.StatusCode.INVALID_ARGUMENT))
-    friendly_error(ServiceError("bad image", grpc.StatusCode.INVALID_ARGUMENT))
+    friendly_error(ServiceCallError("bad image", grpc.StatusCode.INVALID_ARGUMENT))
+    friendly_error(ServiceCallError("bad image", grpc.StatusCode.INVALID_ARGUMENT))
     assert errors("ServiceUnreachable") == down + 1
-    assert errors("ServiceError") == rejected + 2
+    assert errors("ServiceCallError") == rejected + 2

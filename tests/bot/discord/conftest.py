@@ -13,10 +13,10 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from bot.core.credentials import connect
 from bot.discord.bot import BotServices, FindLoraBot
 from bot.discord.config import DiscordSettings
 from db.clients import Role
+from findlora_client.credentials import connect
 from inference_service.config import Settings
 from tests.helpers.discord_fakes import make_attachment, make_channel, make_member
 from tests.helpers.service import ServedCatalog, served_catalog

@@ -7,11 +7,11 @@ from unittest import mock
 
 import pytest
 
-from bot.core.client import QueryImage
 from bot.core.permissions import NOT_A_MODERATOR
 from bot.core.replies import NOT_ACCEPTED, friendly_error
 from bot.discord.exts.moderation._cog import split_trigger_words
 from db.clients import Role
+from findlora_client import QueryImage
 from tests.bot.discord.conftest import MOD_ROLE, MODERATOR_ID, Harness, route_channels
 from tests.helpers.discord_fakes import custom_ids, make_interaction, make_member, messages_in, press
 from tests.helpers.jobs import scripted_watch_job

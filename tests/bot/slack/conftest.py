@@ -13,11 +13,11 @@ import pytest
 from pydantic import SecretStr
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.core.credentials import connect
 from bot.slack.app import create_app
 from bot.slack.config import SlackSettings
 from bot.slack.services import SlackServices
 from db.clients import Role
+from findlora_client.credentials import connect
 from inference_service.config import Settings
 from tests.helpers.service import ServedCatalog, served_catalog
 from tests.helpers.slack_fakes import (

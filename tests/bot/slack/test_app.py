@@ -19,9 +19,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack import listeners
 from bot.slack.app import create_app
-from bot.slack.config import SlackSettings, TokenMissing
+from bot.slack.config import SlackSettings
 from bot.slack.run import SlackSecrets
 from bot.slack.services import SlackServices
+from findlora_client import TokenMissing
 from tests.helpers.slack_fakes import BOT_TOKEN, SIGNING_SECRET, MockSlackApi
 
 

@@ -10,15 +10,16 @@ import structlog
 from discord import app_commands
 from discord.ext import commands
 
-from bot.core.attachments import AttachmentRejected, download
-from bot.core.client import QueryImage, ServiceError
-from bot.core.flags import evidence_text, outcome_text, status_label
+from bot.core.attachments import AttachmentRejected
+from bot.core.flags import artwork_filename, evidence_text, evidence_transfers, outcome_text, status_label
 from bot.core.permissions import NOT_A_MODERATOR
 from bot.core.ratelimit import cooldown_message
-from bot.core.rendering import TransferImage, contact_sheet
+from bot.core.rendering import contact_sheet
 from bot.core.replies import friendly_error
+from bot.core.search_flow import download_all
 from bot.discord._interactions import attachment_info, reply, role_ids, user_id_of, user_key
-from bot.discord.exts.flags._components import review_view
+from bot.discord.exts.flags._components import FLAGS_COG, review_view
+from findlora_client import QueryImage, ServiceCallError
 from protos import findlora_pb2 as pb
 
 if TYPE_CHECKING:
@@ -26,14 +27,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 SHEET_NAME = "nearest-transfers.webp"
-
-
-def _transfers(flag: pb.Flag) -> list[TransferImage]:
-    return [
-        TransferImage(t.sample_id, f"{t.sample_id}.webp", t.thumbnail, t.mime_type, t.distance)
-        for t in flag.evidence.nearest_transfers
-        if t.thumbnail
-    ]
 
 
 def review_embed(flag: pb.Flag, *, with_sheet: bool) -> discord.Embed:
@@ -59,22 +52,16 @@ def review_embed(flag: pb.Flag, *, with_sheet: bool) -> discord.Embed:
 
 
 def _files(flag: pb.Flag, artworks: list[QueryImage]) -> tuple[list[discord.File], bool]:
-    sheet = contact_sheet(_transfers(flag))
+    sheet = contact_sheet(evidence_transfers(flag))
     files = [discord.File(io.BytesIO(sheet), filename=SHEET_NAME)] if sheet else []
     files += [
-        discord.File(io.BytesIO(art.data), filename=f"artwork-{i}{_suffix(art.content_type)}")
+        discord.File(io.BytesIO(art.data), filename=artwork_filename(i, art.content_type))
         for i, art in enumerate(artworks, start=1)
     ]
     return files, sheet is not None
 
 
-def _suffix(content_type: str) -> str:
-    return {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif"}.get(
-        content_type, ".img"
-    )
-
-
-class FlagsCog(commands.Cog, name="Flags"):
+class FlagsCog(commands.Cog, name=FLAGS_COG):
     def __init__(self, bot: FindLoraBot) -> None:
         self.bot = bot
         self.services = bot.services
@@ -104,10 +91,7 @@ class FlagsCog(commands.Cog, name="Flags"):
         await interaction.response.defer(ephemeral=True, thinking=True)
         attachments = [a for a in (artwork, artwork2, artwork3) if a is not None]
         try:
-            images = [
-                await download(attachment_info(a), self.services.limits, self.services.http)
-                for a in attachments
-            ]
+            images = await download_all(self.services, [attachment_info(a) for a in attachments])
             flag = await self.services.client.flag_lookalike(
                 lora,
                 images,
@@ -115,7 +99,7 @@ class FlagsCog(commands.Cog, name="Flags"):
                 reporter=reporter,
                 timeout=self.services.settings.search_timeout_s,
             )
-        except (AttachmentRejected, ServiceError) as error:
+        except (AttachmentRejected, ServiceCallError) as error:
             await interaction.followup.send(friendly_error(error), ephemeral=True)
             return
         log.info("lookalike_flagged", flag_id=flag.flag_id, lora=flag.slug, reporter=reporter)
@@ -158,11 +142,11 @@ class FlagsCog(commands.Cog, name="Flags"):
             flag = await self.services.client.review_flag(
                 flag_id, approve=approve, moderator=moderator, timeout=self.services.settings.call_timeout_s
             )
-        except ServiceError as error:
+        except ServiceCallError as error:
             await interaction.followup.send(friendly_error(error), ephemeral=True)
             return
         log.info("flag_reviewed", flag_id=flag_id, decision=status_label(flag), by=moderator)
-        has_sheet = bool(_transfers(flag))
+        has_sheet = bool(evidence_transfers(flag))
         await interaction.edit_original_response(embed=review_embed(flag, with_sheet=has_sheet), view=None)
         await self._tell_artist(flag)
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import discord
 
-if TYPE_CHECKING:
-    from bot.discord.exts.flags._cog import FlagsCog
-
+FLAGS_COG = "Flags"
 REVIEW_TEMPLATE = re.compile(r"fl:review:(?P<flag_id>[0-9a-f-]{36}):(?P<decision>approve|dismiss)")
+
+
+class Reviewer(Protocol):
+    """What a review button asks of the flags cog (looked up by name: no import of the cog)."""
+
+    async def review(self, interaction: discord.Interaction[Any], flag_id: str, *, approve: bool) -> None: ...
 
 
 class ReviewButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=REVIEW_TEMPLATE):
@@ -33,7 +37,7 @@ class ReviewButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=REVI
         return cls(match["flag_id"], match["decision"])
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        cog: FlagsCog | None = interaction.client.get_cog("Flags")  # type: ignore[attr-defined]
+        cog: Reviewer | None = interaction.client.get_cog(FLAGS_COG)  # type: ignore[attr-defined]
         if cog is None:
             raise RuntimeError("the flags extension is not loaded")
         await cog.review(interaction, self.flag_id, approve=self.decision == "approve")

@@ -9,11 +9,11 @@ import structlog
 from discord import app_commands
 from discord.ext import commands
 
-from bot.core.client import ServiceError
 from bot.core.jobs import follow_job
 from bot.core.permissions import NOT_A_MODERATOR
 from bot.core.replies import friendly_error
 from bot.discord._interactions import reply, role_ids, user_key
+from findlora_client import ServiceCallError
 from protos import findlora_pb2 as pb
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class ModerationCog(commands.Cog, name="Moderation"):
                 reason=reason or "",
                 timeout=self.services.settings.call_timeout_s,
             )
-        except ServiceError as error:
+        except ServiceCallError as error:
             await interaction.followup.send(friendly_error(error), ephemeral=True)
             return
         log.info(
@@ -110,7 +110,7 @@ class ModerationCog(commands.Cog, name="Moderation"):
             job_id = await self.services.client.register_lora(
                 url, metadata, requested_by=moderator, timeout=self.services.settings.call_timeout_s
             )
-        except ServiceError as error:
+        except ServiceCallError as error:
             log.info("registration_refused", by=moderator, code=error.code.name if error.code else "")
             await interaction.followup.send(friendly_error(error), ephemeral=True)
             return
@@ -121,7 +121,7 @@ class ModerationCog(commands.Cog, name="Moderation"):
 
         try:
             await follow_job(self.services.client.watch_job(job_id), show)
-        except ServiceError as error:
+        except ServiceCallError as error:
             await interaction.followup.send(
                 f"Lost track of job `{job_id}`: {friendly_error(error)}", ephemeral=True
             )

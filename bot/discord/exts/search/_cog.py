@@ -11,13 +11,13 @@ import structlog
 from discord import app_commands
 from discord.ext import commands
 
-from bot.core.attachments import AttachmentInfo, AttachmentRejected, download, is_probably_image
-from bot.core.client import ServiceError
+from bot.core.attachments import AttachmentInfo, is_probably_image
 from bot.core.paging import PageRef, parse_footer, parse_lora_id, parse_total
-from bot.core.ratelimit import cooldown_message
 from bot.core.rendering import ResultsPage, render_page
-from bot.core.replies import NO_IMAGE, NOTHING_MATCHES, friendly_error
+from bot.core.replies import friendly_error
+from bot.core.search_flow import SearchAsk, run_search
 from bot.discord._interactions import age_restricted, attachment_info, reply, user_key
+from bot.discord.exts.search._components import SEARCH_COG
 from bot.discord.exts.search._message import (
     NEXT,
     PAGE_REACTIONS,
@@ -26,15 +26,35 @@ from bot.discord.exts.search._message import (
     THUMBS_UP,
     page_message,
 )
+from findlora_client import ServiceCallError
 
 if TYPE_CHECKING:
     from bot.discord.bot import FindLoraBot
 
 log = structlog.get_logger(__name__)
-MAX_QUERY_IMAGES = 4
 
 
-class SearchCog(commands.Cog, name="Search"):
+class InteractionReplies:
+    """Answers to the interaction that asked (SearchReplies); `private` ones only to its user."""
+
+    def __init__(self, interaction: discord.Interaction[Any], *, private: bool) -> None:
+        self.interaction, self.private = interaction, private
+
+    async def started(self) -> None:
+        # Downloading and ranking take longer than Discord's 3-second answer window.
+        await self.interaction.response.defer(thinking=True, ephemeral=self.private)
+
+    async def say(self, text: str) -> None:
+        await reply(self.interaction, text)
+
+    async def show(self, page: ResultsPage) -> None:
+        send = page_message(page).send_kwargs()
+        message = await self.interaction.followup.send(**send, ephemeral=self.private, wait=True)
+        if not self.private:
+            await _add_reactions(message)
+
+
+class SearchCog(commands.Cog, name=SEARCH_COG):
     def __init__(self, bot: FindLoraBot) -> None:
         self.bot = bot
         self.services = bot.services
@@ -85,10 +105,7 @@ class SearchCog(commands.Cog, name="Search"):
 
     async def find_for_message(self, interaction: discord.Interaction[Any], message: discord.Message) -> None:
         infos = [attachment_info(a) for a in message.attachments]
-        images = [info for info in infos if is_probably_image(info)][:MAX_QUERY_IMAGES]
-        if not images:
-            await reply(interaction, NO_IMAGE)
-            return
+        images = [info for info in infos if is_probably_image(info)]
         # Ephemeral: whoever asks about someone else's message gets the answer alone.
         await self.run_search(
             interaction,
@@ -111,39 +128,15 @@ class SearchCog(commands.Cog, name="Search"):
         prompt: str | None,
         private: bool,
     ) -> None:
-        user = user_key(interaction.user)
-        wait = self.services.search_limiter.try_acquire(user)
-        if wait:
-            await reply(interaction, cooldown_message("searching", wait))
-            return
-        # Downloading and ranking take longer than Discord's 3-second answer window.
-        await interaction.response.defer(thinking=True, ephemeral=private)
-        allow_nsfw = self.services.nsfw.allows(interaction.channel_id, age_restricted(interaction.channel))
-        try:
-            queries = [await download(info, self.services.limits, self.services.http) for info in images]
-            response = await self.services.client.search(
-                queries,
-                top_k=top_k,
-                base_model=base_model,
-                allow_nsfw=allow_nsfw,
-                prompt=prompt or None,
-                requested_by=user,
-                timeout=self.services.settings.search_timeout_s,
-            )
-        except (AttachmentRejected, ServiceError) as error:
-            log.info("search_refused", user=user, reason=type(error).__name__, code=_code(error))
-            await interaction.followup.send(friendly_error(error), ephemeral=True)
-            return
-        page = render_page(response, top_k, allow_nsfw=allow_nsfw)
-        log.info("search_done", user=user, search_id=response.search_id, results=len(page.cards))
-        if not page.cards:
-            await interaction.followup.send(NOTHING_MATCHES, ephemeral=True)
-            return
-        message = await interaction.followup.send(
-            **page_message(page).send_kwargs(), ephemeral=private, wait=True
+        ask = SearchAsk(
+            user=user_key(interaction.user),
+            images=images,
+            top_k=top_k,
+            allow_nsfw=self.services.nsfw.allows(interaction.channel_id, age_restricted(interaction.channel)),
+            base_model=base_model,
+            prompt=prompt,
         )
-        if not private:
-            await _add_reactions(message)
+        await run_search(ask, self.services, InteractionReplies(interaction, private=private))
 
     # --- paging and feedback -----------------------------------------------------------------
 
@@ -162,7 +155,7 @@ class SearchCog(commands.Cog, name="Search"):
         allow_nsfw = self.services.nsfw.allows(interaction.channel_id, age_restricted(interaction.channel))
         try:
             page = await self._fetch_page(target, allow_nsfw)
-        except ServiceError as error:
+        except ServiceCallError as error:
             await interaction.followup.send(friendly_error(error), ephemeral=True)
             return
         await interaction.edit_original_response(**page_message(page).edit_kwargs())
@@ -175,7 +168,7 @@ class SearchCog(commands.Cog, name="Search"):
             first = await self.services.client.record_feedback(
                 search_id, lora_id, up=up, user=user_key(interaction.user)
             )
-        except ServiceError as error:
+        except ServiceCallError as error:
             await interaction.followup.send(friendly_error(error), ephemeral=True)
             return
         await interaction.followup.send(_vote_text(up, first), ephemeral=True)
@@ -227,7 +220,7 @@ class SearchCog(commands.Cog, name="Search"):
         allow_nsfw = self.services.nsfw.allows(getattr(channel, "id", None), age_restricted(channel))
         try:
             page = await self._fetch_page(target, allow_nsfw)
-        except ServiceError as error:
+        except ServiceCallError as error:
             await channel.send(f"<@{user_id}> {friendly_error(error)}", delete_after=30)
             return
         await message.edit(**page_message(page).edit_kwargs())
@@ -239,18 +232,13 @@ class SearchCog(commands.Cog, name="Search"):
             await self.services.client.record_feedback(
                 current.search_id, lora_id, up=up, user=user_key(discord.Object(user_id))
             )
-        except ServiceError as error:
+        except ServiceCallError as error:
             await channel.send(f"<@{user_id}> {friendly_error(error)}", delete_after=30)
 
 
 def _vote_text(up: bool, first: bool) -> str:
     emoji = THUMBS_UP if up else THUMBS_DOWN
     return f"Thanks, your {emoji} is recorded." if first else f"Your vote is now {emoji}."
-
-
-def _code(error: Exception) -> str:
-    code = getattr(error, "code", None)
-    return code.name if code is not None else ""
 
 
 async def _add_reactions(message: discord.Message) -> None:

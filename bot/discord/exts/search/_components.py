@@ -4,22 +4,30 @@ keep working after a bot restart (discord.py dynamic items)."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import discord
 
 from bot.core.paging import PageRef, ref_pattern
 from bot.core.rendering import ResultsPage
 
-if TYPE_CHECKING:
-    from bot.discord.exts.search._cog import SearchCog
-
+SEARCH_COG = "Search"
 PAGE_TEMPLATE = re.compile(rf"fl:(?P<direction>prev|next):{ref_pattern()}")
 RATE_TEMPLATE = re.compile(r"fl:rate:(?P<search_id>[0-9a-f-]{36})")
 
 
-def _cog(interaction: discord.Interaction[Any]) -> SearchCog:
-    cog = interaction.client.get_cog("Search")  # type: ignore[attr-defined]
+class SearchActions(Protocol):
+    """What the components ask of the search cog (looked up by name: no import of the cog)."""
+
+    async def page_from_button(self, interaction: discord.Interaction[Any], target: PageRef) -> None: ...
+
+    async def vote_from_menu(
+        self, interaction: discord.Interaction[Any], search_id: str, lora_id: int, up: bool
+    ) -> None: ...
+
+
+def _cog(interaction: discord.Interaction[Any]) -> SearchActions:
+    cog = interaction.client.get_cog(SEARCH_COG)  # type: ignore[attr-defined]
     if cog is None:
         raise RuntimeError("the search extension is not loaded")
     return cog  # type: ignore[no-any-return]

@@ -9,11 +9,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.core.client import ServiceError
 from bot.core.permissions import NOT_A_MODERATOR
 from bot.core.replies import friendly_error
 from bot.core.stats import stats_table
 from bot.discord._interactions import reply, role_ids
+from findlora_client import ServiceCallError
 
 if TYPE_CHECKING:
     from bot.discord.bot import FindLoraBot
@@ -43,7 +43,7 @@ class StatsCog(commands.Cog, name="Stats"):
             stats = await self.services.client.feedback_stats(
                 start, timeout=self.services.settings.call_timeout_s
             )
-        except ServiceError as error:
+        except ServiceCallError as error:
             await interaction.followup.send(friendly_error(error), ephemeral=True)
             return
         await interaction.followup.send(stats_table(stats), ephemeral=True)

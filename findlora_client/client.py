@@ -13,12 +13,18 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from findlora_client.errors import ServiceCallError, ServiceTimeout, ServiceUnreachable
+from findlora_client.protocol import (
+    DEFAULT_ADDRESS,
+    MAX_MESSAGE_BYTES,
+    REASON_TRAILER,
+    RETRY_AFTER_TRAILER,
+    Reason,
+)
 from protos import findlora_pb2 as pb
 from protos import findlora_pb2_grpc as pb_grpc
 
 Reply = TypeVar("Reply")
-DEFAULT_ADDRESS = "127.0.0.1:50051"
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 # gRPC retries transparently, with backoff, only when the service could not be reached.
 SERVICE_CONFIG = json.dumps(
@@ -37,23 +43,6 @@ SERVICE_CONFIG = json.dumps(
         ]
     }
 )
-
-
-class ServiceError(Exception):
-    """A call to the service failed; `message` is written for the person who asked."""
-
-    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-
-
-class ServiceUnreachable(ServiceError):
-    pass
-
-
-class ServiceTimeout(ServiceError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -120,20 +109,27 @@ class FindLoraClient:
     async def close(self) -> None:
         await self._channel.close()
 
-    def _translate(self, error: grpc.aio.AioRpcError) -> ServiceError:
+    def _translate(self, error: grpc.aio.AioRpcError) -> ServiceCallError:
         code = error.code()
+        trailers = dict(error.trailing_metadata() or ())
+        reason = Reason.parse(trailers.get(REASON_TRAILER), code)
         if code == grpc.StatusCode.UNAVAILABLE:
             return ServiceUnreachable(
                 f"could not reach the findlora service at {self.address} "
                 f"({error.details() or 'unavailable'})",
                 code,
+                reason,
             )
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             # The service's own timeouts (a database query limit) say why; the client's deadline does not.
             details = error.details() or ""
             why = f": {details}" if details and details != "Deadline Exceeded" else ""
-            return ServiceTimeout(f"the findlora service at {self.address} did not answer in time{why}", code)
-        return ServiceError(error.details() or code.name, code)
+            message = f"the findlora service at {self.address} did not answer in time{why}"
+            return ServiceTimeout(message, code, reason)
+        retry = str(trailers.get(RETRY_AFTER_TRAILER, ""))
+        return ServiceCallError(
+            error.details() or code.name, code, reason, int(retry) if retry.isdigit() else None
+        )
 
     async def _call(
         self,

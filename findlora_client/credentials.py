@@ -13,7 +13,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
 
-from bot.core.client import ClientTls, FindLoraClient
+from findlora_client.client import ClientTls, FindLoraClient
+from findlora_client.errors import TokenMissing
 
 # `<data dir>/client-token`: the embedded database's `local` client token (the CLI's fallback).
 LOCAL_TOKEN_FILE = "client-token"
@@ -23,8 +24,24 @@ TOKEN_HELP = (
 )
 
 
-class ServiceTokenMissing(Exception):
-    pass
+def read_secret(value: SecretStr | None, path: Path | None) -> str | None:
+    """A secret from its file, which wins over the variable (containers mount secrets); None
+    when neither is set or both are empty."""
+    if path is not None:
+        secret = path.read_text(encoding="utf-8").strip()
+    elif value is not None:
+        secret = value.get_secret_value().strip()
+    else:
+        secret = ""
+    return secret or None
+
+
+def require_secret(value: SecretStr | None, path: Path | None, names: str) -> str:
+    """The secret, or TokenMissing asking to set `names`."""
+    secret = read_secret(value, path)
+    if secret is None:
+        raise TokenMissing(f"set {names}")
+    return secret
 
 
 class ServiceAccess(BaseSettings):
@@ -44,19 +61,12 @@ class ServiceAccess(BaseSettings):
     client_key: Path | None = Field(None, validation_alias="FINDLORA_CLIENT_KEY", description="Its key.")
 
     def read_service_token(self) -> str | None:
-        """The secret file wins over the variable (containers mount secrets); None when neither."""
-        if self.service_token_file is not None:
-            token = self.service_token_file.read_text(encoding="utf-8").strip()
-        elif self.service_token is not None:
-            token = self.service_token.get_secret_value().strip()
-        else:
-            token = ""
-        return token or None
+        return read_secret(self.service_token, self.service_token_file)
 
     def require_service_token(self) -> str:
         token = self.read_service_token()
         if token is None:
-            raise ServiceTokenMissing(TOKEN_HELP)
+            raise TokenMissing(TOKEN_HELP)
         return token
 
     def client_tls(self) -> ClientTls | None:

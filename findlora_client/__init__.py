@@ -1,0 +1,26 @@
+"""The gRPC client of the findlora service, with what both sides agree on (base install only)."""
+
+from findlora_client.client import ClientTls, FindLoraClient, QueryImage
+from findlora_client.errors import ServiceCallError, ServiceTimeout, ServiceUnreachable, TokenMissing
+from findlora_client.protocol import (
+    DEFAULT_ADDRESS,
+    MAX_IMAGE_PIXELS,
+    MAX_MESSAGE_BYTES,
+    MAX_QUERY_IMAGES,
+    Reason,
+)
+
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "MAX_IMAGE_PIXELS",
+    "MAX_MESSAGE_BYTES",
+    "MAX_QUERY_IMAGES",
+    "ClientTls",
+    "FindLoraClient",
+    "QueryImage",
+    "Reason",
+    "ServiceCallError",
+    "ServiceTimeout",
+    "ServiceUnreachable",
+    "TokenMissing",
+]
