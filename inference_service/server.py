@@ -45,7 +45,6 @@ class RunningService:
     decoder: DecodePool | None = None
     # The embedded database's `local` client token (None with DATABASE_URL): the demo calls with it.
     local_token: str | None = field(default=None, repr=False)
-
     # What start_service opened, closed in reverse order (purge, decoder, engine, queue, runtime).
     resources: AsyncExitStack = field(default_factory=AsyncExitStack, repr=False)
 
@@ -68,8 +67,7 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
     # A bad key or TLS setting stops us before any work.
     key = await asyncio.to_thread(feedback_key, settings)
     credentials = server_credentials(settings)
-    # Every resource is registered as soon as it exists: a failure at any later step (the queue,
-    # the port, ...) closes what was opened, in reverse order; on success RunningService owns them.
+    # Each resource joins the stack once open: a later failure closes them all, in reverse order.
     async with AsyncExitStack() as stack:
         runtime = await open_runtime(settings)
         stack.push_async_callback(runtime.close)
@@ -77,13 +75,11 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
         if settings.database_url is None:
             async with runtime.repo.connection() as conn:
                 local_token = await ensure_local_client(conn, settings.data_dir)
-
         # Registration jobs go to the Postgres queue; workers (findlora serve worker) run them.
         queue = make_queue_app(runtime.url)
         await queue.open_async()
         stack.push_async_callback(queue.close_async)
         registrations = Registrations(RegistrationStore(runtime.repo.pool), queue, settings)
-
         gmi = None
         if runtime.gmi is not None:
             from inference_service.gmi import GmiBranch
@@ -93,7 +89,6 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
         stack.push_async_callback(engine.aclose)
         decoder = DecodePool.from_settings(settings)
         stack.callback(decoder.close)
-
         server = grpc.aio.server(
             options=grpc_options(settings),
             interceptors=[AuthInterceptor(runtime.repo.pool)],
@@ -144,17 +139,9 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
             max_concurrent_rpcs=settings.max_concurrent_rpcs,
             decode_workers=settings.decode_workers,
         )
+        owned = stack.pop_all()  # from here on, RunningService.stop closes them
         return RunningService(
-            server,
-            port,
-            runtime,
-            health_servicer,
-            engine,
-            queue,
-            purge,
-            decoder,
-            local_token=local_token,
-            resources=stack.pop_all(),
+            server, port, runtime, health_servicer, engine, queue, purge, decoder, local_token, owned
         )
 
 
