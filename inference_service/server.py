@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 import grpc
@@ -43,19 +44,13 @@ class RunningService:
     decoder: DecodePool | None = None
     # The embedded database's `local` client token (None with DATABASE_URL): the demo calls with it.
     local_token: str | None = field(default=None, repr=False)
+    # What start_service opened, closed in reverse order (purge, decoder, engine, queue, runtime).
+    resources: AsyncExitStack = field(default_factory=AsyncExitStack, repr=False)
 
     async def stop(self, grace: float) -> None:
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
-        if self.purge is not None:
-            await self.purge.stop()
-        if self.decoder is not None:
-            self.decoder.close()
-        if self.engine is not None:
-            await self.engine.aclose()
-        if self.queue is not None:
-            await self.queue.close_async()
-        await self.runtime.close()
+        await self.server.stop(grace)  # in-flight RPCs finish before what they use is closed
+        await self.resources.aclose()
 
 
 def grpc_options(settings: Settings) -> list[tuple[str, int]]:
@@ -71,79 +66,82 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
     # A bad key or TLS setting stops us before any work.
     key = await asyncio.to_thread(feedback_key, settings)
     credentials = server_credentials(settings)
-    runtime = await open_runtime(settings)
-    local_token = None
-    if settings.database_url is None:
-        async with runtime.db.connection() as conn:
-            local_token = await ensure_local_client(conn, settings.data_dir)
-    gmi = None
-    if runtime.gmi is not None:
-        from inference_service.gmi import GmiBranch
+    # Each resource joins the stack once open: a later failure closes them all, in reverse order.
+    async with AsyncExitStack() as stack:
+        runtime = await open_runtime(settings)
+        stack.push_async_callback(runtime.close)
+        local_token = None
+        if settings.database_url is None:
+            async with runtime.db.connection() as conn:
+                local_token = await ensure_local_client(conn, settings.data_dir)
+        # Registration jobs go to the Postgres queue; workers (findlora serve worker) run them.
+        queue = make_queue_app(runtime.url)
+        await queue.open_async()
+        stack.push_async_callback(queue.close_async)
+        registrations = Registrations(runtime.db, queue, settings)
+        gmi = None
+        if runtime.gmi is not None:
+            from inference_service.gmi import GmiBranch
 
-        gmi = GmiBranch(runtime.db, runtime.gmi, settings.rkme_gamma)
-    engine = SearchEngine(runtime.db, runtime.blobs, runtime.embedder, settings, gmi)
-
-    # Registration jobs go to the Postgres queue; workers (findlora serve worker) run them.
-    queue = make_queue_app(runtime.url)
-    await queue.open_async()
-    registrations = Registrations(runtime.db, queue, settings)
-
-    server = grpc.aio.server(
-        options=grpc_options(settings),
-        interceptors=[AuthInterceptor(runtime.db)],
-        maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
-    )
-    decoder = DecodePool.from_settings(settings)
-    findlora_pb2_grpc.add_FindLoraServicer_to_server(  # type: ignore[no-untyped-call]
-        FindLoraServicer(
-            engine,
-            Moderation(runtime.db, runtime.embedder, settings),
-            settings,
-            registrations,
-            decoder,
-            feedback_key=key,
-        ),
-        server,
-    )
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-        server,
-    )
-    address = listen or settings.listen
-    if credentials is None:
-        port = server.add_insecure_port(address)
-    else:
-        port = server.add_secure_port(address, credentials)
-    if port == 0:
-        decoder.close()
-        await queue.close_async()
-        await runtime.close()
-        raise OSError(f"could not listen on {listen or settings.listen}")
-    await server.start()
-    purge = SearchPurge(runtime.db, settings.purge_interval_s)
-    purge.start()
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info(
-        "service_started",
-        port=port,
-        encoder=runtime.embedder.label,
-        device=settings.device,
-        dynamic_batching=settings.dynamic_batching,
-        batch_max_size=settings.batch_max_size,
-        batch_max_wait_ms=settings.batch_max_wait_ms,
-        search_ttl_hours=settings.search_ttl_hours,
-        purge_interval_s=settings.purge_interval_s,
-        tls=credentials is not None,
-        mutual_tls=settings.tls_client_ca is not None,
-        max_concurrent_rpcs=settings.max_concurrent_rpcs,
-        decode_workers=settings.decode_workers,
-    )
-    return RunningService(
-        server, port, runtime, health_servicer, engine, queue, purge, decoder, local_token=local_token
-    )
+            gmi = GmiBranch(runtime.db, runtime.gmi, settings.rkme_gamma)
+        engine = SearchEngine(runtime.db, runtime.blobs, runtime.embedder, settings, gmi)
+        stack.push_async_callback(engine.aclose)
+        decoder = DecodePool.from_settings(settings)
+        stack.callback(decoder.close)
+        server = grpc.aio.server(
+            options=grpc_options(settings),
+            interceptors=[AuthInterceptor(runtime.db)],
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
+        )
+        findlora_pb2_grpc.add_FindLoraServicer_to_server(  # type: ignore[no-untyped-call]
+            FindLoraServicer(
+                engine,
+                Moderation(runtime.db, runtime.embedder, settings),
+                settings,
+                registrations,
+                decoder,
+                feedback_key=key,
+            ),
+            server,
+        )
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+        reflection.enable_server_reflection((SERVICE_NAME, health_name, reflection.SERVICE_NAME), server)
+        address = listen or settings.listen
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+        if port == 0:
+            raise OSError(f"could not listen on {address}")
+        await server.start()
+        # Only for a failure below; RunningService.stop stops the server gracefully first.
+        stack.push_async_callback(server.stop, None)
+        purge = SearchPurge(runtime.db, settings.purge_interval_s)
+        purge.start()
+        stack.push_async_callback(purge.stop)
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "service_started",
+            port=port,
+            encoder=runtime.embedder.label,
+            device=settings.device,
+            dynamic_batching=settings.dynamic_batching,
+            batch_max_size=settings.batch_max_size,
+            batch_max_wait_ms=settings.batch_max_wait_ms,
+            search_ttl_hours=settings.search_ttl_hours,
+            purge_interval_s=settings.purge_interval_s,
+            tls=credentials is not None,
+            mutual_tls=settings.tls_client_ca is not None,
+            max_concurrent_rpcs=settings.max_concurrent_rpcs,
+            decode_workers=settings.decode_workers,
+        )
+        owned = stack.pop_all()  # from here on, RunningService.stop closes them
+        return RunningService(
+            server, port, runtime, health_servicer, engine, queue, purge, decoder, local_token, owned
+        )
 
 
 async def serve(settings: Settings, listen: str | None = None) -> None:
