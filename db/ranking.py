@@ -1,6 +1,6 @@
 """Ranking queries over pgvector: exact d_avg, the centroid index, nearest references and spec points.
 
-d_avg (DESIGN.md 5) is computed in SQL by D_AVG alone; its numpy twin is
+d_avg (docs/design.md 5) is computed in SQL by D_AVG alone; its numpy twin is
 inference_service/scoring/style_distance.py and the two-stage search that bounds it from the
 centroids is inference_service/search/centroids.py. Change one, check the other two.
 """
@@ -97,7 +97,7 @@ async def nearest_centroids(
     walk_from: np.ndarray | None = None,
 ) -> CentroidCandidates:
     """The `limit` searchable LoRAs whose centroids are nearest `walk_from` (default
-    mean(queries)), with the bounds on d_avg of DESIGN.md 5 over every query image. The HNSW
+    mean(queries)), with the bounds on d_avg of docs/design.md 5 over every query image. The HNSW
     index answers (iterative scan, so filters never starve the result) unless the catalog has
     fewer than `exact_below` LoRAs or `force_exact`; then an exact scan does. Runs inside
     the caller's transaction: the planner settings are transaction-local."""

@@ -142,7 +142,7 @@ class FeedbackVote:
 @dataclass(frozen=True)
 class CentroidCandidates:
     """LoRAs in increasing distance of their centroid to the mean query embedding, with the
-    per-image bounds on d_avg of DESIGN.md 5 (averaged over the query images)."""
+    per-image bounds on d_avg of docs/design.md 5 (averaged over the query images)."""
 
     lora_ids: np.ndarray  # int64
     distance: np.ndarray  # |mean(q) - c|: the scan order, a lower bound of `lower`

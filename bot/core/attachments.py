@@ -1,4 +1,4 @@
-"""Validate and download user images before they reach the service (DESIGN.md 9).
+"""Validate and download user images before they reach the service (docs/design.md 9).
 
 Checks run cheapest first: what the platform declares (type, size), then the download itself
 (https, allowed host, streamed byte cap, no redirects), then the image header (format allowlist,

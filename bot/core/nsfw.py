@@ -1,4 +1,4 @@
-"""Community rules for NSFW LoRAs (DESIGN.md 9): only where the channel allows it."""
+"""Community rules for NSFW LoRAs (docs/design.md 9): only where the channel allows it."""
 
 from __future__ import annotations
 

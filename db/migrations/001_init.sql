@@ -1,4 +1,4 @@
--- Data model of DESIGN.md 4. Schema changes only through new numbered files.
+-- Data model of docs/design.md 4. Schema changes only through new numbered files.
 CREATE EXTENSION IF NOT EXISTS vector;
 
 CREATE TABLE loras (

@@ -1,4 +1,4 @@
--- GMI specifications (DESIGN.md 5): which spec a LoRA carries, for idempotent catalog imports.
+-- GMI specifications (docs/design.md 5): which spec a LoRA carries, for idempotent catalog imports.
 -- Fingerprint of the LoRA's spec/ (own prompts, image bytes) and of the CLIP model that embedded
 -- it; empty when the LoRA has no spec.
 ALTER TABLE loras ADD COLUMN spec_fingerprint text NOT NULL DEFAULT '';

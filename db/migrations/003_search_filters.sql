@@ -1,4 +1,4 @@
--- Two-stage search (DESIGN.md 5) filters the centroid index scan itself: the filter columns live
+-- Two-stage search (docs/design.md 5) filters the centroid index scan itself: the filter columns live
 -- beside the centroid, so pgvector's iterative HNSW scan applies them without a join per
 -- candidate. Triggers keep them equal to the loras row (a taken-down LoRA leaves search at once).
 ALTER TABLE lora_style_summary

@@ -49,7 +49,7 @@ def quality_cmd(
         ),
     ] = True,
 ) -> None:
-    """The style-distance quality protocol (DESIGN.md 8) with every baseline, in one run."""
+    """The style-distance quality protocol (docs/design.md 8) with every baseline, in one run."""
     import torch
 
     from lab.bench.quality import QualityConfig, render_table, run_quality, save_chart

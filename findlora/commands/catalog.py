@@ -9,7 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from findlora.console import console, run
 
-catalog_app = typer.Typer(help="Import and export catalogs (DESIGN.md 6 format).", no_args_is_help=True)
+catalog_app = typer.Typer(help="Import and export catalogs (docs/design.md 6 format).", no_args_is_help=True)
 
 
 def _progress() -> Progress:

@@ -20,7 +20,7 @@ def service_address() -> str:
 
 
 def response_json(response: Any, transfer_paths: dict[tuple[str, str], Path] | None = None) -> dict[str, Any]:
-    """The JSON of DESIGN.md 7."""
+    """The JSON of docs/design.md 7."""
     paths = transfer_paths or {}
     return {
         "search_id": response.search_id,

@@ -1,1 +1,1 @@
-"""Catalog directory format (DESIGN.md 6): reading, validation, import and export."""
+"""Catalog directory format (docs/design.md 6): reading, validation, import and export."""

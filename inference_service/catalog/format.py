@@ -1,4 +1,4 @@
-"""Read and write the catalog directory format (DESIGN.md 6). No database here.
+"""Read and write the catalog directory format (docs/design.md 6). No database here.
 
 catalog/
   catalog.toml                 name, base_model default, optional note

@@ -1,4 +1,4 @@
-"""The default platform prompt set of the GMI specification (DESIGN.md 5): 55 prompts.
+"""The default platform prompt set of the GMI specification (docs/design.md 5): 55 prompts.
 
 Every registered LoRA generates its spec images from these (a catalog's prompts.txt replaces
 them; a LoRA may add its own). They span subjects a style LoRA is asked for: people, animals,

@@ -1,4 +1,4 @@
-"""Safe download of a LoRA file (DESIGN.md 9).
+"""Safe download of a LoRA file (docs/design.md 9).
 
 https only; the host of every hop (the first URL and each redirect) must be on the allowlist and its
 port on the allowed ports (443 only by default; a URL without a port means 443); every address a

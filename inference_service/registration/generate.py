@@ -1,6 +1,6 @@
 """Reference transfers and spec images with Stable Diffusion + ControlNet + reference-only + a LoRA.
 
-t(s, m) (DESIGN.md 5): line drawing of sample s -> SD + ControlNet with reference-only attention
+t(s, m) (docs/design.md 5): line drawing of sample s -> SD + ControlNet with reference-only attention
 injection of s + LoRA m, empty prompt, a fixed seed per sample. Spec images: the same base model
 with the LoRA renders each prompt of the platform set (text-to-image, no ControlNet).
 Models load through `from_pretrained` from a hub id or a local directory; diffusers is imported here

@@ -1,4 +1,4 @@
-"""Line drawings of the samples, the ControlNet condition of a transfer (DESIGN.md 5).
+"""Line drawings of the samples, the ControlNet condition of a transfer (docs/design.md 5).
 
 HED when weights are configured (a local .safetensors: operators convert the published .pth once, so
 no pickle is ever loaded here), otherwise a classical detector: the "lineart standard" difference of

@@ -1,4 +1,4 @@
-"""Fusion of the style distance d_avg with the (weighted) RKME score (DESIGN.md 5, "Fusion").
+"""Fusion of the style distance d_avg with the (weighted) RKME score (docs/design.md 5, "Fusion").
 
 Both scores are "lower is better" but live on unrelated scales, so each is normalised over the
 candidate set first: by rank (rank / n, in (0, 1]) or by a robust z-score ((x − median) / (1.4826

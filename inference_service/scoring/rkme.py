@@ -1,4 +1,4 @@
-"""Weighted RKME (generative model identification, DESIGN.md 5), its baselines, pure numpy.
+"""Weighted RKME (generative model identification, docs/design.md 5), its baselines, pure numpy.
 
 A LoRA's specification is a set of L2-normalised CLIP image features z_i of images it generated
 from prompts p_i, with the prompts' text features e_i. A query is its image feature(s) ẑ and the

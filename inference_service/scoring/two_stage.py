@@ -1,4 +1,4 @@
-"""Two-stage exact top-k over candidate sources with lower/upper bounds (DESIGN.md 5).
+"""Two-stage exact top-k over candidate sources with lower/upper bounds (docs/design.md 5).
 
 A source yields candidates in batches, each with lower and upper bounds, and a frontier,
 a lower bound on the score of everything it has not yet yielded. The ranker scores exactly

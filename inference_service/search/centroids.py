@@ -1,4 +1,4 @@
-"""Exact top-k by d_avg through the centroid index: the two-stage search of DESIGN.md 5.
+"""Exact top-k by d_avg through the centroid index: the two-stage search of docs/design.md 5.
 
 The candidate source walks db.ranking.nearest_centroids (whose bounds are the relatives of
 d_avg in inference_service/scoring/style_distance.py); db.ranking.d_avg_of scores the

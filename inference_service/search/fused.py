@@ -1,4 +1,4 @@
-"""The fused search (DESIGN.md 5, "Fusion"): the style-distance and GMI branches scored on the
+"""The fused search (docs/design.md 5, "Fusion"): the style-distance and GMI branches scored on the
 union of their candidates (or on every searchable LoRA for the exact reference), then fused."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The training reference set: every LoRA's transfers of every sample, cleansed, in memory.
 
-Loaded once from a catalog directory (DESIGN.md 6) into a uint8 tensor (L, S, 3, H, W) at the
+Loaded once from a catalog directory (docs/design.md 6) into a uint8 tensor (L, S, 3, H, W) at the
 encoder's input size (resized exactly as inference resizes), with a validity mask (L, S):
 a transfer is invalid when it is missing or when cleansing (Eq. 1) says it kept no style.
 """

@@ -1,1 +1,1 @@
-"""Benchmarks (DESIGN.md 8): quality (style zoo, GMI rows), search and throughput."""
+"""Benchmarks (docs/design.md 8): quality (style zoo, GMI rows), search and throughput."""

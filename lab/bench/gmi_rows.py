@@ -43,7 +43,7 @@ from lab.zoo.prompt_zoo import PromptZoo, generate_prompt_zoo
 
 GAMMAS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 ALPHAS = tuple(round(a, 2) for a in np.linspace(0.0, 1.0, 21))
-# Fused search (DESIGN.md 5): per-branch candidates, well below the zoo's 100 LoRAs so that the
+# Fused search (docs/design.md 5): per-branch candidates, well below the zoo's 100 LoRAs so that the
 # union is a real cut; the first is the headline figure.
 UNION_CANDIDATES = (20, 10, 40)
 RECALL_AT = 10

@@ -1,4 +1,4 @@
-"""`findlora bench quality`: the style-distance quality protocol (DESIGN.md 8) in one run.
+"""`findlora bench quality`: the style-distance quality protocol (docs/design.md 8) in one run.
 
 Protocol, as the paper's: an eval-split style zoo (default 100 LoRAs x 30 reference samples,
 styles and content unseen in training), 40 queries from 40 different LoRAs on content that no

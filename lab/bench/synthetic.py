@@ -1,11 +1,11 @@
 """Synthetic style-embedding catalogs shaped like a trained encoder's, bulk-loaded by binary COPY.
 
-Shape (why: DESIGN.md 5 warns that loose isotropic clusters gave recall 0.4 and tell nothing):
+Shape (why: docs/design.md 5 warns that loose isotropic clusters gave recall 0.4 and tell nothing):
 variance along a power-law spectrum (λ_i ∝ i^-alpha over a random basis, so a few directions
 dominate, as in a trained encoder), LoRAs grouped in families of near-lookalikes (derivative
 LoRAs), references and queries spread along the same spectrum (content leaks into the embedding
 along the directions styles differ in), all unit vectors. The defaults reproduce, at 100 LoRAs,
-what DESIGN.md 5 measured with the trained encoder: MRR about 0.7 and 14–27 of 100 candidates
+what docs/design.md 5 measured with the trained encoder: MRR about 0.7 and 14–27 of 100 candidates
 needed to guarantee the exact d_avg top-10 (see `calibration`).
 """
 

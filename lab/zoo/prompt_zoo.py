@@ -1,4 +1,4 @@
-"""Prompt-conditioned style zoo: the GMI variant of the style zoo (DESIGN.md 8, issue 5).
+"""Prompt-conditioned style zoo: the GMI variant of the style zoo (docs/design.md 8, issue 5).
 
 Each "LoRA" is a zoo style (lookalike pairs included) that serves some subjects well and others
 barely: on its `strong` categories it applies the style fully, on the others it blends the style

@@ -1,6 +1,6 @@
 """The style zoo: a procedural catalog of parametric "LoRAs" for training and benchmarking.
 
-`generate_zoo` writes a catalog directory in the import format (DESIGN.md 6): samples/,
+`generate_zoo` writes a catalog directory in the import format (docs/design.md 6): samples/,
 loras/<slug>/lora.toml, loras/<slug>/references/<sample_id>.png. Alongside (ignored by
 `read_catalog`) it writes zoo.json (every style's parameters and every image's content source)
 and, for the eval and demo splits, queries/ + queries.json: held-out content restyled by the

@@ -43,7 +43,7 @@ def write_catalog(
     seed: int = 0,
     unchanged_sample: tuple[str, str] | None = None,
 ) -> Path:
-    """A catalog directory in the DESIGN.md 6 format. `unchanged_sample=(slug, sample_id)` makes
+    """A catalog directory in the docs/design.md 6 format. `unchanged_sample=(slug, sample_id)` makes
     that reference a copy of its sample, which cleansing must drop."""
     rng = np.random.default_rng(seed)
     (root / "samples").mkdir(parents=True)

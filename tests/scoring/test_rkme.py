@@ -21,7 +21,7 @@ from inference_service.scoring.rkme import (
 
 
 def literal_score(z: np.ndarray, e: np.ndarray, zq: np.ndarray, eq: np.ndarray, gamma: float) -> float:
-    """DESIGN.md 5 written out with loops: w_i = max(cos(e_i, ê), 0) / sum, RBF kernel."""
+    """docs/design.md 5 written out with loops: w_i = max(cos(e_i, ê), 0) / sum, RBF kernel."""
 
     def k(x: np.ndarray, y: np.ndarray) -> float:
         return math.exp(-gamma * float(np.sum((x - y) ** 2)))
