@@ -141,7 +141,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
 
 def _refusal(handler: Handler, code: grpc.StatusCode, message: str) -> Handler:
-    """A handler of the same kind as `handler` that only aborts (the request is never read)."""
+    """A handler of the same kind as `handler` that only aborts (the request is never parsed)."""
     down = code == grpc.StatusCode.UNAVAILABLE  # the only outage here: the clients table
     reason = Reason.DATABASE_UNAVAILABLE if down else Reason.parse(None, code)
 
@@ -157,7 +157,7 @@ def _refusal(handler: Handler, code: grpc.StatusCode, message: str) -> Handler:
     make = kinds[(bool(handler.request_streaming), bool(handler.response_streaming))]
     result: Handler = make(
         abort,
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=None,  # the refused request stays bytes: nothing parses it
         response_serializer=handler.response_serializer,
     )
     return result
