@@ -28,7 +28,13 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 
 from inference_service.bench.features import ColourHistogram, EncoderFeaturizer, Featurizer, GramFeatures
 from inference_service.catalog.format import Catalog, read_catalog
-from inference_service.eval.metrics import best_f1, ranking_metrics, ranks_of_truth, sample_pairs
+from inference_service.eval.metrics import (
+    best_f1,
+    pair_capacity,
+    ranking_metrics,
+    ranks_of_truth,
+    sample_pairs,
+)
 from inference_service.eval.style_zoo import Query, generate_zoo, load_rgb, read_queries, read_zoo_info
 from inference_service.models.style_encoder import (
     StyleEncoder,
@@ -197,11 +203,13 @@ def evaluate_row(
     distances = style_distances(query_vectors, per_lora, aggregation)
     ranking = ranking_metrics(ranks_of_truth(distances, data.truth)).as_dict()
     pairs_from = np.flatnonzero(use)
+    # A zoo whose sources share few samples (the real-art zoo) has fewer pairs than asked: use all.
+    n_positive, n_negative = pair_capacity(data.labels[pairs_from], data.contents[pairs_from])
     positive, negative = sample_pairs(
         data.labels[pairs_from],
         data.contents[pairs_from],
-        ctx.config.n_positive,
-        ctx.config.n_negative,
+        min(ctx.config.n_positive, n_positive),
+        min(ctx.config.n_negative, n_negative),
         np.random.default_rng(ctx.config.pair_seed),
     )
     vectors = ref_vectors[pairs_from]
