@@ -218,7 +218,9 @@ def evaluate_row(
         diff = vectors[pairs[:, 0]].astype(np.float64) - vectors[pairs[:, 1]]
         return np.asarray(np.sqrt((diff * diff).sum(axis=1)), dtype=np.float64)
 
-    verification = best_f1(pair_distances(positive), pair_distances(negative)).as_dict()
+    verification: dict[str, float | int] = {}  # none without both kinds of pair: F1 shows "-"
+    if len(positive) and len(negative):
+        verification = best_f1(pair_distances(positive), pair_distances(negative)).as_dict()
     return Row(
         method, featurizer.name, aggregation, cleansed, ranking, verification, time.monotonic() - started
     )
