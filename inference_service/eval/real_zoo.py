@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,17 +273,24 @@ def assign_splits(families: dict[str, list[ArtStyle]], seed: int) -> dict[str, R
 
 
 def choose_samples(placed: list[Placed], n_samples: int) -> dict[str, list[str]]:
-    """Per source, the `n_samples` reference-pool contents the split's styles draw most."""
+    """Per source, `n_samples` reference-pool contents, chosen greedily so that every style of
+    the split draws as many as it can: each pick is the content whose drawing styles have the
+    fewest picks so far (weights 1 / (1 + picks)); ties by a fixed hash."""
     chosen: dict[str, list[str]] = {}
     for source in sorted({p.style.source for p in placed}):
-        coverage: dict[str, int] = {}
-        for p in placed:
-            if p.style.source == source:
-                for content in p.style.items:
-                    if not in_query_pool(source, content):
-                        coverage[content] = coverage.get(content, 0) + 1
-        ranked = sorted(coverage, key=lambda c: (-coverage[c], _hash("sample", source, c)))
-        chosen[source] = sorted(ranked[:n_samples])
+        styles = [p.style for p in placed if p.style.source == source]
+        pool = {c for style in styles for c in style.items if not in_query_pool(source, c)}
+        candidates = sorted(pool, key=lambda c: (_hash("sample", source, c), c))
+        draws = np.array([[c in style.items for style in styles] for c in candidates], dtype=bool)
+        picks = np.zeros(len(styles))
+        picked: list[str] = []
+        for _ in range(min(n_samples, len(candidates))):
+            scores = draws @ (1.0 / (1.0 + picks))
+            best = int(np.argmax(scores))
+            picked.append(candidates[best])
+            picks += draws[best]
+            draws[best] = False
+        chosen[source] = sorted(picked)
     return chosen
 
 
@@ -335,7 +343,11 @@ def build_real_zoo(
             image.save(lora_dir / "references" / f"{sid}.png")
             drawn.setdefault(sid, []).append(image)
             references[p.slug] = references.get(p.slug, 0) + 1
+        if p.slug not in references:  # a catalog LoRA needs references: leave it out, say why
+            shutil.rmtree(lora_dir)
+            found.dropped[p.slug] = "draws none of the split's reference samples"
     bar.close()
+    placed = [p for p in placed if p.slug in references]
     for sid, images in sorted(drawn.items()):
         content_image(images).save(out_dir / "samples" / f"{sid}.png")
     (out_dir / "catalog.toml").write_text(

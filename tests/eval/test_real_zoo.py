@@ -10,13 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from inference_service.bench.quality import QualityConfig, load_eval_set, run_quality
 from inference_service.catalog.format import read_catalog
 from inference_service.eval import real_zoo
 from inference_service.eval.metrics import pair_capacity
 from inference_service.eval.real_art import freeciv, icons
-from inference_service.eval.real_art.art import SourceScan, art_box
+from inference_service.eval.real_art.art import ArtStyle, SourceScan, art_box
 from inference_service.scoring.cleansing import DEFAULT_THRESHOLD
 from inference_service.training.references import load_reference_set
 from tests.eval.real_art_inputs import UNIT_TAGS, write_icon_theme, write_tilespec, write_units_sheet
@@ -212,3 +213,24 @@ def test_cli_rejects_unknown_sources_and_splits(tmp_path: Path) -> None:
     bad_split = run("--split", "demo")
     assert bad_split.returncode == 2
     assert "train, val or eval" in bad_split.stderr
+
+
+def test_samples_are_shared_out_so_every_style_draws_some() -> None:
+    def style(key: str, contents: list[str]) -> ArtStyle:
+        made = ArtStyle("freeciv", key, key, "test", key, [])
+        made.items = {c: (lambda box: Image.new("RGBA", (box, box))) for c in contents}
+        return made
+
+    units = [f"u.unit{n:02d}" for n in range(40)]
+    buildings = [f"b.building{n:02d}" for n in range(10)]
+    placed = [
+        real_zoo.Placed(style("units-a", units), "a", "train"),
+        real_zoo.Placed(style("units-b", units), "b", "train"),
+        real_zoo.Placed(style("buildings", buildings), "c", "train"),
+    ]
+    chosen = real_zoo.choose_samples(placed, 12)["freeciv"]
+    assert len(chosen) == 12
+    assert not any(real_zoo.in_query_pool("freeciv", c) for c in chosen)
+    # By coverage alone all 12 would be units (two styles draw each); shared out, the buildings
+    # style gets a fair part.
+    assert sum(c.startswith("b.") for c in chosen) >= 4
