@@ -124,6 +124,16 @@ def best_f1(positive: NDArray[np.floating], negative: NDArray[np.floating]) -> V
     )
 
 
+def pair_capacity(labels: NDArray[np.integer], contents: NDArray[np.integer]) -> tuple[int, int]:
+    """How many distinct positive and negative pairs (as `sample_pairs` draws them) exist."""
+    labels = np.asarray(labels, dtype=np.int64)
+    contents = np.asarray(contents, dtype=np.int64)
+    same_label = labels[:, None] == labels[None, :]
+    same_content = contents[:, None] == contents[None, :]
+    upper = np.triu(np.ones_like(same_label, dtype=bool), k=1)
+    return int((same_label & ~same_content & upper).sum()), int((~same_label & same_content & upper).sum())
+
+
 def sample_pairs(
     labels: NDArray[np.integer],
     contents: NDArray[np.integer],

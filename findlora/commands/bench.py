@@ -105,14 +105,34 @@ def quality_cmd(
 @bench_app.command("zoo")
 def zoo_cmd(
     out: Annotated[Path, typer.Argument(help="Directory to write the catalog to.")],
-    split: Annotated[str, typer.Option(help="train, eval or demo (disjoint styles and content).")] = "train",
-    styles: Annotated[int, typer.Option(help="Number of styles (LoRAs).")] = 600,
-    samples: Annotated[int, typer.Option(help="Samples per style.")] = 48,
+    source: Annotated[
+        str,
+        typer.Option(help="procedural (parametric styles) or real (human-made art from Debian packages)."),
+    ] = "procedural",
+    split: Annotated[
+        str, typer.Option(help="procedural: train, eval or demo; real: train, val or eval.")
+    ] = "train",
+    styles: Annotated[int, typer.Option(help="Number of styles (LoRAs; procedural).")] = 600,
+    samples: Annotated[
+        int | None, typer.Option(help="Samples per style (procedural, 48) or per source (real, 30).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed.")] = 1,
     size: Annotated[int, typer.Option(help="Image size in pixels.")] = 160,
-    queries: Annotated[int, typer.Option(help="Queries (eval and demo splits).")] = 40,
+    queries: Annotated[
+        int | None,
+        typer.Option(help="Queries (eval/demo/val splits; procedural 40, real: one per style)."),
+    ] = None,
+    real_sources: Annotated[
+        str,
+        typer.Option(help="real: comma-separated sources (icons, fonts, freeciv, cards, mahjongg)."),
+    ] = "icons,fonts,freeciv,cards,mahjongg",
 ) -> None:
     """Generate a style-zoo catalog (the training data of the shipped encoder, or an eval set)."""
+    if source == "real":
+        _real_zoo(out, split, samples, seed, size, queries, real_sources)
+        return
+    if source != "procedural":
+        raise typer.BadParameter("source must be procedural or real", param_hint="--source")
     from lab.zoo.style_zoo import generate_zoo
 
     if split not in ("train", "eval", "demo"):
@@ -120,13 +140,58 @@ def zoo_cmd(
     root = generate_zoo(
         out,
         n_styles=styles,
-        n_samples=samples,
+        n_samples=48 if samples is None else samples,
         split=split,  # type: ignore[arg-type]
         seed=seed,
         size=size,
-        n_queries=queries,
+        n_queries=40 if queries is None else queries,
     )
     Console().print(f"wrote {root}")
+
+
+def _real_zoo(
+    out: Path, split: str, samples: int | None, seed: int, size: int, queries: int | None, sources: str
+) -> None:
+    from lab.zoo.real_art.art import art_box
+    from lab.zoo.real_zoo import (
+        DEFAULT_SAMPLES,
+        SCANNERS,
+        SPLITS,
+        NoArtError,
+        build_real_zoo,
+        read_real_zoo_summary,
+        scan_sources,
+    )
+
+    if split not in SPLITS:
+        raise typer.BadParameter("split must be train, val or eval for --source real", param_hint="--split")
+    names = [name.strip() for name in sources.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SCANNERS]
+    if unknown or not names:
+        raise typer.BadParameter(
+            f"unknown source(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(SCANNERS)}",
+            param_hint="--real-sources",
+        )
+    console = Console(stderr=True)
+    try:
+        scans = scan_sources(names, art_box(size))
+        for scan in scans:
+            for line in scan.missing:
+                console.print(f"[yellow]{line}[/yellow]", highlight=False)
+        root = build_real_zoo(
+            out,
+            split=split,  # type: ignore[arg-type]
+            seed=seed,
+            size=size,
+            n_samples=DEFAULT_SAMPLES if samples is None else samples,
+            n_queries=queries,
+            scans=scans,
+        )
+    except NoArtError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(1) from exc
+    console.print(read_real_zoo_summary(root), highlight=False)
+    console.print(f"wrote {root}")
 
 
 def register(app: typer.Typer) -> None:

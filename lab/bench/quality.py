@@ -37,7 +37,13 @@ from inference_service.scoring.cleansing import DEFAULT_THRESHOLD, transfer_mse
 from inference_service.scoring.style_distance import Aggregation, style_distances
 from lab.bench.features import ColourHistogram, EncoderFeaturizer, Featurizer, GramFeatures
 from lab.charts import png_chart
-from lab.metrics import best_f1, ranking_metrics, ranks_of_truth, sample_pairs
+from lab.metrics import (
+    best_f1,
+    pair_capacity,
+    ranking_metrics,
+    ranks_of_truth,
+    sample_pairs,
+)
 from lab.zoo.style_zoo import Query, generate_zoo, load_rgb, read_queries, read_zoo_info
 
 PAPER = {
@@ -198,11 +204,13 @@ def evaluate_row(
     distances = style_distances(query_vectors, per_lora, aggregation)
     ranking = ranking_metrics(ranks_of_truth(distances, data.truth)).as_dict()
     pairs_from = np.flatnonzero(use)
+    # A zoo whose sources share few samples (the real-art zoo) has fewer pairs than asked: use all.
+    n_positive, n_negative = pair_capacity(data.labels[pairs_from], data.contents[pairs_from])
     positive, negative = sample_pairs(
         data.labels[pairs_from],
         data.contents[pairs_from],
-        ctx.config.n_positive,
-        ctx.config.n_negative,
+        min(ctx.config.n_positive, n_positive),
+        min(ctx.config.n_negative, n_negative),
         np.random.default_rng(ctx.config.pair_seed),
     )
     vectors = ref_vectors[pairs_from]
@@ -211,7 +219,9 @@ def evaluate_row(
         diff = vectors[pairs[:, 0]].astype(np.float64) - vectors[pairs[:, 1]]
         return np.asarray(np.sqrt((diff * diff).sum(axis=1)), dtype=np.float64)
 
-    verification = best_f1(pair_distances(positive), pair_distances(negative)).as_dict()
+    verification: dict[str, float | int] = {}  # none without both kinds of pair: F1 shows "-"
+    if len(positive) and len(negative):
+        verification = best_f1(pair_distances(positive), pair_distances(negative)).as_dict()
     return Row(
         method, featurizer.name, aggregation, cleansed, ranking, verification, time.monotonic() - started
     )

@@ -5,6 +5,7 @@ import pytest
 
 from lab.metrics import (
     best_f1,
+    pair_capacity,
     ranking_metrics,
     ranks_of_truth,
     roc_auc,
@@ -70,3 +71,14 @@ def test_sample_pairs_follow_the_paper() -> None:
     assert len({tuple(p) for p in pos.tolist()}) == 30
     with pytest.raises(ValueError, match="only"):
         sample_pairs(labels, contents, 41, 10, np.random.default_rng(0))  # 4 * C(5,2) = 40 exist
+
+
+def test_pair_capacity_counts_what_sample_pairs_can_draw() -> None:
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    contents = np.array([0, 1, 2, 0, 1, 0])
+    # Positives: C(3,2) + C(2,2) = 4. Negatives (same content, two labels): content 0 has three
+    # labels (3 pairs), content 1 two (1 pair).
+    assert pair_capacity(labels, contents) == (4, 4)
+    pos, neg = sample_pairs(labels, contents, 4, 4, np.random.default_rng(0))
+    assert len(pos) == 4
+    assert len(neg) == 4
