@@ -12,6 +12,7 @@ import io
 import json
 import os
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -133,6 +134,11 @@ async def test_fifty_concurrent_searches_for_a_minute(db_url: str, tmp_path: Pat
         "searches_per_s": round(len(latencies) / SECONDS, 1),
         "rss_mb_after_warmup": round(warm, 1),
         "rss_mb_peak": round(max(rss_mb), 1),
+        # What else the 2 cores were doing, and which code this measured.
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip(),
     }
     print("load:", json.dumps(summary))
     if RESULT_JSON:
