@@ -31,6 +31,13 @@ from lab.bench.synthetic import SyntheticCatalog
 from tests.helpers.service import issue_token_in
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]
+
+
+def current_commit() -> str:
+    git = ["git", "rev-parse", "--short", "HEAD"]
+    return subprocess.run(git, capture_output=True, text=True, check=False).stdout.strip()
+
+
 N_LORAS, N_REFS, CONCURRENCY = 10_000, 30, 50
 SECONDS = float(os.environ.get("FINDLORA_LOAD_SECONDS", "60"))
 RESULT_JSON = os.environ.get("FINDLORA_LOAD_JSON", "")
@@ -136,9 +143,7 @@ async def test_fifty_concurrent_searches_for_a_minute(db_url: str, tmp_path: Pat
         "rss_mb_peak": round(max(rss_mb), 1),
         # What else the 2 cores were doing, and which code this measured.
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-        ).stdout.strip(),
+        "commit": current_commit(),
     }
     print("load:", json.dumps(summary))
     if RESULT_JSON:
