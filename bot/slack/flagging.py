@@ -11,16 +11,7 @@ import structlog
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.core.flags import (
-    FlagAsk,
-    artwork_filename,
-    evidence_text,
-    evidence_transfers,
-    follow_up_text,
-    outcome_text,
-    run_flag,
-    status_label,
-)
+from bot.core import flags
 from bot.core.permissions import NOT_A_MODERATOR
 from bot.core.rendering import contact_sheet
 from bot.core.replies import friendly_error
@@ -84,7 +75,7 @@ async def report_thread(
 
 
 def _sheet_upload(flag: pb.Flag) -> list[dict[str, Any]]:
-    sheet = contact_sheet(evidence_transfers(flag))
+    sheet = contact_sheet(flags.evidence_transfers(flag))
     if sheet is None:
         return []
     return [{"file": sheet, "filename": "nearest-transfers.webp", "title": f"{flag.slug}: nearest transfers"}]
@@ -105,8 +96,8 @@ async def submit_flag(
     if request.sent:
         await web.chat_postMessage(channel=channel, thread_ts=thread_ts, text=ALREADY_SENT)
         return
-    ask = FlagAsk(user_key(team_id, user_id), request.lora, await attachments(web, files), request.note)
-    await run_flag(ask, services, ReportThreadReplies(services, web, channel, thread_ts))
+    ask = flags.FlagAsk(user_key(team_id, user_id), request.lora, await attachments(web, files), request.note)
+    await flags.run_flag(ask, services, ReportThreadReplies(services, web, channel, thread_ts))
 
 
 class ReportThreadReplies:
@@ -131,7 +122,7 @@ class ReportThreadReplies:
             metadata={"event_type": FLAG_SENT_EVENT, "event_payload": {"flag_id": flag.flag_id}},
         )
         posted = await post_review_card(self.services, self.web, flag, artworks)
-        await self.say(f"{mrkdwn(evidence_text(flag))}\n{follow_up_text(posted)}")
+        await self.say(f"{mrkdwn(flags.evidence_text(flag))}\n{flags.follow_up_text(posted)}")
         await upload_images(
             self.web, self.place, _sheet_upload(flag), "The LoRA's sample transfers nearest your artwork."
         )
@@ -152,7 +143,7 @@ async def post_review_card(
     images = _sheet_upload(flag) + [
         {
             "file": art.data,
-            "filename": artwork_filename(i, art.content_type),
+            "filename": flags.artwork_filename(i, art.content_type),
             "title": f"artwork {i}",
         }
         for i, art in enumerate(artworks, start=1)
@@ -187,7 +178,7 @@ async def review(
     except ServiceCallError as error:
         await tell(web, place, user_id, friendly_error(error))
         return
-    log.info("flag_reviewed", flag_id=flag_id, decision=status_label(flag), by=moderator)
+    log.info("flag_reviewed", flag_id=flag_id, decision=flags.status_label(flag), by=moderator)
     await web.chat_update(channel=channel, ts=message_ts, text=review_text(flag), blocks=review_blocks(flag))
     await tell_artist(web, flag)
 
@@ -197,7 +188,7 @@ async def tell_artist(web: AsyncWebClient, flag: pb.Flag) -> None:
     if artist is None:
         return
     try:
-        await web.chat_postMessage(channel=artist, text=mrkdwn(outcome_text(flag)))
+        await web.chat_postMessage(channel=artist, text=mrkdwn(flags.outcome_text(flag)))
     except SlackApiError as error:
         # The decision stands and is audited; the artist can ask a moderator.
         log.info("artist_not_told", flag_id=flag.flag_id, error=error.response.get("error"))

@@ -10,16 +10,7 @@ import structlog
 from discord import app_commands
 from discord.ext import commands
 
-from bot.core.flags import (
-    FlagAsk,
-    artwork_filename,
-    evidence_text,
-    evidence_transfers,
-    follow_up_text,
-    outcome_text,
-    run_flag,
-    status_label,
-)
+from bot.core import flags
 from bot.core.permissions import NOT_A_MODERATOR
 from bot.core.rendering import contact_sheet
 from bot.core.replies import friendly_error
@@ -51,11 +42,11 @@ def review_embed(flag: pb.Flag, *, with_sheet: bool) -> discord.Embed:
     embed = discord.Embed(title=f"Lookalike report: {flag.lora_name} ({flag.slug})"[:256], colour=colour)
     reporter_id = user_id_of(flag.reporter)
     embed.add_field(name="Reporter", value=f"<@{reporter_id}>" if reporter_id else flag.reporter)
-    embed.add_field(name="Status", value=status_label(flag))
+    embed.add_field(name="Status", value=flags.status_label(flag))
     if flag.reviewer:
         reviewer_id = user_id_of(flag.reviewer)
         embed.add_field(name="Reviewer", value=f"<@{reviewer_id}>" if reviewer_id else flag.reviewer)
-    embed.add_field(name="Evidence", value=evidence_text(flag), inline=False)
+    embed.add_field(name="Evidence", value=flags.evidence_text(flag), inline=False)
     if flag.note:
         embed.add_field(name="Note", value=flag.note[:1024], inline=False)
     if with_sheet:
@@ -65,10 +56,10 @@ def review_embed(flag: pb.Flag, *, with_sheet: bool) -> discord.Embed:
 
 
 def _files(flag: pb.Flag, artworks: list[QueryImage]) -> tuple[list[discord.File], bool]:
-    sheet = contact_sheet(evidence_transfers(flag))
+    sheet = contact_sheet(flags.evidence_transfers(flag))
     files = [discord.File(io.BytesIO(sheet), filename=SHEET_NAME)] if sheet else []
     files += [
-        discord.File(io.BytesIO(art.data), filename=artwork_filename(i, art.content_type))
+        discord.File(io.BytesIO(art.data), filename=flags.artwork_filename(i, art.content_type))
         for i, art in enumerate(artworks, start=1)
     ]
     return files, sheet is not None
@@ -84,11 +75,13 @@ class FlagInteractionReplies(InteractionReplies):
     async def filed(self, flag: pb.Flag, artworks: list[QueryImage]) -> None:
         posted = await self.cog.post_review_card(flag, artworks)
         files, with_sheet = _files(flag, [])
-        embed = discord.Embed(title=f"Report received: {flag.slug}", description=evidence_text(flag))
+        embed = discord.Embed(title=f"Report received: {flag.slug}", description=flags.evidence_text(flag))
         if with_sheet:
             embed.set_image(url=f"attachment://{SHEET_NAME}")
             embed.set_footer(text="Above: the LoRA's sample transfers nearest your artwork")
-        await self.interaction.followup.send(follow_up_text(posted), embed=embed, files=files, ephemeral=True)
+        await self.interaction.followup.send(
+            flags.follow_up_text(posted), embed=embed, files=files, ephemeral=True
+        )
 
 
 class FlagsCog(commands.Cog, name=FLAGS_COG):
@@ -114,8 +107,8 @@ class FlagsCog(commands.Cog, name=FLAGS_COG):
         note: str | None = None,
     ) -> None:
         attachments = [attachment_info(a) for a in (artwork, artwork2, artwork3) if a is not None]
-        ask = FlagAsk(user_key(interaction.user), lora, attachments, note or "")
-        await run_flag(ask, self.services, FlagInteractionReplies(self, interaction))
+        ask = flags.FlagAsk(user_key(interaction.user), lora, attachments, note or "")
+        await flags.run_flag(ask, self.services, FlagInteractionReplies(self, interaction))
 
     async def post_review_card(self, flag: pb.Flag, artworks: list[QueryImage]) -> bool:
         channel_id = self.services.settings.review_channel_id
@@ -148,8 +141,8 @@ class FlagsCog(commands.Cog, name=FLAGS_COG):
         except ServiceCallError as error:
             await interaction.followup.send(friendly_error(error), ephemeral=True)
             return
-        log.info("flag_reviewed", flag_id=flag_id, decision=status_label(flag), by=moderator)
-        has_sheet = bool(evidence_transfers(flag))
+        log.info("flag_reviewed", flag_id=flag_id, decision=flags.status_label(flag), by=moderator)
+        has_sheet = bool(flags.evidence_transfers(flag))
         await interaction.edit_original_response(embed=review_embed(flag, with_sheet=has_sheet), view=None)
         await self._tell_artist(flag)
 
@@ -159,7 +152,7 @@ class FlagsCog(commands.Cog, name=FLAGS_COG):
             return
         try:
             artist = await self.bot.fetch_user(artist_id)
-            await artist.send(outcome_text(flag))
+            await artist.send(flags.outcome_text(flag))
         except discord.HTTPException as error:
             # Closed DMs: the decision stands and is audited; the artist can ask a moderator.
             log.info("artist_not_told", flag_id=flag.flag_id, status=error.status)
