@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from psycopg.rows import dict_row
@@ -90,9 +90,9 @@ async def loras_by_id(conn: Connection, ids: Sequence[int]) -> dict[int, LoraRow
     return {lora.id: lora for lora in await _loras(conn, "id = ANY(%s)", (list(ids),))}
 
 
-async def fingerprints(conn: Connection) -> dict[str, str]:
-    """slug -> catalog fingerprint, for every LoRA."""
-    cur = await conn.execute("SELECT slug, catalog_fingerprint FROM loras")
+async def fingerprints(conn: Connection, kind: Literal["catalog", "spec"] = "catalog") -> dict[str, str]:
+    """slug -> fingerprint of its catalog entry or of its spec ('' without one), for every LoRA."""
+    cur = await conn.execute(f"SELECT slug, {kind}_fingerprint FROM loras")
     return {row[0]: row[1] for row in await cur.fetchall()}
 
 

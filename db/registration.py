@@ -12,6 +12,7 @@ import numpy as np
 import psycopg
 from psycopg.rows import dict_row
 
+from db import moderation
 from db.catalog import copy_references, insert_lora, refresh_style_summary
 from db.database import Connection
 from db.rows import NewLora, ReferenceRow, SpecRow
@@ -193,7 +194,7 @@ async def complete(
     transaction: a crash before the commit leaves nothing visible, and a repeat finds it done."""
     async with conn.transaction():
         cur = await conn.execute(
-            "SELECT state, lora_id FROM registration_jobs WHERE id = %s FOR UPDATE", (job_id,)
+            "SELECT state, lora_id, client FROM registration_jobs WHERE id = %s FOR UPDATE", (job_id,)
         )
         row = await cur.fetchone()
         if row is not None and row[0] == "succeeded":
@@ -202,11 +203,8 @@ async def complete(
         await copy_references(conn, lora_id, references)
         await refresh_style_summary(conn, lora_id)
         await insert_spec_points(conn, lora_id, spec)
-        await conn.execute(
-            "INSERT INTO audit_log (actor, client, action, subject, details) VALUES"
-            " (%s, (SELECT client FROM registration_jobs WHERE id = %s), 'register_lora', %s, %s)",
-            (lora.created_by, job_id, lora.slug, json.dumps(audit)),
-        )
+        client = None if row is None else row[2]
+        await moderation.audit(conn, lora.created_by, "register_lora", lora.slug, audit, client=client)
         await conn.execute(
             """
             UPDATE registration_jobs SET state = 'succeeded', step = 'index', progress = 1,

@@ -28,12 +28,6 @@ async def upsert_platform_prompts(conn: Connection, texts: Sequence[str], featur
         await _upsert_prompts(conn, None, 0, texts, features)
 
 
-async def spec_fingerprints(conn: Connection) -> dict[str, str]:
-    """slug -> spec fingerprint ('' without a spec)."""
-    cur = await conn.execute("SELECT slug, spec_fingerprint FROM loras")
-    return {row[0]: row[1] for row in await cur.fetchall()}
-
-
 async def replace_spec(
     conn: Connection,
     lora_id: int,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
@@ -226,8 +225,3 @@ class Settings(BaseSettings):
     @property
     def pg_dir(self) -> Path:
         return self.data_dir / "pg"
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()

@@ -45,10 +45,6 @@ class PermissionDenied(ServiceError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
-class Unavailable(ServiceError):
-    code = grpc.StatusCode.UNAVAILABLE
-
-
 class ResourceExhausted(ServiceError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 

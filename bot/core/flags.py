@@ -1,9 +1,77 @@
-"""Lookalike flags as text for the artist and the moderators' review card."""
+"""Lookalike flags: one report flow whatever the chat (each adapter answers through FlagReplies),
+and the flag as text for the artist and the moderators' review card."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from bot.core.attachments import AttachmentInfo, AttachmentRejected
+from bot.core.ratelimit import cooldown_message
 from bot.core.rendering import TransferImage
+from bot.core.replies import friendly_error
+from bot.core.search_flow import download_all
+from bot.core.services import ChatServices
+from findlora_client import QueryImage, ServiceCallError
 from protos import findlora_pb2 as pb
+
+log = structlog.get_logger(__name__)
+MAX_ARTWORKS = 3
+NO_ARTWORK = "Send an image of your artwork (PNG, JPEG, WebP or GIF)."
+
+
+class FlagReplies(Protocol):
+    """How one chat answers the artist: `started` when the report goes ahead, `say` a line for
+    them, `filed` once the service holds the flag (review card, evidence)."""
+
+    async def started(self) -> None: ...
+
+    async def say(self, text: str) -> None: ...
+
+    async def filed(self, flag: pb.Flag, artworks: list[QueryImage]) -> None: ...
+
+
+@dataclass(frozen=True)
+class FlagAsk:
+    reporter: str  # the opaque key the service stores
+    lora: str
+    artworks: Sequence[AttachmentInfo]
+    note: str
+
+
+async def run_flag(ask: FlagAsk, services: ChatServices[Any], replies: FlagReplies) -> None:
+    infos = ask.artworks[:MAX_ARTWORKS]
+    if not infos:
+        await replies.say(NO_ARTWORK)
+        return
+    wait = services.flag_limiter.try_acquire(ask.reporter)
+    if wait:
+        await replies.say(cooldown_message("reporting", wait))
+        return
+    await replies.started()
+    try:
+        artworks = await download_all(services, infos)
+        flag = await services.client.flag_lookalike(
+            ask.lora,
+            artworks,
+            note=ask.note,
+            reporter=ask.reporter,
+            timeout=services.settings.search_timeout_s,
+        )
+    except (AttachmentRejected, ServiceCallError) as error:
+        await replies.say(friendly_error(error))
+        return
+    log.info("lookalike_flagged", flag_id=flag.flag_id, lora=flag.slug, reporter=ask.reporter)
+    await replies.filed(flag, artworks)
+
+
+def follow_up_text(review_card_posted: bool) -> str:
+    where = "" if review_card_posted else " from the flag list"
+    return f"The moderators will review it{where}; I'll message you with the outcome."
+
 
 _SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif"}
 

@@ -61,10 +61,6 @@ class ResultsPage:
     def has_next(self) -> bool:
         return self.ref.next(self.total) is not None
 
-    @property
-    def has_previous(self) -> bool:
-        return self.ref.previous() is not None
-
 
 def clip(text: str, limit: int = MAX_PROMPT_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"

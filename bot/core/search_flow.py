@@ -5,33 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-import httpx
 import structlog
 
-from bot.core.attachments import AttachmentInfo, AttachmentRejected, ImageLimits, download
-from bot.core.ratelimit import RateLimiter, cooldown_message
+from bot.core.attachments import AttachmentInfo, AttachmentRejected, download
+from bot.core.paging import PageRef
+from bot.core.ratelimit import cooldown_message
 from bot.core.rendering import ResultsPage, render_page
 from bot.core.replies import NO_IMAGE, NOTHING_MATCHES, friendly_error
-from findlora_client import MAX_QUERY_IMAGES, FindLoraClient, QueryImage, ServiceCallError
+from bot.core.services import ChatServices
+from findlora_client import MAX_QUERY_IMAGES, QueryImage, ServiceCallError
 
 log = structlog.get_logger(__name__)
-
-
-class SearchServices(Protocol):
-    """What a search needs of a bot's services (both bots' services classes have it)."""
-
-    client: FindLoraClient
-    http: httpx.AsyncClient
-    limits: ImageLimits
-    search_limiter: RateLimiter
-
-    @property
-    def search_timeout_s(self) -> float: ...
-
-    @property
-    def download_headers(self) -> dict[str, str] | None: ...
 
 
 class SearchReplies(Protocol):
@@ -55,11 +41,11 @@ class SearchAsk:
     prompt: str | None = None
 
 
-async def download_all(services: SearchServices, infos: Sequence[AttachmentInfo]) -> list[QueryImage]:
+async def download_all(services: ChatServices[Any], infos: Sequence[AttachmentInfo]) -> list[QueryImage]:
     return [await download(info, services.limits, services.http, services.download_headers) for info in infos]
 
 
-async def run_search(ask: SearchAsk, services: SearchServices, replies: SearchReplies) -> None:
+async def run_search(ask: SearchAsk, services: ChatServices[Any], replies: SearchReplies) -> None:
     images = ask.images[:MAX_QUERY_IMAGES]
     if not images:
         await replies.say(NO_IMAGE)
@@ -78,7 +64,7 @@ async def run_search(ask: SearchAsk, services: SearchServices, replies: SearchRe
             allow_nsfw=ask.allow_nsfw,
             prompt=ask.prompt or None,
             requested_by=ask.user,
-            timeout=services.search_timeout_s,
+            timeout=services.settings.search_timeout_s,
         )
     except (AttachmentRejected, ServiceCallError) as error:
         reason = error.reason if isinstance(error, ServiceCallError) else ""
@@ -91,3 +77,15 @@ async def run_search(ask: SearchAsk, services: SearchServices, replies: SearchRe
         await replies.say(NOTHING_MATCHES)
         return
     await replies.show(page)
+
+
+async def fetch_page(services: ChatServices[Any], target: PageRef, allow_nsfw: bool) -> ResultsPage:
+    """Another page of a stored search (the ServiceCallError is the caller's to tell)."""
+    response = await services.client.get_page(
+        target.search_id,
+        target.offset,
+        target.limit,
+        allow_nsfw=allow_nsfw,
+        timeout=services.settings.call_timeout_s,
+    )
+    return render_page(response, target.limit, allow_nsfw=allow_nsfw)

@@ -10,6 +10,20 @@ import discord
 from bot.core.attachments import AttachmentInfo
 
 
+class InteractionReplies:
+    """Answers to the interaction that asked (the core flows' replies); `private` ones only to its user."""
+
+    def __init__(self, interaction: discord.Interaction[Any], *, private: bool) -> None:
+        self.interaction, self.private = interaction, private
+
+    async def started(self) -> None:
+        # Downloading and the service's work take longer than Discord's 3-second answer window.
+        await self.interaction.response.defer(thinking=True, ephemeral=self.private)
+
+    async def say(self, text: str) -> None:
+        await reply(self.interaction, text)
+
+
 async def reply(interaction: discord.Interaction[Any], content: str, *, ephemeral: bool = True) -> None:
     """Answer with text: the first response, or a follow-up once the interaction is deferred."""
     if interaction.response.is_done():

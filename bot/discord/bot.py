@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import pkgutil
-from dataclasses import dataclass
 from typing import Any
 
 import discord
@@ -19,6 +18,7 @@ from bot.core.nsfw import NsfwPolicy
 from bot.core.permissions import ModeratorPolicy
 from bot.core.ratelimit import RateLimiter
 from bot.core.replies import INTERNAL
+from bot.core.services import ChatServices
 from bot.discord import exts
 from bot.discord._interactions import reply
 from bot.discord.config import DiscordSettings
@@ -32,17 +32,7 @@ def walk_extensions() -> list[str]:
     return sorted(module.name for module in pkgutil.iter_modules(exts.__path__, f"{exts.__name__}."))
 
 
-@dataclass
-class BotServices:
-    settings: DiscordSettings
-    client: FindLoraClient
-    http: httpx.AsyncClient
-    moderators: ModeratorPolicy
-    nsfw: NsfwPolicy
-    limits: ImageLimits
-    search_limiter: RateLimiter
-    flag_limiter: RateLimiter
-
+class BotServices(ChatServices[DiscordSettings]):
     @classmethod
     def create(
         cls, settings: DiscordSettings, client: FindLoraClient, http: httpx.AsyncClient
@@ -57,14 +47,6 @@ class BotServices:
             search_limiter=RateLimiter(settings.searches_per_minute, 60),
             flag_limiter=RateLimiter(settings.flags_per_hour, 3600),
         )
-
-    @property
-    def search_timeout_s(self) -> float:
-        return self.settings.search_timeout_s
-
-    @property
-    def download_headers(self) -> None:
-        return None  # Discord's attachment links are signed; they need no credentials
 
 
 class FindLoraBot(commands.Bot):
@@ -107,5 +89,4 @@ class FindLoraBot(commands.Bot):
 
     async def close(self) -> None:
         await super().close()
-        await self.services.client.close()
-        await self.services.http.aclose()
+        await self.services.close()

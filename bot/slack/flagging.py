@@ -11,13 +11,10 @@ import structlog
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.core.attachments import AttachmentRejected
-from bot.core.flags import artwork_filename, evidence_text, evidence_transfers, outcome_text, status_label
+from bot.core import flags
 from bot.core.permissions import NOT_A_MODERATOR
-from bot.core.ratelimit import cooldown_message
 from bot.core.rendering import contact_sheet
 from bot.core.replies import friendly_error
-from bot.core.search_flow import download_all
 from bot.slack.blocks import (
     FLAG_REQUEST_EVENT,
     FLAG_SENT_EVENT,
@@ -34,7 +31,6 @@ from findlora_client import QueryImage, ServiceCallError
 from protos import findlora_pb2 as pb
 
 log = structlog.get_logger(__name__)
-MAX_ARTWORKS = 3
 ALREADY_SENT = "This report is already with the moderators; run /flaglookalike again for another one."
 
 
@@ -79,7 +75,7 @@ async def report_thread(
 
 
 def _sheet_upload(flag: pb.Flag) -> list[dict[str, Any]]:
-    sheet = contact_sheet(evidence_transfers(flag))
+    sheet = contact_sheet(flags.evidence_transfers(flag))
     if sheet is None:
         return []
     return [{"file": sheet, "filename": "nearest-transfers.webp", "title": f"{flag.slug}: nearest transfers"}]
@@ -97,55 +93,39 @@ async def submit_flag(
     user_id: str,
 ) -> None:
     """File the report with the artwork sent in the request's DM thread."""
-    place = Place(channel, thread_ts)
-    reporter = user_key(team_id, user_id)
     if request.sent:
         await web.chat_postMessage(channel=channel, thread_ts=thread_ts, text=ALREADY_SENT)
         return
-    infos = (await attachments(web, files))[:MAX_ARTWORKS]
-    if not infos:
-        await web.chat_postMessage(
-            channel=place.channel,
-            thread_ts=place.thread_ts,
-            text="Send an image of your artwork (PNG, JPEG, WebP or GIF).",
+    ask = flags.FlagAsk(user_key(team_id, user_id), request.lora, await attachments(web, files), request.note)
+    await flags.run_flag(ask, services, ReportThreadReplies(services, web, channel, thread_ts))
+
+
+class ReportThreadReplies:
+    """FlagReplies in the report's DM thread."""
+
+    def __init__(self, services: SlackServices, web: AsyncWebClient, channel: str, thread_ts: str) -> None:
+        self.services, self.web, self.thread_ts = services, web, thread_ts
+        self.place = Place(channel, thread_ts)
+
+    async def started(self) -> None:
+        pass  # the listener acknowledged Slack already
+
+    async def say(self, text: str) -> None:
+        await self.web.chat_postMessage(channel=self.place.channel, thread_ts=self.place.thread_ts, text=text)
+
+    async def filed(self, flag: pb.Flag, artworks: list[QueryImage]) -> None:
+        # The report is filed: the thread stops accepting artwork for it.
+        await self.web.chat_update(
+            channel=self.place.channel,
+            ts=self.thread_ts,
+            text=f"Report about `{flag.slug}` sent (flag {flag.flag_id}).",
+            metadata={"event_type": FLAG_SENT_EVENT, "event_payload": {"flag_id": flag.flag_id}},
         )
-        return
-    wait = services.flag_limiter.try_acquire(reporter)
-    if wait:
-        await web.chat_postMessage(
-            channel=place.channel, thread_ts=place.thread_ts, text=cooldown_message("reporting", wait)
+        posted = await post_review_card(self.services, self.web, flag, artworks)
+        await self.say(f"{mrkdwn(flags.evidence_text(flag))}\n{flags.follow_up_text(posted)}")
+        await upload_images(
+            self.web, self.place, _sheet_upload(flag), "The LoRA's sample transfers nearest your artwork."
         )
-        return
-    try:
-        artworks = await download_all(services, infos)
-        flag = await services.client.flag_lookalike(
-            request.lora,
-            artworks,
-            note=request.note,
-            reporter=reporter,
-            timeout=services.settings.search_timeout_s,
-        )
-    except (AttachmentRejected, ServiceCallError) as error:
-        await web.chat_postMessage(
-            channel=place.channel, thread_ts=place.thread_ts, text=friendly_error(error)
-        )
-        return
-    log.info("lookalike_flagged", flag_id=flag.flag_id, lora=flag.slug, reporter=reporter)
-    # The report is filed: the thread stops accepting artwork for it.
-    await web.chat_update(
-        channel=channel,
-        ts=thread_ts,
-        text=f"Report about `{flag.slug}` sent (flag {flag.flag_id}).",
-        metadata={"event_type": FLAG_SENT_EVENT, "event_payload": {"flag_id": flag.flag_id}},
-    )
-    posted = await post_review_card(services, web, flag, artworks)
-    follow_up = "The moderators will review it; I'll message you with the outcome."
-    if not posted:
-        follow_up = "The moderators will review it from the flag list; I'll message you with the outcome."
-    await web.chat_postMessage(
-        channel=place.channel, thread_ts=place.thread_ts, text=f"{mrkdwn(evidence_text(flag))}\n{follow_up}"
-    )
-    await upload_images(web, place, _sheet_upload(flag), "The LoRA's sample transfers nearest your artwork.")
 
 
 async def post_review_card(
@@ -163,7 +143,7 @@ async def post_review_card(
     images = _sheet_upload(flag) + [
         {
             "file": art.data,
-            "filename": artwork_filename(i, art.content_type),
+            "filename": flags.artwork_filename(i, art.content_type),
             "title": f"artwork {i}",
         }
         for i, art in enumerate(artworks, start=1)
@@ -198,7 +178,7 @@ async def review(
     except ServiceCallError as error:
         await tell(web, place, user_id, friendly_error(error))
         return
-    log.info("flag_reviewed", flag_id=flag_id, decision=status_label(flag), by=moderator)
+    log.info("flag_reviewed", flag_id=flag_id, decision=flags.status_label(flag), by=moderator)
     await web.chat_update(channel=channel, ts=message_ts, text=review_text(flag), blocks=review_blocks(flag))
     await tell_artist(web, flag)
 
@@ -208,7 +188,7 @@ async def tell_artist(web: AsyncWebClient, flag: pb.Flag) -> None:
     if artist is None:
         return
     try:
-        await web.chat_postMessage(channel=artist, text=mrkdwn(outcome_text(flag)))
+        await web.chat_postMessage(channel=artist, text=mrkdwn(flags.outcome_text(flag)))
     except SlackApiError as error:
         # The decision stands and is audited; the artist can ask a moderator.
         log.info("artist_not_told", flag_id=flag.flag_id, error=error.response.get("error"))

@@ -11,9 +11,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.attachments import AttachmentInfo, is_probably_image
 from bot.core.paging import parse_footer, parse_lora_id, parse_total
-from bot.core.rendering import ResultsPage, contact_sheet, render_page
+from bot.core.rendering import ResultsPage, contact_sheet
 from bot.core.replies import friendly_error
-from bot.core.search_flow import SearchAsk, run_search
+from bot.core.search_flow import SearchAsk, fetch_page, run_search
 from bot.slack.blocks import has_more, paged_blocks, ref_text, results_blocks, results_text, transfers_comment
 from bot.slack.identity import file_info, user_key
 from bot.slack.messages import Place, tell, upload_images
@@ -118,19 +118,11 @@ async def next_page(
     if target is None or not has_more(blocks):
         return
     place = Place(channel, str(message.get("thread_ts") or message["ts"]))
-    allow_nsfw = services.nsfw.allows(channel)
     try:
-        response = await services.client.get_page(
-            target.search_id,
-            target.offset,
-            target.limit,
-            allow_nsfw=allow_nsfw,
-            timeout=services.settings.call_timeout_s,
-        )
+        page = await fetch_page(services, target, services.nsfw.allows(channel))
     except ServiceCallError as error:
         await tell(web, place, user_id, friendly_error(error))
         return
-    page = render_page(response, target.limit, allow_nsfw=allow_nsfw)
     await web.chat_update(
         channel=channel,
         ts=str(message["ts"]),

@@ -17,6 +17,7 @@ from bot.core.attachments import ImageLimits
 from bot.core.nsfw import NsfwPolicy
 from bot.core.permissions import ModeratorPolicy
 from bot.core.ratelimit import RateLimiter
+from bot.core.services import ChatServices
 from bot.slack.config import SlackSettings
 from bot.slack.identity import SLACK_FILE_HOSTS
 from bot.slack.work import Background
@@ -52,16 +53,8 @@ class UserGroups:
 
 
 @dataclass
-class SlackServices:
-    settings: SlackSettings
-    client: FindLoraClient
-    http: httpx.AsyncClient
+class SlackServices(ChatServices[SlackSettings]):
     bot_token: str = field(repr=False)
-    moderators: ModeratorPolicy
-    nsfw: NsfwPolicy
-    limits: ImageLimits
-    search_limiter: RateLimiter
-    flag_limiter: RateLimiter
     usergroups: UserGroups
     work: Background
 
@@ -88,10 +81,6 @@ class SlackServices:
         )
 
     @property
-    def search_timeout_s(self) -> float:
-        return self.settings.search_timeout_s
-
-    @property
     def download_headers(self) -> dict[str, str]:
         """Slack serves private files only with the bot token; `download` sends it to
         files.slack.com alone (host allowlist, no redirects)."""
@@ -110,8 +99,7 @@ class SlackServices:
             await self.work.drain(timeout_s=grace_s)
         except TimeoutError:
             log.warning("slack_work_abandoned_at_shutdown")
-        await self.client.close()
-        await self.http.aclose()
+        await super().close()
 
 
 def services_of(context: Mapping[str, Any]) -> SlackServices:

@@ -83,7 +83,7 @@ async def import_specs(
     if [stored.get(i) for i in range(len(prompts))] != prompts or stored_label != models.label:
         await db.run(db_specs.upsert_platform_prompts, prompts, _embed_texts(models, prompts))
     await db.run(db_catalog.set_meta, db_catalog.GMI_ENCODER_KEY, models.label)
-    stored_prints = await db.run(db_specs.spec_fingerprints)
+    stored_prints = await db.run(db_catalog.fingerprints, "spec")
     written = 0
     slugs = sorted(slug for slug, entry in catalog.loras.items() if entry.spec)
     for done, slug in enumerate(slugs, start=1):

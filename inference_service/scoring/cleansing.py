@@ -19,8 +19,3 @@ def transfer_mse(transfer: Image.Image, original: Image.Image) -> float:
         original = original.resize(transfer.size, Image.Resampling.BILINEAR)
     o = np.asarray(original.convert("RGB"), dtype=np.float64)
     return float(((a - o) ** 2).sum(axis=2).mean())
-
-
-def keeps_style(transfer: Image.Image, original: Image.Image, threshold: float = DEFAULT_THRESHOLD) -> bool:
-    """True when the transfer changed the sample enough to count as a styled reference."""
-    return transfer_mse(transfer, original) >= threshold

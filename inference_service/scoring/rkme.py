@@ -24,7 +24,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 Array = NDArray[np.float64]
-DEFAULT_GAMMA = 1.0
 
 
 def _as_2d(x: NDArray[np.floating]) -> Array:

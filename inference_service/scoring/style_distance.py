@@ -16,7 +16,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 Aggregation = Literal["d_avg", "d_rms", "centroid"]
-AGGREGATIONS: tuple[Aggregation, ...] = ("d_avg", "d_rms", "centroid")
 
 
 def _pairwise(queries: NDArray[np.floating], references: NDArray[np.floating]) -> NDArray[np.float64]:

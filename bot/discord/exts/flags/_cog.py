@@ -10,14 +10,18 @@ import structlog
 from discord import app_commands
 from discord.ext import commands
 
-from bot.core.attachments import AttachmentRejected
-from bot.core.flags import artwork_filename, evidence_text, evidence_transfers, outcome_text, status_label
+from bot.core import flags
 from bot.core.permissions import NOT_A_MODERATOR
-from bot.core.ratelimit import cooldown_message
 from bot.core.rendering import contact_sheet
 from bot.core.replies import friendly_error
-from bot.core.search_flow import download_all
-from bot.discord._interactions import attachment_info, reply, role_ids, user_id_of, user_key
+from bot.discord._interactions import (
+    InteractionReplies,
+    attachment_info,
+    reply,
+    role_ids,
+    user_id_of,
+    user_key,
+)
 from bot.discord.exts.flags._components import FLAGS_COG, review_view
 from findlora_client import QueryImage, ServiceCallError
 from protos import findlora_pb2 as pb
@@ -38,11 +42,11 @@ def review_embed(flag: pb.Flag, *, with_sheet: bool) -> discord.Embed:
     embed = discord.Embed(title=f"Lookalike report: {flag.lora_name} ({flag.slug})"[:256], colour=colour)
     reporter_id = user_id_of(flag.reporter)
     embed.add_field(name="Reporter", value=f"<@{reporter_id}>" if reporter_id else flag.reporter)
-    embed.add_field(name="Status", value=status_label(flag))
+    embed.add_field(name="Status", value=flags.status_label(flag))
     if flag.reviewer:
         reviewer_id = user_id_of(flag.reviewer)
         embed.add_field(name="Reviewer", value=f"<@{reviewer_id}>" if reviewer_id else flag.reviewer)
-    embed.add_field(name="Evidence", value=evidence_text(flag), inline=False)
+    embed.add_field(name="Evidence", value=flags.evidence_text(flag), inline=False)
     if flag.note:
         embed.add_field(name="Note", value=flag.note[:1024], inline=False)
     if with_sheet:
@@ -52,13 +56,32 @@ def review_embed(flag: pb.Flag, *, with_sheet: bool) -> discord.Embed:
 
 
 def _files(flag: pb.Flag, artworks: list[QueryImage]) -> tuple[list[discord.File], bool]:
-    sheet = contact_sheet(evidence_transfers(flag))
+    sheet = contact_sheet(flags.evidence_transfers(flag))
     files = [discord.File(io.BytesIO(sheet), filename=SHEET_NAME)] if sheet else []
     files += [
-        discord.File(io.BytesIO(art.data), filename=artwork_filename(i, art.content_type))
+        discord.File(io.BytesIO(art.data), filename=flags.artwork_filename(i, art.content_type))
         for i, art in enumerate(artworks, start=1)
     ]
     return files, sheet is not None
+
+
+class FlagInteractionReplies(InteractionReplies):
+    """FlagReplies to the artist's interaction, always private."""
+
+    def __init__(self, cog: FlagsCog, interaction: discord.Interaction[Any]) -> None:
+        super().__init__(interaction, private=True)
+        self.cog = cog
+
+    async def filed(self, flag: pb.Flag, artworks: list[QueryImage]) -> None:
+        posted = await self.cog.post_review_card(flag, artworks)
+        files, with_sheet = _files(flag, [])
+        embed = discord.Embed(title=f"Report received: {flag.slug}", description=flags.evidence_text(flag))
+        if with_sheet:
+            embed.set_image(url=f"attachment://{SHEET_NAME}")
+            embed.set_footer(text="Above: the LoRA's sample transfers nearest your artwork")
+        await self.interaction.followup.send(
+            flags.follow_up_text(posted), embed=embed, files=files, ephemeral=True
+        )
 
 
 class FlagsCog(commands.Cog, name=FLAGS_COG):
@@ -83,38 +106,11 @@ class FlagsCog(commands.Cog, name=FLAGS_COG):
         artwork3: discord.Attachment | None = None,
         note: str | None = None,
     ) -> None:
-        reporter = user_key(interaction.user)
-        wait = self.services.flag_limiter.try_acquire(reporter)
-        if wait:
-            await reply(interaction, cooldown_message("reporting", wait))
-            return
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        attachments = [a for a in (artwork, artwork2, artwork3) if a is not None]
-        try:
-            images = await download_all(self.services, [attachment_info(a) for a in attachments])
-            flag = await self.services.client.flag_lookalike(
-                lora,
-                images,
-                note=note or "",
-                reporter=reporter,
-                timeout=self.services.settings.search_timeout_s,
-            )
-        except (AttachmentRejected, ServiceCallError) as error:
-            await interaction.followup.send(friendly_error(error), ephemeral=True)
-            return
-        log.info("lookalike_flagged", flag_id=flag.flag_id, lora=flag.slug, reporter=reporter)
-        posted = await self._post_review_card(flag, images)
-        follow_up = "The moderators will review it; I'll message you with the outcome."
-        if not posted:
-            follow_up = "The moderators will review it from the flag list; I'll message you with the outcome."
-        files, with_sheet = _files(flag, [])
-        embed = discord.Embed(title=f"Report received: {flag.slug}", description=evidence_text(flag))
-        if with_sheet:
-            embed.set_image(url=f"attachment://{SHEET_NAME}")
-            embed.set_footer(text="Above: the LoRA's sample transfers nearest your artwork")
-        await interaction.followup.send(follow_up, embed=embed, files=files, ephemeral=True)
+        attachments = [attachment_info(a) for a in (artwork, artwork2, artwork3) if a is not None]
+        ask = flags.FlagAsk(user_key(interaction.user), lora, attachments, note or "")
+        await flags.run_flag(ask, self.services, FlagInteractionReplies(self, interaction))
 
-    async def _post_review_card(self, flag: pb.Flag, artworks: list[QueryImage]) -> bool:
+    async def post_review_card(self, flag: pb.Flag, artworks: list[QueryImage]) -> bool:
         channel_id = self.services.settings.review_channel_id
         channel = self.bot.get_channel(channel_id) if channel_id else None
         if not isinstance(channel, discord.abc.Messageable):
@@ -145,8 +141,8 @@ class FlagsCog(commands.Cog, name=FLAGS_COG):
         except ServiceCallError as error:
             await interaction.followup.send(friendly_error(error), ephemeral=True)
             return
-        log.info("flag_reviewed", flag_id=flag_id, decision=status_label(flag), by=moderator)
-        has_sheet = bool(evidence_transfers(flag))
+        log.info("flag_reviewed", flag_id=flag_id, decision=flags.status_label(flag), by=moderator)
+        has_sheet = bool(flags.evidence_transfers(flag))
         await interaction.edit_original_response(embed=review_embed(flag, with_sheet=has_sheet), view=None)
         await self._tell_artist(flag)
 
@@ -156,7 +152,7 @@ class FlagsCog(commands.Cog, name=FLAGS_COG):
             return
         try:
             artist = await self.bot.fetch_user(artist_id)
-            await artist.send(outcome_text(flag))
+            await artist.send(flags.outcome_text(flag))
         except discord.HTTPException as error:
             # Closed DMs: the decision stands and is audited; the artist can ask a moderator.
             log.info("artist_not_told", flag_id=flag.flag_id, status=error.status)

@@ -13,10 +13,10 @@ from discord.ext import commands
 
 from bot.core.attachments import AttachmentInfo, is_probably_image
 from bot.core.paging import PageRef, parse_footer, parse_lora_id, parse_total
-from bot.core.rendering import ResultsPage, render_page
+from bot.core.rendering import ResultsPage
 from bot.core.replies import friendly_error
-from bot.core.search_flow import SearchAsk, run_search
-from bot.discord._interactions import age_restricted, attachment_info, reply, user_key
+from bot.core.search_flow import SearchAsk, fetch_page, run_search
+from bot.discord._interactions import InteractionReplies, age_restricted, attachment_info, user_key
 from bot.discord.exts.search._components import SEARCH_COG
 from bot.discord.exts.search._message import (
     NEXT,
@@ -34,18 +34,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
-class InteractionReplies:
-    """Answers to the interaction that asked (SearchReplies); `private` ones only to its user."""
-
-    def __init__(self, interaction: discord.Interaction[Any], *, private: bool) -> None:
-        self.interaction, self.private = interaction, private
-
-    async def started(self) -> None:
-        # Downloading and ranking take longer than Discord's 3-second answer window.
-        await self.interaction.response.defer(thinking=True, ephemeral=self.private)
-
-    async def say(self, text: str) -> None:
-        await reply(self.interaction, text)
+class SearchInteractionReplies(InteractionReplies):
+    """SearchReplies to the interaction that asked."""
 
     async def show(self, page: ResultsPage) -> None:
         send = page_message(page).send_kwargs()
@@ -136,25 +126,15 @@ class SearchCog(commands.Cog, name=SEARCH_COG):
             base_model=base_model,
             prompt=prompt,
         )
-        await run_search(ask, self.services, InteractionReplies(interaction, private=private))
+        await run_search(ask, self.services, SearchInteractionReplies(interaction, private=private))
 
     # --- paging and feedback -----------------------------------------------------------------
-
-    async def _fetch_page(self, target: PageRef, allow_nsfw: bool) -> ResultsPage:
-        response = await self.services.client.get_page(
-            target.search_id,
-            target.offset,
-            target.limit,
-            allow_nsfw=allow_nsfw,
-            timeout=self.services.settings.call_timeout_s,
-        )
-        return render_page(response, target.limit, allow_nsfw=allow_nsfw)
 
     async def page_from_button(self, interaction: discord.Interaction[Any], target: PageRef) -> None:
         await interaction.response.defer()
         allow_nsfw = self.services.nsfw.allows(interaction.channel_id, age_restricted(interaction.channel))
         try:
-            page = await self._fetch_page(target, allow_nsfw)
+            page = await fetch_page(self.services, target, allow_nsfw)
         except ServiceCallError as error:
             await interaction.followup.send(friendly_error(error), ephemeral=True)
             return
@@ -219,7 +199,7 @@ class SearchCog(commands.Cog, name=SEARCH_COG):
             return
         allow_nsfw = self.services.nsfw.allows(getattr(channel, "id", None), age_restricted(channel))
         try:
-            page = await self._fetch_page(target, allow_nsfw)
+            page = await fetch_page(self.services, target, allow_nsfw)
         except ServiceCallError as error:
             await channel.send(f"<@{user_id}> {friendly_error(error)}", delete_after=30)
             return

@@ -1,4 +1,4 @@
-"""The registration modal was submitted: check the fields in the modal, then start the job."""
+"""A modal was submitted: check its fields in the modal, then start the work after the ack."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack.blocks import submitted_values
+from bot.slack.flagging import request_artwork
 from bot.slack.registration import invalid_fields, register
 from bot.slack.services import services_of
 
@@ -30,4 +31,29 @@ async def register_submitted(
     services.work.spawn(
         register(services, client, values=values, team_id=context.team_id, user_id=str(body["user"]["id"])),
         "register",
+    )
+
+
+async def flag_submitted(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    view: dict[str, Any],
+    context: AsyncBoltContext,
+    client: AsyncWebClient,
+) -> None:
+    values = submitted_values(view)
+    if not values.get("lora"):
+        await ack(response_action="errors", errors={"lora": "Which LoRA? Give its link or slug."})
+        return
+    await ack()
+    services = services_of(context)
+    services.work.spawn(
+        request_artwork(
+            client,
+            team_id=context.team_id,
+            user_id=str(body["user"]["id"]),
+            lora=values["lora"],
+            note=values.get("note", ""),
+        ),
+        "flag-request",
     )
