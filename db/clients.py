@@ -1,8 +1,7 @@
-"""Clients of the inference service and their bearer tokens (the `clients` table).
+"""Clients of the inference service and their bearer tokens (the `clients` table, docs/design.md 13).
 
-One module for both paths that manage clients: the admin RPCs and `findlora auth` (the operator
-holds the database). A token is `fl_<token_id>_<secret>`; the row is found by the public token_id
-and the sha256 of the whole token is compared in constant time. The token itself is never stored.
+One module for both paths that manage clients: the admin RPCs and `findlora auth`. The token
+itself is never stored.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Apply the numbered SQL migrations in db/migrations, each once, each in its own transaction.
 
-Against an external database only `findlora db migrate` (the migration role) changes the schema;
-the service and the worker check it is current and refuse to start otherwise (`require_current`).
+Against an external database only `findlora db migrate` changes the schema (docs/design.md 4).
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
-"""Who may call what: every RPC but gRPC health needs `authorization: Bearer <token>` of a client
-in the `clients` table, holding the role its method needs (METHOD_ROLES). One server interceptor
-enforces it; a method without an entry is refused (fail closed).
+"""Who may call what (docs/design.md 13): one server interceptor, METHOD_ROLES, fail closed.
 
-The token is looked up on every call (one indexed query), so a revocation holds from the next
-call on without a restart. The accepted caller is put in a context variable for the servicer:
-grpc.aio calls the interceptors and the handler in one contextvars.Context per RPC.
+The token is looked up on every call, so a revocation holds from the next call. The accepted
+caller is put in a context variable for the servicer: grpc.aio calls the interceptors and the
+handler in one contextvars.Context per RPC.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
-"""The embedded database's own client: zero setup on one machine.
+"""The embedded database's own `local` client with every role (docs/design.md 13).
 
-On the embedded database (DATABASE_URL unset) `findlora db init` and `findlora serve inference`
-make sure a client `local` with every role exists and that `<data dir>/client-token` (mode 0600)
-holds its token; the CLI reads that file when neither FINDLORA_TOKEN nor FINDLORA_TOKEN_FILE is
-set. A missing file, or one whose token no longer authenticates as `local`, gets a new token.
+A missing `<data dir>/client-token`, or one whose token no longer authenticates as `local`,
+gets a new token.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
-"""Moderation: LoRA status changes, artists' lookalike flags and their review.
+"""Moderation: LoRA status changes, artists' lookalike flags and their review (docs/design.md 13).
 
-The service checks which client calls and with what role (inference_service/auth.py); which
-person is a moderator is the bots' job. Every decision lands in audit_log, with the person the
-client names and the client itself, in the same transaction as the change.
+Every decision lands in audit_log in the same transaction as the change.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
-"""Retention: a search is deleted once it expires, not merely hidden.
+"""Retention: a search is deleted once it expires, not merely hidden (docs/design.md 9).
 
-A search keeps the query's style embedding, its BLIP pseudo-prompt (a caption of the user's image),
-the ranking and who asked, for paging during FINDLORA_SEARCH_TTL_HOURS. The running service
-deletes expired ones every FINDLORA_PURGE_INTERVAL_S. Between expiry and the next purge GetPage
-answers FAILED_PRECONDITION ("expired"); after it, NOT_FOUND ("no such search").
+Between expiry and the next purge GetPage answers FAILED_PRECONDITION ("expired"); after it,
+NOT_FOUND ("no such search").
 """
 
 from __future__ import annotations

@@ -70,6 +70,31 @@ _VOTES = {pb.VOTE_UP: "up", pb.VOTE_DOWN: "down"}
 DATABASE_DOWN = "the catalog database is unavailable; try again"
 
 
+Failure = tuple[grpc.StatusCode, Reason, str, tuple[tuple[str, str], ...]]
+
+
+def _failure(exc: Exception, bound: Any, request_id: str) -> Failure:
+    """The status, reason, message and extra trailers for an exception, logged once."""
+    if isinstance(exc, ServiceError):
+        bound.info("rpc_rejected", code=exc.code.name, reason=exc.message)
+        return exc.code, exc.reason, exc.message, exc.trailing_metadata()
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        # statement_timeout (Database.search_timeout_ms): an OperationalError, not an outage.
+        bound.warning("database_query_timeout")
+        message = "the search took longer than the catalog database allows; try again later"
+        return grpc.StatusCode.DEADLINE_EXCEEDED, Reason.DATABASE_TIMEOUT, message, ()
+    if isinstance(exc, psycopg.DataError):
+        # e.g. a NUL character in a note or name: PostgreSQL text cannot store it.
+        code = grpc.StatusCode.INVALID_ARGUMENT
+        bound.info("rpc_rejected", code=code.name, reason=type(exc).__name__)
+        return code, Reason.INVALID_ARGUMENT, "a text field holds characters that cannot be stored", ()
+    if isinstance(exc, (psycopg.OperationalError, psycopg_pool.PoolTimeout)):
+        bound.warning("database_unavailable", error=str(exc).splitlines()[0] if str(exc) else "")
+        return grpc.StatusCode.UNAVAILABLE, Reason.DATABASE_UNAVAILABLE, DATABASE_DOWN, ()
+    bound.exception("rpc_failed")
+    return grpc.StatusCode.INTERNAL, Reason.INTERNAL, f"internal error (request {request_id})", ()
+
+
 def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
     """Map domain errors to gRPC statuses with their reason (trailing metadata), log one
     structured line per call, never leak a trace."""
@@ -80,30 +105,11 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
         request_id = uuid.uuid4().hex[:12]
         bound = log.bind(rpc=name, request_id=request_id)
         started = time.perf_counter()
-        code, reason = grpc.StatusCode.OK, Reason.INTERNAL
-        extra: tuple[tuple[str, str], ...] = ()
+        code = grpc.StatusCode.OK
         try:
             response = await handler(self, request, context)
-        except ServiceError as exc:
-            code, reason, message, extra = exc.code, exc.reason, exc.message, exc.trailing_metadata()
-            bound.info("rpc_rejected", code=code.name, reason=message)
-        except psycopg.errors.QueryCanceled:
-            # statement_timeout (Database.search_timeout_ms): an OperationalError, not an outage.
-            code, reason = grpc.StatusCode.DEADLINE_EXCEEDED, Reason.DATABASE_TIMEOUT
-            message = "the search took longer than the catalog database allows; try again later"
-            bound.warning("database_query_timeout")
-        except psycopg.DataError as exc:
-            # e.g. a NUL character in a note or name: PostgreSQL text cannot store it.
-            code, reason = grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_ARGUMENT
-            message = "a text field holds characters that cannot be stored"
-            bound.info("rpc_rejected", code=code.name, reason=type(exc).__name__)
-        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
-            code, reason = grpc.StatusCode.UNAVAILABLE, Reason.DATABASE_UNAVAILABLE
-            message = DATABASE_DOWN
-            bound.warning("database_unavailable", error=str(exc).splitlines()[0] if str(exc) else "")
-        except Exception:
-            code, message = grpc.StatusCode.INTERNAL, f"internal error (request {request_id})"
-            bound.exception("rpc_failed")
+        except Exception as exc:
+            code, reason, message, extra = _failure(exc, bound, request_id)
         finally:
             elapsed = time.perf_counter() - started
             RPC_LATENCY.labels(name).observe(elapsed)
@@ -275,11 +281,11 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
                         for w in event.lookalikes
                     ],
                 )
-        except ServiceError as exc:
-            await context.abort(exc.code, exc.message, trailing_metadata=reason_trailer(exc.reason))
-        except (psycopg.OperationalError, psycopg_pool.PoolTimeout):
-            trailer = reason_trailer(Reason.DATABASE_UNAVAILABLE)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, DATABASE_DOWN, trailing_metadata=trailer)
+        except Exception as exc:
+            request_id = uuid.uuid4().hex[:12]
+            bound = log.bind(rpc="WatchJob", request_id=request_id)
+            code, reason, message, extra = _failure(exc, bound, request_id)
+            await context.abort(code, message, trailing_metadata=reason_trailer(reason, *extra))
 
     async def _decode(
         self, images: Sequence[pb.Image], max_images: int, what: str, requester: str, peer: str

@@ -1,14 +1,4 @@
-"""Read and write the catalog directory format (docs/design.md 6). No database here.
-
-catalog/
-  catalog.toml                 name, base_model default, optional note
-  prompts.txt                  platform prompt set, one a line (line number = prompt id, from 0);
-                               absent: the default 55 prompts (catalog/platform_prompts.py)
-  samples/<sample_id>.<ext>    the sample set S
-  loras/<slug>/lora.toml       name, url, base_model, trigger_words, license, author, nsfw, [file]
-  loras/<slug>/references/<sample_id>.<ext>
-  loras/<slug>/spec/<prompt_id>-<n>.<ext>, spec/prompts.txt (ids continue after the platform set)
-"""
+"""Read and write the catalog directory format (docs/design.md 6). No database here."""
 
 from __future__ import annotations
 

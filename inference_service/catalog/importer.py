@@ -1,8 +1,6 @@
 """`findlora catalog import`: validate everything first, then commit LoRA by LoRA.
 
-Idempotent and resumable: every LoRA carries a fingerprint of its catalog entry (lora.toml and
-reference bytes); one already stored with the same fingerprint is skipped, so a re-run after a
-crash continues where it stopped and a second run imports nothing.
+Idempotent and resumable through each LoRA's catalog fingerprint (docs/design.md 6).
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """The default platform prompt set of the GMI specification (docs/design.md 5): 55 prompts.
 
-Every registered LoRA generates its spec images from these (a catalog's prompts.txt replaces
-them; a LoRA may add its own). They span subjects a style LoRA is asked for: people, animals,
-places, objects, food, vehicles, abstract and text-like content, at several framings, so that
-the weights w_i = max(cos(e_i, ê), 0) can find the prompts nearest any pseudo-prompt.
+They span subjects at several framings so that the weights w_i can find prompts near any
+pseudo-prompt.
 """
 
 from __future__ import annotations

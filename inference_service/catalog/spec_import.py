@@ -1,8 +1,7 @@
 """Import the GMI part of a catalog: the platform prompt set and each LoRA's spec/ images.
 
-Needs the GMI models (CLIP image + text features). The platform set is the catalog's prompts.txt,
-or the default 55 prompts when the catalog has none. A LoRA's spec is re-embedded only when its
-fingerprint (own prompts, spec image bytes, model label) changed: re-runs import nothing twice.
+A LoRA's spec is re-embedded only when its fingerprint (own prompts, spec image bytes, model
+label) changed (docs/design.md 6).
 """
 
 from __future__ import annotations

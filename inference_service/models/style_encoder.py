@@ -1,14 +1,8 @@
-"""Triplet style encoder: image -> 128-d L2-normalised style embedding.
+"""Triplet style encoder: image -> 128-d L2-normalised style embedding (docs/design.md 5).
 
-The default ("stats") network pools per-channel mean and standard deviation of the input, of a
-full-resolution stem and of every convolutional stage (colour statistics as well as texture at
-several scales), adds soft per-channel colour histograms of the input, and projects all of it to
-the embedding. Style lives in such statistics far more than in spatial layout, which is what
-lets the encoder ignore the subject of an image.
-
-The "vgg19" backbone is the paper's setting: torchvision's VGG19 feature extractor (random
-weights here; ImageNet weights only from a local .safetensors file, never a pickle), with the
-same mean/std pooling after each of its five blocks and the same projection head.
+Default "stats" network: style lives in channel statistics far more than in spatial layout,
+which lets the encoder ignore the subject. The "vgg19" backbone is the paper's setting (ImageNet
+weights only from a local .safetensors file, never a pickle).
 """
 
 from __future__ import annotations

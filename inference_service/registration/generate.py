@@ -1,10 +1,5 @@
-"""Reference transfers and spec images with Stable Diffusion + ControlNet + reference-only + a LoRA.
-
-t(s, m) (docs/design.md 5): line drawing of sample s -> SD + ControlNet with reference-only attention
-injection of s + LoRA m, empty prompt, a fixed seed per sample. Spec images: the same base model
-with the LoRA renders each prompt of the platform set (text-to-image, no ControlNet).
-Models load through `from_pretrained` from a hub id or a local directory; diffusers is imported here
-only, lazily, so nothing else pays for it.
+"""Reference transfers t(s, m) and spec images with SD + ControlNet + reference-only + a LoRA
+(docs/design.md 5). diffusers is imported here only, lazily, so nothing else pays for it.
 """
 
 from __future__ import annotations

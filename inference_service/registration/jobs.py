@@ -1,8 +1,7 @@
 """Registration jobs on the Postgres-backed queue (procrastinate), and what the RPCs need of them.
 
-`RegisterLora` checks the request, records a job and defers it; any worker (`findlora serve worker`)
-takes it. Workers send heartbeats; a job whose worker stopped sending them is put back on the queue
-by the next worker that notices, and the pipeline resumes it from what was committed.
+A job whose worker stopped sending heartbeats is put back on the queue by the next worker that
+notices, and the pipeline resumes it from what was committed.
 """
 
 from __future__ import annotations

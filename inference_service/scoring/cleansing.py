@@ -1,6 +1,5 @@
-"""Cleansing, Eq. 1 of the style-distance paper: drop transfers that failed to impart a style.
+"""Cleansing, Eq. 1 (docs/design.md 5): drop transfers that failed to impart a style.
 
-mse(a, o) = (1 / (h*w)) * sum_x sum_y [(r(a)-r(o))^2 + (g(a)-g(o))^2 + (b(a)-b(o))^2], RGB 0..255.
 Note the sum over the three channels (not a mean), per pixel.
 """
 

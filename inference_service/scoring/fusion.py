@@ -1,10 +1,7 @@
-"""Fusion of the style distance d_avg with the (weighted) RKME score (docs/design.md 5, "Fusion").
+"""Fusion of d_avg with the (weighted) RKME score (docs/design.md 5, "Fusion").
 
-Both scores are "lower is better" but live on unrelated scales, so each is normalised over the
-candidate set first: by rank (rank / n, in (0, 1]) or by a robust z-score ((x − median) / (1.4826
-MAD)). The fused score α·n(d_avg) + (1 − α)·n(rkme) is lower-is-better too. A candidate that
-lacks one branch (a LoRA without a spec, a search without CLIP) keeps the other branch's
-normalised value: normalised scores of both branches share one scale, so it still ranks.
+A candidate lacking one branch keeps the other branch's normalised value: normalised scores of
+both branches share one scale, so it still ranks.
 """
 
 from __future__ import annotations

@@ -1,19 +1,6 @@
-"""Weighted RKME (generative model identification, docs/design.md 5), its baselines, pure numpy.
+"""Weighted RKME (generative model identification) and its baselines, pure numpy.
 
-A LoRA's specification is a set of L2-normalised CLIP image features z_i of images it generated
-from prompts p_i, with the prompts' text features e_i. A query is its image feature(s) ẑ and the
-text feature ê of its pseudo-prompt. With w_i = max(cos(e_i, ê), 0) normalised to sum 1 (uniform
-when every w_i is 0) and k(x, y) = exp(-γ‖x − y‖²):
-
-    score(m) = Σ_i Σ_j w_i w_j k(z_i, z_j) − 2 Σ_i w_i k(z_i, ẑ) + k(ẑ, ẑ)      (lower is better)
-
-i.e. the squared RKHS distance between the prompt-weighted kernel mean of the spec and the
-query. Several query images of one style are one empirical distribution with uniform weights
-(the last two terms average over them), which reduces to the formula for a single image.
-
-Baselines: RKME-CLIP (uniform w: the plain kernel mean embedding in CLIP space) and the
-reduced-set RKME of the learnware papers (k-means centres, coefficients β by non-negative
-least squares so that Σ_j β_j φ(c_j) ≈ the kernel mean of the spec).
+The score, its weights and the baselines (RKME-CLIP, reduced-set RKME): docs/design.md 5.
 """
 
 from __future__ import annotations

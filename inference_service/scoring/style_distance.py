@@ -1,8 +1,5 @@
-"""Style distance between a query embedding and a LoRA's reference embeddings (numpy).
+"""d_avg (Eq. 3) and its centroid relatives (docs/design.md 5), numpy.
 
-d_avg (Eq. 3): mean over references of |f(q) - f(t(s,m))|. Two cheaper relatives used by the
-two-stage search (docs/design.md 5): the centroid distance |f(q) - c_m| (a lower bound of d_avg, by
-Jensen) and d_rms = sqrt(|f(q) - c_m|^2 + v_m) (an upper bound, by concavity of the root).
 The service computes the same d_avg in SQL (db/ranking.py, d_avg_sql) and bounds it from the
 centroids in inference_service/search/centroids.py: change one, check the other two.
 """

@@ -1,12 +1,8 @@
 """Two-stage exact top-k over candidate sources with lower/upper bounds (docs/design.md 5).
 
-A source yields candidates in batches, each with lower and upper bounds, and a frontier,
-a lower bound on the score of everything it has not yet yielded. The ranker scores exactly
-only candidates whose lower bound is below the current k-th best score (itself bounded from
-above by the k-th smallest upper bound before anything is scored), and stops once every
-source's frontier reaches it. Several sources may feed one ranking: a fused search takes the
-union of the style-distance and RKME candidates and scores the fused value on it; a source
-that cannot bound that score gives lower bound -inf and a budget instead.
+Several sources may feed one ranking: a fused search takes the union of the style-distance and
+RKME candidates and scores the fused value on it; a source that cannot bound that score gives
+lower bound -inf and a budget instead.
 """
 
 from __future__ import annotations

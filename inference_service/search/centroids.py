@@ -29,10 +29,8 @@ class TwoStageOptions:
 
 
 class CentroidSource:
-    """Candidates by increasing centroid distance from the centroid index, one walk per query
-    image. The per-candidate lower bound is mean_i ‖q_i − c_m‖ (Jensen) and the upper bound
-    mean_i min(‖q_i − c_m‖ + r_m, sqrt(‖q_i − c_m‖² + v_m)). A LoRA no walk has reached yet is
-    at least f_i from q_i in walk i, so mean_i f_i bounds everything unseen: the frontier."""
+    """Candidates by increasing centroid distance, one walk per query image; bounds and frontier
+    as in docs/design.md 5."""
 
     name = "centroid"
 

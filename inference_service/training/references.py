@@ -120,11 +120,8 @@ def sample_style_batch(refs: ReferenceSet, rng: np.random.Generator, styles: int
 def sample_triplets(
     refs: ReferenceSet, rng: np.random.Generator, count: int, hard_share: float = 0.5
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Paper-style triplets (anchor, positive, negative) as uint8 image batches.
-
-    Anchor and positive: two different samples restyled by one LoRA. Negative: another LoRA;
-    with probability `hard_share` it restyles the anchor's own sample (the hard case).
-    """
+    """Paper-style triplets (docs/design.md 5) as uint8 image batches; with probability
+    `hard_share` the negative restyles the anchor's own sample (the hard case)."""
     valid = refs.valid.numpy()
     usable = np.flatnonzero(valid.sum(axis=1) >= 2)
     anchors: list[torch.Tensor] = []

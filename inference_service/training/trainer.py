@@ -1,13 +1,7 @@
-"""Train the triplet style encoder on a catalog directory.
+"""Train the triplet style encoder on a catalog directory (docs/design.md 5).
 
-Two ways to form triplets:
-- "batch-all" (default): each step takes K LoRAs x the same P samples and averages the loss
-  over every violating (anchor, positive, negative) triplet in the batch, so the hard negative
-  "same sample, other LoRA" is always present. This is what trained best here.
-- "triplet": the paper's independent triplets, `batch_size` per step (paper: 20), half of the
-  negatives the hard case.
-
-Paper setting (`TrainConfig.paper()`): VGG19, SGD lr 0.001, batch 20, 12 epochs, 128-d.
+Triplets: "batch-all" (default: K LoRAs x the same P samples, so the hard negative "same sample,
+other LoRA" is always present; it trained best here) or "triplet", the paper's independent ones.
 """
 
 from __future__ import annotations

@@ -1,22 +1,11 @@
-"""Quality rows of the GMI branch: RKME-CLIP, reduced-set RKME, weighted RKME and the fused ranking.
+"""Quality rows of the GMI branch (docs/design.md 8) on the prompt-conditioned style zoo.
 
-Runs on the prompt-conditioned style zoo (lab.zoo.prompt_zoo). Each method ranks
-every LoRA for each query; γ (per RKME method), and α with the normalisation (fused), are tuned
-on the validation queries and reported on the test queries (40 queries from 40 LoRAs each).
-
-What stands in for what (labelled in every row, because no pretrained weights load here):
-- image features: "CLIP stand-in" = [Hellinger colour histogram ‖ 8×8 grey layout], both
-  L2-normalised, then the whole; like CLIP it sees colour/texture and subject layout;
-- prompt features: the real all-MiniLM-L6-v2 text encoder (text-only fallback);
-- pseudo-prompts: an ORACLE captioner (a fixed caption of the query's true category);
-- triplet: the configured style encoder (shipped weights, else the untrained one).
-
-The fused row also carries `union_search`: the service's default fused search (the union of
-each branch's top-M candidates, fused over the union) measured against the exhaustive fused
-ranking of that row: recall@10, coverage, median candidates scored, for M in UNION_CANDIDATES.
-
-Rows have the shape of bench quality's rows (method, featurizer, aggregation, cleansed,
-ranking, verification, seconds); `python -m lab.bench.gmi_rows` prints them.
+γ (per RKME method), and α with the normalisation (fused), are tuned on the validation queries
+and reported on the test queries. Stand-ins, labelled in every row because no pretrained weights
+load here: image features "CLIP stand-in" = [Hellinger colour histogram ‖ 8×8 grey layout]; the
+real all-MiniLM-L6-v2 text encoder; an ORACLE captioner (a fixed caption of the true category);
+the configured style encoder. The fused row's `union_search` measures the service's union
+search against the exhaustive fused ranking. `python -m lab.bench.gmi_rows` prints the rows.
 """
 
 from __future__ import annotations

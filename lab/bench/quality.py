@@ -1,15 +1,7 @@
 """`findlora bench quality`: the style-distance quality protocol (docs/design.md 8) in one run.
 
-Protocol, as the paper's: an eval-split style zoo (default 100 LoRAs x 30 reference samples,
-styles and content unseen in training), 40 queries from 40 different LoRAs on content that no
-reference sample uses; each method ranks all LoRAs for each query (MRR, hit@1/5/10, top-1..4,
-average rank), and classifies 10,000 positive pairs (two samples, same LoRA) against 10,100
-negative pairs (one sample, two LoRAs) by distance (F1 at the F1-optimal threshold, AUC).
-
-Rows (each is a featuriser + an aggregation over a LoRA's reference embeddings):
-  NoFine-Tuning (untrained encoder, same architecture), colour histogram, Gram matrices,
-  triplet encoder without cleansing, triplet encoder with d_avg / d_rms / centroid distance.
-More rows (RKME-CLIP, weighted RKME, fusion) plug in through `EXTRA_ROWS`.
+Each row is a featuriser + an aggregation over a LoRA's reference embeddings; more rows
+(RKME-CLIP, weighted RKME, fusion) plug in through `EXTRA_ROWS`.
 """
 
 from __future__ import annotations

@@ -1,16 +1,9 @@
-"""The style zoo: a procedural catalog of parametric "LoRAs" for training and benchmarking.
+"""The style zoo: a procedural catalog of parametric "LoRAs" (docs/design.md 6 and 8).
 
-`generate_zoo` writes a catalog directory in the import format (docs/design.md 6): samples/,
-loras/<slug>/lora.toml, loras/<slug>/references/<sample_id>.png. Alongside (ignored by
-`read_catalog`) it writes zoo.json (every style's parameters and every image's content source)
-and, for the eval and demo splits, queries/ + queries.json: held-out content restyled by the
-catalog's styles, one query per LoRA for up to `n_queries` LoRAs.
-
-Disjointness: the splits draw styles from independent random streams, and content from
-separate pools (different photographs, faces and scene streams; see content.py). Eval and demo
-queries use a third pool that neither the training content nor the reference samples touch.
-A small share of transfers "fail" (the reference is the unchanged sample), as with real
-line-drawing transfers; cleansing (Eq. 1) is what removes them.
+Besides the catalog it writes zoo.json (ignored by `read_catalog`) and, for the eval and demo
+splits, queries/ + queries.json. Splits draw styles from independent random streams and content
+from separate pools (content.py); queries use a third pool. A small share of transfers "fail"
+(the reference is the unchanged sample), as real ones do; cleansing (Eq. 1) removes them.
 """
 
 from __future__ import annotations
