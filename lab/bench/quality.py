@@ -179,11 +179,16 @@ def validation_zoo(config: QualityConfig, eval_seed: int | None, progress: bool)
     """Where the F1 thresholds come from: (validation zoo or None for held-out pairs, description)."""
     if config.val_zoo is not None:
         return config.val_zoo, f"validation zoo {config.val_zoo}"
-    if not config.val_zoo_pairs or config.zoo is not None or eval_seed == config.val_seed:
-        why = "asked" if not config.val_zoo_pairs else "no validation zoo for this eval zoo"
-        return None, f"held-out half of the eval pairs ({why}; pair seed {config.pair_seed})"
-    root = ensure_zoo(config, progress, seed=config.val_seed)
-    return root, f"validation zoo (eval split, seed {config.val_seed}) {root}"
+    if not config.val_zoo_pairs:
+        why = "asked"
+    elif config.zoo is not None:
+        why = "a given eval zoo has no generated validation zoo; --val-zoo gives one"
+    elif eval_seed == config.val_seed:
+        why = "the eval zoo is the validation seed's own zoo"
+    else:
+        root = ensure_zoo(config, progress, seed=config.val_seed)
+        return root, f"validation zoo (eval split, seed {config.val_seed}) {root}"
+    return None, f"held-out half of the eval pairs ({why}; pair seed {config.pair_seed})"
 
 
 def zoo_identity(root: Path) -> tuple[ZooKind, str, int]:
@@ -368,6 +373,15 @@ def run_quality(
                     raise
                 role = "eval"
         checked.append((kind, split, seed, role))
+    # Thresholds chosen on an eval seed would be a look at it: the validation seed must not be one.
+    generates_validation = config.zoo is None and config.val_zoo is None and config.val_zoo_pairs
+    if generates_validation and any(
+        e.role == "eval" and (e.zoo, e.seed) == ("procedural", config.val_seed) for e in ledger
+    ):
+        raise SeedReuseError(
+            f"validation seed {config.val_seed} is an eval seed in {config.seed_ledger}: "
+            "choose another --val-seed"
+        )
     root = ensure_zoo(config, progress)
     data = load_eval_set(root, config.cleansing_threshold)
     eval_seed = zoo_identity(root)[2] if config.zoo is None else None
