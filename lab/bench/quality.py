@@ -569,8 +569,18 @@ def save_chart(result: dict[str, Any], path: Path) -> None:
     x = np.arange(len(rows))
     width = 0.27
     with png_chart(path, (max(8, 1.3 * len(rows)), 4.8), dpi=110) as (_, ax):
+        mrr_error = np.array(
+            [
+                [
+                    mrr - row["ranking"].get("mrr_ci", [mrr, mrr])[0],
+                    row["ranking"].get("mrr_ci", [mrr, mrr])[1] - mrr,
+                ]
+                for mrr, row in zip(series["MRR"], rows, strict=True)
+            ]
+        ).T  # the 95 % bootstrap interval as an error bar (rows without one: none)
         for offset, (label, values) in enumerate(series.items()):
-            ax.bar(x + (offset - 1) * width, values, width, label=label)
+            error = mrr_error if label == "MRR" else None
+            ax.bar(x + (offset - 1) * width, values, width, label=label, yerr=error, capsize=2)
         ax.set_xticks(x, names, rotation=25, ha="right", fontsize=8)
         ax.set_ylim(0, 1)
         ax.set_title(
