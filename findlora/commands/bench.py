@@ -80,7 +80,8 @@ def quality_cmd(
     """The style-distance quality protocol (docs/design.md 8) with every baseline, in one run."""
     import torch
 
-    from lab.bench.quality import QualityConfig, render_table, run_quality, save_chart
+    from lab.bench.quality import QualityConfig, run_quality
+    from lab.bench.quality_report import render_table, save_chart
     from lab.bench.seed_ledger import SeedReuseError
 
     if threads:

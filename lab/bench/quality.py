@@ -42,17 +42,7 @@ from inference_service.models.style_encoder import (
 from inference_service.scoring.cleansing import DEFAULT_THRESHOLD, transfer_mse
 from inference_service.scoring.style_distance import Aggregation, style_distances
 from lab.bench.features import ColourHistogram, EncoderFeaturizer, Featurizer, GramFeatures
-from lab.bench.seed_ledger import (
-    LEDGER,
-    SeedReuseError,
-    SeedUse,
-    ZooKind,
-    check_seed,
-    read_ledger,
-    record_seed,
-    today,
-)
-from lab.charts import png_chart
+from lab.bench.seed_ledger import LEDGER, ZooKind, check_run, read_ledger, record_run
 from lab.metrics import (
     BOOTSTRAP_RESAMPLES,
     best_f1,
@@ -356,32 +346,17 @@ def run_quality(
     fingerprint = encoder_fingerprint(encoder)
     ledger = read_ledger(config.seed_ledger)
     # Check every eval seed before any zoo is generated or any image embedded.
-    checked: list[tuple[ZooKind, str, int, str | None]] = []
-    if config.zoo is None:
-        targets: list[tuple[ZooKind, str, int]] = [("procedural", "eval", config.zoo_seed)]
-    else:
-        targets = [zoo_identity(config.zoo)]
+    targets: list[tuple[ZooKind, str, int]] = [
+        ("procedural", "eval", config.zoo_seed) if config.zoo is None else zoo_identity(config.zoo)
+    ]
     if config.real_zoo is not None:
         targets.append(zoo_identity(config.real_zoo))
-    for kind, split, seed in targets:
-        role: str | None = None
-        if split == "eval":
-            try:
-                role = check_seed(ledger, kind, seed, fingerprint)
-            except SeedReuseError:
-                if not config.reuse_seed:
-                    raise
-                role = "eval"
-        checked.append((kind, split, seed, role))
-    # Thresholds chosen on an eval seed would be a look at it: the validation seed must not be one.
-    generates_validation = config.zoo is None and config.val_zoo is None and config.val_zoo_pairs
-    if generates_validation and any(
-        e.role == "eval" and (e.zoo, e.seed) == ("procedural", config.val_seed) for e in ledger
-    ):
-        raise SeedReuseError(
-            f"validation seed {config.val_seed} is an eval seed in {config.seed_ledger}: "
-            "choose another --val-seed"
-        )
+    validation_identity: tuple[ZooKind, str, int] | None = None
+    if config.val_zoo is not None:
+        validation_identity = zoo_identity(config.val_zoo)
+    elif config.zoo is None and config.val_zoo_pairs and config.val_seed != config.zoo_seed:
+        validation_identity = ("procedural", "eval", config.val_seed)
+    checked = check_run(ledger, targets, validation_identity, fingerprint, config.reuse_seed)
     root = ensure_zoo(config, progress)
     data = load_eval_set(root, config.cleansing_threshold)
     eval_seed = zoo_identity(root)[2] if config.zoo is None else None
@@ -450,10 +425,7 @@ def run_quality(
             "level": 0.95,
             "resamples": config.bootstrap_resamples,
         },
-        "seeds": [
-            {"zoo": kind, "split": split, "seed": seed, "ledger_role": role or "unscored"}
-            for kind, split, seed, role in checked
-        ],
+        "seeds": [scored.as_dict() for scored in checked],
     }
     if config.real_zoo is not None:
         real = load_eval_set(config.real_zoo, config.cleansing_threshold)
@@ -462,20 +434,17 @@ def run_quality(
             evaluate_row(real_ctx, "real-art: triplet d_avg", trained, "d_avg", True),
             evaluate_row(real_ctx, "real-art: colour histogram", ColourHistogram(), "d_avg", True),
         ]
-        result["real_zoo"] = _zoo_summary(real, config)
+        result["real_zoo"] = {
+            **_zoo_summary(real, config),
+            "threshold_from": f"held-out half of its pairs (pair seed {config.pair_seed})",
+        }
     result |= {
         "rows": [row.as_dict() for row in rows],
         "paper": PAPER,
         "seconds": round(time.monotonic() - started, 1),
     }
     if config.record_seed:
-        for kind, split, seed, ledger_role in checked:
-            if split == "eval":  # a validation seed stays one
-                use_role = "validation" if ledger_role == "validation" else "eval"
-                note = "bench quality --record-seed"
-                record_seed(
-                    config.seed_ledger, SeedUse(kind, seed, use_role, fingerprint, label, today(), note)
-                )
+        record_run(config.seed_ledger, checked, fingerprint, label)
     return result
 
 
@@ -509,81 +478,3 @@ def _encoder_metadata(path: Path | None) -> dict[str, str]:
         for k, v in meta.items()
         if k in ("command", "seed", "steps", "cleansing", "train_zoo", "reproduce")
     }
-
-
-def render_table(result: dict[str, Any]) -> Any:
-    from rich.table import Table
-
-    zoo = result["zoo"]
-    table = Table(
-        title=f"bench quality: {zoo['loras']} unseen LoRAs x {zoo['samples']} refs, "
-        f"{zoo['queries']} queries, {result['pairs']['positive']}/{result['pairs']['negative']} pairs",
-        caption="\\[low, high]: 95 % bootstrap interval over queries; "
-        f"F1 threshold from {result['pairs'].get('threshold_from', 'the eval pairs')}",
-    )
-    for column in (
-        "method",
-        "MRR",
-        "hit@1",
-        "hit@5",
-        "hit@10",
-        "top-2",
-        "top-3",
-        "top-4",
-        "avg rank",
-        "F1",
-        "AUC",
-    ):
-        table.add_column(column, justify="left" if column == "method" else "right")
-    for row in result["rows"]:
-        r, v = row["ranking"], row["verification"]
-        table.add_row(
-            row["method"],
-            f"{r['mrr']:.3f}{_interval(r.get('mrr_ci'), 2)}",
-            f"{r['hit1']:.2f}",
-            f"{r['hit5']:.2f}{_interval(r.get('hit5_ci'), 2)}",
-            f"{r['hit10']:.2f}",
-            f"{r['top2']:.2f}",
-            f"{r['top3']:.2f}",
-            f"{r['top4']:.2f}",
-            f"{r['avg_rank']:.2f}",
-            f"{v['f1']:.1f}" if "f1" in v else "-",  # rows without the pair protocol
-            f"{v['auc']:.3f}" if "auc" in v else "-",
-        )
-    return table
-
-
-def _interval(bounds: list[float] | None, digits: int) -> str:
-    """ " [low, high]" for a row with a bootstrap interval (rows from older JSON have none)."""
-    return f" [{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]" if bounds else ""
-
-
-def save_chart(result: dict[str, Any], path: Path) -> None:
-    rows = result["rows"]
-    names = [row["method"] for row in rows]
-    series = {
-        "MRR": [row["ranking"]["mrr"] for row in rows],
-        "hit@10": [row["ranking"]["hit10"] for row in rows],
-        "F1 / 100": [row["verification"].get("f1", 0.0) / 100 for row in rows],
-    }
-    x = np.arange(len(rows))
-    width = 0.27
-    with png_chart(path, (max(8, 1.3 * len(rows)), 4.8), dpi=110) as (_, ax):
-        mrr_error = np.array(
-            [
-                [
-                    mrr - row["ranking"].get("mrr_ci", [mrr, mrr])[0],
-                    row["ranking"].get("mrr_ci", [mrr, mrr])[1] - mrr,
-                ]
-                for mrr, row in zip(series["MRR"], rows, strict=True)
-            ]
-        ).T  # the 95 % bootstrap interval as an error bar (rows without one: none)
-        for offset, (label, values) in enumerate(series.items()):
-            error = mrr_error if label == "MRR" else None
-            ax.bar(x + (offset - 1) * width, values, width, label=label, yerr=error, capsize=2)
-        ax.set_xticks(x, names, rotation=25, ha="right", fontsize=8)
-        ax.set_ylim(0, 1)
-        ax.set_title(
-            f"style zoo quality ({result['zoo']['loras']} unseen LoRAs, {result['zoo']['queries']} queries)"
-        )
-        ax.legend()

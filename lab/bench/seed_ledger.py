@@ -81,3 +81,63 @@ def record_seed(path: Path, use: SeedUse) -> None:
 
 def today() -> str:
     return datetime.now(UTC).date().isoformat()
+
+
+@dataclass(frozen=True)
+class ScoredZoo:
+    """A zoo a run scores, with its role in the ledger before the run (None: never scored)."""
+
+    zoo: ZooKind
+    split: str
+    seed: int
+    role: str | None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "zoo": self.zoo,
+            "split": self.split,
+            "seed": self.seed,
+            "ledger_role": self.role or "unscored",
+        }
+
+
+def check_run(
+    entries: list[SeedUse],
+    zoos: list[tuple[ZooKind, str, int]],
+    validation: tuple[ZooKind, str, int] | None,
+    fingerprint: str,
+    reuse: bool,
+) -> list[ScoredZoo]:
+    """Check a run's eval zoos (refused when already scored by other encoders, unless `reuse`)
+    and its validation zoo (refused when it is a ledger eval seed: choosing thresholds on it
+    would be a look at it)."""
+    if validation is not None:
+        kind, split, seed = validation
+        if split == "eval" and any(e.role == "eval" and (e.zoo, e.seed) == (kind, seed) for e in entries):
+            raise SeedReuseError(
+                f"validation seed {seed} ({kind} zoo) is an eval seed in the ledger: "
+                "choose another --val-seed or --val-zoo"
+            )
+    checked = []
+    for kind, split, seed in zoos:
+        role: str | None = None
+        if split == "eval":
+            try:
+                role = check_seed(entries, kind, seed, fingerprint)
+            except SeedReuseError:
+                if not reuse:
+                    raise
+                role = "eval"
+        checked.append(ScoredZoo(kind, split, seed, role))
+    return checked
+
+
+def record_run(path: Path, checked: list[ScoredZoo], fingerprint: str, label: str) -> None:
+    """Append the run's eval-split zoos; a validation seed is recorded as one."""
+    for scored in checked:
+        if scored.split == "eval":
+            role = "validation" if scored.role == "validation" else "eval"
+            use = SeedUse(
+                scored.zoo, scored.seed, role, fingerprint, label, today(), "bench quality --record-seed"
+            )
+            record_seed(path, use)

@@ -134,7 +134,7 @@ def test_run_reports_intervals_thresholds_and_refuses_a_scored_seed(config: Qual
     with pytest.raises(SeedReuseError, match="--reuse-seed"):
         run_quality(moved, progress=False)
     assert not list(config.cache_dir.glob(f"*-s{VAL_SEED + 1}-*"))  # refused before generating
-    with pytest.raises(SeedReuseError, match="choose another --val-seed"):
+    with pytest.raises(SeedReuseError, match="choose another --val-seed or --val-zoo"):
         run_quality(replace(config, zoo_seed=EVAL_SEED + 5, val_seed=VAL_SEED + 1), progress=False)
     reused = run_quality(replace(moved, reuse_seed=True, val_zoo_pairs=False), progress=False)
     assert reused["seeds"][0]["ledger_role"] == "eval"
