@@ -22,14 +22,18 @@ def quality_cmd(
         ".bench/quality.png"
     ),
     zoo: Annotated[
-        Path | None, typer.Option(help="An existing eval-split zoo (default: generate and cache one).")
+        Path | None,
+        typer.Option(
+            exists=True, file_okay=False, help="An existing eval-split zoo (default: generate and cache one)."
+        ),
     ] = None,
     cache_dir: Annotated[Path, typer.Option(help="Where generated zoos are cached.")] = Path(".bench"),
     encoder: Annotated[
-        Path | None, typer.Option(help="Encoder to evaluate (default: the shipped one).")
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="Encoder to evaluate (default: the shipped one)."),
     ] = None,
     no_cleansing_encoder: Annotated[
-        Path | None, typer.Option(help="An encoder trained with --no-cleansing.")
+        Path | None, typer.Option(exists=True, dir_okay=False, help="An encoder trained with --no-cleansing.")
     ] = None,
     styles: Annotated[int, typer.Option(help="Eval LoRAs.")] = 100,
     samples: Annotated[int, typer.Option(help="Reference samples per LoRA.")] = 30,
@@ -40,7 +44,8 @@ def quality_cmd(
         int, typer.Option(help="Seed of the eval zoo (checked against docs/eval-seeds.json).")
     ] = 0,
     val_zoo: Annotated[
-        Path | None, typer.Option(help="An existing validation zoo for the F1 thresholds.")
+        Path | None,
+        typer.Option(exists=True, file_okay=False, help="An existing validation zoo for the F1 thresholds."),
     ] = None,
     val_seed: Annotated[
         int, typer.Option(help="Seed of the generated validation zoo for the F1 thresholds.")
@@ -54,7 +59,11 @@ def quality_cmd(
     ] = True,
     real_zoo: Annotated[
         Path | None,
-        typer.Option(help="A human-made-art eval zoo (bench zoo --source real --split eval): real-art rows."),
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="A human-made-art eval zoo (bench zoo --source real --split eval): real-art rows.",
+        ),
     ] = None,
     bootstrap: Annotated[int, typer.Option(min=1, help="Bootstrap resamples for the intervals.")] = 1000,
     reuse_seed: Annotated[
