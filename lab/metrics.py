@@ -6,12 +6,18 @@ which is the usual convention and keeps the metric deterministic).
 
 Verification: distances of positive pairs (same LoRA) and negative pairs (other LoRA); the
 F1-optimal threshold is searched over every distinct distance (a pair is called "same style"
-when its distance is <= the threshold), i.e. the best operating point on the ROC curve.
+when its distance is <= the threshold), i.e. the best operating point on the ROC curve. That
+threshold is chosen on validation pairs and then applied to the eval pairs (`f1_at_threshold`):
+the F1-optimal threshold of the eval pairs themselves is an optimistic, looked-at number.
+
+Uncertainty: MRR and hit@5 carry a percentile bootstrap interval over queries (seeded, so a
+rerun prints the same interval).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -46,12 +52,41 @@ class RankingMetrics:
     top4: float
     avg_rank: float
     n_queries: int
+    mrr_ci: tuple[float, float]  # 95 % bootstrap interval over queries
+    hit5_ci: tuple[float, float]
 
-    def as_dict(self) -> dict[str, float | int]:
-        return asdict(self)
+    def as_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
-def ranking_metrics(ranks: NDArray[np.integer]) -> RankingMetrics:
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+
+
+def bootstrap_interval(
+    values: NDArray[np.floating] | NDArray[np.integer] | NDArray[np.bool_],
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-query `values` (queries resampled with
+    replacement, `n_resamples` times, from a seeded generator)."""
+    data = np.asarray(values, dtype=np.float64)
+    if not data.size:
+        return (0.0, 0.0)
+    if n_resamples < 1 or not 0.0 < level < 1.0:
+        raise ValueError("need n_resamples >= 1 and 0 < level < 1")
+    picks = np.random.default_rng(seed).integers(0, data.size, size=(n_resamples, data.size))
+    means = data[picks].mean(axis=1)
+    tail = (1.0 - level) / 2
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return (float(low), float(high))
+
+
+def ranking_metrics(
+    ranks: NDArray[np.integer], n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
+) -> RankingMetrics:
     ranks = np.asarray(ranks, dtype=np.int64)
     if ranks.size and ranks.min() < 1:
         raise ValueError("ranks are 1-based")
@@ -66,6 +101,8 @@ def ranking_metrics(ranks: NDArray[np.integer]) -> RankingMetrics:
         top4=hit_at(ranks, 4),
         avg_rank=float(ranks.mean()) if ranks.size else 0.0,
         n_queries=int(ranks.size),
+        mrr_ci=bootstrap_interval(1.0 / np.maximum(ranks, 1), n_resamples, seed),
+        hit5_ci=bootstrap_interval(ranks <= 5, n_resamples, seed),
     )
 
 
@@ -81,6 +118,31 @@ class VerificationMetrics:
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
+
+
+def f1_at_threshold(
+    positive: NDArray[np.floating], negative: NDArray[np.floating], threshold: float
+) -> VerificationMetrics:
+    """F1 (percent), precision and recall of "same style when distance <= threshold", with a
+    threshold fixed beforehand (chosen on other pairs); AUC does not depend on it."""
+    pos = np.asarray(positive, dtype=np.float64)
+    neg = np.asarray(negative, dtype=np.float64)
+    if not len(pos) or not len(neg):
+        raise ValueError("need positive and negative pairs")
+    true_pos = int((pos <= threshold).sum())
+    predicted = true_pos + int((neg <= threshold).sum())
+    precision = true_pos / predicted if predicted else 0.0
+    recall = true_pos / len(pos)
+    f1 = 2 * precision * recall / (precision + recall) if true_pos else 0.0
+    return VerificationMetrics(
+        f1=float(f1 * 100),
+        precision=float(precision),
+        recall=float(recall),
+        threshold=float(threshold),
+        auc=roc_auc(pos, neg),
+        n_positive=len(pos),
+        n_negative=len(neg),
+    )
 
 
 def roc_auc(positive: NDArray[np.floating], negative: NDArray[np.floating]) -> float:

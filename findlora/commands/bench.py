@@ -22,19 +22,56 @@ def quality_cmd(
         ".bench/quality.png"
     ),
     zoo: Annotated[
-        Path | None, typer.Option(help="An existing eval-split zoo (default: generate and cache one).")
+        Path | None,
+        typer.Option(
+            exists=True, file_okay=False, help="An existing eval-split zoo (default: generate and cache one)."
+        ),
     ] = None,
     cache_dir: Annotated[Path, typer.Option(help="Where generated zoos are cached.")] = Path(".bench"),
     encoder: Annotated[
-        Path | None, typer.Option(help="Encoder to evaluate (default: the shipped one).")
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="Encoder to evaluate (default: the shipped one)."),
     ] = None,
     no_cleansing_encoder: Annotated[
-        Path | None, typer.Option(help="An encoder trained with --no-cleansing.")
+        Path | None, typer.Option(exists=True, dir_okay=False, help="An encoder trained with --no-cleansing.")
     ] = None,
     styles: Annotated[int, typer.Option(help="Eval LoRAs.")] = 100,
     samples: Annotated[int, typer.Option(help="Reference samples per LoRA.")] = 30,
-    queries: Annotated[int, typer.Option(help="Queries (each from a different LoRA, unseen content).")] = 40,
-    zoo_seed: Annotated[int, typer.Option(help="Seed of the eval zoo.")] = 0,
+    queries: Annotated[
+        int, typer.Option(help="Queries on unseen content (one per LoRA, then further rounds).")
+    ] = 200,
+    zoo_seed: Annotated[
+        int, typer.Option(help="Seed of the eval zoo (checked against docs/eval-seeds.json).")
+    ] = 0,
+    val_zoo: Annotated[
+        Path | None,
+        typer.Option(exists=True, file_okay=False, help="An existing validation zoo for the F1 thresholds."),
+    ] = None,
+    val_seed: Annotated[
+        int, typer.Option(help="Seed of the generated validation zoo for the F1 thresholds.")
+    ] = 7,
+    val_zoo_pairs: Annotated[
+        bool,
+        typer.Option(
+            "--val-zoo-pairs/--held-out-pairs",
+            help="F1 thresholds from a validation zoo, or from a held-out half of the eval pairs.",
+        ),
+    ] = True,
+    real_zoo: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="A human-made-art eval zoo (bench zoo --source real --split eval): real-art rows.",
+        ),
+    ] = None,
+    bootstrap: Annotated[int, typer.Option(min=1, help="Bootstrap resamples for the intervals.")] = 1000,
+    reuse_seed: Annotated[
+        bool, typer.Option(help="Score an eval seed that the ledger lists for other encoders.")
+    ] = False,
+    record_seed: Annotated[
+        bool, typer.Option(help="Append this run's eval seeds and encoder to docs/eval-seeds.json.")
+    ] = False,
     positive_pairs: Annotated[int, typer.Option(help="Positive pairs for F1.")] = 10_000,
     negative_pairs: Annotated[int, typer.Option(help="Negative pairs for F1.")] = 10_100,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
@@ -52,7 +89,9 @@ def quality_cmd(
     """The style-distance quality protocol (docs/design.md 8) with every baseline, in one run."""
     import torch
 
-    from lab.bench.quality import QualityConfig, render_table, run_quality, save_chart
+    from lab.bench.quality import QualityConfig, run_quality
+    from lab.bench.quality_report import render_table, save_chart
+    from lab.bench.seed_ledger import SeedReuseError
 
     if threads:
         torch.set_num_threads(threads)
@@ -63,6 +102,13 @@ def quality_cmd(
         n_samples=samples,
         n_queries=queries,
         zoo_seed=zoo_seed,
+        val_zoo=val_zoo,
+        val_seed=val_seed,
+        val_zoo_pairs=val_zoo_pairs,
+        real_zoo=real_zoo,
+        bootstrap_resamples=bootstrap,
+        reuse_seed=reuse_seed,
+        record_seed=record_seed,
         n_positive=positive_pairs,
         n_negative=negative_pairs,
         encoder=encoder,
@@ -78,7 +124,14 @@ def quality_cmd(
     extra_rows = [multi_image_rows] if multi_image else []
     if service:
         extra_rows.append(imported_catalog_rows)
-    result = run_quality(config, extra_rows=extra_rows)
+    try:
+        result = run_quality(config, extra_rows=extra_rows)
+    except SeedReuseError as exc:
+        Console(stderr=True).print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(2) from exc
+    except ValueError as exc:  # a directory that is not a zoo, a broken ledger
+        Console(stderr=True).print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(1) from exc
     if gmi:
         from lab.bench.gmi_rows import run as run_gmi
 

@@ -1,5 +1,11 @@
 """`findlora bench quality`: the style-distance quality protocol (docs/design.md 8) in one run.
 
+Protocol (docs/benchmarks.md): an eval-split style zoo, 200 queries (two per LoRA) on held-out
+content; MRR and hit@5 with a 95 % bootstrap interval over queries; each aggregation (d_avg,
+d_rms, centroid) its own pair distances and F1, the threshold chosen on validation pairs (a
+validation zoo, seed 7 by default, or a held-out half of the pairs). Eval seeds are checked
+against the seed ledger (lab/bench/seed_ledger.py).
+
 Each row is a featuriser + an aggregation over a LoRA's reference embeddings; more rows
 (RKME-CLIP, weighted RKME, fusion) plug in through `EXTRA_ROWS`.
 """
@@ -21,6 +27,7 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 from inference_service.catalog.format import Catalog, read_catalog
 from inference_service.models.style_encoder import (
     StyleEncoder,
+    encoder_fingerprint,
     read_metadata,
     resolve_encoder,
     untrained_encoder,
@@ -28,9 +35,11 @@ from inference_service.models.style_encoder import (
 from inference_service.scoring.cleansing import DEFAULT_THRESHOLD, transfer_mse
 from inference_service.scoring.style_distance import Aggregation, style_distances
 from lab.bench.features import ColourHistogram, EncoderFeaturizer, Featurizer, GramFeatures
-from lab.charts import png_chart
+from lab.bench.seed_ledger import LEDGER, ZooKind, check_run, read_ledger, record_run
 from lab.metrics import (
+    BOOTSTRAP_RESAMPLES,
     best_f1,
+    f1_at_threshold,
     pair_capacity,
     ranking_metrics,
     ranks_of_truth,
@@ -50,14 +59,28 @@ PAPER = {
 }
 
 
+VALIDATION_SEED = 7  # the project's validation zoo seed (model selection, F1 thresholds)
+# Bumped whenever generated zoo content changes for the same arguments, so cached zoos are not
+# reused stale. 2: real lfw faces in every pool; more queries than LoRAs in rounds.
+ZOO_FORMAT = 2
+
+
 @dataclass(frozen=True)
 class QualityConfig:
     zoo: Path | None = None  # an existing eval zoo; None: generate (and cache) one
     cache_dir: Path = Path(".bench")
     n_styles: int = 100
     n_samples: int = 30
-    n_queries: int = 40
+    n_queries: int = 200
     zoo_seed: int = 0
+    val_zoo: Path | None = None  # an existing validation zoo for the F1 thresholds
+    val_seed: int = VALIDATION_SEED  # else one generated with this seed (when the eval zoo is)
+    val_zoo_pairs: bool = True  # False: thresholds from a held-out half of the eval pairs
+    real_zoo: Path | None = None  # a human-made-art eval zoo: adds the "real-art" rows
+    bootstrap_resamples: int = BOOTSTRAP_RESAMPLES
+    seed_ledger: Path = LEDGER
+    reuse_seed: bool = False  # score an eval seed the ledger lists for other encoders
+    record_seed: bool = False  # append this run's (zoo, seed, encoder) to the ledger
     image_size: int = 160
     n_positive: int = 10_000
     n_negative: int = 10_100
@@ -89,7 +112,7 @@ class Row:
     featurizer: str
     aggregation: str
     cleansed: bool
-    ranking: dict[str, float | int]
+    ranking: dict[str, Any]  # RankingMetrics.as_dict(): numbers, mrr_ci / hit5_ci [low, high]
     verification: dict[str, float | int]
     seconds: float
 
@@ -105,17 +128,21 @@ class QualityContext:
     encoder_label: str
     progress: bool
     embeddings: dict[str, NDArray[np.float32]] = field(default_factory=dict)  # by featurizer name
+    validation: QualityContext | None = None  # the validation zoo: F1 thresholds come from it
 
 
 # Extension point: callables that add rows (e.g. RKME-CLIP, weighted RKME, fused) to a run.
 EXTRA_ROWS: list[Callable[[QualityContext], list[Row]]] = []
 
 
-def ensure_zoo(config: QualityConfig, progress: bool) -> Path:
-    if config.zoo is not None:
+def ensure_zoo(config: QualityConfig, progress: bool, seed: int | None = None) -> Path:
+    """The eval zoo (given, or generated and cached); with `seed`, the generated zoo of that seed."""
+    if config.zoo is not None and seed is None:
         return config.zoo
+    seed = config.zoo_seed if seed is None else seed
     root = config.cache_dir / (
-        f"zoo-eval-{config.n_styles}x{config.n_samples}-q{config.n_queries}-s{config.zoo_seed}-{config.image_size}px"
+        f"zoo-eval-v{ZOO_FORMAT}-{config.n_styles}x{config.n_samples}-q{config.n_queries}"
+        f"-s{seed}-{config.image_size}px"
     )
     if not (root / "zoo.json").exists():
         generate_zoo(
@@ -123,7 +150,7 @@ def ensure_zoo(config: QualityConfig, progress: bool) -> Path:
             n_styles=config.n_styles,
             n_samples=config.n_samples,
             split="eval",
-            seed=config.zoo_seed,
+            seed=seed,
             progress=progress,
             size=config.image_size,
             n_queries=config.n_queries,
@@ -131,7 +158,34 @@ def ensure_zoo(config: QualityConfig, progress: bool) -> Path:
     return root
 
 
+def validation_zoo(config: QualityConfig, eval_seed: int | None, progress: bool) -> tuple[Path | None, str]:
+    """Where the F1 thresholds come from: (validation zoo or None for held-out pairs, description)."""
+    if config.val_zoo is not None:
+        return config.val_zoo, f"validation zoo {config.val_zoo}"
+    if not config.val_zoo_pairs:
+        why = "asked"
+    elif config.zoo is not None:
+        why = "a given eval zoo has no generated validation zoo; --val-zoo gives one"
+    elif eval_seed == config.val_seed:
+        why = "the eval zoo is the validation seed's own zoo"
+    else:
+        root = ensure_zoo(config, progress, seed=config.val_seed)
+        return root, f"validation zoo (eval split, seed {config.val_seed}) {root}"
+    return None, f"held-out half of the eval pairs ({why}; pair seed {config.pair_seed})"
+
+
+def zoo_identity(root: Path) -> tuple[ZooKind, str, int]:
+    """(procedural or real, split, seed) as the zoo's zoo.json states them."""
+    if not (root / "zoo.json").exists():
+        raise ValueError(f"{root} is not a zoo: no zoo.json (build one with `findlora bench zoo`)")
+    info = read_zoo_info(root)
+    kind: ZooKind = "real" if "split_assignment" in info else "procedural"
+    return kind, str(info["split"]), int(str(info["seed"]))
+
+
 def load_eval_set(root: Path, threshold: float) -> EvalSet:
+    if not (root / "zoo.json").exists():
+        raise ValueError(f"{root} is not a zoo: no zoo.json (build one with `findlora bench zoo`)")
     catalog: Catalog = read_catalog(root)
     slugs = sorted(catalog.loras)
     sample_ids = sorted(catalog.samples)
@@ -194,29 +248,85 @@ def evaluate_row(
     use = data.kept if cleansed else np.ones_like(data.kept)
     per_lora = [ref_vectors[(data.labels == m) & use] for m in range(len(data.slugs))]
     distances = style_distances(query_vectors, per_lora, aggregation)
-    ranking = ranking_metrics(ranks_of_truth(distances, data.truth)).as_dict()
+    ranks = ranks_of_truth(distances, data.truth)
+    ranking = ranking_metrics(ranks, ctx.config.bootstrap_resamples).as_dict()
+    return Row(
+        method,
+        featurizer.name,
+        aggregation,
+        cleansed,
+        ranking,
+        verification_metrics(ctx, featurizer, aggregation, cleansed),
+        time.monotonic() - started,
+    )
+
+
+def image_to_lora_distances(
+    vectors: NDArray[np.floating], labels: NDArray[np.int64], aggregation: Aggregation
+) -> NDArray[np.float64]:
+    """(N, M): the aggregation from each image to each LoRA's images, its own LoRA without it."""
+    n_loras = int(labels.max()) + 1 if len(labels) else 0
+    per_lora = [vectors[labels == m] for m in range(n_loras)]
+    out = style_distances(vectors, per_lora, aggregation)
+    for m in range(n_loras):
+        members = np.flatnonzero(labels == m)
+        for position, i in enumerate(members):
+            others = np.delete(per_lora[m], position, axis=0)
+            out[i, m] = style_distances(vectors[i : i + 1], [others], aggregation)[0, 0]
+    return out
+
+
+def pair_distances(
+    ctx: QualityContext, featurizer: Featurizer, aggregation: Aggregation, cleansed: bool
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Distances of the zoo's positive and negative pairs (empty when it has none of a kind).
+
+    Pair (i, j): the aggregation from image i to image j's LoRA (without i), so a negative pair
+    (one content, two LoRAs) still has j's same-content image in the set it is compared with."""
+    ref_vectors, _ = _embed(ctx, featurizer)
+    data = ctx.data
+    use = data.kept if cleansed else np.ones_like(data.kept)
     pairs_from = np.flatnonzero(use)
+    labels, contents = data.labels[pairs_from], data.contents[pairs_from]
     # A zoo whose sources share few samples (the real-art zoo) has fewer pairs than asked: use all.
-    n_positive, n_negative = pair_capacity(data.labels[pairs_from], data.contents[pairs_from])
+    n_positive, n_negative = pair_capacity(labels, contents)
     positive, negative = sample_pairs(
-        data.labels[pairs_from],
-        data.contents[pairs_from],
+        labels,
+        contents,
         min(ctx.config.n_positive, n_positive),
         min(ctx.config.n_negative, n_negative),
         np.random.default_rng(ctx.config.pair_seed),
     )
-    vectors = ref_vectors[pairs_from]
+    to_lora = image_to_lora_distances(ref_vectors[pairs_from], labels, aggregation)
 
-    def pair_distances(pairs: NDArray[np.int64]) -> NDArray[np.float64]:
-        diff = vectors[pairs[:, 0]].astype(np.float64) - vectors[pairs[:, 1]]
-        return np.asarray(np.sqrt((diff * diff).sum(axis=1)), dtype=np.float64)
+    def distances(pairs: NDArray[np.int64]) -> NDArray[np.float64]:
+        return np.asarray(to_lora[pairs[:, 0], labels[pairs[:, 1]]], dtype=np.float64)
 
-    verification: dict[str, float | int] = {}  # none without both kinds of pair: F1 shows "-"
-    if len(positive) and len(negative):
-        verification = best_f1(pair_distances(positive), pair_distances(negative)).as_dict()
-    return Row(
-        method, featurizer.name, aggregation, cleansed, ranking, verification, time.monotonic() - started
-    )
+    return distances(positive), distances(negative)
+
+
+def verification_metrics(
+    ctx: QualityContext, featurizer: Featurizer, aggregation: Aggregation, cleansed: bool
+) -> dict[str, float | int]:
+    """F1 at the threshold chosen on validation pairs, applied to the eval pairs; the eval pairs'
+    own best F1 beside it (`f1_eval_optimal`, optimistic). Empty without both kinds of pair."""
+    positive, negative = pair_distances(ctx, featurizer, aggregation, cleansed)
+    if ctx.validation is not None:
+        val_positive, val_negative = pair_distances(ctx.validation, featurizer, aggregation, cleansed)
+    else:  # no validation zoo: a random half of each kind of pair chooses, the other half scores
+        rng = np.random.default_rng([ctx.config.pair_seed, 1])
+        pos_order, neg_order = rng.permutation(len(positive)), rng.permutation(len(negative))
+        half_pos, half_neg = len(positive) // 2, len(negative) // 2
+        val_positive, positive = positive[pos_order[:half_pos]], positive[pos_order[half_pos:]]
+        val_negative, negative = negative[neg_order[:half_neg]], negative[neg_order[half_neg:]]
+    if not (len(positive) and len(negative) and len(val_positive) and len(val_negative)):
+        return {}  # F1 shows "-"
+    chosen = best_f1(val_positive, val_negative)
+    return {
+        **f1_at_threshold(positive, negative, chosen.threshold).as_dict(),
+        "f1_eval_optimal": best_f1(positive, negative).f1,
+        "f1_validation": chosen.f1,
+    }
 
 
 def run_quality(
@@ -225,10 +335,30 @@ def run_quality(
     extra_rows: Sequence[Callable[[QualityContext], list[Row]]] = (),
 ) -> dict[str, Any]:
     started = time.monotonic()
+    encoder, label = resolve_encoder(config.encoder)
+    fingerprint = encoder_fingerprint(encoder)
+    ledger = read_ledger(config.seed_ledger)
+    # Check every eval seed before any zoo is generated or any image embedded.
+    targets: list[tuple[ZooKind, str, int]] = [
+        ("procedural", "eval", config.zoo_seed) if config.zoo is None else zoo_identity(config.zoo)
+    ]
+    if config.real_zoo is not None:
+        targets.append(zoo_identity(config.real_zoo))
+    validation_identity: tuple[ZooKind, str, int] | None = None
+    if config.val_zoo is not None:
+        validation_identity = zoo_identity(config.val_zoo)
+    elif config.zoo is None and config.val_zoo_pairs and config.val_seed != config.zoo_seed:
+        validation_identity = ("procedural", "eval", config.val_seed)
+    checked = check_run(ledger, targets, validation_identity, fingerprint, config.reuse_seed)
     root = ensure_zoo(config, progress)
     data = load_eval_set(root, config.cleansing_threshold)
-    encoder, label = resolve_encoder(config.encoder)
-    ctx = QualityContext(config, data, encoder, label, progress)
+    eval_seed = zoo_identity(root)[2] if config.zoo is None else None
+    val_root, threshold_from = validation_zoo(config, eval_seed, progress)
+    validation = None
+    if val_root is not None:
+        val_data = load_eval_set(val_root, config.cleansing_threshold)
+        validation = QualityContext(config, val_data, encoder, label, progress)
+    ctx = QualityContext(config, data, encoder, label, progress, validation=validation)
     trained = EncoderFeaturizer(f"triplet encoder [{label}]", encoder)
     untrained = EncoderFeaturizer("untrained encoder (same architecture)", untrained_encoder(encoder.config))
     gram_model = encoder if encoder.config.backbone == "stats" else None
@@ -267,32 +397,65 @@ def run_quality(
     ]
     for extra in [*EXTRA_ROWS, *extra_rows]:
         rows.extend(extra(ctx))
-    zoo = read_zoo_info(root)
-    styles: dict[str, dict[str, Any]] = zoo["styles"]  # type: ignore[assignment]
-    return {
+    result: dict[str, Any] = {
         "benchmark": "quality",
-        "zoo": {
-            "root": str(root),
-            "split": zoo["split"],
-            "seed": zoo["seed"],
-            "size": zoo["size"],
-            "loras": len(data.slugs),
-            "samples": len(data.sample_ids),
-            "queries": len(data.queries),
-            "lookalikes": sum(1 for s in styles.values() if s.get("lookalike_of") is not None),
-            "references": len(data.references),
-            "dropped_by_cleansing": int((~data.kept).sum()),
-            "cleansing_threshold": config.cleansing_threshold,
-        },
+        "zoo": _zoo_summary(data, config),
         "encoder": {
             "label": label,
+            "fingerprint": fingerprint,
             "config": json.loads(encoder.config.to_json()),
             "metadata": _encoder_metadata(config.encoder),
         },
-        "pairs": {"positive": config.n_positive, "negative": config.n_negative, "seed": config.pair_seed},
+        "pairs": {
+            "positive": config.n_positive,
+            "negative": config.n_negative,
+            "seed": config.pair_seed,
+            "distance": "aggregation from image i to image j's LoRA without i",
+            "threshold_from": threshold_from,
+        },
+        "intervals": {
+            "method": "percentile bootstrap over queries",
+            "level": 0.95,
+            "resamples": config.bootstrap_resamples,
+        },
+        "seeds": [scored.as_dict() for scored in checked],
+    }
+    if config.real_zoo is not None:
+        real = load_eval_set(config.real_zoo, config.cleansing_threshold)
+        real_ctx = QualityContext(config, real, encoder, label, progress)  # held-out pairs
+        rows += [
+            evaluate_row(real_ctx, "real-art: triplet d_avg", trained, "d_avg", True),
+            evaluate_row(real_ctx, "real-art: colour histogram", ColourHistogram(), "d_avg", True),
+        ]
+        result["real_zoo"] = {
+            **_zoo_summary(real, config),
+            "threshold_from": f"held-out half of its pairs (pair seed {config.pair_seed})",
+        }
+    result |= {
         "rows": [row.as_dict() for row in rows],
         "paper": PAPER,
         "seconds": round(time.monotonic() - started, 1),
+    }
+    if config.record_seed:
+        record_run(config.seed_ledger, checked, fingerprint, label)
+    return result
+
+
+def _zoo_summary(data: EvalSet, config: QualityConfig) -> dict[str, Any]:
+    zoo = read_zoo_info(data.root)
+    styles: dict[str, dict[str, Any]] = zoo["styles"]  # type: ignore[assignment]
+    return {
+        "root": str(data.root),
+        "split": zoo["split"],
+        "seed": zoo["seed"],
+        "size": zoo["size"],
+        "loras": len(data.slugs),
+        "samples": len(data.sample_ids),
+        "queries": len(data.queries),
+        "lookalikes": sum(1 for s in styles.values() if s.get("lookalike_of") is not None),
+        "references": len(data.references),
+        "dropped_by_cleansing": int((~data.kept).sum()),
+        "cleansing_threshold": config.cleansing_threshold,
     }
 
 
@@ -308,64 +471,3 @@ def _encoder_metadata(path: Path | None) -> dict[str, str]:
         for k, v in meta.items()
         if k in ("command", "seed", "steps", "cleansing", "train_zoo", "reproduce")
     }
-
-
-def render_table(result: dict[str, Any]) -> Any:
-    from rich.table import Table
-
-    zoo = result["zoo"]
-    table = Table(
-        title=f"bench quality: {zoo['loras']} unseen LoRAs x {zoo['samples']} refs, "
-        f"{zoo['queries']} queries, {result['pairs']['positive']}/{result['pairs']['negative']} pairs"
-    )
-    for column in (
-        "method",
-        "MRR",
-        "hit@1",
-        "hit@5",
-        "hit@10",
-        "top-2",
-        "top-3",
-        "top-4",
-        "avg rank",
-        "F1",
-        "AUC",
-    ):
-        table.add_column(column, justify="left" if column == "method" else "right")
-    for row in result["rows"]:
-        r, v = row["ranking"], row["verification"]
-        table.add_row(
-            row["method"],
-            f"{r['mrr']:.3f}",
-            f"{r['hit1']:.2f}",
-            f"{r['hit5']:.2f}",
-            f"{r['hit10']:.2f}",
-            f"{r['top2']:.2f}",
-            f"{r['top3']:.2f}",
-            f"{r['top4']:.2f}",
-            f"{r['avg_rank']:.2f}",
-            f"{v['f1']:.1f}" if "f1" in v else "-",  # rows without the pair protocol
-            f"{v['auc']:.3f}" if "auc" in v else "-",
-        )
-    return table
-
-
-def save_chart(result: dict[str, Any], path: Path) -> None:
-    rows = result["rows"]
-    names = [row["method"] for row in rows]
-    series = {
-        "MRR": [row["ranking"]["mrr"] for row in rows],
-        "hit@10": [row["ranking"]["hit10"] for row in rows],
-        "F1 / 100": [row["verification"].get("f1", 0.0) / 100 for row in rows],
-    }
-    x = np.arange(len(rows))
-    width = 0.27
-    with png_chart(path, (max(8, 1.3 * len(rows)), 4.8), dpi=110) as (_, ax):
-        for offset, (label, values) in enumerate(series.items()):
-            ax.bar(x + (offset - 1) * width, values, width, label=label)
-        ax.set_xticks(x, names, rotation=25, ha="right", fontsize=8)
-        ax.set_ylim(0, 1)
-        ax.set_title(
-            f"style zoo quality ({result['zoo']['loras']} unseen LoRAs, {result['zoo']['queries']} queries)"
-        )
-        ax.legend()

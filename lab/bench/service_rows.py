@@ -80,7 +80,7 @@ def imported_catalog_rows(ctx: QualityContext) -> list[Row]:
             f"triplet encoder [{ctx.encoder_label}] via import_catalog ({dropped} dropped by cleansing)",
             "d_avg",
             True,
-            ranking_metrics(ranks).as_dict(),
+            ranking_metrics(ranks, ctx.config.bootstrap_resamples).as_dict(),
             {},
             time.monotonic() - started,
         )

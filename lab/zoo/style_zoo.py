@@ -1,8 +1,9 @@
 """The style zoo: a procedural catalog of parametric "LoRAs" (docs/design.md 6 and 8).
 
 Besides the catalog it writes zoo.json (ignored by `read_catalog`) and, for the eval and demo
-splits, queries/ + queries.json. Splits draw styles from independent random streams and content
-from separate pools (content.py); queries use a third pool. A small share of transfers "fail"
+splits, queries/ + queries.json (`n_queries`: one per LoRA, then further rounds). Splits draw
+styles from independent random streams and content from separate pools (content.py); queries use
+a third pool. A small share of transfers "fail"
 (the reference is the unchanged sample), as real ones do; cleansing (Eq. 1) removes them.
 """
 
@@ -130,7 +131,7 @@ def generate_zoo(
 
     queries: list[dict[str, str]] = []
     if split != "train" and n_queries > 0:
-        queries = _write_queries(out_dir, styles, slugs, min(n_queries, n_styles), seed, split, size)
+        queries = _write_queries(out_dir, styles, slugs, n_queries, seed, split, size)
     zoo = {
         "split": split,
         "seed": seed,
@@ -148,13 +149,26 @@ def generate_zoo(
     return out_dir
 
 
+def query_styles(n_styles: int, count: int, seed: int, split: Split) -> list[int]:
+    """Which LoRA each query restyles: rounds of distinct LoRAs, so no LoRA has two queries more
+    than another. The first round is the one-query-per-LoRA choice that zoos with `count <=
+    n_styles` have always used, so those zoos are unchanged."""
+    chosen: list[int] = []
+    for round_number in range(-(-count // n_styles) if n_styles else 0):
+        rng = _stream(seed, split, 3) if round_number == 0 else _stream(seed, split, 3, round_number)
+        size = min(n_styles, count - len(chosen))
+        chosen += sorted(int(i) for i in rng.choice(n_styles, size=size, replace=False))
+    return chosen
+
+
 def _write_queries(
     out_dir: Path, styles: list[StyleSpec], slugs: list[str], count: int, seed: int, split: Split, size: int
 ) -> list[dict[str, str]]:
-    """One query per chosen LoRA (distinct LoRAs), each on its own unseen content image."""
+    """`count` queries over the LoRAs (several per LoRA when count > LoRAs), each on its own
+    unseen content image."""
     query_dir = out_dir / "queries"
     query_dir.mkdir(exist_ok=True)
-    chosen = sorted(int(i) for i in _stream(seed, split, 3).choice(len(styles), size=count, replace=False))
+    chosen = query_styles(len(styles), count, seed, split)
     contents = list(_contents("eval-query", count, seed, split, 4, size))
     records = []
     for number, (style_index, content) in enumerate(zip(chosen, contents, strict=True)):

@@ -149,10 +149,13 @@ def test_bench_quality_runs_on_the_splits_with_the_pairs_they_have(zoos: dict[st
     data = load_eval_set(zoos["eval"], DEFAULT_THRESHOLD)
     positives, negatives = pair_capacity(data.labels, data.contents)
     assert 0 < negatives < QualityConfig().n_negative
+    # No validation zoo is given: half of each kind of pair chooses the threshold, half scores.
+    used_positives = min(positives, QualityConfig().n_positive)
     assert (colour["verification"]["n_positive"], colour["verification"]["n_negative"]) == (
-        min(positives, QualityConfig().n_positive),
-        negatives,
+        used_positives - used_positives // 2,
+        negatives - negatives // 2,
     )
+    assert result["pairs"]["threshold_from"].startswith("held-out half of the eval pairs")
     # val: one style per source, no two styles draw one sample: ranking only, no F1.
     val = run_quality(QualityConfig(zoo=zoos["val"]), progress=False)
     assert val["zoo"]["loras"] == 2
@@ -234,3 +237,27 @@ def test_samples_are_shared_out_so_every_style_draws_some() -> None:
     # By coverage alone all 12 would be units (two styles draw each); shared out, the buildings
     # style gets a fair part.
     assert sum(c.startswith("b.") for c in chosen) >= 4
+
+
+def test_bench_quality_adds_real_art_rows(zoos: dict[str, Path], tmp_path: Path) -> None:
+    config = QualityConfig(
+        cache_dir=tmp_path,
+        n_styles=4,
+        n_samples=4,
+        n_queries=4,
+        zoo_seed=424242,
+        image_size=SIZE,
+        real_zoo=zoos["eval"],
+        seed_ledger=tmp_path / "ledger.json",
+        bootstrap_resamples=200,
+    )
+    result = run_quality(config, progress=False)
+    real_rows = {row["method"]: row for row in result["rows"] if row["method"].startswith("real-art")}
+    assert set(real_rows) == {"real-art: triplet d_avg", "real-art: colour histogram"}
+    assert result["real_zoo"]["loras"] == result["real_zoo"]["queries"] == 3
+    for row in real_rows.values():
+        ranking = row["ranking"]
+        assert ranking["n_queries"] == 3
+        assert ranking["mrr_ci"][0] <= ranking["mrr"] <= ranking["mrr_ci"][1]
+        assert ranking["hit5_ci"][0] <= ranking["hit5"] <= ranking["hit5_ci"][1]
+    assert {"zoo": "real", "split": "eval", "seed": 5, "ledger_role": "unscored"} in result["seeds"]

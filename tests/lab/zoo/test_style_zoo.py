@@ -78,3 +78,32 @@ def test_a_style_changes_the_image_and_keeps_its_size() -> None:
         styled = apply_style(sample_style(np.random.default_rng(index)), image, np.random.default_rng(1))
         assert styled.size == image.size
         assert np.abs(np.asarray(styled, np.int16) - np.asarray(image, np.int16)).mean() > 1.0
+
+
+def test_face_content_is_real_faces_split_between_pools() -> None:
+    import skimage.data
+
+    from lab.zoo.content import LFW_FACES, sample_content
+
+    assert "100 first images are faces" in " ".join((skimage.data.lfw_subset.__doc__ or "").split())
+    assert (LFW_FACES.start, LFW_FACES.stop) == (0, 100)
+    for pool in PHOTOS:
+        assert set(FACES[pool]) <= set(LFW_FACES)
+        drawn = {
+            sample_content(pool, np.random.default_rng([pool == "train", i]), 32, i).source
+            for i in range(300)
+        }
+        faces = {int(source.split(":")[1]) for source in drawn if source.startswith("face:")}
+        assert faces  # the pool does draw faces ...
+        assert faces <= set(FACES[pool])  # ... and only its own
+
+
+def test_more_queries_than_loras_come_in_rounds_and_keep_the_first_round() -> None:
+    from lab.zoo.style_zoo import _stream, query_styles
+
+    first_round = sorted(int(i) for i in _stream(4, "eval", 3).choice(10, size=4, replace=False))
+    assert query_styles(10, 4, 4, "eval") == first_round  # zoos with <= 1 query per LoRA unchanged
+    chosen = query_styles(10, 25, 4, "eval")
+    assert len(chosen) == 25
+    assert sorted(chosen[:10]) == sorted(chosen[10:20]) == list(range(10))
+    assert len(set(chosen[20:])) == 5

@@ -1,0 +1,190 @@
+"""`bench quality` on tiny zoos: per-aggregation F1 with validation thresholds, several queries
+per LoRA, the seed ledger, the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inference_service.models.style_encoder import (
+    EncoderConfig,
+    resolve_encoder,
+    save_encoder,
+    untrained_encoder,
+)
+from lab.bench.features import ColourHistogram
+from lab.bench.quality import (
+    QualityConfig,
+    QualityContext,
+    ensure_zoo,
+    image_to_lora_distances,
+    load_eval_set,
+    pair_distances,
+    run_quality,
+    verification_metrics,
+)
+from lab.bench.seed_ledger import SeedReuseError, SeedUse, check_seed, read_ledger, record_seed
+from lab.metrics import best_f1, f1_at_threshold
+from lab.zoo.style_zoo import read_zoo_info
+
+EVAL_SEED = 9_104_733  # a tiny zoo's seed, far from any seed a full-size benchmark would use
+VAL_SEED = 9_104_734
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> QualityConfig:
+    root = tmp_path_factory.mktemp("quality")
+    return QualityConfig(
+        cache_dir=root,
+        n_styles=5,
+        n_samples=5,
+        n_queries=12,
+        zoo_seed=EVAL_SEED,
+        val_seed=VAL_SEED,
+        image_size=64,
+        seed_ledger=root / "ledger.json",
+        bootstrap_resamples=300,
+    )
+
+
+def _contexts(config: QualityConfig) -> tuple[QualityContext, QualityContext]:
+    encoder, label = resolve_encoder(None)
+    data = load_eval_set(ensure_zoo(config, False), config.cleansing_threshold)
+    val = load_eval_set(ensure_zoo(config, False, seed=config.val_seed), config.cleansing_threshold)
+    validation = QualityContext(config, val, encoder, label, False)
+    return QualityContext(config, data, encoder, label, False, validation=validation), validation
+
+
+def test_several_queries_per_lora_in_rounds(config: QualityConfig) -> None:
+    data = load_eval_set(ensure_zoo(config, False), config.cleansing_threshold)
+    assert len(data.queries) == 12
+    per_lora = np.bincount(data.truth, minlength=len(data.slugs))
+    assert per_lora.max() - per_lora.min() <= 1
+    assert per_lora.min() == 2
+    samples = read_zoo_info(data.root)["samples"]
+    assert not {q.source for q in data.queries} & set(samples.values())  # type: ignore[attr-defined]
+    assert "-q12-" in data.root.name
+    assert f"-s{EVAL_SEED}-" in data.root.name
+
+
+def test_leave_one_out_distance_to_own_lora_by_hand() -> None:
+    vectors = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0], [10.0, 0.0]])
+    labels = np.array([0, 0, 0, 1])
+    d_avg = image_to_lora_distances(vectors, labels, "d_avg")
+    assert d_avg[0, 0] == pytest.approx((2.0 + 4.0) / 2)  # without itself
+    assert d_avg[1, 0] == pytest.approx((2.0 + np.hypot(2.0, 4.0)) / 2)
+    assert d_avg[0, 1] == pytest.approx(10.0)
+    centroid = image_to_lora_distances(vectors, labels, "centroid")
+    assert centroid[0, 0] == pytest.approx(np.hypot(1.0, 2.0))  # centroid of the other two: (1, 2)
+    assert np.isinf(centroid[3, 1])  # a LoRA of one image has nothing left to compare with
+
+
+def test_f1_threshold_comes_from_validation_pairs_per_aggregation(config: QualityConfig) -> None:
+    ctx, validation = _contexts(config)
+    colour = ColourHistogram()
+    by_aggregation = {}
+    for aggregation in ("d_avg", "d_rms", "centroid"):
+        positive, negative = pair_distances(ctx, colour, aggregation, True)
+        val_positive, val_negative = pair_distances(validation, colour, aggregation, True)
+        chosen = best_f1(val_positive, val_negative).threshold
+        metrics = verification_metrics(ctx, colour, aggregation, True)
+        assert metrics["threshold"] == chosen
+        assert metrics["f1"] == pytest.approx(f1_at_threshold(positive, negative, chosen).f1)
+        assert metrics["f1"] <= metrics["f1_eval_optimal"] == pytest.approx(best_f1(positive, negative).f1)
+        by_aggregation[aggregation] = (positive, chosen, best_f1(positive, negative).threshold)
+    # Each aggregation has its own pair distances, and here the validation threshold is not the
+    # one the eval pairs would have chosen for themselves.
+    assert not np.allclose(by_aggregation["d_avg"][0], by_aggregation["centroid"][0])
+    assert any(chosen != eval_best for _, chosen, eval_best in by_aggregation.values())
+
+
+def test_run_reports_intervals_thresholds_and_refuses_a_scored_seed(config: QualityConfig) -> None:
+    result = run_quality(replace(config, record_seed=True), progress=False)
+    assert result["zoo"]["queries"] == 12
+    assert result["pairs"]["threshold_from"].startswith(f"validation zoo (eval split, seed {VAL_SEED})")
+    rows = {row["method"]: row for row in result["rows"]}
+    for row in rows.values():
+        ranking = row["ranking"]
+        assert ranking["mrr_ci"][0] <= ranking["mrr"] <= ranking["mrr_ci"][1]
+        assert ranking["hit5_ci"][0] <= ranking["hit5"] <= ranking["hit5_ci"][1]
+    fingerprint = result["encoder"]["fingerprint"]
+    assert read_ledger(config.seed_ledger) == [
+        SeedUse(
+            "procedural",
+            EVAL_SEED,
+            "eval",
+            fingerprint,
+            result["encoder"]["label"],
+            read_ledger(config.seed_ledger)[0].date,
+            "bench quality --record-seed",
+        )
+    ]
+    # The same encoder may look again; another one may not, unless it says so.
+    assert check_seed(read_ledger(config.seed_ledger), "procedural", EVAL_SEED, fingerprint) == "eval"
+    other = SeedUse("procedural", VAL_SEED + 1, "eval", "000000000000", "old", "", "")
+    record_seed(config.seed_ledger, other)
+    record_seed(config.seed_ledger, other)  # recorded once
+    assert len(read_ledger(config.seed_ledger)) == 2
+    moved = replace(config, zoo_seed=VAL_SEED + 1, n_styles=3, n_samples=3, n_queries=3)
+    with pytest.raises(SeedReuseError, match="--reuse-seed"):
+        run_quality(moved, progress=False)
+    assert not list(config.cache_dir.glob(f"*-s{VAL_SEED + 1}-*"))  # refused before generating
+    with pytest.raises(SeedReuseError, match="choose another --val-seed or --val-zoo"):
+        run_quality(replace(config, zoo_seed=EVAL_SEED + 5, val_seed=VAL_SEED + 1), progress=False)
+    reused = run_quality(replace(moved, reuse_seed=True, val_zoo_pairs=False), progress=False)
+    assert reused["seeds"][0]["ledger_role"] == "eval"
+    assert reused["pairs"]["threshold_from"].startswith("held-out half of the eval pairs (asked")
+
+
+def test_validation_seeds_are_listed_but_not_refused() -> None:
+    ledger = [SeedUse("procedural", 7, "validation", "aaaa", "v4", "", "")]
+    assert check_seed(ledger, "procedural", 7, "bbbb") == "validation"
+    assert check_seed(ledger, "procedural", 8, "bbbb") is None
+    assert check_seed(ledger, "real", 7, "bbbb") is None
+
+
+def test_the_project_ledger_lists_the_seeds_looked_at() -> None:
+    ledger = read_ledger()
+    eval_zero = {e.label for e in ledger if (e.zoo, e.seed, e.role) == ("procedural", 0, "eval")}
+    assert {"v2", "v3", "v4", "v5"} <= eval_zero
+    assert any((e.zoo, e.seed, e.role) == ("procedural", 7, "validation") for e in ledger)
+    with pytest.raises(SeedReuseError):
+        check_seed(ledger, "procedural", 0, "a-new-encoder")
+
+
+def test_cli_refuses_a_scored_seed_and_a_directory_that_is_not_a_zoo(tmp_path: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "findlora",
+                "bench",
+                "quality",
+                "--no-gmi",
+                "--no-multi-image",
+                "--no-service",
+                "--cache-dir",
+                str(tmp_path),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    untrained = tmp_path / "untrained.safetensors"
+    save_encoder(untrained_encoder(EncoderConfig()), untrained, {})
+    refused = run("--encoder", str(untrained), "--zoo-seed", "0")
+    assert refused.returncode == 2
+    assert "eval seed 0 of the procedural zoo was already scored" in " ".join(refused.stderr.split())
+    assert not list(tmp_path.glob("zoo-eval-*"))
+    not_a_zoo = run("--zoo", str(tmp_path))
+    assert not_a_zoo.returncode == 1
+    assert "is not a zoo: no zoo.json" in " ".join(not_a_zoo.stderr.split())  # rich wraps lines
