@@ -7,7 +7,6 @@ gets a new token.
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from psycopg import AsyncConnection
 
 from db.clients import ROLES, Role, authenticate, reissue_client
 from findlora_client.credentials import LOCAL_TOKEN_FILE
+from inference_service.private_files import write_private
 
 LOCAL_CLIENT = "local"
 
@@ -33,17 +33,5 @@ async def ensure_local_client(conn: AsyncConnection[Any], data_dir: Path) -> str
             path.chmod(0o600)
             return token
     issued = await reissue_client(conn, LOCAL_CLIENT, ROLES)
-    _write_private(path, issued.token)
+    write_private(path, issued.token, replace=True)
     return issued.token
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write with mode 0600 from the first byte, then move into place (never readable by others)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    with contextlib.suppress(FileNotFoundError):
-        temporary.unlink()
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(text + "\n")
-    os.replace(temporary, path)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 import uuid
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import structlog
 
 from inference_service.config import Settings
+from inference_service.private_files import write_private
 
 GENERATED_KEY_NAME = "feedback.key"
 MIN_KEY_CHARS = 32
@@ -62,20 +62,8 @@ def _checked(text: str, source: str) -> bytes:
 
 
 def _read_or_create(path: Path) -> str:
-    """The key file's text, creating it (0600) first if absent. Written to a private temporary
-    file and linked into place, so processes starting together agree on one complete key."""
-    if path.exists():
-        return path.read_text(encoding="utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-            out.write(secrets.token_hex(32) + "\n")
-        os.link(temporary, path)
+    """The key file's text, creating it (0600) first if absent; when processes start together,
+    the first key linked into place is the one every process uses."""
+    if not path.exists() and write_private(path, secrets.token_hex(32), replace=False):
         log.info("feedback_key_generated", path=str(path))
-    except FileExistsError:
-        pass  # another process linked its key first: use that one
-    finally:
-        temporary.unlink(missing_ok=True)
     return path.read_text(encoding="utf-8")
