@@ -173,7 +173,13 @@ def zoo_cmd(
     size: Annotated[int, typer.Option(help="Image size in pixels.")] = 160,
     queries: Annotated[
         int | None,
-        typer.Option(help="Queries (eval/demo/val splits; procedural 40, real: one per style)."),
+        typer.Option(
+            help="Queries (eval/demo/val splits; procedural 40; real: one per style, more in rounds)."
+        ),
+    ] = None,
+    split_seed: Annotated[
+        int | None,
+        typer.Option(help="real: seed that places families in splits (default: --seed; queries use --seed)."),
     ] = None,
     real_sources: Annotated[
         str,
@@ -182,7 +188,7 @@ def zoo_cmd(
 ) -> None:
     """Generate a style-zoo catalog (the training data of the shipped encoder, or an eval set)."""
     if source == "real":
-        _real_zoo(out, split, samples, seed, size, queries, real_sources)
+        _real_zoo(out, split, samples, seed, size, queries, real_sources, split_seed)
         return
     if source != "procedural":
         raise typer.BadParameter("source must be procedural or real", param_hint="--source")
@@ -203,7 +209,14 @@ def zoo_cmd(
 
 
 def _real_zoo(
-    out: Path, split: str, samples: int | None, seed: int, size: int, queries: int | None, sources: str
+    out: Path,
+    split: str,
+    samples: int | None,
+    seed: int,
+    size: int,
+    queries: int | None,
+    sources: str,
+    split_seed: int | None,
 ) -> None:
     from lab.zoo.real_art.art import art_box
     from lab.zoo.real_zoo import (
@@ -239,6 +252,7 @@ def _real_zoo(
             n_samples=DEFAULT_SAMPLES if samples is None else samples,
             n_queries=queries,
             scans=scans,
+            split_seed=split_seed,
         )
     except NoArtError as exc:
         console.print(f"[red]{exc}[/red]", highlight=False)

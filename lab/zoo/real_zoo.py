@@ -50,7 +50,8 @@ from lab.zoo.real_art.copies import (
     probe_contents,
 )
 from lab.zoo.real_art.copies import stable_hash as _hash
-from lab.zoo.style_zoo import QUERIES_FILE, ZOO_FILE
+from lab.zoo.real_art.queries import write_queries
+from lab.zoo.style_zoo import ZOO_FILE
 
 RealSplit = Literal["train", "val", "eval"]
 SPLITS: tuple[RealSplit, ...] = ("train", "val", "eval")
@@ -58,7 +59,6 @@ EVAL_SHARE = 0.2
 VAL_SHARE = 0.2
 QUERY_SHARE = 0.25
 QUERY_SALT = "findlora-real-art-query-pool"  # fixed: the content split never moves with the seed
-EXTRA_PER_QUERY = 3  # as bench/multi_image.py reads them: queries-multi/qNNN-{0,1,2}.png
 DERIVED_SHARE = 0.25
 DUPLICATE_SHARE = 0.6
 DEFAULT_SIZE = 160
@@ -246,15 +246,20 @@ def build_real_zoo(
     n_queries: int | None = None,
     progress: bool = True,
     scans: list[SourceScan] | None = None,
+    split_seed: int | None = None,
 ) -> Path:
-    """Write the `split` of the real-art zoo to `out_dir` (catalog + zoo.json + SOURCES.md)."""
+    """Write the `split` of the real-art zoo to `out_dir` (catalog + zoo.json + SOURCES.md).
+
+    `split_seed` (default: `seed`) places families in splits; `seed` draws the queries, so a
+    fresh eval seed can keep the family split an encoder was trained against."""
+    split_seed = seed if split_seed is None else split_seed
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}")
     scans = require_art(scans) if scans is not None else scan_sources(sources, art_box(size))
-    found = survey(scans, seed, size, progress)
+    found = survey(scans, split_seed, size, progress)
     placed = [p for p in found.placed if p.split == split]
     if not placed:
-        raise NoArtError(f"the {split} split has no styles with the installed sources (seed {seed})")
+        raise NoArtError(f"the {split} split has no styles with the installed sources (seed {split_seed})")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "samples").mkdir(exist_ok=True)
     samples = choose_samples(placed, n_samples)
@@ -305,8 +310,9 @@ def build_real_zoo(
     queries: list[dict[str, str]] = []
     unqueried: list[str] = []
     if split != "train":
-        queries, unqueried = _write_queries(out_dir, placed, seed, split, size, n_queries)
+        queries, unqueried = write_queries(out_dir, list(placed), seed, split, size, n_queries, in_query_pool)
     info = _zoo_info(found, placed, split, seed, size, drawn, references, queries, unqueried, skipped_items)
+    info["split_seed"] = split_seed
     (out_dir / ZOO_FILE).write_text(json.dumps(info, indent=1), encoding="utf-8")
     (out_dir / SOURCES_FILE).write_text(sources_markdown(info), encoding="utf-8")
     return out_dir
@@ -320,50 +326,6 @@ def content_image(images: list[Image.Image]) -> Image.Image:
     stack = np.stack([np.asarray(image, dtype=np.uint8) for image in images])
     median = np.median(stack, axis=0).astype(np.uint8)
     return Image.fromarray(median, "RGB").filter(ImageFilter.GaussianBlur(2))
-
-
-def _write_queries(
-    out_dir: Path, placed: list[Placed], seed: int, split: RealSplit, size: int, limit: int | None
-) -> tuple[list[dict[str, str]], list[str]]:
-    """One query per style (up to `limit`, in seeded order), on held-out content, plus
-    EXTRA_PER_QUERY more images of the same style on other held-out content."""
-    (out_dir / "queries").mkdir(exist_ok=True)
-    (out_dir / "queries-multi").mkdir(exist_ok=True)
-    order = sorted(placed, key=lambda p: (_hash(seed, split, "query", p.slug), p.slug))
-    records: list[dict[str, str]] = []
-    unqueried: list[str] = []
-    for p in order:
-        if limit is not None and len(records) >= limit:
-            break
-        pool = sorted(c for c in p.style.items if in_query_pool(p.style.source, c))
-        rng = np.random.default_rng([seed, _hash(p.slug) % 2**32])
-        rng.shuffle(pool)
-        images = []
-        for content in pool:
-            try:
-                images.append((content, render_item(p.style, content, size)))
-            except ArtError:
-                continue
-            if len(images) == 1 + EXTRA_PER_QUERY:
-                break
-        if len(images) < 1 + EXTRA_PER_QUERY:
-            unqueried.append(f"{p.slug}: {len(images)} held-out contents drawn (< {1 + EXTRA_PER_QUERY})")
-            continue
-        number = len(records)
-        (content, first), *extra = images
-        first.save(out_dir / "queries" / f"q{number:03d}.png")
-        for j, (_, image) in enumerate(extra):
-            image.save(out_dir / "queries-multi" / f"q{number:03d}-{j}.png")
-        records.append(
-            {
-                "file": f"queries/q{number:03d}.png",
-                "slug": p.slug,
-                "source": f"{p.style.source}:{content}",
-                "extra": ",".join(f"{p.style.source}:{c}" for c, _ in extra),
-            }
-        )
-    (out_dir / QUERIES_FILE).write_text(json.dumps(records, indent=1), encoding="utf-8")
-    return records, unqueried
 
 
 def _entry(p: Placed) -> LoraEntry:

@@ -20,6 +20,7 @@ from lab.metrics import pair_capacity
 from lab.zoo import real_zoo
 from lab.zoo.real_art import freeciv, icons
 from lab.zoo.real_art.art import ArtStyle, SourceScan, art_box
+from lab.zoo.real_art.queries import EXTRA_PER_QUERY
 from tests.lab.zoo.real_art_inputs import UNIT_TAGS, write_icon_theme, write_tilespec, write_units_sheet
 
 SIZE = 64
@@ -117,14 +118,38 @@ def test_queries_are_held_out_content_of_the_split_styles(zoos: dict[str, Path])
         assert {r["slug"] for r in records} == set(catalog.loras)  # one query per style
         for number, record in enumerate(records):
             contents = [record["source"], *record["extra"].split(",")]
-            assert len(set(contents)) == 1 + real_zoo.EXTRA_PER_QUERY
+            assert len(set(contents)) == 1 + EXTRA_PER_QUERY
             for content in contents:
                 source, cid = content.split(":", 1)
                 assert real_zoo.in_query_pool(source, cid)
                 assert real_zoo.sample_id(source, cid) not in all_samples  # no split references it
-            for j in range(real_zoo.EXTRA_PER_QUERY):
+            for j in range(EXTRA_PER_QUERY):
                 assert (root / "queries-multi" / f"q{number:03d}-{j}.png").exists()
     assert not (zoos["train"] / "queries.json").exists()
+
+
+def test_a_fresh_query_seed_keeps_the_split_and_rounds_add_queries(
+    zoos: dict[str, Path], tmp_path: Path
+) -> None:
+    """--split-seed fixes which families are eval (the ones training never saw) while --seed draws
+    new queries; asking for more queries than styles adds rounds without repeating a content."""
+    scans = _scans(tmp_path / "art")
+    fresh = real_zoo.build_real_zoo(
+        tmp_path / "fresh", split="eval", seed=99, split_seed=5, size=SIZE, n_samples=12,
+        n_queries=50, progress=False, scans=scans,
+    )  # fmt: skip
+    info = _info(fresh)
+    assert (info["split_seed"], info["seed"]) == (5, 99)
+    assert set(read_catalog(fresh).loras) == set(read_catalog(zoos["eval"]).loras)
+    records = json.loads((fresh / "queries.json").read_text(encoding="utf-8"))
+    n_styles = len(read_catalog(fresh).loras)
+    assert n_styles < len(records) <= 50  # a second round at least
+    for slug in {r["slug"] for r in records}:
+        drawn = [c for r in records if r["slug"] == slug for c in (r["source"], *r["extra"].split(","))]
+        assert len(drawn) == len(set(drawn))  # no held-out content twice for one style
+    seed5 = json.loads((zoos["eval"] / "queries.json").read_text(encoding="utf-8"))
+    first = {r["slug"]: r["source"] for r in reversed(records[:n_styles])}
+    assert first != {r["slug"]: r["source"] for r in seed5}  # the query seed drew other contents
 
 
 def test_bench_quality_and_training_read_the_zoo(zoos: dict[str, Path]) -> None:

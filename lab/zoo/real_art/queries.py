@@ -1,0 +1,98 @@
+"""Queries of a real-art zoo's val/eval split: held-out content drawn in each style's hand.
+
+A query is one held-out content of a style plus EXTRA_PER_QUERY more of the same style (the
+multi-image rows). Round 0 gives every style one query, in a seeded order; each further round
+takes the next unused held-out contents of every style that has enough left, so `limit` can ask
+for more queries than there are styles without any content repeating within a style.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+from lab.zoo.real_art.art import ArtError, ArtStyle, render_item
+from lab.zoo.real_art.copies import stable_hash
+from lab.zoo.style_zoo import QUERIES_FILE
+
+EXTRA_PER_QUERY = 3  # as bench/multi_image.py reads them: queries-multi/qNNN-{0,1,2}.png
+
+
+class QueryStyle(Protocol):
+    @property
+    def style(self) -> ArtStyle: ...
+
+    @property
+    def slug(self) -> str: ...
+
+
+def _drawings(
+    p: QueryStyle, seed: int, size: int, in_pool: Callable[[str, str], bool]
+) -> Iterator[list[tuple[str, Image.Image]]]:
+    """Successive groups of 1 + EXTRA_PER_QUERY drawable held-out contents, in seeded order."""
+    pool = sorted(c for c in p.style.items if in_pool(p.style.source, c))
+    rng = np.random.default_rng([seed, stable_hash(p.slug) % 2**32])
+    rng.shuffle(pool)
+    group: list[tuple[str, Image.Image]] = []
+    for content in pool:
+        try:
+            group.append((content, render_item(p.style, content, size)))
+        except ArtError:
+            continue
+        if len(group) == 1 + EXTRA_PER_QUERY:
+            yield group
+            group = []
+
+
+def write_queries(
+    out_dir: Path,
+    placed: list[QueryStyle],
+    seed: int,
+    split: str,
+    size: int,
+    limit: int | None,
+    in_pool: Callable[[str, str], bool],
+) -> tuple[list[dict[str, str]], list[str]]:
+    """queries/, queries-multi/ and queries.json: one round per style, more rounds up to `limit`."""
+    (out_dir / "queries").mkdir(exist_ok=True)
+    (out_dir / "queries-multi").mkdir(exist_ok=True)
+    order = sorted(placed, key=lambda p: (stable_hash(seed, split, "query", p.slug), p.slug))
+    streams = {p.slug: _drawings(p, seed, size, in_pool) for p in order}
+    records: list[dict[str, str]] = []
+    unqueried: list[str] = []
+    active = list(order)
+    first_round = True
+    while active and (limit is None or len(records) < limit):
+        still: list[QueryStyle] = []
+        for p in active:
+            if limit is not None and len(records) >= limit:
+                break
+            group = next(streams[p.slug], None)
+            if group is None:
+                if first_round:
+                    unqueried.append(f"{p.slug}: fewer than {1 + EXTRA_PER_QUERY} held-out contents drawn")
+                continue
+            still.append(p)
+            number = len(records)
+            (content, first), *extra = group
+            first.save(out_dir / "queries" / f"q{number:03d}.png")
+            for j, (_, image) in enumerate(extra):
+                image.save(out_dir / "queries-multi" / f"q{number:03d}-{j}.png")
+            records.append(
+                {
+                    "file": f"queries/q{number:03d}.png",
+                    "slug": p.slug,
+                    "source": f"{p.style.source}:{content}",
+                    "extra": ",".join(f"{p.style.source}:{c}" for c, _ in extra),
+                }
+            )
+        active, first_round = still, False
+        if limit is None:
+            break  # the default: one query per style
+    (out_dir / QUERIES_FILE).write_text(json.dumps(records, indent=1), encoding="utf-8")
+    return records, unqueried
