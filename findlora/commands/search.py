@@ -59,6 +59,37 @@ def results_table(response: Any, title: str = "") -> Table:
     return table
 
 
+def check_writable(path: Path, option: str) -> None:
+    """Fail before the search, not after it, when an output file cannot be written."""
+    if path.is_dir():
+        fail(f"{option} {path} is a directory; give a file name")
+    parent = path.parent
+    if not parent.is_dir():
+        fail(f"{option} {path}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        fail(f"{option} {path}: not writable")
+
+
+def write_output(path: Path, data: bytes, option: str) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        fail(f"{option} {path}: cannot write: {exc.strerror or exc}")
+
+
+def write_visuals(
+    response: Any, queries: list[tuple[str, bytes]], sheet: Path | None, html: Path | None, title: str = ""
+) -> None:
+    """The --sheet PNG and the --html page of one search (findlora.render)."""
+    from findlora.render import render_html, render_sheet, results_view
+
+    view = results_view(response, queries, title)
+    if sheet is not None:
+        write_output(sheet, render_sheet(view), "--sheet")
+    if html is not None:
+        write_output(html, render_html(view).encode("utf-8"), "--html")
+
+
 def save_transfers(response: Any, directory: Path) -> dict[tuple[str, str], Path]:
     directory.mkdir(parents=True, exist_ok=True)
     saved = {}
@@ -83,6 +114,8 @@ async def _search(
     transfers_dir: Path | None,
     nsfw: bool,
     exact: bool = False,
+    sheet: Path | None = None,
+    html: Path | None = None,
 ) -> None:
     from findlora.access import service_client
     from findlora_client import QueryImage
@@ -98,12 +131,16 @@ async def _search(
             queries, top_k=top_k, base_model=base_model, prompt=prompt, allow_nsfw=nsfw, exact=exact
         )
     paths = save_transfers(response, transfers_dir) if transfers_dir else None
+    write_visuals(response, [(q.filename, q.data) for q in queries], sheet, html)
     if as_json:
         print(json.dumps(response_json(response, paths), indent=2))
         return
     console.print(results_table(response))
     if response.pseudo_prompt:
         console.print(f"pseudo-prompt: {response.pseudo_prompt}")
+    for label, written in (("sheet", sheet), ("page", html)):
+        if written is not None:
+            console.print(f"{label}: {written}", highlight=False)
 
 
 def search(
@@ -125,10 +162,19 @@ def search(
         help="Exhaustive reference ranking: d_avg over every reference (and, with GMI, RKME over "
         "every spec) instead of the candidate search; slow; needs a client with the moderate role.",
     ),
+    sheet: Path | None = typer.Option(
+        None, "--sheet", help="Write a PNG sheet: the query beside each LoRA's name, scores and transfers."
+    ),
+    html: Path | None = typer.Option(
+        None, "--html", help="Write the same as one self-contained HTML page (images inlined)."
+    ),
 ) -> None:
     """Rank LoRAs by how well they reproduce the style of the image(s)."""
     if not 1 <= len(images) <= 4:
         fail("give 1 to 4 images")
+    for option, path in (("--sheet", sheet), ("--html", html)):
+        if path is not None:
+            check_writable(path, option)
     run(
         _search(
             images,
@@ -140,6 +186,8 @@ def search(
             transfers_dir,
             nsfw,
             exact,
+            sheet,
+            html,
         )
     )
 
