@@ -112,8 +112,8 @@ def _draw_row(sheet: Image.Image, draw: ImageDraw.ImageDraw, layout: SheetLayout
     detail = f"{row.slug} · {row.base_model}" if row.base_model else row.slug
     draw.text((text_x, y), clipped(draw, detail, font(13), text_w), font=font(13), fill=MUTED)
     y += 20
-    link = row.safe_url or row.url
-    draw.text((text_x, y), clipped(draw, link, font(13), text_w), font=font(13), fill=LINK)
+    colour = LINK if row.safe_url else MUTED  # a javascript: or data: "link" is shown as plain text
+    draw.text((text_x, y), clipped(draw, row.url, font(13), text_w), font=font(13), fill=colour)
     y += 26
     for line in row.score_lines:
         draw.text((text_x, y), line, font=font(15), fill=INK)
