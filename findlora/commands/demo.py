@@ -32,7 +32,8 @@ def demo(query: int = typer.Option(0, help="Which demo query image to search wit
     write_visuals(
         result.response, [(result.query.path.name, result.query.path.read_bytes())], sheet, html, title
     )
-    console.print(f"the results as pictures: {sheet} and {html}", highlight=False)
+    console.print(f"results sheet: {sheet}", highlight=False, soft_wrap=True)
+    console.print(f"results page:  {html}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
