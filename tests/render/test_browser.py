@@ -41,16 +41,21 @@ def difference(a: Image.Image, b: Image.Image) -> float:
     return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(resized, dtype=np.float64)).mean())
 
 
-async def test_page_opens_in_chromium_with_every_result_and_picture(
-    searched: SearchedCatalog, tmp_path: Path
-) -> None:
+@pytest.fixture
+def chromium_binary() -> str:
     binary = find_chromium()
     if binary is None:
         pytest.skip(INSTALL_HINT)
+    return binary
+
+
+async def test_page_opens_in_chromium_with_every_result_and_picture(
+    chromium_binary: str, searched: SearchedCatalog, tmp_path: Path
+) -> None:
     page = tmp_path / "results.html"
     page.write_text(render_html(results_view(searched.response, [("query.png", searched.query)])))
 
-    report = await load_page(binary, page, PROBE, width=1400, height=1100)
+    report = await load_page(chromium_binary, page, PROBE, width=1400, height=1100)
 
     assert report.errors == []
     facts = report.facts
