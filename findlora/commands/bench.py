@@ -163,7 +163,11 @@ def zoo_cmd(
         typer.Option(help="procedural (parametric styles) or real (human-made art from Debian packages)."),
     ] = "procedural",
     split: Annotated[
-        str, typer.Option(help="procedural: train, eval or demo; real: train, val or eval.")
+        str,
+        typer.Option(
+            help="procedural: train, eval, demo or heldout-family (styles of families no encoder "
+            "trains on); real: train, val or eval."
+        ),
     ] = "train",
     styles: Annotated[int, typer.Option(help="Number of styles (LoRAs; procedural).")] = 600,
     samples: Annotated[
@@ -186,10 +190,10 @@ def zoo_cmd(
         return
     if source != "procedural":
         raise typer.BadParameter("source must be procedural or real", param_hint="--source")
-    from lab.zoo.style_zoo import generate_zoo
+    from lab.zoo.style_zoo import SPLITS, generate_zoo
 
-    if split not in ("train", "eval", "demo"):
-        raise typer.BadParameter("split must be train, eval or demo")
+    if split not in SPLITS:
+        raise typer.BadParameter(f"split must be one of {', '.join(SPLITS)}", param_hint="--split")
     root = generate_zoo(
         out,
         n_styles=styles,
