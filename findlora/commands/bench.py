@@ -65,6 +65,14 @@ def quality_cmd(
             help="A human-made-art eval zoo (bench zoo --source real --split eval): real-art rows.",
         ),
     ] = None,
+    held_out_zoo: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="A zoo of held-out style families (bench zoo --split heldout-family): held-out-family rows.",
+        ),
+    ] = None,
     bootstrap: Annotated[int, typer.Option(min=1, help="Bootstrap resamples for the intervals.")] = 1000,
     reuse_seed: Annotated[
         bool, typer.Option(help="Score an eval seed that the ledger lists for other encoders.")
@@ -106,6 +114,7 @@ def quality_cmd(
         val_seed=val_seed,
         val_zoo_pairs=val_zoo_pairs,
         real_zoo=real_zoo,
+        held_out_zoo=held_out_zoo,
         bootstrap_resamples=bootstrap,
         reuse_seed=reuse_seed,
         record_seed=record_seed,
@@ -118,10 +127,18 @@ def quality_cmd(
     console = Console(stderr=json_out is None)
     if not console.is_terminal:
         console.width = max(console.width, 150)  # logs and pipes: keep the table readable
+    from lab.bench.held_out_rows import HeldOutFamilyRows, check_held_out_zoo
     from lab.bench.multi_image import multi_image_rows
     from lab.bench.service_rows import imported_catalog_rows
 
+    held_out_rows = HeldOutFamilyRows()
     extra_rows = [multi_image_rows] if multi_image else []
+    if held_out_zoo is not None:
+        try:
+            check_held_out_zoo(held_out_zoo)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--held-out-zoo") from exc
+        extra_rows.append(held_out_rows)
     if service:
         extra_rows.append(imported_catalog_rows)
     try:
@@ -132,6 +149,8 @@ def quality_cmd(
     except ValueError as exc:  # a directory that is not a zoo, a broken ledger
         Console(stderr=True).print(f"[red]{exc}[/red]", highlight=False)
         raise typer.Exit(1) from exc
+    if held_out_rows.summary is not None:
+        result["held_out_zoo"] = held_out_rows.summary
     if gmi:
         from lab.bench.gmi_rows import run as run_gmi
 
