@@ -43,6 +43,9 @@ class CleansingReport:
         }
 
 
+DENSE_SHARE = 0.5  # valid share above which a single catalog is drawn from as a full grid
+
+
 @dataclass
 class ReferenceSet:
     slugs: list[str]
@@ -86,6 +89,11 @@ class ReferenceSet:
         return int(self._starts[-1])
 
     @cached_property
+    def dense(self) -> bool:
+        """One catalog whose LoRAs restyle (nearly) every sample: any K x P draw is full."""
+        return len(self.catalogs) <= 1 and float(self.valid.float().mean()) >= DENSE_SHARE
+
+    @cached_property
     def usable_loras(self) -> np.ndarray:
         """LoRAs with at least two valid references (an anchor and a positive)."""
         return np.flatnonzero(self.valid.sum(dim=1).numpy() >= 2)
@@ -109,11 +117,24 @@ class ReferenceSet:
                 out[mine] = block[rows[mine] - int(self._starts[index])]
         return out
 
-    def chunks(self, size: int) -> Iterator[torch.Tensor]:
-        """Every valid reference in row order, `size` at a time (within one block)."""
+    def chunks(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images, keep) covering every valid reference in row order: images[keep] are the next
+        references. A dense set is walked over the full (LoRA, sample) grid with blank images
+        where a transfer is invalid, the batches the dense layout always had, so features
+        computed from them (and the runs that use them) stay exactly as they were."""
+        if self.dense:
+            slots = self.slot.flatten()
+            for start in range(0, len(slots), size):
+                rows = slots[start : start + size]
+                keep = rows >= 0
+                images = torch.zeros((len(rows), *self.blocks[0].shape[1:]), dtype=torch.uint8)
+                images[keep] = self.rows(rows[keep])
+                yield images, keep
+            return
         for block in self.blocks:
             for start in range(0, len(block), size):
-                yield block[start : start + size]
+                images = block[start : start + size]
+                yield images, torch.ones(len(images), dtype=torch.bool)
 
 
 def load_reference_set(
@@ -247,7 +268,13 @@ def sample_style_batch(refs: ReferenceSet, rng: np.random.Generator, styles: int
     Drawn around a seed LoRA: P of its own valid samples, then K-1 other LoRAs among those with at
     least two valid references on these samples. In a sparse catalog (a real-art zoo, whose sources
     each draw their own contents, or a union of zoos) every batch thus stays inside one group of
-    LoRAs that share samples, and a LoRA with only a few valid samples still gets positives."""
+    LoRAs that share samples, and a LoRA with only a few valid samples still gets positives.
+    A single dense catalog (a procedural zoo) keeps the original draw, K LoRAs and P samples at
+    random, so the documented training runs reproduce exactly."""
+    if refs.dense:
+        lora_idx = rng.choice(refs.n_loras, size=min(styles, refs.n_loras), replace=False)
+        sample_idx = rng.choice(refs.n_samples, size=min(samples, refs.n_samples), replace=False)
+        return _grid_batch(refs, lora_idx, sample_idx)
     valid = refs.valid.numpy()
     seed = int(rng.choice(refs.usable_loras))
     own = np.flatnonzero(valid[seed])
@@ -256,8 +283,11 @@ def sample_style_batch(refs: ReferenceSet, rng: np.random.Generator, styles: int
     others = np.flatnonzero(shared >= min(2, len(sample_idx)))
     others = others[others != seed]
     picked = rng.choice(others, size=min(styles - 1, len(others)), replace=False)
-    lora_idx = np.concatenate([[seed], picked]).astype(np.int64)
-    grid_l = torch.from_numpy(np.repeat(lora_idx, len(sample_idx)))
+    return _grid_batch(refs, np.concatenate([[seed], picked]), sample_idx)
+
+
+def _grid_batch(refs: ReferenceSet, lora_idx: np.ndarray, sample_idx: np.ndarray) -> StyleBatch:
+    grid_l = torch.from_numpy(np.repeat(lora_idx.astype(np.int64), len(sample_idx)))
     grid_s = torch.from_numpy(np.tile(sample_idx.astype(np.int64), len(lora_idx)))
     keep = refs.valid[grid_l, grid_s]
     grid_l, grid_s = grid_l[keep], grid_s[keep]

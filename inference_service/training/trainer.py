@@ -246,9 +246,12 @@ def pooled_features(
     out = torch.zeros(refs.n_references, model.pooled_dim)
     start = 0
     with torch.inference_mode():
-        for images in tqdm(refs.chunks(chunk), desc="pool features", unit="chunk", disable=not progress):
-            out[start : start + len(images)] = model.pooled(as_float(images))
-            start += len(images)
+        for images, keep in tqdm(
+            refs.chunks(chunk), desc="pool features", unit="chunk", disable=not progress
+        ):
+            pooled = model.pooled(as_float(images))[keep]
+            out[start : start + len(pooled)] = pooled
+            start += len(pooled)
     return out
 
 

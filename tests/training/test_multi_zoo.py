@@ -163,3 +163,15 @@ def test_train_command_on_two_zoos(zoos: list[Path], tmp_path: Path) -> None:
     bad = CliRunner().invoke(_app(), ["train", str(zoos[0]), str(tmp_path), "--out", str(out)])
     assert bad.exit_code != 0
     assert "not a catalog directory" in " ".join(bad.output.replace("│", " ").split())
+
+
+def test_a_single_dense_zoo_keeps_the_original_draw(zoos: list[Path]) -> None:
+    """K LoRAs and P samples at random, as every documented training run drew them."""
+    refs = load_reference_set(zoos[0], SIZE, progress=False)
+    assert refs.dense
+    batch = sample_style_batch(refs, np.random.default_rng(5), styles=3, samples=2)
+    rng = np.random.default_rng(5)
+    loras = rng.choice(refs.n_loras, size=3, replace=False)
+    samples = rng.choice(refs.n_samples, size=2, replace=False)
+    expected = [(int(lo), int(s)) for lo in loras for s in samples if bool(refs.valid[lo, s])]
+    assert list(zip(batch.labels.tolist(), batch.contents.tolist(), strict=True)) == expected
