@@ -65,6 +65,14 @@ def quality_cmd(
             help="A human-made-art eval zoo (bench zoo --source real --split eval): real-art rows.",
         ),
     ] = None,
+    held_out_zoo: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="A zoo of held-out style families (bench zoo --split heldout-family): held-out-family rows.",
+        ),
+    ] = None,
     bootstrap: Annotated[int, typer.Option(min=1, help="Bootstrap resamples for the intervals.")] = 1000,
     reuse_seed: Annotated[
         bool, typer.Option(help="Score an eval seed that the ledger lists for other encoders.")
@@ -106,6 +114,7 @@ def quality_cmd(
         val_seed=val_seed,
         val_zoo_pairs=val_zoo_pairs,
         real_zoo=real_zoo,
+        held_out_zoo=held_out_zoo,
         bootstrap_resamples=bootstrap,
         reuse_seed=reuse_seed,
         record_seed=record_seed,
@@ -118,10 +127,18 @@ def quality_cmd(
     console = Console(stderr=json_out is None)
     if not console.is_terminal:
         console.width = max(console.width, 150)  # logs and pipes: keep the table readable
+    from lab.bench.held_out_rows import HeldOutFamilyRows, check_held_out_zoo
     from lab.bench.multi_image import multi_image_rows
     from lab.bench.service_rows import imported_catalog_rows
 
+    held_out_rows = HeldOutFamilyRows()
     extra_rows = [multi_image_rows] if multi_image else []
+    if held_out_zoo is not None:
+        try:
+            check_held_out_zoo(held_out_zoo)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--held-out-zoo") from exc
+        extra_rows.append(held_out_rows)
     if service:
         extra_rows.append(imported_catalog_rows)
     try:
@@ -132,6 +149,8 @@ def quality_cmd(
     except ValueError as exc:  # a directory that is not a zoo, a broken ledger
         Console(stderr=True).print(f"[red]{exc}[/red]", highlight=False)
         raise typer.Exit(1) from exc
+    if held_out_rows.summary is not None:
+        result["held_out_zoo"] = held_out_rows.summary
     if gmi:
         from lab.bench.gmi_rows import run as run_gmi
 
@@ -163,7 +182,11 @@ def zoo_cmd(
         typer.Option(help="procedural (parametric styles) or real (human-made art from Debian packages)."),
     ] = "procedural",
     split: Annotated[
-        str, typer.Option(help="procedural: train, eval or demo; real: train, val or eval.")
+        str,
+        typer.Option(
+            help="procedural: train, eval, demo or heldout-family (styles of families no encoder "
+            "trains on); real: train, val or eval."
+        ),
     ] = "train",
     styles: Annotated[int, typer.Option(help="Number of styles (LoRAs; procedural).")] = 600,
     samples: Annotated[
@@ -192,10 +215,10 @@ def zoo_cmd(
         return
     if source != "procedural":
         raise typer.BadParameter("source must be procedural or real", param_hint="--source")
-    from lab.zoo.style_zoo import generate_zoo
+    from lab.zoo.style_zoo import SPLITS, generate_zoo
 
-    if split not in ("train", "eval", "demo"):
-        raise typer.BadParameter("split must be train, eval or demo")
+    if split not in SPLITS:
+        raise typer.BadParameter(f"split must be one of {', '.join(SPLITS)}", param_hint="--split")
     root = generate_zoo(
         out,
         n_styles=styles,

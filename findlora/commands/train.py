@@ -1,4 +1,4 @@
-"""`findlora train CATALOG --out model.safetensors`: train the triplet style encoder."""
+"""`findlora train CATALOG [CATALOG ...] --out model.safetensors`: train the triplet style encoder."""
 
 from __future__ import annotations
 
@@ -14,8 +14,12 @@ console = Console()
 
 
 def train_cmd(
-    catalog: Annotated[
-        Path, typer.Argument(help="Catalog directory with references (e.g. a train-split style zoo).")
+    catalogs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Catalog directories with references (e.g. a train-split procedural zoo and a "
+            "train-split real-art zoo); several are trained on together, their LoRAs kept apart."
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Where to write the trained encoder (.safetensors).")],
     paper: Annotated[
@@ -72,7 +76,11 @@ def train_cmd(
         float | None, typer.Option(help="Stop (with a checkpoint) after this many minutes.")
     ] = None,
     refs_cache: Annotated[
-        Path | None, typer.Option(help="Cache of the decoded references (.safetensors); reused when present.")
+        list[Path] | None,
+        typer.Option(
+            help="Cache of the decoded references (.safetensors); reused when present. Once for all "
+            "catalogs together, or once per catalog in the same order."
+        ),
     ] = None,
     head_steps: Annotated[int | None, typer.Option(help="Phase-1 steps training the head alone.")] = None,
     head_styles_per_batch: Annotated[
@@ -81,13 +89,20 @@ def train_cmd(
     stem_width: Annotated[int | None, typer.Option(help="Full-resolution stem conv width (0: none).")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
 ) -> None:
-    """Train on CATALOG's references; resumes from the checkpoint when one exists."""
+    """Train on the catalogs' references; resumes from the checkpoint when one exists."""
     from dataclasses import replace
 
     import torch
 
     from inference_service.training.trainer import TrainConfig, train
 
+    for catalog in catalogs:
+        if not (catalog / "catalog.toml").is_file():
+            raise typer.BadParameter(f"{catalog} is not a catalog directory (no catalog.toml)")
+    if refs_cache and len(refs_cache) not in {1, len(catalogs)}:
+        raise typer.BadParameter(
+            f"{len(refs_cache)} --refs-cache for {len(catalogs)} catalogs: give one, or one per catalog"
+        )
     if threads:
         torch.set_num_threads(threads)
     config = TrainConfig.paper() if paper or backbone == "vgg19" else TrainConfig()
@@ -123,7 +138,7 @@ def train_cmd(
     config = replace(config, **changes)  # type: ignore[arg-type]
     command = "findlora " + shlex.join(sys.argv[1:])
     result = train(
-        catalog,
+        catalogs,
         out,
         config,
         checkpoint=checkpoint,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -43,11 +44,9 @@ from inference_service.training.references import (
     CleansingReport,
     ReferenceSet,
     as_float,
-    load_reference_cache,
-    load_reference_set,
+    load_training_references,
     sample_style_batch,
     sample_triplets,
-    save_reference_cache,
 )
 
 Mining = Literal["batch-all", "triplet"]
@@ -181,7 +180,7 @@ def initial_proxies(
         for start in tqdm(
             range(0, len(picks), chunk), desc="place proxies", unit="chunk", disable=not progress
         ):
-            images = refs.images[loras[start : start + chunk], contents[start : start + chunk]]
+            images = refs.pick(loras[start : start + chunk], contents[start : start + chunk])
             sums.index_add_(0, loras[start : start + chunk], model(as_float(images)))
     model.train(was_training)
     return torch.nn.functional.normalize(sums, dim=1)
@@ -243,15 +242,17 @@ def _step_loss(
 def pooled_features(
     model: StyleEncoder, refs: ReferenceSet, progress: bool, chunk: int = 128
 ) -> torch.Tensor:
-    """The head's input for every reference, (L, S, D), at the full input size."""
-    flat = refs.images.flatten(0, 1)
-    out = torch.zeros(len(flat), model.pooled_dim)
+    """The head's input for every valid reference, (N, D) in row order, at the full input size."""
+    out = torch.zeros(refs.n_references, model.pooled_dim)
+    start = 0
     with torch.inference_mode():
-        for start in tqdm(
-            range(0, len(flat), chunk), desc="pool features", unit="chunk", disable=not progress
+        for images, keep in tqdm(
+            refs.chunks(chunk), desc="pool features", unit="chunk", disable=not progress
         ):
-            out[start : start + chunk] = model.pooled(as_float(flat[start : start + chunk]))
-    return out.view(refs.n_loras, refs.n_samples, -1)
+            pooled = model.pooled(as_float(images))[keep]
+            out[start : start + len(pooled)] = pooled
+            start += len(pooled)
+    return out
 
 
 def _head_step_loss(
@@ -263,7 +264,7 @@ def _head_step_loss(
     proxies: torch.Tensor | None = None,
 ) -> torch.Tensor:
     batch = sample_style_batch(refs, rng, config.head_styles_per_batch, config.samples_per_batch)
-    embeddings = model.project(features[batch.labels, batch.contents])
+    embeddings = model.project(features[refs.slot[batch.labels, batch.contents]])
     return _batch_loss(embeddings, batch.labels, config, proxies)
 
 
@@ -307,14 +308,14 @@ def save_loss_curve(losses: list[float], path: Path, title: str) -> None:
 
 
 def train(
-    catalog: Path,
+    catalog: Path | Sequence[Path],
     out: Path,
     config: TrainConfig = TrainConfig(),
     *,
     checkpoint: Path | None = None,
     resume: bool = True,
     refs: ReferenceSet | None = None,
-    refs_cache: Path | None = None,
+    refs_cache: Path | Sequence[Path] | None = None,
     backbone_weights: Path | None = None,
     init_from: Path | None = None,
     max_minutes: float | None = None,
@@ -327,23 +328,23 @@ def train(
     `stop_after_step` ends the run early at that step (with a checkpoint), as an interruption would.
     `init_from` starts from a trained encoder's weights (same architecture) instead of a fresh
     initialisation: a further schedule on top of an earlier run.
+    `catalog` may be several catalogs (a procedural and a real-art zoo): their reference sets are
+    concatenated (references.load_training_references); `refs_cache` is one cache or one per catalog.
     """
+    catalogs = [catalog] if isinstance(catalog, Path) else list(catalog)
     started = time.monotonic()
     if config.loss not in LOSSES:
         raise ValueError(f"unknown loss {config.loss!r}; expected one of {', '.join(LOSSES)}")
     checkpoint = checkpoint or out.with_name(out.stem + ".ckpt.safetensors")
     loss_curve = out.with_name(out.stem + ".loss.png")
-    if refs is None and refs_cache is not None and refs_cache.exists():
-        refs = load_reference_cache(refs_cache, config.encoder.input_size, config.cleansing_threshold)
     if refs is None:
-        refs = load_reference_set(
-            catalog,
+        refs = load_training_references(
+            catalogs,
             config.encoder.input_size,
             cleansing_threshold=config.cleansing_threshold,
+            caches=[refs_cache] if isinstance(refs_cache, Path) else list(refs_cache or []),
             progress=progress,
         )
-        if refs_cache is not None:
-            save_reference_cache(refs, refs_cache, config.encoder.input_size)
     model = build_model(config, backbone_weights)
     init_metadata: dict[str, str] = {}
     if init_from is not None:
@@ -383,7 +384,8 @@ def train(
         rng = restore_generator(state.numpy_rng)
     else:
         torch.manual_seed(config.seed)
-    extra = {"train_config": config.to_json(), "catalog": str(catalog), **init_metadata}
+    named = " + ".join(str(c) for c in catalogs)
+    extra = {"train_config": config.to_json(), "catalog": named, **init_metadata}
 
     def snapshot() -> None:
         state.numpy_rng = dict(rng.bit_generator.state)
@@ -425,12 +427,17 @@ def train(
             break
     bar.close()
     model.eval()
-    save_loss_curve(state.losses, loss_curve, f"{config.backbone} / {config.mining} on {catalog.name}")
+    save_loss_curve(
+        state.losses,
+        loss_curve,
+        f"{config.backbone} / {config.mining} on {' + '.join(c.name for c in catalogs)}",
+    )
     metadata = {
         "train_config": config.to_json(),
         "steps": str(state.step),
         "seed": str(config.seed),
         "cleansing": json.dumps(refs.report.as_dict()),
+        "catalogs": json.dumps([str(c) for c in catalogs]),
         "final_loss": f"{np.mean(state.losses[-50:]):.5f}" if state.losses else "nan",
         "stopped_early": str(stopped_early).lower(),
         **init_metadata,

@@ -77,6 +77,7 @@ class QualityConfig:
     val_seed: int = VALIDATION_SEED  # else one generated with this seed (when the eval zoo is)
     val_zoo_pairs: bool = True  # False: thresholds from a held-out half of the eval pairs
     real_zoo: Path | None = None  # a human-made-art eval zoo: adds the "real-art" rows
+    held_out_zoo: Path | None = None  # a heldout-family zoo: rows from held_out_rows.py (extra_rows)
     bootstrap_resamples: int = BOOTSTRAP_RESAMPLES
     seed_ledger: Path = LEDGER
     reuse_seed: bool = False  # score an eval seed the ledger lists for other encoders
@@ -180,6 +181,7 @@ def zoo_identity(root: Path) -> tuple[ZooKind, str, int]:
         raise ValueError(f"{root} is not a zoo: no zoo.json (build one with `findlora bench zoo`)")
     info = read_zoo_info(root)
     kind: ZooKind = "real" if "split_assignment" in info else "procedural"
+    kind = "heldout-family" if info["split"] == "heldout-family" else kind
     return kind, str(info["split"]), int(str(info["seed"]))
 
 
@@ -344,6 +346,8 @@ def run_quality(
     ]
     if config.real_zoo is not None:
         targets.append(zoo_identity(config.real_zoo))
+    if config.held_out_zoo is not None:
+        targets.append(zoo_identity(config.held_out_zoo))
     validation_identity: tuple[ZooKind, str, int] | None = None
     if config.val_zoo is not None:
         validation_identity = zoo_identity(config.val_zoo)

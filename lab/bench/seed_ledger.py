@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 LEDGER = Path(__file__).resolve().parents[2] / "docs" / "eval-seeds.json"
-ZooKind = Literal["procedural", "real"]
+ZooKind = Literal["procedural", "real", "heldout-family"]
+# Splits whose seeds are held-out tests: the eval splits, and the procedural zoo's split of
+# operator families no encoder trains on (ledger zoo "heldout-family").
+TEST_SPLITS = ("eval", "heldout-family")
 Role = Literal["eval", "validation"]
 
 
@@ -27,7 +30,8 @@ class SeedReuseError(ValueError):
 
 @dataclass(frozen=True)
 class SeedUse:
-    zoo: str  # "procedural" (style zoo, eval split) or "real" (human-made art, eval split)
+    zoo: str  # "procedural" (style zoo, eval split), "real" (human-made art, eval split) or
+    # "heldout-family" (style zoo, heldout-family split)
     seed: int
     role: str  # "eval" or "validation"
     encoder: str  # the encoder's weight fingerprint
@@ -121,7 +125,7 @@ def check_run(
     checked = []
     for kind, split, seed in zoos:
         role: str | None = None
-        if split == "eval":
+        if split in TEST_SPLITS:
             try:
                 role = check_seed(entries, kind, seed, fingerprint)
             except SeedReuseError:
@@ -135,7 +139,7 @@ def check_run(
 def record_run(path: Path, checked: list[ScoredZoo], fingerprint: str, label: str) -> None:
     """Append the run's eval-split zoos; a validation seed is recorded as one."""
     for scored in checked:
-        if scored.split == "eval":
+        if scored.split in TEST_SPLITS:
             role = "validation" if scored.role == "validation" else "eval"
             use = SeedUse(
                 scored.zoo, scored.seed, role, fingerprint, label, today(), "bench quality --record-seed"

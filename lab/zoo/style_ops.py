@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -416,12 +416,26 @@ def _sample_params(name: str, rng: np.random.Generator) -> Params:
         return {"strength": float(u(0.3, 0.9)), "colour": _colour(rng, 0.0, 0.6)}
     if name == "chroma":
         return {"shift": int(rng.integers(1, 4))}
+    if name in _SAMPLERS:
+        return _SAMPLERS[name](name, rng)
     raise ValueError(f"unknown style op {name!r}")
 
 
-def sample_style(rng: np.random.Generator) -> StyleSpec:
-    """A random style: grade, one primary look, optional outline/texture/vignette/chroma."""
-    primary = str(rng.choice(PRIMARIES))
+Operation = Callable[[Array, Params, np.random.Generator], Array]
+_SAMPLERS: dict[str, Callable[[str, np.random.Generator], Params]] = {}
+
+
+def register_primary(
+    name: str, operation: Operation, sampler: Callable[[str, np.random.Generator], Params]
+) -> None:
+    """Add a primary family kept out of PRIMARIES (held_out_ops.py registers its own)."""
+    OPS[name] = operation
+    _SAMPLERS[name] = sampler
+
+
+def sample_style(rng: np.random.Generator, primaries: Sequence[str] = PRIMARIES) -> StyleSpec:
+    """A random style: grade, one primary look of `primaries`, optional outline/texture/vignette/chroma."""
+    primary = str(rng.choice(primaries))
     ops: list[tuple[str, Params]] = [
         ("grade", _sample_params("grade", rng)),
         (primary, _sample_params(primary, rng)),

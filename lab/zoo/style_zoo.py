@@ -1,9 +1,11 @@
 """The style zoo: a procedural catalog of parametric "LoRAs" (docs/design.md 6 and 8).
 
-Besides the catalog it writes zoo.json (ignored by `read_catalog`) and, for the eval and demo
-splits, queries/ + queries.json (`n_queries`: one per LoRA, then further rounds). Splits draw
-styles from independent random streams and content from separate pools (content.py); queries use
-a third pool. A small share of transfers "fail"
+Besides the catalog it writes zoo.json (ignored by `read_catalog`) and, for the eval, demo and
+heldout-family splits, queries/ + queries.json (`n_queries`: one per LoRA, then further rounds).
+Splits draw styles from independent random streams and content from separate pools (content.py);
+queries use a third pool. Train, eval and demo styles take their primary look from
+style_ops.PRIMARIES (the trained families); the heldout-family split only from
+held_out_ops.HELD_OUT_PRIMARIES, families no encoder trains on. A small share of transfers "fail"
 (the reference is the unchanged sample), as real ones do; cleansing (Eq. 1) removes them.
 """
 
@@ -21,11 +23,25 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 
 from inference_service.catalog.format import LoraEntry, dump_toml, lora_toml
 from lab.zoo.content import Content, Pool, sample_content
-from lab.zoo.style_ops import StyleSpec, apply_style, lookalike, sample_style
+from lab.zoo.held_out_ops import HELD_OUT_PRIMARIES
+from lab.zoo.style_ops import PRIMARIES, StyleSpec, apply_style, lookalike, sample_style
 
-Split = Literal["train", "eval", "demo"]
-SPLIT_STREAM: dict[Split, int] = {"train": 11, "eval": 22, "demo": 33}
-REFERENCE_POOL: dict[Split, Pool] = {"train": "train", "eval": "eval-ref", "demo": "eval-ref"}
+Split = Literal["train", "eval", "demo", "heldout-family"]
+SPLITS: tuple[Split, ...] = ("train", "eval", "demo", "heldout-family")
+SPLIT_STREAM: dict[Split, int] = {"train": 11, "eval": 22, "demo": 33, "heldout-family": 44}
+REFERENCE_POOL: dict[Split, Pool] = {
+    "train": "train",
+    "eval": "eval-ref",
+    "demo": "eval-ref",
+    "heldout-family": "eval-ref",
+}
+# The primary families each split draws from: held-out families never reach train or eval.
+SPLIT_PRIMARIES: dict[Split, tuple[str, ...]] = {
+    "train": PRIMARIES,
+    "eval": PRIMARIES,
+    "demo": PRIMARIES,
+    "heldout-family": HELD_OUT_PRIMARIES,
+}
 DEFAULT_SIZE = 160
 LOOKALIKE_SHARE = 0.3
 FAILED_TRANSFER_SHARE = 0.03
@@ -55,7 +71,7 @@ def zoo_styles(
             parent = int(rng.integers(0, len(styles)))
             styles.append(lookalike(styles[parent], parent, rng))
         else:
-            styles.append(sample_style(rng))
+            styles.append(sample_style(rng, SPLIT_PRIMARIES[split]))
     return styles
 
 
@@ -85,6 +101,8 @@ def generate_zoo(
     failed_share: float = FAILED_TRANSFER_SHARE,
 ) -> Path:
     """Write a style-zoo catalog directory to `out_dir` and return it."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "samples").mkdir(exist_ok=True)
     styles = zoo_styles(n_styles, split, seed, lookalike_share)
@@ -143,6 +161,9 @@ def generate_zoo(
             sample_id: content.source for sample_id, content in zip(sample_ids, samples, strict=True)
         },
         "failed_transfers": failed,
+        "families": list(SPLIT_PRIMARIES[split]),
+        "trained_families": list(PRIMARIES),
+        "held_out_families": list(HELD_OUT_PRIMARIES),
         "queries": queries,
     }
     (out_dir / ZOO_FILE).write_text(json.dumps(zoo, indent=1), encoding="utf-8")

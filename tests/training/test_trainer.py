@@ -59,7 +59,7 @@ def _all_triplets_loss(model: StyleEncoder, refs: ReferenceSet) -> float:
     """Mean triplet loss over every valid triplet of the whole reference set."""
     labels = torch.arange(refs.n_loras).repeat_interleave(refs.n_samples)[refs.valid.flatten()]
     with torch.no_grad():
-        embeddings = model.eval()(as_float(refs.images.flatten(0, 1)[refs.valid.flatten()]))
+        embeddings = model.eval()(as_float(torch.cat(refs.blocks)))
     distances = torch.cdist(embeddings, embeddings)
     same = labels[:, None] == labels[None, :]
     valid = (same & ~torch.eye(len(labels), dtype=torch.bool))[:, :, None] & ~same[:, None, :]
@@ -200,7 +200,7 @@ def test_initial_proxies_are_the_styles_unit_centroids(refs: ReferenceSet) -> No
     lora = 1
     chosen = torch.nonzero(refs.valid[lora]).flatten()[:2]
     with torch.no_grad():
-        centroid = model.eval()(as_float(refs.images[lora, chosen])).sum(dim=0)
+        centroid = model.eval()(as_float(refs.pick(torch.full_like(chosen, lora), chosen))).sum(dim=0)
     assert torch.allclose(proxies[lora], centroid / centroid.norm(), atol=1e-5)
 
 
