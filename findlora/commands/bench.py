@@ -172,12 +172,10 @@ def zoo_cmd(
     seed: Annotated[int, typer.Option(help="Seed.")] = 1,
     size: Annotated[int, typer.Option(help="Image size in pixels.")] = 160,
     queries: Annotated[
-        int | None,
-        typer.Option(help="Queries (eval/demo/val splits; procedural 40, real: one per style)."),
+        int | None, typer.Option(help="Queries (eval/demo/val splits; procedural 40, real: one per style).")
     ] = None,
     real_sources: Annotated[
-        str,
-        typer.Option(help="real: comma-separated sources (icons, fonts, freeciv, cards, mahjongg)."),
+        str, typer.Option(help="real: comma-separated sources (icons, fonts, freeciv, cards, mahjongg).")
     ] = "icons,fonts,freeciv,cards,mahjongg",
 ) -> None:
     """Generate a style-zoo catalog (the training data of the shipped encoder, or an eval set)."""
