@@ -1,17 +1,9 @@
-"""Retrieval and verification metrics of the style-distance paper (pure numpy).
+"""Retrieval and verification metrics of the style-distance paper (pure numpy); the protocol
+that uses them is in docs/benchmarks.md.
 
-Ranking: each query has a distance to every candidate LoRA and one right answer. rank = 1 + the
-number of candidates strictly closer than the right one (ties count in the query's favour,
-which is the usual convention and keeps the metric deterministic).
-
-Verification: distances of positive pairs (same LoRA) and negative pairs (other LoRA); the
-F1-optimal threshold is searched over every distinct distance (a pair is called "same style"
-when its distance is <= the threshold), i.e. the best operating point on the ROC curve. That
-threshold is chosen on validation pairs and then applied to the eval pairs (`f1_at_threshold`):
-the F1-optimal threshold of the eval pairs themselves is an optimistic, looked-at number.
-
-Uncertainty: MRR and hit@5 carry a percentile bootstrap interval over queries (seeded, so a
-rerun prints the same interval).
+rank = 1 + the candidates strictly closer than the right answer (ties count in the query's favour:
+deterministic). F1 thresholds are chosen on validation pairs, then applied to the eval pairs
+(`f1_at_threshold`): the eval pairs' own F1-optimal threshold is an optimistic, looked-at number.
 """
 
 from __future__ import annotations
