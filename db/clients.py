@@ -101,43 +101,36 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def _new_token() -> tuple[str, str]:
-    token_id = secrets.token_hex(6)
-    return token_id, f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
-
-
-def _check_name(name: str) -> str:
+def _new_client(name: str, roles: Sequence[Role]) -> tuple[str, IssuedClient, list[str]]:
+    """For a valid name: a fresh token's id, the client as issued, and its roles as stored."""
     if not _NAME.match(name):
         raise ClientError(
             f"client name {name[:70]!r} must be 1-63 of a-z, 0-9, '.', '_' and '-', "
             "starting with a letter or digit"
         )
-    return name
-
-
-def _sorted_roles(roles: Sequence[Role]) -> list[str]:
-    return [str(role) for role in ROLES if role in set(roles)]
+    token_id = secrets.token_hex(6)
+    stored = [str(role) for role in ROLES if role in set(roles)]
+    token = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
+    return token_id, IssuedClient(name, token, tuple(Role(r) for r in stored)), stored
 
 
 async def create_client(
     conn: AsyncConnection[Any], name: str, roles: Sequence[Role], *, actor: str, client: str | None
 ) -> IssuedClient:
     """A new client with a fresh token (audited). Raises ClientExists for a used name, revoked too."""
-    _check_name(name)
-    token_id, token = _new_token()
-    stored = _sorted_roles(roles)
+    token_id, issued, stored = _new_client(name, roles)
     try:
         async with conn.transaction():
             await conn.execute(
                 "INSERT INTO clients (name, token_id, token_sha256, roles) VALUES (%s, %s, %s, %s)",
-                (name, token_id, _digest(token), stored),
+                (name, token_id, _digest(issued.token), stored),
             )
             await audit(conn, actor, "client_create", name, {"roles": stored}, client=client)
     except psycopg.errors.UniqueViolation:
         raise ClientExists(
             f"a client named {name!r} exists already (revoked names are not reused); choose another"
         ) from None
-    return IssuedClient(name, token, tuple(Role(r) for r in stored))
+    return issued
 
 
 async def list_clients(conn: AsyncConnection[Any], *, include_revoked: bool = True) -> list[ClientRow]:
@@ -183,9 +176,7 @@ async def authenticate(conn: AsyncConnection[Any], token: str) -> Identity | Non
 async def reissue_client(conn: AsyncConnection[Any], name: str, roles: Sequence[Role]) -> IssuedClient:
     """Create `name`, or give it a new token and these roles, un-revoking it (the embedded
     database's own `local` client, rewritten when its token file was lost)."""
-    _check_name(name)
-    token_id, token = _new_token()
-    stored = _sorted_roles(roles)
+    token_id, issued, stored = _new_client(name, roles)
     async with conn.transaction():
         await conn.execute(
             """
@@ -193,7 +184,7 @@ async def reissue_client(conn: AsyncConnection[Any], name: str, roles: Sequence[
             ON CONFLICT (name) DO UPDATE SET token_id = EXCLUDED.token_id,
                 token_sha256 = EXCLUDED.token_sha256, roles = EXCLUDED.roles, revoked_at = NULL
             """,
-            (name, token_id, _digest(token), stored),
+            (name, token_id, _digest(issued.token), stored),
         )
         await audit(conn, "operator", "client_reissue", name, {"roles": stored})
-    return IssuedClient(name, token, tuple(Role(r) for r in stored))
+    return issued

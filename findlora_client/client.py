@@ -7,7 +7,6 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
@@ -101,9 +100,7 @@ class FindLoraClient:
     async def __aenter__(self) -> FindLoraClient:
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     async def close(self) -> None:
@@ -247,12 +244,7 @@ class FindLoraClient:
         return await self._call(self._stub.FeedbackStats, request, timeout, pb.FeedbackStatsResponse)
 
     async def register_lora(
-        self,
-        source_url: str,
-        metadata: pb.LoraMetadata,
-        *,
-        requested_by: str,
-        timeout: float | None = None,
+        self, source_url: str, metadata: pb.LoraMetadata, *, requested_by: str, timeout: float | None = None
     ) -> str:
         """Start a registration job; returns its id."""
         request = pb.RegisterLoraRequest(source_url=source_url, metadata=metadata, requested_by=requested_by)

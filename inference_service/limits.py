@@ -40,11 +40,7 @@ class _Bucket:
 
 class TokenBuckets:
     def __init__(
-        self,
-        rate: float,
-        burst: int,
-        max_keys: int = 10_000,
-        clock: Callable[[], float] = time.monotonic,
+        self, rate: float, burst: int, max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic
     ) -> None:
         """`rate` <= 0 turns limiting off."""
         if burst < 1 or max_keys < 1:

@@ -1,17 +1,9 @@
-"""Retrieval and verification metrics of the style-distance paper (pure numpy).
+"""Retrieval and verification metrics of the style-distance paper (pure numpy); the protocol
+that uses them is in docs/benchmarks.md.
 
-Ranking: each query has a distance to every candidate LoRA and one right answer. rank = 1 + the
-number of candidates strictly closer than the right one (ties count in the query's favour,
-which is the usual convention and keeps the metric deterministic).
-
-Verification: distances of positive pairs (same LoRA) and negative pairs (other LoRA); the
-F1-optimal threshold is searched over every distinct distance (a pair is called "same style"
-when its distance is <= the threshold), i.e. the best operating point on the ROC curve. That
-threshold is chosen on validation pairs and then applied to the eval pairs (`f1_at_threshold`):
-the F1-optimal threshold of the eval pairs themselves is an optimistic, looked-at number.
-
-Uncertainty: MRR and hit@5 carry a percentile bootstrap interval over queries (seeded, so a
-rerun prints the same interval).
+rank = 1 + the candidates strictly closer than the right answer (ties count in the query's favour:
+deterministic). F1 thresholds are chosen on validation pairs, then applied to the eval pairs
+(`f1_at_threshold`): the eval pairs' own F1-optimal threshold is an optimistic, looked-at number.
 """
 
 from __future__ import annotations
@@ -120,15 +112,22 @@ class VerificationMetrics:
         return asdict(self)
 
 
+def _pair_distances(
+    positive: NDArray[np.floating], negative: NDArray[np.floating]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    pos = np.asarray(positive, dtype=np.float64)
+    neg = np.asarray(negative, dtype=np.float64)
+    if not len(pos) or not len(neg):
+        raise ValueError("need positive and negative pairs")
+    return pos, neg
+
+
 def f1_at_threshold(
     positive: NDArray[np.floating], negative: NDArray[np.floating], threshold: float
 ) -> VerificationMetrics:
     """F1 (percent), precision and recall of "same style when distance <= threshold", with a
     threshold fixed beforehand (chosen on other pairs); AUC does not depend on it."""
-    pos = np.asarray(positive, dtype=np.float64)
-    neg = np.asarray(negative, dtype=np.float64)
-    if not len(pos) or not len(neg):
-        raise ValueError("need positive and negative pairs")
+    pos, neg = _pair_distances(positive, negative)
     true_pos = int((pos <= threshold).sum())
     predicted = true_pos + int((neg <= threshold).sum())
     precision = true_pos / predicted if predicted else 0.0
@@ -157,10 +156,7 @@ def roc_auc(positive: NDArray[np.floating], negative: NDArray[np.floating]) -> f
 
 def best_f1(positive: NDArray[np.floating], negative: NDArray[np.floating]) -> VerificationMetrics:
     """F1 at the F1-optimal threshold: predict "same style" when distance <= threshold."""
-    pos = np.asarray(positive, dtype=np.float64)
-    neg = np.asarray(negative, dtype=np.float64)
-    if not len(pos) or not len(neg):
-        raise ValueError("need positive and negative pairs")
+    pos, neg = _pair_distances(positive, negative)
     scores = np.concatenate([pos, neg])
     labels = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
     order = np.argsort(scores, kind="stable")
@@ -174,26 +170,25 @@ def best_f1(positive: NDArray[np.floating], negative: NDArray[np.floating]) -> V
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.where(true_pos > 0, 2 * precision * recall / (precision + recall), 0.0)
     f1 = np.where(last, f1, -1.0)
-    best = int(np.argmax(f1))
-    return VerificationMetrics(
-        f1=float(f1[best] * 100),
-        precision=float(precision[best]),
-        recall=float(recall[best]),
-        threshold=float(scores[best]),
-        auc=roc_auc(pos, neg),
-        n_positive=len(pos),
-        n_negative=len(neg),
-    )
+    return f1_at_threshold(pos, neg, float(scores[int(np.argmax(f1))]))
 
 
 def pair_capacity(labels: NDArray[np.integer], contents: NDArray[np.integer]) -> tuple[int, int]:
     """How many distinct positive and negative pairs (as `sample_pairs` draws them) exist."""
+    positive, negative = _pair_masks(labels, contents)
+    return int(positive.sum()), int(negative.sum())
+
+
+def _pair_masks(
+    labels: NDArray[np.integer], contents: NDArray[np.integer]
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """(i, j), i < j: same LoRA on different content (positive); same content, other LoRA (negative)."""
     labels = np.asarray(labels, dtype=np.int64)
     contents = np.asarray(contents, dtype=np.int64)
     same_label = labels[:, None] == labels[None, :]
     same_content = contents[:, None] == contents[None, :]
     upper = np.triu(np.ones_like(same_label, dtype=bool), k=1)
-    return int((same_label & ~same_content & upper).sum()), int((~same_label & same_content & upper).sum())
+    return same_label & ~same_content & upper, ~same_label & same_content & upper
 
 
 def sample_pairs(
@@ -209,13 +204,7 @@ def sample_pairs(
     content image restyled by two different LoRAs (the hard case). Returns (P, 2) and (N, 2),
     distinct pairs, sampled without replacement from all such pairs.
     """
-    labels = np.asarray(labels, dtype=np.int64)
-    contents = np.asarray(contents, dtype=np.int64)
-    same_label = labels[:, None] == labels[None, :]
-    same_content = contents[:, None] == contents[None, :]
-    upper = np.triu(np.ones_like(same_label, dtype=bool), k=1)
-    positives = np.argwhere(same_label & ~same_content & upper)
-    negatives = np.argwhere(~same_label & same_content & upper)
+    positives, negatives = (np.argwhere(mask) for mask in _pair_masks(labels, contents))
     if len(positives) < n_positive or len(negatives) < n_negative:
         raise ValueError(
             f"asked for {n_positive}/{n_negative} pairs, only {len(positives)}/{len(negatives)} exist"

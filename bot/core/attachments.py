@@ -98,10 +98,7 @@ def _check_url(url: str, limits: ImageLimits) -> None:
 
 
 async def download(
-    info: AttachmentInfo,
-    limits: ImageLimits,
-    http: httpx.AsyncClient,
-    headers: dict[str, str] | None = None,
+    info: AttachmentInfo, limits: ImageLimits, http: httpx.AsyncClient, headers: dict[str, str] | None = None
 ) -> QueryImage:
     """Fetch a declared-valid attachment with a streamed byte cap and check its header."""
     check_declared(info, limits)

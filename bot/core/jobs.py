@@ -1,11 +1,21 @@
-"""Registration job progress (WatchJob) as text lines a chat adapter keeps editing into place."""
+"""Registering a LoRA by link, whatever the chat: the job's progress (WatchJob) as text lines a chat
+adapter keeps editing into place."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
+import structlog
+
+from bot.core.replies import friendly_error
+from bot.core.services import ChatServices
+from findlora_client import ServiceCallError
 from protos import findlora_pb2 as pb
+
+log = structlog.get_logger(__name__)
+Say = Callable[[str], Awaitable[None]]
 
 _STATE_ICON = {
     pb.JOB_STATE_QUEUED: "⏳",
@@ -60,3 +70,33 @@ async def follow_job(
     if last is not None and pending:
         await show(progress_text(last))
     return last
+
+
+def split_trigger_words(text: str | None) -> list[str]:
+    return [word.strip() for word in (text or "").split(",") if word.strip()]
+
+
+async def register_and_follow(
+    services: ChatServices[Any],
+    moderator: str,
+    url: str,
+    metadata: pb.LoraMetadata,
+    say: Say,
+    progress: Callable[[str], Awaitable[Say]],
+) -> None:
+    """Start the job and keep its progress shown where `progress(job_id)` puts it; `say` tells the
+    moderator why it could not start or was lost track of."""
+    try:
+        job_id = await services.client.register_lora(
+            url, metadata, requested_by=moderator, timeout=services.settings.call_timeout_s
+        )
+    except ServiceCallError as error:
+        log.info("registration_refused", by=moderator, code=error.code.name if error.code else "")
+        await say(friendly_error(error))
+        return
+    log.info("registration_started", by=moderator, job_id=job_id)
+    show = await progress(job_id)
+    try:
+        await follow_job(services.client.watch_job(job_id), show)
+    except ServiceCallError as error:
+        await say(f"Lost track of job `{job_id}`: {friendly_error(error)}")

@@ -3,11 +3,16 @@ and turning Discord objects into the core's neutral values."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import discord
 
 from bot.core.attachments import AttachmentInfo
+from bot.core.replies import friendly_error
+from findlora_client import ServiceCallError
+
+T = TypeVar("T")
 
 
 class InteractionReplies:
@@ -30,6 +35,15 @@ async def reply(interaction: discord.Interaction[Any], content: str, *, ephemera
         await interaction.followup.send(content, ephemeral=ephemeral)
     else:
         await interaction.response.send_message(content, ephemeral=ephemeral)
+
+
+async def answer(interaction: discord.Interaction[Any], call: Awaitable[T]) -> T | None:
+    """The service's reply, or None once the user has been told (privately) why there is none."""
+    try:
+        return await call
+    except ServiceCallError as error:
+        await reply(interaction, friendly_error(error))
+        return None
 
 
 def user_key(user: discord.abc.User | discord.Object) -> str:

@@ -141,11 +141,7 @@ async def post_review_card(
         log.warning("review_card_failed", flag_id=flag.flag_id, error=error.response.get("error"))
         return False
     images = _sheet_upload(flag) + [
-        {
-            "file": art.data,
-            "filename": flags.artwork_filename(i, art.content_type),
-            "title": f"artwork {i}",
-        }
+        {"file": art.data, "filename": flags.artwork_filename(i, art.content_type), "title": f"artwork {i}"}
         for i, art in enumerate(artworks, start=1)
     ]
     await upload_images(

@@ -103,12 +103,7 @@ async def post_page(web: AsyncWebClient, place: Place, page: ResultsPage) -> Non
 
 
 async def next_page(
-    services: SlackServices,
-    web: AsyncWebClient,
-    *,
-    channel: str,
-    message: Mapping[str, Any],
-    user_id: str,
+    services: SlackServices, web: AsyncWebClient, *, channel: str, message: Mapping[str, Any], user_id: str
 ) -> None:
     """Post the page after the one in `message` (one of our results) in its thread, once."""
     blocks = message.get("blocks") or []

@@ -205,8 +205,7 @@ def zoo_cmd(
         typer.Option(help="real: seed that places families in splits (default: --seed; queries use --seed)."),
     ] = None,
     real_sources: Annotated[
-        str,
-        typer.Option(help="real: comma-separated sources (icons, fonts, freeciv, cards, mahjongg)."),
+        str, typer.Option(help="real: comma-separated sources (icons, fonts, freeciv, cards, mahjongg).")
     ] = "icons,fonts,freeciv,cards,mahjongg",
 ) -> None:
     """Generate a style-zoo catalog (the training data of the shipped encoder, or an eval set)."""

@@ -1,11 +1,8 @@
 """Quality rows of the GMI branch (docs/design.md 8) on the prompt-conditioned style zoo.
 
-γ (per RKME method), and α with the normalisation (fused), are tuned on the validation queries
-and reported on the test queries. Stand-ins, labelled in every row because no pretrained weights
-load here: image features "CLIP stand-in" = [Hellinger colour histogram ‖ 8×8 grey layout]; the
-real all-MiniLM-L6-v2 text encoder; an ORACLE captioner (a fixed caption of the true category);
-the configured style encoder. The fused row's `union_search` measures the service's union
-search against the exhaustive fused ranking. `python -m lab.bench.gmi_rows` prints the rows.
+γ (per RKME method), α and the normalisation (fused) are tuned on the validation queries and
+reported on the test queries; the stand-ins for models that cannot load offline are labelled in
+every row and described in docs/benchmarks.md ("GMI rows"). `python -m lab.bench.gmi_rows` prints them.
 """
 
 from __future__ import annotations

@@ -19,14 +19,7 @@ from lab.bench.features import EncoderFeaturizer
 from lab.bench.quality import QualityContext, Row, _embed
 from lab.metrics import ranking_metrics, ranks_of_truth
 from lab.zoo.style_ops import apply_style
-from lab.zoo.style_zoo import (
-    _contents,
-    _stream,
-    load_rgb,
-    read_zoo_info,
-    style_slug,
-    zoo_styles,
-)
+from lab.zoo.style_zoo import _contents, _stream, load_rgb, read_zoo_info, style_slug, zoo_styles
 
 EXTRA_PER_QUERY = 3
 _CONTENT_STREAM = 6  # 4 holds the single queries' content: these are other unseen images

@@ -208,9 +208,6 @@ def _report(
         "load_s": round(loaded.load_s, 2),
         "index_build_s": round(loaded.index_build_s, 2),
         "relation_sizes_mb": loaded.sizes_mb,
-        "rss_mb": {
-            "bench_process_max": round(_rss_mb(), 1),
-            "postgres_backend": round(backend_rss, 1),
-        },
+        "rss_mb": {"bench_process_max": round(_rss_mb(), 1), "postgres_backend": round(backend_rss, 1)},
         "cpus": os.cpu_count(),
     }

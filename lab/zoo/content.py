@@ -47,11 +47,7 @@ PHOTOS: dict[Pool, tuple[str, ...]] = {
 # lfw_subset: 200 crops of 25 px; the first 100 are faces, the other 100 background patches
 # (skimage's docstring). Only the faces are "face" content, split disjointly by index.
 LFW_FACES = range(0, 100)
-FACES: dict[Pool, range] = {
-    "train": range(0, 60),
-    "eval-ref": range(60, 80),
-    "eval-query": range(80, 100),
-}
+FACES: dict[Pool, range] = {"train": range(0, 60), "eval-ref": range(60, 80), "eval-query": range(80, 100)}
 # Separate integer streams for the drawn scenes of each pool.
 SCENE_STREAM: dict[Pool, int] = {"train": 101, "eval-ref": 202, "eval-query": 303}
 

@@ -13,9 +13,9 @@ from discord.ext import commands
 from bot.core import flags
 from bot.core.permissions import NOT_A_MODERATOR
 from bot.core.rendering import contact_sheet
-from bot.core.replies import friendly_error
 from bot.discord._interactions import (
     InteractionReplies,
+    answer,
     attachment_info,
     reply,
     role_ids,
@@ -23,7 +23,7 @@ from bot.discord._interactions import (
     user_key,
 )
 from bot.discord.exts.flags._components import FLAGS_COG, review_view
-from findlora_client import QueryImage, ServiceCallError
+from findlora_client import QueryImage
 from protos import findlora_pb2 as pb
 
 if TYPE_CHECKING:
@@ -134,12 +134,12 @@ class FlagsCog(commands.Cog, name=FLAGS_COG):
             return
         await interaction.response.defer()
         moderator = user_key(interaction.user)
-        try:
-            flag = await self.services.client.review_flag(
-                flag_id, approve=approve, moderator=moderator, timeout=self.services.settings.call_timeout_s
-            )
-        except ServiceCallError as error:
-            await interaction.followup.send(friendly_error(error), ephemeral=True)
+        settings = self.services.settings
+        call = self.services.client.review_flag(
+            flag_id, approve=approve, moderator=moderator, timeout=settings.call_timeout_s
+        )
+        flag = await answer(interaction, call)
+        if flag is None:
             return
         log.info("flag_reviewed", flag_id=flag_id, decision=flags.status_label(flag), by=moderator)
         has_sheet = bool(flags.evidence_transfers(flag))

@@ -9,11 +9,9 @@ import structlog
 from discord import app_commands
 from discord.ext import commands
 
-from bot.core.jobs import follow_job
+from bot.core.jobs import Say, register_and_follow, split_trigger_words
 from bot.core.permissions import NOT_A_MODERATOR
-from bot.core.replies import friendly_error
-from bot.discord._interactions import reply, role_ids, user_key
-from findlora_client import ServiceCallError
+from bot.discord._interactions import InteractionReplies, answer, reply, role_ids, user_key
 from protos import findlora_pb2 as pb
 
 if TYPE_CHECKING:
@@ -25,10 +23,6 @@ _STATUS_WORDS = {
     pb.LORA_STATUS_ACTIVE: "restored",
     pb.LORA_STATUS_TAKEN_DOWN: "taken down",
 }
-
-
-def split_trigger_words(text: str | None) -> list[str]:
-    return [word.strip() for word in (text or "").split(",") if word.strip()]
 
 
 class ModerationCog(commands.Cog, name="Moderation"):
@@ -48,20 +42,15 @@ class ModerationCog(commands.Cog, name="Moderation"):
             await reply(interaction, NOT_A_MODERATOR)
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
-        try:
-            result = await self.services.client.set_lora_status(
-                lora,
-                status,
-                moderator=user_key(interaction.user),
-                reason=reason or "",
-                timeout=self.services.settings.call_timeout_s,
-            )
-        except ServiceCallError as error:
-            await interaction.followup.send(friendly_error(error), ephemeral=True)
-            return
-        log.info(
-            "lora_status_set", lora=result.slug, status=_STATUS_WORDS[status], by=user_key(interaction.user)
+        moderator = user_key(interaction.user)
+        timeout = self.services.settings.call_timeout_s
+        call = self.services.client.set_lora_status(
+            lora, status, moderator=moderator, reason=reason or "", timeout=timeout
         )
+        result = await answer(interaction, call)
+        if result is None:
+            return
+        log.info("lora_status_set", lora=result.slug, status=_STATUS_WORDS[status], by=moderator)
         await interaction.followup.send(f"`{result.slug}` is now {_STATUS_WORDS[status]}.", ephemeral=True)
 
     @lora.command(name="hide", description="Hide a LoRA from results (reversible).")
@@ -105,23 +94,12 @@ class ModerationCog(commands.Cog, name="Moderation"):
         metadata = pb.LoraMetadata(
             name=name, base_model=base_model or "", trigger_words=split_trigger_words(trigger_words)
         )
-        moderator = user_key(interaction.user)
-        try:
-            job_id = await self.services.client.register_lora(
-                url, metadata, requested_by=moderator, timeout=self.services.settings.call_timeout_s
-            )
-        except ServiceCallError as error:
-            log.info("registration_refused", by=moderator, code=error.code.name if error.code else "")
-            await interaction.followup.send(friendly_error(error), ephemeral=True)
-            return
-        log.info("registration_started", by=moderator, job_id=job_id)
 
         async def show(text: str) -> None:
             await interaction.edit_original_response(content=text)
 
-        try:
-            await follow_job(self.services.client.watch_job(job_id), show)
-        except ServiceCallError as error:
-            await interaction.followup.send(
-                f"Lost track of job `{job_id}`: {friendly_error(error)}", ephemeral=True
-            )
+        async def progress(job_id: str) -> Say:
+            return show
+
+        say = InteractionReplies(interaction, private=True).say
+        await register_and_follow(self.services, user_key(interaction.user), url, metadata, say, progress)

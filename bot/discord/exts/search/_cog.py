@@ -16,7 +16,7 @@ from bot.core.paging import PageRef, parse_footer, parse_lora_id, parse_total
 from bot.core.rendering import ResultsPage
 from bot.core.replies import friendly_error
 from bot.core.search_flow import SearchAsk, fetch_page, run_search
-from bot.discord._interactions import InteractionReplies, age_restricted, attachment_info, user_key
+from bot.discord._interactions import InteractionReplies, age_restricted, answer, attachment_info, user_key
 from bot.discord.exts.search._components import SEARCH_COG
 from bot.discord.exts.search._message import (
     NEXT,
@@ -122,7 +122,7 @@ class SearchCog(commands.Cog, name=SEARCH_COG):
             user=user_key(interaction.user),
             images=images,
             top_k=top_k,
-            allow_nsfw=self.services.nsfw.allows(interaction.channel_id, age_restricted(interaction.channel)),
+            allow_nsfw=self._allow_nsfw(interaction),
             base_model=base_model,
             prompt=prompt,
         )
@@ -130,28 +130,25 @@ class SearchCog(commands.Cog, name=SEARCH_COG):
 
     # --- paging and feedback -----------------------------------------------------------------
 
+    def _allow_nsfw(self, interaction: discord.Interaction[Any]) -> bool:
+        return self.services.nsfw.allows(interaction.channel_id, age_restricted(interaction.channel))
+
     async def page_from_button(self, interaction: discord.Interaction[Any], target: PageRef) -> None:
         await interaction.response.defer()
-        allow_nsfw = self.services.nsfw.allows(interaction.channel_id, age_restricted(interaction.channel))
-        try:
-            page = await fetch_page(self.services, target, allow_nsfw)
-        except ServiceCallError as error:
-            await interaction.followup.send(friendly_error(error), ephemeral=True)
-            return
-        await interaction.edit_original_response(**page_message(page).edit_kwargs())
+        page = await answer(interaction, fetch_page(self.services, target, self._allow_nsfw(interaction)))
+        if page is not None:
+            await interaction.edit_original_response(**page_message(page).edit_kwargs())
 
     async def vote_from_menu(
         self, interaction: discord.Interaction[Any], search_id: str, lora_id: int, up: bool
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        try:
-            first = await self.services.client.record_feedback(
-                search_id, lora_id, up=up, user=user_key(interaction.user)
-            )
-        except ServiceCallError as error:
-            await interaction.followup.send(friendly_error(error), ephemeral=True)
-            return
-        await interaction.followup.send(_vote_text(up, first), ephemeral=True)
+        user = user_key(interaction.user)
+        first = await answer(
+            interaction, self.services.client.record_feedback(search_id, lora_id, up=up, user=user)
+        )
+        if first is not None:
+            await interaction.followup.send(_vote_text(up, first), ephemeral=True)
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
@@ -173,17 +170,20 @@ class SearchCog(commands.Cog, name=SEARCH_COG):
         if current is None:
             return
         reactor = discord.Object(payload.user_id)
-        if emoji in (NEXT, PREVIOUS):
-            await self._page_by_reaction(
-                message, channel, current, parse_total(footer), emoji == NEXT, payload.user_id
-            )
+        paging = emoji in (NEXT, PREVIOUS)
+        try:
+            if paging:
+                await self._page_by_reaction(message, channel, current, parse_total(footer), emoji == NEXT)
+            elif (lora_id := parse_lora_id(footer)) is not None:
+                await self.services.client.record_feedback(
+                    current.search_id, lora_id, up=emoji == THUMBS_UP, user=user_key(reactor)
+                )
+        except ServiceCallError as error:
+            await channel.send(f"<@{payload.user_id}> {friendly_error(error)}", delete_after=30)
+        if paging:
             # Take the reaction back so the same arrow can be pressed again.
             with contextlib.suppress(discord.HTTPException):
                 await message.remove_reaction(payload.emoji, reactor)
-        else:
-            lora_id = parse_lora_id(footer)
-            if lora_id is not None:
-                await self._vote_by_reaction(channel, current, lora_id, emoji == THUMBS_UP, payload.user_id)
 
     async def _page_by_reaction(
         self,
@@ -192,28 +192,12 @@ class SearchCog(commands.Cog, name=SEARCH_COG):
         current: PageRef,
         total: int,
         forward: bool,
-        user_id: int,
     ) -> None:
         target = current.next(total) if forward else current.previous()
-        if target is None:
-            return
-        allow_nsfw = self.services.nsfw.allows(getattr(channel, "id", None), age_restricted(channel))
-        try:
+        if target is not None:
+            allow_nsfw = self.services.nsfw.allows(getattr(channel, "id", None), age_restricted(channel))
             page = await fetch_page(self.services, target, allow_nsfw)
-        except ServiceCallError as error:
-            await channel.send(f"<@{user_id}> {friendly_error(error)}", delete_after=30)
-            return
-        await message.edit(**page_message(page).edit_kwargs())
-
-    async def _vote_by_reaction(
-        self, channel: discord.abc.Messageable, current: PageRef, lora_id: int, up: bool, user_id: int
-    ) -> None:
-        try:
-            await self.services.client.record_feedback(
-                current.search_id, lora_id, up=up, user=user_key(discord.Object(user_id))
-            )
-        except ServiceCallError as error:
-            await channel.send(f"<@{user_id}> {friendly_error(error)}", delete_after=30)
+            await message.edit(**page_message(page).edit_kwargs())
 
 
 def _vote_text(up: bool, first: bool) -> str:

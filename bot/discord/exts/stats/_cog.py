@@ -10,10 +10,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core.permissions import NOT_A_MODERATOR
-from bot.core.replies import friendly_error
 from bot.core.stats import stats_table
-from bot.discord._interactions import reply, role_ids
-from findlora_client import ServiceCallError
+from bot.discord._interactions import answer, reply, role_ids
 
 if TYPE_CHECKING:
     from bot.discord.bot import FindLoraBot
@@ -39,11 +37,7 @@ class StatsCog(commands.Cog, name="Stats"):
                 await reply(interaction, f"`since` must be a date like 2026-11-01, not {since!r}.")
                 return
         await interaction.response.defer(ephemeral=True, thinking=True)
-        try:
-            stats = await self.services.client.feedback_stats(
-                start, timeout=self.services.settings.call_timeout_s
-            )
-        except ServiceCallError as error:
-            await interaction.followup.send(friendly_error(error), ephemeral=True)
-            return
-        await interaction.followup.send(stats_table(stats), ephemeral=True)
+        call = self.services.client.feedback_stats(start, timeout=self.services.settings.call_timeout_s)
+        stats = await answer(interaction, call)
+        if stats is not None:
+            await interaction.followup.send(stats_table(stats), ephemeral=True)
