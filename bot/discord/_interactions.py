@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import discord
+from discord import app_commands
 
 from bot.core.attachments import AttachmentInfo
+from findlora_client.base_models import suggestions
 
 
 class InteractionReplies:
@@ -60,3 +62,11 @@ def age_restricted(channel: object) -> bool:
     """Discord's NSFW (age-restricted) flag of a channel; threads follow their parent; DMs are not."""
     is_nsfw = getattr(channel, "is_nsfw", None)
     return bool(is_nsfw()) if callable(is_nsfw) else False
+
+
+async def base_model_choices(
+    interaction: discord.Interaction[Any], current: str
+) -> list[app_commands.Choice[str]]:
+    """Autocomplete of a base-model option: the canonical families matching what was typed (any
+    spelling: "sd 1.5", "pony", "flux.1 d"); a name typed past them is still accepted."""
+    return [app_commands.Choice(name=f"{m.name} ({m.id})"[:100], value=m.id) for m in suggestions(current)]

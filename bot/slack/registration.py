@@ -14,6 +14,7 @@ from bot.slack.blocks import mrkdwn
 from bot.slack.identity import user_key
 from bot.slack.services import SlackServices
 from findlora_client import ServiceCallError
+from findlora_client.base_models import resolve
 from protos import findlora_pb2 as pb
 
 log = structlog.get_logger(__name__)
@@ -45,9 +46,12 @@ async def register(
         await web.chat_postMessage(channel=user_id, text=NOT_A_MODERATOR)
         return
     moderator = user_key(team_id, user_id)
+    base_model = resolve(values.get("base_model", ""))
+    if not base_model.known:  # kept, not refused: the file's own metadata may still tell
+        await web.chat_postMessage(channel=user_id, text=f"Note: {base_model.warning}.")
     metadata = pb.LoraMetadata(
         name=values["name"],
-        base_model=values.get("base_model", ""),
+        base_model=base_model.id,
         trigger_words=split_trigger_words(values.get("trigger_words")),
     )
     try:

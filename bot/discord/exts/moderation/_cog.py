@@ -12,7 +12,7 @@ from discord.ext import commands
 from bot.core.jobs import follow_job
 from bot.core.permissions import NOT_A_MODERATOR
 from bot.core.replies import friendly_error
-from bot.discord._interactions import reply, role_ids, user_key
+from bot.discord._interactions import base_model_choices, reply, role_ids, user_key
 from findlora_client import ServiceCallError
 from protos import findlora_pb2 as pb
 
@@ -87,9 +87,10 @@ class ModerationCog(commands.Cog, name="Moderation"):
     @app_commands.describe(
         url="https link to the .safetensors file",
         name="Display name",
-        base_model="sd1, sdxl, flux, ...",
+        base_model="Base model, when the file does not say (SD 1.5, SDXL, Pony, Illustrious, ...)",
         trigger_words="Comma-separated trigger words",
     )
+    @app_commands.autocomplete(base_model=base_model_choices)
     async def registerlora(
         self,
         interaction: discord.Interaction[Any],
