@@ -30,3 +30,7 @@ def _matching(prefix: str) -> str:
         f" OR (%(other_bases)s AND {column} LIKE 'other:%%'))"
     )
     return f"{bases} AND (%(nsfw)s OR NOT {prefix}nsfw)"
+
+
+LORA_FILTER = "l.status = 'active' AND " + _matching("l.")
+SUMMARY_FILTER = "searchable AND " + _matching("")

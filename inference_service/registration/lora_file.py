@@ -405,7 +405,7 @@ def inspect_lora(tensors: dict[str, TensorInfo], metadata: dict[str, str]) -> Lo
     base = from_metadata if metadata_arch else from_shapes or from_metadata
     if base is not None and architecture(base) not in SUPPORTED_BASE_MODELS:
         raise LoraFileRejected(
-            f"this LoRA is for {display_name(base)} ({base}); supported base models: "
+            f"this LoRA is for {base} ({display_name(base)}); supported base models: "
             f"{', '.join(SUPPORTED_BASE_MODELS)} and their derivatives"
         )
     return LoraInfo(
