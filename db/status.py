@@ -38,4 +38,14 @@ async def database_status(conn: Connection, worker_alive_seconds: float) -> Data
     )
     row = await cur.fetchone()
     assert row is not None  # one row of subqueries, always
-    return DatabaseStatus(*(int(v) if i != 3 else str(v) for i, v in enumerate(row)))
+    active, loras, samples, encoder, schema, queued, running, workers = row
+    return DatabaseStatus(
+        int(active),
+        int(loras),
+        int(samples),
+        str(encoder),
+        int(schema),
+        int(queued),
+        int(running),
+        int(workers),
+    )
