@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from findlora.commands import auth, bench, catalog, db, demo, eval_cmd, lora, search, serve, train
+from findlora.commands import auth, bench, catalog, db, demo, eval_cmd, lora, search, serve, status, train
 
 app = typer.Typer(
     name="findlora",
@@ -14,5 +14,5 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (db, auth, catalog, search, serve, demo, eval_cmd, train, bench, lora):
+for module in (db, auth, catalog, search, status, serve, demo, eval_cmd, train, bench, lora):
     module.register(app)

@@ -19,12 +19,19 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+START_SERVICE = (
+    "start it with `findlora serve inference` (or give --service / FINDLORA_SERVICE of a running one)"
+)
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine; known failures become one clear message, never a traceback."""
-    from findlora_client import ServiceCallError
+    from findlora_client import ServiceCallError, ServiceUnreachable
 
     try:
         return asyncio.run(coro)
+    except ServiceUnreachable as exc:
+        fail(f"{exc.message}: {START_SERVICE}")
     except ServiceCallError as exc:
         fail(exc.message)
     except Exception as exc:
@@ -53,6 +60,9 @@ def _known_errors() -> list[tuple[type[BaseException], str]]:
         (ImageRejected, ""),
         (ServiceError, ""),
         (FeedbackKeyError, ""),
-        (psycopg.OperationalError, "database unavailable: "),
+        (
+            psycopg.OperationalError,
+            "database unavailable (check DATABASE_URL, or unset it for the embedded one): ",
+        ),
     ]
     return known

@@ -284,6 +284,11 @@ class FindLoraClient:
         reply = await self._call(self._stub.RevokeClient, request, timeout, pb.RevokeClientResponse)
         return bool(reply.revoked)
 
+    async def service_status(self, *, timeout: float | None = None) -> pb.ServiceStatusResponse:
+        """Catalog size, encoder, database and registration queue of the service."""
+        request = pb.ServiceStatusRequest()
+        return await self._call(self._stub.ServiceStatus, request, timeout, pb.ServiceStatusResponse)
+
     async def health(self, timeout: float = 5.0) -> str:
         try:
             reply = await self._health.Check(

@@ -47,6 +47,7 @@ METHOD_ROLES: dict[str, Role] = {
             "CreateClient": Role.ADMIN,
             "ListClients": Role.ADMIN,
             "RevokeClient": Role.ADMIN,
+            "ServiceStatus": Role.SEARCH,
         }.items()
     },
     f"/{_REFLECTION}/ServerReflectionInfo": Role.SEARCH,

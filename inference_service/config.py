@@ -162,6 +162,12 @@ class Settings(BaseSettings):
     )
     sdxl_base_model: str = "stabilityai/stable-diffusion-xl-base-1.0"
     sdxl_controlnet: str = "xinsir/controlnet-scribble-sdxl-1.0"
+    derivative_base_models: dict[str, str] = Field(
+        default_factory=dict,
+        description="Checkpoints (hub id or local dir) of SD1/SDXL derivative families, such as "
+        '{"pony": "...", "illustrious": "..."}: their LoRAs show their style only there, so a '
+        "family's LoRAs register only once its checkpoint is named (docs/design.md, Base models).",
+    )
     hed_weights: Path | None = Field(
         None, description="HED line detector weights (.safetensors); unset: a classical edge detector."
     )

@@ -16,9 +16,12 @@ import psycopg_pool
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 from PIL import Image
+from psycopg.conninfo import conninfo_to_dict
 
 from db import clients, searches
 from db.rows import FlagRow
+from db.status import database_status
+from findlora_client.base_models import canonical
 from findlora_client.protocol import MAX_QUERY_IMAGES, Reason
 from inference_service.auth import current_caller, require
 from inference_service.blobs import BlobStore
@@ -314,7 +317,7 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
             SearchQuery(
                 images=images,
                 top_k=request.top_k,
-                base_model=request.base_model,
+                base_model=canonical(request.base_model),
                 allow_nsfw=request.allow_nsfw,
                 prompt=request.prompt if request.HasField("prompt") else None,
                 requested_by=request.requested_by,
@@ -445,6 +448,38 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
         except clients.ClientError as exc:
             raise NotFound(exc.message) from None
         return pb.RevokeClientResponse(revoked=revoked)
+
+    @rpc
+    async def ServiceStatus(
+        self, request: pb.ServiceStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServiceStatusResponse:
+        alive = max(self.settings.worker_stalled_after_seconds, 3 * self.settings.worker_heartbeat_seconds)
+        counts = await self.engine.db.run(database_status, alive)
+        return pb.ServiceStatusResponse(
+            active_loras=counts.active_loras,
+            loras=counts.loras,
+            samples=counts.samples,
+            encoder=self.engine.embedder.label,
+            catalog_encoder=counts.stored_encoder,
+            database=database_description(self.settings),
+            schema_version=counts.schema_version,
+            registration_enabled=self.registrations is not None,
+            jobs_queued=counts.jobs_queued,
+            jobs_running=counts.jobs_running,
+            live_workers=counts.live_workers,
+        )
+
+
+def database_description(settings: Settings) -> str:
+    """Embedded or external, and where: host, port and database name, never credentials."""
+    if not settings.database_url:
+        return f"embedded PostgreSQL in {settings.pg_dir}"
+    try:
+        info = conninfo_to_dict(settings.database_url)
+    except psycopg.ProgrammingError:
+        return "external PostgreSQL"
+    where = f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+    return f"external PostgreSQL at {where}"
 
 
 def client_to_proto(row: clients.ClientRow) -> pb.ClientInfo:

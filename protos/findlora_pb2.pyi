@@ -446,3 +446,33 @@ class RevokeClientResponse(_message.Message):
     REVOKED_FIELD_NUMBER: _ClassVar[int]
     revoked: bool
     def __init__(self, revoked: _Optional[bool] = ...) -> None: ...
+
+class ServiceStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServiceStatusResponse(_message.Message):
+    __slots__ = ("active_loras", "loras", "samples", "encoder", "catalog_encoder", "database", "schema_version", "registration_enabled", "jobs_queued", "jobs_running", "live_workers")
+    ACTIVE_LORAS_FIELD_NUMBER: _ClassVar[int]
+    LORAS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    ENCODER_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_ENCODER_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REGISTRATION_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    JOBS_QUEUED_FIELD_NUMBER: _ClassVar[int]
+    JOBS_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    LIVE_WORKERS_FIELD_NUMBER: _ClassVar[int]
+    active_loras: int
+    loras: int
+    samples: int
+    encoder: str
+    catalog_encoder: str
+    database: str
+    schema_version: int
+    registration_enabled: bool
+    jobs_queued: int
+    jobs_running: int
+    live_workers: int
+    def __init__(self, active_loras: _Optional[int] = ..., loras: _Optional[int] = ..., samples: _Optional[int] = ..., encoder: _Optional[str] = ..., catalog_encoder: _Optional[str] = ..., database: _Optional[str] = ..., schema_version: _Optional[int] = ..., registration_enabled: _Optional[bool] = ..., jobs_queued: _Optional[int] = ..., jobs_running: _Optional[int] = ..., live_workers: _Optional[int] = ...) -> None: ...

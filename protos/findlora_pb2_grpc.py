@@ -99,6 +99,11 @@ class FindLoraStub:
                 request_serializer=protos_dot_findlora__pb2.RevokeClientRequest.SerializeToString,
                 response_deserializer=protos_dot_findlora__pb2.RevokeClientResponse.FromString,
                 _registered_method=True)
+        self.ServiceStatus = channel.unary_unary(
+                '/findlora.v1.FindLora/ServiceStatus',
+                request_serializer=protos_dot_findlora__pb2.ServiceStatusRequest.SerializeToString,
+                response_deserializer=protos_dot_findlora__pb2.ServiceStatusResponse.FromString,
+                _registered_method=True)
 
 
 class FindLoraServicer:
@@ -191,6 +196,13 @@ class FindLoraServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ServiceStatus(self, request, context):
+        """What the service runs on and holds, for `findlora status` (any client token).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FindLoraServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -258,6 +270,11 @@ def add_FindLoraServicer_to_server(servicer, server):
                     servicer.RevokeClient,
                     request_deserializer=protos_dot_findlora__pb2.RevokeClientRequest.FromString,
                     response_serializer=protos_dot_findlora__pb2.RevokeClientResponse.SerializeToString,
+            ),
+            'ServiceStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ServiceStatus,
+                    request_deserializer=protos_dot_findlora__pb2.ServiceStatusRequest.FromString,
+                    response_serializer=protos_dot_findlora__pb2.ServiceStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -611,6 +628,33 @@ class FindLora:
             '/findlora.v1.FindLora/RevokeClient',
             protos_dot_findlora__pb2.RevokeClientRequest.SerializeToString,
             protos_dot_findlora__pb2.RevokeClientResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ServiceStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/findlora.v1.FindLora/ServiceStatus',
+            protos_dot_findlora__pb2.ServiceStatusRequest.SerializeToString,
+            protos_dot_findlora__pb2.ServiceStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

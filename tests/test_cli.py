@@ -105,6 +105,7 @@ async def test_search_against_a_down_service_names_the_address(tmp_path: Path, s
     code, out, err = await findlora("search", str(image), "--service", "127.0.0.1:9", env=cli_env(settings))
     assert code == 1
     assert "could not reach the findlora service at 127.0.0.1:9" in err
+    assert "start it with `findlora serve inference`" in err
     assert "Traceback" not in err + out
 
 

@@ -54,5 +54,6 @@ def test_service_surface_is_complete() -> None:
         "CreateClient",
         "ListClients",
         "RevokeClient",
+        "ServiceStatus",
     }
     assert service.methods_by_name["WatchJob"].server_streaming

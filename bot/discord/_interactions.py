@@ -7,10 +7,12 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import discord
+from discord import app_commands
 
 from bot.core.attachments import AttachmentInfo
 from bot.core.replies import friendly_error
 from findlora_client import ServiceCallError
+from findlora_client.base_models import suggestions
 
 T = TypeVar("T")
 
@@ -74,3 +76,11 @@ def age_restricted(channel: object) -> bool:
     """Discord's NSFW (age-restricted) flag of a channel; threads follow their parent; DMs are not."""
     is_nsfw = getattr(channel, "is_nsfw", None)
     return bool(is_nsfw()) if callable(is_nsfw) else False
+
+
+async def base_model_choices(
+    interaction: discord.Interaction[Any], current: str
+) -> list[app_commands.Choice[str]]:
+    """Autocomplete of a base-model option: the canonical families matching what was typed (any
+    spelling: "sd 1.5", "pony", "flux.1 d"); a name typed past them is still accepted."""
+    return [app_commands.Choice(name=f"{m.name} ({m.id})"[:100], value=m.id) for m in suggestions(current)]

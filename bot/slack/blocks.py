@@ -221,7 +221,13 @@ def register_modal() -> Block:
         [
             _input("url", "Link to the .safetensors file", hint="https only"),
             _input("name", "Display name"),
-            _input("base_model", "Base model", optional=True, hint="sd1, sdxl, flux, ..."),
+            _input(
+                "base_model",
+                "Base model",
+                optional=True,
+                hint="When the file does not say: SD 1.5, SDXL, Pony, Illustrious, NoobAI, ... "
+                "(any common spelling)",
+            ),
             _input("trigger_words", "Trigger words", optional=True, hint="comma-separated"),
         ],
     )

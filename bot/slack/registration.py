@@ -11,6 +11,7 @@ from bot.core.permissions import NOT_A_MODERATOR
 from bot.slack.blocks import mrkdwn
 from bot.slack.identity import user_key
 from bot.slack.services import SlackServices
+from findlora_client.base_models import resolve
 from protos import findlora_pb2 as pb
 
 
@@ -38,9 +39,12 @@ async def register(
     if not await services.is_moderator(web, user_id):
         await say(NOT_A_MODERATOR)
         return
+    base_model = resolve(values.get("base_model", ""))
+    if not base_model.known:  # kept, not refused: the file's own metadata may still tell
+        await web.chat_postMessage(channel=user_id, text=f"Note: {base_model.warning}.")
     metadata = pb.LoraMetadata(
         name=values["name"],
-        base_model=values.get("base_model", ""),
+        base_model=base_model.id,
         trigger_words=split_trigger_words(values.get("trigger_words")),
     )
 

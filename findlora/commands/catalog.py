@@ -49,6 +49,8 @@ async def _import(directory: Path, update: bool) -> None:
             )
     finally:
         await runtime.close()
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     console.print(
         f"imported {len(report.imported)}, updated {len(report.updated)}, unchanged {len(report.unchanged)} "
         f"LoRA(s); {report.references} reference(s) embedded with {runtime.embedder.label}, "

@@ -32,6 +32,7 @@ async def _register(
 ) -> int:
     import asyncio
 
+    from findlora_client.base_models import resolve
     from inference_service.config import Settings
     from inference_service.registration.fetch import stage_local_file
     from inference_service.registration.jobs import Registration, Registrations, make_queue_app, run_worker
@@ -41,6 +42,10 @@ async def _register(
     from inference_service.runtime import migrated_url
 
     settings = Settings()
+    family = resolve(base_model)
+    if not family.known:  # kept, not refused: the file's own metadata may still tell
+        console.print(f"[yellow]warning:[/] {family.warning}", highlight=False, soft_wrap=True)
+    base_model = family.id
     staged = not source.startswith(("https://", "http://"))
     if staged:
         try:
@@ -106,7 +111,11 @@ def register_cmd(
     source: str = typer.Argument(..., help="https download link, or a local .safetensors file."),
     name: str = typer.Option(..., "--name", help="Display name."),
     slug: str = typer.Option("", "--slug", help="URL-safe id (default: from the name)."),
-    base_model: str = typer.Option("", "--base-model", help="sd1 or sdxl when the file does not say."),
+    base_model: str = typer.Option(
+        "",
+        "--base-model",
+        help="When the file does not say: a family in any spelling (SD 1.5, SDXL, Pony, Illustrious, ...).",
+    ),
     trigger_word: list[str] = typer.Option([], "--trigger-word", help="Repeat for several."),
     license_: str = typer.Option("", "--license"),
     author: str = typer.Option("", "--author"),

@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from findlora_client.base_models import resolve
 from inference_service.catalog.platform_prompts import PLATFORM_PROMPTS
 from inference_service.imaging import IMAGE_SUFFIXES
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 SAMPLE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 SPEC_NAME_RE = re.compile(r"^(\d+)-(\d+)$")
-BASE_MODELS = ("sd1", "sd2", "sdxl", "sd3", "flux", "other")
 
 
 class CatalogError(Exception):
@@ -57,6 +57,7 @@ class Catalog:
     prompts: list[str]
     samples: dict[str, Path]
     loras: dict[str, LoraEntry]
+    warnings: list[str] = field(default_factory=list)  # kept as given, worth a look (unknown base models)
 
 
 def _images_by_stem(directory: Path, what: str, problems: list[str]) -> dict[str, Path]:
@@ -102,8 +103,21 @@ def _str_field(data: dict[str, Any], key: str, path: Path, problems: list[str], 
     return value
 
 
+def _base_model(given: str, path: Path, warnings: list[str]) -> str:
+    """Any spelling of a family becomes its canonical id; an unknown name is kept as other:<name>."""
+    resolved = resolve(given)
+    if not resolved.known:
+        warnings.append(f"{path}: {resolved.warning}")
+    return resolved.id or "sd1"
+
+
 def _read_lora(
-    lora_dir: Path, default_base: str, samples: dict[str, Path], n_prompts: int, problems: list[str]
+    lora_dir: Path,
+    default_base: str,
+    samples: dict[str, Path],
+    n_prompts: int,
+    problems: list[str],
+    warnings: list[str],
 ) -> LoraEntry | None:
     slug = lora_dir.name
     toml_path = lora_dir / "lora.toml"
@@ -113,9 +127,9 @@ def _read_lora(
     data = _read_toml(toml_path, problems)
     if data is None:
         return None
-    base_model = _str_field(data, "base_model", toml_path, problems, default_base)
-    if base_model not in BASE_MODELS:
-        problems.append(f"{toml_path}: base_model {base_model!r} is not one of {', '.join(BASE_MODELS)}")
+    base_model = _base_model(
+        _str_field(data, "base_model", toml_path, problems, default_base), toml_path, warnings
+    )
     triggers = data.get("trigger_words", [])
     if not (isinstance(triggers, list) and all(isinstance(t, str) for t in triggers)):
         problems.append(f"{toml_path}: trigger_words must be a list of strings")
@@ -169,10 +183,9 @@ def scan_catalog(root: Path) -> tuple[Catalog, list[str]]:
     if not root.is_dir():
         return Catalog(root, root.name, "sd1", "", [], {}, {}), [f"{root}: not a directory"]
     meta = _read_toml(root / "catalog.toml", problems) or {}
-    default_base = meta.get("base_model", "sd1")
-    if not isinstance(default_base, str) or default_base not in BASE_MODELS:
-        problems.append(f"{root / 'catalog.toml'}: base_model must be one of {', '.join(BASE_MODELS)}")
-        default_base = "sd1"
+    warnings: list[str] = []
+    default_base = _str_field(meta, "base_model", root / "catalog.toml", problems, "sd1")
+    default_base = _base_model(default_base, root / "catalog.toml", warnings)
     samples_dir = root / "samples"
     samples: dict[str, Path] = {}
     if not samples_dir.is_dir():
@@ -196,7 +209,7 @@ def scan_catalog(root: Path) -> tuple[Catalog, list[str]]:
             seen_lower[lora_dir.name.lower()] = lora_dir
             # Without prompts.txt, spec prompt ids refer to the default platform set.
             n_platform = len(prompts) or len(PLATFORM_PROMPTS)
-            entry = _read_lora(lora_dir, default_base, samples, n_platform, problems)
+            entry = _read_lora(lora_dir, default_base, samples, n_platform, problems, warnings)
             if entry is not None:
                 loras[entry.slug] = entry
     catalog = Catalog(
@@ -207,6 +220,7 @@ def scan_catalog(root: Path) -> tuple[Catalog, list[str]]:
         prompts=prompts,
         samples=samples,
         loras=loras,
+        warnings=warnings,
     )
     return catalog, problems
 

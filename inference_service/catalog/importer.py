@@ -38,6 +38,7 @@ class ImportReport:
     dropped_by_cleansing: int = 0
     specs: int = 0  # LoRA specs (GMI) embedded and stored by this run
     specs_skipped: int = 0  # LoRAs with a spec/ folder left out: no CLIP model configured
+    warnings: list[str] = field(default_factory=list)  # imported anyway (unknown base-model names)
 
 
 def fingerprint(entry: LoraEntry) -> str:
@@ -165,7 +166,7 @@ async def import_catalog(
 ) -> ImportReport:
     """Import samples and LoRAs; with GMI models also the prompt set and the LoRAs' specs."""
     catalog, prints = await validate(catalog_dir, db, embedder, update, gmi)
-    report = ImportReport()
+    report = ImportReport(warnings=list(catalog.warnings))
     stored_samples = await db.run(db_catalog.samples)
     for sample_id, path in catalog.samples.items():
         if sample_id not in stored_samples:

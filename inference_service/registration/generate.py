@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from inference_service.config import Settings
+from inference_service.registration.families import generator_models
 from inference_service.registration.lines import LineDetector, line_detector
 from inference_service.registration.reference_only import ReferenceOnly
 from inference_service.registration.refusals import LoraFileRejected
@@ -39,11 +40,7 @@ class GenerationParams:
 
     @classmethod
     def from_settings(cls, settings: Settings, family: str) -> GenerationParams:
-        models = {
-            "sd1": (settings.sd1_base_model, settings.sd1_controlnet),
-            "sdxl": (settings.sdxl_base_model, settings.sdxl_controlnet),
-        }
-        base, controlnet = models[family]
+        base, controlnet = generator_models(settings, family)
         return cls(
             base_model=base,
             controlnet=controlnet,

@@ -11,7 +11,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -20,12 +20,13 @@ from procrastinate import App, PsycopgConnector
 from db import registration
 from db.database import Database
 from db.registration import JobRow, SlugTaken, SourceBusy
+from findlora_client.base_models import resolve
 from inference_service.config import Settings
 from inference_service.errors import AlreadyExists, InvalidArgument, NotFound
+from inference_service.registration.families import generator_family
 from inference_service.registration.fetch import FetchPolicy, check_url, redact
-from inference_service.registration.lora_file import SUPPORTED_BASE_MODELS
 from inference_service.registration.pipeline import STAGED_PREFIX, RegistrationPipeline, fetch_policy
-from inference_service.registration.refusals import FetchRefused
+from inference_service.registration.refusals import FetchRefused, LoraFileRejected
 
 log = structlog.get_logger(__name__)
 QUEUE = "registration"
@@ -119,10 +120,15 @@ class Registrations:
             raise InvalidArgument(
                 f"slug {slug!r} must be 1-63 of a-z, 0-9 and '-', starting with a letter or digit"
             )
-        if request.base_model and request.base_model not in SUPPORTED_BASE_MODELS:
-            raise InvalidArgument(
-                f"base model {request.base_model!r} is not supported ({', '.join(SUPPORTED_BASE_MODELS)})"
-            )
+        family = resolve(request.base_model)
+        if family.known and family.id:
+            try:  # a known family the generator cannot run is refused now, not after the download
+                generator_family(family.id, self.settings)
+            except LoraFileRejected as exc:
+                raise InvalidArgument(exc.message) from None
+        if not family.known:  # kept: the file's own metadata decides at validation
+            log.warning("registration_unknown_base_model", base_model=family.id)
+        request = replace(request, base_model=family.id)
         job_id = uuid.uuid4()
         # The row keeps the redacted URL for good; the link itself (a signed one carries a token in
         # its query) only until the worker has downloaded the file.

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from findlora_client.base_models import architecture, display_name, resolve, spelling_key
 from inference_service.registration.refusals import PICKLE_EXPLANATION, LoraFileRejected
 
-SUPPORTED_BASE_MODELS = ("sd1", "sdxl")
+SUPPORTED_BASE_MODELS = ("sd1", "sdxl")  # architectures the reference generator runs
 MAX_RANK = 1024
 MAX_HEADER_BYTES = 1024**2  # a LoRA header: a few hundred tensor entries and training metadata
 MAX_DIMS = 8  # a LoRA tensor has at most 4; safetensors itself allows any rank
@@ -57,7 +58,7 @@ class TensorInfo:
 @dataclass(frozen=True)
 class LoraInfo:
     key_style: str  # kohya | diffusers | peft
-    base_model: str | None  # sd1 | sdxl; None when neither shapes nor metadata tell
+    base_model: str | None  # a family id with an sd1/sdxl architecture; None when nothing tells
     rank: int
     modules: int
     targets: tuple[str, ...]  # unet, text_encoder, text_encoder_2
@@ -321,10 +322,33 @@ def _check_module(name: str, module: _Module) -> tuple[int, int]:
     return rank, down.shape[1]
 
 
+# kohya writes sdxl_base_v1-0 for every SDXL-shaped checkpoint, Pony's included: the family of a
+# derivative shows only in the training checkpoint's file name (ss_sd_model_name).
+_CHECKPOINT_FAMILIES = (("pony", "pony"), ("noob", "noobai"), ("illustrious", "illustrious"),
+                        ("playground", "playground"))  # fmt: skip
+
+
 def _metadata_base_model(metadata: dict[str, str]) -> str | None:
-    text = " ".join(
-        metadata.get(k, "") for k in ("ss_base_model_version", "modelspec.architecture", "ss_sd_model_name")
-    ).lower()
+    """The family the training metadata names (a canonical id of findlora_client.base_models):
+    modelspec.architecture or ss_base_model_version, refined by the checkpoint's name."""
+    stated = None
+    for key in ("modelspec.architecture", "ss_base_model_version"):
+        value = metadata.get(key, "").split("/")[0]  # modelspec: "<architecture>/<adapter>"
+        resolved = resolve(value)
+        if value.strip() and architecture(resolved.id):
+            stated = resolved.id
+            break
+    checkpoint_name = metadata.get("ss_sd_model_name", "").replace("\\", "/").rsplit("/", 1)[-1]
+    checkpoint = spelling_key(checkpoint_name.removesuffix(".safetensors").removesuffix(".ckpt"))
+    for keyword, family in _CHECKPOINT_FAMILIES:
+        if keyword in checkpoint and (stated is None or architecture(stated) == architecture(family)):
+            return family
+    if stated is not None:
+        return stated
+    if checkpoint and architecture(resolve(checkpoint_name).id):
+        return resolve(checkpoint_name).id
+    # Older trainers: free text such as "sd_v1" or "v2-1_768-ema-pruned".
+    text = " ".join(metadata.get(k, "") for k in ("ss_base_model_version", "ss_sd_model_name")).lower()
     if "xl" in text:
         return "sdxl"
     if "v2" in text or "sd_2" in text or "sd2" in text:
@@ -372,14 +396,17 @@ def inspect_lora(tensors: dict[str, TensorInfo], metadata: dict[str, str]) -> Lo
     if from_shapes is None and "text_encoder_2" in targets:
         from_shapes = "sdxl"
     from_metadata = _metadata_base_model(metadata)
-    if from_shapes and from_metadata and from_shapes != from_metadata:
+    metadata_arch = architecture(from_metadata) if from_metadata else None
+    if from_shapes and metadata_arch and from_shapes != metadata_arch:
         raise LoraFileRejected(
             f"the tensor shapes are those of a {from_shapes} LoRA but the metadata says {from_metadata}"
         )
-    base = from_shapes or from_metadata
-    if base is not None and base not in SUPPORTED_BASE_MODELS:
+    # The metadata can name a derivative (pony) where the shapes tell only the architecture (sdxl).
+    base = from_metadata if metadata_arch else from_shapes or from_metadata
+    if base is not None and architecture(base) not in SUPPORTED_BASE_MODELS:
         raise LoraFileRejected(
-            f"this LoRA is for {base}; supported base models: {', '.join(SUPPORTED_BASE_MODELS)}"
+            f"this LoRA is for {base} ({display_name(base)}); supported base models: "
+            f"{', '.join(SUPPORTED_BASE_MODELS)} and their derivatives"
         )
     return LoraInfo(
         key_style=style,

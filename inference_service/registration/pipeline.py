@@ -24,16 +24,18 @@ from db import catalog, registration, specs
 from db.database import Database
 from db.registration import JobRow
 from db.rows import NewLora, SpecRow
+from findlora_client.base_models import canonical
 from inference_service.blobs import BlobStore
 from inference_service.catalog.importer import Transfer, build_reference_rows
 from inference_service.config import Settings
 from inference_service.gmi import GmiModels
 from inference_service.imaging import load_image_file
 from inference_service.models.style_encoder import StyleEmbedder
+from inference_service.registration.families import generator_family, registered_family
 from inference_service.registration.fetch import FetchPolicy, fetch_to_file, redact
 from inference_service.registration.generate import TransferGenerator
-from inference_service.registration.lora_file import SUPPORTED_BASE_MODELS, LoraInfo, validate_lora_file
-from inference_service.registration.refusals import DuplicateLora, LoraFileRejected, RegistrationRefused
+from inference_service.registration.lora_file import LoraInfo, validate_lora_file
+from inference_service.registration.refusals import DuplicateLora, RegistrationRefused
 
 log = structlog.get_logger(__name__)
 STAGED_PREFIX = "staged:"
@@ -173,20 +175,12 @@ class RegistrationPipeline:
     async def _validate(self, job: JobRow, path: Any) -> tuple[LoraInfo, str]:
         await self._report(job, "validate", 0.0, "checking the safetensors header and tensors")
         info = await asyncio.to_thread(validate_lora_file, path, self.settings.registration_max_header_bytes)
-        declared = str(job.metadata.get("base_model") or "")
-        if declared and declared not in SUPPORTED_BASE_MODELS:
-            raise LoraFileRejected(
-                f"base model {declared!r} is not supported ({', '.join(SUPPORTED_BASE_MODELS)})"
-            )
-        if declared and info.base_model and declared != info.base_model:
-            raise LoraFileRejected(f"the file is a {info.base_model} LoRA, not {declared} as requested")
-        base_model = info.base_model or declared
-        if not base_model:
-            raise LoraFileRejected(
-                "the file does not tell its base model (no known shapes or metadata): give it explicitly"
-            )
+        declared = canonical(str(job.metadata.get("base_model") or ""))
+        base_model, warning = registered_family(declared, info.base_model)
+        generator_family(base_model, self.settings)
         await self.db.run(registration.record_validation, job.id, info.to_json())
         summary = f"{info.key_style} LoRA for {base_model}, rank {info.rank}, {info.modules} modules"
+        summary += f" ({warning})" if warning else ""
         await self._report(job, "validate", 1.0, summary)
         return info, base_model
 

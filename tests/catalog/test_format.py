@@ -50,10 +50,10 @@ def test_unknown_sample_id(catalog: Path) -> None:
 
 def test_bad_toml_is_reported_with_its_path(catalog: Path) -> None:
     (catalog / "loras" / "style-02" / "lora.toml").write_text('name = "unterminated\n')
-    (catalog / "loras" / "style-01" / "lora.toml").write_text('name = "ok"\nbase_model = "sd9"\n')
+    (catalog / "loras" / "style-01" / "lora.toml").write_text('name = "ok"\nbase_model = 9\n')
     problems = problems_of(catalog)
     assert any(p.startswith(f"{catalog}/loras/style-02/lora.toml: invalid TOML") for p in problems)
-    assert any(p.startswith(f"{catalog}/loras/style-01/lora.toml: base_model 'sd9'") for p in problems)
+    assert f"{catalog}/loras/style-01/lora.toml: base_model must be a string" in problems
 
 
 def test_duplicate_slug_differing_in_case(catalog: Path) -> None:

@@ -79,7 +79,14 @@ def test_every_rpc_of_the_proto_has_a_role_and_nothing_else_does() -> None:
         role: sorted(m.rsplit("/", 1)[1] for m, r in auth.METHOD_ROLES.items() if r == role) for role in ROLES
     }
     assert by_role == {
-        Role.SEARCH: ["FlagLookalike", "GetPage", "RecordFeedback", "Search", "ServerReflectionInfo"],
+        Role.SEARCH: [
+            "FlagLookalike",
+            "GetPage",
+            "RecordFeedback",
+            "Search",
+            "ServerReflectionInfo",
+            "ServiceStatus",
+        ],
         Role.MODERATE: [
             "FeedbackStats",
             "ListFlags",

@@ -11,7 +11,14 @@ from discord.ext import commands
 
 from bot.core.jobs import Say, register_and_follow, split_trigger_words
 from bot.core.permissions import NOT_A_MODERATOR
-from bot.discord._interactions import InteractionReplies, answer, reply, role_ids, user_key
+from bot.discord._interactions import (
+    InteractionReplies,
+    answer,
+    base_model_choices,
+    reply,
+    role_ids,
+    user_key,
+)
 from protos import findlora_pb2 as pb
 
 if TYPE_CHECKING:
@@ -76,9 +83,10 @@ class ModerationCog(commands.Cog, name="Moderation"):
     @app_commands.describe(
         url="https link to the .safetensors file",
         name="Display name",
-        base_model="sd1, sdxl, flux, ...",
+        base_model="Base model, when the file does not say (SD 1.5, SDXL, Pony, Illustrious, ...)",
         trigger_words="Comma-separated trigger words",
     )
+    @app_commands.autocomplete(base_model=base_model_choices)
     async def registerlora(
         self,
         interaction: discord.Interaction[Any],

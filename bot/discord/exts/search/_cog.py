@@ -16,7 +16,14 @@ from bot.core.paging import PageRef, parse_footer, parse_lora_id, parse_total
 from bot.core.rendering import ResultsPage
 from bot.core.replies import friendly_error
 from bot.core.search_flow import SearchAsk, fetch_page, run_search
-from bot.discord._interactions import InteractionReplies, age_restricted, answer, attachment_info, user_key
+from bot.discord._interactions import (
+    InteractionReplies,
+    age_restricted,
+    answer,
+    attachment_info,
+    base_model_choices,
+    user_key,
+)
 from bot.discord.exts.search._components import SEARCH_COG
 from bot.discord.exts.search._message import (
     NEXT,
@@ -64,13 +71,14 @@ class SearchCog(commands.Cog, name=SEARCH_COG):
     @app_commands.describe(
         image="The image whose style you want to find",
         top_k="How many results per page (1-10)",
-        base_model="Only LoRAs for this base model (sd1, sdxl, flux, ...)",
+        base_model="Only LoRAs that work on this base model (SD 1.5, SDXL, Pony, Illustrious, Flux.1 D, ...)",
         prompt="Use this prompt instead of the automatic pseudo-prompt",
         private="Answer only to you, so the image is not re-posted",
         image2="Another image in the same style (more images, steadier ranking)",
         image3="A third image in the same style",
         image4="A fourth image in the same style",
     )
+    @app_commands.autocomplete(base_model=base_model_choices)
     async def findlora(
         self,
         interaction: discord.Interaction[Any],
