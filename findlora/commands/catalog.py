@@ -40,7 +40,7 @@ async def _import(directory: Path, update: bool) -> None:
                 directory,
                 runtime.db,
                 runtime.blobs,
-                runtime.embedder,
+                runtime.encoders,
                 cleansing_threshold=settings.cleansing_threshold,
                 thumb_px=settings.thumbnail_px,
                 update=update,
@@ -51,7 +51,7 @@ async def _import(directory: Path, update: bool) -> None:
         await runtime.close()
     console.print(
         f"imported {len(report.imported)}, updated {len(report.updated)}, unchanged {len(report.unchanged)} "
-        f"LoRA(s); {report.references} reference(s) embedded with {runtime.embedder.label}, "
+        f"LoRA(s); {report.references} reference(s) embedded with {runtime.encoders.loaded.label}, "
         f"{report.dropped_by_cleansing} dropped by cleansing (Eq. 1); {report.samples_added} new sample(s)"
     )
     if report.specs or runtime.gmi is not None:

@@ -215,7 +215,7 @@ async def run_worker(settings: Settings, *, wait: bool = True, policy: FetchPoli
         return loaded[family]
 
     pipeline = RegistrationPipeline(
-        settings, runtime.db, runtime.blobs, runtime.embedder, generators, policy, gmi=runtime.gmi
+        settings, runtime.db, runtime.blobs, runtime.encoders, generators, policy, gmi=runtime.gmi
     )
     queue = make_queue_app(runtime.url)
 
