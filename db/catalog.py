@@ -185,3 +185,14 @@ async def refresh_style_summary(conn: Connection, lora_id: int) -> None:
         """,
         {"id": lora_id},
     )
+
+
+async def training_references(conn: Connection) -> list[tuple[str, str, str, bool]]:
+    """(slug, sample_id, blob_key, kept) of every reference of every active or hidden LoRA: what
+    adapting the style encoder to the catalog learns from (taken-down LoRAs stay out)."""
+    cur = await conn.execute(
+        "SELECT l.slug, r.sample_id, r.blob_key, r.kept FROM reference_images r"
+        " JOIN loras l ON l.id = r.lora_id WHERE l.status IN ('active', 'hidden')"
+        " ORDER BY l.slug, r.sample_id"
+    )
+    return [(str(r[0]), str(r[1]), str(r[2]), bool(r[3])) for r in await cur.fetchall()]

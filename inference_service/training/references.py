@@ -1,6 +1,7 @@
 """The training reference set: every LoRA's transfers of every sample, cleansed, in memory.
 
-Loaded once from a catalog directory (docs/design.md 6) into a uint8 tensor (L, S, 3, H, W) at the
+Loaded once from a catalog directory (docs/design.md 6) or from the database and blob store
+(training/adapt.py), both through `build_reference_set`, into a uint8 tensor (L, S, 3, H, W) at the
 encoder's input size (resized exactly as inference resizes), with a validity mask (L, S):
 a transfer is invalid when it is missing or when cleansing (Eq. 1) says it kept no style.
 """
@@ -8,11 +9,14 @@ a transfer is invalid when it is missing or when cleansing (Eq. 1) says it kept 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from inference_service.catalog.format import read_catalog
@@ -23,7 +27,7 @@ from inference_service.scoring.cleansing import DEFAULT_THRESHOLD, transfer_mse
 
 @dataclass(frozen=True)
 class CleansingReport:
-    threshold: float | None  # None: cleansing off
+    threshold: float | None  # None: not applied here (off, or decided earlier: the database's kept flag)
     transfers: int  # transfers present in the catalog
     dropped: int  # removed by Eq. 1
     missing: int  # (LoRA, sample) pairs with no transfer at all
@@ -44,6 +48,7 @@ class ReferenceSet:
     images: torch.Tensor  # uint8 (L, S, 3, H, W)
     valid: torch.Tensor  # bool (L, S)
     report: CleansingReport
+    seconds: float = 0.0  # how long loading took (a time budget counts it)
 
     @property
     def n_loras(self) -> int:
@@ -54,6 +59,40 @@ class ReferenceSet:
         return len(self.sample_ids)
 
 
+def build_reference_set(
+    slugs: list[str],
+    sample_ids: list[str],
+    transfers: Iterable[tuple[str, str, Image.Image | None]],
+    input_size: int,
+    *,
+    cleansing_threshold: float | None,
+    progress: bool = True,
+    total: int | None = None,
+) -> ReferenceSet:
+    """The tensors from `transfers`, (slug, sample id, image) with image None for a transfer that
+    cleansing dropped; iterated lazily, so the caller decodes one image at a time under the bar."""
+    lora_index = {slug: i for i, slug in enumerate(slugs)}
+    sample_index = {sid: i for i, sid in enumerate(sample_ids)}
+    started = time.monotonic()
+    images = torch.zeros((len(slugs), len(sample_ids), 3, input_size, input_size), dtype=torch.uint8)
+    valid = torch.zeros((len(slugs), len(sample_ids)), dtype=torch.bool)
+    count = dropped = 0
+    for slug, sample_id, transfer in tqdm(
+        transfers, total=total, desc="load references", unit="img", disable=not progress
+    ):
+        count += 1
+        if transfer is None:
+            dropped += 1
+            continue
+        li, si = lora_index[slug], sample_index[sample_id]
+        batch = to_tensor([transfer], input_size)[0]
+        images[li, si] = (batch * 255.0).round().to(torch.uint8)
+        valid[li, si] = True
+    missing = len(slugs) * len(sample_ids) - count
+    report = CleansingReport(cleansing_threshold, count, dropped, missing)
+    return ReferenceSet(slugs, sample_ids, images, valid, report, time.monotonic() - started)
+
+
 def load_reference_set(
     root: Path,
     input_size: int,
@@ -61,37 +100,35 @@ def load_reference_set(
     cleansing_threshold: float | None = DEFAULT_THRESHOLD,
     progress: bool = True,
 ) -> ReferenceSet:
-    """Read a catalog's references; `cleansing_threshold=None` keeps failed transfers."""
+    """Read a catalog directory's references; `cleansing_threshold=None` keeps failed transfers."""
     catalog = read_catalog(root)
     slugs = sorted(catalog.loras)
     sample_ids = sorted(catalog.samples)
     originals = {sid: load_image_file(path) for sid, path in catalog.samples.items()}
-    images = torch.zeros((len(slugs), len(sample_ids), 3, input_size, input_size), dtype=torch.uint8)
-    valid = torch.zeros((len(slugs), len(sample_ids)), dtype=torch.bool)
-    transfers = dropped = 0
-    bar = tqdm(total=len(slugs) * len(sample_ids), desc="load references", unit="img", disable=not progress)
-    for li, slug in enumerate(slugs):
-        references = catalog.loras[slug].references
-        for si, sample_id in enumerate(sample_ids):
-            bar.update()
-            path = references.get(sample_id)
-            if path is None:
-                continue
-            transfer = load_image_file(path)
-            transfers += 1
-            if (
-                cleansing_threshold is not None
-                and transfer_mse(transfer, originals[sample_id]) < cleansing_threshold
-            ):
-                dropped += 1
-                continue
-            batch = to_tensor([transfer], input_size)[0]
-            images[li, si] = (batch * 255.0).round().to(torch.uint8)
-            valid[li, si] = True
-    bar.close()
-    missing = len(slugs) * len(sample_ids) - transfers
-    report = CleansingReport(cleansing_threshold, transfers, dropped, missing)
-    return ReferenceSet(slugs, sample_ids, images, valid, report)
+
+    def transfers() -> Iterator[tuple[str, str, Image.Image | None]]:
+        for slug in slugs:
+            references = catalog.loras[slug].references
+            for sample_id in sample_ids:
+                path = references.get(sample_id)
+                if path is None:
+                    continue
+                transfer = load_image_file(path)
+                failed = (
+                    cleansing_threshold is not None
+                    and transfer_mse(transfer, originals[sample_id]) < cleansing_threshold
+                )
+                yield slug, sample_id, None if failed else transfer
+
+    return build_reference_set(
+        slugs,
+        sample_ids,
+        transfers(),
+        input_size,
+        cleansing_threshold=cleansing_threshold,
+        progress=progress,
+        total=sum(len(catalog.loras[slug].references) for slug in slugs),
+    )
 
 
 def as_float(images: torch.Tensor) -> torch.Tensor:

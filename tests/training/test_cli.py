@@ -47,6 +47,7 @@ def test_train_then_bench_quality(
         ],
     )
     assert result.exit_code == 0, result.output
+    assert "finished step 3 in" in result.output  # --max-steps caps the head-only phase too
     assert "dropped" in result.output
     assert load_encoder(out).config.input_size == 32
     assert read_metadata(out)["command"].startswith("findlora ")
