@@ -21,20 +21,22 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from db import catalog as db_catalog
-from db.database import Database
-from inference_service.blobs import BlobStore
 from inference_service.imaging import load_image_file
 from inference_service.models.style_encoder import StyleEncoder, encoder_fingerprint
 from inference_service.scoring.style_distance import style_distances
 from inference_service.training.references import ReferenceSet, as_float, build_reference_set
 from inference_service.training.trainer import TrainConfig, _make_optimizer, _step_loss, train
+
+if TYPE_CHECKING:  # the database stack is needed only to read a catalog from it
+    from db.database import Database
+    from inference_service.blobs import BlobStore
 
 # Fine-tuning never runs more passes than this over the training references: on a small catalog
 # the time budget would allow thousands, which only fit those references tighter.
@@ -85,6 +87,8 @@ async def catalog_reference_set(
 ) -> ReferenceSet:
     """Every reference of every active or hidden LoRA (taken-down ones stay out), label = LoRA;
     a reference the importer's cleansing did not keep counts as dropped. Decoded in a thread."""
+    from db import catalog as db_catalog
+
     rows = await db.run(db_catalog.training_references)
     slugs = sorted({row[0] for row in rows})
     sample_ids = sorted({row[1] for row in rows})
@@ -199,8 +203,9 @@ def adapt_train_config(start: StyleEncoder, config: AdaptConfig, steps: int) -> 
 
     Batch-all mining over K LoRAs x the same P samples puts every sample under several LoRAs in
     each batch, so each anchor's hardest negatives are "same sample, other LoRA": the content is
-    shared and only the style tells them apart. The proxy term stays off (the v5 stage used it
-    over 1,200 styles; a catalog's few styles gain nothing measurable from it)."""
+    shared and only the style tells them apart. The proxy term (v5's second term) stays off: on a
+    100-style x 30-sample catalog it added only 0.004-0.005 validation MRR at 300, 600 and 1,340
+    steps (0.963/0.969/0.974 without, 0.967/0.973/0.979 with; one catalog, one seed)."""
     size = start.config.input_size
     return TrainConfig(
         backbone=start.config.backbone,
