@@ -13,7 +13,10 @@ from rich.table import Table
 from findlora.console import console, fail, run
 
 if TYPE_CHECKING:
-    from inference_service.catalog.adaptation import AdaptRun
+    from inference_service.catalog.adaptation import AdaptRun, Prepared
+    from inference_service.catalog.encoders import ProgressCallback
+    from inference_service.config import Settings
+    from inference_service.training.adapt import AdaptOutcome
 
 catalog_app = typer.Typer(help="Import and export catalogs (docs/design.md 6 format).", no_args_is_help=True)
 
@@ -154,53 +157,91 @@ def _print_outcome(result: AdaptRun) -> None:
         )
 
 
-async def _adapt(
-    max_minutes: float, threads: int, json_path: Path | None, rollback: bool, seed: int, max_steps: int | None
-) -> None:
-    from inference_service.catalog.adaptation import AdaptConfig, AdaptError, adapt_catalog
-    from inference_service.catalog.adaptation import rollback as roll_back
+def _activation_bar(progress: Progress) -> ProgressCallback:
+    task = progress.add_task("re-embedding", total=None, visible=False)
+
+    def advance(_: str, done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total, visible=True)
+
+    return advance
+
+
+async def _rollback(json_path: Path | None) -> None:
+    from inference_service.catalog.adaptation import rollback
     from inference_service.catalog.encoders import NoPreviousEncoder
     from inference_service.config import Settings
     from inference_service.runtime import open_runtime
 
-    settings = Settings()
-    runtime = await open_runtime(settings)
+    runtime = await open_runtime(Settings())
     try:
         with _progress() as progress:
-            task = progress.add_task("re-embedding", total=None, visible=False)
-
-            def advance(_: str, done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total, visible=True)
-
-            if rollback:
-                try:
-                    done = await roll_back(runtime.db, runtime.blobs, runtime.encoders, progress=advance)
-                except NoPreviousEncoder as exc:
-                    fail(str(exc))
-                progress.stop()
-                console.print(
-                    f"rolled back to {done.label} (from {done.previous}); {done.references} reference(s) "
-                    "re-embedded",
-                    highlight=False,
-                )
-                _write_json(json_path, {"rollback": {"from": done.previous, "to": done.label}})
-                return
-            config = AdaptConfig(max_minutes=max_minutes, threads=threads, seed=seed, max_steps=max_steps)
             try:
-                result = await adapt_catalog(
-                    runtime.db,
-                    runtime.blobs,
-                    runtime.encoders,
-                    settings,
-                    config,
-                    progress=True,
-                    activation_progress=advance,
-                    in_thread=False,
+                done = await rollback(
+                    runtime.db, runtime.blobs, runtime.encoders, progress=_activation_bar(progress)
                 )
-            except AdaptError as exc:
+            except NoPreviousEncoder as exc:
                 fail(str(exc))
     finally:
         await runtime.close()
+    console.print(
+        f"rolled back to {done.label} (from {done.previous}); {done.references} reference(s) re-embedded",
+        highlight=False,
+    )
+    _write_json(json_path, {"rollback": {"from": done.previous, "to": done.label}})
+
+
+async def _prepare(settings: Settings) -> Prepared:
+    from inference_service.catalog.adaptation import AdaptError, prepare
+    from inference_service.runtime import open_runtime
+
+    runtime = await open_runtime(settings)
+    try:
+        return await prepare(runtime.db, runtime.blobs, runtime.encoders, progress=True)
+    except AdaptError as exc:
+        fail(str(exc))
+    finally:
+        await runtime.close()
+
+
+async def _finish(settings: Settings, prepared: Prepared, outcome: AdaptOutcome) -> AdaptRun:
+    from inference_service.catalog.adaptation import AdaptError, finish
+    from inference_service.runtime import open_runtime
+
+    runtime = await open_runtime(settings)
+    try:
+        with _progress() as progress:
+            return await finish(
+                runtime.db,
+                runtime.blobs,
+                settings,
+                prepared,
+                outcome,
+                activation_progress=_activation_bar(progress),
+            )
+    except AdaptError as exc:
+        fail(str(exc))
+    finally:
+        await runtime.close()
+
+
+def _adapt(
+    max_minutes: float, threads: int, json_path: Path | None, seed: int, max_steps: int | None
+) -> None:
+    """Three steps, the training between two event loops: Ctrl-C stops it at once (its checkpoint
+    stays, a rerun resumes) instead of waiting for the loop to notice."""
+    from inference_service.catalog.adaptation import AdaptConfig, AdaptError, train
+    from inference_service.config import Settings
+
+    settings = Settings()
+    prepared = run(_prepare(settings))
+    config = AdaptConfig(max_minutes=max_minutes, threads=threads, seed=seed, max_steps=max_steps)
+    try:
+        outcome = train(prepared, settings, config, progress=True)
+    except AdaptError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted: the checkpoint is kept; run `findlora catalog adapt` again to resume", 130)
+    result = run(_finish(settings, prepared, outcome))
     _print_outcome(result)
     _write_json(json_path, result.as_dict())
 
@@ -216,7 +257,10 @@ def adapt_cmd(
 ) -> None:
     """Fine-tune the active style encoder on the catalog's own references, validate on held-out
     samples, and activate it only if validation MRR improves (an interrupted run resumes)."""
-    run(_adapt(max_minutes, threads, json_path, rollback, seed, max_steps))
+    if rollback:
+        run(_rollback(json_path))
+    else:
+        _adapt(max_minutes, threads, json_path, seed, max_steps)
 
 
 def register(app: typer.Typer) -> None:

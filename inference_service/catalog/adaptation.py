@@ -11,6 +11,7 @@ from typing import Any
 
 from db import encoders as db_encoders
 from db.database import Database
+from db.encoders import EncoderChanged
 from inference_service.blobs import BlobStore
 from inference_service.catalog.encoders import Activation, ProgressCallback, activate, previous_label
 from inference_service.config import Settings
@@ -23,6 +24,7 @@ from inference_service.training.adapt import (
     adapt_encoder,
     catalog_reference_set,
 )
+from inference_service.training.references import ReferenceSet
 
 ADAPTED_KIND = "adapted"
 
@@ -51,6 +53,80 @@ def training_device(settings: Settings) -> str | None:
     return settings.device if "device" in settings.model_fields_set else None
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What training starts from: the active encoder and the catalog's references."""
+
+    start: StyleEmbedder
+    refs: ReferenceSet
+
+
+async def prepare(
+    db: Database, blobs: BlobStore, encoders: ActiveEncoder, *, progress: bool = False
+) -> Prepared:
+    try:
+        start = await encoders.current()
+    except UnknownEncoder as exc:
+        raise AdaptError(exc.message) from None
+    refs = await catalog_reference_set(db, blobs, start.model.config.input_size, progress=progress)
+    return Prepared(start, refs)
+
+
+def train(
+    prepared: Prepared, settings: Settings, config: AdaptConfig, *, progress: bool = False
+) -> AdaptOutcome:
+    """The fine-tuning itself (blocking): checkpoints under work_dir, resumed by a rerun."""
+    start = prepared.start
+    return adapt_encoder(
+        prepared.refs,
+        start.model,
+        start.label,
+        config,
+        work_dir(settings),
+        progress=progress,
+        device=training_device(settings),
+    )
+
+
+async def finish(
+    db: Database,
+    blobs: BlobStore,
+    settings: Settings,
+    prepared: Prepared,
+    outcome: AdaptOutcome,
+    *,
+    activation_progress: ProgressCallback | None = None,
+) -> AdaptRun:
+    """Activate a kept encoder (only over the encoder it started from) and record the run."""
+    activation = None
+    try:
+        if outcome.kept:
+            start = prepared.start
+            label = f"{ADAPTED_KIND}@{encoder_fingerprint(outcome.model)}"
+            adapted = StyleEmbedder(outcome.model, label, settings.device, start.batch_size)
+            metrics = {k: v for k, v in outcome.as_dict().items() if k != "train_samples"}
+            try:
+                activation = await activate(
+                    db,
+                    blobs,
+                    adapted,
+                    current=start,
+                    expected=start.label,
+                    metrics=metrics,
+                    note=outcome.reason,
+                    actor="catalog adapt",
+                    progress=activation_progress,
+                )
+            except EncoderChanged as exc:
+                raise AdaptError(
+                    f"the active encoder changed from {exc.expected} to {exc.active} while adapting; "
+                    "run the adaptation again"
+                ) from None
+    finally:
+        await db.run(db_encoders.record_adapt_run)
+    return AdaptRun(outcome, activation)
+
+
 async def adapt_catalog(
     db: Database,
     blobs: BlobStore,
@@ -60,39 +136,12 @@ async def adapt_catalog(
     *,
     progress: bool = False,
     activation_progress: ProgressCallback | None = None,
-    in_thread: bool = True,
 ) -> AdaptRun:
-    """Adapt the active encoder and activate it when kept. `in_thread=False` trains on the
-    calling thread (the CLI: Ctrl-C then stops training at once, its checkpoint kept)."""
-    try:
-        start = await encoders.current()
-    except UnknownEncoder as exc:
-        raise AdaptError(exc.message) from None
-    refs = await catalog_reference_set(db, blobs, start.model.config.input_size, progress=progress)
-    args = (refs, start.model, start.label, config, work_dir(settings))
-    kwargs: dict[str, Any] = {"progress": progress, "device": training_device(settings)}
-    if in_thread:
-        outcome = await asyncio.to_thread(adapt_encoder, *args, **kwargs)
-    else:
-        outcome = adapt_encoder(*args, **kwargs)
-    activation = None
-    if outcome.kept:
-        label = f"{ADAPTED_KIND}@{encoder_fingerprint(outcome.model)}"
-        adapted = StyleEmbedder(outcome.model, label, settings.device, start.batch_size)
-        metrics = {k: v for k, v in outcome.as_dict().items() if k != "train_samples"}
-        activation = await activate(
-            db,
-            blobs,
-            adapted,
-            current=start,
-            parent=start.label,
-            metrics=metrics,
-            note=outcome.reason,
-            actor="catalog adapt",
-            progress=activation_progress,
-        )
-    await db.run(db_encoders.record_adapt_run)
-    return AdaptRun(outcome, activation)
+    """Adapt the active encoder and activate it when kept (training in a thread: the worker's
+    event loop keeps its heartbeats)."""
+    prepared = await prepare(db, blobs, encoders, progress=progress)
+    outcome = await asyncio.to_thread(train, prepared, settings, config, progress=progress)
+    return await finish(db, blobs, settings, prepared, outcome, activation_progress=activation_progress)
 
 
 async def rollback(
@@ -112,4 +161,14 @@ async def rollback(
     )
 
 
-__all__ = ["AdaptConfig", "AdaptError", "AdaptRun", "adapt_catalog", "rollback", "work_dir"]
+__all__ = [
+    "AdaptConfig",
+    "AdaptError",
+    "AdaptRun",
+    "Prepared",
+    "adapt_catalog",
+    "finish",
+    "prepare",
+    "rollback",
+    "train",
+]

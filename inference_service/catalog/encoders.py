@@ -78,6 +78,7 @@ async def activate(
     embedder: StyleEmbedder,
     *,
     current: StyleEmbedder | None,
+    expected: str | None = None,
     parent: str | None = None,
     metrics: dict[str, Any] | None = None,
     note: str = "",
@@ -87,7 +88,9 @@ async def activate(
 ) -> Activation:
     """Make `embedder` the catalog's encoder. `current` is the encoder active now when this
     process can load it: it is registered too (first activation over the shipped or configured
-    encoder), so a rollback can return to it. `parent` defaults to the current label."""
+    encoder), so a rollback can return to it. `parent` defaults to the current label.
+    With `expected`, the switch happens only from that label (EncoderChanged otherwise: an
+    adaptation must not replace an encoder another activation made while it trained)."""
     if current is not None:
         await register_encoder(db, blobs, current, note="active before the first activation")
     if parent is None and current is not None:
@@ -102,6 +105,8 @@ async def activate(
             progress("embedding", len(embedded), len(keys))
     async with db.transaction() as conn:
         previous = await db_encoders.lock_label(conn, embedder.label, exclusive=True)
+        if expected is not None and previous != expected:
+            raise db_encoders.EncoderChanged(expected, previous)
         now = await db_encoders.reference_keys(conn)
         late = [key for key in now if key not in embedded]
         if late:  # committed by a writer during the pass; writers now wait for this commit

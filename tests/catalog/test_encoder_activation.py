@@ -136,3 +136,32 @@ async def test_migration_008_adds_the_registry_and_the_search_encoder(db: Databa
     assert {c for t, c in columns if t == "style_encoders"} == {
         "label", "blob_key", "parent", "created_at", "activated_at", "metrics", "note"
     }  # fmt: skip
+
+
+async def test_an_activation_from_a_label_that_is_no_longer_active_is_refused(
+    db: Database, tmp_path: Path
+) -> None:
+    blobs = BlobStore(tmp_path / "blobs")
+    first = tiny_embedder()
+    await import_catalog(write_catalog(tmp_path / "cat", n_loras=2, n_samples=3), db, blobs, first)
+    originals = await stored_embeddings(db)
+    # An adaptation that started from `first` while another activation made `second` active.
+    second, adapted = perturbed(first, seed=6), perturbed(first, seed=7)
+    await activate(db, blobs, second, current=first)
+    with pytest.raises(EncoderChanged):
+        await activate(db, blobs, adapted, current=first, expected=first.label)
+    assert await db.run(active_label) == second.label
+    # The embeddings stay those of `second`, the active encoder.
+    stored = await stored_embeddings(db)
+    assert stored.keys() == originals.keys()
+    images = {key: load_image_file(blobs.path(blob)) for key, blob in await reference_blob_keys(db)}
+    for key, embedding in stored.items():
+        np.testing.assert_allclose(embedding, second.embed([images[key]])[0], atol=1e-5)
+
+
+async def reference_blob_keys(db: Database) -> list[tuple[tuple[str, str], str]]:
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            "SELECT l.slug, r.sample_id, r.blob_key FROM reference_images r JOIN loras l ON l.id = r.lora_id"
+        )
+        return [((r[0], r[1]), r[2]) for r in await cur.fetchall()]
