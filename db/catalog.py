@@ -9,9 +9,10 @@ import numpy as np
 from psycopg.rows import dict_row
 
 from db.database import Connection
+from db.encoders import ENCODER_KEY, require_label
 from db.rows import LoraRow, NewLora, ReferenceRow
 
-ENCODER_KEY = "style_encoder"
+__all__ = ["ENCODER_KEY"]
 # Which CLIP image/text encoders made the stored spec and prompt features (GMI branch).
 GMI_ENCODER_KEY = "gmi_encoder"
 
@@ -96,9 +97,15 @@ async def fingerprints(conn: Connection, kind: Literal["catalog", "spec"] = "cat
     return {row[0]: row[1] for row in await cur.fetchall()}
 
 
-async def replace_lora(conn: Connection, lora: NewLora, references: Sequence[ReferenceRow]) -> int:
-    """Insert or replace a LoRA with its whole reference set, atomically; returns its id."""
+async def replace_lora(
+    conn: Connection, lora: NewLora, references: Sequence[ReferenceRow], encoder: str | None = None
+) -> int:
+    """Insert or replace a LoRA with its whole reference set, atomically; returns its id. With
+    `encoder` (the label that embedded the references) it holds the active label until the commit
+    and raises db.encoders.EncoderChanged when that is another one."""
     async with conn.transaction():
+        if encoder is not None:
+            await require_label(conn, encoder)
         lora_id = await insert_lora(conn, lora, replace=True)
         await conn.execute("DELETE FROM reference_images WHERE lora_id = %s", (lora_id,))
         await copy_references(conn, lora_id, references)
@@ -111,23 +118,6 @@ async def has_searchable(conn: Connection) -> bool:
     cur = await conn.execute("SELECT EXISTS (SELECT 1 FROM lora_style_summary WHERE searchable)")
     row = await cur.fetchone()
     return bool(row and row[0])
-
-
-async def all_references(conn: Connection) -> list[tuple[int, str, str]]:
-    """(lora_id, sample_id, blob_key) of every reference, for re-embedding."""
-    cur = await conn.execute("SELECT lora_id, sample_id, blob_key FROM reference_images ORDER BY 1, 2")
-    return [(int(r[0]), str(r[1]), str(r[2])) for r in await cur.fetchall()]
-
-
-async def update_embeddings(conn: Connection, rows: Sequence[tuple[int, str, np.ndarray]]) -> None:
-    async with conn.transaction():
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                "UPDATE reference_images SET embedding = %s WHERE lora_id = %s AND sample_id = %s",
-                [(emb, lora_id, sample_id) for lora_id, sample_id, emb in rows],
-            )
-        for lora_id in sorted({r[0] for r in rows}):
-            await refresh_style_summary(conn, lora_id)
 
 
 # Every NewLora field, in the order of the INSERT below.
@@ -195,3 +185,14 @@ async def refresh_style_summary(conn: Connection, lora_id: int) -> None:
         """,
         {"id": lora_id},
     )
+
+
+async def training_references(conn: Connection) -> list[tuple[str, str, str, bool]]:
+    """(slug, sample_id, blob_key, kept) of every reference of every active or hidden LoRA: what
+    adapting the style encoder to the catalog learns from (taken-down LoRAs stay out)."""
+    cur = await conn.execute(
+        "SELECT l.slug, r.sample_id, r.blob_key, r.kept FROM reference_images r"
+        " JOIN loras l ON l.id = r.lora_id WHERE l.status IN ('active', 'hidden')"
+        " ORDER BY l.slug, r.sample_id"
+    )
+    return [(str(r[0]), str(r[1]), str(r[2]), bool(r[3])) for r in await cur.fetchall()]

@@ -48,15 +48,23 @@ class Database:
             yield conn
 
     @asynccontextmanager
-    async def search_connection(self) -> AsyncIterator[Connection]:
+    async def search_connection(
+        self, guard: Callable[[Connection], Awaitable[None]] | None = None
+    ) -> AsyncIterator[Connection]:
         """A pooled connection for search queries, whose statements PostgreSQL cancels after
         search_timeout_ms (QueryCanceled). Transaction-local: the setting ends with the
-        transaction the pool closes, so other users of the connection never see it."""
+        transaction the pool closes, so other users of the connection never see it.
+        With a `guard`, the transaction is one snapshot (REPEATABLE READ) and the guard's check
+        runs in it first: what it verified holds for every query on the connection."""
         async with self.pool.connection() as conn:
+            if guard is not None:
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             if self.search_timeout_ms > 0:
                 await conn.execute(
                     "SELECT set_config('statement_timeout', %s, true)", (f"{self.search_timeout_ms}ms",)
                 )
+            if guard is not None:
+                await guard(conn)
             yield conn
 
     @asynccontextmanager

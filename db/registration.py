@@ -15,6 +15,7 @@ from psycopg.rows import dict_row
 from db import moderation
 from db.catalog import copy_references, insert_lora, refresh_style_summary
 from db.database import Connection
+from db.encoders import require_label
 from db.rows import NewLora, ReferenceRow, SpecRow
 from db.specs import insert_spec_points
 
@@ -189,9 +190,11 @@ async def complete(
     lookalikes: list[dict[str, Any]],
     message: str,
     audit: dict[str, Any],
+    encoder: str | None = None,
 ) -> int:
     """The LoRA, its references, summary and spec, the audit entry and the job's success, in one
-    transaction: a crash before the commit leaves nothing visible, and a repeat finds it done."""
+    transaction: a crash before the commit leaves nothing visible, and a repeat finds it done.
+    With `encoder` (the label that embedded the references), as db.catalog.replace_lora."""
     async with conn.transaction():
         cur = await conn.execute(
             "SELECT state, lora_id, client FROM registration_jobs WHERE id = %s FOR UPDATE", (job_id,)
@@ -199,6 +202,8 @@ async def complete(
         row = await cur.fetchone()
         if row is not None and row[0] == "succeeded":
             return int(row[1])
+        if encoder is not None:
+            await require_label(conn, encoder)
         lora_id = await insert_lora(conn, lora)
         await copy_references(conn, lora_id, references)
         await refresh_style_summary(conn, lora_id)

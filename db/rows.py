@@ -160,6 +160,7 @@ class StoredSearch:
     filters: dict[str, Any]
     expires_at: datetime
     expired: bool
+    encoder: str | None = None  # the style encoder of query_embedding (None: made before versioning)
 
 
 def as_array(value: Any) -> np.ndarray:

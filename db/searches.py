@@ -22,12 +22,14 @@ async def save_search(
     filters: dict[str, Any],
     requested_by: str,
     ttl_hours: float,
+    encoder: str | None = None,
 ) -> tuple[uuid.UUID, datetime]:
     search_id = uuid.uuid4()
     cur = await conn.execute(
         """
-        INSERT INTO searches (id, query_embedding, pseudo_prompt, ranking, filters, requested_by, expires_at)
-        VALUES (%s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s))
+        INSERT INTO searches (id, query_embedding, pseudo_prompt, ranking, filters, requested_by,
+                              expires_at, encoder)
+        VALUES (%s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s), %s)
         RETURNING expires_at
         """,
         (
@@ -38,6 +40,7 @@ async def save_search(
             json.dumps(filters),
             requested_by,
             ttl_hours * 3600.0,
+            encoder,
         ),
     )
     row = await cur.fetchone()
@@ -48,13 +51,13 @@ async def save_search(
 async def get_search(conn: Connection, search_id: uuid.UUID) -> StoredSearch | None:
     cur = await conn.execute(
         "SELECT id, query_embedding, pseudo_prompt, ranking, filters, expires_at,"
-        " expires_at <= now() FROM searches WHERE id = %s",
+        " expires_at <= now(), encoder FROM searches WHERE id = %s",
         (search_id,),
     )
     row = await cur.fetchone()
     if row is None:
         return None
-    return StoredSearch(row[0], as_array(row[1]), row[2], row[3], row[4], row[5], bool(row[6]))
+    return StoredSearch(row[0], as_array(row[1]), row[2], row[3], row[4], row[5], bool(row[6]), row[7])
 
 
 async def record_feedback(

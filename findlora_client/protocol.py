@@ -25,6 +25,7 @@ class Reason(StrEnum):
 
     SEARCH_NOT_FOUND = "SEARCH_NOT_FOUND"
     SEARCH_EXPIRED = "SEARCH_EXPIRED"
+    SEARCH_OUTDATED = "SEARCH_OUTDATED"  # made with an earlier style encoder: search again
     CATALOG_EMPTY = "CATALOG_EMPTY"
     CATALOG_STALE = "CATALOG_STALE"  # embedded with another style encoder than the service runs
     IMAGE_REJECTED = "IMAGE_REJECTED"

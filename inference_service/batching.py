@@ -234,3 +234,52 @@ class EncoderBatcher(Generic[X]):
 
     async def aclose(self) -> None:
         await self.batcher.aclose()
+
+
+class StyleBatcher:
+    """Batches style-encoder calls while the active encoder may change (an activation): each
+    request names the embedder it embeds with, and a batch runs each embedder's requests
+    together, so no query is ever embedded by another encoder than the one its search checks.
+
+    Preprocessing (resize to the encoder's input) runs per request in its own thread before
+    queueing, overlapping the model run of the batch ahead, as in EncoderBatcher.
+    """
+
+    def __init__(self, *, max_batch: int = 32, max_wait: float = 0.005, max_queue: int = 256) -> None:
+        self.batcher: DynamicBatcher[tuple[StyleEmbedder, torch.Tensor], np.ndarray] = DynamicBatcher(
+            self._run,
+            max_batch=max_batch,
+            max_wait=max_wait,
+            max_queue=max_queue,
+            size=lambda item: len(item[1]),
+            wait_only_when_announced=True,
+        )
+
+    async def embed(
+        self, embedder: StyleEmbedder, images: Sequence[Image.Image], deadline: float | None = None
+    ) -> np.ndarray:
+        if len(self.batcher) >= self.batcher.max_queue:  # refuse before spending preprocessing
+            self.batcher.stats.rejected += 1
+            raise ResourceExhausted("the service is overloaded (encoder queue full); try again shortly")
+        with self.batcher.announce():
+            tensor = await asyncio.to_thread(to_tensor, list(images), embedder.model.config.input_size)
+        return await self.batcher.submit((embedder, tensor), deadline=deadline)
+
+    @staticmethod
+    def _run(items: list[tuple[StyleEmbedder, torch.Tensor]]) -> list[np.ndarray]:
+        results: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(items)
+        groups: dict[int, list[int]] = {}
+        for index, (embedder, _) in enumerate(items):
+            groups.setdefault(id(embedder), []).append(index)
+        for indices in groups.values():
+            embedder = items[indices[0]][0]
+            with torch.inference_mode():
+                out = embedder.model(torch.cat([items[i][1] for i in indices]).to(embedder.device))
+            embeddings = out.float().cpu().numpy().astype(np.float32)
+            bounds = np.cumsum([0, *(len(items[i][1]) for i in indices)])
+            for index, (start, end) in zip(indices, itertools.pairwise(bounds.tolist()), strict=True):
+                results[index] = embeddings[start:end]
+        return results
+
+    async def aclose(self) -> None:
+        await self.batcher.aclose()

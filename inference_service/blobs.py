@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 
 _SAFE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+_FINGERPRINT = re.compile(r"^[0-9a-f]{8,64}$")
 
 
 class BlobStore:
@@ -20,7 +22,16 @@ class BlobStore:
         if suffix not in _SAFE_SUFFIXES:
             raise ValueError(f"unsupported blob suffix {suffix!r}")
         digest = hashlib.sha256(data).hexdigest()
-        key = f"{digest[:2]}/{digest}{suffix}"
+        return self._write_once(f"{digest[:2]}/{digest}{suffix}", data)
+
+    def put_encoder(self, data: bytes, fingerprint: str) -> str:
+        """A style encoder's .safetensors, keyed by its weights' fingerprint (the label's suffix)
+        and written once: `encoders/<fingerprint>.safetensors`."""
+        if not _FINGERPRINT.match(fingerprint):
+            raise ValueError(f"not an encoder fingerprint: {fingerprint!r}")
+        return self._write_once(f"encoders/{fingerprint}.safetensors", data)
+
+    def _write_once(self, key: str, data: bytes) -> str:
         path = self.root / key
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)

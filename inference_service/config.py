@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from findlora_client.protocol import DEFAULT_ADDRESS, MAX_IMAGE_PIXELS, MAX_MESSAGE_BYTES
@@ -196,6 +196,15 @@ class Settings(BaseSettings):
     )
     watch_poll_seconds: float = 0.5
 
+    # --- catalog adaptation on the worker (`findlora catalog adapt` as a job) ------------------
+    adapt_every_registrations: int = Field(
+        0, ge=0, description="Adapt the style encoder after this many new registrations; 0: off."
+    )
+    adapt_cron: str = Field(
+        "", description="Also adapt on this cron schedule (e.g. '0 3 * * 0'); empty: off."
+    )
+    adapt_max_minutes: float = Field(5.0, gt=0, description="Time budget of one adaptation job.")
+
     # --- retention and privacy (README "What findlora keeps") --------------------------------
     purge_interval_s: float = Field(300.0, gt=0, description="How often expired searches are deleted.")
     feedback_key: SecretStr | None = Field(
@@ -210,6 +219,18 @@ class Settings(BaseSettings):
 
     grace_seconds: float = Field(5.0, description="Graceful shutdown: time given to in-flight RPCs.")
     db_pool_max: int = 8
+
+    @field_validator("adapt_cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return value
+        from croniter import croniter  # procrastinate's own dependency: its cron syntax
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"FINDLORA_ADAPT_CRON {value!r} is not a cron schedule (e.g. '0 3 * * 0')")
+        return value
 
     @model_validator(mode="after")
     def _database_url_from_secret_file(self) -> Settings:

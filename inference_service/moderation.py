@@ -14,10 +14,11 @@ from PIL import Image
 
 from db import catalog, moderation, ranking
 from db.database import Database
+from db.encoders import EncoderChanged, label_guard
 from db.rows import FlagRow, LoraRow
 from inference_service.config import Settings
 from inference_service.errors import FailedPrecondition, InvalidArgument, NotFound, parse_id
-from inference_service.models.style_encoder import StyleEmbedder
+from inference_service.models.active import ActiveEncoder, UnknownEncoder
 
 LORA_STATUSES = ("active", "hidden", "taken_down")
 FLAG_STATUSES = ("open", "approved", "dismissed")
@@ -34,9 +35,9 @@ class StatusChange:
 
 
 class Moderation:
-    def __init__(self, db: Database, embedder: StyleEmbedder, settings: Settings) -> None:
+    def __init__(self, db: Database, encoders: ActiveEncoder, settings: Settings) -> None:
         self.db = db
-        self.embedder = embedder
+        self.encoders = encoders
         self.settings = settings
 
     async def resolve_lora(self, ref: str) -> LoraRow:
@@ -99,15 +100,28 @@ class Moderation:
         lora = await self.resolve_lora(ref)
         if lora.status == "taken_down":
             raise FailedPrecondition(f"{lora.slug} has already been taken down")
-        embeddings = await asyncio.to_thread(self.embedder.embed, list(artworks))
-        async with self.db.search_connection() as conn:
-            evidence = await moderation.evidence_for(conn, list(embeddings), lora.id)
-            if evidence is None:
-                raise FailedPrecondition(f"{lora.slug} has no reference images to compare your artwork with")
-            centre = embeddings.mean(axis=0)
-            nearest = await ranking.nearest_references(
-                conn, centre, [lora.id], self.settings.transfers_per_match
-            )
+        for _ in range(3):  # an activation between embedding and comparing: embed again
+            try:
+                embedder = await self.encoders.current()
+            except UnknownEncoder as exc:
+                raise FailedPrecondition(exc.message) from None
+            embeddings = await asyncio.to_thread(embedder.embed, list(artworks))
+            try:
+                async with self.db.search_connection(label_guard(embedder.label)) as conn:
+                    evidence = await moderation.evidence_for(conn, list(embeddings), lora.id)
+                    if evidence is None:
+                        raise FailedPrecondition(
+                            f"{lora.slug} has no reference images to compare your artwork with"
+                        )
+                    centre = embeddings.mean(axis=0)
+                    nearest = await ranking.nearest_references(
+                        conn, centre, [lora.id], self.settings.transfers_per_match
+                    )
+                break
+            except EncoderChanged:
+                continue
+        else:
+            raise FailedPrecondition("the style encoder is being switched; flag again in a moment")
         return await self.db.run(
             moderation.insert_flag,
             lora_id=lora.id,

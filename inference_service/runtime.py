@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -13,6 +13,7 @@ from db.embedded import database_url
 from db.migrate import migrate, require_current
 from inference_service.blobs import BlobStore
 from inference_service.config import Settings
+from inference_service.models.active import ActiveEncoder
 from inference_service.models.style_encoder import StyleEmbedder, resolve_encoder
 
 if TYPE_CHECKING:
@@ -25,8 +26,13 @@ class Runtime:
     url: str
     db: Database
     blobs: BlobStore
-    embedder: StyleEmbedder
+    embedder: StyleEmbedder  # the configured encoder (FINDLORA_STYLE_ENCODER or the shipped one)
     gmi: GmiModels | None = None  # CLIP (+ captioner) when settings.gmi is on
+    # The encoder the catalog's label names (an activation switches it): what embeds.
+    encoders: ActiveEncoder = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.encoders = ActiveEncoder(self.db, self.blobs, self.embedder)
 
     async def close(self) -> None:
         await self.db.close()

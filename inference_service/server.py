@@ -84,7 +84,7 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
             from inference_service.gmi import GmiBranch
 
             gmi = GmiBranch(runtime.db, runtime.gmi, settings.rkme_gamma)
-        engine = SearchEngine(runtime.db, runtime.blobs, runtime.embedder, settings, gmi)
+        engine = SearchEngine(runtime.db, runtime.blobs, runtime.encoders, settings, gmi)
         stack.push_async_callback(engine.aclose)
         decoder = DecodePool.from_settings(settings)
         stack.callback(decoder.close)
@@ -96,7 +96,7 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
         findlora_pb2_grpc.add_FindLoraServicer_to_server(  # type: ignore[no-untyped-call]
             FindLoraServicer(
                 engine,
-                Moderation(runtime.db, runtime.embedder, settings),
+                Moderation(runtime.db, runtime.encoders, settings),
                 settings,
                 registrations,
                 decoder,
@@ -126,7 +126,7 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
         log.info(
             "service_started",
             port=port,
-            encoder=runtime.embedder.label,
+            encoder=runtime.embedder.label,  # configured; the catalog's label may name another
             device=settings.device,
             dynamic_batching=settings.dynamic_batching,
             batch_max_size=settings.batch_max_size,

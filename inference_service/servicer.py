@@ -455,11 +455,12 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
     ) -> pb.ServiceStatusResponse:
         alive = max(self.settings.worker_stalled_after_seconds, 3 * self.settings.worker_heartbeat_seconds)
         counts = await self.engine.db.run(database_status, alive)
+        active = await self.engine.encoders.current_or_none()  # the catalog's, when it can load
         return pb.ServiceStatusResponse(
             active_loras=counts.active_loras,
             loras=counts.loras,
             samples=counts.samples,
-            encoder=self.engine.embedder.label,
+            encoder=(active or self.engine.encoders.configured).label,
             catalog_encoder=counts.stored_encoder,
             database=database_description(self.settings),
             schema_version=counts.schema_version,

@@ -46,8 +46,10 @@ def friendly_error(error: BaseException) -> str:
     if not isinstance(error, ServiceCallError):
         return INTERNAL
     reason = error.reason
-    if reason in (Reason.SEARCH_EXPIRED, Reason.SEARCH_NOT_FOUND):
-        return EXPIRED  # the bots' searches come from their own messages: a missing one was purged
+    if reason in (Reason.SEARCH_EXPIRED, Reason.SEARCH_NOT_FOUND, Reason.SEARCH_OUTDATED):
+        # The bots' searches come from their own messages: a missing one was purged, and one made
+        # before the style encoder changed is as good as expired.
+        return EXPIRED
     if reason == Reason.RATE_LIMITED:
         wait = wait_text(error.retry_after_s) if error.retry_after_s else "a moment"
         return f"The findlora service is getting too many requests from you; try again in {wait}."

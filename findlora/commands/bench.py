@@ -83,6 +83,14 @@ def quality_cmd(
     positive_pairs: Annotated[int, typer.Option(help="Positive pairs for F1.")] = 10_000,
     negative_pairs: Annotated[int, typer.Option(help="Negative pairs for F1.")] = 10_100,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    adapt_minutes: Annotated[
+        float | None,
+        typer.Option(
+            min=0.05,
+            help="Also score each d_avg zoo row after adapting the encoder to that zoo's catalog "
+            "(as `catalog adapt` does) within this many minutes.",
+        ),
+    ] = None,
     multi_image: Annotated[bool, typer.Option(help="Add rows for 2- and 4-image queries.")] = True,
     gmi: Annotated[
         bool, typer.Option(help="Add RKME-CLIP, weighted RKME and fused rows (prompt-conditioned zoo).")
@@ -97,6 +105,7 @@ def quality_cmd(
     """The style-distance quality protocol (docs/design.md 8) with every baseline, in one run."""
     import torch
 
+    from inference_service.training.adapt import AdaptConfig
     from lab.bench.quality import QualityConfig, run_quality
     from lab.bench.quality_report import render_table, save_chart
     from lab.bench.seed_ledger import SeedReuseError
@@ -141,8 +150,13 @@ def quality_cmd(
         extra_rows.append(held_out_rows)
     if service:
         extra_rows.append(imported_catalog_rows)
+    hooks = []
+    if adapt_minutes is not None:
+        from lab.bench.adapt_rows import adapted_rows_hook
+
+        hooks.append(adapted_rows_hook(AdaptConfig(max_minutes=adapt_minutes, threads=threads or 0)))
     try:
-        result = run_quality(config, extra_rows=extra_rows)
+        result = run_quality(config, extra_rows=extra_rows, zoo_row_hooks=hooks)
     except SeedReuseError as exc:
         Console(stderr=True).print(f"[red]{exc}[/red]", highlight=False)
         raise typer.Exit(2) from exc

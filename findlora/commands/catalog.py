@@ -1,13 +1,22 @@
-"""`findlora catalog import|export|reembed`."""
+"""`findlora catalog import|export|reembed|adapt`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
-from findlora.console import console, run
+from findlora.console import console, fail, run
+
+if TYPE_CHECKING:
+    from inference_service.catalog.adaptation import AdaptRun, Prepared
+    from inference_service.catalog.encoders import ProgressCallback
+    from inference_service.config import Settings
+    from inference_service.training.adapt import AdaptOutcome
 
 catalog_app = typer.Typer(help="Import and export catalogs (docs/design.md 6 format).", no_args_is_help=True)
 
@@ -40,7 +49,7 @@ async def _import(directory: Path, update: bool) -> None:
                 directory,
                 runtime.db,
                 runtime.blobs,
-                runtime.embedder,
+                runtime.encoders,
                 cleansing_threshold=settings.cleansing_threshold,
                 thumb_px=settings.thumbnail_px,
                 update=update,
@@ -53,7 +62,7 @@ async def _import(directory: Path, update: bool) -> None:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     console.print(
         f"imported {len(report.imported)}, updated {len(report.updated)}, unchanged {len(report.unchanged)} "
-        f"LoRA(s); {report.references} reference(s) embedded with {runtime.embedder.label}, "
+        f"LoRA(s); {report.references} reference(s) embedded with {runtime.encoders.loaded.label}, "
         f"{report.dropped_by_cleansing} dropped by cleansing (Eq. 1); {report.samples_added} new sample(s)"
     )
     if report.specs or runtime.gmi is not None:
@@ -115,8 +124,145 @@ async def _reembed() -> None:
 
 @catalog_app.command("reembed")
 def reembed_cmd() -> None:
-    """Recompute every stored reference embedding with the configured style encoder."""
+    """Recompute every stored reference embedding with the configured style encoder and make it
+    the active one (running services switch to it without a restart)."""
     run(_reembed())
+
+
+def _write_json(path: Path | None, payload: dict[str, object]) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+
+def _print_outcome(result: AdaptRun) -> None:
+    outcome = result.outcome
+    table = Table(title="validation on held-out samples", show_edge=False)
+    for column in ("", "MRR", "hit@5"):
+        table.add_column(column, justify="right" if column else "left")
+    table.add_row(f"before ({outcome.start_label})", f"{outcome.before:.3f}", f"{outcome.before_hit5:.2f}")
+    table.add_row("after adaptation", f"{outcome.after:.3f}", f"{outcome.after_hit5:.2f}")
+    console.print(table)
+    resumed = ", resumed from a checkpoint" if outcome.resumed else ""
+    console.print(
+        f"{outcome.loras} LoRAs, {len(outcome.val_samples)} held-out sample(s), {outcome.queries} queries; "
+        f"{outcome.steps} steps in {outcome.seconds:.0f} s{resumed}"
+    )
+    colour = "green" if outcome.kept else "yellow"
+    console.print(f"[{colour}]{outcome.reason}[/]", highlight=False)
+    if result.activation is not None:
+        console.print(
+            f"activated {result.activation.label} (was {result.activation.previous}): "
+            f"{result.activation.references} reference(s) and {result.activation.loras} style summaries "
+            "re-embedded; `findlora catalog adapt --rollback` returns to the previous encoder",
+            highlight=False,
+        )
+
+
+def _activation_bar(progress: Progress) -> ProgressCallback:
+    task = progress.add_task("re-embedding", total=None, visible=False)
+
+    def advance(_: str, done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total, visible=True)
+
+    return advance
+
+
+async def _rollback(json_path: Path | None) -> None:
+    from inference_service.catalog.adaptation import rollback
+    from inference_service.catalog.encoders import NoPreviousEncoder
+    from inference_service.config import Settings
+    from inference_service.runtime import open_runtime
+
+    runtime = await open_runtime(Settings())
+    try:
+        with _progress() as progress:
+            try:
+                done = await rollback(
+                    runtime.db, runtime.blobs, runtime.encoders, progress=_activation_bar(progress)
+                )
+            except NoPreviousEncoder as exc:
+                fail(str(exc))
+    finally:
+        await runtime.close()
+    console.print(
+        f"rolled back to {done.label} (from {done.previous}); {done.references} reference(s) re-embedded",
+        highlight=False,
+    )
+    _write_json(json_path, {"rollback": {"from": done.previous, "to": done.label}})
+
+
+async def _prepare(settings: Settings) -> Prepared:
+    from inference_service.catalog.adaptation import AdaptError, prepare
+    from inference_service.runtime import open_runtime
+
+    runtime = await open_runtime(settings)
+    try:
+        return await prepare(runtime.db, runtime.blobs, runtime.encoders, progress=True)
+    except AdaptError as exc:
+        fail(str(exc))
+    finally:
+        await runtime.close()
+
+
+async def _finish(settings: Settings, prepared: Prepared, outcome: AdaptOutcome) -> AdaptRun:
+    from inference_service.catalog.adaptation import AdaptError, finish
+    from inference_service.runtime import open_runtime
+
+    runtime = await open_runtime(settings)
+    try:
+        with _progress() as progress:
+            return await finish(
+                runtime.db,
+                runtime.blobs,
+                settings,
+                prepared,
+                outcome,
+                activation_progress=_activation_bar(progress),
+            )
+    except AdaptError as exc:
+        fail(str(exc))
+    finally:
+        await runtime.close()
+
+
+def _adapt(
+    max_minutes: float, threads: int, json_path: Path | None, seed: int, max_steps: int | None
+) -> None:
+    """Three steps, the training between two event loops: Ctrl-C stops it at once (its checkpoint
+    stays, a rerun resumes) instead of waiting for the loop to notice."""
+    from inference_service.catalog.adaptation import AdaptConfig, AdaptError, train
+    from inference_service.config import Settings
+
+    settings = Settings()
+    prepared = run(_prepare(settings))
+    config = AdaptConfig(max_minutes=max_minutes, threads=threads, seed=seed, max_steps=max_steps)
+    try:
+        outcome = train(prepared, settings, config, progress=True)
+    except AdaptError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted: the checkpoint is kept; run `findlora catalog adapt` again to resume", 130)
+    result = run(_finish(settings, prepared, outcome))
+    _print_outcome(result)
+    _write_json(json_path, result.as_dict())
+
+
+@catalog_app.command("adapt")
+def adapt_cmd(
+    max_minutes: float = typer.Option(5.0, min=0.1, help="Whole budget: loading, training, validation."),
+    threads: int = typer.Option(0, min=0, help="torch threads for training; 0 keeps torch's default."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the outcome (before/after, why) here."),
+    rollback: bool = typer.Option(False, "--rollback", help="Reactivate the previous encoder instead."),
+    seed: int = typer.Option(0, help="Seed of the held-out split and of training."),
+    max_steps: int | None = typer.Option(None, min=1, help="Cap on fine-tuning steps."),
+) -> None:
+    """Fine-tune the active style encoder on the catalog's own references, validate on held-out
+    samples, and activate it only if validation MRR improves (an interrupted run resumes)."""
+    if rollback:
+        run(_rollback(json_path))
+    else:
+        _adapt(max_minutes, threads, json_path, seed, max_steps)
 
 
 def register(app: typer.Typer) -> None:

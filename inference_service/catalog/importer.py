@@ -14,11 +14,14 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from db import catalog as db_catalog
+from db import encoders as db_encoders
 from db.database import Database
+from db.encoders import EncoderChanged
 from db.rows import NewLora, ReferenceRow
 from inference_service.blobs import BlobStore
 from inference_service.catalog.format import Catalog, CatalogError, LoraEntry, lora_toml, scan_catalog
 from inference_service.imaging import ImageRejected, decode_image_file, load_image_file, thumbnail_webp
+from inference_service.models.active import ActiveEncoder, UnknownEncoder, as_active
 from inference_service.models.style_encoder import StyleEmbedder
 from inference_service.scoring.cleansing import transfer_mse
 
@@ -63,7 +66,7 @@ def _check_images(catalog: Catalog, problems: list[str]) -> None:
 
 
 async def validate(
-    catalog_dir: Path, db: Database, embedder: StyleEmbedder, update: bool, gmi: GmiModels | None = None
+    catalog_dir: Path, db: Database, encoders: ActiveEncoder, update: bool, gmi: GmiModels | None = None
 ) -> tuple[Catalog, dict[str, str]]:
     """Every problem, each with its path, before anything is written. Returns the catalog and
     the fingerprints of its LoRAs."""
@@ -74,11 +77,12 @@ async def validate(
         stored = stored_samples.get(sample_id)
         if stored is not None and stored != hashlib.sha256(path.read_bytes()).hexdigest():
             problems.append(f"{path}: sample id {sample_id!r} is already stored with different content")
-    stored_encoder = await db.run(db_catalog.get_meta, db_catalog.ENCODER_KEY)
-    if stored_encoder is not None and stored_encoder != embedder.label:
+    try:
+        await encoders.current()
+    except UnknownEncoder as exc:
         problems.append(
-            f"the database was embedded with encoder {stored_encoder!r} but this process runs "
-            f"{embedder.label!r}: run `findlora catalog reembed` first"
+            f"the database was embedded with encoder {exc.stored!r} but this process runs "
+            f"{encoders.configured.label!r}: run `findlora catalog reembed` first"
         )
     prints = {slug: fingerprint(entry) for slug, entry in catalog.loras.items()}
     if not update:
@@ -156,7 +160,7 @@ async def import_catalog(
     catalog_dir: Path,
     db: Database,
     blobs: BlobStore,
-    embedder: StyleEmbedder,
+    embedder: StyleEmbedder | ActiveEncoder,
     *,
     cleansing_threshold: float = 0.01,
     thumb_px: int = 256,
@@ -164,8 +168,11 @@ async def import_catalog(
     progress: ProgressCallback | None = None,
     gmi: GmiModels | None = None,
 ) -> ImportReport:
-    """Import samples and LoRAs; with GMI models also the prompt set and the LoRAs' specs."""
-    catalog, prints = await validate(catalog_dir, db, embedder, update, gmi)
+    """Import samples and LoRAs; with GMI models also the prompt set and the LoRAs' specs.
+    References are embedded with the catalog's active encoder (`embedder` is the holder, or the
+    encoder an empty catalog starts with)."""
+    encoders = as_active(embedder, db, blobs)
+    catalog, prints = await validate(catalog_dir, db, encoders, update, gmi)
     report = ImportReport(warnings=list(catalog.warnings))
     stored_samples = await db.run(db_catalog.samples)
     for sample_id, path in catalog.samples.items():
@@ -178,7 +185,7 @@ async def import_catalog(
                 hashlib.sha256(data).hexdigest(),
             )
             report.samples_added += 1
-    await db.run(db_catalog.set_meta, db_catalog.ENCODER_KEY, embedder.label)
+    await db.run(db_encoders.claim_label, (await encoders.current()).label)
     stored_prints = await db.run(db_catalog.fingerprints)
     samples = {sid: load_image_file(path) for sid, path in catalog.samples.items()}
     todo = sorted(catalog.loras)
@@ -187,23 +194,30 @@ async def import_catalog(
         if stored_prints.get(slug) == prints[slug]:
             report.unchanged.append(slug)
         else:
-            rows = _reference_rows(entry, samples, blobs, embedder, cleansing_threshold, thumb_px)
-            await db.run(
-                db_catalog.replace_lora,
-                NewLora(
-                    slug=slug,
-                    name=entry.name,
-                    base_model=entry.base_model,
-                    page_url=entry.url,
-                    trigger_words=entry.trigger_words,
-                    license=entry.license,
-                    author=entry.author,
-                    nsfw=entry.nsfw,
-                    created_by=f"catalog:{catalog.name}",
-                    catalog_fingerprint=prints[slug],
-                ),
-                rows,
+            lora = NewLora(
+                slug=slug,
+                name=entry.name,
+                base_model=entry.base_model,
+                page_url=entry.url,
+                trigger_words=entry.trigger_words,
+                license=entry.license,
+                author=entry.author,
+                nsfw=entry.nsfw,
+                created_by=f"catalog:{catalog.name}",
+                catalog_fingerprint=prints[slug],
             )
+            for _ in range(3):  # an activation committed meanwhile: embed again with its encoder
+                current = await encoders.current()
+                rows = _reference_rows(entry, samples, blobs, current, cleansing_threshold, thumb_px)
+                try:
+                    await db.run(db_catalog.replace_lora, lora, rows, current.label)
+                    break
+                except EncoderChanged:
+                    continue
+            else:
+                raise CatalogError(
+                    [f"{slug}: the style encoder kept changing during the import; run it again"]
+                )
             (report.updated if slug in stored_prints else report.imported).append(slug)
             report.references += len(rows)
             report.dropped_by_cleansing += sum(not r.kept for r in rows)
@@ -229,17 +243,12 @@ async def reembed(
     progress: ProgressCallback | None = None,
     batch: int = 256,
 ) -> int:
-    """Recompute every reference embedding with the current encoder (after a model change)."""
-    refs = await db.run(db_catalog.all_references)
-    for start in range(0, len(refs), batch):
-        chunk = refs[start : start + batch]
-        images = [load_image_file(blobs.path(key)) for _, _, key in chunk]
-        embeddings = embedder.embed(images)
-        await db.run(
-            db_catalog.update_embeddings,
-            [(lid, sid, emb) for (lid, sid, _), emb in zip(chunk, embeddings, strict=True)],
-        )
-        if progress is not None:
-            progress("reembed", min(start + batch, len(refs)), len(refs))
-    await db.run(db_catalog.set_meta, db_catalog.ENCODER_KEY, embedder.label)
-    return len(refs)
+    """Recompute every reference embedding with `embedder` (after a model change) and make it
+    the catalog's encoder: an activation (inference_service.catalog.encoders)."""
+    from inference_service.catalog.encoders import activate
+
+    current = await as_active(embedder, db, blobs).current_or_none()
+    done = await activate(
+        db, blobs, embedder, current=current, note="catalog reembed", progress=progress, batch=batch
+    )
+    return done.references

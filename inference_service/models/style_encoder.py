@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save, save_file
 from torch import nn
 from torch.nn import functional
 
@@ -226,6 +226,12 @@ def save_encoder(model: StyleEncoder, path: Path, metadata: dict[str, str] | Non
     meta = {"config": model.config.to_json(), **(metadata or {})}
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(path), metadata=meta)
+
+
+def encoder_bytes(model: StyleEncoder, metadata: dict[str, str] | None = None) -> bytes:
+    """The .safetensors file save_encoder writes, as bytes (for the blob store)."""
+    meta = {"config": model.config.to_json(), **(metadata or {})}
+    return save({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, metadata=meta)
 
 
 def read_metadata(path: Path) -> dict[str, str]:

@@ -16,7 +16,9 @@ from typing import Any
 
 import structlog
 from procrastinate import App, PsycopgConnector
+from procrastinate.exceptions import AlreadyEnqueued
 
+from db import encoders as db_encoders
 from db import registration
 from db.database import Database
 from db.registration import JobRow, SlugTaken, SourceBusy
@@ -27,10 +29,15 @@ from inference_service.registration.families import generator_family
 from inference_service.registration.fetch import FetchPolicy, check_url, redact
 from inference_service.registration.pipeline import STAGED_PREFIX, RegistrationPipeline, fetch_policy
 from inference_service.registration.refusals import FetchRefused, LoraFileRejected
+from inference_service.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 QUEUE = "registration"
 TASK = "findlora.register_lora"
+# Catalog adaptation (findlora catalog adapt as a job): its own queue, one at a time, one queued.
+ADAPT_QUEUE = "adapt"
+ADAPT_TASK = "findlora.adapt_catalog"
+ADAPT_LOCK = "adapt_catalog"
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
@@ -201,6 +208,25 @@ async def _watch_stalled(queue: App, settings: Settings) -> None:
         await asyncio.sleep(max(settings.worker_stalled_after_seconds / 2, 0.5))
 
 
+async def defer_adapt_when_due(queue: App, db: Database, settings: Settings) -> bool:
+    """After a registration: queue an adaptation when adapt_every_registrations LoRAs were
+    registered since the last one (activation or run). The queueing lock keeps it to one job."""
+    every = settings.adapt_every_registrations
+    if every <= 0:
+        return False
+    count = await db.run(db_encoders.registrations_since_adapt)
+    if count < every:
+        return False
+    try:
+        await queue.configure_task(
+            ADAPT_TASK, queue=ADAPT_QUEUE, lock=ADAPT_LOCK, queueing_lock=ADAPT_LOCK
+        ).defer_async()
+    except AlreadyEnqueued:
+        return False
+    log.info("adaptation_queued", registrations=count, every=every)
+    return True
+
+
 async def run_worker(settings: Settings, *, wait: bool = True, policy: FetchPolicy | None = None) -> None:
     """`findlora serve worker`: take registration jobs until stopped (or, wait=False, until none is
     left). `policy` replaces the download policy built from settings (tests allow loopback with it)."""
@@ -221,13 +247,23 @@ async def run_worker(settings: Settings, *, wait: bool = True, policy: FetchPoli
         return loaded[family]
 
     pipeline = RegistrationPipeline(
-        settings, runtime.db, runtime.blobs, runtime.embedder, generators, policy, gmi=runtime.gmi
+        settings, runtime.db, runtime.blobs, runtime.encoders, generators, policy, gmi=runtime.gmi
     )
     queue = make_queue_app(runtime.url)
 
     @queue.task(name=TASK, queue=QUEUE)
     async def register_lora(job_id: str) -> None:
         await pipeline.run(uuid.UUID(job_id))
+        await defer_adapt_when_due(queue, runtime.db, settings)
+
+    @queue.task(name=ADAPT_TASK, queue=ADAPT_QUEUE, lock=ADAPT_LOCK)
+    async def adapt_catalog_job(timestamp: int | None = None) -> None:
+        await run_adapt_job(runtime, settings)
+
+    if settings.adapt_cron:
+        queue.periodic(cron=settings.adapt_cron, periodic_id="adapt", queueing_lock=ADAPT_LOCK)(
+            adapt_catalog_job  # type: ignore[arg-type]
+        )
 
     try:
         async with queue.open_async():
@@ -236,7 +272,7 @@ async def run_worker(settings: Settings, *, wait: bool = True, policy: FetchPoli
             log.info("worker_started", queue=QUEUE, device=settings.device)
             try:
                 await queue.run_worker_async(
-                    queues=[QUEUE],
+                    queues=[QUEUE, ADAPT_QUEUE],
                     concurrency=settings.worker_concurrency,
                     wait=wait,
                     install_signal_handlers=wait,
@@ -252,6 +288,29 @@ async def run_worker(settings: Settings, *, wait: bool = True, policy: FetchPoli
     finally:
         await runtime.close()
     log.info("worker_stopped")
+
+
+async def run_adapt_job(runtime: Runtime, settings: Settings) -> None:
+    """One adaptation on the worker: kept and activated, or refused; a catalog too small to
+    adapt is logged, not retried."""
+    from inference_service.catalog.adaptation import AdaptConfig, AdaptError, adapt_catalog
+
+    config = AdaptConfig(max_minutes=settings.adapt_max_minutes)
+    try:
+        run = await adapt_catalog(runtime.db, runtime.blobs, runtime.encoders, settings, config)
+    except AdaptError as exc:
+        await runtime.db.run(db_encoders.record_adapt_run)
+        log.warning("adaptation_skipped", reason=str(exc))
+        return
+    outcome = run.outcome
+    log.info(
+        "adaptation_finished",
+        kept=outcome.kept,
+        before=outcome.before,
+        after=outcome.after,
+        activated=None if run.activation is None else run.activation.label,
+        reason=outcome.reason,
+    )
 
 
 __all__ = ["STAGED_PREFIX", "JobEvent", "Registration", "Registrations", "make_queue_app", "run_worker"]

@@ -22,6 +22,7 @@ from PIL import Image
 
 from db import catalog, registration, specs
 from db.database import Database
+from db.encoders import EncoderChanged
 from db.registration import JobRow
 from db.rows import NewLora, SpecRow
 from findlora_client.base_models import canonical
@@ -30,6 +31,7 @@ from inference_service.catalog.importer import Transfer, build_reference_rows
 from inference_service.config import Settings
 from inference_service.gmi import GmiModels
 from inference_service.imaging import load_image_file
+from inference_service.models.active import ActiveEncoder, UnknownEncoder, as_active
 from inference_service.models.style_encoder import StyleEmbedder
 from inference_service.registration.families import generator_family, registered_family
 from inference_service.registration.fetch import FetchPolicy, fetch_to_file, redact
@@ -79,7 +81,7 @@ class RegistrationPipeline:
         settings: Settings,
         db: Database,
         blobs: BlobStore,
-        embedder: StyleEmbedder,
+        embedder: StyleEmbedder | ActiveEncoder,
         generators: GeneratorFactory,
         policy: FetchPolicy | None = None,
         gmi: GmiModels | None = None,
@@ -87,7 +89,7 @@ class RegistrationPipeline:
         self.settings = settings
         self.db = db
         self.blobs = blobs
-        self.embedder = embedder
+        self.encoders = as_active(embedder, db, blobs)
         self.generators = generators
         self.policy = policy or fetch_policy(settings)
         self.gmi = gmi
@@ -126,8 +128,16 @@ class RegistrationPipeline:
         path, sha256 = await self._fetch(job, resumed)
         info, base_model = await self._validate(job, path)
         references, spec = await self._generate(job, path, base_model, info)
-        rows = await self._embed(job, references)
-        await self._index(job, info, base_model, sha256, rows, spec)
+        for _ in range(3):
+            rows, encoder = await self._embed(job, references)
+            try:
+                await self._index(job, info, base_model, sha256, rows, spec, encoder)
+                return
+            except EncoderChanged as exc:  # an activation committed since the embed step
+                log.info(
+                    "registration_reembeds", job_id=str(job.id), embedded=exc.expected, active=exc.active
+                )
+        raise RegistrationRefused("the style encoder kept changing while registering; register again")
 
     # --- steps -------------------------------------------------------------------------------
 
@@ -255,13 +265,16 @@ class RegistrationPipeline:
         features = await asyncio.to_thread(gmi.image.encode_images, images)
         return [replace(row, image_feature=f) for row, f in zip(spec, features, strict=True)]
 
-    async def _embed(self, job: JobRow, references: dict[str, str]) -> list[Any]:
+    async def _embed(self, job: JobRow, references: dict[str, str]) -> tuple[list[Any], str]:
+        """The reference rows embedded with the catalog's active encoder, and its label."""
         await self._report(job, "embed", 0.0, f"embedding {len(references)} references")
-        stored = await self.db.run(catalog.get_meta, catalog.ENCODER_KEY)
-        if stored is not None and stored != self.embedder.label:
+        try:
+            embedder = await self.encoders.current()
+        except UnknownEncoder as exc:
             raise RegistrationRefused(
-                f"the catalog was embedded with {stored!r} but this worker runs {self.embedder.label!r}"
-            )
+                f"the catalog was embedded with {exc.stored!r} but this worker runs "
+                f"{self.encoders.configured.label!r}"
+            ) from None
         sample_keys = await self.db.run(catalog.sample_blobs)
 
         def work() -> list[Any]:
@@ -274,7 +287,7 @@ class RegistrationPipeline:
                 transfers,
                 samples,
                 self.blobs,
-                self.embedder,
+                embedder,
                 self.settings.cleansing_threshold,
                 self.settings.thumbnail_px,
             )
@@ -288,7 +301,7 @@ class RegistrationPipeline:
         await self._report(
             job, "embed", 1.0, f"{len(rows)} references embedded, {dropped} dropped by cleansing"
         )
-        return rows
+        return rows, embedder.label
 
     async def lookalikes(self, centroid: np.ndarray) -> tuple[list[Lookalike], float | None]:
         """Existing LoRAs whose centroid is closer to the new one than the catalog's own
@@ -303,7 +316,14 @@ class RegistrationPipeline:
         return [Lookalike(slug, d, threshold) for slug, d in near if d < threshold], threshold
 
     async def _index(
-        self, job: JobRow, info: LoraInfo, base_model: str, sha256: str, rows: list[Any], spec: list[SpecRow]
+        self,
+        job: JobRow,
+        info: LoraInfo,
+        base_model: str,
+        sha256: str,
+        rows: list[Any],
+        spec: list[SpecRow],
+        encoder: str,
     ) -> None:
         await self._report(job, "index", 0.0, "checking for lookalikes and indexing")
         kept = np.stack([r.embedding for r in rows if r.kept]).astype(np.float32)
@@ -329,9 +349,8 @@ class RegistrationPipeline:
         )
         if found:
             message += "; likely lookalike of " + ", ".join(f"{f.slug} ({f.distance:.3f})" for f in found)
-        await self.db.run(catalog.set_meta, catalog.ENCODER_KEY, self.embedder.label)
         try:
-            await self._complete(job, lora, rows, spec, found, threshold, message, sha256, dropped)
+            await self._complete(job, lora, rows, spec, found, threshold, message, sha256, dropped, encoder)
         except psycopg.errors.UniqueViolation:
             # Another job registered the same file or slug while this one was generating.
             existing = await self.db.run(registration.slug_of_sha256, sha256)
@@ -350,6 +369,7 @@ class RegistrationPipeline:
         message: str,
         sha256: str,
         dropped: int,
+        encoder: str,
     ) -> None:
         await self.db.run(
             registration.complete,
@@ -367,4 +387,5 @@ class RegistrationPipeline:
                 "lookalikes": [f.to_json() for f in found],
                 "lookalike_threshold": threshold,
             },
+            encoder,
         )

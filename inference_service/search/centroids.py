@@ -15,6 +15,7 @@ import numpy as np
 
 from db import ranking
 from db.database import Connection, Database
+from db.encoders import Guard
 from db.filters import Filters
 from inference_service.scoring.two_stage import CandidateBatch, RankStats, rank_two_stage
 
@@ -82,10 +83,12 @@ async def rank_d_avg(
     limit: int,
     filters: Filters = Filters(),
     options: TwoStageOptions = TwoStageOptions(),
+    guard: Guard | None = None,
 ) -> tuple[list[tuple[int, float]], RankStats]:
     """Top-`limit` LoRAs by d_avg (mean over the query images), as db.ranking.rank_exhaustive,
-    by the two-stage search; one pooled search connection carries every round trip."""
-    async with db.search_connection() as conn:
+    by the two-stage search; one pooled search connection carries every round trip (one
+    snapshot checked by `guard` when given)."""
+    async with db.search_connection(guard) as conn:
         source = CentroidSource(conn, queries, filters, limit, options)
 
         async def score(ids: Sequence[int]) -> dict[int, float]:

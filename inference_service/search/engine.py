@@ -18,13 +18,15 @@ from PIL import Image
 
 from db import catalog, ranking, searches
 from db.database import Database
+from db.encoders import EncoderChanged, Guard, label_guard
 from db.filters import Filters
 from db.rows import LoraRow, StoredSearch
 from findlora_client.protocol import MAX_QUERY_IMAGES, Reason
-from inference_service.batching import EncoderBatcher
+from inference_service.batching import StyleBatcher
 from inference_service.blobs import BlobStore
 from inference_service.config import Settings
 from inference_service.errors import CATALOG_EMPTY, FailedPrecondition, InvalidArgument, NotFound, parse_id
+from inference_service.models.active import ActiveEncoder, UnknownEncoder, as_active
 from inference_service.models.style_encoder import StyleEmbedder
 from inference_service.prompting import suggest_prompt
 from inference_service.search import SearchQuery
@@ -35,6 +37,10 @@ if TYPE_CHECKING:
     from inference_service.gmi import GmiBranch
 
 log = structlog.get_logger(__name__)
+SEARCH_OUTDATED = "this search was made with an earlier style encoder; search again"
+# A search re-embeds its query when an activation lands between embedding and ranking; activations
+# are minutes apart, so a third change within one search means something is wrong.
+_ENCODER_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -87,17 +93,16 @@ class SearchEngine:
         self,
         db: Database,
         blobs: BlobStore,
-        embedder: StyleEmbedder,
+        embedder: StyleEmbedder | ActiveEncoder,
         settings: Settings,
         gmi: GmiBranch | None = None,
     ) -> None:
         self.db = db
         self.blobs = blobs
-        self.embedder = embedder
+        self.encoders = as_active(embedder, db, blobs)
         self.settings = settings
-        self.batcher: EncoderBatcher[Any] | None = (
-            EncoderBatcher.for_style_embedder(
-                embedder,
+        self.batcher: StyleBatcher | None = (
+            StyleBatcher(
                 max_batch=settings.batch_max_size,
                 max_wait=settings.batch_max_wait_ms / 1000.0,
                 max_queue=settings.batch_queue_max,
@@ -114,20 +119,32 @@ class SearchEngine:
         if self.batcher is not None:
             await self.batcher.aclose()
 
-    async def embed(self, images: Sequence[Image.Image], deadline: float | None = None) -> np.ndarray:
-        """Style embeddings of the images, batched with concurrent requests when configured."""
+    async def embed(
+        self,
+        images: Sequence[Image.Image],
+        deadline: float | None = None,
+        *,
+        embedder: StyleEmbedder | None = None,
+    ) -> np.ndarray:
+        """Style embeddings of the images (by `embedder`, else the encoder loaded last), batched
+        with concurrent requests when configured."""
+        embedder = embedder or self.encoders.loaded
         if self.batcher is not None:
-            return await self.batcher.embed(images, deadline)
-        return await asyncio.to_thread(self.embedder.embed, list(images))
+            return await self.batcher.embed(embedder, images, deadline)
+        return await asyncio.to_thread(embedder.embed, list(images))
 
     async def rank(
-        self, embeddings: np.ndarray, limit: int, filters: Filters, exact: bool
+        self, embeddings: np.ndarray, limit: int, filters: Filters, exact: bool, guard: Guard | None = None
     ) -> list[tuple[int, float]]:
+        """Top LoRAs by d_avg; `guard` (db.encoders.label_guard) checks the encoder in the
+        snapshot that ranks."""
         queries = list(embeddings)
         if exact:
-            async with self.db.search_connection() as conn:
+            async with self.db.search_connection(guard) as conn:
                 return await ranking.rank_exhaustive(conn, queries, filters, limit=limit)
-        ranked, stats = await rank_d_avg(self.db, queries, limit=limit, filters=filters, options=self.options)
+        ranked, stats = await rank_d_avg(
+            self.db, queries, limit=limit, filters=filters, options=self.options, guard=guard
+        )
         log.debug(
             "two_stage_search",
             candidates=stats.candidates,
@@ -142,33 +159,47 @@ class SearchEngine:
             raise InvalidArgument(f"top_k must be between 1 and {self.settings.max_top_k}")
         return requested or self.settings.default_top_k
 
-    async def _check_catalog(self) -> None:
+    async def _check_catalog(self) -> StyleEmbedder:
+        """The encoder of the catalog's active label (loaded on a switch), or why none can search."""
         async with self.db.connection() as conn:
             if not await catalog.has_searchable(conn):
                 raise FailedPrecondition(CATALOG_EMPTY, reason=Reason.CATALOG_EMPTY)
-            stored = await catalog.get_meta(conn, catalog.ENCODER_KEY)
-        if stored is not None and stored != self.embedder.label:
-            raise FailedPrecondition(
-                f"the catalog was embedded with style encoder {stored} but the service runs "
-                f"{self.embedder.label}: run findlora catalog reembed",
-                reason=Reason.CATALOG_STALE,
-            )
+            label = await self.encoders.active_label(conn)
+        try:
+            return await self.encoders.get(label)
+        except UnknownEncoder as exc:
+            raise FailedPrecondition(exc.message, reason=Reason.CATALOG_STALE) from None
 
     async def search(self, query: SearchQuery) -> SearchPage:
+        """Embed with the active encoder, rank in a snapshot that still has that encoder active,
+        or, when an activation committed in between, embed again with the new one."""
         if not 1 <= len(query.images) <= MAX_QUERY_IMAGES:
             raise InvalidArgument(f"send 1 to {MAX_QUERY_IMAGES} images of one style")
         top_k = self._top_k(query.top_k)
-        await self._check_catalog()
-        embeddings = await self.embed(query.images, query.deadline)
+        for _ in range(_ENCODER_ATTEMPTS):
+            embedder = await self._check_catalog()
+            embeddings = await self.embed(query.images, query.deadline, embedder=embedder)
+            try:
+                return await self._search_with(query, embeddings, embedder.label, top_k)
+            except EncoderChanged as exc:
+                log.info("search_encoder_changed", embedded=exc.expected, active=exc.active)
+        raise FailedPrecondition("the style encoder is being switched; search again in a moment")
+
+    async def _search_with(
+        self, query: SearchQuery, embeddings: np.ndarray, label: str, top_k: int
+    ) -> SearchPage:
+        """Rank, store and materialise a query embedded by encoder `label` (EncoderChanged when
+        that is no longer the active one)."""
+        guard = label_guard(label)
         limit = max(self.settings.stored_ranking_size, top_k)
         if self.fused is None:
-            ranked = await self.rank(embeddings, limit, query.filters, query.exact)
+            ranked = await self.rank(embeddings, limit, query.filters, query.exact, guard)
             pseudo_prompt = (query.prompt or "").strip()
             stored: list[dict[str, Any]] = [
                 {"lora_id": lora_id, "style_distance": d, "score": d} for lora_id, d in ranked
             ]
         else:
-            fused = await self.fused_ranking(query, embeddings, limit)
+            fused = await self.fused_ranking(query, embeddings, limit, guard)
             pseudo_prompt, stored = fused.pseudo_prompt, fused.ranking
         centre = embeddings.mean(axis=0)
         search_id, expires_at = await self.db.run(
@@ -179,14 +210,17 @@ class SearchEngine:
             filters={"base_model": query.base_model, "allow_nsfw": query.allow_nsfw, "exact": query.exact},
             requested_by=query.requested_by,
             ttl_hours=self.settings.search_ttl_hours,
+            encoder=label,
         )
-        matches = await self._materialise(stored, 0, top_k, centre, pseudo_prompt, query.allow_nsfw)
+        matches = await self._materialise(stored, 0, top_k, centre, pseudo_prompt, query.allow_nsfw, guard)
         return SearchPage(search_id, pseudo_prompt, matches, 0, len(stored), expires_at)
 
-    async def fused_ranking(self, query: SearchQuery, embeddings: np.ndarray, limit: int) -> FusedRanking:
+    async def fused_ranking(
+        self, query: SearchQuery, embeddings: np.ndarray, limit: int, guard: Guard | None = None
+    ) -> FusedRanking:
         """Both branches fused (inference_service.search.fused)."""
         assert self.fused is not None
-        return await self.fused.rank(query, embeddings, limit)
+        return await self.fused.rank(query, embeddings, limit, guard)
 
     async def page(self, search_id: str, offset: int, limit: int, allow_nsfw: bool) -> SearchPage:
         parsed = parse_id(search_id, "search id")
@@ -194,9 +228,15 @@ class SearchEngine:
             raise InvalidArgument("offset must be >= 0")
         limit = self._top_k(limit)
         stored = await live_search(self.db, parsed)
-        matches = await self._materialise(
-            stored.ranking, offset, limit, stored.query_embedding, stored.pseudo_prompt, allow_nsfw
-        )
+        # The query embedding picks each match's nearest references: only comparable with
+        # references of the encoder it was made with.
+        guard = None if stored.encoder is None else label_guard(stored.encoder)
+        try:
+            matches = await self._materialise(
+                stored.ranking, offset, limit, stored.query_embedding, stored.pseudo_prompt, allow_nsfw, guard
+            )
+        except EncoderChanged:
+            raise FailedPrecondition(SEARCH_OUTDATED, reason=Reason.SEARCH_OUTDATED) from None
         return SearchPage(
             parsed, stored.pseudo_prompt, matches, offset, len(stored.ranking), stored.expires_at
         )
@@ -209,10 +249,11 @@ class SearchEngine:
         query: np.ndarray,
         pseudo_prompt: str,
         allow_nsfw: bool,
+        guard: Guard | None = None,
     ) -> list[RankedLora]:
         window = stored[offset : offset + limit]
         ids = [int(item["lora_id"]) for item in window]
-        async with self.db.search_connection() as conn:
+        async with self.db.search_connection(guard) as conn:
             loras = await catalog.loras_by_id(conn, ids)
             nearest = await ranking.nearest_references(conn, query, ids, self.settings.transfers_per_match)
         matches = []

@@ -13,6 +13,7 @@ import structlog
 
 from db import ranking
 from db.database import Database
+from db.encoders import Guard
 from inference_service.config import Settings
 from inference_service.scoring.fusion import Normalisation, rank_fused
 from inference_service.search import SearchQuery
@@ -35,25 +36,32 @@ class FusedSearch:
     def __init__(self, db: Database, gmi: GmiBranch, settings: Settings, options: TwoStageOptions) -> None:
         self.db, self.gmi, self.settings, self.options = db, gmi, settings, options
 
-    async def rank(self, query: SearchQuery, embeddings: np.ndarray, limit: int) -> FusedRanking:
+    async def rank(
+        self, query: SearchQuery, embeddings: np.ndarray, limit: int, guard: Guard | None = None
+    ) -> FusedRanking:
         """Both branches fused: over the union of each branch's candidates (the default), or
-        over every searchable LoRA when the query asks for the exact reference ranking."""
+        over every searchable LoRA when the query asks for the exact reference ranking. `guard`
+        checks the style encoder in each snapshot that reads style embeddings."""
         if query.exact:
-            return await self._exhaustive(query, embeddings, limit)
-        return await self._union(query, embeddings, limit)
+            return await self._exhaustive(query, embeddings, limit, guard)
+        return await self._union(query, embeddings, limit, guard)
 
-    async def _exhaustive(self, query: SearchQuery, embeddings: np.ndarray, limit: int) -> FusedRanking:
+    async def _exhaustive(
+        self, query: SearchQuery, embeddings: np.ndarray, limit: int, guard: Guard | None
+    ) -> FusedRanking:
         """Both branches over every searchable LoRA: the reference the fused search is measured by."""
 
         async def style() -> list[tuple[int, float]]:
-            async with self.db.search_connection() as conn:
+            async with self.db.search_connection(guard) as conn:
                 return await ranking.rank_exhaustive(conn, list(embeddings), query.filters, limit=None)
 
         gmi_scores = self.gmi.score(query.images, query.prompt, None, query.filters)
         distances, gmi = await asyncio.gather(style(), gmi_scores)
         return self._fused(gmi.pseudo_prompt, dict(distances), gmi.scores, limit)
 
-    async def _union(self, query: SearchQuery, embeddings: np.ndarray, limit: int) -> FusedRanking:
+    async def _union(
+        self, query: SearchQuery, embeddings: np.ndarray, limit: int, guard: Guard | None
+    ) -> FusedRanking:
         """The union of the exact d_avg top-M (two-stage search) and the M LoRAs with the nearest
         spec points, each member then scored exactly in both branches and fused over the union.
         M = max(fusion_candidates, limit), so either branch alone can fill the stored ranking."""
@@ -65,24 +73,28 @@ class FusedSearch:
             return features, await gmi.candidates(features, m, filters)
 
         (style, _), (features, nearest_spec) = await asyncio.gather(
-            rank_d_avg(self.db, list(embeddings), limit=m, filters=filters, options=self.options),
+            rank_d_avg(
+                self.db, list(embeddings), limit=m, filters=filters, options=self.options, guard=guard
+            ),
             gmi_candidates(),
         )
         d_avg = dict(style)
         union = sorted(d_avg.keys() | set(nearest_spec))
         missing = [i for i in union if i not in d_avg]
         extra, rkme = await asyncio.gather(
-            self._d_avg_of(embeddings, missing), gmi.score_features(features, union, filters)
+            self._d_avg_of(embeddings, missing, guard), gmi.score_features(features, union, filters)
         )
         d_avg |= extra
         log.debug("fused_search", per_branch=m, style=len(style), gmi=len(nearest_spec), scored=len(union))
         return self._fused(rkme.pseudo_prompt, d_avg, rkme.scores, limit)
 
-    async def _d_avg_of(self, embeddings: np.ndarray, lora_ids: Sequence[int]) -> dict[int, float]:
+    async def _d_avg_of(
+        self, embeddings: np.ndarray, lora_ids: Sequence[int], guard: Guard | None
+    ) -> dict[int, float]:
         """Exact d_avg of GMI candidates the style search did not return (none without references)."""
         if not lora_ids:
             return {}
-        async with self.db.search_connection() as conn:
+        async with self.db.search_connection(guard) as conn:
             return await ranking.d_avg_of(conn, list(embeddings), lora_ids)
 
     def _fused(

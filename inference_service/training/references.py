@@ -1,6 +1,7 @@
 """The training reference set: every LoRA's transfers of every sample, cleansed, in memory.
 
-Loaded once from one or more catalog directories (docs/design.md 6) at the encoder's input size
+Loaded once from one or more catalog directories (docs/design.md 6), or from the database and blob
+store (training/adapt.py, through `build_reference_set`), at the encoder's input size
 (resized exactly as inference resizes). Only valid references are stored, as uint8 blocks
 (N_b, 3, H, W) in (LoRA, sample) order, one block per catalog, with a validity mask (L, S) over
 the union: a transfer is invalid when it is missing, when cleansing (Eq. 1) says it kept no style,
@@ -12,13 +13,15 @@ never collide; storing valid references only keeps a block-sparse union as small
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from inference_service.catalog.format import read_catalog
@@ -29,7 +32,7 @@ from inference_service.scoring.cleansing import DEFAULT_THRESHOLD, transfer_mse
 
 @dataclass(frozen=True)
 class CleansingReport:
-    threshold: float | None  # None: cleansing off
+    threshold: float | None  # None: not applied here (off, or decided earlier: the database's kept flag)
     transfers: int  # transfers present in the catalog
     dropped: int  # removed by Eq. 1
     missing: int  # (LoRA, sample) pairs with no transfer at all
@@ -54,6 +57,7 @@ class ReferenceSet:
     valid: torch.Tensor  # bool (L, S)
     report: CleansingReport
     catalogs: list[str] = field(default_factory=list)  # where the references were read from
+    seconds: float = 0.0  # how long loading took (a time budget counts it)
     slot: torch.Tensor = field(init=False)  # int64 (L, S): row of each reference in the blocks, -1: none
 
     def __post_init__(self) -> None:
@@ -137,6 +141,43 @@ class ReferenceSet:
                 yield images, torch.ones(len(images), dtype=torch.bool)
 
 
+def build_reference_set(
+    slugs: list[str],
+    sample_ids: list[str],
+    transfers: Iterable[tuple[str, str, Image.Image | None]],
+    input_size: int,
+    *,
+    cleansing_threshold: float | None,
+    progress: bool = True,
+    total: int | None = None,
+) -> ReferenceSet:
+    """The tensors from `transfers`, (slug, sample id, image) with image None for a transfer that
+    cleansing dropped, in any order; iterated lazily, so the caller decodes one image at a time
+    under the bar."""
+    lora_index = {slug: i for i, slug in enumerate(slugs)}
+    sample_index = {sid: i for i, sid in enumerate(sample_ids)}
+    started = time.monotonic()
+    kept: dict[tuple[int, int], torch.Tensor] = {}
+    count = dropped = 0
+    for slug, sample_id, transfer in tqdm(
+        transfers, total=total, desc="load references", unit="img", disable=not progress
+    ):
+        count += 1
+        if transfer is None:
+            dropped += 1
+            continue
+        image = to_tensor([transfer], input_size)[0]
+        kept[lora_index[slug], sample_index[sample_id]] = (image * 255.0).round().to(torch.uint8)
+    order = sorted(kept)  # the blocks hold references in (LoRA, sample) order
+    valid = torch.zeros((len(slugs), len(sample_ids)), dtype=torch.bool)
+    for li, si in order:
+        valid[li, si] = True
+    empty = torch.zeros((0, 3, input_size, input_size), dtype=torch.uint8)
+    images = torch.stack([kept[key] for key in order]) if order else empty
+    report = CleansingReport(cleansing_threshold, count, dropped, len(slugs) * len(sample_ids) - count)
+    return ReferenceSet(slugs, sample_ids, [images], valid, report, seconds=time.monotonic() - started)
+
+
 def load_reference_set(
     root: Path,
     input_size: int,
@@ -144,7 +185,8 @@ def load_reference_set(
     cleansing_threshold: float | None = DEFAULT_THRESHOLD,
     progress: bool = True,
 ) -> ReferenceSet:
-    """Read a catalog's references; `cleansing_threshold=None` keeps failed transfers."""
+    """Read a catalog directory's references; `cleansing_threshold=None` keeps failed transfers."""
+    started = time.monotonic()
     catalog = read_catalog(root)
     slugs = sorted(catalog.loras)
     sample_ids = sorted(catalog.samples)
@@ -175,7 +217,9 @@ def load_reference_set(
             kept += 1
     bar.close()
     report = CleansingReport(cleansing_threshold, present, dropped, len(slugs) * len(sample_ids) - present)
-    return ReferenceSet(slugs, sample_ids, [images[:kept]], valid, report, [str(root)])
+    return ReferenceSet(
+        slugs, sample_ids, [images[:kept]], valid, report, [str(root)], time.monotonic() - started
+    )
 
 
 def zoo_names(catalogs: Sequence[Path]) -> list[str]:

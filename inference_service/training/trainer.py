@@ -126,17 +126,25 @@ class TrainResult:
     cleansing: CleansingReport
     seconds: float
     stopped_early: bool
+    model: StyleEncoder | None = None  # the trained encoder (eval mode, on the training device)
+
+
+def head_steps_for(config: TrainConfig) -> int:
+    """Phase-1 steps; `max_steps` caps the whole run, this phase included."""
+    return config.head_steps if config.max_steps is None else min(config.head_steps, config.max_steps)
 
 
 def steps_for(config: TrainConfig, refs: ReferenceSet) -> int:
-    """End-to-end (phase 2) steps."""
+    """End-to-end (phase 2) steps: what `max_steps` leaves after phase 1."""
     per_step = (
         config.styles_per_batch * config.samples_per_batch
         if config.mining == "batch-all"
         else config.batch_size
     )
     steps = math.ceil(config.epochs * int(refs.valid.sum()) / per_step)
-    return min(steps, config.max_steps) if config.max_steps is not None else steps
+    if config.max_steps is None:
+        return steps
+    return min(steps, config.max_steps - head_steps_for(config))
 
 
 class ProxyTrainee(nn.Module):
@@ -173,7 +181,8 @@ def initial_proxies(
         picks += [(lora, int(s)) for s in valid]
     loras = torch.tensor([p[0] for p in picks])
     contents = torch.tensor([p[1] for p in picks])
-    sums = torch.zeros(refs.n_loras, model.config.dim)
+    device = _device_of(model)
+    sums = torch.zeros(refs.n_loras, model.config.dim, device=device)
     was_training = model.training
     model.eval()
     with torch.inference_mode():
@@ -181,9 +190,13 @@ def initial_proxies(
             range(0, len(picks), chunk), desc="place proxies", unit="chunk", disable=not progress
         ):
             images = refs.pick(loras[start : start + chunk], contents[start : start + chunk])
-            sums.index_add_(0, loras[start : start + chunk], model(as_float(images)))
+            sums.index_add_(0, loras[start : start + chunk].to(device), model(as_float(images.to(device))))
     model.train(was_training)
     return torch.nn.functional.normalize(sums, dim=1)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def _learning_rate(config: TrainConfig, step: int, total: int) -> float:
@@ -229,13 +242,14 @@ def _step_loss(
 ) -> torch.Tensor:
     if config.mining == "batch-all":
         batch = sample_style_batch(refs, rng, config.styles_per_batch, config.samples_per_batch)
-        embeddings = model(as_float(_crop(batch.images, config.crop, rng)))
-        return _batch_loss(embeddings, batch.labels, config, proxies)
+        device = _device_of(model)
+        embeddings = model(as_float(_crop(batch.images, config.crop, rng).to(device)))
+        return _batch_loss(embeddings, batch.labels.to(device), config, proxies)
     if proxies is not None:
         raise ValueError("the proxy term needs batch-all mining (labelled batches)")
     anchor, positive, negative = sample_triplets(refs, rng, config.batch_size)
     stacked = _crop(torch.cat([anchor, positive, negative]), config.crop, rng)
-    a, p, n = model(as_float(stacked)).chunk(3)
+    a, p, n = model(as_float(stacked.to(_device_of(model)))).chunk(3)
     return triplet_loss(a, p, n, config.margin)
 
 
@@ -249,7 +263,7 @@ def pooled_features(
         for images, keep in tqdm(
             refs.chunks(chunk), desc="pool features", unit="chunk", disable=not progress
         ):
-            pooled = model.pooled(as_float(images))[keep]
+            pooled = model.pooled(as_float(images.to(_device_of(model)))).cpu()[keep]
             out[start : start + len(pooled)] = pooled
             start += len(pooled)
     return out
@@ -264,8 +278,9 @@ def _head_step_loss(
     proxies: torch.Tensor | None = None,
 ) -> torch.Tensor:
     batch = sample_style_batch(refs, rng, config.head_styles_per_batch, config.samples_per_batch)
-    embeddings = model.project(features[refs.slot[batch.labels, batch.contents]])
-    return _batch_loss(embeddings, batch.labels, config, proxies)
+    device = _device_of(model)
+    embeddings = model.project(features[refs.slot[batch.labels, batch.contents]].to(device))
+    return _batch_loss(embeddings, batch.labels.to(device), config, proxies)
 
 
 def _cosine(lr: float, step: int, total: int) -> float:
@@ -318,6 +333,8 @@ def train(
     refs_cache: Path | Sequence[Path] | None = None,
     backbone_weights: Path | None = None,
     init_from: Path | None = None,
+    init_model: StyleEncoder | None = None,
+    device: str = "cpu",
     max_minutes: float | None = None,
     stop_after_step: int | None = None,
     provenance: dict[str, str] | None = None,
@@ -327,7 +344,8 @@ def train(
 
     `stop_after_step` ends the run early at that step (with a checkpoint), as an interruption would.
     `init_from` starts from a trained encoder's weights (same architecture) instead of a fresh
-    initialisation: a further schedule on top of an earlier run.
+    initialisation: a further schedule on top of an earlier run; `init_model` does the same from an
+    encoder in memory (left untouched: the run trains a copy).
     `catalog` may be several catalogs (a procedural and a real-art zoo): their reference sets are
     concatenated (references.load_training_references); `refs_cache` is one cache or one per catalog.
     """
@@ -347,29 +365,33 @@ def train(
         )
     model = build_model(config, backbone_weights)
     init_metadata: dict[str, str] = {}
-    if init_from is not None:
-        start = load_encoder(init_from)
+    if init_from is not None or init_model is not None:
+        start = load_encoder(init_from) if init_from is not None else init_model
+        assert start is not None
         if start.config != model.config:
             raise ValueError(
-                f"{init_from} has another architecture ({start.config.to_json()}) than this run "
-                f"({model.config.to_json()})"
+                f"{init_from or 'the starting encoder'} has another architecture "
+                f"({start.config.to_json()}) than this run ({model.config.to_json()})"
             )
         model.load_state_dict(start.state_dict())
-        init_metadata = {"init_from": str(init_from), "init_fingerprint": encoder_fingerprint(start)}
+        init_metadata = {"init_fingerprint": encoder_fingerprint(start)}
+        if init_from is not None:
+            init_metadata["init_from"] = str(init_from)
+    model.to(device)
     proxies: nn.Parameter | None = None
     trainee: nn.Module = model
     resuming = resume and checkpoint.exists()
     if config.proxy_weight > 0:
         # A checkpoint brings its own proxies; only a new run places them.
         placed = (
-            torch.zeros(refs.n_loras, model.config.dim)
+            torch.zeros(refs.n_loras, model.config.dim, device=device)
             if resuming
             else initial_proxies(model, refs, config.proxy_init_samples, progress)
         )
         trainee = ProxyTrainee(model, placed)
         proxies = trainee.proxies
     optimizer = _make_optimizer(config, model, proxies)
-    head_steps = config.head_steps
+    head_steps = head_steps_for(config)
     total = head_steps + steps_for(config, refs)
     features: torch.Tensor | None = None
     state = TrainingState(step=0, epoch=0, losses=[], numpy_rng={}, extra={})
@@ -453,6 +475,7 @@ def train(
         refs.report,
         time.monotonic() - started,
         stopped_early,
+        model,
     )
 
 

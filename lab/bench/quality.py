@@ -116,6 +116,7 @@ class Row:
     ranking: dict[str, Any]  # RankingMetrics.as_dict(): numbers, mrr_ci / hit5_ci [low, high]
     verification: dict[str, float | int]
     seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. an adapted row's delta and adaptation
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,6 +135,8 @@ class QualityContext:
 
 # Extension point: callables that add rows (e.g. RKME-CLIP, weighted RKME, fused) to a run.
 EXTRA_ROWS: list[Callable[[QualityContext], list[Row]]] = []
+# Called at the end with every row and each zoo's (context, d_avg row), e.g. to add adapted rows.
+ZooRowsHook = Callable[[list[Row], list[tuple[QualityContext, Row]]], None]
 
 
 def ensure_zoo(config: QualityConfig, progress: bool, seed: int | None = None) -> Path:
@@ -335,6 +338,7 @@ def run_quality(
     config: QualityConfig,
     progress: bool = True,
     extra_rows: Sequence[Callable[[QualityContext], list[Row]]] = (),
+    zoo_row_hooks: Sequence[ZooRowsHook] = (),
 ) -> dict[str, Any]:
     started = time.monotonic()
     encoder, label = resolve_encoder(config.encoder)
@@ -399,6 +403,8 @@ def run_quality(
         evaluate_row(ctx, *entry)
         for entry in tqdm(plan, desc="bench quality", unit="row", disable=not progress)
     ]
+    # The d_avg row of each zoo, for `zoo_row_hooks` (lab/bench/adapt_rows.py scores it adapted).
+    d_avg_rows = [(ctx, next(row for row in rows if row.method == "Triplet d_avg"))]
     for extra in [*EXTRA_ROWS, *extra_rows]:
         rows.extend(extra(ctx))
     result: dict[str, Any] = {
@@ -431,10 +437,13 @@ def run_quality(
             evaluate_row(real_ctx, "real-art: triplet d_avg", trained, "d_avg", True),
             evaluate_row(real_ctx, "real-art: colour histogram", ColourHistogram(), "d_avg", True),
         ]
+        d_avg_rows.append((real_ctx, rows[-2]))
         result["real_zoo"] = {
             **_zoo_summary(real, config),
             "threshold_from": f"held-out half of its pairs (pair seed {config.pair_seed})",
         }
+    for hook in zoo_row_hooks:
+        hook(rows, d_avg_rows)
     result |= {
         "rows": [row.as_dict() for row in rows],
         "paper": PAPER,

@@ -42,9 +42,11 @@ def write_catalog(
     n_samples: int = 10,
     seed: int = 0,
     unchanged_sample: tuple[str, str] | None = None,
+    shared_style: int | None = None,
 ) -> Path:
     """A catalog directory in the docs/design.md 6 format. `unchanged_sample=(slug, sample_id)` makes
-    that reference a copy of its sample, which cleansing must drop."""
+    that reference a copy of its sample, which cleansing must drop; `shared_style` gives every
+    LoRA that one style (LoRAs no encoder can tell apart)."""
     rng = np.random.default_rng(seed)
     (root / "samples").mkdir(parents=True)
     (root / "catalog.toml").write_text(dump_toml({"name": "test", "base_model": "sd1"}))
@@ -65,6 +67,7 @@ def write_catalog(
         )
         (root / "loras" / slug / "lora.toml").write_text(lora_toml(entry))
         for sample_id, image in samples.items():
-            styled = image if unchanged_sample == (slug, sample_id) else apply_style(image, style)
+            look = style if shared_style is None else shared_style
+            styled = image if unchanged_sample == (slug, sample_id) else apply_style(image, look)
             styled.save(ref_dir / f"{sample_id}.png")
     return root

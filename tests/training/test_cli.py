@@ -47,6 +47,7 @@ def test_train_then_bench_quality(
         ],
     )
     assert result.exit_code == 0, result.output
+    assert "finished step 3 in" in result.output  # --max-steps caps the head-only phase too
     assert "dropped" in result.output
     assert load_encoder(out).config.input_size == 32
     assert read_metadata(out)["command"].startswith("findlora ")
@@ -76,6 +77,8 @@ def test_train_then_bench_quality(
             "--threads",
             "1",
             "--no-gmi",  # the GMI rows build their own 100-LoRA zoo: minutes, not seconds
+            "--adapt-minutes",
+            "0.25",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -87,6 +90,15 @@ def test_train_then_bench_quality(
     assert [row["method"] for row in multi] == [f"Triplet d_avg, {n}-image queries" for n in (1, 2, 4)]
     single = next(row for row in data["rows"] if row["method"] == "Triplet d_avg")
     assert multi[0]["ranking"] == single["ranking"]  # 1 image: the same ranking as the d_avg row
+    # The d_avg row again after adapting the encoder to the zoo's catalog, right beside it.
+    adapted = data["rows"][methods.index("Triplet d_avg") + 1]
+    assert adapted["method"] == "Triplet d_avg (adapted)"
+    extra = adapted["extra"]
+    assert extra["delta_mrr"] == pytest.approx(adapted["ranking"]["mrr"] - single["ranking"]["mrr"])
+    assert extra["delta_mrr_ci"][0] <= extra["delta_mrr"] <= extra["delta_mrr_ci"][1]
+    assert extra["adaptation"]["steps"] >= 1
+    assert extra["adaptation"]["seconds"] <= 0.25 * 60
+    assert extra["adaptation"]["reason"].startswith(("kept: ", "refused: "))
     # The zoo imported through the service and ranked in pgvector: the same ranks as in memory.
     service = next(row for row in data["rows"] if row["method"].startswith("Service: imported catalog"))
     intervals = ("mrr_ci", "hit5_ci")

@@ -270,3 +270,13 @@ def test_paper_setting_and_local_vgg19_weights(tmp_path: Path) -> None:
     out = model.eval()(torch.rand(2, 3, 32, 32))
     assert out.shape == (2, 128)
     assert torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+@pytest.mark.parametrize(("max_steps", "expected"), [(3, 3), (8, 8)])
+def test_max_steps_caps_the_whole_run_head_phase_included(
+    tiny_zoo: Path, refs: ReferenceSet, tmp_path: Path, max_steps: int, expected: int
+) -> None:
+    # CONFIG trains the head alone for 6 steps first: 3 ends inside that phase, 8 two steps after it.
+    config = replace(CONFIG, max_steps=max_steps)
+    result = train(tiny_zoo, tmp_path / "enc.safetensors", config, refs=refs, progress=False)
+    assert result.steps == len(result.losses) == expected

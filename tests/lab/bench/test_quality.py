@@ -17,6 +17,8 @@ from inference_service.models.style_encoder import (
     save_encoder,
     untrained_encoder,
 )
+from inference_service.training.adapt import AdaptConfig
+from lab.bench.adapt_rows import adapted_rows_hook
 from lab.bench.features import ColourHistogram
 from lab.bench.quality import (
     QualityConfig,
@@ -188,3 +190,36 @@ def test_cli_refuses_a_scored_seed_and_a_directory_that_is_not_a_zoo(tmp_path: P
     not_a_zoo = run("--zoo", str(tmp_path))
     assert not_a_zoo.returncode == 1
     assert "is not a zoo: no zoo.json" in " ".join(not_a_zoo.stderr.split())  # rich wraps lines
+
+
+def test_adapted_rows_sit_beside_each_zoos_d_avg_row(tmp_path: Path) -> None:
+    """Every d_avg zoo row (here the eval zoo and a second zoo given as the real-art zoo) is scored
+    again after adapting the encoder to that zoo's own catalog."""
+    config = QualityConfig(
+        cache_dir=tmp_path,
+        n_styles=5,
+        n_samples=5,
+        n_queries=6,
+        zoo_seed=EVAL_SEED + 20,
+        val_zoo_pairs=False,
+        image_size=64,
+        seed_ledger=tmp_path / "ledger.json",
+        bootstrap_resamples=200,
+    )
+    second = ensure_zoo(config, False, seed=EVAL_SEED + 21)
+    hook = adapted_rows_hook(AdaptConfig(max_steps=4), progress=False)
+    result = run_quality(replace(config, real_zoo=second), progress=False, zoo_row_hooks=[hook])
+    methods = [row["method"] for row in result["rows"]]
+    for original in ("Triplet d_avg", "real-art: triplet d_avg"):
+        position = methods.index(original)
+        assert methods[position + 1] == f"{original} (adapted)"
+        before, after = result["rows"][position], result["rows"][position + 1]
+        extra = after["extra"]
+        assert extra["adapted_from"] == original
+        assert extra["delta_mrr"] == pytest.approx(after["ranking"]["mrr"] - before["ranking"]["mrr"])
+        assert extra["delta_hit5"] == pytest.approx(after["ranking"]["hit5"] - before["ranking"]["hit5"])
+        adaptation = extra["adaptation"]
+        assert adaptation["steps"] == 4
+        assert adaptation["loras"] == 5
+        assert (adaptation["train_samples"], adaptation["val_samples"]) == (4, 1)
+        assert adaptation["kept"] == (adaptation["after"] > adaptation["before"] + 0.01)

@@ -1,0 +1,174 @@
+"""`findlora catalog adapt` and the worker's `adapt_catalog` job: fine-tune the active encoder on
+the catalog (inference_service.training.adapt), activate the result only when validation
+improved, and roll back to the previous encoder on request."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from db import encoders as db_encoders
+from db.database import Database
+from db.encoders import EncoderChanged
+from inference_service.blobs import BlobStore
+from inference_service.catalog.encoders import Activation, ProgressCallback, activate, previous_label
+from inference_service.config import Settings
+from inference_service.models.active import ActiveEncoder, UnknownEncoder
+from inference_service.models.style_encoder import StyleEmbedder, encoder_fingerprint
+from inference_service.training.adapt import (
+    AdaptConfig,
+    AdaptError,
+    AdaptOutcome,
+    adapt_encoder,
+    catalog_reference_set,
+)
+from inference_service.training.references import ReferenceSet
+
+ADAPTED_KIND = "adapted"
+
+
+@dataclass(frozen=True)
+class AdaptRun:
+    outcome: AdaptOutcome
+    activation: Activation | None  # None: refused (or interrupted), the active encoder stays
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.outcome.as_dict(),
+            "activated": None if self.activation is None else self.activation.label,
+            "previous": self.outcome.start_label,
+            "references": None if self.activation is None else self.activation.references,
+        }
+
+
+def work_dir(settings: Settings) -> Path:
+    """Checkpoints of adaptation runs: an interrupted run resumes from here."""
+    return settings.data_dir / "adapt"
+
+
+def training_device(settings: Settings) -> str | None:
+    """FINDLORA_DEVICE when it is set; otherwise None: cuda when there is one."""
+    return settings.device if "device" in settings.model_fields_set else None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What training starts from: the active encoder and the catalog's references."""
+
+    start: StyleEmbedder
+    refs: ReferenceSet
+
+
+async def prepare(
+    db: Database, blobs: BlobStore, encoders: ActiveEncoder, *, progress: bool = False
+) -> Prepared:
+    try:
+        start = await encoders.current()
+    except UnknownEncoder as exc:
+        raise AdaptError(exc.message) from None
+    refs = await catalog_reference_set(db, blobs, start.model.config.input_size, progress=progress)
+    return Prepared(start, refs)
+
+
+def train(
+    prepared: Prepared, settings: Settings, config: AdaptConfig, *, progress: bool = False
+) -> AdaptOutcome:
+    """The fine-tuning itself (blocking): checkpoints under work_dir, resumed by a rerun."""
+    start = prepared.start
+    return adapt_encoder(
+        prepared.refs,
+        start.model,
+        start.label,
+        config,
+        work_dir(settings),
+        progress=progress,
+        device=training_device(settings),
+    )
+
+
+async def finish(
+    db: Database,
+    blobs: BlobStore,
+    settings: Settings,
+    prepared: Prepared,
+    outcome: AdaptOutcome,
+    *,
+    activation_progress: ProgressCallback | None = None,
+) -> AdaptRun:
+    """Activate a kept encoder (only over the encoder it started from) and record the run."""
+    activation = None
+    try:
+        if outcome.kept:
+            start = prepared.start
+            label = f"{ADAPTED_KIND}@{encoder_fingerprint(outcome.model)}"
+            adapted = StyleEmbedder(outcome.model, label, settings.device, start.batch_size)
+            metrics = {k: v for k, v in outcome.as_dict().items() if k != "train_samples"}
+            try:
+                activation = await activate(
+                    db,
+                    blobs,
+                    adapted,
+                    current=start,
+                    expected=start.label,
+                    metrics=metrics,
+                    note=outcome.reason,
+                    actor="catalog adapt",
+                    progress=activation_progress,
+                )
+            except EncoderChanged as exc:
+                raise AdaptError(
+                    f"the active encoder changed from {exc.expected} to {exc.active} while adapting; "
+                    "run the adaptation again"
+                ) from None
+    finally:
+        await db.run(db_encoders.record_adapt_run)
+    return AdaptRun(outcome, activation)
+
+
+async def adapt_catalog(
+    db: Database,
+    blobs: BlobStore,
+    encoders: ActiveEncoder,
+    settings: Settings,
+    config: AdaptConfig,
+    *,
+    progress: bool = False,
+    activation_progress: ProgressCallback | None = None,
+) -> AdaptRun:
+    """Adapt the active encoder and activate it when kept (training in a thread: the worker's
+    event loop keeps its heartbeats)."""
+    prepared = await prepare(db, blobs, encoders, progress=progress)
+    outcome = await asyncio.to_thread(train, prepared, settings, config, progress=progress)
+    return await finish(db, blobs, settings, prepared, outcome, activation_progress=activation_progress)
+
+
+async def rollback(
+    db: Database, blobs: BlobStore, encoders: ActiveEncoder, *, progress: ProgressCallback | None = None
+) -> Activation:
+    """Reactivate the active encoder's parent (the one it was adapted from)."""
+    target = await encoders.get(await previous_label(db))
+    current = await encoders.current_or_none()
+    return await activate(
+        db,
+        blobs,
+        target,
+        current=current,
+        note="rollback",
+        actor="catalog adapt --rollback",
+        progress=progress,
+    )
+
+
+__all__ = [
+    "AdaptConfig",
+    "AdaptError",
+    "AdaptRun",
+    "Prepared",
+    "adapt_catalog",
+    "finish",
+    "prepare",
+    "rollback",
+    "train",
+]

@@ -1,0 +1,94 @@
+"""The active style encoder of one process: the one catalog_meta['style_encoder'] names.
+
+The service, the importer, registration and moderation ask this holder instead of holding a
+fixed StyleEmbedder: it reads the label (one indexed row; per request is fine) and, when an
+activation changed it, loads that registered encoder's weights from the blob store off the event
+loop and swaps. A label that is neither registered nor the configured encoder cannot be served
+(CATALOG_STALE: run `findlora catalog reembed`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from db import encoders
+from db.database import Connection, Database
+from inference_service.blobs import BlobStore
+from inference_service.models.style_encoder import StyleEmbedder, encoder_fingerprint, load_encoder
+
+log = structlog.get_logger(__name__)
+
+
+class UnknownEncoder(Exception):
+    """The catalog was embedded with an encoder this process neither runs nor can load."""
+
+    def __init__(self, stored: str, configured: str) -> None:
+        super().__init__(
+            f"the catalog was embedded with style encoder {stored} but the service runs "
+            f"{configured}: run findlora catalog reembed"
+        )
+        self.stored = stored
+        self.message = str(self)
+
+
+class ActiveEncoder:
+    def __init__(self, db: Database, blobs: BlobStore, configured: StyleEmbedder) -> None:
+        self.db = db
+        self.blobs = blobs
+        self.configured = configured  # FINDLORA_STYLE_ENCODER or the shipped weights
+        self._loaded = configured  # the last encoder a label asked for
+        self._lock = asyncio.Lock()
+
+    @property
+    def loaded(self) -> StyleEmbedder:
+        """The encoder loaded last (for logs; callers that embed use current())."""
+        return self._loaded
+
+    async def active_label(self, conn: Connection | None = None) -> str | None:
+        if conn is not None:
+            return await encoders.active_label(conn)
+        return await self.db.run(encoders.active_label)
+
+    async def current(self, conn: Connection | None = None) -> StyleEmbedder:
+        """The encoder of the active label (the configured one while the catalog is empty)."""
+        return await self.get(await self.active_label(conn))
+
+    async def current_or_none(self) -> StyleEmbedder | None:
+        """The active encoder, or None when the catalog's label cannot be loaded."""
+        try:
+            return await self.current()
+        except UnknownEncoder:
+            return None
+
+    async def get(self, label: str | None) -> StyleEmbedder:
+        """The encoder named `label`, loading its registered weights when it is not loaded."""
+        if label is None:
+            return self.configured
+        if label == self._loaded.label:
+            return self._loaded
+        if label == self.configured.label:
+            self._loaded = self.configured
+            return self.configured
+        async with self._lock:  # one load at a time; a second caller finds it loaded
+            if self._loaded.label != label:
+                self._loaded = await self._load(label)
+        return self._loaded
+
+    async def _load(self, label: str) -> StyleEmbedder:
+        row = await self.db.run(encoders.get_encoder, label)
+        if row is None:
+            raise UnknownEncoder(label, self.configured.label)
+        device = self.configured.device
+        model = await asyncio.to_thread(load_encoder, self.blobs.path(row.blob_key), device)
+        fingerprint = await asyncio.to_thread(encoder_fingerprint, model)
+        if not label.endswith(f"@{fingerprint}"):
+            raise ValueError(f"the weights stored for {label} have fingerprint {fingerprint}")
+        log.info("style_encoder_loaded", label=label, previous=self._loaded.label)
+        return StyleEmbedder(model, label, device, self.configured.batch_size)
+
+
+def as_active(embedder: StyleEmbedder | ActiveEncoder, db: Database, blobs: BlobStore) -> ActiveEncoder:
+    """A fixed embedder (tests, benchmarks, one-shot commands) behaves as a holder that starts with it."""
+    return embedder if isinstance(embedder, ActiveEncoder) else ActiveEncoder(db, blobs, embedder)

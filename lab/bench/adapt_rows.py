@@ -1,0 +1,91 @@
+"""`bench quality --adapt-minutes M`: each d_avg zoo row again after adapting the encoder to that zoo.
+
+For each zoo scored with d_avg (the procedural eval zoo, the real-art zoo, any other zoo row), the
+encoder under test is fine-tuned by `adapt_encoder` (inference_service/training/adapt.py, what
+`findlora catalog adapt` runs) on that zoo's catalog (its references, read with the catalog
+directory loader; never its queries), and the same queries are scored with the adapted encoder.
+The row "<original> (adapted)" sits beside the original with its own bootstrap interval, and
+carries the paired MRR / hit@5 delta with a bootstrap interval over the same queries, the
+adaptation's seconds and its validation MRR before / after. The adapted encoder is scored
+whether or not adaptation would have kept it: `kept` says which the product would activate.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from tqdm import tqdm  # type: ignore[import-untyped]
+
+from inference_service.scoring.style_distance import style_distances
+from inference_service.training.adapt import AdaptConfig, AdaptError, adapt_encoder
+from inference_service.training.references import load_reference_set
+from lab.bench.features import EncoderFeaturizer
+from lab.bench.quality import QualityContext, Row, ZooRowsHook, evaluate_row
+from lab.metrics import bootstrap_interval, ranks_of_truth
+
+
+def query_ranks(ctx: QualityContext, featurizer_name: str) -> NDArray[np.int64]:
+    """Each query's rank by d_avg over the cleansed references, from the run's cached vectors."""
+    data = ctx.data
+    vectors = ctx.embeddings[featurizer_name]
+    n = len(data.references)
+    per_lora = [vectors[:n][(data.labels == m) & data.kept] for m in range(len(data.slugs))]
+    return ranks_of_truth(style_distances(vectors[n:], per_lora, "d_avg"), data.truth)
+
+
+def adapted_row(ctx: QualityContext, original: Row, adapt: AdaptConfig) -> Row:
+    """`original` (a d_avg row of this context) scored again with the encoder adapted to its zoo."""
+    started = time.monotonic()
+    refs = load_reference_set(
+        ctx.data.root,
+        ctx.encoder.config.input_size,
+        cleansing_threshold=ctx.config.cleansing_threshold,
+        progress=ctx.progress,
+    )
+    work_dir = ctx.config.cache_dir / "adapt-work"
+    outcome = adapt_encoder(refs, ctx.encoder, ctx.encoder_label, adapt, work_dir, progress=ctx.progress)
+    adapted = EncoderFeaturizer(f"adapted encoder [{ctx.data.root.name}]", outcome.model)
+    row = evaluate_row(ctx, f"{original.method} (adapted)", adapted, "d_avg", True)
+    before, after = query_ranks(ctx, original.featurizer), query_ranks(ctx, adapted.name)
+    resamples = ctx.config.bootstrap_resamples
+    reciprocal_gain = 1.0 / after - 1.0 / before
+    hit5_gain = (after <= 5).astype(np.float64) - (before <= 5)
+    adaptation: dict[str, Any] = {
+        k: v for k, v in outcome.as_dict().items() if k not in ("train_samples", "val_samples")
+    }
+    row.extra = {
+        "adapted_from": original.method,
+        "delta_mrr": float(reciprocal_gain.mean()),
+        "delta_mrr_ci": list(bootstrap_interval(reciprocal_gain, resamples)),
+        "delta_hit5": float(hit5_gain.mean()),
+        "delta_hit5_ci": list(bootstrap_interval(hit5_gain, resamples)),
+        "adaptation": {
+            **adaptation,
+            "train_samples": len(outcome.train_samples),
+            "val_samples": len(outcome.val_samples),
+            "max_minutes": adapt.max_minutes,
+        },
+        "seconds_with_adaptation": round(time.monotonic() - started, 1),
+    }
+    return row
+
+
+def adapted_rows_hook(adapt: AdaptConfig, progress: bool = True) -> ZooRowsHook:
+    """For `run_quality(zoo_row_hooks=...)`: insert each zoo's adapted row right after its d_avg
+    row; a zoo too small to adapt to is said so (on stderr) and gets no row."""
+
+    def add(rows: list[Row], targets: list[tuple[QualityContext, Row]]) -> None:
+        for ctx, original in targets:
+            try:
+                row = adapted_row(ctx, original, adapt)
+            except AdaptError as exc:
+                tqdm.write(f"{original.method}: no adapted row: {exc}")
+                continue
+            rows.insert(next(i for i, r in enumerate(rows) if r is original) + 1, row)
+            if progress:
+                tqdm.write(f"{row.method}: {row.extra['adaptation']['reason']}")
+
+    return add

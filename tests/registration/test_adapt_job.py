@@ -1,0 +1,98 @@
+"""The worker's adapt_catalog job: queued once N LoRAs were registered since the last adaptation
+(one queued at a time), run by the worker, counted from its run."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from db import encoders as db_encoders
+from db.database import Database
+from inference_service.catalog.importer import import_catalog
+from inference_service.config import Settings
+from inference_service.models.style_encoder import save_encoder
+from inference_service.registration.jobs import ADAPT_TASK, defer_adapt_when_due, make_queue_app, run_worker
+from inference_service.runtime import open_runtime
+from lab.zoo.style_zoo import generate_zoo
+from tests.helpers.encoders import tiny_embedder
+
+pytestmark = pytest.mark.db
+
+
+async def registered(db: Database, count: int) -> None:
+    """`count` registration jobs that succeeded now (what the pipeline leaves behind)."""
+    async with db.connection() as conn:
+        for _ in range(count):
+            await conn.execute(
+                "INSERT INTO registration_jobs (id, source_url, metadata, slug, state, finished_at)"
+                " VALUES (%s, 'staged:x', '{}', %s, 'succeeded', now())",
+                (uuid.uuid4(), f"lora-{uuid.uuid4().hex[:8]}"),
+            )
+
+
+def queued(settings: Settings) -> list[str]:
+    with psycopg.connect(str(settings.database_url)) as conn:
+        rows = conn.execute(
+            "SELECT status FROM procrastinate_jobs WHERE task_name = %s ORDER BY id", (ADAPT_TASK,)
+        ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+async def test_adapt_job_is_deferred_after_n_registrations_and_runs_on_the_worker(
+    settings: Settings, db: Database, tmp_path: Path
+) -> None:
+    encoder = tmp_path / "tiny.safetensors"
+    save_encoder(tiny_embedder().model, encoder)
+    settings = settings.model_copy(
+        update={"adapt_every_registrations": 2, "adapt_max_minutes": 0.5, "style_encoder": encoder}
+    )
+    # Procedural styles the untrained tiny encoder ranks only part-way right.
+    zoo = generate_zoo(
+        tmp_path / "zoo", n_styles=12, n_samples=8, split="train", seed=2, progress=False, size=48
+    )
+    runtime = await open_runtime(settings)
+    try:
+        await import_catalog(zoo, runtime.db, runtime.blobs, runtime.encoders)
+        configured = runtime.embedder.label
+    finally:
+        await runtime.close()
+    queue = make_queue_app(str(settings.database_url))
+    async with queue.open_async():
+        off = settings.model_copy(update={"adapt_every_registrations": 0})
+        await registered(db, 5)
+        assert not await defer_adapt_when_due(queue, db, off)  # off by default
+        await db.run(db_encoders.record_adapt_run)  # count from here
+        await registered(db, 1)
+        assert not await defer_adapt_when_due(queue, db, settings)
+        await registered(db, 1)
+        assert await db.run(db_encoders.registrations_since_adapt) == 2
+        assert await defer_adapt_when_due(queue, db, settings)
+        await registered(db, 1)
+        assert not await defer_adapt_when_due(queue, db, settings)  # one queued at a time
+    assert queued(settings) == ["todo"]
+
+    await run_worker(settings, wait=False)
+    assert queued(settings) == ["succeeded"]
+    # The run is recorded (kept or refused): registrations count from it again.
+    assert await db.run(db_encoders.registrations_since_adapt) == 0
+    # Adapted on the worker, kept and activated over the configured encoder.
+    label = await db.run(db_encoders.active_label)
+    assert label is not None
+    assert label.startswith("adapted@")
+    row = await db.run(db_encoders.get_encoder, label)
+    assert row is not None
+    assert row.parent == configured
+    assert row.metrics["after"] > row.metrics["before"]
+
+
+def test_a_bad_adapt_schedule_is_refused_with_its_setting_name() -> None:
+    from pydantic import ValidationError
+
+    assert Settings(adapt_cron=" 0 3 * * 0 ").adapt_cron == "0 3 * * 0"
+    assert Settings().adapt_cron == ""
+    assert Settings().adapt_every_registrations == 0  # both off by default
+    with pytest.raises(ValidationError, match="FINDLORA_ADAPT_CRON 'every sunday' is not a cron schedule"):
+        Settings(adapt_cron="every sunday")
