@@ -59,8 +59,8 @@ async def test_catalog_reference_set_reads_the_database_and_blob_store(db: Datab
     refs = await catalog_reference_set(db, blobs, TINY.input_size, progress=False)
     assert refs.slugs == [f"style-{i:02d}" for i in range(5)]  # hidden stays, taken down goes
     assert refs.sample_ids == [f"s{i:02d}" for i in range(5)]
-    assert refs.images.shape == (5, 5, 3, 32, 32)
-    assert refs.images.dtype == torch.uint8
+    assert [block.shape for block in refs.blocks] == [(24, 3, 32, 32)]  # the valid references only
+    assert refs.blocks[0].dtype == torch.uint8
     assert refs.report.dropped == 1  # the unchanged transfer, as the importer's cleansing decided
     assert refs.report.transfers == 25
     assert not bool(refs.valid[1, 2])
@@ -68,7 +68,8 @@ async def test_catalog_reference_set_reads_the_database_and_blob_store(db: Datab
     # The same tensors as the catalog directory gives (one builder for both loaders).
     from_dir = load_reference_set(catalog, TINY.input_size, progress=False)
     assert torch.equal(from_dir.valid[:5], refs.valid)
-    assert torch.equal(from_dir.images[:5][refs.valid], refs.images[refs.valid])
+    loras, samples = torch.nonzero(refs.valid, as_tuple=True)
+    assert torch.equal(from_dir.pick(loras, samples), refs.pick(loras, samples))
 
 
 def test_split_holds_out_whole_samples() -> None:
