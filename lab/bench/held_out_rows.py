@@ -38,6 +38,8 @@ class HeldOutFamilyRows:
 
     def __init__(self) -> None:
         self.summary: dict[str, Any] | None = None
+        # (context, d_avg row) for run_quality's zoo_row_hooks (e.g. the adapted row)
+        self.d_avg_targets: list[tuple[QualityContext, Row]] = []
 
     def __call__(self, ctx: QualityContext) -> list[Row]:
         root = ctx.config.held_out_zoo
@@ -51,6 +53,7 @@ class HeldOutFamilyRows:
             evaluate_row(held, f"{PREFIX}: triplet d_avg", trained, "d_avg", True),
             evaluate_row(held, f"{PREFIX}: colour histogram", ColourHistogram(), "d_avg", True),
         ]
+        self.d_avg_targets = [(held, rows[0])]
         info = read_zoo_info(root)
         self.summary = {
             **_zoo_summary(data, ctx.config),

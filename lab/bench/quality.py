@@ -407,6 +407,7 @@ def run_quality(
     d_avg_rows = [(ctx, next(row for row in rows if row.method == "Triplet d_avg"))]
     for extra in [*EXTRA_ROWS, *extra_rows]:
         rows.extend(extra(ctx))
+        d_avg_rows.extend(getattr(extra, "d_avg_targets", []))  # e.g. held_out_rows.py's zoo
     result: dict[str, Any] = {
         "benchmark": "quality",
         "zoo": _zoo_summary(data, config),

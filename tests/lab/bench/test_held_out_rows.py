@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from inference_service.training.adapt import AdaptConfig
+from lab.bench.adapt_rows import adapted_rows_hook
 from lab.bench.held_out_rows import HeldOutFamilyRows, check_held_out_zoo
 from lab.bench.quality import QualityConfig, run_quality
 from lab.bench.seed_ledger import SeedReuseError, SeedUse, read_ledger, record_seed
@@ -96,3 +98,26 @@ def test_only_a_heldout_family_zoo_is_accepted(tmp_path: Path) -> None:
         check_held_out_zoo(evaluation)
     with pytest.raises(ValueError, match=r"no zoo\.json"):
         check_held_out_zoo(tmp_path)
+
+
+def test_the_held_out_zoo_gets_its_adapted_row(held_out_zoo: Path, tmp_path: Path) -> None:
+    """`--adapt-minutes` adapts to every d_avg zoo, the held-out-family zoo included."""
+    config = QualityConfig(
+        cache_dir=tmp_path,
+        n_styles=4,
+        n_samples=4,
+        n_queries=4,
+        zoo_seed=515_152,
+        val_zoo_pairs=False,
+        image_size=64,
+        held_out_zoo=held_out_zoo,
+        seed_ledger=tmp_path / "ledger.json",
+        bootstrap_resamples=200,
+    )
+    hook = adapted_rows_hook(AdaptConfig(max_steps=3), progress=False)
+    result = run_quality(config, progress=False, extra_rows=[HeldOutFamilyRows()], zoo_row_hooks=[hook])
+    methods = [row["method"] for row in result["rows"]]
+    position = methods.index("held-out families: triplet d_avg")
+    assert methods[position + 1] == "held-out families: triplet d_avg (adapted)"
+    adaptation = result["rows"][position + 1]["extra"]["adaptation"]
+    assert (adaptation["steps"], adaptation["loras"]) == (3, 5)
