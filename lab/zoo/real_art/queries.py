@@ -3,12 +3,15 @@
 A query is one held-out content of a style plus EXTRA_PER_QUERY more of the same style (the
 multi-image rows). Round 0 gives every style one query, in a seeded order; each further round
 takes the next unused held-out contents of every style that has enough left, so `limit` can ask
-for more queries than there are styles without any content repeating within a style.
+for more queries than there are styles without any content repeating within a style. No style
+gets more than ceil(limit / styles) queries: a source with large content pools (icon themes)
+would otherwise fill the row and weigh its styles above the rest.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
@@ -67,7 +70,10 @@ def write_queries(
     unqueried: list[str] = []
     active = list(order)
     first_round = True
-    while active and (limit is None or len(records) < limit):
+    rounds = 1 if limit is None else math.ceil(limit / max(1, len(order)))
+    for _ in range(rounds):
+        if not active or (limit is not None and len(records) >= limit):
+            break
         still: list[QueryStyle] = []
         for p in active:
             if limit is not None and len(records) >= limit:
@@ -92,7 +98,5 @@ def write_queries(
                 }
             )
         active, first_round = still, False
-        if limit is None:
-            break  # the default: one query per style
     (out_dir / QUERIES_FILE).write_text(json.dumps(records, indent=1), encoding="utf-8")
     return records, unqueried

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,8 @@ def test_a_fresh_query_seed_keeps_the_split_and_rounds_add_queries(
     records = json.loads((fresh / "queries.json").read_text(encoding="utf-8"))
     n_styles = len(read_catalog(fresh).loras)
     assert n_styles < len(records) <= 50  # a second round at least
+    per_style = Counter(r["slug"] for r in records)
+    assert max(per_style.values()) <= -(-50 // n_styles)  # no style fills the row
     for slug in {r["slug"] for r in records}:
         drawn = [c for r in records if r["slug"] == slug for c in (r["source"], *r["extra"].split(","))]
         assert len(drawn) == len(set(drawn))  # no held-out content twice for one style
