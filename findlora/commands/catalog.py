@@ -103,6 +103,7 @@ def export_cmd(directory: Path = typer.Argument(..., help="Empty or new director
 
 
 async def _reembed() -> None:
+    from db.encoders import EncoderChanged
     from inference_service.catalog.importer import reembed
     from inference_service.config import Settings
     from inference_service.runtime import open_runtime
@@ -111,12 +112,15 @@ async def _reembed() -> None:
     try:
         with _progress() as progress:
             task = progress.add_task("re-embedding", total=None)
-            count = await reembed(
-                runtime.db,
-                runtime.blobs,
-                runtime.embedder,
-                lambda _, done, total: progress.update(task, completed=done, total=total),
-            )
+            try:
+                count = await reembed(
+                    runtime.db,
+                    runtime.blobs,
+                    runtime.embedder,
+                    lambda _, done, total: progress.update(task, completed=done, total=total),
+                )
+            except EncoderChanged as exc:
+                fail(f"another activation made {exc.active} active while re-embedding; run it again")
     finally:
         await runtime.close()
     console.print(f"re-embedded {count} reference(s) with {runtime.embedder.label}")
@@ -169,9 +173,11 @@ def _activation_bar(progress: Progress) -> ProgressCallback:
 
 
 async def _rollback(json_path: Path | None) -> None:
+    from db.encoders import EncoderChanged
     from inference_service.catalog.adaptation import rollback
     from inference_service.catalog.encoders import NoPreviousEncoder
     from inference_service.config import Settings
+    from inference_service.models.active import UnknownEncoder
     from inference_service.runtime import open_runtime
 
     runtime = await open_runtime(Settings())
@@ -181,8 +187,13 @@ async def _rollback(json_path: Path | None) -> None:
                 done = await rollback(
                     runtime.db, runtime.blobs, runtime.encoders, progress=_activation_bar(progress)
                 )
-            except NoPreviousEncoder as exc:
+            except (NoPreviousEncoder, UnknownEncoder) as exc:
                 fail(str(exc))
+            except EncoderChanged as exc:
+                fail(
+                    f"another activation made {exc.active} active while rolling back from "
+                    f"{exc.expected}; nothing changed by the rollback: check and run it again if still wanted"
+                )
     finally:
         await runtime.close()
     console.print(

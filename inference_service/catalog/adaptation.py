@@ -147,14 +147,17 @@ async def adapt_catalog(
 async def rollback(
     db: Database, blobs: BlobStore, encoders: ActiveEncoder, *, progress: ProgressCallback | None = None
 ) -> Activation:
-    """Reactivate the active encoder's parent (the one it was adapted from)."""
-    target = await encoders.get(await previous_label(db))
+    """Reactivate the active encoder's parent (the one it was adapted from); EncoderChanged when
+    another activation lands meanwhile (the rollback was of an encoder no longer active)."""
+    active, parent = await previous_label(db)
+    target = await encoders.get(parent)
     current = await encoders.current_or_none()
     return await activate(
         db,
         blobs,
         target,
         current=current,
+        expected=active,
         note="rollback",
         actor="catalog adapt --rollback",
         progress=progress,

@@ -89,8 +89,11 @@ async def activate(
     """Make `embedder` the catalog's encoder. `current` is the encoder active now when this
     process can load it: it is registered too (first activation over the shipped or configured
     encoder), so a rollback can return to it. `parent` defaults to the current label.
-    With `expected`, the switch happens only from that label (EncoderChanged otherwise: an
-    adaptation must not replace an encoder another activation made while it trained)."""
+    The switch happens only from `expected` (default: `current`'s label), EncoderChanged
+    otherwise: an adaptation, rollback or reembed must not replace an encoder that another
+    activation made while it embedded, nor register a parent that was not the one it replaced."""
+    if expected is None and current is not None:
+        expected = current.label
     if current is not None:
         await register_encoder(db, blobs, current, note="active before the first activation")
     if parent is None and current is not None:
@@ -133,12 +136,12 @@ async def activate(
     return Activation(embedder.label, previous, len(now), len(late), len(loras))
 
 
-async def previous_label(db: Database) -> str:
-    """The encoder a rollback returns to: the active one's parent."""
+async def previous_label(db: Database) -> tuple[str, str]:
+    """(the active encoder, its parent): what a rollback leaves and returns to."""
     active = await db.run(db_encoders.active_label)
     if active is None:
         raise NoPreviousEncoder("the catalog is empty: there is no encoder to roll back")
     row = await db.run(db_encoders.get_encoder, active)
     if row is None or row.parent is None:
         raise NoPreviousEncoder(f"the active encoder {active} has no previous encoder to roll back to")
-    return row.parent
+    return active, row.parent

@@ -8,6 +8,7 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
+import psycopg
 import pytest
 
 from db import catalog as db_catalog
@@ -165,3 +166,30 @@ async def reference_blob_keys(db: Database) -> list[tuple[tuple[str, str], str]]
             "SELECT l.slug, r.sample_id, r.blob_key FROM reference_images r JOIN loras l ON l.id = r.lora_id"
         )
         return [((r[0], r[1]), r[2]) for r in await cur.fetchall()]
+
+
+async def test_a_rollback_racing_another_activation_is_refused(
+    db: Database, db_url: str, tmp_path: Path
+) -> None:
+    from inference_service.catalog.adaptation import rollback
+    from inference_service.models.active import ActiveEncoder
+
+    blobs = BlobStore(tmp_path / "blobs")
+    first = tiny_embedder()
+    await import_catalog(write_catalog(tmp_path / "cat", n_loras=2, n_samples=3), db, blobs, first)
+    adapted, other = perturbed(first, seed=6), perturbed(first, seed=7)
+    await activate(db, blobs, adapted, current=first)
+    # `other` activated (over `adapted`) while the rollback embedded with `first`: a rollback of
+    # `adapted` must not then replace `other` with `adapted`'s parent.
+    from inference_service.catalog.encoders import register_encoder
+
+    await register_encoder(db, blobs, other, parent=adapted.label)
+
+    def activation_lands(stage: str, done: int, total: int) -> None:
+        if done == total:
+            with psycopg.connect(db_url) as conn:
+                conn.execute("UPDATE catalog_meta SET value = %s WHERE key = 'style_encoder'", (other.label,))
+
+    with pytest.raises(EncoderChanged):
+        await rollback(db, blobs, ActiveEncoder(db, blobs, first), progress=activation_lands)
+    assert await db.run(active_label) == other.label
