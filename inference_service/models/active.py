@@ -33,6 +33,19 @@ class UnknownEncoder(Exception):
         self.message = str(self)
 
 
+class EncoderWeightsMissing(UnknownEncoder):
+    """A registered encoder whose weights the blob store no longer holds."""
+
+    def __init__(self, stored: str, path: str) -> None:
+        Exception.__init__(
+            self,
+            f"the weights of style encoder {stored} are missing from the blob store ({path}): "
+            "restore them, or run findlora catalog reembed to embed the catalog with the configured encoder",
+        )
+        self.stored = stored
+        self.message = str(self)
+
+
 class ActiveEncoder:
     def __init__(self, db: Database, blobs: BlobStore, configured: StyleEmbedder) -> None:
         self.db = db
@@ -81,7 +94,10 @@ class ActiveEncoder:
         if row is None:
             raise UnknownEncoder(label, self.configured.label)
         device = self.configured.device
-        model = await asyncio.to_thread(load_encoder, self.blobs.path(row.blob_key), device)
+        path = self.blobs.path(row.blob_key)
+        if not path.is_file():  # a blob store not shared with the activating process, or pruned
+            raise EncoderWeightsMissing(label, str(path))
+        model = await asyncio.to_thread(load_encoder, path, device)
         fingerprint = await asyncio.to_thread(encoder_fingerprint, model)
         if not label.endswith(f"@{fingerprint}"):
             raise ValueError(f"the weights stored for {label} have fingerprint {fingerprint}")

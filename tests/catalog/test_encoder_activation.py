@@ -193,3 +193,24 @@ async def test_a_rollback_racing_another_activation_is_refused(
     with pytest.raises(EncoderChanged):
         await rollback(db, blobs, ActiveEncoder(db, blobs, first), progress=activation_lands)
     assert await db.run(active_label) == other.label
+
+
+async def test_rollback_to_weights_missing_from_the_blob_store_says_so_and_keeps_the_encoder(
+    db: Database, tmp_path: Path
+) -> None:
+    from inference_service.catalog.adaptation import rollback
+    from inference_service.models.active import ActiveEncoder, UnknownEncoder
+
+    blobs = BlobStore(tmp_path / "blobs")
+    first = tiny_embedder()
+    await import_catalog(write_catalog(tmp_path / "cat", n_loras=2, n_samples=3), db, blobs, first)
+    adapted = perturbed(first, seed=6)
+    await activate(db, blobs, adapted, current=first)
+    row = await db.run(get_encoder, first.label)
+    assert row is not None
+    blobs.path(row.blob_key).unlink()
+    # A process configured with a third encoder must load `first` from the blob store.
+    holder = ActiveEncoder(db, blobs, perturbed(first, seed=8))
+    with pytest.raises(UnknownEncoder, match="missing from the blob store"):
+        await rollback(db, blobs, holder)
+    assert await db.run(active_label) == adapted.label
