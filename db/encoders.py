@@ -149,6 +149,13 @@ async def reference_keys(conn: Connection) -> list[tuple[int, str, str]]:
     return [(int(r[0]), str(r[1]), str(r[2])) for r in await cur.fetchall()]
 
 
+async def reference_count(conn: Connection) -> int:
+    """How many references an activation embeds."""
+    cur = await conn.execute("SELECT count(*) FROM reference_images")
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
 async def summarised_loras(conn: Connection) -> list[int]:
     """Every LoRA with references: their style summaries follow the embeddings."""
     cur = await conn.execute("SELECT DISTINCT lora_id FROM reference_images ORDER BY 1")

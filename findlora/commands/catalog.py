@@ -261,7 +261,9 @@ def _adapt(
 
 @catalog_app.command("adapt")
 def adapt_cmd(
-    max_minutes: float = typer.Option(5.0, min=0.1, help="Whole budget: loading, training, validation."),
+    max_minutes: float = typer.Option(
+        5.0, min=0.1, help="Whole budget: loading, training, validation, re-embedding."
+    ),
     threads: int = typer.Option(0, min=0, help="torch threads for training; 0 keeps torch's default."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the outcome (before/after, why) here."),
     rollback: bool = typer.Option(False, "--rollback", help="Reactivate the previous encoder instead."),

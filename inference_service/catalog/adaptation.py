@@ -5,7 +5,7 @@ improved, and roll back to the previous encoder on request."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ class Prepared:
 
     start: StyleEmbedder
     refs: ReferenceSet
+    references: int  # every stored reference: what an activation re-embeds
 
 
 async def prepare(
@@ -69,7 +70,7 @@ async def prepare(
     except UnknownEncoder as exc:
         raise AdaptError(exc.message) from None
     refs = await catalog_reference_set(db, blobs, start.model.config.input_size, progress=progress)
-    return Prepared(start, refs)
+    return Prepared(start, refs, await db.run(db_encoders.reference_count))
 
 
 def train(
@@ -81,7 +82,7 @@ def train(
         prepared.refs,
         start.model,
         start.label,
-        config,
+        replace(config, reembed=prepared.references),  # the activation's time is in the budget
         work_dir(settings),
         progress=progress,
         device=training_device(settings),

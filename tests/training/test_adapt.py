@@ -153,3 +153,13 @@ def test_too_small_catalogs_are_refused_with_a_reason(tmp_path: Path) -> None:
         adapt_encoder(
             two_samples, _start(), "untrained", AdaptConfig(max_steps=2), tmp_path / "w", progress=False
         )
+
+
+def test_the_budget_keeps_back_the_time_to_reembed_the_catalog(
+    zoo_refs: ReferenceSet, tmp_path: Path
+) -> None:
+    # The activation after a kept run re-embeds every reference: inside --max-minutes, like the
+    # rest. A catalog far too large to re-embed in the budget leaves no time to train.
+    config = AdaptConfig(max_minutes=1.0, reembed=10**7)
+    with pytest.raises(AdaptError, match="re-embed 10000000 references"):
+        adapt_encoder(zoo_refs, _start(), "untrained", config, tmp_path / "w", progress=False)
