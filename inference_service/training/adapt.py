@@ -330,6 +330,8 @@ def _adapt(
 ) -> AdaptOutcome:
     started = time.monotonic()
     deadline = started + config.max_minutes * 60 - refs.seconds  # loading already spent its share
+    if refs.n_loras == 0:
+        raise AdaptError("the catalog is empty: import one first (findlora catalog import DIRECTORY)")
     if refs.n_loras < 2:
         raise AdaptError(f"the catalog has {refs.n_loras} LoRA(s); adapting needs at least 2 to tell apart")
     train_ids, val_ids = split_samples(refs.sample_ids, config.holdout_fraction, config.seed)

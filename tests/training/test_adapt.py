@@ -25,7 +25,7 @@ from inference_service.training.adapt import (
     catalog_reference_set,
     split_samples,
 )
-from inference_service.training.references import ReferenceSet, load_reference_set
+from inference_service.training.references import ReferenceSet, build_reference_set, load_reference_set
 from lab.zoo.style_zoo import generate_zoo
 from tests.helpers.catalogs import write_catalog
 
@@ -141,6 +141,9 @@ def test_an_interrupted_run_resumes_to_the_same_end(zoo_refs: ReferenceSet, tmp_
 
 
 def test_too_small_catalogs_are_refused_with_a_reason(tmp_path: Path) -> None:
+    empty = build_reference_set([], [], iter(()), 32, cleansing_threshold=None, progress=False)
+    with pytest.raises(AdaptError, match="the catalog is empty: import one first"):
+        adapt_encoder(empty, _start(), "untrained", AdaptConfig(max_steps=2), tmp_path / "w", progress=False)
     one_lora = load_reference_set(write_catalog(tmp_path / "one", n_loras=1, n_samples=5), 32, progress=False)
     with pytest.raises(AdaptError, match="1 LoRA"):
         adapt_encoder(
