@@ -302,6 +302,11 @@ async def run_adapt_job(runtime: Runtime, settings: Settings) -> None:
         await runtime.db.run(db_encoders.record_adapt_run)
         log.warning("adaptation_skipped", reason=str(exc))
         return
+    except Exception:
+        # Counted as a run: the next registration must not queue the same failure straight away.
+        await runtime.db.run(db_encoders.record_adapt_run)
+        log.exception("adaptation_failed")
+        raise
     outcome = run.outcome
     log.info(
         "adaptation_finished",

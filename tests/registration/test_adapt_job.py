@@ -96,3 +96,25 @@ def test_a_bad_adapt_schedule_is_refused_with_its_setting_name() -> None:
     assert Settings().adapt_every_registrations == 0  # both off by default
     with pytest.raises(ValidationError, match="FINDLORA_ADAPT_CRON 'every sunday' is not a cron schedule"):
         Settings(adapt_cron="every sunday")
+
+
+async def test_a_failed_adapt_job_counts_as_a_run_so_registrations_do_not_requeue_it(
+    settings: Settings, db: Database, tmp_path: Path
+) -> None:
+    from inference_service.registration.jobs import run_adapt_job
+
+    settings = settings.model_copy(update={"adapt_every_registrations": 1, "adapt_max_minutes": 0.5})
+    runtime = await open_runtime(settings)
+    try:
+        zoo = generate_zoo(
+            tmp_path / "zoo", n_styles=4, n_samples=4, split="train", seed=2, progress=False, size=48
+        )
+        await import_catalog(zoo, runtime.db, runtime.blobs, runtime.encoders)
+        keys = await db.run(db_encoders.reference_keys)
+        runtime.blobs.path(keys[0][2]).unlink()  # a blob store that lost a reference
+        await registered(db, 3)
+        with pytest.raises(FileNotFoundError):
+            await run_adapt_job(runtime, settings)
+    finally:
+        await runtime.close()
+    assert await db.run(db_encoders.registrations_since_adapt) == 0
