@@ -112,16 +112,24 @@ async def catalog_reference_set(
 
 
 def split_samples(sample_ids: list[str], holdout_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """(training, held-out) sample ids: a seeded share held out, at least 1, leaving at least 2."""
+    """(training, held-out) sample ids. A sample is held out when its own seeded hash falls under
+    `holdout_fraction`, so the split of a sample never depends on the others: a catalog that grows
+    keeps its held-out samples held out, and an encoder adapted before is never validated on
+    samples it trained on. At least 1 is held out and 2 are left to train on (small catalogs)."""
     n = len(sample_ids)
     if n < 3:
         raise AdaptError(
             f"the catalog has {n} sample(s); adapting needs at least 3 "
             "(one held out for validation, two to train on)"
         )
-    held = min(n - 2, max(1, round(holdout_fraction * n)))
-    order = np.random.default_rng(seed).permutation(n)
-    held_out = {sample_ids[int(i)] for i in order[:held]}
+
+    def position(sample_id: str) -> float:
+        digest = hashlib.sha256(f"{seed}:{sample_id}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+    ordered = sorted(sample_ids, key=lambda sid: (position(sid), sid))
+    under = sum(1 for sid in ordered if position(sid) < holdout_fraction)
+    held_out = set(ordered[: min(n - 2, max(1, under))])
     return [s for s in sample_ids if s not in held_out], sorted(held_out)
 
 

@@ -221,5 +221,6 @@ def test_adapted_rows_sit_beside_each_zoos_d_avg_row(tmp_path: Path) -> None:
         adaptation = extra["adaptation"]
         assert adaptation["steps"] == 4
         assert adaptation["loras"] == 5
-        assert (adaptation["train_samples"], adaptation["val_samples"]) == (4, 1)
+        assert adaptation["train_samples"] + adaptation["val_samples"] == 5
+        assert adaptation["val_samples"] >= 1
         assert adaptation["kept"] == (adaptation["after"] > adaptation["before"] + 0.01)
