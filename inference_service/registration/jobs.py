@@ -265,28 +265,25 @@ async def run_worker(settings: Settings, *, wait: bool = True, policy: FetchPoli
             adapt_catalog_job  # type: ignore[arg-type]
         )
 
-    try:
-        async with queue.open_async():
-            await requeue_stalled(queue, settings)
-            watcher = asyncio.create_task(_watch_stalled(queue, settings)) if wait else None
-            log.info("worker_started", queue=QUEUE, device=settings.device)
-            try:
-                await queue.run_worker_async(
-                    queues=[QUEUE, ADAPT_QUEUE],
-                    concurrency=settings.worker_concurrency,
-                    wait=wait,
-                    install_signal_handlers=wait,
-                    update_heartbeat_interval=settings.worker_heartbeat_seconds,
-                    stalled_worker_timeout=settings.worker_stalled_after_seconds,
-                    listen_notify=wait,
-                )
-            finally:
-                if watcher is not None:
-                    watcher.cancel()
-                    with suppress(asyncio.CancelledError):
-                        await watcher
-    finally:
-        await runtime.close()
+    async with runtime, queue.open_async():
+        await requeue_stalled(queue, settings)
+        watcher = asyncio.create_task(_watch_stalled(queue, settings)) if wait else None
+        log.info("worker_started", queue=QUEUE, device=settings.device)
+        try:
+            await queue.run_worker_async(
+                queues=[QUEUE, ADAPT_QUEUE],
+                concurrency=settings.worker_concurrency,
+                wait=wait,
+                install_signal_handlers=wait,
+                update_heartbeat_interval=settings.worker_heartbeat_seconds,
+                stalled_worker_timeout=settings.worker_stalled_after_seconds,
+                listen_notify=wait,
+            )
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with suppress(asyncio.CancelledError):
+                    await watcher
     log.info("worker_stopped")
 
 
