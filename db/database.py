@@ -41,6 +41,12 @@ class Database:
     async def close(self) -> None:
         await self.pool.close()
 
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
         """One pooled connection for several queries; its open transaction commits at the end."""

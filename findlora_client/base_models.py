@@ -2,23 +2,8 @@
 which families a search filter on one of them includes (docs/design.md, "Base models").
 
 Shared by the service, the CLI and both bots, so it imports nothing beyond the standard library.
-
-Filter semantics. A search filtered on family F returns the LoRAs of F's compatibility group: the
-families whose LoRAs both load on F's checkpoints *and* show their style there, because the
-question a filter answers is "which LoRAs can I use with the model I run". So:
-
-- sdxl returns sdxl only. Pony, Illustrious and NoobAI LoRAs load structurally on an SDXL pipeline
-  (same UNet, same text encoders, same tensor names), but those checkpoints were retrained so far
-  from SDXL base (Pony's score tags, Danbooru tagging for Illustrious/NoobAI) that such a LoRA
-  shows its style only on its own checkpoint; SDXL Turbo, Lightning, Hyper and LCM are
-  distillations of SDXL base and share its LoRAs, so they are spellings of sdxl, not families.
-- pony returns pony only, for the same reason in the other direction.
-- illustrious and noobai return each other: NoobAI-XL continues Illustrious-XL's training from its
-  v0.1 weights, and LoRAs of either are used on the other with their style intact.
-- flux1-dev, flux1-schnell and flux (a Flux.1 LoRA whose variant was not stated) return one
-  another: one 12B transformer with the same tensor names, both distilled from Flux.1 pro.
-- Every other family returns itself alone; "other" returns every other:<name>.
-
+A filter on one family returns its compatibility group (the families whose LoRAs load on its
+checkpoints and show their style there); the groups and why each is so are in that section.
 Unknown names are kept, not refused: they become "other:<normalised name>" and the caller warns.
 """
 

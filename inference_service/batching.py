@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -30,7 +31,7 @@ from inference_service.models.style_encoder import StyleEmbedder, to_tensor
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
-X = TypeVar("X")
+X = TypeVar("X", bound=Sized)
 
 
 @dataclass
@@ -85,16 +86,11 @@ class DynamicBatcher(Generic[T, R]):
         finally:
             self.incoming -= 1
 
-    def __len__(self) -> int:
-        return len(self._queue)
-
     async def submit(self, item: T, *, deadline: float | None = None) -> R:
         """The result of `item` computed in some batch. `deadline` is in loop.time() seconds."""
         if self._closed:
             raise RuntimeError("the batcher is closed")
-        if len(self._queue) >= self.max_queue:
-            self.stats.rejected += 1
-            raise ResourceExhausted("the service is overloaded (encoder queue full); try again shortly")
+        self._refuse_if_full()
         loop = asyncio.get_running_loop()
         if deadline is not None and deadline <= loop.time():
             raise DeadlineExceeded("the request's deadline passed before it could be computed")
@@ -104,6 +100,19 @@ class DynamicBatcher(Generic[T, R]):
         self._queue.append(_Pending(item, max(1, self.size(item)), future, deadline, loop.time()))
         self._wakeup.set()
         return await future  # a cancelled caller cancels the future: the worker skips it
+
+    async def prepare_and_submit(self, prepare: Callable[[], T], *, deadline: float | None = None) -> R:
+        """Submit the item `prepare` makes in a thread while announced (so it overlaps the batch
+        ahead), refusing a full queue before spending the preparation."""
+        self._refuse_if_full()
+        with self.announce():
+            item = await asyncio.to_thread(prepare)
+        return await self.submit(item, deadline=deadline)
+
+    def _refuse_if_full(self) -> None:
+        if len(self._queue) >= self.max_queue:
+            self.stats.rejected += 1
+            raise ResourceExhausted("the service is overloaded (encoder queue full); try again shortly")
 
     async def aclose(self) -> None:
         self._closed = True
@@ -171,44 +180,34 @@ class DynamicBatcher(Generic[T, R]):
 
 
 class EncoderBatcher(Generic[X]):
-    """Batches style-encoder calls: each request's 1-4 images go through one shared model run.
-
-    Preprocessing (decode-side resize to the encoder's input) runs per request in its own
-    thread before queueing, so it overlaps the model run of the batch ahead instead of
-    serialising behind the encoder.
-    """
+    """Batches style-encoder calls: each request's 1-4 images go through one shared model run;
+    preprocessing runs per request before queueing (DynamicBatcher.prepare_and_submit)."""
 
     def __init__(
         self,
         preprocess: Callable[[list[Image.Image]], X],
         forward: Callable[[list[X]], np.ndarray],
-        count: Callable[[X], int],
         *,
         max_batch: int = 32,
         max_wait: float = 0.005,
         max_queue: int = 256,
     ) -> None:
-        self._preprocess, self._forward, self._count = preprocess, forward, count
+        self._preprocess, self._forward = preprocess, forward
         self.batcher: DynamicBatcher[X, np.ndarray] = DynamicBatcher(
             self._run,
             max_batch=max_batch,
             max_wait=max_wait,
             max_queue=max_queue,
-            size=count,
+            size=len,
             wait_only_when_announced=True,
         )
 
     @classmethod
     def for_style_embedder(cls, embedder: StyleEmbedder, **limits: Any) -> EncoderBatcher[torch.Tensor]:
         size = embedder.model.config.input_size
-
-        def forward(tensors: list[torch.Tensor]) -> np.ndarray:
-            with torch.inference_mode():
-                out = embedder.model(torch.cat(tensors).to(embedder.device))
-            result: np.ndarray = out.float().cpu().numpy().astype(np.float32)
-            return result
-
-        return EncoderBatcher(lambda images: to_tensor(images, size), forward, len, **limits)
+        return EncoderBatcher(
+            lambda images: to_tensor(images, size), functools.partial(_forward, embedder), **limits
+        )
 
     @classmethod
     def for_function(
@@ -216,21 +215,16 @@ class EncoderBatcher(Generic[X]):
     ) -> EncoderBatcher[list[Image.Image]]:
         """Batch any embed(images) function; preprocessing stays inside it."""
         return EncoderBatcher(
-            lambda images: images, lambda requests: embed([i for r in requests for i in r]), len, **limits
+            lambda images: images, lambda requests: embed([i for r in requests for i in r]), **limits
         )
 
     def _run(self, requests: list[X]) -> list[np.ndarray]:
-        embeddings = self._forward(requests)
-        bounds = np.cumsum([0, *(self._count(r) for r in requests)])
-        return [embeddings[a:b] for a, b in itertools.pairwise(bounds.tolist())]
+        return _split(self._forward(requests), [len(r) for r in requests])
 
     async def embed(self, images: Sequence[Image.Image], deadline: float | None = None) -> np.ndarray:
-        if len(self.batcher) >= self.batcher.max_queue:  # refuse before spending preprocessing
-            self.batcher.stats.rejected += 1
-            raise ResourceExhausted("the service is overloaded (encoder queue full); try again shortly")
-        with self.batcher.announce():
-            item = await asyncio.to_thread(self._preprocess, list(images))
-        return await self.batcher.submit(item, deadline=deadline)
+        return await self.batcher.prepare_and_submit(
+            functools.partial(self._preprocess, list(images)), deadline=deadline
+        )
 
     async def aclose(self) -> None:
         await self.batcher.aclose()
@@ -240,10 +234,7 @@ class StyleBatcher:
     """Batches style-encoder calls while the active encoder may change (an activation): each
     request names the embedder it embeds with, and a batch runs each embedder's requests
     together, so no query is ever embedded by another encoder than the one its search checks.
-
-    Preprocessing (resize to the encoder's input) runs per request in its own thread before
-    queueing, overlapping the model run of the batch ahead, as in EncoderBatcher.
-    """
+    Preprocessing runs per request before queueing, as in EncoderBatcher."""
 
     def __init__(self, *, max_batch: int = 32, max_wait: float = 0.005, max_queue: int = 256) -> None:
         self.batcher: DynamicBatcher[tuple[StyleEmbedder, torch.Tensor], np.ndarray] = DynamicBatcher(
@@ -258,12 +249,10 @@ class StyleBatcher:
     async def embed(
         self, embedder: StyleEmbedder, images: Sequence[Image.Image], deadline: float | None = None
     ) -> np.ndarray:
-        if len(self.batcher) >= self.batcher.max_queue:  # refuse before spending preprocessing
-            self.batcher.stats.rejected += 1
-            raise ResourceExhausted("the service is overloaded (encoder queue full); try again shortly")
-        with self.batcher.announce():
-            tensor = await asyncio.to_thread(to_tensor, list(images), embedder.model.config.input_size)
-        return await self.batcher.submit((embedder, tensor), deadline=deadline)
+        size = embedder.model.config.input_size
+        return await self.batcher.prepare_and_submit(
+            lambda: (embedder, to_tensor(list(images), size)), deadline=deadline
+        )
 
     @staticmethod
     def _run(items: list[tuple[StyleEmbedder, torch.Tensor]]) -> list[np.ndarray]:
@@ -272,14 +261,24 @@ class StyleBatcher:
         for index, (embedder, _) in enumerate(items):
             groups.setdefault(id(embedder), []).append(index)
         for indices in groups.values():
-            embedder = items[indices[0]][0]
-            with torch.inference_mode():
-                out = embedder.model(torch.cat([items[i][1] for i in indices]).to(embedder.device))
-            embeddings = out.float().cpu().numpy().astype(np.float32)
-            bounds = np.cumsum([0, *(len(items[i][1]) for i in indices)])
-            for index, (start, end) in zip(indices, itertools.pairwise(bounds.tolist()), strict=True):
-                results[index] = embeddings[start:end]
+            tensors = [items[i][1] for i in indices]
+            embeddings = _forward(items[indices[0]][0], tensors)
+            for index, part in zip(indices, _split(embeddings, [len(t) for t in tensors]), strict=True):
+                results[index] = part
         return results
 
     async def aclose(self) -> None:
         await self.batcher.aclose()
+
+
+def _forward(embedder: StyleEmbedder, tensors: list[torch.Tensor]) -> np.ndarray:
+    with torch.inference_mode():
+        out = embedder.model(torch.cat(tensors).to(embedder.device))
+    result: np.ndarray = out.float().cpu().numpy().astype(np.float32)
+    return result
+
+
+def _split(embeddings: np.ndarray, counts: list[int]) -> list[np.ndarray]:
+    """One request's rows each, in order."""
+    bounds = np.cumsum([0, *counts])
+    return [embeddings[a:b] for a, b in itertools.pairwise(bounds.tolist())]

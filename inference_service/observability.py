@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import structlog
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -26,11 +26,6 @@ RPC_LATENCY = Histogram(
     ["rpc"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
-ENCODER_BATCH_SIZE = Histogram(
-    "findlora_encoder_batch_size", "Images per style-encoder forward pass", buckets=(1, 2, 4, 8, 16, 32, 64)
-)
-QUEUE_DEPTH = Gauge("findlora_encoder_queue_depth", "Requests waiting for the style encoder")
-JOB_OUTCOMES = Counter("findlora_jobs_total", "Registration jobs finished, by outcome", ["outcome"])
 
 
 def enable_tracing(service_name: str = "findlora-inference") -> bool:

@@ -37,6 +37,12 @@ class Runtime:
     async def close(self) -> None:
         await self.db.close()
 
+    async def __aenter__(self) -> Runtime:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
 
 async def migrated_url(settings: Settings) -> str:
     """The database URL, at the newest schema. The embedded database (DATABASE_URL unset) is

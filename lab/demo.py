@@ -53,8 +53,7 @@ async def run_demo(settings: Settings, console: Console, query_index: int = 0) -
     console.print(f"[bold]1/4[/] demo catalog: {DEMO_STYLES} styles x {DEMO_SAMPLES} samples")
     root = await asyncio.to_thread(demo_catalog, settings.data_dir)
     console.print(f"[bold]2/4[/] importing {root} into the database under {settings.data_dir}")
-    runtime = await open_runtime(settings)
-    try:
+    async with await open_runtime(settings) as runtime:
         stored = await runtime.db.run(catalog.get_meta, catalog.ENCODER_KEY)
         if stored is not None and stored != runtime.embedder.label:
             console.print(
@@ -69,8 +68,6 @@ async def run_demo(settings: Settings, console: Console, query_index: int = 0) -
             cleansing_threshold=settings.cleansing_threshold,
             thumb_px=settings.thumbnail_px,
         )
-    finally:
-        await runtime.close()
     console.print(
         f"    {len(report.imported)} imported, {len(report.unchanged)} already there, "
         f"{report.dropped_by_cleansing} reference(s) dropped by cleansing"

@@ -37,8 +37,7 @@ async def _import(directory: Path, update: bool) -> None:
     from inference_service.runtime import open_runtime
 
     settings = Settings()
-    runtime = await open_runtime(settings)
-    try:
+    async with await open_runtime(settings) as runtime:
         with _progress() as progress:
             task = progress.add_task("importing", total=None)
 
@@ -56,8 +55,6 @@ async def _import(directory: Path, update: bool) -> None:
                 progress=advance,
                 gmi=runtime.gmi,
             )
-    finally:
-        await runtime.close()
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     console.print(
@@ -88,11 +85,8 @@ async def _export(directory: Path) -> None:
     from inference_service.config import Settings
     from inference_service.runtime import open_runtime
 
-    runtime = await open_runtime(Settings())
-    try:
+    async with await open_runtime(Settings()) as runtime:
         count = await export_catalog(runtime.db, runtime.blobs, directory)
-    finally:
-        await runtime.close()
     console.print(f"exported {count} LoRA(s) to {directory}")
 
 
@@ -108,8 +102,7 @@ async def _reembed() -> None:
     from inference_service.config import Settings
     from inference_service.runtime import open_runtime
 
-    runtime = await open_runtime(Settings())
-    try:
+    async with await open_runtime(Settings()) as runtime:
         with _progress() as progress:
             task = progress.add_task("re-embedding", total=None)
             try:
@@ -121,8 +114,6 @@ async def _reembed() -> None:
                 )
             except EncoderChanged as exc:
                 fail(f"another activation made {exc.active} active while re-embedding; run it again")
-    finally:
-        await runtime.close()
     console.print(f"re-embedded {count} reference(s) with {runtime.embedder.label}")
 
 
@@ -180,8 +171,7 @@ async def _rollback(json_path: Path | None) -> None:
     from inference_service.models.active import UnknownEncoder
     from inference_service.runtime import open_runtime
 
-    runtime = await open_runtime(Settings())
-    try:
+    async with await open_runtime(Settings()) as runtime:
         with _progress() as progress:
             try:
                 done = await rollback(
@@ -194,8 +184,6 @@ async def _rollback(json_path: Path | None) -> None:
                     f"another activation made {exc.active} active while rolling back from "
                     f"{exc.expected}; nothing changed by the rollback: check and run it again if still wanted"
                 )
-    finally:
-        await runtime.close()
     console.print(
         f"rolled back to {done.label} (from {done.previous}); {done.references} reference(s) re-embedded",
         highlight=False,
@@ -207,34 +195,30 @@ async def _prepare(settings: Settings) -> Prepared:
     from inference_service.catalog.adaptation import AdaptError, prepare
     from inference_service.runtime import open_runtime
 
-    runtime = await open_runtime(settings)
-    try:
-        return await prepare(runtime.db, runtime.blobs, runtime.encoders, progress=True)
-    except AdaptError as exc:
-        fail(str(exc))
-    finally:
-        await runtime.close()
+    async with await open_runtime(settings) as runtime:
+        try:
+            return await prepare(runtime.db, runtime.blobs, runtime.encoders, progress=True)
+        except AdaptError as exc:
+            fail(str(exc))
 
 
 async def _finish(settings: Settings, prepared: Prepared, outcome: AdaptOutcome) -> AdaptRun:
     from inference_service.catalog.adaptation import AdaptError, finish
     from inference_service.runtime import open_runtime
 
-    runtime = await open_runtime(settings)
-    try:
+    async with await open_runtime(settings) as runtime:
         with _progress() as progress:
-            return await finish(
-                runtime.db,
-                runtime.blobs,
-                settings,
-                prepared,
-                outcome,
-                activation_progress=_activation_bar(progress),
-            )
-    except AdaptError as exc:
-        fail(str(exc))
-    finally:
-        await runtime.close()
+            try:
+                return await finish(
+                    runtime.db,
+                    runtime.blobs,
+                    settings,
+                    prepared,
+                    outcome,
+                    activation_progress=_activation_bar(progress),
+                )
+            except AdaptError as exc:
+                fail(str(exc))
 
 
 def _adapt(

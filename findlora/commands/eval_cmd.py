@@ -30,11 +30,8 @@ async def _load_report(since: datetime | None) -> FeedbackReport:
     from inference_service.feedback_report import build_report
 
     settings = Settings()
-    db = await Database.open(database_url(settings.database_url, settings.pg_dir), max_size=1)
-    try:
+    async with await Database.open(database_url(settings.database_url, settings.pg_dir), max_size=1) as db:
         return build_report(await db.run(searches.feedback_votes, since))
-    finally:
-        await db.close()
 
 
 def _print(report: FeedbackReport) -> None:

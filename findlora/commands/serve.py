@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
 import typer
 
 from findlora.console import fail, run
 from findlora.metrics_http import start_metrics_server
 from findlora_client import DEFAULT_ADDRESS, TokenMissing
 
+if TYPE_CHECKING:
+    from bot.core.settings import ChatBotSettings
+
 serve_app = typer.Typer(help="Run a findlora process.", no_args_is_help=True)
+Secrets = TypeVar("Secrets")
+
+
+def _start_chat_bot(settings: ChatBotSettings, read_secrets: Callable[[], Secrets]) -> Secrets:
+    """The bot's secrets, checked with the service token and TLS files before anything starts."""
+    try:
+        secrets = read_secrets()
+        settings.require_service_token()
+        settings.client_tls()
+    except (TokenMissing, OSError) as exc:
+        fail(str(exc))
+    if settings.metrics_listen:
+        start_metrics_server(settings.metrics_listen)
+    return secrets
 
 
 @serve_app.command("inference")
@@ -37,15 +57,7 @@ def discord_bot() -> None:
 
     configure_logging()
     settings = DiscordSettings()
-    try:
-        token = settings.read_token()
-        settings.require_service_token()
-        settings.client_tls()
-    except (TokenMissing, OSError) as exc:
-        fail(str(exc))
-    if settings.metrics_listen:
-        start_metrics_server(settings.metrics_listen)
-    run(run_bot(settings, token))
+    run(run_bot(settings, _start_chat_bot(settings, settings.read_token)))
 
 
 @serve_app.command("slack")
@@ -59,15 +71,7 @@ def slack_app() -> None:
 
     configure_logging()
     settings = SlackSettings()
-    try:
-        secrets = SlackSecrets.read(settings)
-        settings.require_service_token()
-        settings.client_tls()
-    except (TokenMissing, OSError) as exc:
-        fail(str(exc))
-    if settings.metrics_listen:
-        start_metrics_server(settings.metrics_listen)
-    run(run_app(settings, secrets))
+    run(run_app(settings, _start_chat_bot(settings, lambda: SlackSecrets.read(settings))))
 
 
 def register(app: typer.Typer) -> None:

@@ -11,7 +11,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -39,6 +39,7 @@ ADAPT_QUEUE = "adapt"
 ADAPT_TASK = "findlora.adapt_catalog"
 ADAPT_LOCK = "adapt_catalog"
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_METADATA = ("name", "base_model", "trigger_words", "license", "author", "nsfw", "page_url")
 
 
 def make_queue_app(url: str) -> App:
@@ -66,15 +67,8 @@ class Registration:
     client: str | None = None  # the authenticated client of RegisterLora (None: operator CLI)
 
     def metadata(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "base_model": self.base_model,
-            "trigger_words": self.trigger_words,
-            "license": self.license,
-            "author": self.author,
-            "nsfw": self.nsfw,
-            "page_url": self.page_url,
-        }
+        """What the job row keeps of the LoRA itself (the rest says who asked, and from where)."""
+        return {key: value for key, value in asdict(self).items() if key in _METADATA}
 
 
 @dataclass(frozen=True)
@@ -265,28 +259,25 @@ async def run_worker(settings: Settings, *, wait: bool = True, policy: FetchPoli
             adapt_catalog_job  # type: ignore[arg-type]
         )
 
-    try:
-        async with queue.open_async():
-            await requeue_stalled(queue, settings)
-            watcher = asyncio.create_task(_watch_stalled(queue, settings)) if wait else None
-            log.info("worker_started", queue=QUEUE, device=settings.device)
-            try:
-                await queue.run_worker_async(
-                    queues=[QUEUE, ADAPT_QUEUE],
-                    concurrency=settings.worker_concurrency,
-                    wait=wait,
-                    install_signal_handlers=wait,
-                    update_heartbeat_interval=settings.worker_heartbeat_seconds,
-                    stalled_worker_timeout=settings.worker_stalled_after_seconds,
-                    listen_notify=wait,
-                )
-            finally:
-                if watcher is not None:
-                    watcher.cancel()
-                    with suppress(asyncio.CancelledError):
-                        await watcher
-    finally:
-        await runtime.close()
+    async with runtime, queue.open_async():
+        await requeue_stalled(queue, settings)
+        watcher = asyncio.create_task(_watch_stalled(queue, settings)) if wait else None
+        log.info("worker_started", queue=QUEUE, device=settings.device)
+        try:
+            await queue.run_worker_async(
+                queues=[QUEUE, ADAPT_QUEUE],
+                concurrency=settings.worker_concurrency,
+                wait=wait,
+                install_signal_handlers=wait,
+                update_heartbeat_interval=settings.worker_heartbeat_seconds,
+                stalled_worker_timeout=settings.worker_stalled_after_seconds,
+                listen_notify=wait,
+            )
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with suppress(asyncio.CancelledError):
+                    await watcher
     log.info("worker_stopped")
 
 

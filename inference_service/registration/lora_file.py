@@ -15,7 +15,7 @@ import json
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,19 +71,10 @@ class LoraInfo:
     nsfw: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "key_style": self.key_style,
-            "base_model": self.base_model,
-            "rank": self.rank,
-            "modules": self.modules,
-            "targets": list(self.targets),
-            "context_dim": self.context_dim,
-            "trigger_words": list(self.trigger_words),
-            "title": self.title,
-            "author": self.author,
-            "license": self.license,
-            "nsfw": self.nsfw,
-        }
+        """What the job row keeps: every field but the raw header metadata."""
+        values = asdict(self)
+        del values["metadata"]
+        return {key: list(v) if isinstance(v, tuple) else v for key, v in values.items()}
 
 
 def _reject_pickle(path: Path, head: bytes) -> None:

@@ -12,7 +12,7 @@ import asyncio
 import io
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -64,9 +64,6 @@ class Lookalike:
     slug: str
     distance: float
     threshold: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {"slug": self.slug, "distance": self.distance, "threshold": self.threshold}
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -349,43 +346,22 @@ class RegistrationPipeline:
         )
         if found:
             message += "; likely lookalike of " + ", ".join(f"{f.slug} ({f.distance:.3f})" for f in found)
+        lookalikes = [asdict(f) for f in found]
+        audit = {
+            "job_id": str(job.id),
+            "sha256": sha256,
+            "references": len(rows),
+            "dropped_by_cleansing": dropped,
+            "lookalikes": lookalikes,
+            "lookalike_threshold": threshold,
+        }
         try:
-            await self._complete(job, lora, rows, spec, found, threshold, message, sha256, dropped, encoder)
+            await self.db.run(
+                registration.complete, job.id, lora, rows, spec, lookalikes, message, audit, encoder
+            )
         except psycopg.errors.UniqueViolation:
             # Another job registered the same file or slug while this one was generating.
             existing = await self.db.run(registration.slug_of_sha256, sha256)
             if existing is not None:
                 raise DuplicateLora(existing, sha256) from None
             raise RegistrationRefused(f"the slug {job.slug!r} was taken while this job ran") from None
-
-    async def _complete(
-        self,
-        job: JobRow,
-        lora: NewLora,
-        rows: list[Any],
-        spec: list[SpecRow],
-        found: list[Lookalike],
-        threshold: float | None,
-        message: str,
-        sha256: str,
-        dropped: int,
-        encoder: str,
-    ) -> None:
-        await self.db.run(
-            registration.complete,
-            job.id,
-            lora,
-            rows,
-            spec,
-            [f.to_json() for f in found],
-            message,
-            {
-                "job_id": str(job.id),
-                "sha256": sha256,
-                "references": len(rows),
-                "dropped_by_cleansing": dropped,
-                "lookalikes": [f.to_json() for f in found],
-                "lookalike_threshold": threshold,
-            },
-            encoder,
-        )

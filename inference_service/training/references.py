@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -38,12 +38,7 @@ class CleansingReport:
     missing: int  # (LoRA, sample) pairs with no transfer at all
 
     def as_dict(self) -> dict[str, float | int | None]:
-        return {
-            "threshold": self.threshold,
-            "transfers": self.transfers,
-            "dropped": self.dropped,
-            "missing": self.missing,
-        }
+        return asdict(self)
 
 
 DENSE_SHARE = 0.5  # valid share above which a single catalog is drawn from as a full grid

@@ -7,7 +7,7 @@ validation zoo, seed 7 by default, or a held-out half of the pairs). Eval seeds 
 against the seed ledger (lab/bench/seed_ledger.py).
 
 Each row is a featuriser + an aggregation over a LoRA's reference embeddings; more rows
-(RKME-CLIP, weighted RKME, fusion) plug in through `EXTRA_ROWS`.
+(multi-image, held-out family, the service's path) plug in as `extra_rows` callables.
 """
 
 from __future__ import annotations
@@ -133,8 +133,6 @@ class QualityContext:
     validation: QualityContext | None = None  # the validation zoo: F1 thresholds come from it
 
 
-# Extension point: callables that add rows (e.g. RKME-CLIP, weighted RKME, fused) to a run.
-EXTRA_ROWS: list[Callable[[QualityContext], list[Row]]] = []
 # Called at the end with every row and each zoo's (context, d_avg row), e.g. to add adapted rows.
 ZooRowsHook = Callable[[list[Row], list[tuple[QualityContext, Row]]], None]
 
@@ -405,7 +403,7 @@ def run_quality(
     ]
     # The d_avg row of each zoo, for `zoo_row_hooks` (lab/bench/adapt_rows.py scores it adapted).
     d_avg_rows = [(ctx, next(row for row in rows if row.method == "Triplet d_avg"))]
-    for extra in [*EXTRA_ROWS, *extra_rows]:
+    for extra in extra_rows:
         rows.extend(extra(ctx))
         d_avg_rows.extend(getattr(extra, "d_avg_targets", []))  # e.g. held_out_rows.py's zoo
     result: dict[str, Any] = {

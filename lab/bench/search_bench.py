@@ -6,7 +6,7 @@ import os
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -88,8 +88,7 @@ async def run_search_bench(
 
     loaded = await load_catalog(url, catalog, n_refs, seed=seed, progress=on_chunk)
     queries = make_queries(catalog, loaded.base_model, loaded.active, n_queries, seed)
-    db = await Database.open(url, max_size=2)
-    try:
+    async with await Database.open(url, max_size=2) as db:
         async with db.connection() as conn:
             cur = await conn.execute(
                 "SELECT pg_backend_pid(), current_setting('shared_buffers'),"
@@ -128,8 +127,6 @@ async def run_search_bench(
                 progress(f"queries ({phase})", j + 1, len(queries))
             passes[phase] = rows
         backend_rss = _rss_mb(backend_pid)
-    finally:
-        await db.close()
     report = _report(n_loras, n_refs, k, shape, options, loaded, passes["warm"], backend_rss)
     cold = passes["cold"]
     report["cold"] = {
@@ -172,19 +169,14 @@ def _report(
     two = _percentiles([t["two_stage_s"] for _, t, _ in rows])
     by_kind = {}
     for kind in ("single", "multi", "filtered"):
-        picked = [(t, s) for q, t, s in rows if q.kind == kind]
+        picked = [(t, s, r) for (q, t, s), r in zip(rows, recall, strict=True) if q.kind == kind]
         if picked:
-            hits = [
-                len({i for i, _ in t["exhaustive"]} & {i for i, _ in t["two_stage"]})
-                / max(1, len(t["exhaustive"]))
-                for t, _ in picked
-            ]
             by_kind[kind] = {
                 "queries": len(picked),
-                f"recall_at_{k}": round(float(np.mean(hits)), 4),
-                "candidates_median": float(np.median([s.candidates for _, s in picked])),
-                "exhaustive": _percentiles([t["exhaustive_s"] for t, _ in picked]),
-                "two_stage": _percentiles([t["two_stage_s"] for t, _ in picked]),
+                f"recall_at_{k}": round(float(np.mean([r for _, _, r in picked])), 4),
+                "candidates_median": float(np.median([s.candidates for _, s, _ in picked])),
+                "exhaustive": _percentiles([t["exhaustive_s"] for t, _, _ in picked]),
+                "two_stage": _percentiles([t["two_stage_s"] for t, _, _ in picked]),
             }
     return {
         "bench": "search",
@@ -193,9 +185,9 @@ def _report(
         "reference_vectors": n_loras * n_refs,
         "k": k,
         "queries": len(rows),
-        "shape": shape.as_dict(),
+        "shape": asdict(shape),
         "shape_at_100_loras": calibration(shape),
-        "options": options.__dict__,
+        "options": asdict(options),
         "exact_scan": bool(rows[0][2].details.get("exact_scan")) if rows else None,
         "exhaustive": ex,
         "two_stage": two,

@@ -35,8 +35,7 @@ async def _imported_ranks(ctx: QualityContext, url: str, blob_dir: Path) -> tupl
 
     # The service's settings; queries come one at a time, so no batching window to wait out.
     settings = Settings().model_copy(update={"dynamic_batching": False})
-    db = await Database.open(url, max_size=2)
-    try:
+    async with await Database.open(url, max_size=2) as db:
         blobs = BlobStore(blob_dir)
         embedder = StyleEmbedder(ctx.encoder, ctx.encoder_label)
         report = await import_catalog(
@@ -52,8 +51,6 @@ async def _imported_ranks(ctx: QualityContext, url: str, blob_dir: Path) -> tupl
             ranks.append(ranked.index(query.slug) + 1 if query.slug in ranked else len(slug_of) + 1)
         await engine.aclose()
         return np.array(ranks, dtype=np.int64), report.dropped_by_cleansing
-    finally:
-        await db.close()
 
 
 async def _run(ctx: QualityContext) -> tuple[NDArray[np.int64], int]:

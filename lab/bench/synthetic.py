@@ -12,8 +12,7 @@ needed to guarantee the exact d_avg top-10 (see `calibration`).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,9 +25,6 @@ class Shape:
     family_spread: float = 0.3  # LoRA latent centre around its family centre
     ref_spread: float = 0.5  # references around their LoRA's centre
     query_spread: float = 1.0  # an unseen query image around its LoRA's centre
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class SyntheticCatalog:

@@ -29,18 +29,10 @@ from lab.zoo.style_ops import PRIMARIES, StyleSpec, apply_style, lookalike, samp
 Split = Literal["train", "eval", "demo", "heldout-family"]
 SPLITS: tuple[Split, ...] = ("train", "eval", "demo", "heldout-family")
 SPLIT_STREAM: dict[Split, int] = {"train": 11, "eval": 22, "demo": 33, "heldout-family": 44}
-REFERENCE_POOL: dict[Split, Pool] = {
-    "train": "train",
-    "eval": "eval-ref",
-    "demo": "eval-ref",
-    "heldout-family": "eval-ref",
-}
+REFERENCE_POOL: dict[Split, Pool] = {split: "train" if split == "train" else "eval-ref" for split in SPLITS}
 # The primary families each split draws from: held-out families never reach train or eval.
 SPLIT_PRIMARIES: dict[Split, tuple[str, ...]] = {
-    "train": PRIMARIES,
-    "eval": PRIMARIES,
-    "demo": PRIMARIES,
-    "heldout-family": HELD_OUT_PRIMARIES,
+    split: HELD_OUT_PRIMARIES if split == "heldout-family" else PRIMARIES for split in SPLITS
 }
 DEFAULT_SIZE = 160
 LOOKALIKE_SHARE = 0.3
