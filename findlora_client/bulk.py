@@ -16,7 +16,7 @@ import json
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -105,6 +105,16 @@ def parse_list(text: str, filename: str = "") -> ParsedList:
     {TEXT: _parse_text, TOML: _parse_toml, JSON: _parse_json}[kind](text, parsed)
     _drop_duplicates(parsed)
     return parsed
+
+
+def default_base_model(parsed: ParsedList, base_model: str) -> None:
+    """Give entries that name no base model this one (a text list cannot name one)."""
+    family = resolve(base_model)
+    if not family.id:
+        return
+    if not family.known:
+        parsed.warnings.append(family.warning)
+    parsed.entries = [e if e.base_model else replace(e, base_model=family.id) for e in parsed.entries]
 
 
 def slugify(text: str) -> str:

@@ -196,6 +196,9 @@ def register_many_cmd(
         help="A list of LoRAs: one link or .safetensors path per line (.txt), [[lora]] tables (.toml), "
         "or a model host's model-version metadata (.json). Relative paths are from the list's folder.",
     ),
+    base_model: str = typer.Option(
+        "", "--base-model", help="For entries that name none and whose file does not say (any spelling)."
+    ),
     by: str = typer.Option("operator", "--by", help="Who registers them (audit log)."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the jobs until they end."),
     run_here: bool = typer.Option(
@@ -206,7 +209,7 @@ def register_many_cmd(
     """Register many LoRAs: entries already registered or queued are skipped, so a rerun resumes."""
     import json
 
-    from findlora_client.bulk import parse_list
+    from findlora_client.bulk import default_base_model, parse_list
 
     try:
         text = list_file.read_text(encoding="utf-8")
@@ -215,6 +218,7 @@ def register_many_cmd(
     except (OSError, UnicodeDecodeError) as exc:
         fail(f"cannot read {list_file} as UTF-8 text: {exc}")
     parsed = parse_list(text, list_file.name)
+    default_base_model(parsed, base_model)
     total = len(parsed.entries) + len(parsed.bad)
     if total == 0:
         fail(f"{list_file} lists no LoRAs (one link or path per line, [[lora]] tables, or model versions)")

@@ -142,7 +142,9 @@ def test_civitai_model_versions_map_to_registrations() -> None:
     }
     # A bare list works too, and the format is found from the content when the name does not say.
     assert parse_list(json.dumps(versions["items"][3:]), "upload").entries[0].where == "[0]"
-    assert reasons("{oops", "x.json") == {"line 1": "not valid JSON: Expecting property name enclosed in double quotes"}
+    assert reasons("{oops", "x.json") == {
+        "line 1": "not valid JSON: Expecting property name enclosed in double quotes"
+    }
 
 
 def test_format_from_content() -> None:
