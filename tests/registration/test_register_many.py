@@ -207,7 +207,6 @@ async def test_interrupted_register_many_resumes(
     assert job_count(url) == 5  # each entry queued once
 
 
-@pytest.mark.slow
 async def test_fifty_loras_through_the_worker(
     settings: Settings, tmp_path: Path, tiny_models: TinyModels
 ) -> None:
