@@ -67,7 +67,9 @@ async def test_a_list_is_queued_followed_summarised_and_a_rerun_skips(
         served.client(Role.MODERATE, timeout=30) as client,
     ):
         # The first entry is queued already (a moderator started it by hand).
-        await client.register_lora(links[0], pb.LoraMetadata(name="Wave 0", base_model="sd1"), requested_by="mod#1")
+        await client.register_lora(
+            links[0], pb.LoraMetadata(name="Wave 0", base_model="sd1"), requested_by="mod#1"
+        )
         flow = asyncio.create_task(register_list(client, "mod#2", text, "waves.toml", show, timeout=30))
         await wait_for(lambda: job_count(url) == 4, 60, "the list's new entries queued")
         await run_worker(settings, wait=False, policy=worker_policy(server))
