@@ -71,6 +71,13 @@ async def create_job(
     cur = await conn.execute("SELECT 1 FROM loras WHERE slug = %s", (slug,))
     if await cur.fetchone():
         raise SlugTaken(slug)
+    # The same source asked for again while its job is live is "already queued", whatever its slug.
+    cur = await conn.execute(
+        "SELECT 1 FROM registration_jobs WHERE source_url = %s AND state IN ('queued', 'running')",
+        (source_url,),
+    )
+    if await cur.fetchone():
+        raise SourceBusy(source_url)
     try:
         await conn.execute(
             "INSERT INTO registration_jobs"
@@ -81,6 +88,54 @@ async def create_job(
     except psycopg.errors.UniqueViolation as exc:
         index = exc.diag.constraint_name or ""
         raise (SlugTaken(slug) if "slug" in index else SourceBusy(source_url)) from None
+
+
+@dataclass(frozen=True)
+class Existing:
+    """What stands in the way of registering a source under a slug (bulk registration's resume)."""
+
+    kind: str  # registered | queued | slug_taken | slug_busy
+    slug: str
+    job_id: uuid.UUID | None = None
+
+
+async def find_existing(
+    conn: Connection, *, slug: str, job_source: str, lora_source: str = "", sha256: str = ""
+) -> Existing | None:
+    """The same LoRA registered (same sha256 or link) or a live job for the same source; else the
+    slug held by another LoRA or by a live job for another source; else None.
+    `job_source` is the job's source_url (redacted link or staged:<sha256>), `lora_source` the link
+    a registered LoRA keeps ("" for a staged file)."""
+    cur = await conn.execute(
+        "SELECT slug, COALESCE(sha256 = %(sha)s, false) OR (source_url = %(src)s AND source_url <> '')"
+        " FROM loras"
+        " WHERE slug = %(slug)s OR sha256 = %(sha)s OR (source_url = %(src)s AND source_url <> '')"
+        " ORDER BY 2 DESC LIMIT 1",
+        {"slug": slug, "sha": sha256 or None, "src": lora_source},
+    )
+    lora = await cur.fetchone()
+    if lora is not None and lora[1]:
+        return Existing("registered", str(lora[0]))
+    cur = await conn.execute(
+        "SELECT id, slug, source_url = %(src)s FROM registration_jobs"
+        " WHERE state IN ('queued', 'running') AND (source_url = %(src)s OR slug = %(slug)s)"
+        " ORDER BY 3 DESC LIMIT 1",
+        {"slug": slug, "src": job_source},
+    )
+    job = await cur.fetchone()
+    if job is not None and job[2]:
+        return Existing("queued", str(job[1]), job[0])
+    if lora is not None:
+        return Existing("slug_taken", str(lora[0]))
+    if job is not None:
+        return Existing("slug_busy", str(job[1]), job[0])
+    return None
+
+
+async def get_jobs(conn: Connection, job_ids: Sequence[uuid.UUID]) -> list[JobRow]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(f"SELECT {_JOB_COLUMNS} FROM registration_jobs WHERE id = ANY(%s)", (list(job_ids),))
+    return [JobRow(**row) for row in await cur.fetchall()]
 
 
 async def set_queue_job(conn: Connection, job_id: uuid.UUID, queue_job_id: int) -> None:

@@ -102,6 +102,50 @@ async def download(
 ) -> QueryImage:
     """Fetch a declared-valid attachment with a streamed byte cap and check its header."""
     check_declared(info, limits)
+    data = await _fetch(info, limits, http, headers)
+    mime_type = probe_header(data, info.filename, limits)
+    return QueryImage(data=data, filename=info.filename, content_type=mime_type)
+
+
+# A list of LoRAs to register (bot.core.bulk): plain text, TOML or JSON, small.
+LIST_SUFFIXES = (".txt", ".toml", ".json")
+LIST_TYPES = ("text/", "application/json", "application/toml")
+MAX_LIST_BYTES = 256 * 1024
+
+
+def is_list_file(info: AttachmentInfo) -> bool:
+    content_type = (info.content_type or "").split(";")[0].strip().lower()
+    return info.filename.lower().endswith(LIST_SUFFIXES) or content_type.startswith(LIST_TYPES)
+
+
+async def download_text(
+    info: AttachmentInfo,
+    limits: ImageLimits,
+    http: httpx.AsyncClient,
+    headers: dict[str, str] | None = None,
+    max_bytes: int = MAX_LIST_BYTES,
+) -> str:
+    """A small UTF-8 text file (from the same hosts as images): a list, never anything binary."""
+    if not is_list_file(info):
+        raise AttachmentRejected(f"{info.filename} is not a list; attach a .txt, .toml or .json file")
+    limits = ImageLimits(max_bytes, limits.max_pixels, limits.allowed_hosts, limits.timeout_s)
+    if info.size is not None and info.size > max_bytes:
+        raise AttachmentRejected(
+            f"{info.filename} is {_megabytes(info.size)}; the limit is {_megabytes(max_bytes)}"
+        )
+    data = await _fetch(info, limits, http, headers)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise AttachmentRejected(f"{info.filename} is not UTF-8 text") from None
+    if "\0" in text:
+        raise AttachmentRejected(f"{info.filename} is not a text file")
+    return text
+
+
+async def _fetch(
+    info: AttachmentInfo, limits: ImageLimits, http: httpx.AsyncClient, headers: dict[str, str] | None
+) -> bytes:
     _check_url(info.url, limits)
     chunks: list[bytes] = []
     received = 0
@@ -126,5 +170,4 @@ async def download(
     data = b"".join(chunks)
     if not data:
         raise AttachmentRejected(f"{info.filename} is empty")
-    mime_type = probe_header(data, info.filename, limits)
-    return QueryImage(data=data, filename=info.filename, content_type=mime_type)
+    return data

@@ -1,4 +1,5 @@
-"""`findlora lora register URL|FILE` (operators) and `findlora serve worker` (registration jobs).
+"""`findlora lora register URL|FILE`, `findlora lora register-many LIST` (operators) and
+`findlora serve worker` (registration jobs).
 
 The operator command talks to the database directly, like `catalog import`: a local file is staged
 into the LoRA store (so any worker can read it) and the job goes on the same queue as RegisterLora.
@@ -7,11 +8,15 @@ into the LoRA store (so any worker can read it) and the job goes on the same que
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from findlora.console import console, fail, run
+
+if TYPE_CHECKING:
+    from findlora_client.bulk import BulkSummary, ParsedList
 
 lora_app = typer.Typer(help="Manage LoRAs: register one by link or file.", no_args_is_help=True)
 
@@ -133,6 +138,107 @@ def register_cmd(
             source, name, slug, base_model, trigger_word, license_, author, nsfw, page_url, by, wait, run_here
         )
     )
+
+
+async def _register_many(
+    parsed: ParsedList, base_dir: Path, by: str, wait: bool, run_here: bool
+) -> BulkSummary:
+    import asyncio
+
+    from db.database import Database
+    from findlora_client.bulk import ALREADY_QUEUED, ALREADY_REGISTERED, FAILED, REGISTERED, BulkSummary
+    from inference_service.config import Settings
+    from inference_service.registration.bulk import BulkRegistration, plan_entries
+    from inference_service.registration.jobs import Registrations, make_queue_app, run_worker
+    from inference_service.runtime import migrated_url
+
+    settings = Settings()
+    summary = BulkSummary.of(parsed)
+    # Every local file is checked and staged before anything is queued.
+    planned = await asyncio.to_thread(plan_entries, parsed.entries, base_dir, settings, by, summary)
+    url = await migrated_url(settings)
+    db = await Database.open(url, max_size=2)
+    queue = make_queue_app(url)
+    try:
+        async with queue.open_async():
+            registrations = Registrations(db, queue, settings)
+            with Progress(
+                TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(), console=console,
+            ) as progress:  # fmt: skip
+                task = progress.add_task("queueing", total=len(parsed.entries) + len(parsed.bad))
+
+                def show(done: int, running: int) -> None:
+                    description = (
+                        f"{summary.count(REGISTERED)} registered · "
+                        f"{summary.count(ALREADY_REGISTERED) + summary.count(ALREADY_QUEUED)} skipped · "
+                        f"{summary.count(FAILED)} failed · {running} running"
+                    )
+                    progress.update(task, completed=done, description=description)
+
+                bulk = BulkRegistration(registrations, summary, show)
+                show(bulk.done(), 0)
+                await bulk.queue(planned)
+                if wait or run_here:
+                    worker = asyncio.create_task(run_worker(settings, wait=False)) if run_here else None
+                    await bulk.follow(settings.watch_poll_seconds)
+                    if worker is not None:
+                        await worker
+    finally:
+        await db.close()
+    return summary
+
+
+@lora_app.command("register-many")
+def register_many_cmd(
+    list_file: Path = typer.Argument(
+        ...,
+        help="A list of LoRAs: one link or .safetensors path per line (.txt), [[lora]] tables (.toml), "
+        "or a model host's model-version metadata (.json). Relative paths are from the list's folder.",
+    ),
+    base_model: str = typer.Option(
+        "", "--base-model", help="For entries that name none and whose file does not say (any spelling)."
+    ),
+    by: str = typer.Option("operator", "--by", help="Who registers them (audit log)."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the jobs until they end."),
+    run_here: bool = typer.Option(
+        False, "--run-here", help="Run the jobs in this process (no worker needed)."
+    ),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the summary as JSON here."),
+) -> None:
+    """Register many LoRAs: entries already registered or queued are skipped, so a rerun resumes."""
+    import json
+
+    from findlora_client.bulk import default_base_model, parse_list
+
+    try:
+        text = list_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        fail(f"{list_file}: no such file")
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read {list_file} as UTF-8 text: {exc}")
+    parsed = parse_list(text, list_file.name)
+    default_base_model(parsed, base_model)
+    total = len(parsed.entries) + len(parsed.bad)
+    if total == 0:
+        fail(f"{list_file} lists no LoRAs (one link or path per line, [[lora]] tables, or model versions)")
+    for warning in parsed.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    try:
+        summary = run(_register_many(parsed, list_file.parent, by, wait, run_here))
+    except KeyboardInterrupt:
+        console.print(
+            "interrupted: what was queued stays queued and the worker registers it; run the same "
+            "command again to skip what is done and follow the rest"
+        )
+        raise typer.Exit(130) from None
+    console.print(summary.headline())
+    for line in summary.failure_lines():
+        console.print(f"[red]failed[/] {line}", highlight=False, soft_wrap=True)
+    if json_out is not None:
+        json_out.write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
+    if summary.failed:
+        raise typer.Exit(1)
 
 
 def worker() -> None:

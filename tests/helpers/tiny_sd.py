@@ -124,3 +124,20 @@ def build_tiny_lora(models: TinyModels, path: Path, seed: int, style: str = "dif
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
     return path
+
+
+def build_tiny_loras(models: TinyModels, folder: Path, count: int, seed: int = 100) -> list[Path]:
+    """`count` different LoRA files cheaply: one LoRA built, then each copy's weights redrawn
+    around it with its own seed (every file differs, so every sha256 does)."""
+    from safetensors.torch import load_file, save_file
+
+    first = build_tiny_lora(models, folder / "lora-00.safetensors", seed=seed)
+    tensors = load_file(str(first))
+    paths = [first]
+    for index in range(1, count):
+        generator = torch.Generator().manual_seed(seed + index)
+        redrawn = {k: v + 0.5 * torch.randn(v.shape, generator=generator) for k, v in tensors.items()}
+        path = folder / f"lora-{index:02d}.safetensors"
+        save_file({k: v.contiguous() for k, v in redrawn.items()}, str(path))
+        paths.append(path)
+    return paths

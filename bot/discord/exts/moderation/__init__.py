@@ -1,4 +1,4 @@
-"""Moderators: /lora hide|restore|takedown and /registerlora with job progress."""
+"""Moderators: /lora hide|restore|takedown, /registerlora and /registerloras (an attached list)."""
 
 from __future__ import annotations
 

@@ -9,11 +9,14 @@ import structlog
 from discord import app_commands
 from discord.ext import commands
 
+from bot.core.attachments import AttachmentRejected, download_text
+from bot.core.bulk import register_list
 from bot.core.jobs import Say, register_and_follow, split_trigger_words
 from bot.core.permissions import NOT_A_MODERATOR
 from bot.discord._interactions import (
     InteractionReplies,
     answer,
+    attachment_info,
     base_model_choices,
     reply,
     role_ids,
@@ -111,3 +114,30 @@ class ModerationCog(commands.Cog, name="Moderation"):
 
         say = InteractionReplies(interaction, private=True).say
         await register_and_follow(self.services, user_key(interaction.user), url, metadata, say, progress)
+
+    @app_commands.command(
+        name="registerloras", description="Moderators: add many LoRAs from an attached list."
+    )
+    @app_commands.describe(
+        file="A .txt (one https link per line), .toml ([[lora]] tables) or .json (model versions) list"
+    )
+    async def registerloras(self, interaction: discord.Interaction[Any], file: discord.Attachment) -> None:
+        if not self.is_moderator(interaction):
+            await reply(interaction, NOT_A_MODERATOR)
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+
+        async def show(text: str) -> None:
+            await interaction.edit_original_response(content=text)
+
+        services = self.services
+        try:
+            text = await download_text(
+                attachment_info(file), services.limits, services.http, services.download_headers
+            )
+        except AttachmentRejected as rejected:
+            await show(rejected.message)
+            return
+        moderator = user_key(interaction.user)
+        timeout = services.settings.call_timeout_s
+        await register_list(services.client, moderator, text, file.filename, show, timeout=timeout)

@@ -1,5 +1,5 @@
-"""Images sent to the app's DM: artwork for an open lookalike report (in its thread), otherwise
-a search like a mention."""
+"""Files sent to the app's DM: artwork for an open lookalike report (in its thread), a list of
+LoRAs to register (moderators; .txt, .toml or .json), otherwise a search like a mention."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack.flagging import report_thread, submit_flag
 from bot.slack.messages import Place
+from bot.slack.registration import list_files, register_files
 from bot.slack.search import search_files
 from bot.slack.services import SlackServices, services_of
 
@@ -48,4 +49,8 @@ async def _handle(
             )
             return
     place = Place(channel, str(thread_ts or event["ts"]))
+    lists = list_files(event["files"])
+    if lists:
+        await register_files(services, web, files=lists, place=place, team_id=team_id, user_id=user_id)
+        return
     await search_files(services, web, team_id=team_id, user_id=user_id, files=event["files"], place=place)

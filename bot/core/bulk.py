@@ -1,0 +1,140 @@
+"""Registering a list of LoRAs from a file a moderator attached, whatever the chat: every entry goes
+to RegisterLora, the jobs are followed with WatchJob, and one message keeps the count until the
+summary replaces it. Rerunning the same file skips what is registered or queued already."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import grpc
+import structlog
+
+from findlora_client import FindLoraClient, ServiceCallError
+from findlora_client.bulk import (
+    ALREADY_QUEUED,
+    ALREADY_REGISTERED,
+    FAILED,
+    QUEUED,
+    REGISTERED,
+    SOURCE_BUSY,
+    BulkSummary,
+    Outcome,
+    parse_list,
+)
+from protos import findlora_pb2 as pb
+
+log = structlog.get_logger(__name__)
+Show = Callable[[str], Awaitable[None]]
+LOCAL_PATH = "a local file cannot be registered from chat; give its https download link"
+NO_ENTRIES = (
+    "The file lists no LoRAs: one https link per line, [[lora]] tables (TOML), or model versions (JSON)."
+)
+MAX_SUMMARY_CHARS = 1800  # Discord's message limit is 2000
+
+
+def progress_line(summary: BulkSummary, total: int) -> str:
+    done = total - summary.count(QUEUED)
+    return (
+        f"⏳ Registering {total} LoRAs: {done}/{total} done · {summary.count(REGISTERED)} registered · "
+        f"{summary.count(ALREADY_REGISTERED) + summary.count(ALREADY_QUEUED)} skipped · "
+        f"{summary.count(FAILED)} failed"
+    )
+
+
+def summary_text(summary: BulkSummary, max_chars: int = MAX_SUMMARY_CHARS) -> str:
+    icon = "❌" if summary.failed else "✅"
+    lines = [f"{icon} {summary.headline()}."]
+    failures = summary.failure_lines()
+    for index, line in enumerate(failures):
+        if sum(len(x) + 1 for x in lines) + len(line) > max_chars - 40:
+            lines.append(f"… and {len(failures) - index} more failed entries")
+            break
+        lines.append(f"• {line}")
+    lines += [f"⚠️ {warning}" for warning in summary.warnings[:3]]
+    return "\n".join(lines)
+
+
+class _Throttled:
+    """At most one edit per interval (chat edit rate limits); `flush` shows the latest."""
+
+    def __init__(self, show: Show, min_interval_s: float, clock: Callable[[], float]) -> None:
+        self.show, self.min_interval_s, self.clock = show, min_interval_s, clock
+        self.shown_at = float("-inf")
+
+    async def __call__(self, text: str) -> None:
+        now = self.clock()
+        if now - self.shown_at >= self.min_interval_s:
+            self.shown_at = now
+            await self.show(text)
+
+
+async def register_list(
+    client: FindLoraClient,
+    moderator: str,
+    text: str,
+    filename: str,
+    show: Show,
+    *,
+    timeout: float,
+    min_interval_s: float = 1.5,
+    clock: Callable[[], float] = time.monotonic,
+) -> BulkSummary:
+    """Queue every entry, follow the jobs, end with the summary shown; returns it."""
+    parsed = parse_list(text, filename)
+    summary = BulkSummary.of(parsed)
+    total = len(parsed.entries) + len(parsed.bad)
+    if total == 0:
+        await show(NO_ENTRIES)
+        return summary
+    update = _Throttled(show, min_interval_s, clock)
+    jobs: list[tuple[str, Outcome]] = []
+    for entry in parsed.entries:
+        if not entry.is_url:
+            summary.add(entry, FAILED, reason=LOCAL_PATH)
+            continue
+        metadata = pb.LoraMetadata(
+            slug=entry.slug,
+            name=entry.name,
+            base_model=entry.base_model,
+            trigger_words=list(entry.trigger_words),
+            license=entry.license,
+            author=entry.author,
+            nsfw=entry.nsfw,
+            page_url=entry.page_url,
+        )
+        try:
+            job_id = await client.register_lora(
+                entry.source, metadata, requested_by=moderator, timeout=timeout
+            )
+        except ServiceCallError as error:
+            if error.code == grpc.StatusCode.ALREADY_EXISTS:
+                status = ALREADY_QUEUED if error.message.startswith(SOURCE_BUSY) else ALREADY_REGISTERED
+                summary.add(entry, status, reason=error.message)
+            else:
+                summary.add(entry, FAILED, reason=error.message)
+        else:
+            jobs.append((job_id, summary.add(entry, QUEUED, job_id=job_id)))
+        await update(progress_line(summary, total))
+    log.info("bulk_registration_queued", by=moderator, queued=len(jobs), entries=total)
+    for job_id, outcome in jobs:  # the worker takes them in about this order
+        await _follow(client, job_id, outcome)
+        await update(progress_line(summary, total))
+    log.info("bulk_registration_finished", by=moderator, failed=summary.count(FAILED))
+    await show(summary_text(summary))
+    return summary
+
+
+async def _follow(client: FindLoraClient, job_id: str, outcome: Outcome) -> None:
+    last: pb.JobEvent | None = None
+    try:
+        async for event in client.watch_job(job_id):
+            last = event
+    except ServiceCallError as error:
+        outcome.status, outcome.reason = FAILED, f"lost track of job {job_id}: {error.message}"
+        return
+    if last is not None and last.state == pb.JOB_STATE_SUCCEEDED:
+        outcome.status, outcome.slug = REGISTERED, last.slug
+    else:
+        outcome.status = FAILED
+        outcome.reason = last.message if last is not None else f"job {job_id} ended without a word"

@@ -1,0 +1,56 @@
+"""A list of LoRAs sent to the app's DM: moderators get it registered (the real service answers),
+the summary edited into a reply in the file's thread; anyone else is told no."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.core.permissions import NOT_A_MODERATOR
+from tests.bot.slack.conftest import MODERATOR, USER, SlackHarness
+
+pytestmark = pytest.mark.db
+TOML = """
+[[lora]]
+url = "https://example.org/ink.safetensors"
+name = "Ink"
+
+[[lora]]
+path = "paper.safetensors"
+name = "Paper"
+colour = "red"
+"""
+
+
+def dm(user: str) -> str:
+    return "D" + user[1:]
+
+
+async def send_list(harness: SlackHarness, user: str) -> str:
+    sender, services = harness.start()
+    ts = harness.api.next_ts()
+    await sender.event(
+        {
+            "type": "message",
+            "subtype": "file_share",
+            "channel_type": "im",
+            "channel": dm(user),
+            "user": user,
+            "ts": ts,
+            "files": [harness.api.share_file("spring.toml", TOML.encode(), "application/toml")],
+        }
+    )
+    await services.work.drain()
+    return ts
+
+
+async def test_a_list_in_the_dm_is_registered_for_moderators(harness: SlackHarness) -> None:
+    thread = await send_list(harness, MODERATOR)
+    [reply] = [m for m in harness.api.posted(dm(MODERATOR)) if m.get("thread_ts") == thread]
+    lines = reply["text"].splitlines()
+    assert lines[0] == "❌ 0 registered, 0 skipped (0 already there, 0 already queued), 2 failed."
+    assert lines[1].startswith("• line 2: downloads from example.org are not allowed")
+    assert lines[2].startswith("• line 6: unknown field 'colour'")
+
+    thread = await send_list(harness, USER)
+    replies = [m for m in harness.api.posted(dm(USER)) if m.get("thread_ts") == thread]
+    assert [m["text"] for m in replies] == [NOT_A_MODERATOR]
