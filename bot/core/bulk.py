@@ -17,11 +17,11 @@ from findlora_client.bulk import (
     FAILED,
     QUEUED,
     REGISTERED,
-    SOURCE_BUSY,
     BulkSummary,
     Outcome,
     parse_list,
 )
+from findlora_client.protocol import Reason
 from protos import findlora_pb2 as pb
 
 log = structlog.get_logger(__name__)
@@ -109,7 +109,7 @@ async def register_list(
             )
         except ServiceCallError as error:
             if error.code == grpc.StatusCode.ALREADY_EXISTS:
-                status = ALREADY_QUEUED if error.message.startswith(SOURCE_BUSY) else ALREADY_REGISTERED
+                status = ALREADY_QUEUED if error.reason is Reason.SOURCE_BUSY else ALREADY_REGISTERED
                 summary.add(entry, status, reason=error.message)
             else:
                 summary.add(entry, FAILED, reason=error.message)

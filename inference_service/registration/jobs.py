@@ -24,6 +24,7 @@ from db.database import Database
 from db.registration import JobRow, SlugTaken, SourceBusy
 from findlora_client.base_models import resolve
 from findlora_client.bulk import SOURCE_BUSY
+from findlora_client.protocol import Reason
 from inference_service.config import Settings
 from inference_service.errors import AlreadyExists, InvalidArgument, NotFound
 from inference_service.registration.families import generator_family
@@ -151,7 +152,7 @@ class Registrations:
         except SlugTaken:
             raise AlreadyExists(f"the slug {slug!r} is already taken; choose another") from None
         except SourceBusy:
-            raise AlreadyExists(SOURCE_BUSY) from None
+            raise AlreadyExists(SOURCE_BUSY, reason=Reason.SOURCE_BUSY) from None
         try:
             queue_id = await self.queue.configure_task(TASK, queue=QUEUE, lock=str(job_id)).defer_async(
                 job_id=str(job_id)
