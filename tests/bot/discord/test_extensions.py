@@ -27,7 +27,7 @@ async def test_every_extension_loads() -> None:
     assert sorted(bot.extensions) == EXPECTED_EXTENSIONS
     assert sorted(bot.cogs) == ["Flags", "Moderation", "Search", "Stats"]
     slash = sorted(c.name for c in bot.tree.get_commands(type=discord.AppCommandType.chat_input))
-    assert slash == ["findlora", "findlora-stats", "flaglookalike", "lora", "registerlora"]
+    assert slash == ["findlora", "findlora-stats", "flaglookalike", "lora", "registerlora", "registerloras"]
     menus = [c.name for c in bot.tree.get_commands(type=discord.AppCommandType.message)]
     assert menus == ["Find LoRA for this image"]
     lora_group = bot.tree.get_command("lora")
