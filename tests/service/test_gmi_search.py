@@ -133,7 +133,7 @@ async def test_fused_search_scores_only_the_candidate_union(gmi_settings: Settin
     LoRAs), with the exact component scores of the exhaustive path, and keeps the exhaustive
     fused ranking's head (its #1 in the union's top 2, its top 3 in the union's top 3). The
     union is an approximation and the recall this measures is the point: with encoder v6 M = 6
-    keeps 0.87 of the top 3 on average (v5 kept 0.9), and with M = 4 a query loses its #1."""
+    keeps 0.87 of the top 3 on average (v5 kept 0.9)."""
     catalog = write_gmi_catalog(tmp_path / "catalog")
     settings = gmi_settings.model_copy(update={"fusion_candidates": 7})
     runtime = await open_runtime(settings)
