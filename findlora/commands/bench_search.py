@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,27 @@ import typer
 from findlora.console import console, run
 
 
+def run_context() -> dict[str, Any]:
+    """Where a benchmark ran: the machine's load (1/5/15-minute averages at the end of the run;
+    another job beside a benchmark shows here), its cores, the time and the commit."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=5
+        ).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout)
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", False
+    return {
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "cpu_count": os.cpu_count(),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": commit,
+        "uncommitted_changes": dirty,
+    }
+
+
 def emit_json(result: dict[str, Any], path: Path | None, indent: int = 2) -> None:
+    result.setdefault("run", run_context())
     text = json.dumps(result, indent=indent)
     if path is None:
         print(text)

@@ -39,9 +39,9 @@ if TYPE_CHECKING:  # the database stack is needed only to read a catalog from it
     from db.database import Database
     from inference_service.blobs import BlobStore
 
-# Fine-tuning never runs more passes than this over the training references: on a small catalog
-# the time budget would allow thousands, which only fit those references tighter.
-MAX_EPOCHS = 30
+# Fine-tuning never runs more passes than this over the training references (by default): on a
+# small catalog the time budget would allow thousands, which only fit those references tighter.
+MAX_EPOCHS = 30.0
 # Time kept back beyond the measured validation time (checkpoint writes, the last step's overrun).
 SAFETY_SECONDS = 3.0
 
@@ -58,6 +58,7 @@ class AdaptConfig:
     min_gain: float = 0.01  # validation MRR must rise by more than this to keep
     seed: int = 0
     max_steps: int | None = None  # cap on fine-tuning steps (tests use a few)
+    max_epochs: float = MAX_EPOCHS  # cap on passes over the training references
     reembed: int = 0  # references an activation re-embeds after a kept run: their time is kept back
 
 
@@ -225,7 +226,7 @@ def adapt_train_config(start: StyleEncoder, config: AdaptConfig, steps: int) -> 
     return TrainConfig(
         backbone=start.config.backbone,
         mining="batch-all",
-        epochs=MAX_EPOCHS,
+        epochs=config.max_epochs,
         max_steps=steps,
         styles_per_batch=12,
         samples_per_batch=4,
@@ -246,7 +247,7 @@ def adapt_train_config(start: StyleEncoder, config: AdaptConfig, steps: int) -> 
 
 def epoch_steps(refs: ReferenceSet, train_config: TrainConfig) -> int:
     per_step = train_config.styles_per_batch * train_config.samples_per_batch
-    return max(1, math.ceil(MAX_EPOCHS * int(refs.valid.sum()) / per_step))
+    return max(1, math.ceil(train_config.epochs * int(refs.valid.sum()) / per_step))
 
 
 def step_seconds(model: StyleEncoder, refs: ReferenceSet, train_config: TrainConfig, steps: int = 3) -> float:
