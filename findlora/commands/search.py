@@ -147,7 +147,10 @@ def search(
     images: list[Path] = typer.Argument(..., help="1-4 images that share one style."),
     top_k: int = typer.Option(10, "--top-k", "-k", min=1, max=50),
     base_model: str = typer.Option(
-        "", "--base-model", help="Only LoRAs for this base model (sd1, sdxl, ...)."
+        "",
+        "--base-model",
+        help="Only LoRAs for this base model family: any common spelling (SD 1.5, SDXL, Pony, "
+        "Illustrious, Flux.1 D, ...); see docs/design.md 6.1 for what each family includes.",
     ),
     prompt: str | None = typer.Option(None, "--prompt", help="Use this prompt instead of the pseudo-prompt."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
