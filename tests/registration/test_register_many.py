@@ -155,6 +155,13 @@ async def test_register_many_from_toml_with_bad_entries_then_rerun_queues_none(
     await check_all_registered(url, slugs, loras)
 
 
+# The CLI's own insert, waiting on this test's row lock: not any lock waiter on the shared server.
+THIRD_INSERT_WAITING = (
+    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+    "AND datname = current_database() AND position('registration_jobs' in query) > 0"
+)
+
+
 async def test_interrupted_register_many_resumes(
     settings: Settings, tmp_path: Path, tiny_models: TinyModels
 ) -> None:
@@ -177,11 +184,7 @@ async def test_interrupted_register_many_resumes(
     first = await start_register_many(list_file, summary, env)
     try:
         await wait_for(
-            lambda: (
-                job_count(url) == 2
-                and query(url, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")[0][0]
-                >= 1
-            ),
+            lambda: job_count(url) == 2 and query(url, THIRD_INSERT_WAITING)[0][0] >= 1,
             120,
             "two entries queued and the third waiting",
         )
@@ -190,7 +193,12 @@ async def test_interrupted_register_many_resumes(
     finally:
         blocker.rollback()
         blocker.close()
-    out, _ = await asyncio.wait_for(first.communicate(), 60)
+    try:
+        out, _ = await asyncio.wait_for(first.communicate(), 120)
+    except TimeoutError:
+        first.kill()
+        out, _ = await first.communicate()
+        raise AssertionError(f"register-many did not stop after Ctrl-C:\n{out.decode()}") from None
     assert first.returncode == 130, out.decode()
     assert "run the same command again" in out.decode()
     assert job_count(url) == 2  # the interrupted third insert left nothing behind
