@@ -44,7 +44,14 @@ async def start_register_many(
         sys.executable, "-m", "findlora", "lora", "register-many", str(list_file), "--json", str(summary),
         "--base-model", "SD 1.5", env={**env, "COLUMNS": "200", "FINDLORA_WATCH_POLL_SECONDS": "0.2"},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
     )  # fmt: skip
+
+
+def _ctrl_c_as_in_a_terminal() -> None:
+    """A test run started in the background (`make test &`, CI runners) ignores SIGINT, and a child
+    inherits that: Python then never turns Ctrl-C into KeyboardInterrupt. Restore the default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 async def register_many(
