@@ -7,6 +7,8 @@ into the LoRA store (so any worker can read it) and the job goes on the same que
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,8 +19,23 @@ from findlora.console import console, fail, run
 
 if TYPE_CHECKING:
     from findlora_client.bulk import BulkSummary, ParsedList
+    from inference_service.config import Settings
+    from inference_service.registration.jobs import Registrations
 
 lora_app = typer.Typer(help="Manage LoRAs: register one by link or file.", no_args_is_help=True)
+
+
+@asynccontextmanager
+async def _registrations(settings: Settings) -> AsyncIterator[Registrations]:
+    """The registration queue over the configured database, open for one command."""
+    from db.database import Database
+    from inference_service.registration.jobs import Registrations, make_queue_app
+    from inference_service.runtime import migrated_url
+
+    url = await migrated_url(settings)
+    queue = make_queue_app(url)
+    async with await Database.open(url, max_size=2) as db, queue.open_async():
+        yield Registrations(db, queue, settings)
 
 
 async def _register(
@@ -40,11 +57,10 @@ async def _register(
     from findlora_client.base_models import resolve
     from inference_service.config import Settings
     from inference_service.registration.fetch import stage_local_file
-    from inference_service.registration.jobs import Registration, Registrations, make_queue_app, run_worker
+    from inference_service.registration.jobs import Registration, run_worker
     from inference_service.registration.lora_file import validate_lora_file
     from inference_service.registration.pipeline import STAGED_PREFIX
     from inference_service.registration.refusals import RegistrationRefused
-    from inference_service.runtime import migrated_url
 
     settings = Settings()
     family = resolve(base_model)
@@ -61,45 +77,36 @@ async def _register(
             fail(getattr(exc, "message", None) or str(exc))
         console.print(f"{file.filename}: {info.key_style} LoRA, base {info.base_model or base_model or '?'}")
         source = STAGED_PREFIX + file.sha256
-    from db.database import Database
-
-    url = await migrated_url(settings)
-    db = await Database.open(url, max_size=2)
-    queue = make_queue_app(url)
-    try:
-        async with queue.open_async():
-            registrations = Registrations(db, queue, settings)
-            request = Registration(
-                source_url=source,
-                name=name,
-                slug=slug,
-                base_model=base_model,
-                trigger_words=trigger_words,
-                license=license_,
-                author=author,
-                nsfw=nsfw,
-                page_url=page_url,
-                requested_by=by,
-            )
-            job_id = await registrations.submit(request, staged=staged)
-            console.print(f"job {job_id} queued")
-            if not wait and not run_here:
-                return 0
-            worker = asyncio.create_task(run_worker(settings, wait=False)) if run_here else None
-            last = None
-            with Progress(
-                TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                TimeElapsedColumn(), console=console,
-            ) as progress:  # fmt: skip
-                task = progress.add_task("queued", total=1.0)
-                async for event in registrations.watch(str(job_id)):
-                    last = event
-                    description = f"{event.step or event.state}: {event.message}"
-                    progress.update(task, completed=event.progress, description=description)
-            if worker is not None:
-                await worker
-    finally:
-        await db.close()
+    async with _registrations(settings) as registrations:
+        request = Registration(
+            source_url=source,
+            name=name,
+            slug=slug,
+            base_model=base_model,
+            trigger_words=trigger_words,
+            license=license_,
+            author=author,
+            nsfw=nsfw,
+            page_url=page_url,
+            requested_by=by,
+        )
+        job_id = await registrations.submit(request, staged=staged)
+        console.print(f"job {job_id} queued")
+        if not wait and not run_here:
+            return 0
+        worker = asyncio.create_task(run_worker(settings, wait=False)) if run_here else None
+        last = None
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(), console=console,
+        ) as progress:  # fmt: skip
+            task = progress.add_task("queued", total=1.0)
+            async for event in registrations.watch(str(job_id)):
+                last = event
+                description = f"{event.step or event.state}: {event.message}"
+                progress.update(task, completed=event.progress, description=description)
+        if worker is not None:
+            await worker
     if last is None or last.state != "succeeded":
         fail(last.message if last is not None else "the job vanished")
     console.print(last.message)
@@ -145,47 +152,38 @@ async def _register_many(
 ) -> BulkSummary:
     import asyncio
 
-    from db.database import Database
     from findlora_client.bulk import ALREADY_QUEUED, ALREADY_REGISTERED, FAILED, REGISTERED, BulkSummary
     from inference_service.config import Settings
     from inference_service.registration.bulk import BulkRegistration, plan_entries
-    from inference_service.registration.jobs import Registrations, make_queue_app, run_worker
-    from inference_service.runtime import migrated_url
+    from inference_service.registration.jobs import run_worker
 
     settings = Settings()
     summary = BulkSummary.of(parsed)
     # Every local file is checked and staged before anything is queued.
     planned = await asyncio.to_thread(plan_entries, parsed.entries, base_dir, settings, by, summary)
-    url = await migrated_url(settings)
-    db = await Database.open(url, max_size=2)
-    queue = make_queue_app(url)
-    try:
-        async with queue.open_async():
-            registrations = Registrations(db, queue, settings)
-            with Progress(
-                TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                TimeElapsedColumn(), console=console,
-            ) as progress:  # fmt: skip
-                task = progress.add_task("queueing", total=len(parsed.entries) + len(parsed.bad))
+    async with _registrations(settings) as registrations:
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(), console=console,
+        ) as progress:  # fmt: skip
+            task = progress.add_task("queueing", total=len(parsed.entries) + len(parsed.bad))
 
-                def show(done: int, running: int) -> None:
-                    description = (
-                        f"{summary.count(REGISTERED)} registered · "
-                        f"{summary.count(ALREADY_REGISTERED) + summary.count(ALREADY_QUEUED)} skipped · "
-                        f"{summary.count(FAILED)} failed · {running} running"
-                    )
-                    progress.update(task, completed=done, description=description)
+            def show(done: int, running: int) -> None:
+                description = (
+                    f"{summary.count(REGISTERED)} registered · "
+                    f"{summary.count(ALREADY_REGISTERED) + summary.count(ALREADY_QUEUED)} skipped · "
+                    f"{summary.count(FAILED)} failed · {running} running"
+                )
+                progress.update(task, completed=done, description=description)
 
-                bulk = BulkRegistration(registrations, summary, show)
-                show(bulk.done(), 0)
-                await bulk.queue(planned)
-                if wait or run_here:
-                    worker = asyncio.create_task(run_worker(settings, wait=False)) if run_here else None
-                    await bulk.follow(settings.watch_poll_seconds)
-                    if worker is not None:
-                        await worker
-    finally:
-        await db.close()
+            bulk = BulkRegistration(registrations, summary, show)
+            show(bulk.done(), 0)
+            await bulk.queue(planned)
+            if wait or run_here:
+                worker = asyncio.create_task(run_worker(settings, wait=False)) if run_here else None
+                await bulk.follow(settings.watch_poll_seconds)
+                if worker is not None:
+                    await worker
     return summary
 
 
