@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
+from pgvector import HalfVector
 from psycopg.rows import dict_row
 
 from db.database import Connection
@@ -151,7 +152,7 @@ async def copy_references(conn: Connection, lora_id: int, references: Sequence[R
             " transfer_mse) FROM STDIN WITH (FORMAT BINARY)"
         ) as copy,
     ):
-        copy.set_types(["int8", "text", "text", "text", "text", "vector", "bool", "float4"])
+        copy.set_types(["int8", "text", "text", "text", "text", "halfvec", "bool", "float4"])
         for ref in references:
             await copy.write_row(
                 (
@@ -160,7 +161,7 @@ async def copy_references(conn: Connection, lora_id: int, references: Sequence[R
                     ref.blob_key,
                     ref.thumb_key,
                     ref.sha256,
-                    np.asarray(ref.embedding, dtype=np.float32),
+                    HalfVector(np.asarray(ref.embedding, dtype=np.float32)),
                     ref.kept,
                     ref.transfer_mse,
                 )
@@ -168,17 +169,18 @@ async def copy_references(conn: Connection, lora_id: int, references: Sequence[R
 
 
 async def refresh_style_summary(conn: Connection, lora_id: int) -> None:
-    """Recompute a LoRA's centroid and radii from its kept references (or drop the summary)."""
+    """Recompute a LoRA's centroid and radii from its kept references (or drop the summary), in
+    float32 from the stored halfvec values: the bounds of db.ranking hold for what d_avg reads."""
     await conn.execute("DELETE FROM lora_style_summary WHERE lora_id = %s", (lora_id,))
     await conn.execute(
         """
         WITH c AS (
-            SELECT avg(embedding) AS centroid, count(*) AS n
+            SELECT avg(embedding::vector) AS centroid, count(*) AS n
             FROM reference_images WHERE lora_id = %(id)s AND kept
         )
         INSERT INTO lora_style_summary (lora_id, centroid, mean_radius, mean_sq_radius, n_refs)
         SELECT %(id)s, c.centroid,
-               avg(r.embedding <-> c.centroid), avg((r.embedding <-> c.centroid) ^ 2), c.n
+               avg(r.embedding::vector <-> c.centroid), avg((r.embedding::vector <-> c.centroid) ^ 2), c.n
         FROM c JOIN reference_images r ON r.lora_id = %(id)s AND r.kept
         WHERE c.n > 0
         GROUP BY c.centroid, c.n

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -12,6 +13,72 @@ log = structlog.get_logger(__name__)
 
 class DatabaseUnavailable(RuntimeError):
     """No database could be reached or started; the message says which and how to fix it."""
+
+
+TUNING_FILE = "findlora-tuning.conf"
+_INCLUDE = f"include_if_exists = '{TUNING_FILE}'"
+_MB = 2**20
+
+
+def machine_memory() -> int:
+    """Bytes of memory this process may use: physical memory, or a cgroup limit below it."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        limit = "max"
+    return min(memory, int(limit)) if limit.isdigit() else memory
+
+
+def server_tuning(memory: int, cores: int) -> dict[str, str]:
+    """Memory settings sized from the machine, the usual PostgreSQL guidance: shared buffers a
+    quarter of memory (the HNSW graph and the references a search touches stay cached), the
+    planner told that three quarters are cache, room for sorts and for index builds."""
+    mb = memory // _MB
+
+    def clamp(value: int, low: int, high: int) -> int:
+        return max(low, min(high, value))
+
+    return {
+        "shared_buffers": f"{clamp(mb // 4, 128, 16384)}MB",
+        "effective_cache_size": f"{clamp(mb * 3 // 4, 512, 65536)}MB",
+        "work_mem": f"{clamp(mb // 256, 4, 64)}MB",
+        "maintenance_work_mem": f"{clamp(mb // 16, 64, 2048)}MB",
+        "max_parallel_maintenance_workers": str(clamp(cores - 1, 0, 8)),
+    }
+
+
+def _write_tuning(pg_dir: Path) -> dict[str, str]:
+    """Write the tuning file into an initialised data directory (read at the server's next start)."""
+    tuning = server_tuning(machine_memory(), os.cpu_count() or 1)
+    (pg_dir / TUNING_FILE).write_text(
+        "# Written by findlora on every start of the embedded server (db/embedded.py).\n"
+        + "".join(f"{key} = '{value}'\n" for key, value in tuning.items())
+    )
+    conf = pg_dir / "postgresql.conf"
+    if _INCLUDE not in conf.read_text():
+        with conf.open("a") as out:
+            out.write(f"\n{_INCLUDE}\n")
+    return tuning
+
+
+def _prepare(pg_dir: Path) -> None:
+    """Initialise the data directory with pgserver's own step (initdb, and as root the `pgserver`
+    system user and permissions), then size its memory settings before the server starts; a
+    running server keeps its settings until it restarts (the last handle stops it)."""
+    from pgserver.postgres_server import PostgresServer
+    from pgserver.utils import PostmasterInfo
+
+    with PostgresServer._lock:
+        if not (pg_dir / "PG_VERSION").exists():
+            # PostgresServer() would also start the server; only its initdb step is wanted here.
+            server = object.__new__(PostgresServer)
+            server.pgdata, server.postgres_user = pg_dir, "postgres"
+            server.system_user = "pgserver" if os.geteuid() == 0 else None
+            server.ensure_pgdata_inited()
+        info = PostmasterInfo.read_from_pgdata(pg_dir)
+        if info is None or not info.is_running():
+            log.debug("embedded_postgres_tuning", **_write_tuning(pg_dir))
 
 
 def embedded_uri(pg_dir: Path) -> str:
@@ -34,6 +101,10 @@ def embedded_uri(pg_dir: Path) -> str:
     # A unix socket path must fit in 107 bytes: fail clearly rather than inside postgres.
     if len(str(pg_dir / ".s.PGSQL.5432")) > 100:
         raise DatabaseUnavailable(f"data directory path too long for a unix socket: {pg_dir}")
+    try:
+        _prepare(pg_dir)
+    except Exception as exc:  # tuning is an optimisation: a server with defaults still serves
+        log.warning("embedded_postgres_tuning_failed", error=str(exc))
     try:
         server = pgserver.get_server(pg_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
     except Exception as exc:

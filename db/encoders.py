@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+from pgvector import HalfVector
 from psycopg.rows import dict_row
 
 from db.database import Connection
@@ -125,7 +126,7 @@ async def set_active(conn: Connection, label: str) -> None:
 async def replace_embeddings(conn: Connection, rows: Sequence[tuple[int, str, np.ndarray]]) -> None:
     """Set (lora_id, sample_id) -> embedding for many references at once (a temp table, one UPDATE)."""
     await conn.execute(
-        "CREATE TEMP TABLE new_embeddings (lora_id bigint, sample_id text, embedding vector(128))"
+        "CREATE TEMP TABLE new_embeddings (lora_id bigint, sample_id text, embedding halfvec(128))"
         " ON COMMIT DROP"
     )
     async with (
@@ -134,9 +135,9 @@ async def replace_embeddings(conn: Connection, rows: Sequence[tuple[int, str, np
             "COPY new_embeddings (lora_id, sample_id, embedding) FROM STDIN WITH (FORMAT BINARY)"
         ) as copy,
     ):
-        copy.set_types(["int8", "text", "vector"])
+        copy.set_types(["int8", "text", "halfvec"])
         for lora_id, sample_id, embedding in rows:
-            await copy.write_row((lora_id, sample_id, np.asarray(embedding, dtype=np.float32)))
+            await copy.write_row((lora_id, sample_id, HalfVector(np.asarray(embedding, dtype=np.float32))))
     await conn.execute(
         "UPDATE reference_images r SET embedding = n.embedding FROM new_embeddings n"
         " WHERE r.lora_id = n.lora_id AND r.sample_id = n.sample_id"

@@ -20,9 +20,11 @@ from db.specs import SPEC_ROWS
 def d_avg_sql(where: str) -> str:
     """(lora_id, d): d_avg(q, m) = mean_s |f(q) - f(t(s, m))| over kept references of the LoRAs
     passing `where` (over `reference_images r JOIN loras l`); with several query images
-    %(q)s, the mean of their d_avg (every query meets every reference)."""
+    %(q)s, the mean of their d_avg (every query meets every reference). References are stored as
+    halfvec and compared in float32 (`::vector`), so d_avg is exact for the stored values and the
+    centroid bounds, computed the same way, hold to float32 rounding."""
     return f"""
-        SELECT r.lora_id, avg(r.embedding <-> q.v) AS d
+        SELECT r.lora_id, avg(r.embedding::vector <-> q.v) AS d
         FROM reference_images r JOIN loras l ON l.id = r.lora_id
         CROSS JOIN unnest(%(q)s::vector[]) AS q(v)
         WHERE r.kept AND {where}
@@ -94,15 +96,14 @@ async def nearest_centroids(
     ef_search: int = 100,
     exact_below: int = 2000,
     force_exact: bool = False,
-    walk_from: np.ndarray | None = None,
 ) -> CentroidCandidates:
-    """The `limit` searchable LoRAs whose centroids are nearest `walk_from` (default
-    mean(queries)), with the bounds on d_avg of docs/design.md 5 over every query image. The HNSW
-    index answers (iterative scan, so filters never starve the result) unless the catalog has
+    """The `limit` searchable LoRAs whose centroids are nearest the mean of the query images (one
+    walk, whatever their number), with the bounds on d_avg of docs/design.md 5 over every query
+    image. The HNSW index answers (iterative scan, so filters never starve the result) unless the catalog has
     fewer than `exact_below` LoRAs or `force_exact`; then an exact scan does. Runs inside
     the caller's transaction: the planner settings are transaction-local."""
     stack = np.stack(vectors(queries))
-    mean = stack.mean(axis=0) if walk_from is None else np.asarray(walk_from, dtype=np.float32)
+    mean = stack.mean(axis=0)
     cur = await conn.execute(
         """
         SELECT set_config('hnsw.ef_search', %(ef)s, true),
@@ -140,7 +141,7 @@ async def nearest_centroids(
     # prove the catalog is exhausted (a selective filter), so ask the exact scan.
     if not exact_scan and len(rows) < limit:
         return await nearest_centroids(
-            conn, queries, filters, limit=limit, ef_search=ef_search, force_exact=True, walk_from=walk_from
+            conn, queries, filters, limit=limit, ef_search=ef_search, force_exact=True
         )
     table = np.array([(r[0], r[1], r[2], r[3]) for r in rows], dtype=np.float64).reshape(-1, 4)
     return CentroidCandidates(
@@ -159,8 +160,8 @@ async def nearest_references(
     cur = await conn.execute(
         """
         SELECT lora_id, sample_id, blob_key, thumb_key, d FROM (
-            SELECT r.lora_id, r.sample_id, r.blob_key, r.thumb_key, r.embedding <-> %(q)s AS d,
-                   row_number() OVER (PARTITION BY r.lora_id ORDER BY r.embedding <-> %(q)s) AS n
+            SELECT r.lora_id, r.sample_id, r.blob_key, r.thumb_key, r.embedding::vector <-> %(q)s AS d,
+                   row_number() OVER (PARTITION BY r.lora_id ORDER BY r.embedding::vector <-> %(q)s) AS n
             FROM reference_images r WHERE r.lora_id = ANY(%(ids)s) AND r.kept
         ) ranked WHERE n <= %(k)s ORDER BY lora_id, d
         """,

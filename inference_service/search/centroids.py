@@ -30,8 +30,10 @@ class TwoStageOptions:
 
 
 class CentroidSource:
-    """Candidates by increasing centroid distance, one walk per query image; bounds and frontier
-    as in docs/design.md 5."""
+    """Candidates by increasing distance of their centroid to the mean query image: one walk
+    whatever the number of images. Its frontier bounds every LoRA not yet fetched, because for
+    query images q_1..q_n with mean q and a LoRA with centroid c (docs/design.md 5, "Several
+    images"): mean_i d_avg(q_i) >= mean_i |q_i - c| >= |q - c|."""
 
     name = "centroid"
 
@@ -48,32 +50,20 @@ class CentroidSource:
         self.exact_scan: bool | None = None
 
     async def next_batch(self) -> CandidateBatch:
-        parts = []
-        frontier = 0.0
-        for query in self.queries:
-            found = await ranking.nearest_centroids(
-                self.conn,
-                self.queries,
-                self.filters,
-                limit=self.limit,
-                ef_search=self.options.ef_search,
-                exact_below=self.options.exact_below,
-                walk_from=query,
-            )
-            if self.exact_scan is None:  # how the first (usually only) batch was answered
-                self.exact_scan = found.exact_scan
-            parts.append(found)
-            if len(found.lora_ids) < self.limit:  # this walk saw every LoRA: nothing is unseen
-                frontier = math.inf
-                break
-            frontier += float(found.distance[-1]) / len(self.queries)
-        self.limit *= self.options.growth
-        return CandidateBatch(
-            np.concatenate([p.lora_ids for p in parts]),
-            np.concatenate([p.lower for p in parts]),
-            np.concatenate([p.upper for p in parts]),
-            frontier,
+        found = await ranking.nearest_centroids(
+            self.conn,
+            self.queries,
+            self.filters,
+            limit=self.limit,
+            ef_search=self.options.ef_search,
+            exact_below=self.options.exact_below,
         )
+        if self.exact_scan is None:  # how the first (usually only) batch was answered
+            self.exact_scan = found.exact_scan
+        # A short answer saw every LoRA: nothing is left unseen.
+        frontier = float(found.distance[-1]) if len(found.lora_ids) >= self.limit else math.inf
+        self.limit *= self.options.growth
+        return CandidateBatch(found.lora_ids, found.lower, found.upper, frontier)
 
 
 async def rank_d_avg(

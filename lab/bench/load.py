@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import psycopg
+from pgvector import HalfVector
 from pgvector.psycopg import register_vector_async
 
 from lab.bench.synthetic import SyntheticCatalog, summarise
@@ -86,11 +87,12 @@ async def _copy_chunk(
         "COPY reference_images (lora_id, sample_id, blob_key, thumb_key, sha256, embedding, kept,"
         " transfer_mse) FROM STDIN WITH (FORMAT BINARY)"
     ) as copy:
-        copy.set_types(["int8", "text", "text", "text", "text", "vector", "bool", "float4"])
+        copy.set_types(["int8", "text", "text", "text", "text", "halfvec", "bool", "float4"])
         for lora_id, lora_refs in zip(ids.tolist(), refs, strict=True):
             for sid, emb in zip(sample_ids, lora_refs, strict=True):
-                await copy.write_row((lora_id, sid, "", "", "", emb, True, 1.0))
-    centroids, radius, sq_radius = summarise(refs)
+                await copy.write_row((lora_id, sid, "", "", "", HalfVector(emb), True, 1.0))
+    # The summary of what is stored (half precision), as db.catalog.refresh_style_summary computes it.
+    centroids, radius, sq_radius = summarise(refs.astype(np.float16).astype(np.float32))
     async with cur.copy(
         "COPY lora_style_summary (lora_id, centroid, mean_radius, mean_sq_radius, n_refs)"
         " FROM STDIN WITH (FORMAT BINARY)"

@@ -20,7 +20,7 @@ from inference_service.catalog.encoders import activate
 from inference_service.catalog.importer import Transfer, build_reference_rows, import_catalog
 from inference_service.imaging import load_image_file
 from tests.helpers.catalogs import write_catalog
-from tests.helpers.encoders import perturbed, stored_embeddings, tiny_embedder
+from tests.helpers.encoders import as_stored, perturbed, stored_embeddings, tiny_embedder
 
 pytestmark = pytest.mark.db
 
@@ -68,7 +68,7 @@ async def test_a_writer_holding_the_label_is_reembedded_by_the_activation(
     assert done.late == 3  # written during the pass: embedded under the lock
     stored = await stored_embeddings(db)
     images = [load_image_file(p) for p in sorted((extra / "loras" / "style-04" / "references").glob("*.png"))]
-    expected = new.embed(images)
+    expected = as_stored(new.embed(images))
     got = np.stack([stored[("late", s)] for s in ("s00", "s01", "s02")])
     np.testing.assert_allclose(got, expected, atol=1e-5)
     # Every reference is the new encoder's; the summary follows.
@@ -157,7 +157,7 @@ async def test_an_activation_from_a_label_that_is_no_longer_active_is_refused(
     assert stored.keys() == originals.keys()
     images = {key: load_image_file(blobs.path(blob)) for key, blob in await reference_blob_keys(db)}
     for key, embedding in stored.items():
-        np.testing.assert_allclose(embedding, second.embed([images[key]])[0], atol=1e-5)
+        np.testing.assert_allclose(embedding, as_stored(second.embed([images[key]])[0]), atol=1e-5)
 
 
 async def reference_blob_keys(db: Database) -> list[tuple[tuple[str, str], str]]:

@@ -16,6 +16,7 @@ from inference_service.catalog.format import CatalogError, read_catalog
 from inference_service.catalog.importer import import_catalog
 from inference_service.models.style_encoder import StyleEmbedder, untrained_encoder
 from tests.helpers.catalogs import write_catalog
+from tests.helpers.encoders import as_stored
 
 pytestmark = pytest.mark.db
 
@@ -56,7 +57,7 @@ async def test_style_summary_matches_numpy(
     from inference_service.imaging import load_image_file
 
     refs = parsed.loras["style-01"].references
-    expected = embedder.embed([load_image_file(refs[s]) for s in sorted(refs)])
+    expected = as_stored(embedder.embed([load_image_file(refs[s]) for s in sorted(refs)]))
     centroid = expected.mean(axis=0)
     radii = np.linalg.norm(expected - centroid, axis=1)
     with psycopg.connect(db_url) as conn:

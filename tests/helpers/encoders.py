@@ -44,6 +44,11 @@ def perturbed(embedder: StyleEmbedder, seed: int = 1, scale: float = 0.5) -> Sty
     return labelled(model.eval(), "perturbed")
 
 
+def as_stored(embeddings: np.ndarray) -> np.ndarray:
+    """Embeddings as the database keeps references: half precision (migration 009)."""
+    return np.asarray(embeddings, dtype=np.float32).astype(np.float16).astype(np.float32)
+
+
 async def stored_embeddings(db: Database) -> dict[tuple[str, str], np.ndarray]:
     """(slug, sample id) -> stored reference embedding."""
     async with db.connection() as conn:
@@ -62,7 +67,7 @@ async def expected_d_avg(
             "SELECT l.slug, r.blob_key FROM reference_images r JOIN loras l ON l.id = r.lora_id WHERE r.kept"
         )
         rows = await cur.fetchall()
-    refs = embedder.embed([load_image_file(blobs.path(key)) for _, key in rows])
+    refs = as_stored(embedder.embed([load_image_file(blobs.path(key)) for _, key in rows]))
     q = embedder.embed([Image.open(io.BytesIO(query)).convert("RGB")])[0]
     distances: dict[str, list[float]] = {}
     for (slug, _), ref in zip(rows, refs, strict=True):

@@ -36,7 +36,8 @@ async def test_reference_image_finds_its_own_lora_first(client: FindLoraClient, 
         top = response.matches[0]
         assert (top.rank, top.slug) == (1, slug)
         assert top.transfers[0].sample_id == sample
-        assert top.transfers[0].distance == pytest.approx(0.0, abs=1e-4)
+        # ~0: the stored reference is the image in half precision (a few 1e-4 away).
+        assert top.transfers[0].distance == pytest.approx(0.0, abs=1e-3)
         assert top.style_distance == pytest.approx(top.score)
         assert [m.rank for m in response.matches] == [1, 2, 3, 4, 5]
         assert [m.score for m in response.matches] == sorted(m.score for m in response.matches)
