@@ -35,9 +35,11 @@ LAYOUTS: dict[str, dict[tuple[str, str], str]] = {
     "float32": {REFERENCES: "vector(128)"},
     "halfvec-centroids": {REFERENCES: "halfvec(128)", CENTROIDS: "halfvec(128)"},
 }
-# The HNSW build needs the whole graph in maintenance_work_mem to be fast; never lower a larger
-# server setting.
-INDEX_BUILD_MEMORY = "1GB"
+# The HNSW build is fast only while its whole graph fits maintenance_work_mem: about 1.6 kB per
+# 128-d centroid at m 32 (the vector and 2m neighbour slots at level 0), so 1 GB up to ~600k
+# LoRAs and more beyond. A larger server setting is never lowered.
+INDEX_BUILD_MEMORY_MB = 1024
+INDEX_BUILD_BYTES_PER_LORA = 2048
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,8 @@ async def load_catalog(
                     )
             await cur.execute("SELECT id FROM loras WHERE slug LIKE 'syn-%%' ORDER BY slug")
             ids = np.array([r[0] for r in await cur.fetchall()], dtype=np.int64)
+            if len(ids) != n or not bool(np.all(np.diff(ids) > 0)):
+                raise RuntimeError("load into an empty catalog: LoRA ids must follow the slugs' order")
             for start, refs in catalog.iter_references(n_refs):
                 chunk_ids = ids[start : start + len(refs)]
                 await _copy_chunk(cur, chunk_ids, sample_ids, refs, ref_type, centroid_type)
@@ -130,11 +134,12 @@ async def load_catalog(
         await conn.commit()
         load_s = time.perf_counter() - started
         started = time.perf_counter()
+        index_memory = f"{max(INDEX_BUILD_MEMORY_MB, n * INDEX_BUILD_BYTES_PER_LORA // 2**20)}MB"
         cur = await conn.execute(
             "SELECT set_config('maintenance_work_mem', CASE WHEN pg_size_bytes(current_setting("
             "'maintenance_work_mem')) < pg_size_bytes(%(m)s) THEN %(m)s"
             " ELSE current_setting('maintenance_work_mem') END, false)",
-            {"m": INDEX_BUILD_MEMORY},
+            {"m": index_memory},
         )
         memory = await cur.fetchone()
         await conn.execute(index_sql.encode())

@@ -38,7 +38,14 @@ class SyntheticCatalog:
         self.basis = np.linalg.qr(self.rng.standard_normal((shape.dim, shape.dim)))[0]
         families = self._unit(self._noise(max(1, n_loras // shape.family_size)))
         member = self.rng.integers(0, len(families), n_loras)
-        self.centres = families[member] + shape.family_spread * self._noise(n_loras)
+        # Filled in slices (the same draws as one call): the centres are the only N x dim array
+        # held, without full-size temporaries beside them at a million LoRAs.
+        self.centres = np.empty((n_loras, shape.dim))
+        for start in range(0, n_loras, 100_000):
+            stop = min(start + 100_000, n_loras)
+            self.centres[start:stop] = families[member[start:stop]] + shape.family_spread * self._noise(
+                stop - start
+            )
 
     def _noise(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
         z = (rng or self.rng).standard_normal((n, self.shape.dim)) * self.scale

@@ -3,6 +3,8 @@ the peers and the storage layouts answer, and `--peers auto` says what it skippe
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -199,3 +201,19 @@ def test_peer_plan_falls_back_to_float16_then_skips() -> None:
     assert (off.numpy, off.faiss) == (False, False)
     with pytest.raises(ValueError, match="auto, on or off"):
         plan_peers("maybe", 10, 2, 128)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [(["--layouts", "halfvec,bogus"], "--layouts"), (["--peers", "maybe"], "--peers")],
+)
+def test_cli_refuses_unknown_layouts_and_peer_modes(option: list[str], message: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "findlora", "bench", "search", "--loras", "10", *option],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
