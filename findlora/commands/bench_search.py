@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,20 +47,33 @@ def emit_json(result: dict[str, Any], path: Path | None, indent: int = 2) -> Non
 
 
 async def _search(
-    n_loras: int, n_refs: int, n_queries: int, k: int, ef_search: int, exact_below: int, seed: int, keep: bool
+    n_loras: int,
+    n_refs: int,
+    n_queries: int,
+    k: int,
+    options: Any,
+    seed: int,
+    keep: bool,
+    layouts: list[str],
+    peers: str,
+    peer_budget_gb: float,
+    exhaustive_queries: int | None,
 ) -> dict[str, Any]:
     from rich.progress import Progress
 
     from db.embedded import database_url
     from db.scratch import scratch_database
     from inference_service.config import Settings
-    from inference_service.search.centroids import TwoStageOptions
     from lab.bench.search_bench import run_search_bench
 
     settings = Settings()
     server = database_url(settings.database_url, settings.pg_dir)
+
+    def scratch(layout: str) -> AbstractContextManager[str]:
+        return scratch_database(server, f"bench_search_{n_loras}_{layout.replace('-', '_')}", keep=keep)
+
     with (
-        scratch_database(server, f"bench_search_{n_loras}", keep=keep) as url,
+        scratch(layouts[0]) as url,
         Progress(console=console, transient=True) as bar,
     ):
         tasks: dict[str, Any] = {}
@@ -75,25 +89,86 @@ async def _search(
             n_refs=n_refs,
             n_queries=n_queries,
             k=k,
-            options=TwoStageOptions(ef_search=ef_search, exact_below=exact_below),
+            options=options,
             seed=seed,
+            layouts=layouts,
+            scratch=scratch,
+            peers=peers,
+            peer_budget_bytes=int(peer_budget_gb * 1e9) if peer_budget_gb > 0 else None,
+            exhaustive_queries=exhaustive_queries,
             progress=progress,
         )
+
+
+def _layouts(text: str) -> list[str]:
+    from lab.bench.load import LAYOUTS
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in LAYOUTS]
+    if not names or unknown or len(set(names)) != len(names):
+        raise typer.BadParameter(
+            f"give distinct layouts among {', '.join(LAYOUTS)} (got {text!r})", param_hint="--layouts"
+        )
+    return names
 
 
 def search_cmd(
     loras: int = typer.Option(1000, "--loras", min=10, help="Synthetic catalog size."),
     refs: int = typer.Option(30, "--refs", min=2, help="References per LoRA (|S|)."),
-    queries: int = typer.Option(40, "--queries", min=4, help="Queries, each timed on both paths."),
+    queries: int = typer.Option(40, "--queries", min=4, help="Queries, each timed on every path."),
     top_k: int = typer.Option(10, "--top-k", min=1, help="k of the ranking and of recall@k."),
     ef_search: int = typer.Option(400, "--ef-search", min=10, help="HNSW ef_search."),
     exact_below: int = typer.Option(2000, "--exact-below", help="Exact centroid scan below this size."),
     seed: int = typer.Option(0, "--seed"),
-    keep: bool = typer.Option(False, "--keep", help="Keep the benchmark database."),
+    keep: bool = typer.Option(False, "--keep", help="Keep the benchmark databases."),
+    layouts: str = typer.Option(
+        "product",
+        "--layouts",
+        help="Storage layouts, comma-separated, each loaded into its own database: product (as"
+        " migrated), halfvec, float32 (the references' type), halfvec-centroids (centroids too).",
+    ),
+    peers: str = typer.Option(
+        "auto",
+        "--peers",
+        help="In-memory peers (numpy exhaustive, faiss HNSW + rerank): auto runs those whose arrays"
+        " fit the memory budget, on runs both, off none.",
+    ),
+    peer_budget_gb: float = typer.Option(
+        0.0,
+        "--peer-budget-gb",
+        min=0.0,
+        help="Memory budget of --peers auto; 0: a quarter of physical memory.",
+    ),
+    exhaustive_queries: int = typer.Option(
+        -1,
+        "--exhaustive-queries",
+        min=-1,
+        help="Queries also timed on the SQL exhaustive scan; -1: all up to 100k LoRAs, 4 beyond.",
+    ),
     json_file: Path | None = typer.Option(None, "--json", help="Write the JSON here, not to stdout."),
 ) -> None:
-    """Exhaustive d_avg vs two-stage search on a synthetic catalog: latency, recall, index build."""
-    emit_json(run(_search(loras, refs, queries, top_k, ef_search, exact_below, seed, keep)), json_file)
+    """The two-stage search against SQL exhaustive, numpy exhaustive and faiss HNSW + rerank on one
+    synthetic catalog: latency, recall against the exact truth, memory, build time, layouts."""
+    from inference_service.search.centroids import TwoStageOptions
+
+    if peers not in ("auto", "on", "off"):
+        raise typer.BadParameter("use auto, on or off", param_hint="--peers")
+    result = run(
+        _search(
+            loras,
+            refs,
+            queries,
+            top_k,
+            TwoStageOptions(ef_search=ef_search, exact_below=exact_below),
+            seed,
+            keep,
+            _layouts(layouts),
+            peers,
+            peer_budget_gb,
+            None if exhaustive_queries < 0 else exhaustive_queries,
+        )
+    )
+    emit_json(result, json_file)
 
 
 def throughput_cmd(

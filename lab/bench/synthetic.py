@@ -31,14 +31,21 @@ class SyntheticCatalog:
     """LoRA latent centres for n_loras; references and queries are drawn on demand."""
 
     def __init__(self, n_loras: int, shape: Shape = Shape(), seed: int = 0) -> None:
-        self.n_loras, self.shape = n_loras, shape
+        self.n_loras, self.shape, self.seed = n_loras, shape, seed
         self.rng = np.random.default_rng(seed)
         lam = np.arange(1, shape.dim + 1, dtype=np.float64) ** -shape.alpha
         self.scale = np.sqrt(lam / lam.sum())  # E|noise|^2 = 1
         self.basis = np.linalg.qr(self.rng.standard_normal((shape.dim, shape.dim)))[0]
         families = self._unit(self._noise(max(1, n_loras // shape.family_size)))
         member = self.rng.integers(0, len(families), n_loras)
-        self.centres = families[member] + shape.family_spread * self._noise(n_loras)
+        # Filled in slices (the same draws as one call): the centres are the only N x dim array
+        # held, without full-size temporaries beside them at a million LoRAs.
+        self.centres = np.empty((n_loras, shape.dim))
+        for start in range(0, n_loras, 100_000):
+            stop = min(start + 100_000, n_loras)
+            self.centres[start:stop] = families[member[start:stop]] + shape.family_spread * self._noise(
+                stop - start
+            )
 
     def _noise(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
         z = (rng or self.rng).standard_normal((n, self.shape.dim)) * self.scale
@@ -50,16 +57,23 @@ class SyntheticCatalog:
         out: np.ndarray = x / np.linalg.norm(x, axis=-1, keepdims=True)
         return out
 
-    def references(self, start: int, stop: int, n_refs: int) -> np.ndarray:
+    def references(
+        self, start: int, stop: int, n_refs: int, rng: np.random.Generator | None = None
+    ) -> np.ndarray:
         """(stop-start, n_refs, dim) float32 unit vectors of LoRAs start..stop-1."""
         count = stop - start
-        noise = self._noise(count * n_refs).reshape(count, n_refs, -1)
+        noise = self._noise(count * n_refs, rng).reshape(count, n_refs, -1)
         refs = self.centres[start:stop, None, :] + self.shape.ref_spread * noise
         return self._unit(refs).astype(np.float32)
 
     def iter_references(self, n_refs: int, chunk: int = 2000) -> Iterator[tuple[int, np.ndarray]]:
+        """Every LoRA's references, `chunk` LoRAs at a time: the same vectors on every call and
+        for any chunk size (each pass draws one stream from its own generator), so one catalog
+        streams identically into the exact truth, the in-memory peers and each storage layout
+        without ever being held whole."""
+        rng = np.random.default_rng([self.seed, n_refs])
         for start in range(0, self.n_loras, chunk):
-            yield start, self.references(start, min(start + chunk, self.n_loras), n_refs)
+            yield start, self.references(start, min(start + chunk, self.n_loras), n_refs, rng)
 
     def queries(self, lora_indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One unseen query image per given LoRA index: (n, dim) float32 unit vectors."""
