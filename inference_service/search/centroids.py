@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -27,13 +28,17 @@ class TwoStageOptions:
     first_batch: int = 256  # centroids asked first; each further ask is `growth` times larger
     growth: int = 2
     chunk: int = 256  # candidates scored exactly per round trip
+    # Several query images: one walk around their mean, or one walk per image (docs/design.md 5,
+    # "Several images"; bench search measures both).
+    walk: Literal["mean", "per_image"] = "mean"
 
 
 class CentroidSource:
-    """Candidates by increasing distance of their centroid to the mean query image: one walk
-    whatever the number of images. Its frontier bounds every LoRA not yet fetched, because for
-    query images q_1..q_n with mean q and a LoRA with centroid c (docs/design.md 5, "Several
-    images"): mean_i d_avg(q_i) >= mean_i |q_i - c| >= |q - c|."""
+    """Candidates by increasing centroid distance: one walk around the mean query image, or one
+    walk per image. Either frontier bounds every LoRA not yet fetched (docs/design.md 5, "Several
+    images"): around the mean q, mean_i d_avg(q_i) >= mean_i |q_i - c| >= |q - c|; per image,
+    walk i's last distance bounds |q_i - c| for every LoRA it has not reached, and the mean of
+    those distances bounds d_avg for a LoRA no walk has reached."""
 
     name = "centroid"
 
@@ -48,22 +53,37 @@ class CentroidSource:
         self.conn, self.queries, self.filters, self.options = conn, queries, filters, options
         self.limit = max(options.first_batch, 2 * k)
         self.exact_scan: bool | None = None
+        self.starts: list[np.ndarray | None] = (
+            list(queries) if options.walk == "per_image" and len(queries) > 1 else [None]
+        )
 
     async def next_batch(self) -> CandidateBatch:
-        found = await ranking.nearest_centroids(
-            self.conn,
-            self.queries,
-            self.filters,
-            limit=self.limit,
-            ef_search=self.options.ef_search,
-            exact_below=self.options.exact_below,
-        )
-        if self.exact_scan is None:  # how the first (usually only) batch was answered
-            self.exact_scan = found.exact_scan
-        # A short answer saw every LoRA: nothing is left unseen.
-        frontier = float(found.distance[-1]) if len(found.lora_ids) >= self.limit else math.inf
+        parts = []
+        frontier = 0.0
+        for start in self.starts:
+            found = await ranking.nearest_centroids(
+                self.conn,
+                self.queries,
+                self.filters,
+                limit=self.limit,
+                ef_search=self.options.ef_search,
+                exact_below=self.options.exact_below,
+                walk_from=start,
+            )
+            if self.exact_scan is None:  # how the first (usually only) batch was answered
+                self.exact_scan = found.exact_scan
+            parts.append(found)
+            if len(found.lora_ids) < self.limit:  # this walk saw every LoRA: nothing is unseen
+                frontier = math.inf
+                break
+            frontier += float(found.distance[-1]) / len(self.starts)
         self.limit *= self.options.growth
-        return CandidateBatch(found.lora_ids, found.lower, found.upper, frontier)
+        return CandidateBatch(
+            np.concatenate([p.lora_ids for p in parts]),
+            np.concatenate([p.lower for p in parts]),
+            np.concatenate([p.upper for p in parts]),
+            frontier,
+        )
 
 
 async def rank_d_avg(
