@@ -23,6 +23,7 @@ from db.rows import FlagRow
 from db.status import database_status
 from findlora_client.base_models import canonical
 from findlora_client.protocol import MAX_QUERY_IMAGES, Reason
+from findlora_client.timing import SERVER_TIMING_TRAILER
 from inference_service.auth import current_caller, require
 from inference_service.blobs import BlobStore
 from inference_service.config import Settings
@@ -43,6 +44,7 @@ from inference_service.observability import RPC_LATENCY, RPC_REQUESTS
 from inference_service.registration.jobs import Registration, Registrations
 from inference_service.search import SearchQuery
 from inference_service.search.engine import SearchEngine, SearchPage
+from inference_service.timing import request_timer, stage
 from protos import findlora_pb2 as pb
 from protos import findlora_pb2_grpc as pb_grpc
 
@@ -110,7 +112,8 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
-            response = await handler(self, request, context)
+            with request_timer() as timer:
+                response = await handler(self, request, context)
         except Exception as exc:
             code, reason, message, extra = _failure(exc, bound, request_id)
         finally:
@@ -119,7 +122,8 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
             RPC_REQUESTS.labels(name, code.name).inc()
         if code != grpc.StatusCode.OK:
             await context.abort(code, message, trailing_metadata=reason_trailer(reason, *extra))
-        bound.info("rpc_ok", ms=round(elapsed * 1000, 1))
+        context.set_trailing_metadata(((SERVER_TIMING_TRAILER, timer.trailer(elapsed)),))
+        bound.info("rpc_ok", ms=round(elapsed * 1000, 1), **timer.log_fields())
         return response
 
     return wrapper
@@ -302,7 +306,8 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
                 max_images, self.settings.max_image_bytes, self.settings.max_request_image_bytes, what
             ),
         )
-        return await self.decoder.decode(uploads)
+        with stage("decode"):  # the bots only read headers: every pixel is decoded here
+            return await self.decoder.decode(uploads)
 
     @rpc
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
