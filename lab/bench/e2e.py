@@ -124,6 +124,17 @@ def point_references_at(url: str, keys: Sequence[str]) -> None:
         )
 
 
+def server_facts(url: str) -> dict[str, str]:
+    """The PostgreSQL the figures came from (its cache size matters most)."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT current_setting('shared_buffers'), current_setting('server_version'),"
+            " (SELECT extversion FROM pg_extension WHERE extname = 'vector')"
+        ).fetchone()
+    assert row is not None
+    return {"shared_buffers": str(row[0]), "postgres": str(row[1]), "pgvector": str(row[2])}
+
+
 def stop_pointing(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP TRIGGER bench_e2e_thumbnail ON reference_images")
@@ -273,6 +284,7 @@ async def run_e2e_bench(
         url, SyntheticCatalog(n_loras, Shape(), seed), n_refs, seed=seed, progress=on_chunk
     )
     await asyncio.to_thread(stop_pointing, url)
+    server = await asyncio.to_thread(server_facts, url)
 
     single = query_sets(zoo, n_queries, 1)
     multi = query_sets(zoo, n_queries, MULTI_IMAGES)
@@ -294,7 +306,8 @@ async def run_e2e_bench(
         encoder, top_k = service.runtime.embedder.label, bot.settings.default_top_k
     finally:
         await service.stop(0.5)
-    return _report(n_loras, n_refs, top_k, settings, encoder, loaded, keys, zoo_spec, single, timed)
+    report = _report(n_loras, n_refs, top_k, settings, encoder, loaded, keys, zoo_spec, single, timed)
+    return {**report, "server": server}
 
 
 def _ms(values: Sequence[float]) -> dict[str, float]:

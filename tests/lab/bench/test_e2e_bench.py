@@ -43,3 +43,5 @@ async def test_e2e_bench_reports_latency_and_stages(db_url: str, tmp_path: Path)
         assert report["thumbnails_median"] == result["top_k"] * result["service"]["transfers_per_match"]
         assert report["candidates"]["median"] >= report["scored"]["median"] >= result["top_k"]
     assert "synthetic" in result["note"]
+    assert result["server"]["pgvector"]
+    assert result["server"]["shared_buffers"]
