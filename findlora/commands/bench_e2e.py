@@ -59,6 +59,12 @@ def e2e_cmd(
 ) -> None:
     """Bot core -> gRPC -> service -> answer with thumbnails: p50/p95 and where the time goes."""
     from inference_service.logs import configure_logging
+    from lab.bench.e2e import markdown_rows
 
     configure_logging(json=False, level=30)  # the service's per-call lines would bury the result
-    emit_json(run(_e2e(loras, refs, queries, seed, cache_dir, keep)), json_file)
+    result = run(_e2e(loras, refs, queries, seed, cache_dir, keep))
+    emit_json(result, json_file)
+    if json_file is not None:  # stdout holds only the JSON otherwise
+        console.print("rows for docs/benchmarks-search.md (End-to-end /findlora latency):")
+        for row in markdown_rows(result):
+            console.print(row, highlight=False, markup=False, soft_wrap=True)

@@ -398,3 +398,35 @@ def _report(
         "index_build_s": round(loaded.index_build_s, 2),
         "cpus": os.cpu_count(),
     }
+
+
+TABLE_STAGES = ("decode", "encode", "walk", "rerank", "store", "references", "thumbnails")
+
+
+def markdown_rows(result: dict[str, Any]) -> list[str]:
+    """The rows of docs/benchmarks-search.md's end-to-end table for one run: per stage its p50 in
+    ms and its share of the whole wait."""
+
+    def cell(stage: dict[str, float]) -> str:
+        return f"{stage['p50_ms']:.1f} · {stage['share']:.0%}"
+
+    rows = []
+    for kind, label in (("single", "1 image"), ("multi", f"{MULTI_IMAGES} images")):
+        report = result[kind]
+        stages = report["stages"]
+        rest = {
+            "p50_ms": stages["check"]["p50_ms"] + stages["other_server"]["p50_ms"],
+            "share": stages["check"]["share"] + stages["other_server"]["share"],
+        }
+        cells = [
+            f"{result['n_loras']:,}",
+            label,
+            f"{report['answer']['p50_ms']:.0f} / {report['answer']['p95_ms']:.0f}",
+            *(cell(stages[name]) for name in TABLE_STAGES),
+            cell(rest),
+            cell(stages["bot_and_transport"]),
+            f"{report['candidates']['median']:,.0f} / {report['scored']['median']:,.0f}",
+            f"{report['contact_sheets']['p50_ms']:.0f}",
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows

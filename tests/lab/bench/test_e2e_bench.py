@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.bench.e2e import STAGES, ZooSpec, run_e2e_bench
+from lab.bench.e2e import STAGES, ZooSpec, markdown_rows, run_e2e_bench
 
 pytestmark = pytest.mark.db
 
@@ -45,3 +45,7 @@ async def test_e2e_bench_reports_latency_and_stages(db_url: str, tmp_path: Path)
     assert "synthetic" in result["note"]
     assert result["server"]["pgvector"]
     assert result["server"]["shared_buffers"]
+    # The docs' table rows: one per kind, every column filled.
+    rows = markdown_rows(result)
+    assert [row.count("|") for row in rows] == [15, 15]
+    assert rows[1].startswith("| 200 | 4 images | ")
