@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC
@@ -23,7 +22,6 @@ from db.rows import FlagRow
 from db.status import database_status
 from findlora_client.base_models import canonical
 from findlora_client.protocol import MAX_QUERY_IMAGES, Reason
-from findlora_client.timing import SERVER_TIMING_TRAILER
 from inference_service.auth import current_caller, require
 from inference_service.blobs import BlobStore
 from inference_service.config import Settings
@@ -44,7 +42,7 @@ from inference_service.observability import RPC_LATENCY, RPC_REQUESTS
 from inference_service.registration.jobs import Registration, Registrations
 from inference_service.search import SearchQuery
 from inference_service.search.engine import SearchEngine, SearchPage
-from inference_service.timing import request_timer, stage
+from inference_service.timing import StageTimer
 from protos import findlora_pb2 as pb
 from protos import findlora_pb2_grpc as pb_grpc
 
@@ -102,28 +100,26 @@ def _failure(exc: Exception, bound: Any, request_id: str) -> Failure:
 
 def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
     """Map domain errors to gRPC statuses with their reason (trailing metadata), log one
-    structured line per call, never leak a trace."""
+    structured line per call with its stages (also a server-timing trailer), never leak a trace."""
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Response:
         name = handler.__name__
         request_id = uuid.uuid4().hex[:12]
         bound = log.bind(rpc=name, request_id=request_id)
-        started = time.perf_counter()
+        timer = StageTimer()  # the stages the handler times (inference_service.timing)
         code = grpc.StatusCode.OK
         try:
-            with request_timer() as timer:
-                response = await handler(self, request, context)
+            response = await timer.run(handler(self, request, context))
         except Exception as exc:
             code, reason, message, extra = _failure(exc, bound, request_id)
         finally:
-            elapsed = time.perf_counter() - started
+            elapsed = timer.elapsed()
             RPC_LATENCY.labels(name).observe(elapsed)
             RPC_REQUESTS.labels(name, code.name).inc()
         if code != grpc.StatusCode.OK:
             await context.abort(code, message, trailing_metadata=reason_trailer(reason, *extra))
-        context.set_trailing_metadata(((SERVER_TIMING_TRAILER, timer.trailer(elapsed)),))
-        bound.info("rpc_ok", ms=round(elapsed * 1000, 1), **timer.log_fields())
+        bound.info("rpc_ok", ms=round(elapsed * 1000, 1), **timer.report(context, elapsed))
         return response
 
     return wrapper
@@ -306,8 +302,7 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
                 max_images, self.settings.max_image_bytes, self.settings.max_request_image_bytes, what
             ),
         )
-        with stage("decode"):  # the bots only read headers: every pixel is decoded here
-            return await self.decoder.decode(uploads)
+        return await self.decoder.decode(uploads)
 
     @rpc
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:

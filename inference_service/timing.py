@@ -1,6 +1,6 @@
 """Where one request's time goes, measured by the service itself.
 
-The RPC wrapper (servicer.rpc) opens a StageTimer for each call; code deep in the search path
+The RPC wrapper (servicer.rpc) runs each handler under a StageTimer; code deep in the search path
 times its stage with `stage("walk")` without being handed the timer (a context variable, which
 asyncio tasks and asyncio.to_thread inherit). The wrapper sends the result back as the
 `server-timing` trailer (findlora_client.timing) and logs it on the call's one line. Outside a
@@ -10,12 +10,16 @@ call (benchmarks, one-shot commands) `stage` and `count` do nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
-from findlora_client.timing import TOTAL, format_server_timing
+import grpc
+
+from findlora_client.timing import SERVER_TIMING_TRAILER, TOTAL, format_server_timing
+
+T = TypeVar("T")
 
 
 class StageTimer:
@@ -23,6 +27,17 @@ class StageTimer:
         self.started = time.perf_counter()
         self.seconds: dict[str, float] = {}  # per stage, summed over its runs, in first-run order
         self.counts: dict[str, int] = {}
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    async def run(self, work: Awaitable[T]) -> T:
+        """Await `work` (a handler's coroutine, not started yet) with this as its timer."""
+        token = _current.set(self)
+        try:
+            return await work
+        finally:
+            _current.reset(token)
 
     def add(self, name: str, seconds: float) -> None:
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
@@ -36,6 +51,11 @@ class StageTimer:
     def trailer(self, total_s: float) -> str:
         return format_server_timing(self.durations_ms(total_s), self.counts)
 
+    def report(self, context: grpc.aio.ServicerContext, total_s: float) -> dict[str, Any]:
+        """Set the call's server-timing trailer; the fields of its log line."""
+        context.set_trailing_metadata(((SERVER_TIMING_TRAILER, self.trailer(total_s)),))
+        return self.log_fields()
+
     def log_fields(self) -> dict[str, Any]:
         """Fields for the call's log line: nothing when no stage ran."""
         fields: dict[str, Any] = {}
@@ -47,17 +67,6 @@ class StageTimer:
 
 
 _current: ContextVar[StageTimer | None] = ContextVar("findlora_stage_timer", default=None)
-
-
-@contextmanager
-def request_timer() -> Iterator[StageTimer]:
-    """A fresh timer for the code run inside the block."""
-    timer = StageTimer()
-    token = _current.set(timer)
-    try:
-        yield timer
-    finally:
-        _current.reset(token)
 
 
 @contextmanager

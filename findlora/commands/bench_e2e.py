@@ -1,15 +1,18 @@
-"""`findlora bench e2e`: /findlora as the bot sees it (added to `bench` by bench_search.register_bench)."""
+"""`findlora bench e2e`: /findlora as the bot sees it (added to `bench` by
+bench_search.register_bench, which hands it the shared JSON writer)."""
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from findlora.commands.bench_search import emit_json
 from findlora.console import console, run
+
+EmitJson = Callable[[dict[str, Any], Path | None], None]
 
 
 async def _e2e(
@@ -48,23 +51,30 @@ async def _e2e(
         )
 
 
-def e2e_cmd(
-    loras: int = typer.Option(10000, "--loras", min=10, help="Synthetic catalog size."),
-    refs: int = typer.Option(30, "--refs", min=2, help="References per LoRA (|S|)."),
-    queries: int = typer.Option(40, "--queries", min=1, help="Searches of each kind (1 image, 4 images)."),
-    seed: int = typer.Option(0, "--seed"),
-    cache_dir: Path = typer.Option(Path(".bench"), "--cache-dir", help="Where the query zoo is cached."),
-    keep: bool = typer.Option(False, "--keep", help="Keep the benchmark database."),
-    json_file: Path | None = typer.Option(None, "--json", help="Write the JSON here, not to stdout."),
-) -> None:
-    """Bot core -> gRPC -> service -> answer with thumbnails: p50/p95 and where the time goes."""
-    from inference_service.logs import configure_logging
-    from lab.bench.e2e import markdown_rows
+def e2e_command(emit_json: EmitJson) -> Callable[..., None]:
+    """The `bench e2e` command, writing its JSON with `emit_json`."""
 
-    configure_logging(json=False, level=30)  # the service's per-call lines would bury the result
-    result = run(_e2e(loras, refs, queries, seed, cache_dir, keep))
-    emit_json(result, json_file)
-    if json_file is not None:  # stdout holds only the JSON otherwise
-        console.print("rows for docs/benchmarks-search.md (End-to-end /findlora latency):")
-        for row in markdown_rows(result):
-            console.print(row, highlight=False, markup=False, soft_wrap=True)
+    def e2e_cmd(
+        loras: int = typer.Option(10000, "--loras", min=10, help="Synthetic catalog size."),
+        refs: int = typer.Option(30, "--refs", min=2, help="References per LoRA (|S|)."),
+        queries: int = typer.Option(
+            40, "--queries", min=1, help="Searches of each kind (1 image, 4 images)."
+        ),
+        seed: int = typer.Option(0, "--seed"),
+        cache_dir: Path = typer.Option(Path(".bench"), "--cache-dir", help="Where the query zoo is cached."),
+        keep: bool = typer.Option(False, "--keep", help="Keep the benchmark database."),
+        json_file: Path | None = typer.Option(None, "--json", help="Write the JSON here, not to stdout."),
+    ) -> None:
+        """Bot core -> gRPC -> service -> answer with thumbnails: p50/p95 and where the time goes."""
+        from inference_service.logs import configure_logging
+        from lab.bench.e2e import markdown_rows
+
+        configure_logging(json=False, level=30)  # the service's per-call lines would bury the result
+        result = run(_e2e(loras, refs, queries, seed, cache_dir, keep))
+        emit_json(result, json_file)
+        if json_file is not None:  # stdout holds only the JSON otherwise
+            console.print("rows for docs/benchmarks-search.md (End-to-end /findlora latency):")
+            for row in markdown_rows(result):
+                console.print(row, highlight=False, markup=False, soft_wrap=True)
+
+    return e2e_cmd
