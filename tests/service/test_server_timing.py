@@ -53,7 +53,7 @@ async def test_search_reports_each_stage(client: FindLoraClient, catalog_dir: Pa
     assert line["counts"] == counts
 
 
-async def test_paging_reports_its_stages_and_uncollected_calls_cost_nothing(
+async def test_paging_reports_its_stages_and_uncollected_calls_are_not_kept(
     client: FindLoraClient, catalog_dir: Path
 ) -> None:
     data = (catalog_dir / "loras" / "style-02" / "references" / "s01.png").read_bytes()
