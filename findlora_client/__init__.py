@@ -9,18 +9,22 @@ from findlora_client.protocol import (
     MAX_QUERY_IMAGES,
     Reason,
 )
+from findlora_client.timing import CallTiming, ServerTiming, collect_server_timing
 
 __all__ = [
     "DEFAULT_ADDRESS",
     "MAX_IMAGE_PIXELS",
     "MAX_MESSAGE_BYTES",
     "MAX_QUERY_IMAGES",
+    "CallTiming",
     "ClientTls",
     "FindLoraClient",
     "QueryImage",
     "Reason",
+    "ServerTiming",
     "ServiceCallError",
     "ServiceTimeout",
     "ServiceUnreachable",
     "TokenMissing",
+    "collect_server_timing",
 ]

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from findlora_client import timing
 from findlora_client.errors import ServiceCallError, ServiceTimeout, ServiceUnreachable
 from findlora_client.protocol import (
     DEFAULT_ADDRESS,
@@ -136,7 +137,11 @@ class FindLoraClient:
         reply: type[Reply],
     ) -> Reply:
         try:
-            response: Reply = await method(request, timeout=timeout or self.timeout, metadata=self._metadata)
+            call = method(request, timeout=timeout or self.timeout, metadata=self._metadata)
+            response: Reply = await call
+            if timing.collecting():  # the caller asked for the service's per-stage timing
+                name = type(request).__name__.removesuffix("Request")
+                timing.record(name, await call.trailing_metadata() or ())
         except grpc.aio.AioRpcError as error:
             raise self._translate(error) from None
         return response

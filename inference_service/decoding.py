@@ -22,6 +22,7 @@ from findlora_client.protocol import Reason
 from inference_service.config import Settings
 from inference_service.errors import InvalidArgument, ResourceExhausted
 from inference_service.imaging import ImageRejected, check_size, decode_image
+from inference_service.timing import stage
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,8 @@ class DecodePool:
                 self._pending -= len(uploads) - len(futures)
             raise
         try:
-            return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
+            with stage("decode"):  # the bots read headers only: every pixel is decoded here
+                return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
         finally:
             for future in futures:
                 future.cancel()  # no-op for finished or running ones

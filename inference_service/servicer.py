@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC
@@ -43,6 +42,7 @@ from inference_service.observability import RPC_LATENCY, RPC_REQUESTS
 from inference_service.registration.jobs import Registration, Registrations
 from inference_service.search import SearchQuery
 from inference_service.search.engine import SearchEngine, SearchPage
+from inference_service.timing import StageTimer
 from protos import findlora_pb2 as pb
 from protos import findlora_pb2_grpc as pb_grpc
 
@@ -100,26 +100,26 @@ def _failure(exc: Exception, bound: Any, request_id: str) -> Failure:
 
 def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
     """Map domain errors to gRPC statuses with their reason (trailing metadata), log one
-    structured line per call, never leak a trace."""
+    structured line per call with its stages (also a server-timing trailer), never leak a trace."""
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Response:
         name = handler.__name__
         request_id = uuid.uuid4().hex[:12]
         bound = log.bind(rpc=name, request_id=request_id)
-        started = time.perf_counter()
+        timer = StageTimer()  # the stages the handler times (inference_service.timing)
         code = grpc.StatusCode.OK
         try:
-            response = await handler(self, request, context)
+            response = await timer.run(handler(self, request, context))
         except Exception as exc:
             code, reason, message, extra = _failure(exc, bound, request_id)
         finally:
-            elapsed = time.perf_counter() - started
+            elapsed = timer.elapsed()
             RPC_LATENCY.labels(name).observe(elapsed)
             RPC_REQUESTS.labels(name, code.name).inc()
         if code != grpc.StatusCode.OK:
             await context.abort(code, message, trailing_metadata=reason_trailer(reason, *extra))
-        bound.info("rpc_ok", ms=round(elapsed * 1000, 1))
+        bound.info("rpc_ok", ms=round(elapsed * 1000, 1), **timer.report(context, elapsed))
         return response
 
     return wrapper

@@ -198,5 +198,8 @@ def throughput_cmd(
 
 
 def register_bench(bench_app: typer.Typer) -> None:
+    from findlora.commands.bench_e2e import e2e_command
+
     bench_app.command("search")(search_cmd)
     bench_app.command("throughput")(throughput_cmd)
+    bench_app.command("e2e")(e2e_command(emit_json))

@@ -2,7 +2,8 @@
 
 Several sources may feed one ranking: a fused search takes the union of the style-distance and
 RKME candidates and scores the fused value on it; a source that cannot bound that score gives
-lower bound -inf and a budget instead.
+lower bound -inf and a budget instead. Within a request, asking the sources is timed as the
+"walk" stage and exact scoring as "rerank" (inference_service.timing).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+
+from inference_service.timing import count, stage
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,8 @@ async def rank_two_stage(
             if not alive:
                 break
             ids = [i for _, i in alive[:chunk]]
-            found = await scorer(ids)
+            with stage("rerank"):
+                found = await scorer(ids)
             stats.score_calls += 1
             stats.scored += len(ids)
             for i in ids:
@@ -105,7 +109,8 @@ async def rank_two_stage(
             break
         # Ask the source whose frontier is lowest: it bounds what is still unseen.
         index = min(open_sources, key=lambda n: frontiers[n])
-        batch = await sources[index].next_batch()
+        with stage("walk"):
+            batch = await sources[index].next_batch()
         stats.batches += 1
         frontiers[index] = batch.frontier
         for i, lb, ub in zip(
@@ -119,5 +124,7 @@ async def rank_two_stage(
             if math.isfinite(ub):
                 bound_top.push(ub, i)
     stats.candidates = len(seen)
+    count("candidates", stats.candidates)
+    count("scored", stats.scored)
     ranked = sorted(scores.items(), key=lambda item: (item[1], item[0]))[:k]
     return ranked, stats

@@ -32,6 +32,7 @@ from inference_service.prompting import suggest_prompt
 from inference_service.search import SearchQuery
 from inference_service.search.centroids import TwoStageOptions, rank_d_avg
 from inference_service.search.fused import FusedRanking, FusedSearch
+from inference_service.timing import stage
 
 if TYPE_CHECKING:
     from inference_service.gmi import GmiBranch
@@ -140,8 +141,9 @@ class SearchEngine:
         snapshot that ranks."""
         queries = list(embeddings)
         if exact:
-            async with self.db.search_connection(guard) as conn:
-                return await ranking.rank_exhaustive(conn, queries, filters, limit=limit)
+            with stage("exhaustive"):
+                async with self.db.search_connection(guard) as conn:
+                    return await ranking.rank_exhaustive(conn, queries, filters, limit=limit)
         ranked, stats = await rank_d_avg(
             self.db, queries, limit=limit, filters=filters, options=self.options, guard=guard
         )
@@ -177,8 +179,10 @@ class SearchEngine:
             raise InvalidArgument(f"send 1 to {MAX_QUERY_IMAGES} images of one style")
         top_k = self._top_k(query.top_k)
         for _ in range(_ENCODER_ATTEMPTS):
-            embedder = await self._check_catalog()
-            embeddings = await self.embed(query.images, query.deadline, embedder=embedder)
+            with stage("check"):
+                embedder = await self._check_catalog()
+            with stage("encode"):  # with the wait for a batch when batching is on
+                embeddings = await self.embed(query.images, query.deadline, embedder=embedder)
             try:
                 return await self._search_with(query, embeddings, embedder.label, top_k)
             except EncoderChanged as exc:
@@ -202,16 +206,21 @@ class SearchEngine:
             fused = await self.fused_ranking(query, embeddings, limit, guard)
             pseudo_prompt, stored = fused.pseudo_prompt, fused.ranking
         centre = embeddings.mean(axis=0)
-        search_id, expires_at = await self.db.run(
-            searches.save_search,
-            query=centre,
-            pseudo_prompt=pseudo_prompt,
-            ranking=stored,
-            filters={"base_model": query.base_model, "allow_nsfw": query.allow_nsfw, "exact": query.exact},
-            requested_by=query.requested_by,
-            ttl_hours=self.settings.search_ttl_hours,
-            encoder=label,
-        )
+        with stage("store"):
+            search_id, expires_at = await self.db.run(
+                searches.save_search,
+                query=centre,
+                pseudo_prompt=pseudo_prompt,
+                ranking=stored,
+                filters={
+                    "base_model": query.base_model,
+                    "allow_nsfw": query.allow_nsfw,
+                    "exact": query.exact,
+                },
+                requested_by=query.requested_by,
+                ttl_hours=self.settings.search_ttl_hours,
+                encoder=label,
+            )
         matches = await self._materialise(stored, 0, top_k, centre, pseudo_prompt, query.allow_nsfw, guard)
         return SearchPage(search_id, pseudo_prompt, matches, 0, len(stored), expires_at)
 
@@ -253,19 +262,23 @@ class SearchEngine:
     ) -> list[RankedLora]:
         window = stored[offset : offset + limit]
         ids = [int(item["lora_id"]) for item in window]
-        async with self.db.search_connection(guard) as conn:
-            loras = await catalog.loras_by_id(conn, ids)
-            nearest = await ranking.nearest_references(conn, query, ids, self.settings.transfers_per_match)
+        with stage("references"):  # the page's catalog rows and each match's nearest references
+            async with self.db.search_connection(guard) as conn:
+                loras = await catalog.loras_by_id(conn, ids)
+                nearest = await ranking.nearest_references(
+                    conn, query, ids, self.settings.transfers_per_match
+                )
         matches = []
         for position, item in enumerate(window, start=offset + 1):
             lora = loras.get(int(item["lora_id"]))
             # A LoRA hidden or taken down after the search never shows again.
             if lora is None or lora.status != "active" or (lora.nsfw and not allow_nsfw):
                 continue
-            transfers = [
-                Transfer(ref.sample_id, ref.blob_key, self.blobs.get(ref.thumb_key), ref.distance)
-                for ref in nearest.get(lora.id, [])
-            ]
+            with stage("thumbnails"):
+                transfers = [
+                    Transfer(ref.sample_id, ref.blob_key, self.blobs.get(ref.thumb_key), ref.distance)
+                    for ref in nearest.get(lora.id, [])
+                ]
             matches.append(
                 RankedLora(
                     rank=position,
