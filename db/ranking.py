@@ -19,10 +19,11 @@ from db.specs import SPEC_ROWS
 
 def d_avg_sql(where: str, *, join_loras: bool = True) -> str:
     """(lora_id, d): d_avg(q, m) = mean_s |f(q) - f(t(s, m))| over kept references of the LoRAs
-    passing `where` (over `reference_images r JOIN loras l`, or `r` alone without `join_loras`); with several query images
-    %(q)s, the mean of their d_avg (every query meets every reference). References are stored as
-    halfvec and compared in float32 (`::vector`), so d_avg is exact for the stored values and the
-    centroid bounds, computed the same way, hold to float32 rounding."""
+    passing `where` (over `reference_images r JOIN loras l`, or `r` alone without `join_loras`);
+    with several query images %(q)s, the mean of their d_avg (every query meets every
+    reference). References are stored as halfvec and compared in float32 (`::vector`), so d_avg
+    is exact for the stored values and the centroid bounds, computed the same way, hold to
+    float32 rounding."""
     join = "JOIN loras l ON l.id = r.lora_id" if join_loras else ""
     return f"""
         SELECT r.lora_id, avg(r.embedding::vector <-> q.v) AS d
