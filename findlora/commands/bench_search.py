@@ -117,7 +117,7 @@ def search_cmd(
     refs: int = typer.Option(30, "--refs", min=2, help="References per LoRA (|S|)."),
     queries: int = typer.Option(40, "--queries", min=4, help="Queries, each timed on every path."),
     top_k: int = typer.Option(10, "--top-k", min=1, help="k of the ranking and of recall@k."),
-    ef_search: int = typer.Option(400, "--ef-search", min=10, help="HNSW ef_search."),
+    ef_search: int = typer.Option(800, "--ef-search", min=10, help="HNSW ef_search."),
     exact_below: int = typer.Option(2000, "--exact-below", help="Exact centroid scan below this size."),
     seed: int = typer.Option(0, "--seed"),
     keep: bool = typer.Option(False, "--keep", help="Keep the benchmark databases."),
