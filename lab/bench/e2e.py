@@ -1,18 +1,25 @@
 """`bench e2e`: /findlora as the bot sees it, from the bot core's call to the rendered answer.
 
-One process runs all three parts for real: a synthetic catalog (lab.bench.load, synthetic
-embeddings) in a scratch database whose references point at real WebP thumbnails in the service's
-blob store; the inference service (start_service: the shipped style encoder on CPU, the
-configured decode pool and batching) on that database; and the bot core (bot.core.search_flow.
-run_search, what both bots call for /findlora) with the Discord bot's services, calling it over
-gRPC. Only the attachment CDN is faked (httpx.MockTransport), as in the bot tests.
+One process runs all three parts for real: a catalog (lab.bench.load) in a scratch database whose
+references point at real WebP thumbnails in the service's blob store; the inference service
+(start_service: the shipped style encoder on CPU, the configured decode pool and batching) on that
+database; and the bot core (bot.core.search_flow.run_search, what both bots call for /findlora)
+with the Discord bot's services, calling it over gRPC. Only the attachment CDN is faked
+(httpx.MockTransport), as in the bot tests.
 
 Query images are real PNGs (512 px, the demo's procedural style zoo) sent as the bot sends an
 attachment: the downloaded bytes, unchanged. Each search's stages come from the service's
-`server-timing` trailer (inference_service.timing). The catalog's embeddings are synthetic and the
-queries' come from the real encoder, so they are not distributed alike: the walk may ask for more
-(or fewer) candidates than on the synthetic queries of `bench search`; the candidates and exact
-scores per search are reported for that reason.
+`server-timing` trailer (inference_service.timing).
+
+The catalog lives where the real encoder's embeddings live (lab.bench.synthetic.AnchoredCatalog):
+the zoo's reference images (never its query images) are embedded by the encoder the service loads;
+one LoRA per zoo style carries its style's real reference embeddings, and the other N - styles are
+synthetic lookalike families around the real style centroids (displaced by the measured spread
+between them, references drawn with the measured within-style spread, unit vectors). So a real
+query of style X finds style X's real LoRA and its synthetic lookalikes near it, as in a real
+deployment, and the walk prunes as it would there. The report says how often each search's own
+style's real LoRA is on the page (a check that the alignment holds) and how many candidates each
+search walked and scored exactly.
 """
 
 from __future__ import annotations
@@ -43,10 +50,11 @@ from findlora_client.credentials import connect
 from findlora_client.timing import TOTAL
 from inference_service.blobs import BlobStore
 from inference_service.config import Settings
-from inference_service.imaging import thumbnail_webp
+from inference_service.imaging import load_image_file, thumbnail_webp
+from inference_service.models.style_encoder import StyleEmbedder, resolve_encoder
 from inference_service.server import RunningService, start_service
-from lab.bench.load import load_catalog
-from lab.bench.synthetic import Shape, SyntheticCatalog
+from lab.bench.load import draw_metadata, load_catalog
+from lab.bench.synthetic import AnchoredCatalog
 from lab.zoo.style_zoo import generate_zoo, load_rgb, read_queries, read_zoo_info
 
 ZOO_SEED = 7  # the demo's
@@ -56,10 +64,13 @@ CDN = "https://cdn.discordapp.com/attachments/0/0/"
 # Server stages in the order a search runs them (inference_service.timing).
 STAGES = ("decode", "check", "encode", "walk", "rerank", "store", "references", "thumbnails")
 NOTE = (
-    "Catalog embeddings are synthetic (lab.bench.synthetic); query embeddings come from the real "
-    "style encoder, so they are not distributed like the catalog and the centroid walk may score "
-    "more or fewer candidates than on synthetic queries (bench search): see candidates/scored. "
-    "Every reference points at one of the real WebP thumbnails listed under thumbnails."
+    "Anchored catalog (lab.bench.synthetic.AnchoredCatalog): the zoo's reference images (not its "
+    "query images) embedded by the service's own style encoder; one LoRA per zoo style carries its "
+    "style's real reference embeddings, the rest are synthetic lookalike families around the real "
+    "style centroids (displacements scaled from the measured spread between them, references with "
+    "the measured within-style spread, unit vectors): see catalog. own_style: how often the query's "
+    "style's real LoRA is on the page (top_k) and first. Every reference points at one of the real "
+    "WebP thumbnails listed under thumbnails."
 )
 
 
@@ -95,6 +106,31 @@ def ensure_zoo(root: Path, spec: ZooSpec) -> Path:
         progress=False,
     )
     return root
+
+
+def reference_paths(zoo: Path) -> dict[str, list[Path]]:
+    """The zoo's reference images by style slug (the queries' slugs)."""
+    styles = sorted(p for p in (zoo / "loras").iterdir() if p.is_dir())
+    return {style.name: sorted((style / "references").glob("*.png")) for style in styles}
+
+
+@dataclass(frozen=True)
+class Anchors:
+    """The zoo's references as the service's encoder embeds them: what the catalog is built around."""
+
+    styles: list[str]
+    embeddings: list[np.ndarray]  # per style, (references, dim) unit float32
+    encoder: str
+
+
+def embed_references(zoo: Path, settings: Settings) -> Anchors:
+    """Embed the zoo's references with the encoder the service loads (resolve_encoder on the same
+    settings), decoded as the importer decodes files."""
+    model, label = resolve_encoder(settings.style_encoder, settings.device)
+    embedder = StyleEmbedder(model, label, settings.device)
+    by_style = reference_paths(zoo)
+    embeddings = [embedder.embed([load_image_file(p) for p in paths]) for paths in by_style.values()]
+    return Anchors(list(by_style), embeddings, label)
 
 
 def store_thumbnails(zoo: Path, blobs: BlobStore, px: int) -> list[str]:
@@ -145,6 +181,7 @@ def stop_pointing(url: str) -> None:
 class Upload:
     name: str
     data: bytes
+    style: str = ""  # the zoo style that made it ("" for a warm-up image)
 
 
 def query_sets(zoo: Path, count: int, images: int) -> list[list[Upload]]:
@@ -159,7 +196,7 @@ def query_sets(zoo: Path, count: int, images: int) -> list[list[Upload]]:
         pool = by_style[styles[j % len(styles)]]
         start = (j // len(styles)) * images
         paths = [pool[(start + i) % len(pool)] for i in range(images)]
-        sets.append([Upload(p.name, p.read_bytes()) for p in paths])
+        sets.append([Upload(p.name, p.read_bytes(), styles[j % len(styles)]) for p in paths])
     return sets
 
 
@@ -194,6 +231,7 @@ class Timed:
     server: CallTiming
     results: int
     thumbnails: int
+    own_rank: int | None  # rank of the query style's real LoRA on the page; None when absent
 
 
 class BotSide:
@@ -219,7 +257,8 @@ class BotSide:
         self.cdn[url] = upload.data
         return AttachmentInfo(url, upload.name, "image/png", len(upload.data))
 
-    async def search(self, kind: str, uploads: Sequence[Upload]) -> Timed:
+    async def search(self, kind: str, uploads: Sequence[Upload], own_slug: str = "") -> Timed:
+        """One /findlora; `own_slug`: the catalog slug of the query style's real LoRA."""
         self.searches += 1
         ask = SearchAsk(
             user=f"bench-user-{self.searches}",  # one search each: no rate limit is reached
@@ -234,6 +273,7 @@ class BotSide:
             elapsed = time.perf_counter() - started
         if replies.page is None:
             raise RuntimeError(f"the search was refused: {' '.join(replies.said)}")
+        slugs = [card.slug for card in replies.page.cards]
         return Timed(
             kind,
             (elapsed - replies.sheets_s) * 1000.0,
@@ -241,6 +281,7 @@ class BotSide:
             calls[-1],
             len(replies.page.cards),
             sum(len(card.transfers) for card in replies.page.cards),
+            slugs.index(own_slug) + 1 if own_slug in slugs else None,
         )
 
     async def close(self) -> None:
@@ -272,6 +313,12 @@ async def run_e2e_bench(
     settings = Settings(data_dir=data_dir, database_url=url)
     zoo = await asyncio.to_thread(ensure_zoo, zoo_dir, zoo_spec)
     keys = await asyncio.to_thread(store_thumbnails, zoo, BlobStore(settings.blob_dir), settings.thumbnail_px)
+    anchors = await asyncio.to_thread(embed_references, zoo, settings)
+    catalog = AnchoredCatalog(n_loras, anchors.embeddings, seed=seed)
+    # The real LoRAs stay searchable (the metadata takes down about 1 % of LoRAs at random).
+    meta = draw_metadata(n_loras, seed)
+    meta.active[catalog.anchor_index] = True
+    own_slug = {s: f"syn-{i:07d}" for s, i in zip(anchors.styles, catalog.anchor_index.tolist(), strict=True)}
     loaded_so_far = 0
 
     def on_chunk(count: int) -> None:
@@ -280,9 +327,7 @@ async def run_e2e_bench(
         progress("load", loaded_so_far, n_loras)
 
     await asyncio.to_thread(point_references_at, url, keys)
-    loaded = await load_catalog(
-        url, SyntheticCatalog(n_loras, Shape(), seed), n_refs, seed=seed, progress=on_chunk
-    )
+    loaded = await load_catalog(url, catalog, n_refs, seed=seed, progress=on_chunk, meta=meta)
     await asyncio.to_thread(stop_pointing, url)
     server = await asyncio.to_thread(server_facts, url)
 
@@ -298,16 +343,19 @@ async def run_e2e_bench(
                 await bot.search("warmup", uploads)
             timed: list[Timed] = []
             for j in range(n_queries):  # the two kinds alternate, so background load hits both
-                timed.append(await bot.search("single", single[j]))
-                timed.append(await bot.search("multi", multi[j]))
+                timed.append(await bot.search("single", single[j], own_slug[single[j][0].style]))
+                timed.append(await bot.search("multi", multi[j], own_slug[multi[j][0].style]))
                 progress("searches", j + 1, n_queries)
         finally:
             await bot.close()
         encoder, top_k = service.runtime.embedder.label, bot.settings.default_top_k
     finally:
         await service.stop(0.5)
+    if encoder != anchors.encoder:
+        raise RuntimeError(f"the catalog was built with {anchors.encoder} but the service runs {encoder}")
     report = _report(n_loras, n_refs, top_k, settings, encoder, loaded, keys, zoo_spec, single, timed)
-    return {**report, "server": server}
+    described = {"kind": "anchored", **catalog.describe(n_refs), "styles": anchors.styles}
+    return {**report, "catalog": described, "server": server}
 
 
 def _ms(values: Sequence[float]) -> dict[str, float]:
@@ -348,6 +396,10 @@ def _kind(rows: Sequence[Timed]) -> dict[str, Any]:
         "answer_with_contact_sheets": _ms([r.answer_ms + r.sheets_ms for r in rows]),
         "candidates": {"median": float(np.median(candidates)), "p95": float(np.percentile(candidates, 95))},
         "scored": {"median": float(np.median(scored)), "p95": float(np.percentile(scored, 95))},
+        "own_style": {
+            "on_page": round(float(np.mean([r.own_rank is not None for r in rows])), 4),
+            "first": round(float(np.mean([r.own_rank == 1 for r in rows])), 4),
+        },
         "results_median": float(np.median([r.results for r in rows])),
         "thumbnails_median": float(np.median([r.thumbnails for r in rows])),
     }

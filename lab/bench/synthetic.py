@@ -11,7 +11,7 @@ needed to guarantee the exact d_avg top-10 (see `calibration`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,6 +79,139 @@ class SyntheticCatalog:
         """One unseen query image per given LoRA index: (n, dim) float32 unit vectors."""
         noise = self._noise(len(lora_indices), rng)
         return self._unit(self.centres[lora_indices] + self.shape.query_spread * noise).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Anchoring:
+    """Where AnchoredCatalog puts its synthetic LoRAs. Lengths are in units of the real styles'
+    spread: the rms distance of their centroids from the centroids' mean."""
+
+    family_size: int = 5  # LoRAs per lookalike family, on average
+    family_spread: float = 0.3  # a LoRA's centre around its family's
+    family_distance: tuple[float, float] = (0.5, 1.5)  # a derived family from its real style (uniform)
+    isotropic: float = 0.5  # share of a displacement's variance spread over every direction, the
+    # rest along the few directions the real styles differ in (they span only styles - 1)
+
+
+class AnchoredCatalog(SyntheticCatalog):
+    """A catalog that lives where a real encoder's embeddings live, built around the real
+    reference embeddings of a few styles (`anchors`: per style, its references as the encoder
+    embeds them, unit vectors).
+
+    LoRA `anchor_index[s]` carries style s's real references (repeated in turn up to n_refs), so
+    a real query of style s has its true LoRA in the catalog. The others are synthetic, in
+    families: each real style heads one family of lookalikes (its derivative LoRAs), and every
+    further family is centred on a real style's centroid displaced by `family_distance`. A
+    displacement follows the measured spread between the real centroids (plus an isotropic part,
+    see Anchoring) and a centre keeps its style's centroid norm. A synthetic LoRA's references
+    are its centre plus noise drawn from the real styles' pooled within-style covariance, scaled
+    to its real style's own spread, unit-normalised like the encoder's outputs.
+
+    Same interface as SyntheticCatalog (n_loras, centres, references, iter_references, queries),
+    so lab.bench.load loads it unchanged."""
+
+    def __init__(
+        self, n_loras: int, anchors: Sequence[np.ndarray], anchoring: Anchoring = Anchoring(), seed: int = 0
+    ) -> None:
+        styles = len(anchors)
+        if styles < 2:
+            raise ValueError("anchoring needs the references of at least 2 styles")
+        if n_loras < styles:
+            raise ValueError(f"{n_loras} LoRAs cannot hold the {styles} real ones")
+        if any(len(refs) < 2 for refs in anchors):
+            raise ValueError("every anchor style needs at least 2 references")
+        self.anchors = [np.asarray(refs, dtype=np.float32) for refs in anchors]
+        dim = self.anchors[0].shape[1]
+        # The base class's fields where they apply (only dim: the noise here is not its spectrum).
+        self.n_loras, self.shape, self.seed, self.anchoring = n_loras, Shape(dim=dim), seed, anchoring
+        self.rng = np.random.default_rng(seed)
+        real = [refs.astype(np.float64) for refs in self.anchors]
+        self.style_centroids = np.stack([refs.mean(axis=0) for refs in real])
+        residuals = np.concatenate([refs - c for refs, c in zip(real, self.style_centroids, strict=True)])
+        # Gaussian noise with the pooled within-style covariance (unbiased): g @ residuals.
+        self.residuals = residuals / np.sqrt(len(residuals) - styles)
+        pooled = float(np.sqrt((self.residuals**2).sum()))
+        self.style_spread = np.array(
+            [
+                np.sqrt(((r - c) ** 2).sum(axis=1).sum() / (len(r) - 1))
+                for r, c in zip(real, self.style_centroids, strict=True)
+            ]
+        )
+        deviations = self.style_centroids - self.style_centroids.mean(axis=0)
+        self.between_rms = float(np.sqrt((deviations**2).sum(axis=1).mean()))
+        self._deviations = deviations / np.sqrt(styles - 1)  # g @ this: the between-style covariance
+        self.within_rms = pooled
+
+        # Real LoRAs spread through the id range; every other LoRA is synthetic.
+        self.anchor_index = (np.arange(styles) * (n_loras // styles)).astype(np.int64)
+        n_families = max(styles, n_loras // anchoring.family_size)
+        parent = np.concatenate([np.arange(styles), self.rng.integers(0, styles, n_families - styles)])
+        distance = np.concatenate(
+            [np.zeros(styles), self.rng.uniform(*anchoring.family_distance, n_families - styles)]
+        )
+        families = self.style_centroids[parent] + distance[:, None] * self._displacement(n_families)
+        member = self.rng.integers(0, n_families, n_loras)
+        member[self.anchor_index] = np.arange(styles)
+        self.parent_style = parent[member]
+        self.ref_scale = self.style_spread[self.parent_style] / pooled
+        self.centres = np.empty((n_loras, dim))
+        norms = np.linalg.norm(self.style_centroids, axis=1)
+        for start in range(0, n_loras, 100_000):
+            stop = min(start + 100_000, n_loras)
+            centres = families[member[start:stop]] + anchoring.family_spread * self._displacement(
+                stop - start
+            )
+            self.centres[start:stop] = self._unit(centres) * norms[self.parent_style[start:stop], None]
+        self.centres[self.anchor_index] = self.style_centroids
+
+    def _displacement(self, n: int) -> np.ndarray:
+        """n displacements of rms length between_rms (one unit of Anchoring's lengths)."""
+        iso = self.anchoring.isotropic
+        along = self.rng.standard_normal((n, len(self._deviations))) @ self._deviations
+        everywhere = self.rng.standard_normal((n, self.shape.dim)) * (
+            self.between_rms / np.sqrt(self.shape.dim)
+        )
+        out: np.ndarray = np.sqrt(1 - iso) * along + np.sqrt(iso) * everywhere
+        return out
+
+    def _noise(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Within-style noise at the pooled spread."""
+        out: np.ndarray = (rng or self.rng).standard_normal((n, len(self.residuals))) @ self.residuals
+        return out
+
+    def references(
+        self, start: int, stop: int, n_refs: int, rng: np.random.Generator | None = None
+    ) -> np.ndarray:
+        count = stop - start
+        noise = self._noise(count * n_refs, rng).reshape(count, n_refs, -1)
+        refs = self._unit(self.centres[start:stop, None, :] + self.ref_scale[start:stop, None, None] * noise)
+        out = refs.astype(np.float32)
+        for style, index in enumerate(self.anchor_index.tolist()):
+            if start <= index < stop:
+                real = self.anchors[style]
+                out[index - start] = real[np.arange(n_refs) % len(real)]
+        return out
+
+    def queries(self, lora_indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        noise = self._noise(len(lora_indices), rng) * self.ref_scale[lora_indices, None]
+        return self._unit(self.centres[lora_indices] + noise).astype(np.float32)
+
+    def describe(self, n_refs: int, sample: int = 200) -> dict[str, float | int]:
+        """How the construction came out: the real spreads it was fitted to, and the mean
+        radius of the real and of `sample` synthetic LoRAs' references (alike when the
+        synthetic ones have the real within-style spread)."""
+        synthetic = np.setdiff1d(np.arange(self.n_loras), self.anchor_index)[:sample]
+        rng = np.random.default_rng([self.seed, n_refs, 1])
+        radii = [summarise(self.references(int(i), int(i) + 1, n_refs, rng))[1][0] for i in synthetic]
+        real = [float(np.linalg.norm(r - r.mean(axis=0), axis=1).mean()) for r in self.anchors]
+        return {
+            "real_loras": len(self.anchors),
+            "real_refs_per_style": int(np.median([len(r) for r in self.anchors])),
+            "within_style_rms": round(self.within_rms, 4),
+            "between_style_rms": round(self.between_rms, 4),
+            "real_mean_radius": round(float(np.mean(real)), 4),
+            "synthetic_mean_radius": round(float(np.mean(radii)), 4) if radii else 0.0,
+        }
 
 
 def summarise(refs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
