@@ -131,6 +131,9 @@ def spec_search_cmd(
     ef_search: int = typer.Option(100, "--ef-search", min=10, max=1000, help="HNSW ef_search (floor)."),
     seed: int = typer.Option(0, "--seed"),
     keep: bool = typer.Option(False, "--keep", help="Keep the benchmark databases."),
+    build_memory: str = typer.Option(
+        "1GB", "--maintenance-work-mem", help="The index builds' maintenance_work_mem (about 2.6 KB a point)."
+    ),
     json_file: Path | None = typer.Option(None, "--json", help="Write the JSON here, not to stdout."),
 ) -> None:
     """The fused search's GMI candidate step: HNSW walks vs the exact scan over synthetic spec
@@ -141,7 +144,8 @@ def spec_search_cmd(
         raise typer.BadParameter(f"--loras must be comma-separated integers, not {loras!r}") from None
     if not sizes or min(sizes) < 10:
         raise typer.BadParameter("--loras needs sizes of at least 10 LoRAs")
-    emit_json(run(_spec_search(sizes, points, dim, queries, candidates, ef_search, seed, keep)), json_file)
+    result = _spec_search(sizes, points, dim, queries, candidates, ef_search, seed, keep, build_memory)
+    emit_json(run(result), json_file)
 
 
 async def _spec_search(
@@ -153,6 +157,7 @@ async def _spec_search(
     ef_search: int,
     seed: int,
     keep: bool,
+    build_memory: str,
 ) -> dict[str, Any]:
     from typing import cast
 
@@ -185,6 +190,7 @@ async def _spec_search(
             normalisation=cast(Normalisation, settings.fusion_normalisation),
             seed=seed,
             keep=keep,
+            maintenance_work_mem=build_memory,
             progress=progress,
         )
 

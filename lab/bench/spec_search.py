@@ -428,6 +428,7 @@ async def run_size(
     normalisation: Normalisation,
     seed: int,
     keep: bool,
+    maintenance_work_mem: str,
     progress: Progress,
 ) -> dict[str, Any]:
     from db.scratch import scratch_database
@@ -439,12 +440,13 @@ async def run_size(
     with scratch_database(server_url, f"bench_spec_{n_loras}", keep=keep) as url:
         load_s = await load_specs(url, specs, queries, catalog, gamma, progress)
         with psycopg.connect(url, autocommit=True) as conn:
-            # A graph that fits in memory builds far faster (the server default is 64 MB); the
+            # A graph that fits in memory builds far faster (the server default is 64 MB; the
+            # index is about 2.6 KB a point at dim 512); the
             # service's own path builds it, on a connection of its own that picks this up.
             name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
             conn.execute(
-                sql.SQL("ALTER DATABASE {} SET maintenance_work_mem = '1GB'").format(
-                    sql.Identifier(str(name))
+                sql.SQL("ALTER DATABASE {} SET maintenance_work_mem = {}").format(
+                    sql.Identifier(str(name)), sql.Literal(maintenance_work_mem)
                 )
             )
         progress("index build", 0, 1)
@@ -498,6 +500,7 @@ async def run_spec_search_bench(
     normalisation: Normalisation = "rank",
     seed: int = 0,
     keep: bool = False,
+    maintenance_work_mem: str = "1GB",
     progress: Progress = lambda stage, done, total: None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
@@ -517,6 +520,7 @@ async def run_spec_search_bench(
                 normalisation=normalisation,
                 seed=seed,
                 keep=keep,
+                maintenance_work_mem=maintenance_work_mem,
                 progress=stage,
             )
         )
@@ -525,6 +529,8 @@ async def run_spec_search_bench(
         "candidates": candidates,
         "fused_top": FUSED_TOP,
         "ef_search": ef_search,
+        "walk_margin": spec_search.WALK_MARGIN,
+        "maintenance_work_mem": maintenance_work_mem,
         "rkme_gamma": gamma,
         "fusion": {"alpha": alpha, "normalisation": normalisation},
         "shape": asdict(shape),
