@@ -168,11 +168,14 @@ async def _walk(
 ) -> SpecCandidates | None:
     """The index walks; None when a walk ran out before reaching its depth (the index scan
     stops after hnsw.max_scan_tuples, so a short walk proves nothing): the caller scans."""
+    # The first search's candidate list: a walk reads thousands of points, and the ones the
+    # first search does not find come late or never (bench: ef 1000 against 400 lifted a
+    # filtered query's candidate recall from 0.85 to 0.89 at 300k points, at the same speed).
     cur = await conn.execute(
         "SELECT current_setting('enable_seqscan'),"
         " set_config('hnsw.ef_search', %(ef)s, true),"
         " set_config('hnsw.iterative_scan', 'relaxed_order', true)",
-        {"ef": str(max(ef_search, min(limit * 4, 1000)))},
+        {"ef": str(max(ef_search, min(limit * 10, 1000)))},
     )
     row = await cur.fetchone()
     seqscan = str(row[0]) if row else "on"
