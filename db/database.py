@@ -17,9 +17,12 @@ T = TypeVar("T")
 
 
 class Database:
-    def __init__(self, pool: AsyncConnectionPool[Connection], search_timeout_ms: int = 0) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool[Connection], search_timeout_ms: int = 0, url: str = ""
+    ) -> None:
         self.pool = pool
         self.search_timeout_ms = search_timeout_ms  # statement_timeout of search queries; 0: none
+        self.url = url  # for work that needs a connection outside the pool (CREATE INDEX CONCURRENTLY)
 
     @classmethod
     async def open(
@@ -36,7 +39,7 @@ class Database:
             timeout=timeout,
         )
         await pool.open(wait=True, timeout=timeout)
-        return cls(pool, search_timeout_ms)
+        return cls(pool, search_timeout_ms, url)
 
     async def close(self) -> None:
         await self.pool.close()

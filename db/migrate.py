@@ -14,6 +14,7 @@ import psycopg
 
 from db.embedded import DatabaseUnavailable
 from db.privileges import grant_runtime_privileges
+from db.spec_index import ensure_catalog_spec_index
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _NAME_RE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
@@ -73,6 +74,9 @@ def migrate(
             _apply_queue_schema(conn)
             if runtime_role:
                 grant_runtime_privileges(conn, runtime_role)
+            # The spec points' HNSW index follows the catalog's CLIP dimension, so no numbered
+            # migration can create it; the migration role owns the table and builds it here.
+            ensure_catalog_spec_index(conn)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return applied_now

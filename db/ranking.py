@@ -1,4 +1,5 @@
-"""Ranking queries over pgvector: exact d_avg, the centroid index, nearest references and spec points.
+"""Ranking queries over pgvector: exact d_avg, the centroid index and nearest references (the
+GMI branch's spec-point candidates are db/spec_search.py).
 
 d_avg (docs/design.md 5) is computed in SQL by D_AVG alone; its numpy twin is
 inference_service/scoring/style_distance.py and the two-stage search that bounds it from the
@@ -14,7 +15,6 @@ import numpy as np
 from db.database import Connection
 from db.filters import LORA_FILTER, SUMMARY_FILTER, Filters
 from db.rows import CentroidCandidates, NearestReference
-from db.specs import SPEC_ROWS
 
 
 def d_avg_sql(where: str, *, join_loras: bool = True) -> str:
@@ -58,30 +58,6 @@ async def d_avg_of(
         {"q": vectors(queries), "ids": [int(i) for i in lora_ids]},
     )
     return {int(r[0]): float(r[1]) for r in await cur.fetchall()}
-
-
-async def nearest_spec_loras(
-    conn: Connection, queries: Sequence[np.ndarray], filters: Filters, *, limit: int
-) -> list[tuple[int, float]]:
-    """The GMI branch's candidates: the `limit` LoRAs whose spec image features lie nearest
-    the query's CLIP image features, as (lora id, distance) ascending. A LoRA's distance is
-    the mean over the query images of its nearest spec point (a multi-image query scores
-    the mean over its images too). Same rows and filters as db.specs.load_specs.
-
-    An exact scan in SQL, no index: image_feature is an untyped vector (the dimension
-    follows the configured CLIP), and a LoRA has tens of points, so the scan reads
-    |catalog| x tens of rows and ships only `limit` rows to Python."""
-    sql = f"""
-        SELECT lora_id, avg(d) AS d FROM (
-            SELECT s.lora_id, q.i, min(s.image_feature <-> q.v) AS d
-            FROM unnest(%(q)s::vector[]) WITH ORDINALITY AS q(v, i) CROSS JOIN {SPEC_ROWS}
-            GROUP BY s.lora_id, q.i
-        ) nearest
-        GROUP BY lora_id
-        ORDER BY d, lora_id
-        LIMIT %(limit)s
-    """
-    return await _ranked(conn, sql, queries, filters, limit)
 
 
 async def _ranked(

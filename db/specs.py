@@ -10,7 +10,7 @@ from db.database import Connection
 from db.filters import LORA_FILTER, Filters
 from db.rows import LoraSpec, Prompt, SpecPointRow, SpecRow, as_array
 
-# The spec rows a search may use; nearest_spec_loras (db.ranking) ranks the same rows.
+# The spec rows a search may use; db.spec_search ranks the same rows.
 SPEC_ROWS = (
     "spec_points s JOIN loras l ON l.id = s.lora_id JOIN prompts p ON p.id = s.prompt_id"
     f" WHERE {LORA_FILTER} AND p.text_feature IS NOT NULL AND s.image_feature IS NOT NULL"

@@ -125,6 +125,12 @@ class Settings(BaseSettings):
         0.5, description="Fused = α·n(d_avg) + (1−α)·n(RKME); tuned on the bench validation split."
     )
     fusion_normalisation: str = Field("rank", description="rank | robust_z (picked by benchmark).")
+    gmi_exact_below: int = Field(
+        20_000,
+        ge=0,
+        description="Fused search's GMI candidates: below this many spec points an exact scan, above "
+        "it HNSW walks over the spec points' index (db/spec_search.py; bench spec-search).",
+    )
     fusion_candidates: int = Field(
         100,
         description="Fused search: each branch proposes its top this-many LoRAs (d_avg, nearest spec "

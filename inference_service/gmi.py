@@ -16,7 +16,7 @@ import numpy as np
 import structlog
 from PIL import Image
 
-from db import catalog, ranking, specs
+from db import catalog, spec_search, specs
 from db.database import Database
 from db.filters import Filters
 from db.rows import LoraSpec
@@ -127,11 +127,20 @@ def combine_prompts(prompts: Sequence[str]) -> str:
 
 
 class GmiBranch:
-    def __init__(self, db: Database, models: GmiModels, gamma: float, method: Method = "weighted") -> None:
+    def __init__(
+        self,
+        db: Database,
+        models: GmiModels,
+        gamma: float,
+        method: Method = "weighted",
+        *,
+        exact_below: int = spec_search.EXACT_BELOW,
+    ) -> None:
         self.db = db
         self.models = models
         self.gamma = gamma
         self.method = method
+        self.exact_below = exact_below  # spec points below which candidates come from an exact scan
 
     def _describe(
         self, images: Sequence[Image.Image], prompt: str | None
@@ -167,12 +176,14 @@ class GmiBranch:
 
     async def candidates(self, query: QueryFeatures, limit: int, filters: Filters = Filters()) -> list[int]:
         """The `limit` LoRAs whose spec points lie nearest the query images (fused search's GMI
-        candidates; exact scan, db.ranking.nearest_spec_loras)."""
+        candidates: HNSW walks above exact_below spec points, db.spec_search)."""
         if not query.comparable:
             return []
         async with self.db.search_connection() as conn:
-            nearest = await ranking.nearest_spec_loras(conn, list(query.image_features), filters, limit=limit)
-        return [lora_id for lora_id, _ in nearest]
+            nearest = await spec_search.nearest_spec_loras(
+                conn, list(query.image_features), filters, limit=limit, exact_below=self.exact_below
+            )
+        return nearest.lora_ids
 
     async def score_features(
         self, query: QueryFeatures, candidate_lora_ids: Sequence[int] | None, filters: Filters = Filters()

@@ -81,9 +81,14 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
         registrations = Registrations(runtime.db, queue, settings)
         gmi = None
         if runtime.gmi is not None:
+            from db.spec_index import ensure_spec_index_async
             from inference_service.gmi import GmiBranch
 
-            gmi = GmiBranch(runtime.db, runtime.gmi, settings.rkme_gamma)
+            # The catalog's CLIP dimension is known once a spec is stored: index its points.
+            await ensure_spec_index_async(runtime.url)
+            gmi = GmiBranch(
+                runtime.db, runtime.gmi, settings.rkme_gamma, exact_below=settings.gmi_exact_below
+            )
         engine = SearchEngine(runtime.db, runtime.blobs, runtime.encoders, settings, gmi)
         stack.push_async_callback(engine.aclose)
         decoder = DecodePool.from_settings(settings)

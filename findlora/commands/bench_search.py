@@ -197,9 +197,83 @@ def throughput_cmd(
     emit_json(result, json_file)
 
 
+def spec_search_cmd(
+    loras: str = typer.Option("1000,3000,10000", "--loras", help="Catalog sizes, comma-separated."),
+    points: int = typer.Option(30, "--points-per-lora", min=2, max=200, help="Spec points per LoRA."),
+    dim: int = typer.Option(512, "--dim", min=8, max=2000, help="CLIP feature dimension."),
+    queries: int = typer.Option(16, "--queries", min=4, help="Queries per size, each on both paths."),
+    candidates: int = typer.Option(100, "--candidates", min=1, help="GMI candidates (fusion_candidates)."),
+    ef_search: int = typer.Option(100, "--ef-search", min=10, max=1000, help="HNSW ef_search (floor)."),
+    seed: int = typer.Option(0, "--seed"),
+    keep: bool = typer.Option(False, "--keep", help="Keep the benchmark databases."),
+    build_memory: str = typer.Option(
+        "1GB", "--maintenance-work-mem", help="The index builds' maintenance_work_mem (about 2.6 KB a point)."
+    ),
+    json_file: Path | None = typer.Option(None, "--json", help="Write the JSON here, not to stdout."),
+) -> None:
+    """The fused search's GMI candidate step: HNSW walks vs the exact scan over synthetic spec
+    points at several sizes: p50/p95, growth exponent, candidate and union recall."""
+    try:
+        sizes = [int(n) for n in loras.split(",") if n.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--loras must be comma-separated integers, not {loras!r}") from None
+    if not sizes or min(sizes) < 10:
+        raise typer.BadParameter("--loras needs sizes of at least 10 LoRAs")
+    result = _spec_search(sizes, points, dim, queries, candidates, ef_search, seed, keep, build_memory)
+    emit_json(run(result), json_file)
+
+
+async def _spec_search(
+    sizes: list[int],
+    points: int,
+    dim: int,
+    queries: int,
+    candidates: int,
+    ef_search: int,
+    seed: int,
+    keep: bool,
+    build_memory: str,
+) -> dict[str, Any]:
+    from typing import cast
+
+    from rich.progress import Progress
+
+    from db.embedded import database_url
+    from inference_service.config import Settings
+    from inference_service.scoring.fusion import Normalisation
+    from lab.bench.spec_search import SpecShape, run_spec_search_bench
+
+    settings = Settings()
+    server = database_url(settings.database_url, settings.pg_dir)
+    with Progress(console=console, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done)
+
+        return await run_spec_search_bench(
+            server,
+            sizes,
+            shape=SpecShape(dim=dim, points_per_lora=points),
+            n_queries=queries,
+            candidates=candidates,
+            ef_search=ef_search,
+            gamma=settings.rkme_gamma,
+            alpha=settings.fusion_alpha,
+            normalisation=cast(Normalisation, settings.fusion_normalisation),
+            seed=seed,
+            keep=keep,
+            maintenance_work_mem=build_memory,
+            progress=progress,
+        )
+
+
 def register_bench(bench_app: typer.Typer) -> None:
     from findlora.commands.bench_e2e import e2e_command
 
     bench_app.command("search")(search_cmd)
+    bench_app.command("spec-search")(spec_search_cmd)
     bench_app.command("throughput")(throughput_cmd)
     bench_app.command("e2e")(e2e_command(emit_json))

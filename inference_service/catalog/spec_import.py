@@ -15,6 +15,7 @@ from db import catalog as db_catalog
 from db import specs as db_specs
 from db.database import Database
 from db.rows import SpecPointRow
+from db.spec_index import ensure_spec_index_async
 from inference_service.blobs import BlobStore
 from inference_service.catalog.format import Catalog, LoraEntry
 from inference_service.catalog.platform_prompts import PLATFORM_PROMPTS
@@ -107,4 +108,8 @@ async def import_specs(
             written += 1
         if progress is not None:
             progress(f"spec {slug}", done, len(slugs))
+    if written:
+        # The catalog's CLIP model is known now: index its spec points (built once, after the
+        # points, which is far faster than maintaining it point by point).
+        await ensure_spec_index_async(db.url)
     return written

@@ -25,6 +25,7 @@ from db.database import Database
 from db.encoders import EncoderChanged
 from db.registration import JobRow
 from db.rows import NewLora, SpecRow
+from db.spec_index import ensure_spec_index_async
 from findlora_client.base_models import canonical
 from inference_service.blobs import BlobStore
 from inference_service.catalog.importer import Transfer, build_reference_rows
@@ -365,3 +366,7 @@ class RegistrationPipeline:
             if existing is not None:
                 raise DuplicateLora(existing, sha256) from None
             raise RegistrationRefused(f"the slug {job.slug!r} was taken while this job ran") from None
+        if any(row.image_feature is not None for row in spec):
+            # A first spec with features makes the catalog's CLIP dimension known: index its
+            # points (a no-op once built; refused, and logged, where this role owns no table).
+            await ensure_spec_index_async(self.db.url)

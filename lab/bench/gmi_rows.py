@@ -119,7 +119,7 @@ def _fuse_matrix(
 
 def nearest_spec_distance(specs: Sequence[Spec], queries: NDArray[np.float64]) -> NDArray[np.float64]:
     """(Q, M) distance from each query image to each LoRA's nearest spec point: the GMI branch's
-    candidate order, as db.ranking.nearest_spec_loras computes it."""
+    candidate order, as db.spec_search.nearest_spec_loras computes it."""
     return np.stack(
         [np.linalg.norm(spec.image_features[None] - queries[:, None], axis=-1).min(axis=1) for spec in specs],
         axis=1,

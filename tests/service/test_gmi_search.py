@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from db import moderation, ranking, specs
+from db import moderation, spec_search, specs
 from db.clients import Role
 from db.database import Database
 from db.filters import Filters
+from db.spec_index import IndexOutcome, ensure_spec_index_at
 from findlora_client import QueryImage
 from inference_service.catalog.importer import import_catalog
 from inference_service.config import Settings
@@ -133,14 +134,16 @@ async def test_fused_search_scores_only_the_candidate_union(gmi_settings: Settin
     LoRAs), with the exact component scores of the exhaustive path, and keeps the exhaustive
     fused ranking's head (its #1 in the union's top 2, its top 3 in the union's top 3). The
     union is an approximation and the recall this measures is the point: with encoder v6 M = 6
-    keeps 0.87 of the top 3 on average (v5 kept 0.9)."""
+    keeps 0.87 of the top 3 on average (v5 kept 0.9). The GMI candidates come from the HNSW
+    walks over the spec points' index, which the import built for the CLIP's dimension."""
     catalog = write_gmi_catalog(tmp_path / "catalog")
-    settings = gmi_settings.model_copy(update={"fusion_candidates": 7})
+    settings = gmi_settings.model_copy(update={"fusion_candidates": 7, "gmi_exact_below": 0})
     runtime = await open_runtime(settings)
     try:
         assert runtime.gmi is not None
         await import_catalog(catalog, runtime.db, runtime.blobs, runtime.embedder, gmi=runtime.gmi)
-        gmi = GmiBranch(runtime.db, runtime.gmi, settings.rkme_gamma)
+        assert ensure_spec_index_at(runtime.url) == IndexOutcome.PRESENT  # the import built it
+        gmi = GmiBranch(runtime.db, runtime.gmi, settings.rkme_gamma, exact_below=settings.gmi_exact_below)
         engine = SearchEngine(runtime.db, runtime.blobs, runtime.embedder, settings, gmi)
         queries = [[f"style-{s:02d}/spec/{p}-1.png"] for s, p in ((3, 6), (8, 0), (12, 14), (16, 6))]
         queries.append(["style-05/spec/0-1.png", "style-05/spec/14-1.png"])  # one style, two images
@@ -169,15 +172,28 @@ async def test_fused_search_scores_only_the_candidate_union(gmi_settings: Settin
 
 
 async def _check_nearest_spec_loras(db: Database, gmi: GmiBranch, catalog: Path) -> None:
-    """The SQL candidates equal a brute force over load_specs (same filters: a hidden LoRA goes)."""
+    """The index walks' candidates equal a brute force over load_specs (same filters: a hidden
+    LoRA goes), and so do the exact scan's."""
     images = [
         Image.open(catalog / "loras" / f"style-{s:02d}" / "spec" / "6-0.png").convert("RGB") for s in (3, 9)
     ]
     features = await gmi.describe(images, None)
-    nearest = await db.run(ranking.nearest_spec_loras, list(features.image_features), Filters(), limit=6)
-    hidden = nearest[0][0]
+    query = list(features.image_features)
+
+    async def nearest_spec(exact: bool) -> list[tuple[int, float]]:
+        async with db.search_connection() as conn:
+            found = await spec_search.nearest_spec_loras(
+                conn, query, Filters(), limit=6, exact_below=0, force_exact=exact
+            )
+        assert found.exact_scan == exact
+        return found.ranked
+
+    hidden = (await nearest_spec(False))[0][0]
     await db.run(moderation.set_lora_status, hidden, "hidden", actor="test", action="hide", details={})
-    nearest = await db.run(ranking.nearest_spec_loras, list(features.image_features), Filters(), limit=6)
+    nearest = await nearest_spec(False)
+    exact = await nearest_spec(True)
+    assert [i for i, _ in nearest] == [i for i, _ in exact]
+    assert [d for _, d in nearest] == pytest.approx([d for _, d in exact], abs=1e-6)
     stored = await db.run(specs.load_specs)
     assert hidden not in stored
     assert len(stored) == 18
