@@ -241,7 +241,8 @@ async def _spec_search(
     from db.embedded import database_url
     from inference_service.config import Settings
     from inference_service.scoring.fusion import Normalisation
-    from lab.bench.spec_search import SpecShape, run_spec_search_bench
+    from lab.bench.spec_catalog import SpecShape
+    from lab.bench.spec_search import run_spec_search_bench
 
     settings = Settings()
     server = database_url(settings.database_url, settings.pg_dir)

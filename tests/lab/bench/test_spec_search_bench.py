@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 
 from inference_service.scoring.rkme import Spec, rkme_clip
-from lab.bench.spec_search import (
+from lab.bench.spec_catalog import (
     BenchQuery,
     SpecShape,
     SyntheticSpecs,
     make_catalog,
     make_queries,
-    run_spec_search_bench,
     score_chunk,
 )
+from lab.bench.spec_search import run_spec_search_bench
 
 SHAPE = SpecShape(dim=32, points_per_lora=8, style_dim=16, family_size=3, families_per_group=4)
 
