@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from findlora.console import console, run
+from findlora.console import console, run, stage_bars
 
 EmitJson = Callable[[dict[str, Any], Path | None], None]
 
@@ -18,8 +18,6 @@ EmitJson = Callable[[dict[str, Any], Path | None], None]
 async def _e2e(
     n_loras: int, n_refs: int, n_queries: int, seed: int, cache_dir: Path, keep: bool
 ) -> dict[str, Any]:
-    from rich.progress import Progress
-
     from db.embedded import database_url
     from db.scratch import scratch_database
     from inference_service.config import Settings
@@ -30,15 +28,8 @@ async def _e2e(
     with (
         scratch_database(server, f"bench_e2e_{n_loras}", keep=keep) as url,
         tempfile.TemporaryDirectory(prefix="findlora-bench-e2e-") as data_dir,
-        Progress(console=console, transient=True) as bar,
+        stage_bars() as progress,
     ):
-        tasks: dict[str, Any] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done)
-
         return await run_e2e_bench(
             url,
             data_dir=Path(data_dir),

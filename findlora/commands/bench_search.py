@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from findlora.console import console, run
+from findlora.console import console, run, stage_bars
 
 
 def run_context() -> dict[str, Any]:
@@ -59,8 +59,6 @@ async def _search(
     peer_budget_gb: float,
     exhaustive_queries: int | None,
 ) -> dict[str, Any]:
-    from rich.progress import Progress
-
     from db.embedded import database_url
     from db.scratch import scratch_database
     from inference_service.config import Settings
@@ -74,15 +72,8 @@ async def _search(
 
     with (
         scratch(layouts[0]) as url,
-        Progress(console=console, transient=True) as bar,
+        stage_bars() as progress,
     ):
-        tasks: dict[str, Any] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done)
-
         return await run_search_bench(
             url,
             n_loras=n_loras,
@@ -236,8 +227,6 @@ async def _spec_search(
 ) -> dict[str, Any]:
     from typing import cast
 
-    from rich.progress import Progress
-
     from db.embedded import database_url
     from inference_service.config import Settings
     from inference_service.scoring.fusion import Normalisation
@@ -246,14 +235,7 @@ async def _spec_search(
 
     settings = Settings()
     server = database_url(settings.database_url, settings.pg_dir)
-    with Progress(console=console, transient=True) as bar:
-        tasks: dict[str, Any] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done)
-
+    with stage_bars() as progress:
         return await run_spec_search_bench(
             server,
             sizes,
