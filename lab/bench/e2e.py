@@ -54,6 +54,7 @@ from inference_service.imaging import load_image_file, thumbnail_webp
 from inference_service.models.style_encoder import StyleEmbedder, resolve_encoder
 from inference_service.server import RunningService, start_service
 from lab.bench.load import draw_metadata, load_catalog
+from lab.bench.search_bench import SERVER_FACTS_SQL, server_facts
 from lab.bench.synthetic import AnchoredCatalog
 from lab.zoo.style_zoo import generate_zoo, load_rgb, read_queries, read_zoo_info
 
@@ -160,15 +161,12 @@ def point_references_at(url: str, keys: Sequence[str]) -> None:
         )
 
 
-def server_facts(url: str) -> dict[str, str]:
-    """The PostgreSQL the figures came from (its cache size matters most)."""
+def read_server_facts(url: str) -> dict[str, Any]:
+    """The PostgreSQL the figures came from (its cache size matters most), as `bench search` records it."""
     with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT current_setting('shared_buffers'), current_setting('server_version'),"
-            " (SELECT extversion FROM pg_extension WHERE extname = 'vector')"
-        ).fetchone()
+        row = conn.execute(SERVER_FACTS_SQL).fetchone()
     assert row is not None
-    return {"shared_buffers": str(row[0]), "postgres": str(row[1]), "pgvector": str(row[2])}
+    return server_facts(row)
 
 
 def stop_pointing(url: str) -> None:
@@ -329,7 +327,7 @@ async def run_e2e_bench(
     await asyncio.to_thread(point_references_at, url, keys)
     loaded = await load_catalog(url, catalog, n_refs, seed=seed, progress=on_chunk, meta=meta)
     await asyncio.to_thread(stop_pointing, url)
-    server = await asyncio.to_thread(server_facts, url)
+    server = await asyncio.to_thread(read_server_facts, url)
 
     single = query_sets(zoo, n_queries, 1)
     multi = query_sets(zoo, n_queries, MULTI_IMAGES)

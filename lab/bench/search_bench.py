@@ -54,6 +54,17 @@ SERVER_SETTINGS = (
     "max_parallel_maintenance_workers",
     "max_parallel_workers_per_gather",
 )
+# The server a benchmark's figures came from: version, pgvector, then SERVER_SETTINGS in order.
+SERVER_FACTS_SQL = (
+    "SELECT current_setting('server_version'),"
+    " (SELECT extversion FROM pg_extension WHERE extname = 'vector'),"
+    + ", ".join(f"current_setting('{name}')" for name in SERVER_SETTINGS)
+)
+
+
+def server_facts(row: Sequence[Any]) -> dict[str, Any]:
+    """A SERVER_FACTS_SQL row as the `server` entry of a benchmark's JSON."""
+    return {"postgres": row[0], "pgvector": row[1], **dict(zip(SERVER_SETTINGS, row[2:], strict=True))}
 
 
 @dataclass
@@ -228,19 +239,11 @@ async def _run_layout(
     run = LayoutRun(loaded, {})
     async with await Database.open(url, max_size=2) as db:
         async with db.connection() as conn:
-            cur = await conn.execute(
-                "SELECT pg_backend_pid(), current_setting('server_version'),"
-                " (SELECT extversion FROM pg_extension WHERE extname = 'vector'),"
-                + ", ".join(f"current_setting('{name}')" for name in SERVER_SETTINGS)
-            )
+            cur = await conn.execute(SERVER_FACTS_SQL.replace("SELECT ", "SELECT pg_backend_pid(), ", 1))
             row = await cur.fetchone()
         assert row is not None
         backend_pid = int(row[0])
-        run.server = {
-            "postgres": row[1],
-            "pgvector": row[2],
-            **dict(zip(SERVER_SETTINGS, row[3:], strict=True)),
-        }
+        run.server = server_facts(row[1:])
         for query in warmup:
             await _exhaustive(db, query, k)
             await rank_d_avg(db, query.embeddings, limit=k, filters=query.filters, options=options)

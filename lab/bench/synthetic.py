@@ -63,8 +63,12 @@ class SyntheticCatalog:
         """(stop-start, n_refs, dim) float32 unit vectors of LoRAs start..stop-1."""
         count = stop - start
         noise = self._noise(count * n_refs, rng).reshape(count, n_refs, -1)
-        refs = self.centres[start:stop, None, :] + self.shape.ref_spread * noise
+        refs = self.centres[start:stop, None, :] + self._spread(start, stop) * noise
         return self._unit(refs).astype(np.float32)
+
+    def _spread(self, start: int, stop: int) -> float | np.ndarray:
+        """How far references lie from their LoRA's centre (broadcast over LoRAs start..stop-1)."""
+        return self.shape.ref_spread
 
     def iter_references(self, n_refs: int, chunk: int = 2000) -> Iterator[tuple[int, np.ndarray]]:
         """Every LoRA's references, `chunk` LoRAs at a time: the same vectors on every call and
@@ -174,6 +178,9 @@ class AnchoredCatalog(SyntheticCatalog):
         out: np.ndarray = np.sqrt(1 - iso) * along + np.sqrt(iso) * everywhere
         return out
 
+    def _spread(self, start: int, stop: int) -> float | np.ndarray:
+        return self.ref_scale[start:stop, None, None]  # type: ignore[no-any-return]
+
     def _noise(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
         """Within-style noise at the pooled spread."""
         out: np.ndarray = (rng or self.rng).standard_normal((n, len(self.residuals))) @ self.residuals
@@ -182,10 +189,7 @@ class AnchoredCatalog(SyntheticCatalog):
     def references(
         self, start: int, stop: int, n_refs: int, rng: np.random.Generator | None = None
     ) -> np.ndarray:
-        count = stop - start
-        noise = self._noise(count * n_refs, rng).reshape(count, n_refs, -1)
-        refs = self._unit(self.centres[start:stop, None, :] + self.ref_scale[start:stop, None, None] * noise)
-        out = refs.astype(np.float32)
+        out = super().references(start, stop, n_refs, rng)
         for style, index in enumerate(self.anchor_index.tolist()):
             if start <= index < stop:
                 real = self.anchors[style]
