@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import pytest
 
@@ -34,12 +36,15 @@ def test_mean_query_bound_holds_for_every_lora() -> None:
 
 
 @pytest.mark.db
+@pytest.mark.parametrize("walk", ["mean", "per_image"])
 @pytest.mark.parametrize("exact_below", [2000, 0], ids=["exact-scan", "hnsw"])
-async def test_multi_image_one_walk_equals_exhaustive(db: Database, db_url: str, exact_below: int) -> None:
+async def test_multi_image_walks_equal_exhaustive(
+    db: Database, db_url: str, exact_below: int, walk: Literal["mean", "per_image"]
+) -> None:
     catalog = SyntheticCatalog(1200, seed=12)
     loaded = await load_catalog(db_url, catalog, 16, seed=12, progress=lambda n: None)
     rng = np.random.default_rng(12)
-    options = TwoStageOptions(exact_below=exact_below, first_batch=8)
+    options = TwoStageOptions(exact_below=exact_below, first_batch=8, walk=walk)
     owners = rng.choice(np.flatnonzero(loaded.active), size=12, replace=False)
     for j, owner in enumerate(owners.tolist()):
         images = 2 + j % 4  # 2..5 images of one style
