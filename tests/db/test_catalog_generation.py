@@ -1,0 +1,104 @@
+"""Migration 010: every summary write draws a generation in commit order, deletions leave tombstones."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import psycopg
+import pytest
+from psycopg import errors
+
+from db import summaries
+from db.catalog import insert_lora
+from db.database import Database
+from db.rows import NewLora
+
+pytestmark = pytest.mark.db
+DIM = 128
+
+
+async def add_summary(db: Database, slug: str, seed: int) -> int:
+    async with db.transaction() as conn:
+        lora_id = await insert_lora(conn, NewLora(slug=slug, name=slug, base_model="sd1"))
+        centroid = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+        await conn.execute(
+            "INSERT INTO lora_style_summary (lora_id, centroid, mean_radius, mean_sq_radius, n_refs)"
+            " VALUES (%s, %s, 0.1, 0.01, 3)",
+            (lora_id, centroid),
+        )
+    return lora_id
+
+
+async def generation_of(db: Database, lora_id: int) -> int:
+    async with db.connection() as conn:
+        cur = await conn.execute("SELECT generation FROM lora_style_summary WHERE lora_id = %s", (lora_id,))
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_writes_draw_increasing_generations_and_deletions_leave_tombstones(db: Database) -> None:
+    first = await add_summary(db, "first", 1)
+    second = await add_summary(db, "second", 2)
+    g1, g2 = await generation_of(db, first), await generation_of(db, second)
+    assert 0 < g1 < g2
+    async with db.connection() as conn:
+        assert await summaries.catalog_generation(conn) == g2
+
+    # A takedown reaches the summary through loras_sync_style_summary: a change like any other.
+    async with db.transaction() as conn:
+        await conn.execute("UPDATE loras SET status = 'taken_down' WHERE id = %s", (first,))
+    g3 = await generation_of(db, first)
+    assert g3 > g2
+    async with db.connection() as conn:
+        changes = await summaries.summary_changes(conn, g2, dim=DIM, limit=10)
+    assert changes is not None
+    assert changes.changed.lora_ids.tolist() == [first]
+    assert changes.changed.searchable.tolist() == [False]
+    assert changes.changed.generation.tolist() == [g3]
+
+    # Deleting the LoRA cascades to its summary: a tombstone numbered after everything before.
+    async with db.transaction() as conn:
+        await conn.execute("DELETE FROM loras WHERE id = %s", (second,))
+    async with db.connection() as conn:
+        generation = await summaries.catalog_generation(conn)
+        changes = await summaries.summary_changes(conn, g3, dim=DIM, limit=10)
+        assert await summaries.summary_changes(conn, 0, dim=DIM, limit=1) is None  # over the limit
+    assert generation > g3
+    assert changes is not None
+    assert len(changes.changed) == 0
+    assert changes.removed.tolist() == [[second, generation]]
+    assert changes.truncated == 0
+
+    # TRUNCATE removes every row at once: one tombstone without a LoRA.
+    async with db.transaction() as conn:
+        await conn.execute("TRUNCATE lora_style_summary")
+    async with db.connection() as conn:
+        changes = await summaries.summary_changes(conn, generation, dim=DIM, limit=10)
+        after = await summaries.catalog_generation(conn)
+    assert changes is not None
+    assert changes.truncated == after > generation
+
+
+async def test_writers_serialise_so_generation_order_is_commit_order(db: Database, db_url: str) -> None:
+    """A writer holds the generation lock until it commits: a second writer waits, then draws a
+    larger number, so a reader that saw the first commit's number never misses the second's."""
+    first = await add_summary(db, "first", 1)
+    second = await add_summary(db, "second", 2)
+    touch = "UPDATE lora_style_summary SET mean_radius = mean_radius + 0.1 WHERE lora_id = %s"
+    async with await psycopg.AsyncConnection.connect(db_url) as holder:
+        await holder.execute(touch, (first,))
+        # Another writer, on another row, cannot draw a number while the first is open.
+        async with await psycopg.AsyncConnection.connect(db_url) as blocked:
+            await blocked.execute("SET lock_timeout = '200ms'")
+            with pytest.raises(errors.LockNotAvailable):
+                await blocked.execute(touch, (second,))
+        async with await psycopg.AsyncConnection.connect(db_url) as waiting:
+            write = asyncio.create_task(waiting.execute(touch, (second,)))
+            await asyncio.sleep(0.3)
+            assert not write.done()  # waiting for the lock, not for a row
+            await holder.commit()
+            await write
+            await waiting.commit()
+    assert await generation_of(db, first) < await generation_of(db, second)
