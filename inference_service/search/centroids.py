@@ -1,16 +1,17 @@
 """Exact top-k by d_avg through the centroid index: the two-stage search of docs/design.md 5.
 
-The candidate source walks db.ranking.nearest_centroids (whose bounds are the relatives of
-d_avg in inference_service/scoring/style_distance.py); db.ranking.d_avg_of scores the
-survivors exactly; inference_service/scoring/two_stage.py decides what to ask next.
+The candidate source is the service's in-memory centroid index when it is given and matches the
+search's snapshot (search/memory_index.py), else it walks db.ranking.nearest_centroids (whose
+bounds are the relatives of d_avg in inference_service/scoring/style_distance.py);
+db.ranking.d_avg_of scores the survivors exactly; inference_service/scoring/two_stage.py decides
+what to ask next.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,18 +20,11 @@ from db.database import Connection, Database
 from db.encoders import Guard
 from db.filters import Filters
 from inference_service.scoring.two_stage import CandidateBatch, RankStats, rank_two_stage
+from inference_service.search.options import TwoStageOptions as TwoStageOptions  # its import path too
 
-
-@dataclass(frozen=True)
-class TwoStageOptions:
-    ef_search: int = 800  # HNSW candidate list (400 lost whole families at 100k: bench search)
-    exact_below: int = 2000  # catalogs smaller than this scan every centroid exactly
-    first_batch: int = 256  # centroids asked first; each further ask is `growth` times larger
-    growth: int = 2
-    chunk: int = 256  # candidates scored exactly per round trip
-    # Several query images: one walk around their mean, or one walk per image (docs/design.md 5,
-    # "Several images"; bench search measures both).
-    walk: Literal["mean", "per_image"] = "mean"
+if TYPE_CHECKING:
+    from inference_service.search.memory_index import CentroidIndex
+    from inference_service.search.memory_view import ExactScan, HnswWalk
 
 
 class CentroidSource:
@@ -86,6 +80,10 @@ class CentroidSource:
         )
 
 
+async def _one_snapshot(conn: Connection) -> None:
+    """A guard that checks nothing: it only makes the search connection one snapshot."""
+
+
 async def rank_d_avg(
     db: Database,
     queries: Sequence[np.ndarray],
@@ -94,16 +92,26 @@ async def rank_d_avg(
     filters: Filters = Filters(),
     options: TwoStageOptions = TwoStageOptions(),
     guard: Guard | None = None,
+    index: CentroidIndex | None = None,
 ) -> tuple[list[tuple[int, float]], RankStats]:
     """Top-`limit` LoRAs by d_avg (mean over the query images), as db.ranking.rank_exhaustive,
     by the two-stage search; one pooled search connection carries every round trip (one
-    snapshot checked by `guard` when given)."""
+    snapshot checked by `guard` when given). With `index`, candidates come from its view of
+    that snapshot, which must then be one snapshot even without a guard."""
+    if index is not None and guard is None:
+        guard = _one_snapshot
     async with db.search_connection(guard) as conn:
-        source = CentroidSource(conn, queries, filters, limit, options)
+        view = None if index is None else await index.sync(conn)
+        source: CentroidSource | ExactScan | HnswWalk
+        if view is None:
+            source = CentroidSource(conn, queries, filters, limit, options)
+        else:
+            source = view.source(queries, filters, limit, options)
 
         async def score(ids: Sequence[int]) -> dict[int, float]:
             return await ranking.d_avg_of(conn, queries, ids)
 
         ranked, stats = await rank_two_stage([source], score, limit, chunk=options.chunk)
         stats.details["exact_scan"] = bool(source.exact_scan)
+        stats.details["centroid_index"] = "database" if view is None else "memory"
         return ranked, stats

@@ -5,10 +5,12 @@
 - `numpy`: the in-memory exhaustive d_avg someone would write first, every reference in one
   (N, S, 128) float32 array, filters as boolean masks.
 - `faiss_hnsw`: the in-memory ANN a team without a database would build: faiss HNSW over the
-  centroids (M 32, efConstruction 128 as migration 003's index), filters as faiss ID selectors,
-  candidates reranked exactly in numpy under the service's own bound rule
+  centroids (the service's memory index graph, inference_service/search/centroid_hnsw.py: M 32,
+  efConstruction 128 as migration 003's index), filters as faiss ID selectors, candidates
+  reranked exactly in numpy under the service's own bound rule
   (inference_service/scoring/two_stage.py: first batch 256 centroids per query image, doubling
-  until no unseen LoRA can enter the top k).
+  until no unseen LoRA can enter the top k). Unlike the service's index it is built from the
+  synthetic references, without a database.
 
 Memory: the peers hold their arrays in this process, so they run only where those fit a budget
 (`plan_peers`); the report says what each would need where it was skipped.
@@ -28,14 +30,13 @@ import psutil
 
 from db.filters import Filters
 from inference_service.scoring.two_stage import CandidateBatch, RankStats, rank_two_stage
+from inference_service.search.centroid_hnsw import HNSW_M, build_hnsw, centroid_bounds, walk_ef
 from inference_service.search.centroids import TwoStageOptions
 from lab.bench.load import CatalogMeta
 from lab.bench.synthetic import SyntheticCatalog, summarise
 
 Ranked = list[tuple[int, float]]  # (synthetic LoRA index, d_avg), ascending, ties by index
 KINDS = ("single", "multi", "filtered")
-HNSW_M = 32  # as migration 003's centroid index
-HNSW_EF_CONSTRUCTION = 128
 BUDGET_FRACTION = 0.25  # of physical memory, for the in-memory peers' arrays
 
 
@@ -275,10 +276,8 @@ class FaissCentroids:
     def __init__(self, store: ReferenceStore, options: TwoStageOptions) -> None:
         self.store, self.options = store, options
         dim = store.centroids.shape[1]
-        self.index = faiss.IndexHNSWFlat(dim, HNSW_M)
-        self.index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         started = time.perf_counter()
-        self.index.add(store.centroids)
+        self.index = build_hnsw(store.centroids)
         self.build_s = time.perf_counter() - started
         self.flat = faiss.downcast_index(self.index.storage)
         # The centroids faiss holds, read in place: the store's copy is dropped, not kept twice.
@@ -323,7 +322,7 @@ class _FaissSource:
     async def next_batch(self) -> CandidateBatch:
         options, selector = self.peer.options, self.peer.selector(self.mask)
         params = faiss.SearchParametersHNSW()
-        params.efSearch = max(options.ef_search, min(self.limit, 1000))
+        params.efSearch = walk_ef(options.ef_search, self.limit)
         params.sel = selector
         dist2, found = self.peer.index.search(self.q, self.limit, params=params)
         if (found < 0).any() and int(self.mask.sum()) > (found >= 0).sum(axis=1).min():
@@ -342,8 +341,7 @@ class _FaissSource:
         self.limit *= options.growth
         ids = np.unique(found[found >= 0])
         store = self.peer.store
-        to_query = np.linalg.norm(self.peer.centroids[ids][:, None, :] - self.q[None, :, :], axis=2)
-        upper = np.minimum(
-            to_query + store.radius[ids, None], np.sqrt(to_query**2 + store.sq_radius[ids, None])
+        lower, upper = centroid_bounds(
+            self.peer.centroids[ids], store.radius[ids], store.sq_radius[ids], self.q
         )
-        return CandidateBatch(ids.astype(np.int64), to_query.mean(axis=1), upper.mean(axis=1), frontier)
+        return CandidateBatch(ids.astype(np.int64), lower, upper, frontier)

@@ -1,0 +1,72 @@
+"""The centroid HNSW graph and the centroid bounds on d_avg, in memory: shared by the service's
+centroid index (search/memory_index.py) and bench search's faiss peer
+(lab/bench/search_peers.FaissCentroids), so both walk the same graph under the same bounds as
+db.ranking.nearest_centroids computes in SQL (docs/design.md 5)."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+HNSW_M = 32  # as migration 003's pgvector index: denser graphs reach tight families
+HNSW_EF_CONSTRUCTION = 128
+MAX_WALK_EF = 1000  # the candidate list grows with the batch asked, up to this
+
+# PostgreSQL computes d_avg in float32 (pgvector sums the squares in single precision) and
+# stores centroids and radii rounded to float32, so a bound computed exactly can miss the value
+# db.ranking.d_avg_of returns by a few 1e-6 (relative). Widening every bound by this much keeps
+# it a bound of what is scored; the pruning it costs is invisible.
+RELATIVE_SLACK = 1e-5
+ABSOLUTE_SLACK = 1e-6
+
+
+def new_hnsw(dim: int) -> faiss.IndexHNSWFlat:
+    index = faiss.IndexHNSWFlat(dim, HNSW_M)
+    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    return index
+
+
+def build_hnsw(centroids: np.ndarray) -> faiss.IndexHNSWFlat:
+    """An HNSW graph over the centroids; row i is label i. Slow (seconds per 100k): call it in a
+    thread, never on the event loop."""
+    index = new_hnsw(centroids.shape[1])
+    if len(centroids):
+        index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    return index
+
+
+def walk_ef(ef_search: int, limit: int) -> int:
+    """efSearch of a walk asking `limit` centroids, as db.ranking.nearest_centroids sets hnsw.ef_search."""
+    return max(ef_search, min(limit, MAX_WALK_EF))
+
+
+def lower_slack(distance: np.ndarray) -> np.ndarray:
+    return np.asarray(distance * (1.0 - RELATIVE_SLACK) - ABSOLUTE_SLACK, dtype=np.float64)
+
+
+def upper_slack(distance: np.ndarray) -> np.ndarray:
+    return np.asarray(distance * (1.0 + RELATIVE_SLACK) + ABSOLUTE_SLACK, dtype=np.float64)
+
+
+def centroid_distances(centroids: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """|c - q_i| for every centroid (rows) and query image (columns), in float64 through
+    |c|^2 + |q|^2 - 2 c.q (its rounding, ~1e-8 for unit vectors, is inside the slack)."""
+    c = np.asarray(centroids, dtype=np.float64)
+    q = np.asarray(queries, dtype=np.float64)
+    d2: np.ndarray = np.einsum("ij,ij->i", c, c)[:, None] + np.einsum("ij,ij->i", q, q)[None, :]
+    d2 -= 2.0 * (c @ q.T)
+    np.maximum(d2, 0.0, out=d2)
+    np.sqrt(d2, out=d2)
+    return d2
+
+
+def centroid_bounds(
+    centroids: np.ndarray, radius: np.ndarray, sq_radius: np.ndarray, queries: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) bounds of d_avg for each centroid's LoRA over the query images:
+    mean_i |c - q_i| and mean_i min(|c - q_i| + r, sqrt(|c - q_i|^2 + v)), widened by the slack."""
+    d = centroid_distances(centroids, queries)
+    r = np.asarray(radius, dtype=np.float64)[:, None]
+    v = np.asarray(sq_radius, dtype=np.float64)[:, None]
+    upper = np.minimum(d + r, np.sqrt(d**2 + v))
+    return lower_slack(d.mean(axis=1)), upper_slack(upper.mean(axis=1))

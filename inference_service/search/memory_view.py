@@ -1,0 +1,225 @@
+"""One generation of the in-memory centroid index and the candidate sources over it.
+
+A CentroidView is immutable: the index (search/memory_index.py) makes a new one for every
+generation it reaches, and a search keeps the one that matches its snapshot for all its batches.
+Its sources keep the contract of inference_service/scoring/two_stage.CandidateSource with the
+bounds of db.ranking.nearest_centroids (search/centroid_hnsw.centroid_bounds), so the exact
+scoring in PostgreSQL (db.ranking.d_avg_of) and rank_two_stage are unchanged:
+
+- ExactScan: every admitted centroid, in increasing mean_i |c - q_i| (the per-image lower bound
+  itself, far tighter than the mean-query walk), frontier = the next lower bound not yielded.
+  Exact. Several images, a base-model filter, a small catalog.
+- HnswWalk: faiss HNSW around the single query image, k doubling per batch (efSearch as
+  pgvector's), rows not admitted skipped through a bitmap selector, frontier = the last
+  distance returned. As approximate as the pgvector walk it replaces. One image, no base-model
+  filter, a large catalog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import faiss
+import numpy as np
+
+from db.filters import Filters
+from db.ranking import vectors
+from inference_service.scoring.two_stage import CandidateBatch
+from inference_service.search.centroid_hnsw import centroid_bounds, lower_slack, walk_ef
+from inference_service.search.options import TwoStageOptions
+
+# Work (centroids x query images) above which the exact scan's matrix product leaves the event loop.
+_THREAD_ABOVE = 100_000
+
+
+@dataclass
+class HnswGraph:
+    """The faiss graph over rows 0..rows-1 of one load and its deltas (row i is label i). Rows
+    appended later are added in a thread; meanwhile no walk may run (faiss does not search and
+    add at once), so sources scan exactly while `busy`."""
+
+    index: faiss.IndexHNSWFlat
+    rows: int
+    busy: bool = False
+    failed: bool = False  # an add failed half way: never walked again (the next rebuild replaces it)
+
+    @property
+    def walkable(self) -> bool:
+        return not (self.busy or self.failed)
+
+
+@dataclass(frozen=True)
+class CentroidView:
+    """The summaries of one catalog generation, row by row: a row of a LoRA that changed or left
+    since the load is dead (alive False) and its new row, if any, appended."""
+
+    generation: int
+    lora_ids: np.ndarray  # int64
+    centroids: np.ndarray  # (n, dim) float32
+    sqnorm: np.ndarray  # |c|^2, float64
+    mean_radius: np.ndarray  # float32
+    mean_sq_radius: np.ndarray  # float32
+    searchable: np.ndarray  # bool: loras.status = 'active'
+    nsfw: np.ndarray  # bool
+    base_code: np.ndarray  # int32 index into base_names
+    base_names: tuple[str, ...]
+    alive: np.ndarray  # bool, this view's own copy
+    graph: HnswGraph
+    exact_below: int  # fewer admitted rows than this: ExactScan even for one image
+    _masks: dict[tuple[object, ...], np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.lora_ids)
+
+    @property
+    def live(self) -> int:
+        return int(np.count_nonzero(self.alive))
+
+    def admitted(self, filters: Filters) -> np.ndarray:
+        """Rows db.filters.SUMMARY_FILTER admits, as a mask: live, searchable, base model in the
+        filter's compatibility group (or 'other:...' where the group takes those), NSFW allowed."""
+        params = filters.params()
+        bases = frozenset(params["bases"])
+        key = (bases, bool(params["other_bases"]), bool(params["nsfw"]))
+        if key not in self._masks:
+            mask = self.alive & self.searchable
+            if bases:
+                allowed = np.array(
+                    [b in bases or (key[1] and b.startswith("other:")) for b in self.base_names], dtype=bool
+                )
+                mask &= allowed[self.base_code]
+            if not key[2]:
+                mask &= ~self.nsfw
+            self._masks[key] = mask
+        return self._masks[key]
+
+    def source(
+        self, queries: Sequence[np.ndarray], filters: Filters, k: int, options: TwoStageOptions
+    ) -> ExactScan | HnswWalk:
+        """The candidate source of one search over this view (module docstring)."""
+        q = np.stack(vectors(queries))
+        admitted = self.admitted(filters)
+        rows = np.flatnonzero(admitted)
+        walk = len(q) == 1 and not filters.base_model and len(rows) >= max(self.exact_below, 1)
+        if walk and self.graph.walkable:
+            return HnswWalk(self, admitted, rows, q, k, options)
+        return ExactScan(self, rows, q, k, options)
+
+    def bounds_of(self, rows: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return centroid_bounds(
+            self.centroids[rows], self.mean_radius[rows], self.mean_sq_radius[rows], queries
+        )
+
+
+def lower_bounds(view: CentroidView, rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """mean_i |c - q_i| of the rows, bounded from below (slack included) through one float32
+    matrix product: |c|^2 + |q|^2 - 2 c.q less the product's worst rounding (dim terms of unit
+    roundoff each, scaled by |c|^2 + |q|^2), so a LoRA is never ordered after a frontier it beats."""
+    gather = len(rows) < len(view) // 2  # copy a few rows, or multiply them all and pick
+    centroids = view.centroids[rows] if gather else view.centroids
+    dot = (centroids @ queries.T).astype(np.float64)
+    if not gather:
+        dot = dot[rows]
+    sq = view.sqnorm[rows][:, None] + np.einsum("ij,ij->i", queries, queries).astype(np.float64)[None, :]
+    rounding = 1.01 * view.centroids.shape[1] * float(np.finfo(np.float32).eps) / 2 * sq
+    d2 = sq - 2.0 * dot - rounding
+    return lower_slack(np.sqrt(np.maximum(d2, 0.0)).mean(axis=1))
+
+
+class ExactScan:
+    """Every admitted centroid, in increasing lower bound; batches grow as the pgvector walk's."""
+
+    name = "centroid"
+    exact_scan = True
+
+    def __init__(
+        self, view: CentroidView, rows: np.ndarray, queries: np.ndarray, k: int, options: TwoStageOptions
+    ) -> None:
+        self.view, self.queries, self.options = view, queries, options
+        self.limit = max(options.first_batch, 2 * k)
+        self.remaining = rows
+        self.lower: np.ndarray | None = None  # of `remaining`, once computed
+
+    async def next_batch(self) -> CandidateBatch:
+        if self.lower is None:
+            if len(self.remaining) * len(self.queries) > _THREAD_ABOVE:
+                self.lower = await asyncio.to_thread(lower_bounds, self.view, self.remaining, self.queries)
+            else:
+                self.lower = lower_bounds(self.view, self.remaining, self.queries)
+        if len(self.remaining) <= self.limit:
+            rows, frontier = self.remaining, math.inf
+            self.remaining, self.lower = self.remaining[:0], self.lower[:0]
+        else:
+            order = np.argpartition(self.lower, self.limit)
+            rows, frontier = self.remaining[order[: self.limit]], float(self.lower[order[self.limit]])
+            self.remaining, self.lower = self.remaining[order[self.limit :]], self.lower[order[self.limit :]]
+        self.limit *= self.options.growth
+        lower, upper = self.view.bounds_of(rows, self.queries)
+        return CandidateBatch(self.view.lora_ids[rows], lower, upper, frontier)
+
+
+class HnswWalk:
+    """faiss HNSW around one query image; rows appended since the graph's last add (its tail)
+    are yielded whole in the first batch, so the frontier only speaks for rows in the graph."""
+
+    name = "centroid"
+
+    def __init__(
+        self,
+        view: CentroidView,
+        admitted: np.ndarray,
+        rows: np.ndarray,
+        query: np.ndarray,
+        k: int,
+        options: TwoStageOptions,
+    ) -> None:
+        self.view, self.admitted, self.rows, self.query, self.options = view, admitted, rows, query, options
+        self.limit = max(options.first_batch, 2 * k)
+        self.k = k
+        self.yielded = np.zeros(len(view), dtype=bool)
+        self.exact_scan = False
+        self.fallback: ExactScan | None = None
+
+    def _scan_instead(self) -> ExactScan:
+        """An exact scan of what is left: the graph is busy, or the walk starved."""
+        self.exact_scan = True
+        left = self.rows[~self.yielded[self.rows]]
+        self.fallback = ExactScan(self.view, left, self.query, self.k, self.options)
+        self.fallback.limit = self.limit
+        return self.fallback
+
+    async def next_batch(self) -> CandidateBatch:
+        graph = self.view.graph
+        if self.fallback is None and not graph.walkable:
+            self._scan_instead()
+        if self.fallback is not None:
+            return await self.fallback.next_batch()
+        n = len(self.view)
+        covered = min(graph.rows, n)
+        tail = self.rows[(self.rows >= covered) & ~self.yielded[self.rows]]
+        in_graph = len(self.rows) - int(np.count_nonzero(self.rows >= covered))
+        labels, dist = self._walk(covered) if in_graph else (np.empty(0, np.int64), np.empty(0))
+        if len(labels) < min(self.limit, in_graph):  # the walk starved before the graph ran out
+            return await self._scan_instead().next_batch()
+        frontier = math.inf if len(labels) < self.limit else float(lower_slack(dist[-1:])[0])
+        self.limit *= self.options.growth
+        rows = np.concatenate([labels[~self.yielded[labels]], tail]).astype(np.int64)
+        self.yielded[rows] = True
+        lower, upper = self.view.bounds_of(rows, self.query)
+        return CandidateBatch(self.view.lora_ids[rows], lower, upper, frontier)
+
+    def _walk(self, covered: int) -> tuple[np.ndarray, np.ndarray]:
+        """The graph's `limit` admitted rows nearest the query: (rows, distances) ascending."""
+        graph = self.view.graph
+        # The selector's size is in bytes and bounds its ids: labels past `covered` (rows another
+        # view appended) are never members.
+        bits = np.packbits(self.admitted[:covered], bitorder="little")
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = walk_ef(self.options.ef_search, self.limit)
+        params.sel = faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits))
+        dist2, labels = graph.index.search(self.query, self.limit, params=params)
+        found = labels[0] >= 0
+        return labels[0][found], np.sqrt(np.maximum(dist2[0][found], 0.0))

@@ -1,0 +1,18 @@
+"""How the two-stage search asks for candidates (search/centroids.py, search/memory_view.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class TwoStageOptions:
+    ef_search: int = 800  # HNSW candidate list (400 lost whole families at 100k: bench search)
+    exact_below: int = 2000  # catalogs smaller than this scan every centroid exactly
+    first_batch: int = 256  # centroids asked first; each further ask is `growth` times larger
+    growth: int = 2
+    chunk: int = 256  # candidates scored exactly per round trip
+    # Several query images: one walk around their mean, or one walk per image (docs/design.md 5,
+    # "Several images"; bench search measures both).
+    walk: Literal["mean", "per_image"] = "mean"
