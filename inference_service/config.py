@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +47,27 @@ class Settings(BaseSettings):
     )
     search_exact_below: int = Field(
         2000, description="Catalogs with fewer LoRAs scan every centroid exactly instead of the HNSW index."
+    )
+    centroid_index: Literal["memory", "database"] = Field(
+        "memory",
+        description="Two-stage search candidates: 'memory' holds the centroids in the service, kept "
+        "current by the catalog generation (pgvector's walk serves until it is built); 'database' "
+        "walks pgvector's HNSW index.",
+    )
+    centroid_index_exact_below: int = Field(
+        50_000,
+        ge=0,
+        description="Memory index: a single-image search without a base-model filter walks its HNSW "
+        "graph from this many admitted LoRAs on; anything else scans every centroid exactly.",
+    )
+    centroid_index_delta_rows: int = Field(
+        20_000,
+        ge=0,
+        description="Memory index: a search applies up to max(this, delta_fraction x LoRAs) changed "
+        "summaries itself; more rebuild the index in the background (pgvector serves meanwhile).",
+    )
+    centroid_index_delta_fraction: float = Field(
+        0.05, ge=0, description="Memory index: see centroid_index_delta_rows."
     )
     dynamic_batching: bool = Field(True, description="Group concurrent requests into one encoder run.")
     batch_max_size: int = Field(32, description="Most images per encoder run.")

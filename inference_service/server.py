@@ -24,6 +24,7 @@ from inference_service.registration.jobs import Registrations, make_queue_app
 from inference_service.retention import SearchPurge
 from inference_service.runtime import Runtime, open_runtime
 from inference_service.search.engine import SearchEngine
+from inference_service.search.memory_index import CentroidIndex, IndexConfig
 from inference_service.servicer import FindLoraServicer
 from inference_service.tls import server_credentials
 from protos import findlora_pb2, findlora_pb2_grpc
@@ -89,7 +90,12 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
             gmi = GmiBranch(
                 runtime.db, runtime.gmi, settings.rkme_gamma, exact_below=settings.gmi_exact_below
             )
-        engine = SearchEngine(runtime.db, runtime.blobs, runtime.encoders, settings, gmi)
+        centroid_index = None
+        if settings.centroid_index == "memory":  # built in the background; pgvector serves until then
+            centroid_index = CentroidIndex(runtime.db, IndexConfig.from_settings(settings))
+            centroid_index.start()
+            stack.push_async_callback(centroid_index.aclose)
+        engine = SearchEngine(runtime.db, runtime.blobs, runtime.encoders, settings, gmi, centroid_index)
         stack.push_async_callback(engine.aclose)
         decoder = DecodePool.from_settings(settings)
         stack.callback(decoder.close)

@@ -32,6 +32,7 @@ from inference_service.prompting import suggest_prompt
 from inference_service.search import SearchQuery
 from inference_service.search.centroids import TwoStageOptions, rank_d_avg
 from inference_service.search.fused import FusedRanking, FusedSearch
+from inference_service.search.memory_index import CentroidIndex
 from inference_service.timing import stage
 
 if TYPE_CHECKING:
@@ -97,8 +98,10 @@ class SearchEngine:
         embedder: StyleEmbedder | ActiveEncoder,
         settings: Settings,
         gmi: GmiBranch | None = None,
+        centroid_index: CentroidIndex | None = None,
     ) -> None:
         self.db = db
+        self.centroid_index = centroid_index  # None: candidates from pgvector's walk
         self.blobs = blobs
         self.encoders = as_active(embedder, db, blobs)
         self.settings = settings
@@ -114,7 +117,7 @@ class SearchEngine:
         self.options = TwoStageOptions(
             ef_search=settings.search_ef_search, exact_below=settings.search_exact_below
         )
-        self.fused = None if gmi is None else FusedSearch(db, gmi, settings, self.options)
+        self.fused = None if gmi is None else FusedSearch(db, gmi, settings, self.options, centroid_index)
 
     async def aclose(self) -> None:
         if self.batcher is not None:
@@ -145,7 +148,13 @@ class SearchEngine:
                 async with self.db.search_connection(guard) as conn:
                     return await ranking.rank_exhaustive(conn, queries, filters, limit=limit)
         ranked, stats = await rank_d_avg(
-            self.db, queries, limit=limit, filters=filters, options=self.options, guard=guard
+            self.db,
+            queries,
+            limit=limit,
+            filters=filters,
+            options=self.options,
+            guard=guard,
+            index=self.centroid_index,
         )
         log.debug(
             "two_stage_search",
@@ -153,6 +162,7 @@ class SearchEngine:
             scored=stats.scored,
             round_trips=stats.batches + stats.score_calls,
             exact_scan=stats.details.get("exact_scan"),
+            centroid_index=stats.details.get("centroid_index"),
         )
         return ranked
 

@@ -21,6 +21,7 @@ from inference_service.search.centroids import TwoStageOptions, rank_d_avg
 
 if TYPE_CHECKING:
     from inference_service.gmi import GmiBranch, QueryFeatures
+    from inference_service.search.memory_index import CentroidIndex
 
 log = structlog.get_logger(__name__)
 
@@ -33,8 +34,16 @@ class FusedRanking:
 
 
 class FusedSearch:
-    def __init__(self, db: Database, gmi: GmiBranch, settings: Settings, options: TwoStageOptions) -> None:
+    def __init__(
+        self,
+        db: Database,
+        gmi: GmiBranch,
+        settings: Settings,
+        options: TwoStageOptions,
+        centroid_index: CentroidIndex | None = None,
+    ) -> None:
         self.db, self.gmi, self.settings, self.options = db, gmi, settings, options
+        self.centroid_index = centroid_index
 
     async def rank(
         self, query: SearchQuery, embeddings: np.ndarray, limit: int, guard: Guard | None = None
@@ -74,7 +83,13 @@ class FusedSearch:
 
         (style, _), (features, nearest_spec) = await asyncio.gather(
             rank_d_avg(
-                self.db, list(embeddings), limit=m, filters=filters, options=self.options, guard=guard
+                self.db,
+                list(embeddings),
+                limit=m,
+                filters=filters,
+                options=self.options,
+                guard=guard,
+                index=self.centroid_index,
             ),
             gmi_candidates(),
         )

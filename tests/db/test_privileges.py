@@ -139,6 +139,11 @@ async def test_the_runtime_role_searches_votes_and_queues_and_runs_a_job(
         served_catalog(settings, tmp_path) as served,  # the catalog import runs as the runtime role too
         served.client(Role.MODERATE, timeout=30) as client,
     ):
+        # The memory index reads summaries and tombstones as the runtime role, and each search syncs it.
+        index = served.service.engine.centroid_index if served.service.engine else None
+        assert index is not None
+        await index.wait_ready()
+        assert index.ready
         response = await client.search([QueryImage(served.reference_bytes("style-03"), "q.png")], top_k=3)
         assert response.matches[0].slug == "style-03"
         assert (await client.get_page(response.search_id, 1, 2)).matches
