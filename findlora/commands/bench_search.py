@@ -58,6 +58,7 @@ async def _search(
     peers: str,
     peer_budget_gb: float,
     exhaustive_queries: int | None,
+    centroid_index: str,
 ) -> dict[str, Any]:
     from db.embedded import database_url
     from db.scratch import scratch_database
@@ -87,6 +88,7 @@ async def _search(
             peers=peers,
             peer_budget_bytes=int(peer_budget_gb * 1e9) if peer_budget_gb > 0 else None,
             exhaustive_queries=exhaustive_queries,
+            centroid_index=centroid_index,
             progress=progress,
         )
 
@@ -136,14 +138,24 @@ def search_cmd(
         min=-1,
         help="Queries also timed on the SQL exhaustive scan; -1: all up to 100k LoRAs, 4 beyond.",
     ),
+    centroid_index: str = typer.Option(
+        "both",
+        "--centroid-index",
+        help="The two-stage search's candidates: memory (the service's in-memory index, its"
+        " default), pgvector (the HNSW walk in PostgreSQL; memory leaves that index unbuilt), or"
+        " both, timed side by side.",
+    ),
     json_file: Path | None = typer.Option(None, "--json", help="Write the JSON here, not to stdout."),
 ) -> None:
     """The two-stage search against SQL exhaustive, numpy exhaustive and faiss HNSW + rerank on one
     synthetic catalog: latency, recall against the exact truth, memory, build time, layouts."""
     from inference_service.search.centroids import TwoStageOptions
+    from lab.bench.search_bench import CENTROID_INDEXES
 
     if peers not in ("auto", "on", "off"):
         raise typer.BadParameter("use auto, on or off", param_hint="--peers")
+    if centroid_index not in CENTROID_INDEXES:
+        raise typer.BadParameter(f"use {', '.join(CENTROID_INDEXES)}", param_hint="--centroid-index")
     result = run(
         _search(
             loras,
@@ -157,6 +169,7 @@ def search_cmd(
             peers,
             peer_budget_gb,
             None if exhaustive_queries < 0 else exhaustive_queries,
+            centroid_index,
         )
     )
     emit_json(result, json_file)
