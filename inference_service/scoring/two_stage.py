@@ -70,10 +70,19 @@ class _TopK:
 
 
 async def rank_two_stage(
-    sources: Sequence[CandidateSource], scorer: ExactScorer, k: int, *, chunk: int = 256
+    sources: Sequence[CandidateSource],
+    scorer: ExactScorer,
+    k: int,
+    *,
+    chunk: int = 256,
+    first_chunk: int | None = None,
 ) -> tuple[list[tuple[int, float]], RankStats]:
     """The exact top-k (id, score) ascending, ties by id, as an exhaustive ranking would give if
-    each source's order and bounds hold; with stats on how much work it took."""
+    each source's order and bounds hold; with stats on how much work it took.
+
+    Scoring rounds start at `first_chunk` candidates (default: `chunk`; at least k) and double up
+    to `chunk`: the first round's exact scores set the pruning threshold, so a small first round
+    leaves most of the remaining candidates above the cut, unscored."""
     stats = RankStats(per_source={s.name: 0 for s in sources})
     frontiers = dict.fromkeys(range(len(sources)), -math.inf)
     pending_lower: dict[int, float] = {}
@@ -85,6 +94,8 @@ async def rank_two_stage(
     def threshold() -> float:
         return min(bound_top.threshold, exact_top.threshold)
 
+    size = max(1, min(chunk, max(k, first_chunk or chunk)))  # under k nothing can be cut
+
     while True:
         # Score the most promising pending candidates while any can still enter the top k.
         while pending_lower:
@@ -93,7 +104,8 @@ async def rank_two_stage(
             pending_lower = {i: pending_lower[i] for _, i in alive}
             if not alive:
                 break
-            ids = [i for _, i in alive[:chunk]]
+            ids = [i for _, i in alive[:size]]
+            size = min(chunk, 2 * size)
             with stage("rerank"):
                 found = await scorer(ids)
             stats.score_calls += 1

@@ -111,7 +111,9 @@ async def rank_d_avg(
         async def score(ids: Sequence[int]) -> dict[int, float]:
             return await ranking.d_avg_of(conn, queries, ids)
 
-        ranked, stats = await rank_two_stage([source], score, limit, chunk=options.chunk)
+        ranked, stats = await rank_two_stage(
+            [source], score, limit, chunk=options.chunk, first_chunk=options.first_chunk
+        )
         stats.details["exact_scan"] = bool(source.exact_scan)
         stats.details["centroid_index"] = "database" if view is None else "memory"
         return ranked, stats

@@ -12,7 +12,10 @@ class TwoStageOptions:
     exact_below: int = 2000  # catalogs smaller than this scan every centroid exactly
     first_batch: int = 256  # centroids asked first; each further ask is `growth` times larger
     growth: int = 2
-    chunk: int = 256  # candidates scored exactly per round trip
+    chunk: int = 256  # candidates scored exactly per round trip, at most
+    # The first round trip scores this many; each next one twice as many (up to `chunk`): the
+    # first exact scores tighten the cut, so fewer candidates are scored at all (bench search).
+    first_chunk: int = 32
     # Several query images: one walk around their mean, or one walk per image (docs/design.md 5,
     # "Several images"; bench search measures both).
     walk: Literal["mean", "per_image"] = "mean"

@@ -306,7 +306,9 @@ class FaissCentroids:
             dist = np.linalg.norm(refs[:, :, None, :] - q[None, None, :, :], axis=3)
             return dict(zip(ids, dist.mean(axis=(1, 2)).tolist(), strict=True))
 
-        ranked, stats = await rank_two_stage([source], score, k, chunk=self.options.chunk)
+        ranked, stats = await rank_two_stage(
+            [source], score, k, chunk=self.options.chunk, first_chunk=self.options.first_chunk
+        )
         stats.details["exact_scan"] = source.exact_scan
         return [(int(i), float(d)) for i, d in ranked], stats
 

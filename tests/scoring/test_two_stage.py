@@ -53,6 +53,35 @@ async def test_ranker_prunes_and_matches_brute_force() -> None:
     assert stats.scored == sum(calls) < 500  # the bound pruned most of the catalog
 
 
+async def test_growing_rounds_score_fewer_and_rank_the_same() -> None:
+    """A small first scoring round sets the cut before most candidates are scored; rounds then
+    double (up to `chunk`), and the ranking is the same exact top-k."""
+    rng = np.random.default_rng(8)
+    true = {i: float(v) for i, v in enumerate(rng.uniform(1, 2, 2000))}
+    lower = {i: s - float(rng.uniform(0, 0.2)) for i, s in true.items()}
+    expected = sorted(true.items(), key=lambda kv: (kv[1], kv[0]))[:10]
+
+    async def run(first_chunk: int | None) -> tuple[list[int], int]:
+        calls: list[int] = []
+
+        async def score(ids: Sequence[int]) -> dict[int, float]:
+            calls.append(len(ids))
+            return {i: true[i] for i in ids}
+
+        ranked, stats = await rank_two_stage(
+            [ListSource(lower, 1000)], score, 10, chunk=256, first_chunk=first_chunk
+        )
+        assert ranked == expected
+        return calls, stats.scored
+
+    whole_calls, whole = await run(None)
+    growing_calls, growing = await run(4)
+    assert whole_calls[0] == 256
+    assert growing_calls[:3] == [10, 20, 40]  # never under k, then doubling
+    assert max(growing_calls) <= 256
+    assert growing < whole
+
+
 @pytest.fixture
 async def loaded(db: Database, db_url: str) -> tuple[SyntheticCatalog, list[str], np.ndarray]:
     catalog = SyntheticCatalog(1000, seed=4)
