@@ -85,7 +85,7 @@ async def evidence_for(
     None when the LoRA has no kept references to compare with."""
     cur = await conn.execute(
         f"""
-        WITH d AS ({d_avg_sql("(l.status = 'active' OR l.id = %(id)s)")}),
+        WITH d AS ({d_avg_sql("(l.status = 'active' OR l.id = %(id)s)", images=len(queries))}),
         target AS (SELECT d FROM d WHERE lora_id = %(id)s)
         SELECT target.d, (SELECT count(*) FROM d WHERE d.d < target.d) + 1, (SELECT count(*) FROM d)
         FROM target

@@ -17,18 +17,23 @@ from db.filters import LORA_FILTER, SUMMARY_FILTER, Filters
 from db.rows import CentroidCandidates, NearestReference
 
 
-def d_avg_sql(where: str, *, join_loras: bool = True) -> str:
+def d_avg_sql(where: str, *, images: int, join_loras: bool = True) -> str:
     """(lora_id, d): d_avg(q, m) = mean_s |f(q) - f(t(s, m))| over kept references of the LoRAs
     passing `where` (over `reference_images r JOIN loras l`, or `r` alone without `join_loras`);
-    with several query images %(q)s, the mean of their d_avg (every query meets every
-    reference). References are stored as halfvec and compared in float32 (`::vector`), so d_avg
-    is exact for the stored values and the centroid bounds, computed the same way, hold to
-    float32 rounding."""
+    with several query images (`images` of them in %(q)s), the mean of their d_avg (every query
+    meets every reference). References are stored as halfvec and compared in float32
+    (`::vector`), so d_avg is exact for the stored values and the centroid bounds, computed the
+    same way, hold to float32 rounding. One distance term per query image on each reference row,
+    not a join with the query images: the join's row per (reference, image) pair cost half the
+    scoring time of a single-image search."""
+    if images < 1:
+        raise ValueError("d_avg needs at least one query image")
     join = "JOIN loras l ON l.id = r.lora_id" if join_loras else ""
+    terms = " + ".join(f"(r.embedding::vector <-> (%(q)s::vector[])[{i}])" for i in range(1, images + 1))
+    mean = terms if images == 1 else f"({terms}) / {images}"
     return f"""
-        SELECT r.lora_id, avg(r.embedding::vector <-> q.v) AS d
+        SELECT r.lora_id, avg({mean}) AS d
         FROM reference_images r {join}
-        CROSS JOIN unnest(%(q)s::vector[]) AS q(v)
         WHERE r.kept AND {where}
         GROUP BY r.lora_id
     """
@@ -43,7 +48,7 @@ async def rank_exhaustive(
 ) -> list[tuple[int, float]]:
     """Exact d_avg of the LoRAs passing the filters, ascending: the reference ranking (limit None:
     every LoRA)."""
-    sql = f"{d_avg_sql(LORA_FILTER)} ORDER BY d, r.lora_id LIMIT %(limit)s"
+    sql = f"{d_avg_sql(LORA_FILTER, images=len(queries))} ORDER BY d, r.lora_id LIMIT %(limit)s"
     return await _ranked(conn, sql, queries, filters, limit)
 
 
@@ -54,7 +59,7 @@ async def d_avg_of(
     # No join with loras: the candidates passed the filters already, and the join cost a quarter
     # of the time (an index probe per reference row).
     cur = await conn.execute(
-        d_avg_sql("r.lora_id = ANY(%(ids)s)", join_loras=False),
+        d_avg_sql("r.lora_id = ANY(%(ids)s)", images=len(queries), join_loras=False),
         {"q": vectors(queries), "ids": [int(i) for i in lora_ids]},
     )
     return {int(r[0]): float(r[1]) for r in await cur.fetchall()}
