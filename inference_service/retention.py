@@ -43,6 +43,11 @@ class SearchPurge:
                     detail=str(exc).splitlines()[0] if str(exc) else "",
                     retry_in_s=self.interval_s,
                 )
+            # stop() cancelled a round but a wait inside it returned anyway (Python 3.11's
+            # asyncio.wait_for can swallow a cancellation): end now, not after the next sleep.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             await asyncio.sleep(self.interval_s)
 
     def start(self) -> None:
