@@ -35,6 +35,13 @@ def build_hnsw(centroids: np.ndarray) -> faiss.IndexHNSWFlat:
     return index
 
 
+def graph_bytes(index: faiss.IndexHNSWFlat) -> int:
+    """Bytes the graph holds: its stored vectors and its links (neighbours, offsets, levels)."""
+    hnsw = index.hnsw
+    links = 4 * hnsw.neighbors.size() + 8 * hnsw.offsets.size() + 4 * hnsw.levels.size()
+    return int(faiss.downcast_index(index.storage).codes.size() + links)
+
+
 def walk_ef(ef_search: int, limit: int) -> int:
     """efSearch of a walk asking `limit` centroids, as db.ranking.nearest_centroids sets hnsw.ef_search."""
     return max(ef_search, min(limit, MAX_WALK_EF))

@@ -28,7 +28,7 @@ import numpy as np
 from db.filters import Filters
 from db.ranking import vectors
 from inference_service.scoring.two_stage import CandidateBatch
-from inference_service.search.centroid_hnsw import centroid_bounds, lower_slack, walk_ef
+from inference_service.search.centroid_hnsw import centroid_bounds, graph_bytes, lower_slack, walk_ef
 from inference_service.search.options import TwoStageOptions
 
 # Work (centroids x query images) above which the exact scan's matrix product leaves the event loop.
@@ -77,6 +77,22 @@ class CentroidView:
     @property
     def live(self) -> int:
         return int(np.count_nonzero(self.alive))
+
+    @property
+    def nbytes(self) -> int:
+        """What the view holds: its columns and the faiss graph over the centroids."""
+        columns = (
+            self.lora_ids,
+            self.centroids,
+            self.sqnorm,
+            self.mean_radius,
+            self.mean_sq_radius,
+            self.searchable,
+            self.nsfw,
+            self.base_code,
+            self.alive,
+        )
+        return sum(a.nbytes for a in columns) + graph_bytes(self.graph.index)
 
     def admitted(self, filters: Filters) -> np.ndarray:
         """Rows db.filters.SUMMARY_FILTER admits, as a mask: live, searchable, base model in the

@@ -15,14 +15,12 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-import faiss
 import numpy as np
 
 from db import ranking
 from db.database import Database
 from inference_service.search.centroids import TwoStageOptions, rank_d_avg
 from inference_service.search.memory_index import CentroidIndex, IndexConfig
-from inference_service.search.memory_view import CentroidView
 from lab.bench.load import LAYOUTS, CatalogMeta, LoadedCatalog, draw_metadata, load_catalog
 from lab.bench.search_peers import (
     FaissCentroids,
@@ -250,7 +248,7 @@ async def _run_layout(
             run.memory_index = {
                 "build_s": round(time.perf_counter() - started, 2),
                 "rows": len(view),
-                "memory_mb": mb(view_bytes(view)),
+                "memory_mb": mb(view.nbytes),
                 "exact_below": index.config.exact_below,
             }
             progress(f"memory index ({layout})", 1, 1)
@@ -303,28 +301,6 @@ async def _run_layout(
         if index is not None:
             await index.aclose()
     return run
-
-
-def view_bytes(view: CentroidView) -> int:
-    """What the in-memory index holds: its columns and the faiss graph over the centroids."""
-    columns = sum(
-        a.nbytes
-        for a in (
-            view.lora_ids,
-            view.centroids,
-            view.sqnorm,
-            view.mean_radius,
-            view.mean_sq_radius,
-            view.searchable,
-            view.nsfw,
-            view.base_code,
-            view.alive,
-        )
-    )
-    hnsw = view.graph.index.hnsw
-    graph = 4 * hnsw.neighbors.size() + 8 * hnsw.offsets.size() + 4 * hnsw.levels.size()
-    storage = faiss.downcast_index(view.graph.index.storage).codes.size()
-    return int(columns + graph + storage)
 
 
 async def _exhaustive(db: Database, query: Query, k: int) -> list[tuple[int, float]]:

@@ -30,7 +30,7 @@ import psutil
 
 from db.filters import Filters
 from inference_service.scoring.two_stage import CandidateBatch, RankStats, rank_two_stage
-from inference_service.search.centroid_hnsw import HNSW_M, build_hnsw, centroid_bounds, walk_ef
+from inference_service.search.centroid_hnsw import HNSW_M, build_hnsw, centroid_bounds, graph_bytes, walk_ef
 from inference_service.search.centroids import TwoStageOptions
 from lab.bench.load import CatalogMeta
 from lab.bench.synthetic import SyntheticCatalog, summarise
@@ -285,10 +285,9 @@ class FaissCentroids:
         store.centroids = np.empty((0, dim), np.float32)
         self._selectors: dict[int, tuple[Any, np.ndarray]] = {}
         self.fallbacks = 0
-        hnsw = self.index.hnsw
-        index_bytes = self.flat.codes.size() + 4 * hnsw.neighbors.size() + 8 * hnsw.offsets.size()
-        index_bytes += 4 * hnsw.levels.size()
-        self.nbytes = int(index_bytes + store.refs.nbytes + store.radius.nbytes + store.sq_radius.nbytes)
+        self.nbytes = (
+            graph_bytes(self.index) + store.refs.nbytes + store.radius.nbytes + store.sq_radius.nbytes
+        )
 
     def selector(self, mask: np.ndarray) -> Any:
         key = id(mask)  # masks are cached per filter, so one selector per distinct filter
