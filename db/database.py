@@ -58,15 +58,15 @@ class Database:
 
     @asynccontextmanager
     async def search_connection(
-        self, guard: Callable[[Connection], Awaitable[None]] | None = None
+        self, guard: Callable[[Connection], Awaitable[None]] | None = None, *, snapshot: bool = False
     ) -> AsyncIterator[Connection]:
         """A pooled connection for search queries, whose statements PostgreSQL cancels after
         search_timeout_ms (QueryCanceled). Transaction-local: the setting ends with the
         transaction the pool closes, so other users of the connection never see it.
-        With a `guard`, the transaction is one snapshot (REPEATABLE READ) and the guard's check
-        runs in it first: what it verified holds for every query on the connection."""
+        With `snapshot` or a `guard`, the transaction is one snapshot (REPEATABLE READ); a guard's
+        check runs in it first: what it verified holds for every query on the connection."""
         async with self.pool.connection() as conn:
-            if guard is not None:
+            if snapshot or guard is not None:
                 await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             if self.search_timeout_ms > 0:
                 await conn.execute(

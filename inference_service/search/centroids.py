@@ -80,10 +80,6 @@ class CentroidSource:
         )
 
 
-async def _one_snapshot(conn: Connection) -> None:
-    """A guard that checks nothing: it only makes the search connection one snapshot."""
-
-
 async def rank_d_avg(
     db: Database,
     queries: Sequence[np.ndarray],
@@ -98,9 +94,7 @@ async def rank_d_avg(
     by the two-stage search; one pooled search connection carries every round trip (one
     snapshot checked by `guard` when given). With `index`, candidates come from its view of
     that snapshot, which must then be one snapshot even without a guard."""
-    if index is not None and guard is None:
-        guard = _one_snapshot
-    async with db.search_connection(guard) as conn:
+    async with db.search_connection(guard, snapshot=index is not None) as conn:
         view = None if index is None else await index.sync(conn)
         source: CentroidSource | ExactScan | HnswWalk
         if view is None:

@@ -10,7 +10,7 @@ import pytest
 
 from db import ranking, summaries
 from db.catalog import refresh_style_summary, replace_lora
-from db.database import Connection, Database
+from db.database import Database
 from db.encoders import EncoderChanged, label_guard
 from db.filters import Filters
 from db.rows import NewLora, ReferenceRow
@@ -54,10 +54,6 @@ def near(query: np.ndarray, rng: np.random.Generator, spread: float = 0.05) -> l
     return [
         ReferenceRow(f"s{i:03d}", "", "", "", ref.astype(np.float32), True, 1.0) for i, ref in enumerate(refs)
     ]
-
-
-async def no_check(conn: Connection) -> None:
-    """A search connection's guard that only makes it one snapshot."""
 
 
 @pytest.mark.parametrize("exact_below", [SCAN, HNSW], ids=["exact-scan", "hnsw"])
@@ -146,7 +142,7 @@ async def test_the_graph_walk_yields_rows_not_in_the_graph_yet(
         fresh = await replace_lora(
             conn, NewLora(slug="fresh", name="Fresh", base_model="sd1"), near(query[0], rng)
         )
-    async with db.search_connection(no_check) as conn:
+    async with db.search_connection(snapshot=True) as conn:
         view = await index.sync(conn)
         assert view is not None
         assert view.graph.rows == len(view) - 1  # added to the graph in a thread, later
@@ -190,11 +186,11 @@ async def test_a_snapshot_older_than_the_index_gets_no_view(
     _, meta = loaded
     index = CentroidIndex(db)
     built = await index.build()
-    async with db.search_connection(no_check) as old:
+    async with db.search_connection(snapshot=True) as old:
         assert await index.sync(old) is built  # this snapshot is the index's generation
         async with db.transaction() as conn:
             await conn.execute("UPDATE loras SET nsfw = NOT nsfw WHERE id = %s", (int(meta.lora_ids[0]),))
-        async with db.search_connection(no_check) as new:
+        async with db.search_connection(snapshot=True) as new:
             newer = await index.sync(new)
         assert newer is not None
         assert newer.generation > built.generation
