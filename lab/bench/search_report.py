@@ -125,32 +125,20 @@ def build_report(
     for layout, run in runs.items():
         sizes = run.loaded.sizes_mb
         memory = run.memory_index
-        two_stage = (
-            (memory.get("memory_mb", 0.0), memory.get("build_s", 0.0))
-            if memory
-            else (0.0, run.loaded.index_build_s)
-        )
-        for path, relations, (held_mb, build) in (
-            ("two_stage", ("reference_images", "lora_style_summary"), two_stage),
-            (
-                "two_stage_pgvector",
-                ("reference_images", "lora_style_summary"),
-                (0.0, run.loaded.index_build_s),
-            ),
-            ("exhaustive_sql", ("reference_images", "loras"), (0.0, 0.0)),
+        pgvector = (0.0, run.loaded.index_build_s, "pgvector HNSW")
+        two_stage = (memory["memory_mb"], memory["build_s"], "memory index") if memory else pgvector
+        summaries = ("reference_images", "lora_style_summary")
+        for path, relations, (held_mb, build, candidates_from) in (
+            ("two_stage", summaries, two_stage),
+            ("two_stage_pgvector", summaries, pgvector),
+            ("exhaustive_sql", ("reference_images", "loras"), (0.0, 0.0, "")),
         ):
             rows = run.passes["warm"].get(path, [])
             if rows:
                 summary = _with_ratio(path_summary(rows, truth, k), reference)
                 summary["memory_mb"] = round(sum(sizes[r] for r in relations) + held_mb, 1)
                 summary["build_s"] = round(run.loaded.load_s + build, 2)
-                summary["candidates_from"] = (
-                    "memory index"
-                    if path == "two_stage" and memory
-                    else "pgvector HNSW"
-                    if path != "exhaustive_sql"
-                    else ""
-                )
+                summary["candidates_from"] = candidates_from
                 paths[f"{path}[{layout}]"] = summary
         layouts[layout] = {
             "column_types": run.loaded.column_types,
