@@ -147,3 +147,67 @@ async def summary_changes(conn: Connection, since: int, *, dim: int, limit: int)
     truncated = max((int(g) for i, g in tombstones if i is None), default=0)
     removed = np.array([(int(i), int(g)) for i, g in tombstones if i is not None], dtype=np.int64)
     return SummaryChanges(since, changed, removed.reshape(-1, 2), truncated)
+
+
+@dataclass(frozen=True)
+class ReferenceBlocks:
+    """Kept reference embeddings grouped by LoRA, as stored (halfvec: float16, vector: float32)."""
+
+    lora_ids: np.ndarray  # int64, one per LoRA
+    counts: np.ndarray  # int64, references of each LoRA
+    embeddings: np.ndarray  # (sum(counts), dim), the LoRAs' blocks one after another
+
+    def __len__(self) -> int:
+        return len(self.lora_ids)
+
+
+async def reference_kind(conn: Connection) -> str:
+    """How reference_images.embedding is stored: 'halfvec' (the schema's) or 'vector' (a bench layout)."""
+    cur = await conn.execute(
+        "SELECT format_type(atttypid, NULL) FROM pg_attribute"
+        " WHERE attrelid = 'reference_images'::regclass AND attname = 'embedding' AND NOT attisdropped"
+    )
+    row = await cur.fetchone()
+    kind = str(row[0]) if row else ""
+    if kind not in ("halfvec", "vector"):
+        raise LookupError(f"reference_images.embedding is {kind or 'missing'}, not halfvec or vector")
+    return kind
+
+
+async def kept_reference_bytes(conn: Connection, dim: int) -> int:
+    """What every kept reference takes in memory as stored (2 or 4 bytes a component)."""
+    width = 2 if await reference_kind(conn) == "halfvec" else 4
+    cur = await conn.execute("SELECT count(*) FROM reference_images WHERE kept")
+    row = await cur.fetchone()
+    return (int(row[0]) if row else 0) * dim * width
+
+
+async def load_reference_blocks(
+    conn: Connection, dim: int, lora_ids: np.ndarray | None = None
+) -> ReferenceBlocks:
+    """Every kept reference (of these LoRAs, or all) in the caller's snapshot, one row per LoRA
+    with its embeddings concatenated in the type's binary form (`<type>_send` less its 4-byte
+    header: big-endian components): a million LoRAs come as a million rows, not thirty million."""
+    kind = await reference_kind(conn)
+    element = np.dtype(">f2" if kind == "halfvec" else ">f4")
+    where = "kept" if lora_ids is None else "kept AND lora_id = ANY(%(ids)s)"
+    ids: list[int] = []
+    counts: list[int] = []
+    parts: list[np.ndarray] = []
+    async with conn.cursor(name="reference_load", binary=True) as named:
+        await named.execute(
+            f"SELECT lora_id, count(*), max(vector_dims(embedding)),"
+            f" string_agg(substring({kind}_send(embedding) FROM 5), ''::bytea)"
+            f" FROM reference_images WHERE {where} GROUP BY lora_id",
+            {"ids": [] if lora_ids is None else [int(i) for i in lora_ids]},
+        )
+        while rows := await named.fetchmany(_CHUNK // 10):
+            for lora_id, count, dims, blob in rows:
+                if int(dims) != dim:
+                    raise LookupError(f"LoRA {lora_id} has {dims}-d references; the index holds {dim}-d")
+                ids.append(int(lora_id))
+                counts.append(int(count))
+                parts.append(np.frombuffer(blob, dtype=element).astype(element.newbyteorder("=")))
+    native = element.newbyteorder("=")
+    embeddings = np.concatenate(parts).reshape(-1, dim) if parts else np.empty((0, dim), native)
+    return ReferenceBlocks(np.asarray(ids, np.int64), np.asarray(counts, np.int64), embeddings)

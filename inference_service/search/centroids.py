@@ -105,9 +105,19 @@ async def rank_d_avg(
         async def score(ids: Sequence[int]) -> dict[int, float]:
             return await ranking.d_avg_of(conn, queries, ids)
 
+        if view is not None and view.references is not None and not isinstance(source, CentroidSource):
+            held, found = view.references, source.row_of  # exact d_avg from the view's own references
+            stack = np.stack(ranking.vectors(queries))
+
+            async def score(ids: Sequence[int]) -> dict[int, float]:
+                d = held.d_avg(np.asarray([found[i] for i in ids], dtype=np.int64), stack)
+                return dict(zip((int(i) for i in ids), d.tolist(), strict=True))
+
         ranked, stats = await rank_two_stage(
             [source], score, limit, chunk=options.chunk, first_chunk=options.first_chunk
         )
         stats.details["exact_scan"] = bool(source.exact_scan)
         stats.details["centroid_index"] = "database" if view is None else "memory"
+        in_memory = view is not None and view.references is not None
+        stats.details["scoring"] = "memory" if in_memory else "database"
         return ranked, stats

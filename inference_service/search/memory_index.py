@@ -8,7 +8,9 @@ cannot match the snapshot (not built yet, rebuilding, or the snapshot is older t
 the search then walks pgvector as before. A view equals the snapshot's summaries, so a taken-down
 LoRA is gone from the very search whose snapshot saw the takedown, and no view ever mixes two
 style encoders (an activation rewrites every summary in the transaction that switches the label
-the search's guard checks). Exact d_avg stays in PostgreSQL (db.ranking.d_avg_of).
+the search's guard checks). Exact d_avg comes from the view's own copy of the kept references
+(search/memory_refs.py) while they fit `IndexConfig.references_mb`, else from PostgreSQL
+(db.ranking.d_avg_of).
 
 Concurrency: searches share one event loop. Views are immutable (rows in append-only buffers,
 each view with its own alive mask), and a delta is applied without an await, so a search never
@@ -29,8 +31,9 @@ import structlog
 
 from db import summaries
 from db.database import Connection, Database
-from db.summaries import SummaryArrays, SummaryChanges
+from db.summaries import ReferenceBlocks, SummaryArrays, SummaryChanges
 from inference_service.search.centroid_hnsw import build_hnsw
+from inference_service.search.memory_refs import ReferenceColumns
 from inference_service.search.memory_view import CentroidView, HnswGraph
 
 if TYPE_CHECKING:
@@ -48,6 +51,9 @@ class IndexConfig:
     delta_rows: int = 20_000
     delta_fraction: float = 0.05
     retry_s: float = 30.0  # after a failed build
+    # The kept references are held too (exact d_avg in numpy, search/memory_refs.py) when they
+    # take at most this many MB at load; 0: never. Otherwise PostgreSQL scores the candidates.
+    references_mb: int = 4096
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IndexConfig:
@@ -55,6 +61,7 @@ class IndexConfig:
             exact_below=settings.centroid_index_exact_below,
             delta_rows=settings.centroid_index_delta_rows,
             delta_fraction=settings.centroid_index_delta_fraction,
+            references_mb=settings.centroid_index_references_mb,
         )
 
     def most_changes(self, live: int) -> int:
@@ -117,7 +124,14 @@ class _Columns:
         self.base_code[start:stop] = [self._codes[b] for b in rows.base_model]
         self.n = stop
 
-    def view(self, generation: int, alive: np.ndarray, graph: HnswGraph, exact_below: int) -> CentroidView:
+    def view(
+        self,
+        generation: int,
+        alive: np.ndarray,
+        graph: HnswGraph,
+        exact_below: int,
+        references: ReferenceColumns | None,
+    ) -> CentroidView:
         n = self.n
         return CentroidView(
             generation,
@@ -133,6 +147,7 @@ class _Columns:
             alive,
             graph,
             exact_below,
+            None if references is None else references.view(),
         )
 
 
@@ -140,8 +155,10 @@ class _Lineage:
     """One full load and the deltas applied to it since: the rows, the graph over them, and
     where each LoRA's current row is (the load's rows by sorted id, appended rows by dict)."""
 
-    def __init__(self, rows: SummaryArrays) -> None:
+    def __init__(self, rows: SummaryArrays, blocks: ReferenceBlocks | None) -> None:
         self.columns = _Columns(rows)
+        dim = rows.centroids.shape[1]
+        self.references = None if blocks is None else ReferenceColumns(rows.lora_ids, blocks, dim)
         self.graph = HnswGraph(build_hnsw(rows.centroids), len(rows))
         self.sorted_rows = np.argsort(rows.lora_ids, kind="stable")
         self.sorted_ids = rows.lora_ids[self.sorted_rows]
@@ -200,10 +217,11 @@ class CentroidIndex:
         async with self.db.connection() as conn:
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             generation, rows = await summaries.load_summaries(conn)
+            blocks = await self._load_references(conn, rows.centroids.shape[1])
         loaded = time.perf_counter()
-        lineage = await asyncio.to_thread(_Lineage, rows)
+        lineage = await asyncio.to_thread(_Lineage, rows, blocks)
         view = lineage.columns.view(
-            generation, np.ones(len(rows), bool), lineage.graph, self.config.exact_below
+            generation, np.ones(len(rows), bool), lineage.graph, self.config.exact_below, lineage.references
         )
         self._lineage, self._view = lineage, view
         self.rebuilds += 1
@@ -211,6 +229,7 @@ class CentroidIndex:
             "centroid_index_built",
             rows=len(rows),
             searchable=int(np.count_nonzero(rows.searchable)),
+            references=None if blocks is None else int(blocks.counts.sum()),
             generation=generation,
             load_s=round(loaded - started, 3),
             build_s=round(time.perf_counter() - loaded, 3),
@@ -230,9 +249,8 @@ class CentroidIndex:
         if generation < view.generation:  # an older snapshot than the index: not this one's view
             return None
         limit = self.config.most_changes(view.live)
-        changes = await summaries.summary_changes(
-            conn, view.generation, dim=view.centroids.shape[1], limit=limit
-        )
+        dim = view.centroids.shape[1]
+        changes = await summaries.summary_changes(conn, view.generation, dim=dim, limit=limit)
         current = self._view  # another search may have moved it meanwhile
         if changes is None:
             if current is view:
@@ -240,8 +258,14 @@ class CentroidIndex:
             return None
         if current is None or not changes.since <= current.generation <= generation:
             return None
+        blocks = None
+        if self._lineage is not None and self._lineage.references is not None and len(changes.changed):
+            blocks = await summaries.load_reference_blocks(conn, dim, changes.changed.lora_ids)
+            current = self._view  # the await may have let another search move it again
+            if current is None or not changes.since <= current.generation <= generation:
+                return None
         if current.generation < generation:
-            current = self._apply(current, changes, generation)
+            current = self._apply(current, changes, blocks, generation)
         return current
 
     async def aclose(self) -> None:
@@ -281,7 +305,23 @@ class CentroidIndex:
         self._view = self._lineage = None
         self.start()
 
-    def _apply(self, view: CentroidView, changes: SummaryChanges, generation: int) -> CentroidView:
+    async def _load_references(self, conn: Connection, dim: int) -> ReferenceBlocks | None:
+        """Every kept reference when they fit `references_mb`, else None (PostgreSQL scores)."""
+        if self.config.references_mb <= 0:
+            return None
+        need = await summaries.kept_reference_bytes(conn, dim)
+        if need > self.config.references_mb * 2**20:
+            log.info(
+                "centroid_index_references_in_database",
+                need_mb=need >> 20,
+                limit_mb=self.config.references_mb,
+            )
+            return None
+        return await summaries.load_reference_blocks(conn, dim)
+
+    def _apply(
+        self, view: CentroidView, changes: SummaryChanges, blocks: ReferenceBlocks | None, generation: int
+    ) -> CentroidView:
         """The view of `generation`: `view` (the newest) with what `changes` holds after its own
         generation. No await: the new view is installed before any other search runs."""
         lineage = self._lineage
@@ -297,9 +337,15 @@ class CentroidIndex:
         lineage.dead += view.live - int(np.count_nonzero(alive))
         start = lineage.columns.n
         lineage.columns.append(changed)
+        if lineage.references is not None and len(changed):
+            if blocks is None:  # a rebuild that holds references replaced the lineage meanwhile
+                raise RuntimeError("changed summaries arrived without their references")
+            lineage.references.append(changed.lora_ids, blocks)
         lineage.appended.update(zip(changed.lora_ids.tolist(), range(start, lineage.columns.n), strict=True))
         alive = np.concatenate([alive, np.ones(len(changed), bool)])
-        new = lineage.columns.view(generation, alive, lineage.graph, self.config.exact_below)
+        new = lineage.columns.view(
+            generation, alive, lineage.graph, self.config.exact_below, lineage.references
+        )
         self._view = new
         log.debug(
             "centroid_index_delta",

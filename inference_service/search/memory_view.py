@@ -29,6 +29,7 @@ from db.filters import Filters
 from db.ranking import vectors
 from inference_service.scoring.two_stage import CandidateBatch
 from inference_service.search.centroid_hnsw import centroid_bounds, graph_bytes, lower_slack, walk_ef
+from inference_service.search.memory_refs import ReferenceView
 from inference_service.search.options import TwoStageOptions
 
 # Work (centroids x query images) above which the exact scan's matrix product leaves the event loop.
@@ -69,6 +70,7 @@ class CentroidView:
     alive: np.ndarray  # bool, this view's own copy
     graph: HnswGraph
     exact_below: int  # fewer admitted rows than this: ExactScan even for one image
+    references: ReferenceView | None = None  # None: PostgreSQL scores the candidates
     _masks: dict[tuple[object, ...], np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     def __len__(self) -> int:
@@ -92,7 +94,8 @@ class CentroidView:
             self.base_code,
             self.alive,
         )
-        return sum(a.nbytes for a in columns) + graph_bytes(self.graph.index)
+        held = 0 if self.references is None else self.references.nbytes
+        return sum(a.nbytes for a in columns) + graph_bytes(self.graph.index) + held
 
     def admitted(self, filters: Filters) -> np.ndarray:
         """Rows db.filters.SUMMARY_FILTER admits, as a mask: live, searchable, base model in the
@@ -122,12 +125,22 @@ class CentroidView:
         walk = len(q) == 1 and not filters.base_model and len(rows) >= max(self.exact_below, 1)
         if walk and self.graph.walkable:
             return HnswWalk(self, admitted, rows, q, k, options)
-        return ExactScan(self, rows, q, k, options)
+        return ExactScan(self, rows, q, k, options, {})
 
     def bounds_of(self, rows: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return centroid_bounds(
             self.centroids[rows], self.mean_radius[rows], self.mean_sq_radius[rows], queries
         )
+
+
+def candidate_batch(
+    view: CentroidView, rows: np.ndarray, queries: np.ndarray, frontier: float, row_of: dict[int, int]
+) -> CandidateBatch:
+    """The rows as candidates with their bounds, each remembered in `row_of` for exact scoring."""
+    lora_ids = view.lora_ids[rows]
+    row_of.update(zip(lora_ids.tolist(), rows.tolist(), strict=True))
+    lower, upper = view.bounds_of(rows, queries)
+    return CandidateBatch(lora_ids, lower, upper, frontier)
 
 
 def lower_bounds(view: CentroidView, rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -152,9 +165,16 @@ class ExactScan:
     exact_scan = True
 
     def __init__(
-        self, view: CentroidView, rows: np.ndarray, queries: np.ndarray, k: int, options: TwoStageOptions
+        self,
+        view: CentroidView,
+        rows: np.ndarray,
+        queries: np.ndarray,
+        k: int,
+        options: TwoStageOptions,
+        row_of: dict[int, int],
     ) -> None:
         self.view, self.queries, self.options = view, queries, options
+        self.row_of = row_of  # LoRA id -> the view's row, of every candidate yielded
         self.limit = max(options.first_batch, 2 * k)
         self.remaining = rows
         self.lower: np.ndarray | None = None  # of `remaining`, once computed
@@ -173,8 +193,7 @@ class ExactScan:
             rows, frontier = self.remaining[order[: self.limit]], float(self.lower[order[self.limit]])
             self.remaining, self.lower = self.remaining[order[self.limit :]], self.lower[order[self.limit :]]
         self.limit *= self.options.growth
-        lower, upper = self.view.bounds_of(rows, self.queries)
-        return CandidateBatch(self.view.lora_ids[rows], lower, upper, frontier)
+        return candidate_batch(self.view, rows, self.queries, frontier, self.row_of)
 
 
 class HnswWalk:
@@ -196,6 +215,7 @@ class HnswWalk:
         self.limit = max(options.first_batch, 2 * k)
         self.k = k
         self.yielded = np.zeros(len(view), dtype=bool)
+        self.row_of: dict[int, int] = {}  # LoRA id -> the view's row, of every candidate yielded
         self.exact_scan = False
         self.fallback: ExactScan | None = None
 
@@ -203,7 +223,7 @@ class HnswWalk:
         """An exact scan of what is left: the graph is busy, or the walk starved."""
         self.exact_scan = True
         left = self.rows[~self.yielded[self.rows]]
-        self.fallback = ExactScan(self.view, left, self.query, self.k, self.options)
+        self.fallback = ExactScan(self.view, left, self.query, self.k, self.options, self.row_of)
         self.fallback.limit = self.limit
         return self.fallback
 
@@ -224,8 +244,7 @@ class HnswWalk:
         self.limit *= self.options.growth
         rows = np.concatenate([labels[~self.yielded[labels]], tail]).astype(np.int64)
         self.yielded[rows] = True
-        lower, upper = self.view.bounds_of(rows, self.query)
-        return CandidateBatch(self.view.lora_ids[rows], lower, upper, frontier)
+        return candidate_batch(self.view, rows, self.query, frontier, self.row_of)
 
     def _walk(self, covered: int) -> tuple[np.ndarray, np.ndarray]:
         """The graph's `limit` admitted rows nearest the query: (rows, distances) ascending."""

@@ -250,6 +250,8 @@ async def _run_layout(
                 "rows": len(view),
                 "memory_mb": mb(view.nbytes),
                 "exact_below": index.config.exact_below,
+                # references held for exact scoring in memory (None: PostgreSQL scores)
+                "references_held": None if view.references is None else len(view.references.embeddings),
             }
             progress(f"memory index ({layout})", 1, 1)
         two_stage_paths = {"two_stage": index}

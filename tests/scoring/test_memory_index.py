@@ -26,6 +26,9 @@ pytestmark = pytest.mark.db
 N_LORAS, N_REFS = 400, 8
 OPTIONS = TwoStageOptions(first_batch=16)  # small batches: the frontier has to do its job
 HNSW, SCAN = 0, 50_000  # exact_below forcing the graph walk (single images) / the exact scan
+HELD, UNHELD = 4096, 0  # references_mb: exact scoring in the service's memory / in PostgreSQL
+PATHS = [(SCAN, HELD), (HNSW, HELD), (SCAN, UNHELD), (HNSW, UNHELD)]
+PATH_IDS = ["exact-scan", "hnsw", "exact-scan-postgres-scores", "hnsw-postgres-scores"]
 Ranked = list[tuple[int, float]]
 
 
@@ -56,12 +59,12 @@ def near(query: np.ndarray, rng: np.random.Generator, spread: float = 0.05) -> l
     ]
 
 
-@pytest.mark.parametrize("exact_below", [SCAN, HNSW], ids=["exact-scan", "hnsw"])
+@pytest.mark.parametrize(("exact_below", "references_mb"), PATHS, ids=PATH_IDS)
 async def test_memory_index_equals_exhaustive(
-    db: Database, loaded: tuple[SyntheticCatalog, LoadedCatalog], exact_below: int
+    db: Database, loaded: tuple[SyntheticCatalog, LoadedCatalog], exact_below: int, references_mb: int
 ) -> None:
     catalog, meta = loaded
-    index = CentroidIndex(db, IndexConfig(exact_below=exact_below))
+    index = CentroidIndex(db, IndexConfig(exact_below=exact_below, references_mb=references_mb))
     await index.build()
     queries = make_queries(catalog, meta.base_model, meta.active, 16, seed=22)
     # The default filter (no NSFW) on single images too: the walk skips those rows.
@@ -70,18 +73,19 @@ async def test_memory_index_equals_exhaustive(
         for k in (10, 100):
             _, stats = await ranked_as_exhaustive(db, index, query.embeddings, query.filters, k)
             assert stats.details["centroid_index"] == "memory"
+            assert stats.details["scoring"] == ("memory" if references_mb else "database")
             walked = exact_below == HNSW and len(query.embeddings) == 1 and not query.filters.base_model
             assert stats.details["exact_scan"] is not walked, (query.kind, k)
             if k == 10:
                 assert stats.scored < N_LORAS  # the bounds pruned
 
 
-@pytest.mark.parametrize("exact_below", [SCAN, HNSW], ids=["exact-scan", "hnsw"])
+@pytest.mark.parametrize(("exact_below", "references_mb"), PATHS[:3], ids=PATH_IDS[:3])
 async def test_every_change_reaches_the_next_search_through_the_same_index(
-    db: Database, loaded: tuple[SyntheticCatalog, LoadedCatalog], exact_below: int
+    db: Database, loaded: tuple[SyntheticCatalog, LoadedCatalog], exact_below: int, references_mb: int
 ) -> None:
     catalog, meta = loaded
-    index = CentroidIndex(db, IndexConfig(exact_below=exact_below))
+    index = CentroidIndex(db, IndexConfig(exact_below=exact_below, references_mb=references_mb))
     await index.build()
     rng = np.random.default_rng(23)
     owner = int(np.flatnonzero(meta.active)[5])
@@ -125,6 +129,12 @@ async def test_every_change_reaches_the_next_search_through_the_same_index(
     assert view is not None
     assert fresh not in view.lora_ids[view.alive].tolist()
     assert view.lora_ids[view.alive].tolist().count(far) == 1
+    if references_mb:  # the changed LoRA's new references are the ones its live row scores with
+        row = int(np.flatnonzero(view.alive & (view.lora_ids == far))[0])
+        assert view.references is not None
+        async with db.connection() as conn:
+            (held,) = (await summaries.load_reference_blocks(conn, 128, np.array([far]))).counts
+        assert view.references.count[row] == held == N_REFS
     async with db.connection() as conn:
         assert view.generation == await summaries.catalog_generation(conn)
     assert index.rebuilds == 1  # every change above came as a delta

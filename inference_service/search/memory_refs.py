@@ -1,0 +1,99 @@
+"""Each LoRA's kept references in the service's memory, row by row beside the centroid index's
+columns (search/memory_index.py): a search's candidates are scored exactly in numpy, where a
+PostgreSQL round trip reading ~30 reference rows per candidate cost most of a search.
+
+Held only while they fit `IndexConfig.references_mb` (as stored: float16 for halfvec, 2 bytes a
+component); above it, exact scoring stays in PostgreSQL (db.ranking.d_avg_of). The buffers are
+append-only like the index's columns: a LoRA whose summary changes gets a new row and a new block,
+so a view's rows and blocks never change under it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from db.summaries import ReferenceBlocks
+
+
+@dataclass(frozen=True)
+class ReferenceView:
+    """The references of a view's rows: row r owns embeddings[offset[r] : offset[r] + count[r]]."""
+
+    embeddings: np.ndarray  # (references, dim), as stored
+    offset: np.ndarray  # int64 per row
+    count: np.ndarray  # int64 per row
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.embeddings.nbytes + self.offset.nbytes + self.count.nbytes)
+
+    def d_avg(self, rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
+        """d_avg of each row's LoRA: the mean over its references of the mean over the query
+        images of |q_i - r|, in float32 per distance and float64 for the means, as
+        db.ranking.d_avg_sql computes it (pgvector sums the squares in float32)."""
+        counts = self.count[rows]
+        if len(rows) == 0:
+            return np.empty(0)
+        if not np.all(counts > 0):
+            raise ValueError("a row without references has no d_avg")
+        ends = np.cumsum(counts)
+        firsts = ends - counts
+        picked = np.repeat(self.offset[rows] - firsts, counts) + np.arange(int(ends[-1]))
+        refs = self.embeddings[picked].astype(np.float32)
+        total = np.zeros(len(refs))
+        for q in np.asarray(queries, dtype=np.float32):
+            diff = refs - q
+            total += np.sqrt(np.einsum("ij,ij->i", diff, diff))
+        total /= len(queries)
+        means: np.ndarray = np.add.reduceat(total, firsts) / counts
+        return means
+
+
+class ReferenceColumns:
+    """Append-only reference blocks aligned with the index's rows (search/memory_index._Columns)."""
+
+    def __init__(self, row_ids: np.ndarray, blocks: ReferenceBlocks, dim: int) -> None:
+        total = int(blocks.counts.sum())
+        dtype = blocks.embeddings.dtype if len(blocks) else np.dtype(np.float16)
+        self.embeddings = np.empty((total + max(30 * 1024, total // 8), dim), dtype)
+        self.offset = np.empty(len(row_ids) + max(1024, len(row_ids) // 8), np.int64)
+        self.count = np.empty_like(self.offset)
+        self.size = 0  # references held
+        self.n = 0  # rows
+        self.append(row_ids, blocks)
+
+    def append(self, row_ids: np.ndarray, blocks: ReferenceBlocks) -> None:
+        """The blocks of `row_ids` (new rows, in row order); every row must have a block."""
+        at = {lora_id: i for i, lora_id in enumerate(blocks.lora_ids.tolist())}
+        missing = [i for i in row_ids.tolist() if i not in at]
+        if missing:
+            raise ValueError(f"no kept references for LoRA(s) {missing[:5]} that have a summary")
+        block = np.asarray([at[i] for i in row_ids.tolist()], dtype=np.int64)
+        starts = np.cumsum(blocks.counts) - blocks.counts
+        counts = blocks.counts[block]
+        # Copy each row's block to the buffer's end, in row order.
+        firsts = np.cumsum(counts) - counts
+        picked = np.repeat(starts[block] - firsts, counts) + np.arange(int(counts.sum()))
+        rows_stop, refs_stop = self.n + len(row_ids), self.size + len(picked)
+        self.offset = _grown(self.offset, self.n, rows_stop)
+        self.count = _grown(self.count, self.n, rows_stop)
+        self.embeddings = _grown(self.embeddings, self.size, refs_stop)
+        np.take(blocks.embeddings, picked, axis=0, out=self.embeddings[self.size : refs_stop])
+        self.offset[self.n : rows_stop] = self.size + firsts
+        self.count[self.n : rows_stop] = counts
+        self.n, self.size = rows_stop, refs_stop
+
+    def view(self) -> ReferenceView:
+        return ReferenceView(self.embeddings[: self.size], self.offset[: self.n], self.count[: self.n])
+
+
+def _grown(buffer: np.ndarray, used: int, needed: int) -> np.ndarray:
+    """`buffer`, or a larger copy of its first `used` rows when `needed` does not fit (views keep
+    slices of the old one)."""
+    if needed <= len(buffer):
+        return buffer
+    grown = np.empty((max(needed, len(buffer) * 3 // 2), *buffer.shape[1:]), buffer.dtype)
+    grown[:used] = buffer[:used]
+    return grown
