@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     search_ef_search: int = Field(
         800, description="HNSW ef_search of the centroid walk (two-stage search); 400 missed families at 100k"
     )
+    search_memory_ef_search: int = Field(
+        3200,
+        ge=10,
+        description="efSearch of the memory index's faiss walk (one query image); 800 missed the "
+        "nearest lookalike family of queries far from every centroid",
+    )
     search_exact_below: int = Field(
         2000, description="Catalogs with fewer LoRAs scan every centroid exactly instead of the HNSW index."
     )

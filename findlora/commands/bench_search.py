@@ -111,6 +111,9 @@ def search_cmd(
     queries: int = typer.Option(40, "--queries", min=4, help="Queries, each timed on every path."),
     top_k: int = typer.Option(10, "--top-k", min=1, help="k of the ranking and of recall@k."),
     ef_search: int = typer.Option(800, "--ef-search", min=10, help="HNSW ef_search."),
+    memory_ef_search: int = typer.Option(
+        3200, "--memory-ef-search", min=10, help="efSearch of the in-memory index's faiss walk."
+    ),
     exact_below: int = typer.Option(2000, "--exact-below", help="Exact centroid scan below this size."),
     seed: int = typer.Option(0, "--seed"),
     keep: bool = typer.Option(False, "--keep", help="Keep the benchmark databases."),
@@ -162,7 +165,7 @@ def search_cmd(
             refs,
             queries,
             top_k,
-            TwoStageOptions(ef_search=ef_search, exact_below=exact_below),
+            TwoStageOptions(ef_search=ef_search, exact_below=exact_below, memory_ef_search=memory_ef_search),
             seed,
             keep,
             _layouts(layouts),

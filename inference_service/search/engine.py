@@ -115,7 +115,9 @@ class SearchEngine:
             else None
         )
         self.options = TwoStageOptions(
-            ef_search=settings.search_ef_search, exact_below=settings.search_exact_below
+            ef_search=settings.search_ef_search,
+            exact_below=settings.search_exact_below,
+            memory_ef_search=settings.search_memory_ef_search,
         )
         self.fused = None if gmi is None else FusedSearch(db, gmi, settings, self.options, centroid_index)
 

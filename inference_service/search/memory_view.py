@@ -9,9 +9,10 @@ scoring in PostgreSQL (db.ranking.d_avg_of) and rank_two_stage are unchanged:
 - ExactScan: every admitted centroid, in increasing mean_i |c - q_i| (the per-image lower bound
   itself, far tighter than the mean-query walk), frontier = the next lower bound not yielded.
   Exact. Several images, a base-model filter, a small catalog.
-- HnswWalk: faiss HNSW around the single query image, k doubling per batch (efSearch as
-  pgvector's), rows not admitted skipped through a bitmap selector, frontier = the last
-  distance returned. As approximate as the pgvector walk it replaces. One image, no base-model
+- HnswWalk: faiss HNSW around the single query image, k doubling per batch (efSearch
+  TwoStageOptions.memory_ef_search), rows not admitted skipped through a bitmap selector,
+  frontier = the last distance returned. Approximate as any HNSW walk (a missed lookalike family
+  is one the beam never reached, not a row the graph cannot reach). One image, no base-model
   filter, a large catalog.
 """
 
@@ -253,7 +254,7 @@ class HnswWalk:
         # view appended) are never members.
         bits = np.packbits(self.admitted[:covered], bitorder="little")
         params = faiss.SearchParametersHNSW()
-        params.efSearch = walk_ef(self.options.ef_search, self.limit)
+        params.efSearch = walk_ef(self.options.memory_ef_search, self.limit)
         params.sel = faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits))
         dist2, labels = graph.index.search(self.query, self.limit, params=params)
         found = labels[0] >= 0

@@ -181,7 +181,7 @@ async def _run_peers(
             "build_s": round(ann.build_s, 3),
             "references": str(store.refs.dtype),
             "index": f"IndexHNSWFlat M {ann.index.hnsw.nb_neighbors(1)}, efConstruction"
-            f" {ann.index.hnsw.efConstruction}, efSearch max({options.ef_search}, min(asked, 1000))",
+            f" {ann.index.hnsw.efConstruction}, efSearch max({options.memory_ef_search}, min(asked, 1000))",
             "candidates": "first batch 256 per query image, doubling under the two-stage bound rule",
             "flat_scan_fallbacks": ann.fallbacks,
             "threads": int(_faiss_threads()),

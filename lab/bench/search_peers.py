@@ -323,7 +323,7 @@ class _FaissSource:
     async def next_batch(self) -> CandidateBatch:
         options, selector = self.peer.options, self.peer.selector(self.mask)
         params = faiss.SearchParametersHNSW()
-        params.efSearch = walk_ef(options.ef_search, self.limit)
+        params.efSearch = walk_ef(options.memory_ef_search, self.limit)
         params.sel = selector
         dist2, found = self.peer.index.search(self.q, self.limit, params=params)
         if (found < 0).any() and int(self.mask.sum()) > (found >= 0).sum(axis=1).min():
