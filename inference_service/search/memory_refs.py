@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from db.summaries import ReferenceBlocks
 
@@ -41,7 +42,10 @@ class ReferenceView:
         ends = np.cumsum(counts)
         firsts = ends - counts
         picked = np.repeat(self.offset[rows] - firsts, counts) + np.arange(int(ends[-1]))
-        refs = self.embeddings[picked].astype(np.float32)
+        # torch widens half precision with the CPU's conversion instructions: numpy's astype
+        # took 6x the rest of the scoring.
+        held = torch.from_numpy(self.embeddings)
+        refs = held.index_select(0, torch.from_numpy(picked)).float().numpy()
         total = np.zeros(len(refs))
         for q in np.asarray(queries, dtype=np.float32):
             diff = refs - q
