@@ -175,11 +175,10 @@ async def reference_kind(conn: Connection) -> str:
 
 
 async def kept_reference_bytes(conn: Connection, dim: int) -> int:
-    """What every kept reference takes in memory as stored (2 or 4 bytes a component)."""
-    width = 2 if await reference_kind(conn) == "halfvec" else 4
+    """What every kept reference takes in memory as float32."""
     cur = await conn.execute("SELECT count(*) FROM reference_images WHERE kept")
     row = await cur.fetchone()
-    return (int(row[0]) if row else 0) * dim * width
+    return (int(row[0]) if row else 0) * dim * 4
 
 
 async def load_reference_blocks(

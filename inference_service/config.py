@@ -78,9 +78,8 @@ class Settings(BaseSettings):
     centroid_index_references_mb: int = Field(
         4096,
         ge=0,
-        description="Memory index: hold the kept references too, scoring candidates exactly in the "
-        "service, when they take at most this many MB as stored (2 bytes a component); above it, or "
-        "0, PostgreSQL scores them.",
+        description="Memory index: hold the kept references too (float32), scoring candidates exactly "
+        "in the service, when they take at most this many MB; above it, or 0, PostgreSQL scores them.",
     )
     dynamic_batching: bool = Field(True, description="Group concurrent requests into one encoder run.")
     batch_max_size: int = Field(32, description="Most images per encoder run.")

@@ -2,8 +2,10 @@
 columns (search/memory_index.py): a search's candidates are scored exactly in numpy, where a
 PostgreSQL round trip reading ~30 reference rows per candidate cost most of a search.
 
-Held only while they fit `IndexConfig.references_mb` (as stored: float16 for halfvec, 2 bytes a
-component); above it, exact scoring stays in PostgreSQL (db.ranking.d_avg_of). The buffers are
+Held as float32 (halfvec widens exactly), only while they fit `IndexConfig.references_mb`; above
+it, exact scoring stays in PostgreSQL (db.ranking.d_avg_of). Not float16: numpy widens half
+precision element by element, which took 6x the rest of the scoring, and torch's vectorised
+widening runs on its thread pool, whose spinning workers starved the database of the 2 cores. The buffers are
 append-only like the index's columns: a LoRA whose summary changes gets a new row and a new block,
 so a view's rows and blocks never change under it.
 """
@@ -13,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from db.summaries import ReferenceBlocks
 
@@ -22,7 +23,7 @@ from db.summaries import ReferenceBlocks
 class ReferenceView:
     """The references of a view's rows: row r owns embeddings[offset[r] : offset[r] + count[r]]."""
 
-    embeddings: np.ndarray  # (references, dim), as stored
+    embeddings: np.ndarray  # (references, dim) float32
     offset: np.ndarray  # int64 per row
     count: np.ndarray  # int64 per row
 
@@ -42,10 +43,7 @@ class ReferenceView:
         ends = np.cumsum(counts)
         firsts = ends - counts
         picked = np.repeat(self.offset[rows] - firsts, counts) + np.arange(int(ends[-1]))
-        # torch widens half precision with the CPU's conversion instructions: numpy's astype
-        # took 6x the rest of the scoring.
-        held = torch.from_numpy(self.embeddings)
-        refs = held.index_select(0, torch.from_numpy(picked)).float().numpy()
+        refs = self.embeddings[picked]
         total = np.zeros(len(refs))
         for q in np.asarray(queries, dtype=np.float32):
             diff = refs - q
@@ -60,8 +58,7 @@ class ReferenceColumns:
 
     def __init__(self, row_ids: np.ndarray, blocks: ReferenceBlocks, dim: int) -> None:
         total = int(blocks.counts.sum())
-        dtype = blocks.embeddings.dtype if len(blocks) else np.dtype(np.float16)
-        self.embeddings = np.empty((total + max(30 * 1024, total // 8), dim), dtype)
+        self.embeddings = np.empty((total + max(30 * 1024, total // 8), dim), np.float32)
         self.offset = np.empty(len(row_ids) + max(1024, len(row_ids) // 8), np.int64)
         self.count = np.empty_like(self.offset)
         self.size = 0  # references held
@@ -84,13 +81,18 @@ class ReferenceColumns:
         self.offset = _grown(self.offset, self.n, rows_stop)
         self.count = _grown(self.count, self.n, rows_stop)
         self.embeddings = _grown(self.embeddings, self.size, refs_stop)
-        np.take(blocks.embeddings, picked, axis=0, out=self.embeddings[self.size : refs_stop])
+        for start in range(0, len(picked), _COPY_ROWS):  # widened a slice at a time: no full copy
+            part = picked[start : start + _COPY_ROWS]
+            self.embeddings[self.size + start : self.size + start + len(part)] = blocks.embeddings[part]
         self.offset[self.n : rows_stop] = self.size + firsts
         self.count[self.n : rows_stop] = counts
         self.n, self.size = rows_stop, refs_stop
 
     def view(self) -> ReferenceView:
         return ReferenceView(self.embeddings[: self.size], self.offset[: self.n], self.count[: self.n])
+
+
+_COPY_ROWS = 1 << 18
 
 
 def _grown(buffer: np.ndarray, used: int, needed: int) -> np.ndarray:

@@ -70,5 +70,6 @@ async def test_loaded_blocks_score_as_postgres_does(db: Database, db_url: str) -
         some = await summaries.load_reference_blocks(conn, 128, meta.lora_ids[:3])
     assert sorted(some.lora_ids.tolist()) == sorted(meta.lora_ids[:3].tolist())
     view = ReferenceColumns(meta.lora_ids, loaded, 128).view()
+    assert view.embeddings.dtype == np.float32  # widened once, exactly
     got = view.d_avg(np.arange(len(meta.lora_ids)), np.stack(queries))
     assert np.allclose(got, [want[i] for i in meta.lora_ids.tolist()], rtol=2e-6, atol=1e-6)
