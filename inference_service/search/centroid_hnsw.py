@@ -8,7 +8,10 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-HNSW_M = 32  # as migration 003's pgvector index: denser graphs reach tight families
+# Denser than migration 003's pgvector index (32): per millisecond of walk, M 64 misses fewer of a
+# far-off query's nearest family (docs/design.md 5, "Memory index"), for 256 more bytes of links
+# per LoRA and about a tenth more build time.
+HNSW_M = 64
 HNSW_EF_CONSTRUCTION = 128
 MAX_WALK_EF = 1000  # the candidate list grows with the batch asked, up to this
 

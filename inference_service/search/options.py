@@ -12,9 +12,10 @@ class TwoStageOptions:
     # The in-memory walk's candidate list (faiss has no pgvector's cap of 1000). A query image far
     # from every centroid sits in a shell of equidistant ones, and its nearest lookalike family
     # hangs off that shell by few links: a beam of 800 missed the family outright in 0.4 % of the
-    # true top-10 at 100k LoRAs, 1600 in 0.12 %, 3200 in 0.02 % but at twice 1600's walk time
-    # once the candidates are scored in memory (docs/design.md 5, "Memory index").
-    memory_ef_search: int = 1600
+    # true top-10 at 100k LoRAs on a graph of M 32; on the index's graph of M 64, 1200 leaves no
+    # row below the first frontier of the test catalog at less walk time than 1600 on M 32
+    # (docs/design.md 5, "Memory index").
+    memory_ef_search: int = 1200
     exact_below: int = 2000  # catalogs smaller than this scan every centroid exactly
     first_batch: int = 256  # centroids asked first; each further ask is `growth` times larger
     growth: int = 2
