@@ -146,17 +146,26 @@ def candidate_batch(
 
 def lower_bounds(view: CentroidView, rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """mean_i |c - q_i| of the rows, bounded from below (slack included) through one float32
-    matrix product: |c|^2 + |q|^2 - 2 c.q less the product's worst rounding (dim terms of unit
-    roundoff each, scaled by |c|^2 + |q|^2), so a LoRA is never ordered after a frontier it beats."""
+    matrix product: |c|^2 + |q|^2 - 2 c.q less its worst rounding, so a LoRA is never ordered
+    after a frontier it beats. All in float32 (float64 copies of a (LoRAs x images) matrix took
+    twice the product): the product's rounding is dim terms of unit roundoff each, the sums and
+    the subtraction add a few more, all scaled by |c|^2 + |q|^2; the sqrt and the mean round by
+    a few units in the last place, inside lower_slack's 1e-5."""
     gather = len(rows) < len(view) // 2  # copy a few rows, or multiply them all and pick
     centroids = view.centroids[rows] if gather else view.centroids
-    dot = (centroids @ queries.T).astype(np.float64)
-    if not gather:
-        dot = dot[rows]
-    sq = view.sqnorm[rows][:, None] + np.einsum("ij,ij->i", queries, queries).astype(np.float64)[None, :]
-    rounding = 1.01 * view.centroids.shape[1] * float(np.finfo(np.float32).eps) / 2 * sq
-    d2 = sq - 2.0 * dot - rounding
-    return lower_slack(np.sqrt(np.maximum(d2, 0.0)).mean(axis=1))
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    # d2 = shrink (|c|^2 + |q|^2) - 2 c.q, the sums folded into the product's (rows, images) result
+    # in place; BLAS is slow on q.T's strided view, and the mean is a product too (numpy reduces
+    # a short last axis row by row).
+    shrink = np.float32(1.0 - 1.01 * (view.centroids.shape[1] + 8) * float(np.finfo(np.float32).eps) / 2)
+    d2 = centroids @ np.ascontiguousarray(-2.0 * q.T)
+    sqnorm = view.sqnorm[rows] if gather else view.sqnorm
+    d2 += (shrink * sqnorm.astype(np.float32))[:, None]
+    d2 += shrink * np.einsum("ij,ij->i", q, q)[None, :]
+    np.maximum(d2, 0.0, out=d2)
+    np.sqrt(d2, out=d2)
+    mean = d2 @ np.full(len(q), 1.0 / len(q), dtype=np.float32)
+    return lower_slack(mean if gather else mean[rows])
 
 
 class ExactScan:
