@@ -59,6 +59,7 @@ async def _search(
     peer_budget_gb: float,
     exhaustive_queries: int | None,
     centroid_index: str,
+    references_mb: int,
 ) -> dict[str, Any]:
     from db.embedded import database_url
     from db.scratch import scratch_database
@@ -89,6 +90,7 @@ async def _search(
             peer_budget_bytes=int(peer_budget_gb * 1e9) if peer_budget_gb > 0 else None,
             exhaustive_queries=exhaustive_queries,
             centroid_index=centroid_index,
+            references_mb=references_mb,
             progress=progress,
         )
 
@@ -148,6 +150,13 @@ def search_cmd(
         " default), pgvector (the HNSW walk in PostgreSQL; memory leaves that index unbuilt), or"
         " both, timed side by side.",
     ),
+    references_mb: int = typer.Option(
+        4096,
+        "--references-mb",
+        min=0,
+        help="The in-memory index holds the references (exact scoring in memory) up to this many MB,"
+        " as FINDLORA_CENTROID_INDEX_REFERENCES_MB; 0: PostgreSQL scores.",
+    ),
     json_file: Path | None = typer.Option(None, "--json", help="Write the JSON here, not to stdout."),
 ) -> None:
     """The two-stage search against SQL exhaustive, numpy exhaustive and faiss HNSW + rerank on one
@@ -173,6 +182,7 @@ def search_cmd(
             peer_budget_gb,
             None if exhaustive_queries < 0 else exhaustive_queries,
             centroid_index,
+            references_mb,
         )
     )
     emit_json(result, json_file)

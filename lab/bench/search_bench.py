@@ -82,12 +82,14 @@ async def run_search_bench(
     peer_budget_bytes: int | None = None,
     exhaustive_queries: int | None = None,
     centroid_index: str = "both",
+    references_mb: int = IndexConfig.references_mb,
     progress: Progress = lambda stage, done, total: None,
 ) -> dict[str, Any]:
     """`url` takes the first layout; `scratch(layout)` yields a database URL for each further one.
     `exhaustive_queries` None: every query up to 100k LoRAs, 4 beyond. `centroid_index`: the
     two-stage search's candidates from the service's in-memory index ("memory"), pgvector's walk
-    ("pgvector"), or both, the in-memory one as `two_stage` and pgvector's as `two_stage_pgvector`."""
+    ("pgvector"), or both, the in-memory one as `two_stage` and pgvector's as `two_stage_pgvector`;
+    `references_mb`: the in-memory index's budget for holding references (IndexConfig)."""
     if centroid_index not in CENTROID_INDEXES:
         raise ValueError(
             f"centroid_index must be one of {', '.join(CENTROID_INDEXES)}; got {centroid_index!r}"
@@ -125,7 +127,16 @@ async def run_search_bench(
                 layout_url, catalog, n_refs, meta, layout, seed, progress, centroid_index != "memory"
             )
             runs[layout] = await _run_layout(
-                layout_url, loaded, queries, warmup, k, options, exhaustive_queries, centroid_index, progress
+                layout_url,
+                loaded,
+                queries,
+                warmup,
+                k,
+                options,
+                exhaustive_queries,
+                centroid_index,
+                IndexConfig(references_mb=references_mb),
+                progress,
             )
     return build_report(
         n_loras, n_refs, k, shape, options, queries, truth, truth_s, runs, peer_report, peer_rows, plan
@@ -233,6 +244,7 @@ async def _run_layout(
     options: TwoStageOptions,
     n_exhaustive: int,
     centroid_index: str,
+    index_config: IndexConfig,
     progress: Progress,
 ) -> LayoutRun:
     layout = loaded.layout
@@ -241,7 +253,7 @@ async def _run_layout(
         index = None
         if centroid_index != "pgvector":
             progress(f"memory index ({layout})", 0, 1)
-            index = CentroidIndex(db, IndexConfig())
+            index = CentroidIndex(db, index_config)
             started = time.perf_counter()
             view = await index.build()
             await index.wait_ready()
