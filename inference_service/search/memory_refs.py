@@ -5,9 +5,9 @@ PostgreSQL round trip reading ~30 reference rows per candidate cost most of a se
 Held as float32 (halfvec widens exactly), only while they fit `IndexConfig.references_mb`; above
 it, exact scoring stays in PostgreSQL (db.ranking.d_avg_of). Not float16: numpy widens half
 precision element by element, which took 6x the rest of the scoring, and torch's vectorised
-widening runs on its thread pool, whose spinning workers starved the database of the 2 cores. The buffers are
-append-only like the index's columns: a LoRA whose summary changes gets a new row and a new block,
-so a view's rows and blocks never change under it.
+widening runs on its thread pool, whose spinning workers starved the database of the 2 cores.
+The buffers are append-only like the index's columns: a LoRA whose summary changes gets a new
+row and a new block, so a view's rows and blocks never change under it.
 """
 
 from __future__ import annotations
