@@ -98,19 +98,19 @@ async def rank_d_avg(
         view = None if index is None else await index.sync(conn)
         source: CentroidSource | ExactScan | HnswWalk
         if view is None:
-            source = CentroidSource(conn, queries, filters, limit, options)
+            source, held = CentroidSource(conn, queries, filters, limit, options), None
         else:
-            source = view.source(queries, filters, limit, options)
+            source, held = view.source(queries, filters, limit, options), view.references
 
         async def score(ids: Sequence[int]) -> dict[int, float]:
             return await ranking.d_avg_of(conn, queries, ids)
 
-        if view is not None and view.references is not None and not isinstance(source, CentroidSource):
-            held, found = view.references, source.row_of  # exact d_avg from the view's own references
+        if held is not None and not isinstance(source, CentroidSource):  # the view's own references
+            references, found = held, source.row_of
             stack = np.stack(ranking.vectors(queries))
 
             async def score(ids: Sequence[int]) -> dict[int, float]:
-                d = held.d_avg(np.asarray([found[i] for i in ids], dtype=np.int64), stack)
+                d = references.d_avg(np.asarray([found[i] for i in ids], dtype=np.int64), stack)
                 return dict(zip((int(i) for i in ids), d.tolist(), strict=True))
 
         ranked, stats = await rank_two_stage(
@@ -118,6 +118,5 @@ async def rank_d_avg(
         )
         stats.details["exact_scan"] = bool(source.exact_scan)
         stats.details["centroid_index"] = "database" if view is None else "memory"
-        in_memory = view is not None and view.references is not None
-        stats.details["scoring"] = "memory" if in_memory else "database"
+        stats.details["scoring"] = "database" if held is None else "memory"
         return ranked, stats

@@ -33,7 +33,7 @@ from db import summaries
 from db.database import Connection, Database
 from db.summaries import ReferenceBlocks, SummaryArrays, SummaryChanges
 from inference_service.search.centroid_hnsw import build_hnsw
-from inference_service.search.memory_refs import ReferenceColumns
+from inference_service.search.memory_refs import ReferenceColumns, grown_buffer
 from inference_service.search.memory_view import CentroidView, HnswGraph
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ class _Columns:
         capacity = n + max(1024, n // 8)
         self.lora_ids = np.empty(capacity, np.int64)
         self.centroids = np.empty((capacity, dim), np.float32)
-        self.sqnorm = np.empty(capacity, np.float64)
+        self.sqnorm = np.empty(capacity, np.float32)  # |c|^2 summed in float64, rounded once
         self.mean_radius = np.empty(capacity, np.float32)
         self.mean_sq_radius = np.empty(capacity, np.float32)
         self.searchable = np.empty(capacity, bool)
@@ -101,13 +101,8 @@ class _Columns:
 
     def append(self, rows: SummaryArrays) -> None:
         start, stop = self.n, self.n + len(rows)
-        if stop > len(self.lora_ids):
-            capacity = max(stop, len(self.lora_ids) * 3 // 2)
-            for name in self._ARRAYS:
-                old = getattr(self, name)
-                grown = np.empty((capacity, *old.shape[1:]), old.dtype)
-                grown[:start] = old[:start]
-                setattr(self, name, grown)
+        for name in self._ARRAYS:
+            setattr(self, name, grown_buffer(getattr(self, name), start, stop))
         for name in rows.base_model:
             self._codes.setdefault(name, len(self._codes))
         if len(self.base_names) < len(self._codes):

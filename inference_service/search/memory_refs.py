@@ -78,9 +78,9 @@ class ReferenceColumns:
         firsts = np.cumsum(counts) - counts
         picked = np.repeat(starts[block] - firsts, counts) + np.arange(int(counts.sum()))
         rows_stop, refs_stop = self.n + len(row_ids), self.size + len(picked)
-        self.offset = _grown(self.offset, self.n, rows_stop)
-        self.count = _grown(self.count, self.n, rows_stop)
-        self.embeddings = _grown(self.embeddings, self.size, refs_stop)
+        self.offset = grown_buffer(self.offset, self.n, rows_stop)
+        self.count = grown_buffer(self.count, self.n, rows_stop)
+        self.embeddings = grown_buffer(self.embeddings, self.size, refs_stop)
         for start in range(0, len(picked), _COPY_ROWS):  # widened a slice at a time: no full copy
             part = picked[start : start + _COPY_ROWS]
             self.embeddings[self.size + start : self.size + start + len(part)] = blocks.embeddings[part]
@@ -95,9 +95,9 @@ class ReferenceColumns:
 _COPY_ROWS = 1 << 18
 
 
-def _grown(buffer: np.ndarray, used: int, needed: int) -> np.ndarray:
+def grown_buffer(buffer: np.ndarray, used: int, needed: int) -> np.ndarray:
     """`buffer`, or a larger copy of its first `used` rows when `needed` does not fit (views keep
-    slices of the old one)."""
+    slices of the old one): the append-only growth of the index's columns and of these blocks."""
     if needed <= len(buffer):
         return buffer
     grown = np.empty((max(needed, len(buffer) * 3 // 2), *buffer.shape[1:]), buffer.dtype)

@@ -61,7 +61,7 @@ class CentroidView:
     generation: int
     lora_ids: np.ndarray  # int64
     centroids: np.ndarray  # (n, dim) float32
-    sqnorm: np.ndarray  # |c|^2, float64
+    sqnorm: np.ndarray  # |c|^2, float32 (summed in float64): what lower_bounds adds
     mean_radius: np.ndarray  # float32
     mean_sq_radius: np.ndarray  # float32
     searchable: np.ndarray  # bool: loras.status = 'active'
@@ -160,7 +160,7 @@ def lower_bounds(view: CentroidView, rows: np.ndarray, queries: np.ndarray) -> n
     shrink = np.float32(1.0 - 1.01 * (view.centroids.shape[1] + 8) * float(np.finfo(np.float32).eps) / 2)
     d2 = centroids @ np.ascontiguousarray(-2.0 * q.T)
     sqnorm = view.sqnorm[rows] if gather else view.sqnorm
-    d2 += (shrink * sqnorm.astype(np.float32))[:, None]
+    d2 += (shrink * sqnorm)[:, None]
     d2 += shrink * np.einsum("ij,ij->i", q, q)[None, :]
     np.maximum(d2, 0.0, out=d2)
     np.sqrt(d2, out=d2)

@@ -30,7 +30,7 @@ def test_lower_bound_holds_under_rounding(images: int, gather: bool) -> None:
     scaled = rng.standard_normal((600, 128)).astype(np.float32) * scale
     centroids = np.concatenate([queries, near.astype(np.float32), scaled])
     wide = centroids.astype(np.float64)
-    view = Columns(centroids, np.einsum("ij,ij->i", wide, wide))
+    view = Columns(centroids, np.einsum("ij,ij->i", wide, wide).astype(np.float32))
     rows = np.arange(len(centroids) // 3) if gather else np.arange(len(centroids))
     bound = lower_bounds(view, rows, queries)  # type: ignore[arg-type]
     exact = np.linalg.norm(wide[rows][:, None, :] - queries.astype(np.float64)[None], axis=2).mean(axis=1)
