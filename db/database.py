@@ -66,12 +66,13 @@ class Database:
         With `snapshot` or a `guard`, the transaction is one snapshot (REPEATABLE READ); a guard's
         check runs in it first: what it verified holds for every query on the connection."""
         async with self.pool.connection() as conn:
-            if snapshot or guard is not None:
-                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            if self.search_timeout_ms > 0:
-                await conn.execute(
-                    "SELECT set_config('statement_timeout', %s, true)", (f"{self.search_timeout_ms}ms",)
-                )
+            async with conn.pipeline():  # BEGIN and these settings in one round trip, not three
+                if snapshot or guard is not None:
+                    await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                if self.search_timeout_ms > 0:
+                    await conn.execute(
+                        "SELECT set_config('statement_timeout', %s, true)", (f"{self.search_timeout_ms}ms",)
+                    )
             if guard is not None:
                 await guard(conn)
             yield conn

@@ -46,9 +46,9 @@ class Settings(BaseSettings):
         800, description="HNSW ef_search of the centroid walk (two-stage search); 400 missed families at 100k"
     )
     search_memory_ef_search: int = Field(
-        1200,
+        800,
         ge=10,
-        description="efSearch of the memory index's faiss walk (one query image); 800 missed the "
+        description="efSearch of the memory index's faiss walk (one query image); 400 missed the "
         "nearest lookalike family of queries far from every centroid",
     )
     search_exact_below: int = Field(

@@ -114,7 +114,7 @@ def search_cmd(
     top_k: int = typer.Option(10, "--top-k", min=1, help="k of the ranking and of recall@k."),
     ef_search: int = typer.Option(800, "--ef-search", min=10, help="HNSW ef_search."),
     memory_ef_search: int = typer.Option(
-        1200, "--memory-ef-search", min=10, help="efSearch of the in-memory index's faiss walk."
+        800, "--memory-ef-search", min=10, help="efSearch of the in-memory index's faiss walk."
     ),
     exact_below: int = typer.Option(2000, "--exact-below", help="Exact centroid scan below this size."),
     seed: int = typer.Option(0, "--seed"),

@@ -8,12 +8,12 @@ scoring in PostgreSQL (db.ranking.d_avg_of) and rank_two_stage are unchanged:
 
 - ExactScan: every admitted centroid, in increasing mean_i |c - q_i| (the per-image lower bound
   itself, far tighter than the mean-query walk), frontier = the next lower bound not yielded.
-  Exact. Several images, a base-model filter, a small catalog.
+  Exact. Several images, few admitted rows (a small catalog, a narrow filter).
 - HnswWalk: faiss HNSW around the single query image, k doubling per batch (efSearch
-  TwoStageOptions.memory_ef_search), rows not admitted skipped through a bitmap selector,
-  frontier = the last distance returned. Approximate as any HNSW walk (a missed lookalike family
-  is one the beam never reached, not a row the graph cannot reach). One image, no base-model
-  filter, a large catalog.
+  TwoStageOptions.memory_ef_search over the admitted share), rows not admitted skipped through a
+  bitmap selector, frontier = the last distance returned. Approximate as any HNSW walk (a missed
+  lookalike family is one the beam never reached, not a row the graph cannot reach). One image
+  whose filters admit at least exact_below rows and MIN_WALK_SHARE of the graph.
 """
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ from inference_service.search.options import TwoStageOptions
 
 # Work (centroids x query images) above which the exact scan's matrix product leaves the event loop.
 _THREAD_ABOVE = 100_000
+# The least share of the rows a walk may admit. The beam sees the rows it skips too, so a walk that
+# admits a share s widens efSearch to ef / s to find as many admitted rows, costing about 1 / s
+# walks; below 0.4 that costs more than the exact scan's one matrix product at 1M rows (a walk of
+# about 6 ms against a product of 15).
+MIN_WALK_SHARE = 0.4
 
 
 @dataclass
@@ -123,7 +128,8 @@ class CentroidView:
         q = np.stack(vectors(queries))
         admitted = self.admitted(filters)
         rows = np.flatnonzero(admitted)
-        walk = len(q) == 1 and not filters.base_model and len(rows) >= max(self.exact_below, 1)
+        share = len(rows) / max(len(self), 1)
+        walk = len(q) == 1 and len(rows) >= max(self.exact_below, 1) and share >= MIN_WALK_SHARE
         if walk and self.graph.walkable:
             return HnswWalk(self, admitted, rows, q, k, options)
         return ExactScan(self, rows, q, k, options, {})
@@ -144,6 +150,15 @@ def candidate_batch(
     return CandidateBatch(lora_ids, lower, upper, frontier)
 
 
+def gathers(rows: int, of: int, images: int) -> bool:
+    """Whether lower_bounds copies its rows out before the product instead of multiplying all
+    `of` rows and picking: copying a row costs about six products of it with one image and two
+    with 2-4 (OpenBLAS is slow on narrow products). At 100k, copying 48k rows took 4.5 ms, the
+    product of all 100k with one image 1.5 ms."""
+    copy_cost = 6 if images == 1 else 2
+    return rows * (copy_cost + 1) < of
+
+
 def lower_bounds(view: CentroidView, rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """mean_i |c - q_i| of the rows, bounded from below (slack included) through one float32
     matrix product: |c|^2 + |q|^2 - 2 c.q less its worst rounding, so a LoRA is never ordered
@@ -151,7 +166,7 @@ def lower_bounds(view: CentroidView, rows: np.ndarray, queries: np.ndarray) -> n
     twice the product): the product's rounding is dim terms of unit roundoff each, the sums and
     the subtraction add a few more, all scaled by |c|^2 + |q|^2; the sqrt and the mean round by
     a few units in the last place, inside lower_slack's 1e-5."""
-    gather = len(rows) < len(view) // 2  # copy a few rows, or multiply them all and pick
+    gather = gathers(len(rows), len(view), len(queries))
     centroids = view.centroids[rows] if gather else view.centroids
     q = np.ascontiguousarray(queries, dtype=np.float32)
     # d2 = shrink (|c|^2 + |q|^2) - 2 c.q, the sums folded into the product's (rows, images) result
@@ -263,7 +278,8 @@ class HnswWalk:
         # view appended) are never members.
         bits = np.packbits(self.admitted[:covered], bitorder="little")
         params = faiss.SearchParametersHNSW()
-        params.efSearch = walk_ef(self.options.memory_ef_search, self.limit)
+        share = len(self.rows) / max(len(self.view), 1)  # of the rows the beam passes through
+        params.efSearch = walk_ef(math.ceil(self.options.memory_ef_search / share), self.limit)
         params.sel = faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits))
         dist2, labels = graph.index.search(self.query, self.limit, params=params)
         found = labels[0] >= 0
