@@ -13,7 +13,8 @@ scoring in PostgreSQL (db.ranking.d_avg_of) and rank_two_stage are unchanged:
   TwoStageOptions.memory_ef_search over the admitted share), rows not admitted skipped through a
   bitmap selector, frontier = the last distance returned. Approximate as any HNSW walk (a missed
   lookalike family is one the beam never reached, not a row the graph cannot reach). One image
-  whose filters admit at least exact_below rows and MIN_WALK_SHARE of the graph.
+  whose filters admit MIN_WALK_SHARE of the graph and enough rows (exact_below, each counted at
+  the admitted share).
 """
 
 from __future__ import annotations
@@ -128,8 +129,10 @@ class CentroidView:
         q = np.stack(vectors(queries))
         admitted = self.admitted(filters)
         rows = np.flatnonzero(admitted)
+        # A walk admitting a share s of the rows costs about 1 / s unfiltered walks, so its rows
+        # count for s each against exact_below (at 100k, half the rows walked in 4.4 ms, scanned in 2.5).
         share = len(rows) / max(len(self), 1)
-        walk = len(q) == 1 and len(rows) >= max(self.exact_below, 1) and share >= MIN_WALK_SHARE
+        walk = len(q) == 1 and share >= MIN_WALK_SHARE and len(rows) * share >= max(self.exact_below, 1)
         if walk and self.graph.walkable:
             return HnswWalk(self, admitted, rows, q, k, options)
         return ExactScan(self, rows, q, k, options, {})
@@ -223,7 +226,11 @@ class ExactScan:
 
 class HnswWalk:
     """faiss HNSW around one query image; rows appended since the graph's last add (its tail)
-    are yielded whole in the first batch, so the frontier only speaks for rows in the graph."""
+    are yielded whole in the first batch, so the frontier only speaks for rows in the graph.
+
+    One walk serves every batch its beam can: faiss explores the same rows for any k up to
+    efSearch, so a walk asked for efSearch rows returns the first `limit` of each later batch's
+    walk, and only a batch past the beam walks again (wider). A second batch cost a whole walk."""
 
     name = "centroid"
 
@@ -243,6 +250,8 @@ class HnswWalk:
         self.row_of: dict[int, int] = {}  # LoRA id -> the view's row, of every candidate yielded
         self.exact_scan = False
         self.fallback: ExactScan | None = None
+        self.beam: tuple[np.ndarray, np.ndarray] | None = None  # the last walk's rows and distances
+        self.beam_asked = 0  # how many rows that walk was asked for
 
     def _scan_instead(self) -> ExactScan:
         """An exact scan of what is left: the graph is busy, or the walk starved."""
@@ -262,7 +271,7 @@ class HnswWalk:
         covered = min(graph.rows, n)
         tail = self.rows[(self.rows >= covered) & ~self.yielded[self.rows]]
         in_graph = len(self.rows) - int(np.count_nonzero(self.rows >= covered))
-        labels, dist = self._walk(covered) if in_graph else (np.empty(0, np.int64), np.empty(0))
+        labels, dist = self._nearest(covered) if in_graph else (np.empty(0, np.int64), np.empty(0))
         if len(labels) < min(self.limit, in_graph):  # the walk starved before the graph ran out
             return await self._scan_instead().next_batch()
         frontier = math.inf if len(labels) < self.limit else float(lower_slack(dist[-1:])[0])
@@ -271,16 +280,26 @@ class HnswWalk:
         self.yielded[rows] = True
         return candidate_batch(self.view, rows, self.query, frontier, self.row_of)
 
-    def _walk(self, covered: int) -> tuple[np.ndarray, np.ndarray]:
-        """The graph's `limit` admitted rows nearest the query: (rows, distances) ascending."""
+    def _nearest(self, covered: int) -> tuple[np.ndarray, np.ndarray]:
+        """The graph's `limit` admitted rows nearest the query: (rows, distances) ascending, from
+        the last walk while it was asked for as many."""
+        if self.beam is None or self.beam_asked < self.limit:
+            share = len(self.rows) / max(len(self.view), 1)  # of the rows the beam passes through
+            ef = walk_ef(math.ceil(self.options.memory_ef_search / share), self.limit)
+            self.beam_asked = max(self.limit, ef)  # k up to efSearch: the same rows explored
+            self.beam = self._walk(covered, self.beam_asked, ef)
+        labels, dist = self.beam
+        return labels[: self.limit], dist[: self.limit]
+
+    def _walk(self, covered: int, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
+        """The graph's `k` admitted rows nearest the query (ascending), by a beam of `ef`."""
         graph = self.view.graph
         # The selector's size is in bytes and bounds its ids: labels past `covered` (rows another
         # view appended) are never members.
         bits = np.packbits(self.admitted[:covered], bitorder="little")
         params = faiss.SearchParametersHNSW()
-        share = len(self.rows) / max(len(self.view), 1)  # of the rows the beam passes through
-        params.efSearch = walk_ef(math.ceil(self.options.memory_ef_search / share), self.limit)
+        params.efSearch = ef
         params.sel = faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits))
-        dist2, labels = graph.index.search(self.query, self.limit, params=params)
+        dist2, labels = graph.index.search(self.query, k, params=params)
         found = labels[0] >= 0
         return labels[0][found], np.sqrt(np.maximum(dist2[0][found], 0.0))

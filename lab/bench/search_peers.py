@@ -319,13 +319,18 @@ class _FaissSource:
         self.peer, self.q, self.mask = peer, q, mask
         self.limit = max(peer.options.first_batch, 2 * k)
         self.exact_scan = False
+        self.beam: tuple[np.ndarray, np.ndarray] | None = None  # as the service's HnswWalk keeps
+        self.beam_asked = 0
 
     async def next_batch(self) -> CandidateBatch:
         options, selector = self.peer.options, self.peer.selector(self.mask)
-        params = faiss.SearchParametersHNSW()
-        params.efSearch = walk_ef(options.memory_ef_search, self.limit)
-        params.sel = selector
-        dist2, found = self.peer.index.search(self.q, self.limit, params=params)
+        if self.beam is None or self.beam_asked < self.limit:  # one walk per beam, as the service
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = walk_ef(options.memory_ef_search, self.limit)
+            params.sel = selector
+            self.beam_asked = max(self.limit, params.efSearch)
+            self.beam = self.peer.index.search(self.q, self.beam_asked, params=params)
+        dist2, found = (a[:, : self.limit] for a in self.beam)
         if (found < 0).any() and int(self.mask.sum()) > (found >= 0).sum(axis=1).min():
             self.exact_scan = True
             self.peer.fallbacks += 1

@@ -4,11 +4,12 @@ in the shell of equidistant centroids and misses the query's nearest family (doc
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 
 from db.filters import Filters
-from inference_service.search.centroid_hnsw import build_hnsw, centroid_distances
+from inference_service.search.centroid_hnsw import build_hnsw, centroid_distances, lower_slack
 from inference_service.search.memory_view import CentroidView, HnswGraph, HnswWalk
 from inference_service.search.options import TwoStageOptions
 from lab.bench.synthetic import SyntheticCatalog, summarise
@@ -85,3 +86,38 @@ async def test_the_walk_leaves_no_top_row_below_its_frontier(
     assert await rows_missed_below_frontier(view, queries, TwoStageOptions()) <= 10
     top = top_by_d_avg(catalog, queries)
     assert await rows_missed_below_frontier(view, queries, TwoStageOptions(), top) == 0
+
+
+class CountedWalks:
+    """The faiss walks one HnswWalk runs, by the k each asked for."""
+
+    def __init__(self, walk: HnswWalk) -> None:
+        self.asked: list[int] = []
+        self.walk_once = walk._walk
+        walk._walk = self  # type: ignore[method-assign]
+
+    def __call__(self, covered: int, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
+        self.asked.append(k)
+        return self.walk_once(covered, k, ef)
+
+
+async def test_later_batches_are_read_from_the_first_walks_beam(
+    catalog_view: tuple[SyntheticCatalog, CentroidView],
+) -> None:
+    """faiss explores the same rows for any k up to efSearch, so the walk's second batch is the
+    next stretch of one fresh walk asked for both batches' rows, and no second walk runs."""
+    catalog, view = catalog_view
+    rng = np.random.default_rng(7)
+    options = TwoStageOptions()
+    for query in catalog.queries(rng.choice(N_LORAS, 5, replace=False), rng):
+        walk = view.source([query], Filters(allow_nsfw=True), 10, options)
+        assert isinstance(walk, HnswWalk)
+        walks = CountedWalks(walk)
+        first, second = await walk.next_batch(), await walk.next_batch()
+        assert walks.asked == [options.memory_ef_search]
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = options.memory_ef_search
+        dist2, fresh = view.graph.index.search(query[None, :], 2 * options.first_batch, params=params)
+        assert first.lora_ids.tolist() == fresh[0][: options.first_batch].tolist()
+        assert second.lora_ids.tolist() == fresh[0][options.first_batch :].tolist()
+        assert second.frontier == float(lower_slack(np.sqrt(dist2[0][-1:]))[0])
