@@ -48,8 +48,8 @@ class Settings(BaseSettings):
     search_memory_ef_search: int = Field(
         800,
         ge=10,
-        description="efSearch of the memory index's faiss walk (one query image); 400 missed the "
-        "nearest lookalike family of queries far from every centroid",
+        description="efSearch of the memory index's faiss walk (one query image); narrower beams miss "
+        "the nearest lookalike family of queries far from every centroid (docs/design.md 5)",
     )
     search_exact_below: int = Field(
         2000, description="Catalogs with fewer LoRAs scan every centroid exactly instead of the HNSW index."
