@@ -334,6 +334,7 @@ async def run_e2e_bench(
     warmup = [[Upload(p.name, p.read_bytes())] for p in sorted((zoo / "samples").glob("*.png"))]
     service = await start_service(settings, "127.0.0.1:0")
     try:
+        index_wait_s = await _memory_index_ready(service)
         bot = BotSide(f"127.0.0.1:{service.port}", await _bot_token(service))
         try:
             # Warm the encoder, the plans and the pool on images that are no query.
@@ -352,8 +353,23 @@ async def run_e2e_bench(
     if encoder != anchors.encoder:
         raise RuntimeError(f"the catalog was built with {anchors.encoder} but the service runs {encoder}")
     report = _report(n_loras, n_refs, top_k, settings, encoder, loaded, keys, zoo_spec, single, timed)
+    report["service"]["memory_index_ready_after_s"] = index_wait_s
     described = {"kind": "anchored", **catalog.describe(n_refs), "styles": anchors.styles}
     return {**report, "catalog": described, "server": server}
+
+
+async def _memory_index_ready(service: RunningService) -> float | None:
+    """Seconds the service's in-memory centroid index took to be ready after start (searches
+    walk pgvector until then, so the timed ones wait for it: the steady state); None without one.
+    Raises if it failed to build: the run would time the fallback, not the service."""
+    index = service.engine.centroid_index if service.engine is not None else None
+    if index is None:
+        return None
+    started = time.perf_counter()
+    await index.wait_ready()
+    if not index.ready:
+        raise RuntimeError("the service's memory index did not build; its log says why")
+    return round(time.perf_counter() - started, 2)
 
 
 def _ms(values: Sequence[float]) -> dict[str, float]:
@@ -438,7 +454,9 @@ def _report(
             "dynamic_batching": settings.dynamic_batching,
             "batch_max_wait_ms": settings.batch_max_wait_ms,
             "decode_workers": settings.decode_workers,
+            "centroid_index": settings.centroid_index,
             "ef_search": settings.search_ef_search,
+            "memory_ef_search": settings.search_memory_ef_search,
             "exact_below": settings.search_exact_below,
             "transfers_per_match": settings.transfers_per_match,
         },
