@@ -8,6 +8,7 @@ lower bound -inf and a budget instead. Within a request, asking the sources is t
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from collections.abc import Awaitable, Callable, Sequence
@@ -85,7 +86,8 @@ async def rank_two_stage(
     leaves most of the remaining candidates above the cut, unscored."""
     stats = RankStats(per_source={s.name: 0 for s in sources})
     frontiers = dict.fromkeys(range(len(sources)), -math.inf)
-    pending_lower: dict[int, float] = {}
+    pending: list[tuple[float, int]] = []  # (lower bound, id) ascending; unscored from `start` on
+    start = 0
     bound_top = _TopK(k)  # from upper bounds: the true k-th best is at most its threshold
     exact_top = _TopK(k)
     scores: dict[int, float] = {}
@@ -97,21 +99,23 @@ async def rank_two_stage(
     size = max(1, min(chunk, max(k, first_chunk or chunk)))  # under k nothing can be cut
 
     while True:
-        # Score the most promising pending candidates while any can still enter the top k.
-        while pending_lower:
+        # Score the most promising pending candidates while any can still enter the top k. The
+        # threshold only falls, so the candidates stay sorted from one batch to the next: sorting
+        # them again every round took 40 ms of a search that scored 10k of 12k candidates.
+        while start < len(pending):
             tau = threshold()
-            alive = sorted((lb, i) for i, lb in pending_lower.items() if lb <= tau)
-            pending_lower = {i: pending_lower[i] for _, i in alive}
-            if not alive:
+            end = bisect.bisect_right(pending, (tau, math.inf), start, min(start + size, len(pending)))
+            if end == start:  # the least bound left is above the cut: none can enter
+                pending, start = [], 0
                 break
-            ids = [i for _, i in alive[:size]]
+            ids = [i for _, i in pending[start:end]]
+            start = end
             size = min(chunk, 2 * size)
             with stage("rerank"):
                 found = await scorer(ids)
             stats.score_calls += 1
             stats.scored += len(ids)
             for i in ids:
-                del pending_lower[i]
                 if i in found:
                     scores[i] = found[i]
                     exact_top.push(found[i], i)
@@ -125,6 +129,7 @@ async def rank_two_stage(
             batch = await sources[index].next_batch()
         stats.batches += 1
         frontiers[index] = batch.frontier
+        arrived = []
         for i, lb, ub in zip(
             batch.lora_ids.tolist(), batch.lower.tolist(), batch.upper.tolist(), strict=True
         ):
@@ -132,9 +137,10 @@ async def rank_two_stage(
                 continue
             seen.add(i)
             stats.per_source[sources[index].name] += 1
-            pending_lower[i] = lb
+            arrived.append((lb, i))
             if math.isfinite(ub):
                 bound_top.push(ub, i)
+        pending, start = sorted(pending[start:] + arrived), 0  # the rest is one sorted run already
     stats.candidates = len(seen)
     count("candidates", stats.candidates)
     count("scored", stats.scored)

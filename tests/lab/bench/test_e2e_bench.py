@@ -62,6 +62,9 @@ async def test_e2e_bench_reports_latency_and_stages(db_url: str, tmp_path: Path)
     assert 1 <= result["thumbnails"]["distinct_blobs"] <= zoo.styles * zoo.samples
     assert result["query_images"]["px"] == 256
     assert result["multi"]["images"] == 4
+    # The searches were timed on the service's memory index, built before the first of them.
+    assert result["service"]["centroid_index"] == "memory"
+    assert result["service"]["memory_index_ready_after_s"] >= 0.0
     for kind in ("single", "multi"):
         report = result[kind]
         assert report["searches"] == 4
