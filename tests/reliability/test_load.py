@@ -128,7 +128,11 @@ async def test_fifty_concurrent_searches_for_a_minute(db_url: str, tmp_path: Pat
         await asyncio.wait_for(service.wait(), timeout=30)
 
     p50, p95 = (float(np.percentile(latencies, q)) * 1000 for q in (50, 95))
-    warm = rss_mb[min(5, len(rss_mb) - 1)]
+    # The service reports SERVING before its in-memory centroid index is built, and the build's
+    # transient (up to +250 MB for a few seconds at 10k LoRAs, measured) is no growth: the baseline
+    # is the RSS a third of the way in, the peak is taken over the rest of the run.
+    third = len(rss_mb) // 3
+    warm, late_peak = rss_mb[third], max(rss_mb[third:])
     summary = {
         "loras": N_LORAS,
         "refs": N_REFS,
@@ -141,6 +145,7 @@ async def test_fifty_concurrent_searches_for_a_minute(db_url: str, tmp_path: Pat
         "searches_per_s": round(len(latencies) / SECONDS, 1),
         "rss_mb_after_warmup": round(warm, 1),
         "rss_mb_peak": round(max(rss_mb), 1),
+        "rss_mb_peak_after_warmup": round(late_peak, 1),
         # What else the 2 cores were doing, and which code this measured.
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
         "commit": current_commit(),
@@ -151,4 +156,4 @@ async def test_fifty_concurrent_searches_for_a_minute(db_url: str, tmp_path: Pat
     assert errors == [], errors[:5]
     assert len(latencies) >= CONCURRENCY
     # Bounded: no growth with the number of requests served (a leak would grow steadily).
-    assert max(rss_mb) - warm < 300, summary
+    assert late_peak - warm < 300, summary
