@@ -5,6 +5,8 @@ db.ranking.nearest_centroids computes in SQL (docs/design.md 5)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import faiss
 import numpy as np
 
@@ -48,6 +50,27 @@ def graph_bytes(index: faiss.IndexHNSWFlat) -> int:
 def walk_ef(ef_search: int, limit: int) -> int:
     """efSearch of a walk asking `limit` centroids, as db.ranking.nearest_centroids sets hnsw.ef_search."""
     return max(ef_search, min(limit, MAX_WALK_EF))
+
+
+class Beam:
+    """One walk's results, read again by later batches: faiss explores the same rows for any k up
+    to efSearch, so a walk asked for efSearch rows holds the first `limit` of every later batch's
+    walk, and only a batch past it walks again (wider). A second batch used to cost a whole walk."""
+
+    def __init__(self) -> None:
+        self.found: tuple[np.ndarray, np.ndarray] | None = None  # the walk's two arrays, ascending
+        self.asked = 0  # the k that walk was asked for
+
+    def first(
+        self, limit: int, ef: int, walk: Callable[[int, int], tuple[np.ndarray, np.ndarray]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The first `limit` of `walk(k, ef)`'s results (along their last axis), walking only when
+        the beam held fewer."""
+        if self.found is None or self.asked < limit:
+            self.asked = max(limit, ef)  # k up to efSearch: the same rows explored
+            self.found = walk(self.asked, ef)
+        first, second = self.found
+        return first[..., :limit], second[..., :limit]
 
 
 def lower_slack(distance: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ import numpy as np
 from db.filters import Filters
 from db.ranking import vectors
 from inference_service.scoring.two_stage import CandidateBatch
-from inference_service.search.centroid_hnsw import centroid_bounds, graph_bytes, lower_slack, walk_ef
+from inference_service.search.centroid_hnsw import Beam, centroid_bounds, graph_bytes, lower_slack, walk_ef
 from inference_service.search.memory_refs import ReferenceView
 from inference_service.search.options import TwoStageOptions
 
@@ -227,10 +227,7 @@ class ExactScan:
 class HnswWalk:
     """faiss HNSW around one query image; rows appended since the graph's last add (its tail)
     are yielded whole in the first batch, so the frontier only speaks for rows in the graph.
-
-    One walk serves every batch its beam can: faiss explores the same rows for any k up to
-    efSearch, so a walk asked for efSearch rows returns the first `limit` of each later batch's
-    walk, and only a batch past the beam walks again (wider). A second batch cost a whole walk."""
+    Later batches read the first walk's beam while it holds them (centroid_hnsw.Beam)."""
 
     name = "centroid"
 
@@ -250,8 +247,7 @@ class HnswWalk:
         self.row_of: dict[int, int] = {}  # LoRA id -> the view's row, of every candidate yielded
         self.exact_scan = False
         self.fallback: ExactScan | None = None
-        self.beam: tuple[np.ndarray, np.ndarray] | None = None  # the last walk's rows and distances
-        self.beam_asked = 0  # how many rows that walk was asked for
+        self.beam = Beam()
 
     def _scan_instead(self) -> ExactScan:
         """An exact scan of what is left: the graph is busy, or the walk starved."""
@@ -283,13 +279,9 @@ class HnswWalk:
     def _nearest(self, covered: int) -> tuple[np.ndarray, np.ndarray]:
         """The graph's `limit` admitted rows nearest the query: (rows, distances) ascending, from
         the last walk while it was asked for as many."""
-        if self.beam is None or self.beam_asked < self.limit:
-            share = len(self.rows) / max(len(self.view), 1)  # of the rows the beam passes through
-            ef = walk_ef(math.ceil(self.options.memory_ef_search / share), self.limit)
-            self.beam_asked = max(self.limit, ef)  # k up to efSearch: the same rows explored
-            self.beam = self._walk(covered, self.beam_asked, ef)
-        labels, dist = self.beam
-        return labels[: self.limit], dist[: self.limit]
+        share = len(self.rows) / max(len(self.view), 1)  # of the rows the beam passes through
+        ef = walk_ef(math.ceil(self.options.memory_ef_search / share), self.limit)
+        return self.beam.first(self.limit, ef, lambda k, ef: self._walk(covered, k, ef))
 
     def _walk(self, covered: int, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
         """The graph's `k` admitted rows nearest the query (ascending), by a beam of `ef`."""

@@ -30,7 +30,14 @@ import psutil
 
 from db.filters import Filters
 from inference_service.scoring.two_stage import CandidateBatch, RankStats, rank_two_stage
-from inference_service.search.centroid_hnsw import HNSW_M, build_hnsw, centroid_bounds, graph_bytes, walk_ef
+from inference_service.search.centroid_hnsw import (
+    HNSW_M,
+    Beam,
+    build_hnsw,
+    centroid_bounds,
+    graph_bytes,
+    walk_ef,
+)
 from inference_service.search.centroids import TwoStageOptions
 from lab.bench.load import CatalogMeta
 from lab.bench.synthetic import SyntheticCatalog, summarise
@@ -319,18 +326,19 @@ class _FaissSource:
         self.peer, self.q, self.mask = peer, q, mask
         self.limit = max(peer.options.first_batch, 2 * k)
         self.exact_scan = False
-        self.beam: tuple[np.ndarray, np.ndarray] | None = None  # as the service's HnswWalk keeps
-        self.beam_asked = 0
+        self.beam = Beam()  # one walk per beam, as the service's HnswWalk
 
     async def next_batch(self) -> CandidateBatch:
         options, selector = self.peer.options, self.peer.selector(self.mask)
-        if self.beam is None or self.beam_asked < self.limit:  # one walk per beam, as the service
+
+        def search(k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
             params = faiss.SearchParametersHNSW()
-            params.efSearch = walk_ef(options.memory_ef_search, self.limit)
+            params.efSearch = ef
             params.sel = selector
-            self.beam_asked = max(self.limit, params.efSearch)
-            self.beam = self.peer.index.search(self.q, self.beam_asked, params=params)
-        dist2, found = (a[:, : self.limit] for a in self.beam)
+            dist2, found = self.peer.index.search(self.q, k, params=params)
+            return dist2, found
+
+        dist2, found = self.beam.first(self.limit, walk_ef(options.memory_ef_search, self.limit), search)
         if (found < 0).any() and int(self.mask.sum()) > (found >= 0).sum(axis=1).min():
             self.exact_scan = True
             self.peer.fallbacks += 1
