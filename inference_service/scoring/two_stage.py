@@ -8,8 +8,6 @@ lower bound -inf and a budget instead. Within a request, asking the sources is t
 
 from __future__ import annotations
 
-import bisect
-import heapq
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,23 +49,21 @@ class RankStats:
     details: dict[str, Any] = field(default_factory=dict)  # source-specific facts
 
 
-class _TopK:
-    """The k smallest (score, id) seen, with the k-th as the pruning threshold."""
+class _KSmallest:
+    """The k smallest values seen, with the k-th as the pruning threshold."""
 
     def __init__(self, k: int) -> None:
         self.k = k
-        self._heap: list[tuple[float, int]] = []  # max-heap through negation
+        self.values = np.empty(0)
 
-    def push(self, score: float, lora_id: int) -> None:
-        item = (-score, -lora_id)
-        if len(self._heap) < self.k:
-            heapq.heappush(self._heap, item)
-        elif item > self._heap[0]:
-            heapq.heapreplace(self._heap, item)
+    def add(self, values: np.ndarray) -> None:
+        if len(values):
+            both = np.concatenate([self.values, values])
+            self.values = both if len(both) <= self.k else np.partition(both, self.k - 1)[: self.k]
 
     @property
     def threshold(self) -> float:
-        return -self._heap[0][0] if len(self._heap) == self.k else math.inf
+        return float(self.values.max()) if len(self.values) == self.k else math.inf
 
 
 async def rank_two_stage(
@@ -86,10 +82,10 @@ async def rank_two_stage(
     leaves most of the remaining candidates above the cut, unscored."""
     stats = RankStats(per_source={s.name: 0 for s in sources})
     frontiers = dict.fromkeys(range(len(sources)), -math.inf)
-    pending: list[tuple[float, int]] = []  # (lower bound, id) ascending; unscored from `start` on
-    start = 0
-    bound_top = _TopK(k)  # from upper bounds: the true k-th best is at most its threshold
-    exact_top = _TopK(k)
+    # Unscored candidates from `start` on, ascending by (lower bound, id).
+    pending_lower, pending_ids, start = np.empty(0), np.empty(0, np.int64), 0
+    bound_top = _KSmallest(k)  # of upper bounds: the true k-th best is at most its threshold
+    exact_top = _KSmallest(k)
     scores: dict[int, float] = {}
     seen: set[int] = set()
 
@@ -102,23 +98,22 @@ async def rank_two_stage(
         # Score the most promising pending candidates while any can still enter the top k. The
         # threshold only falls, so the candidates stay sorted from one batch to the next: sorting
         # them again every round took 40 ms of a search that scored 10k of 12k candidates.
-        while start < len(pending):
-            tau = threshold()
-            end = bisect.bisect_right(pending, (tau, math.inf), start, min(start + size, len(pending)))
+        while start < len(pending_ids):
+            stop = min(start + size, len(pending_ids))
+            end = start + int(np.searchsorted(pending_lower[start:stop], threshold(), side="right"))
             if end == start:  # the least bound left is above the cut: none can enter
-                pending, start = [], 0
+                start = len(pending_ids)
                 break
-            ids = [i for _, i in pending[start:end]]
+            ids = pending_ids[start:end].tolist()
             start = end
             size = min(chunk, 2 * size)
             with stage("rerank"):
                 found = await scorer(ids)
             stats.score_calls += 1
             stats.scored += len(ids)
-            for i in ids:
-                if i in found:
-                    scores[i] = found[i]
-                    exact_top.push(found[i], i)
+            exact = {i: found[i] for i in ids if i in found}
+            scores.update(exact)
+            exact_top.add(np.fromiter(exact.values(), dtype=np.float64, count=len(exact)))
         open_sources = [n for n, f in frontiers.items() if f != math.inf]
         if not open_sources or min(frontiers[n] for n in open_sources) > threshold():
             stats.exhausted = not open_sources
@@ -129,18 +124,18 @@ async def rank_two_stage(
             batch = await sources[index].next_batch()
         stats.batches += 1
         frontiers[index] = batch.frontier
-        arrived = []
-        for i, lb, ub in zip(
-            batch.lora_ids.tolist(), batch.lower.tolist(), batch.upper.tolist(), strict=True
-        ):
-            if i in seen:
-                continue
-            seen.add(i)
-            stats.per_source[sources[index].name] += 1
-            arrived.append((lb, i))
-            if math.isfinite(ub):
-                bound_top.push(ub, i)
-        pending, start = sorted(pending[start:] + arrived), 0  # the rest is one sorted run already
+        fresh = []  # positions in the batch of ids never seen before (first of any repeats)
+        for position, i in enumerate(batch.lora_ids.tolist()):
+            if i not in seen:
+                seen.add(i)
+                fresh.append(position)
+        stats.per_source[sources[index].name] += len(fresh)
+        upper = np.asarray(batch.upper, dtype=np.float64)[fresh]
+        bound_top.add(upper[np.isfinite(upper)])
+        lower = np.concatenate([pending_lower[start:], np.asarray(batch.lower, dtype=np.float64)[fresh]])
+        ids_left = np.concatenate([pending_ids[start:], np.asarray(batch.lora_ids, dtype=np.int64)[fresh]])
+        order = np.lexsort((ids_left, lower))
+        pending_lower, pending_ids, start = lower[order], ids_left[order], 0
     stats.candidates = len(seen)
     count("candidates", stats.candidates)
     count("scored", stats.scored)

@@ -78,6 +78,7 @@ class _Columns:
         capacity = n + max(1024, n // 8)
         self.lora_ids = np.empty(capacity, np.int64)
         self.centroids = np.empty((capacity, dim), np.float32)
+        self.by_dim = np.empty((dim, capacity), np.float32)  # the same, a row per dimension
         self.sqnorm = np.empty(capacity, np.float32)  # |c|^2 summed in float64, rounded once
         self.mean_radius = np.empty(capacity, np.float32)
         self.mean_sq_radius = np.empty(capacity, np.float32)
@@ -103,6 +104,10 @@ class _Columns:
         start, stop = self.n, self.n + len(rows)
         for name in self._ARRAYS:
             setattr(self, name, grown_buffer(getattr(self, name), start, stop))
+        if self.by_dim.shape[1] < len(self.centroids):  # grown as the rows were, along its columns
+            by_dim = np.empty((self.dim, len(self.centroids)), np.float32)
+            by_dim[:, :start] = self.by_dim[:, :start]
+            self.by_dim = by_dim
         for name in rows.base_model:
             self._codes.setdefault(name, len(self._codes))
         if len(self.base_names) < len(self._codes):
@@ -110,6 +115,7 @@ class _Columns:
         centroids = rows.centroids.astype(np.float32, copy=False)
         self.lora_ids[start:stop] = rows.lora_ids
         self.centroids[start:stop] = centroids
+        self.by_dim[:, start:stop] = centroids.T
         wide = centroids.astype(np.float64)
         self.sqnorm[start:stop] = np.einsum("ij,ij->i", wide, wide)
         self.mean_radius[start:stop] = rows.mean_radius
@@ -143,6 +149,7 @@ class _Columns:
             graph,
             exact_below,
             None if references is None else references.view(),
+            self.by_dim[:, :n],
         )
 
 

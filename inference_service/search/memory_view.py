@@ -23,6 +23,7 @@ import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import faiss
 import numpy as np
@@ -67,7 +68,7 @@ class CentroidView:
     generation: int
     lora_ids: np.ndarray  # int64
     centroids: np.ndarray  # (n, dim) float32
-    sqnorm: np.ndarray  # |c|^2, float32 (summed in float64): what lower_bounds adds
+    sqnorm: np.ndarray  # |c|^2, float32 (summed in float64): what rounded_lower_bounds adds
     mean_radius: np.ndarray  # float32
     mean_sq_radius: np.ndarray  # float32
     searchable: np.ndarray  # bool: loras.status = 'active'
@@ -78,7 +79,15 @@ class CentroidView:
     graph: HnswGraph
     exact_below: int  # fewer admitted rows than this: ExactScan even for one image
     references: ReferenceView | None = None  # None: PostgreSQL scores the candidates
+    # The centroids again, one row per dimension (dim, n; a slice of a wider buffer): the exact
+    # scan's product (images x dim) @ (dim x n) runs at 2-4 images in 3.4-3.8 ms at 100k against
+    # 5-6.5 for (n x dim) @ (dim x images), which OpenBLAS packs first. None: transposed here.
+    centroids_by_dim: np.ndarray | None = None
     _masks: dict[tuple[object, ...], np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.centroids_by_dim is None:
+            object.__setattr__(self, "centroids_by_dim", np.ascontiguousarray(self.centroids.T))
 
     def __len__(self) -> int:
         return len(self.lora_ids)
@@ -93,6 +102,7 @@ class CentroidView:
         columns = (
             self.lora_ids,
             self.centroids,
+            self.by_dim,
             self.sqnorm,
             self.mean_radius,
             self.mean_sq_radius,
@@ -103,6 +113,11 @@ class CentroidView:
         )
         held = 0 if self.references is None else self.references.nbytes
         return sum(a.nbytes for a in columns) + graph_bytes(self.graph.index) + held
+
+    @property
+    def by_dim(self) -> np.ndarray:
+        assert self.centroids_by_dim is not None  # set in __post_init__
+        return self.centroids_by_dim
 
     def admitted(self, filters: Filters) -> np.ndarray:
         """Rows db.filters.SUMMARY_FILTER admits, as a mask: live, searchable, base model in the
@@ -128,14 +143,14 @@ class CentroidView:
         """The candidate source of one search over this view (module docstring)."""
         q = np.stack(vectors(queries))
         admitted = self.admitted(filters)
-        rows = np.flatnonzero(admitted)
+        count = int(np.count_nonzero(admitted))
         # A walk admitting a share s of the rows costs about 1 / s unfiltered walks, so its rows
         # count for s each against exact_below (at 100k, half the rows walked in 4.4 ms, scanned in 2.5).
-        share = len(rows) / max(len(self), 1)
-        walk = len(q) == 1 and share >= MIN_WALK_SHARE and len(rows) * share >= max(self.exact_below, 1)
+        share = count / max(len(self), 1)
+        walk = len(q) == 1 and share >= MIN_WALK_SHARE and count * share >= max(self.exact_below, 1)
         if walk and self.graph.walkable:
-            return HnswWalk(self, admitted, rows, q, k, options)
-        return ExactScan(self, rows, q, k, options, {})
+            return HnswWalk(self, admitted, count, q, k, options)
+        return ExactScan(self, np.flatnonzero(admitted), q, k, options, {})
 
     def bounds_of(self, rows: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return centroid_bounds(
@@ -154,36 +169,40 @@ def candidate_batch(
 
 
 def gathers(rows: int, of: int, images: int) -> bool:
-    """Whether lower_bounds copies its rows out before the product instead of multiplying all
-    `of` rows and picking: copying a row costs about six products of it with one image and two
-    with 2-4 (OpenBLAS is slow on narrow products). At 100k, copying 48k rows took 4.5 ms, the
-    product of all 100k with one image 1.5 ms."""
-    copy_cost = 6 if images == 1 else 2
+    """Whether rounded_lower_bounds copies its rows out before the product instead of multiplying all
+    `of` rows and picking: copying a row costs about seven products of it with one image and four
+    with 2-4. At 100k the product of every row took 1.2-1.5 ms with one image and 3.6-4.4 with
+    2-4; copying 10 % of the rows took 0.7-0.9 and 2 ms, 20 % 2.5 and 4.4."""
+    copy_cost = 7 if images == 1 else 4
     return rows * (copy_cost + 1) < of
 
 
-def lower_bounds(view: CentroidView, rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """mean_i |c - q_i| of the rows, bounded from below (slack included) through one float32
-    matrix product: |c|^2 + |q|^2 - 2 c.q less its worst rounding, so a LoRA is never ordered
-    after a frontier it beats. All in float32 (float64 copies of a (LoRAs x images) matrix took
-    twice the product): the product's rounding is dim terms of unit roundoff each, the sums and
-    the subtraction add a few more, all scaled by |c|^2 + |q|^2; the sqrt and the mean round by
-    a few units in the last place, inside lower_slack's 1e-5."""
+def rounded_lower_bounds(view: CentroidView, rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """mean_i |c - q_i| of the rows in float32, a bound from below once lower_slack widens it
+    (a monotone map: these order the rows as the bounds do), so a LoRA is never ordered after a
+    frontier it beats. Through one float32 matrix product: |c|^2 + |q|^2 - 2 c.q less its worst
+    rounding. All in float32 (float64 copies of an (images x LoRAs) matrix took twice the
+    product): the product's rounding is dim terms of unit roundoff each, the sums and the
+    subtraction add a few more, all scaled by |c|^2 + |q|^2; the sqrt and the mean round by a few
+    units in the last place, inside lower_slack's 1e-5."""
     gather = gathers(len(rows), len(view), len(queries))
-    centroids = view.centroids[rows] if gather else view.centroids
     q = np.ascontiguousarray(queries, dtype=np.float32)
-    # d2 = shrink (|c|^2 + |q|^2) - 2 c.q, the sums folded into the product's (rows, images) result
-    # in place; BLAS is slow on q.T's strided view, and the mean is a product too (numpy reduces
-    # a short last axis row by row).
     shrink = np.float32(1.0 - 1.01 * (view.centroids.shape[1] + 8) * float(np.finfo(np.float32).eps) / 2)
-    d2 = centroids @ np.ascontiguousarray(-2.0 * q.T)
-    sqnorm = view.sqnorm[rows] if gather else view.sqnorm
-    d2 += (shrink * sqnorm)[:, None]
-    d2 += shrink * np.einsum("ij,ij->i", q, q)[None, :]
-    np.maximum(d2, 0.0, out=d2)
-    np.sqrt(d2, out=d2)
-    mean = d2 @ np.full(len(q), 1.0 / len(q), dtype=np.float32)
-    return lower_slack(mean if gather else mean[rows])
+    # d2 = shrink (|c|^2 + |q|^2) - 2 c.q, one row per image, each finished in place before the
+    # rows are summed into the mean (no (LoRAs x images) temporaries).
+    if gather:  # rows copied out of the row-major centroids: picking columns of by_dim is slower
+        d2 = np.ascontiguousarray((view.centroids[rows] @ np.ascontiguousarray(-2.0 * q.T)).T)
+    else:
+        d2 = (-2.0 * q) @ view.by_dim
+    shrunk_sqnorm = shrink * (view.sqnorm[rows] if gather else view.sqnorm)
+    shrunk_q = shrink * np.einsum("ij,ij->i", q, q)
+    for image, row in enumerate(d2):
+        row += shrunk_sqnorm
+        row += shrunk_q[image]
+        np.maximum(row, 0.0, out=row)
+        np.sqrt(row, out=row)
+    mean: np.ndarray = d2[0] if len(q) == 1 else d2.sum(axis=0) * np.float32(1.0 / len(q))
+    return mean if gather else mean[rows]
 
 
 class ExactScan:
@@ -205,21 +224,26 @@ class ExactScan:
         self.row_of = row_of  # LoRA id -> the view's row, of every candidate yielded
         self.limit = max(options.first_batch, 2 * k)
         self.remaining = rows
-        self.lower: np.ndarray | None = None  # of `remaining`, once computed
+        self.lower: np.ndarray | None = None  # rounded_lower_bounds of `remaining`, once computed
+        self.rest: np.ndarray | None = None  # positions in `remaining` not yielded yet, when not all
 
     async def next_batch(self) -> CandidateBatch:
         if self.lower is None:
             if len(self.remaining) * len(self.queries) > _THREAD_ABOVE:
-                self.lower = await asyncio.to_thread(lower_bounds, self.view, self.remaining, self.queries)
+                self.lower = await asyncio.to_thread(
+                    rounded_lower_bounds, self.view, self.remaining, self.queries
+                )
             else:
-                self.lower = lower_bounds(self.view, self.remaining, self.queries)
+                self.lower = rounded_lower_bounds(self.view, self.remaining, self.queries)
+        if self.rest is not None:  # copied only when asked: most searches stop after one batch
+            self.remaining, self.lower, self.rest = self.remaining[self.rest], self.lower[self.rest], None
         if len(self.remaining) <= self.limit:
             rows, frontier = self.remaining, math.inf
             self.remaining, self.lower = self.remaining[:0], self.lower[:0]
         else:
             order = np.argpartition(self.lower, self.limit)
-            rows, frontier = self.remaining[order[: self.limit]], float(self.lower[order[self.limit]])
-            self.remaining, self.lower = self.remaining[order[self.limit :]], self.lower[order[self.limit :]]
+            rows, self.rest = self.remaining[order[: self.limit]], order[self.limit :]
+            frontier = float(lower_slack(self.lower[order[self.limit : self.limit + 1]])[0])
         self.limit *= self.options.growth
         return candidate_batch(self.view, rows, self.queries, frontier, self.row_of)
 
@@ -235,12 +259,13 @@ class HnswWalk:
         self,
         view: CentroidView,
         admitted: np.ndarray,
-        rows: np.ndarray,
+        count: int,
         query: np.ndarray,
         k: int,
         options: TwoStageOptions,
     ) -> None:
-        self.view, self.admitted, self.rows, self.query, self.options = view, admitted, rows, query, options
+        self.view, self.admitted, self.count, self.query, self.options = view, admitted, count, query, options
+        self.share = count / max(len(view), 1)  # of the rows the beam passes through
         self.limit = max(options.first_batch, 2 * k)
         self.k = k
         self.yielded = np.zeros(len(view), dtype=bool)
@@ -248,6 +273,11 @@ class HnswWalk:
         self.exact_scan = False
         self.fallback: ExactScan | None = None
         self.beam = Beam()
+
+    @cached_property
+    def rows(self) -> np.ndarray:
+        """The admitted rows (a walk over a graph that holds them all never needs them)."""
+        return np.flatnonzero(self.admitted)
 
     def _scan_instead(self) -> ExactScan:
         """An exact scan of what is left: the graph is busy, or the walk starved."""
@@ -265,8 +295,11 @@ class HnswWalk:
             return await self.fallback.next_batch()
         n = len(self.view)
         covered = min(graph.rows, n)
-        tail = self.rows[(self.rows >= covered) & ~self.yielded[self.rows]]
-        in_graph = len(self.rows) - int(np.count_nonzero(self.rows >= covered))
+        if covered == n:
+            tail, in_graph = np.empty(0, np.int64), self.count
+        else:
+            tail = self.rows[(self.rows >= covered) & ~self.yielded[self.rows]]
+            in_graph = self.count - int(np.count_nonzero(self.rows >= covered))
         labels, dist = self._nearest(covered) if in_graph else (np.empty(0, np.int64), np.empty(0))
         if len(labels) < min(self.limit, in_graph):  # the walk starved before the graph ran out
             return await self._scan_instead().next_batch()
@@ -279,8 +312,7 @@ class HnswWalk:
     def _nearest(self, covered: int) -> tuple[np.ndarray, np.ndarray]:
         """The graph's `limit` admitted rows nearest the query: (rows, distances) ascending, from
         the last walk while it was asked for as many."""
-        share = len(self.rows) / max(len(self.view), 1)  # of the rows the beam passes through
-        ef = walk_ef(math.ceil(self.options.memory_ef_search / share), self.limit)
+        ef = walk_ef(math.ceil(self.options.memory_ef_search / self.share), self.limit)
         return self.beam.first(self.limit, ef, lambda k, ef: self._walk(covered, k, ef))
 
     def _walk(self, covered: int, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
