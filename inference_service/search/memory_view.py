@@ -80,7 +80,7 @@ class CentroidView:
     exact_below: int  # fewer admitted rows than this: ExactScan even for one image
     references: ReferenceView | None = None  # None: PostgreSQL scores the candidates
     # The centroids again, one row per dimension (dim, n; a slice of a wider buffer): the exact
-    # scan's product (images x dim) @ (dim x n) runs at 2-4 images in 3.4-3.8 ms at 100k against
+    # scan's product (images x dim) @ (dim x n) runs at 2-4 images in 3.6-4.4 ms at 100k against
     # 5-6.5 for (n x dim) @ (dim x images), which OpenBLAS packs first. None: transposed here.
     centroids_by_dim: np.ndarray | None = None
     _masks: dict[tuple[object, ...], np.ndarray] = field(default_factory=dict, compare=False, repr=False)
