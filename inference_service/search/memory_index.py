@@ -138,6 +138,7 @@ class _Columns:
             generation,
             self.lora_ids[:n],
             self.centroids[:n],
+            self.by_dim[:, :n],
             self.sqnorm[:n],
             self.mean_radius[:n],
             self.mean_sq_radius[:n],
@@ -149,7 +150,6 @@ class _Columns:
             graph,
             exact_below,
             None if references is None else references.view(),
-            self.by_dim[:, :n],
         )
 
 

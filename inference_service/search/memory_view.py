@@ -68,6 +68,10 @@ class CentroidView:
     generation: int
     lora_ids: np.ndarray  # int64
     centroids: np.ndarray  # (n, dim) float32
+    # The same centroids, one row per dimension (dim, n; a slice of a wider buffer): the exact
+    # scan's product (images x dim) @ (dim x n) runs at 2-4 images in 3.6-4.4 ms at 100k against
+    # 5-6.5 for (n x dim) @ (dim x images), which OpenBLAS packs first.
+    by_dim: np.ndarray
     sqnorm: np.ndarray  # |c|^2, float32 (summed in float64): what rounded_lower_bounds adds
     mean_radius: np.ndarray  # float32
     mean_sq_radius: np.ndarray  # float32
@@ -79,15 +83,7 @@ class CentroidView:
     graph: HnswGraph
     exact_below: int  # fewer admitted rows than this: ExactScan even for one image
     references: ReferenceView | None = None  # None: PostgreSQL scores the candidates
-    # The centroids again, one row per dimension (dim, n; a slice of a wider buffer): the exact
-    # scan's product (images x dim) @ (dim x n) runs at 2-4 images in 3.6-4.4 ms at 100k against
-    # 5-6.5 for (n x dim) @ (dim x images), which OpenBLAS packs first. None: transposed here.
-    centroids_by_dim: np.ndarray | None = None
     _masks: dict[tuple[object, ...], np.ndarray] = field(default_factory=dict, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.centroids_by_dim is None:
-            object.__setattr__(self, "centroids_by_dim", np.ascontiguousarray(self.centroids.T))
 
     def __len__(self) -> int:
         return len(self.lora_ids)
@@ -114,11 +110,6 @@ class CentroidView:
         held = 0 if self.references is None else self.references.nbytes
         return sum(a.nbytes for a in columns) + graph_bytes(self.graph.index) + held
 
-    @property
-    def by_dim(self) -> np.ndarray:
-        assert self.centroids_by_dim is not None  # set in __post_init__
-        return self.centroids_by_dim
-
     def admitted(self, filters: Filters) -> np.ndarray:
         """Rows db.filters.SUMMARY_FILTER admits, as a mask: live, searchable, base model in the
         filter's compatibility group (or 'other:...' where the group takes those), NSFW allowed."""
@@ -143,13 +134,16 @@ class CentroidView:
         """The candidate source of one search over this view (module docstring)."""
         q = np.stack(vectors(queries))
         admitted = self.admitted(filters)
-        count = int(np.count_nonzero(admitted))
+        walk = HnswWalk(self, admitted, q, k, options) if len(q) == 1 else None
         # A walk admitting a share s of the rows costs about 1 / s unfiltered walks, so its rows
         # count for s each against exact_below (at 100k, half the rows walked in 4.4 ms, scanned in 2.5).
-        share = count / max(len(self), 1)
-        walk = len(q) == 1 and share >= MIN_WALK_SHARE and count * share >= max(self.exact_below, 1)
-        if walk and self.graph.walkable:
-            return HnswWalk(self, admitted, count, q, k, options)
+        if (
+            walk is not None
+            and walk.share >= MIN_WALK_SHARE
+            and walk.count * walk.share >= max(self.exact_below, 1)
+            and self.graph.walkable
+        ):
+            return walk
         return ExactScan(self, np.flatnonzero(admitted), q, k, options, {})
 
     def bounds_of(self, rows: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -259,13 +253,13 @@ class HnswWalk:
         self,
         view: CentroidView,
         admitted: np.ndarray,
-        count: int,
         query: np.ndarray,
         k: int,
         options: TwoStageOptions,
     ) -> None:
-        self.view, self.admitted, self.count, self.query, self.options = view, admitted, count, query, options
-        self.share = count / max(len(view), 1)  # of the rows the beam passes through
+        self.view, self.admitted, self.query, self.options = view, admitted, query, options
+        self.count = int(np.count_nonzero(admitted))
+        self.share = self.count / max(len(view), 1)  # of the rows the beam passes through
         self.limit = max(options.first_batch, 2 * k)
         self.k = k
         self.yielded = np.zeros(len(view), dtype=bool)

@@ -32,6 +32,7 @@ def family_catalog() -> tuple[SyntheticCatalog, CentroidView]:
         generation=1,
         lora_ids=np.arange(n, dtype=np.int64),
         centroids=centroids,
+        by_dim=np.ascontiguousarray(centroids.T),
         sqnorm=np.einsum("ij,ij->i", wide, wide).astype(np.float32),
         mean_radius=radius.astype(np.float32),
         mean_sq_radius=sq_radius.astype(np.float32),
