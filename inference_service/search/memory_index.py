@@ -32,7 +32,6 @@ import structlog
 from db import summaries
 from db.database import Connection, Database
 from db.summaries import ReferenceBlocks, SummaryArrays, SummaryChanges
-from inference_service.search.centroid_hnsw import build_hnsw
 from inference_service.search.memory_refs import ReferenceColumns, grown_buffer
 from inference_service.search.memory_view import CentroidView, HnswGraph
 
@@ -161,7 +160,7 @@ class _Lineage:
         self.columns = _Columns(rows)
         dim = rows.centroids.shape[1]
         self.references = None if blocks is None else ReferenceColumns(rows.lora_ids, blocks, dim)
-        self.graph = HnswGraph(build_hnsw(rows.centroids), len(rows))
+        self.graph = HnswGraph.over(rows.centroids)
         self.sorted_rows = np.argsort(rows.lora_ids, kind="stable")
         self.sorted_ids = rows.lora_ids[self.sorted_rows]
         self.appended: dict[int, int] = {}
@@ -369,12 +368,10 @@ class CentroidIndex:
         graph = lineage.graph
         try:
             while graph.rows < lineage.columns.n and lineage is self._lineage and not graph.failed:
-                start, stop = graph.rows, lineage.columns.n
-                block = lineage.columns.centroids[start:stop].copy()
+                block = lineage.columns.centroids[graph.rows : lineage.columns.n].copy()
                 graph.busy = True
                 try:
-                    await asyncio.to_thread(graph.index.add, block)
-                    graph.rows = stop
+                    await asyncio.to_thread(graph.add, block)
                 except BaseException:
                     graph.failed = True  # the graph may hold part of the block: never walked again
                     raise

@@ -43,12 +43,16 @@ class ReferenceView:
         ends = np.cumsum(counts)
         firsts = ends - counts
         picked = np.repeat(self.offset[rows] - firsts, counts) + np.arange(int(ends[-1]))
-        refs = self.embeddings[picked]
+        refs = np.take(self.embeddings, picked, axis=0)  # a copy, so one image subtracts in place
+        images = np.asarray(queries, dtype=np.float32)
+        # In place, not refs - q: a second array as large as the gathered references cost a
+        # quarter of the scoring (0.38 against 0.29 ms for 64-128 LoRAs, caches cold).
+        work = refs if len(images) == 1 else np.empty_like(refs)
         total = np.zeros(len(refs))
-        for q in np.asarray(queries, dtype=np.float32):
-            diff = refs - q
-            total += np.sqrt(np.einsum("ij,ij->i", diff, diff))
-        total /= len(queries)
+        for q in images:
+            np.subtract(refs, q, out=work)
+            total += np.sqrt(np.einsum("ij,ij->i", work, work))
+        total /= len(images)
         means: np.ndarray = np.add.reduceat(total, firsts) / counts
         return means
 

@@ -31,7 +31,15 @@ import numpy as np
 from db.filters import Filters
 from db.ranking import vectors
 from inference_service.scoring.two_stage import CandidateBatch
-from inference_service.search.centroid_hnsw import Beam, centroid_bounds, graph_bytes, lower_slack, walk_ef
+from inference_service.search.centroid_hnsw import (
+    Beam,
+    build_hnsw,
+    centroid_bounds,
+    graph_bytes,
+    lower_slack,
+    stored_error,
+    walk_ef,
+)
 from inference_service.search.memory_refs import ReferenceView
 from inference_service.search.options import TwoStageOptions
 
@@ -50,14 +58,30 @@ class HnswGraph:
     appended later are added in a thread; meanwhile no walk may run (faiss does not search and
     add at once), so sources scan exactly while `busy`."""
 
-    index: faiss.IndexHNSWFlat
+    index: faiss.IndexHNSW
     rows: int
+    # max |c - stored c| over the graph's rows (float16 storage): a walk's frontier, a distance
+    # to stored vectors, bounds the true distances only once this is subtracted.
+    stored_error: float = 0.0
     busy: bool = False
     failed: bool = False  # an add failed half way: never walked again (the next rebuild replaces it)
+
+    @classmethod
+    def over(cls, centroids: np.ndarray) -> HnswGraph:
+        """A graph over `centroids` (slow: call it in a thread)."""
+        index = build_hnsw(centroids)
+        return cls(index, len(centroids), stored_error(index, centroids, 0))
 
     @property
     def walkable(self) -> bool:
         return not (self.busy or self.failed)
+
+    def add(self, centroids: np.ndarray) -> None:
+        """Rows rows.. (slow: in a thread, while `busy`)."""
+        start = self.rows
+        self.index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+        self.stored_error = max(self.stored_error, stored_error(self.index, centroids, start))
+        self.rows = start + len(centroids)
 
 
 @dataclass(frozen=True)
@@ -297,7 +321,9 @@ class HnswWalk:
         labels, dist = self._nearest(covered) if in_graph else (np.empty(0, np.int64), np.empty(0))
         if len(labels) < min(self.limit, in_graph):  # the walk starved before the graph ran out
             return await self._scan_instead().next_batch()
-        frontier = math.inf if len(labels) < self.limit else float(lower_slack(dist[-1:])[0])
+        frontier = (
+            math.inf if len(labels) < self.limit else float(lower_slack(dist[-1:])[0]) - graph.stored_error
+        )
         self.limit *= self.options.growth
         rows = np.concatenate([labels[~self.yielded[labels]], tail]).astype(np.int64)
         self.yielded[rows] = True

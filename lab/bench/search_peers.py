@@ -284,7 +284,7 @@ class FaissCentroids:
         self.store, self.options = store, options
         dim = store.centroids.shape[1]
         started = time.perf_counter()
-        self.index = build_hnsw(store.centroids)
+        self.index = build_hnsw(store.centroids, half=False)  # what a user would build: float32
         self.build_s = time.perf_counter() - started
         self.flat = faiss.downcast_index(self.index.storage)
         # The centroids faiss holds, read in place: the store's copy is dropped, not kept twice.

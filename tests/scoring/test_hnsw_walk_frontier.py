@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from db.filters import Filters
-from inference_service.search.centroid_hnsw import build_hnsw, centroid_distances, lower_slack
+from inference_service.search.centroid_hnsw import centroid_distances, lower_slack
 from inference_service.search.memory_view import CentroidView, HnswGraph, HnswWalk
 from inference_service.search.options import TwoStageOptions
 from lab.bench.synthetic import SyntheticCatalog, summarise
@@ -41,7 +41,7 @@ def family_catalog() -> tuple[SyntheticCatalog, CentroidView]:
         base_code=np.zeros(n, np.int32),
         base_names=("SDXL 1.0",),
         alive=np.ones(n, bool),
-        graph=HnswGraph(build_hnsw(centroids), n),
+        graph=HnswGraph.over(centroids),
         exact_below=0,
     )
     return catalog, view
@@ -121,4 +121,28 @@ async def test_later_batches_are_read_from_the_first_walks_beam(
         dist2, fresh = view.graph.index.search(query[None, :], 2 * options.first_batch, params=params)
         assert first.lora_ids.tolist() == fresh[0][: options.first_batch].tolist()
         assert second.lora_ids.tolist() == fresh[0][options.first_batch :].tolist()
-        assert second.frontier == float(lower_slack(np.sqrt(dist2[0][-1:]))[0])
+        assert second.frontier == float(lower_slack(np.sqrt(dist2[0][-1:]))[0]) - view.graph.stored_error
+
+
+def test_the_graph_stores_half_precision_and_knows_how_far_its_distances_may_be_off(
+    catalog_view: tuple[SyntheticCatalog, CentroidView],
+) -> None:
+    """The graph's vectors are float16; its stored_error is the largest |c - stored c|, so that
+    |q - stored c| - stored_error never exceeds the true |q - c| (what a frontier must bound),
+    and it grows with rows added later."""
+    _, view = catalog_view
+    graph = view.graph
+    assert faiss.downcast_index(graph.index.storage).code_size == 2 * view.centroids.shape[1]  # 2 bytes a dim
+    stored = graph.index.reconstruct_n(0, graph.rows)
+    error = np.linalg.norm(view.centroids.astype(np.float64) - stored, axis=1)
+    assert 0 < graph.stored_error == pytest.approx(error.max(), rel=1e-9)
+    rng = np.random.default_rng(3)
+    queries = rng.normal(size=(50, view.centroids.shape[1])).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    true = centroid_distances(view.centroids, queries)
+    walked = centroid_distances(stored, queries)
+    assert np.all(walked - graph.stored_error <= true + 1e-9)
+    larger = HnswGraph.over(view.centroids[:100])
+    larger.add(4 * view.centroids[100:110])  # larger norms round further
+    assert larger.rows == 110
+    assert larger.stored_error > 2 * graph.stored_error
