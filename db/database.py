@@ -3,7 +3,7 @@ connection first; a caller opens one here and passes it down (several queries ma
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -55,6 +55,19 @@ class Database:
         """One pooled connection for several queries; its open transaction commits at the end."""
         async with self.pool.connection() as conn:
             yield conn
+
+    async def search_row(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        """The first row of one read, under the search timeout, in one round trip: BEGIN, the
+        timeout, the statement and COMMIT pipelined (each awaited alone, four round trips)."""
+        async with self.pool.connection() as conn:
+            async with conn.pipeline():
+                if self.search_timeout_ms > 0:
+                    await conn.execute(
+                        "SELECT set_config('statement_timeout', %s, true)", (f"{self.search_timeout_ms}ms",)
+                    )
+                cur = await conn.execute(sql, params)
+                await conn.commit()
+            return await cur.fetchone()
 
     @asynccontextmanager
     async def search_connection(

@@ -77,8 +77,12 @@ async def add_encoder(
     return cur.rowcount == 1
 
 
+# The active label (one row or none), for a statement of its own or as a scalar subquery.
+ACTIVE_LABEL_SQL = "SELECT value FROM catalog_meta WHERE key = %s"
+
+
 async def active_label(conn: Connection) -> str | None:
-    cur = await conn.execute("SELECT value FROM catalog_meta WHERE key = %s", (ENCODER_KEY,))
+    cur = await conn.execute(ACTIVE_LABEL_SQL, (ENCODER_KEY,))
     row = await cur.fetchone()
     return None if row is None else str(row[0])
 
@@ -105,16 +109,24 @@ async def require_label(conn: Connection, label: str) -> None:
         raise EncoderChanged(label, active)
 
 
-def label_guard(label: str) -> Guard:
+@dataclass(frozen=True)
+class LabelGuard:
     """A search connection's check (db.database.search_connection): the active label, read in
-    the snapshot that ranks, is the one the query was embedded with."""
+    the snapshot that ranks, is the one the query was embedded with. A Guard; `verify` checks a
+    label read elsewhere in that snapshot (db.summaries.generation_and_label)."""
 
-    async def check(conn: Connection) -> None:
-        active = await active_label(conn)
-        if active is not None and active != label:
-            raise EncoderChanged(label, active)
+    label: str
 
-    return check
+    async def __call__(self, conn: Connection) -> None:
+        self.verify(await active_label(conn))
+
+    def verify(self, active: str | None) -> None:
+        if active is not None and active != self.label:
+            raise EncoderChanged(self.label, active)
+
+
+def label_guard(label: str) -> LabelGuard:
+    return LabelGuard(label)
 
 
 async def set_active(conn: Connection, label: str) -> None:

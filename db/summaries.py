@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from db.database import Connection
+from db.database import Connection, Database
+from db.encoders import ACTIVE_LABEL_SQL, ENCODER_KEY
 from db.rows import as_array
 
 # centroid::vector: a layout may store centroids as halfvec (lab/bench/load.py); the index holds float32.
@@ -90,15 +91,26 @@ class SummaryChanges:
         return len(self.changed) + len(self.removed)
 
 
+_GENERATION = (
+    "greatest((SELECT max(generation) FROM lora_style_summary),"
+    " (SELECT max(generation) FROM lora_style_summary_removed), 0)"
+)
+
+
 async def catalog_generation(conn: Connection) -> int:
     """The newest generation the snapshot sees, of summaries and tombstones alike (0: none yet);
     two snapshots with the same number hold the same summaries (migration 010's lock)."""
-    cur = await conn.execute(
-        "SELECT greatest((SELECT max(generation) FROM lora_style_summary),"
-        " (SELECT max(generation) FROM lora_style_summary_removed), 0)"
-    )
+    cur = await conn.execute(f"SELECT {_GENERATION}")
     row = await cur.fetchone()
     return int(row[0]) if row else 0
+
+
+async def generation_and_label(db: Database) -> tuple[int, str | None]:
+    """catalog_generation and the active encoder label (db.encoders), read by one statement (one
+    snapshot) in one round trip: all a search that scores in memory needs from the database."""
+    row = await db.search_row(f"SELECT {_GENERATION}, ({ACTIVE_LABEL_SQL})", (ENCODER_KEY,))
+    assert row is not None
+    return int(row[0]), None if row[1] is None else str(row[1])
 
 
 async def centroid_dim(conn: Connection) -> int:

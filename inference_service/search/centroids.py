@@ -19,12 +19,12 @@ from db import ranking
 from db.database import Connection, Database
 from db.encoders import Guard
 from db.filters import Filters
-from inference_service.scoring.two_stage import CandidateBatch, RankStats, rank_two_stage
+from inference_service.scoring.two_stage import CandidateBatch, ExactScorer, RankStats, rank_two_stage
 from inference_service.search.options import TwoStageOptions as TwoStageOptions  # its import path too
 
 if TYPE_CHECKING:
     from inference_service.search.memory_index import CentroidIndex
-    from inference_service.search.memory_view import ExactScan, HnswWalk
+    from inference_service.search.memory_view import CentroidView, ExactScan, HnswWalk
 
 
 class CentroidSource:
@@ -93,30 +93,57 @@ async def rank_d_avg(
     """Top-`limit` LoRAs by d_avg (mean over the query images), as db.ranking.rank_exhaustive,
     by the two-stage search; one pooled search connection carries every round trip (one
     snapshot checked by `guard` when given). With `index`, candidates come from its view of
-    that snapshot, which must then be one snapshot even without a guard."""
+    that snapshot, which must then be one snapshot even without a guard; a view that is current
+    and scores in memory needs only the one statement that says so (CentroidIndex.current)."""
+    current = None if index is None else await index.current(guard)
+    if current is not None:
+        return await _rank_in_memory(current, queries, limit, filters, options)
     async with db.search_connection(guard, snapshot=index is not None) as conn:
         view = None if index is None else await index.sync(conn)
-        source: CentroidSource | ExactScan | HnswWalk
-        if view is None:
-            source, held = CentroidSource(conn, queries, filters, limit, options), None
-        else:
-            source, held = view.source(queries, filters, limit, options), view.references
-
-        async def score(ids: Sequence[int]) -> dict[int, float]:
-            return await ranking.d_avg_of(conn, queries, ids)
-
-        if held is not None and not isinstance(source, CentroidSource):  # the view's own references
-            references, found = held, source.row_of
-            stack = np.stack(ranking.vectors(queries))
+        if view is None or view.references is None:  # PostgreSQL scores, in this snapshot
+            source: CentroidSource | ExactScan | HnswWalk = (
+                CentroidSource(conn, queries, filters, limit, options)
+                if view is None
+                else view.source(queries, filters, limit, options)
+            )
 
             async def score(ids: Sequence[int]) -> dict[int, float]:
-                d = references.d_avg(np.asarray([found[i] for i in ids], dtype=np.int64), stack)
-                return dict(zip((int(i) for i in ids), d.tolist(), strict=True))
+                return await ranking.d_avg_of(conn, queries, ids)
 
-        ranked, stats = await rank_two_stage(
-            [source], score, limit, chunk=options.chunk, first_chunk=options.first_chunk
-        )
-        stats.details["exact_scan"] = bool(source.exact_scan)
-        stats.details["centroid_index"] = "database" if view is None else "memory"
-        stats.details["scoring"] = "database" if held is None else "memory"
-        return ranked, stats
+            walked = "database" if view is None else "memory"
+            return await _rank(source, score, limit, options, walked, "database")
+    # The view is that snapshot's and holds what scoring reads: the connection can go back first.
+    return await _rank_in_memory(view, queries, limit, filters, options)
+
+
+async def _rank_in_memory(
+    view: CentroidView, queries: Sequence[np.ndarray], limit: int, filters: Filters, options: TwoStageOptions
+) -> tuple[list[tuple[int, float]], RankStats]:
+    """Candidates from the view, scored exactly from the view's own references."""
+    assert view.references is not None
+    source, references = view.source(queries, filters, limit, options), view.references
+    found = source.row_of
+    stack = np.stack(ranking.vectors(queries))
+
+    async def score(ids: Sequence[int]) -> dict[int, float]:
+        d = references.d_avg(np.asarray([found[i] for i in ids], dtype=np.int64), stack)
+        return dict(zip((int(i) for i in ids), d.tolist(), strict=True))
+
+    return await _rank(source, score, limit, options, "memory", "memory")
+
+
+async def _rank(
+    source: CentroidSource | ExactScan | HnswWalk,
+    score: ExactScorer,
+    limit: int,
+    options: TwoStageOptions,
+    centroid_index: str,
+    scoring: str,
+) -> tuple[list[tuple[int, float]], RankStats]:
+    ranked, stats = await rank_two_stage(
+        [source], score, limit, chunk=options.chunk, first_chunk=options.first_chunk
+    )
+    stats.details["exact_scan"] = bool(source.exact_scan)
+    stats.details["centroid_index"] = centroid_index
+    stats.details["scoring"] = scoring
+    return ranked, stats

@@ -31,6 +31,7 @@ import structlog
 
 from db import summaries
 from db.database import Connection, Database
+from db.encoders import Guard, LabelGuard
 from db.summaries import ReferenceBlocks, SummaryArrays, SummaryChanges
 from inference_service.search.memory_refs import ReferenceColumns, grown_buffer
 from inference_service.search.memory_view import CentroidView, HnswGraph
@@ -236,6 +237,19 @@ class CentroidIndex:
             build_s=round(time.perf_counter() - loaded, 3),
         )
         return view
+
+    async def current(self, guard: Guard | None) -> CentroidView | None:
+        """The newest view when it is the catalog's current generation and scores in memory (it
+        holds the references), read with the guard's label by one statement in one round trip:
+        a search then needs no other (sync's snapshot took three). None otherwise (the catalog
+        changed, a guard of another kind...): sync instead. Raises EncoderChanged as the guard."""
+        view = self._view
+        if view is None or view.references is None or not (guard is None or isinstance(guard, LabelGuard)):
+            return None
+        generation, active = await summaries.generation_and_label(self.db)
+        if guard is not None:
+            guard.verify(active)
+        return view if generation == view.generation else None
 
     async def sync(self, conn: Connection) -> CentroidView | None:
         """The view of `conn`'s snapshot (its transaction must be REPEATABLE READ, so the

@@ -259,3 +259,42 @@ async def test_an_index_built_on_an_empty_catalog_takes_its_first_loras(db: Data
     got, stats = await ranked_as_exhaustive(db, index, query, Filters())
     assert got[0][0] == first
     assert stats.details["centroid_index"] == "memory"
+
+
+async def test_a_current_view_that_scores_in_memory_needs_one_statement_and_no_snapshot(
+    db: Database, loaded: tuple[SyntheticCatalog, LoadedCatalog], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CentroidIndex.current: while the view is the catalog's generation and holds its references, a
+    search reads the generation and the guard's label in one statement and opens no search
+    snapshot; a change sends the next search through sync, and the guard still refuses a query of
+    another encoder on the short path."""
+    catalog, meta = loaded
+    async with db.transaction() as conn:
+        await conn.execute("INSERT INTO catalog_meta (key, value) VALUES ('style_encoder', 'enc-a')")
+    index = CentroidIndex(db, IndexConfig(references_mb=HELD))
+    await index.build()
+    snapshots = 0
+    open_snapshot = db.search_connection
+
+    def counted(*args: object, **kwargs: bool) -> object:
+        nonlocal snapshots
+        snapshots += 1
+        return open_snapshot(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(db, "search_connection", counted)
+    query = list(catalog.queries(np.array([int(np.flatnonzero(meta.active)[3])]), np.random.default_rng(28)))
+    guard = label_guard("enc-a")
+    got, stats = await rank_d_avg(db, query, limit=10, guard=guard, options=OPTIONS, index=index)
+    assert (snapshots, stats.details["scoring"]) == (0, "memory")
+    async with db.transaction() as conn:  # a change: the next search syncs, the one after needs none
+        await conn.execute("UPDATE loras SET status = 'taken_down' WHERE id = %s", (got[0][0],))
+    after, _ = await ranked_as_exhaustive(db, index, query, Filters())
+    assert got[0][0] not in [i for i, _ in after]
+    assert snapshots == 1
+    again, _ = await ranked_as_exhaustive(db, index, query, Filters())
+    assert (again, snapshots) == (after, 1)
+    async with db.transaction() as conn:  # the label alone moves: the generation does not
+        await conn.execute("UPDATE catalog_meta SET value = 'enc-b' WHERE key = 'style_encoder'")
+    with pytest.raises(EncoderChanged):
+        await rank_d_avg(db, query, limit=10, guard=guard, options=OPTIONS, index=index)
+    assert snapshots == 1
