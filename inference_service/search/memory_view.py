@@ -77,7 +77,7 @@ class HnswGraph:
         return not (self.busy or self.failed)
 
     def add(self, centroids: np.ndarray) -> None:
-        """Rows rows.. (slow: in a thread, while `busy`)."""
+        """Add `centroids` as the graph's next rows (slow: in a thread, while `busy`)."""
         start = self.rows
         self.index.add(np.ascontiguousarray(centroids, dtype=np.float32))
         self.stored_error = max(self.stored_error, stored_error(self.index, centroids, start))
