@@ -61,10 +61,7 @@ class Database:
         timeout, the statement and COMMIT pipelined (each awaited alone, four round trips)."""
         async with self.pool.connection() as conn:
             async with conn.pipeline():
-                if self.search_timeout_ms > 0:
-                    await conn.execute(
-                        "SELECT set_config('statement_timeout', %s, true)", (f"{self.search_timeout_ms}ms",)
-                    )
+                await self._search_timeout(conn)
                 cur = await conn.execute(sql, params)
                 await conn.commit()
             return await cur.fetchone()
@@ -82,13 +79,17 @@ class Database:
             async with conn.pipeline():  # BEGIN and these settings in one round trip, not three
                 if snapshot or guard is not None:
                     await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                if self.search_timeout_ms > 0:
-                    await conn.execute(
-                        "SELECT set_config('statement_timeout', %s, true)", (f"{self.search_timeout_ms}ms",)
-                    )
+                await self._search_timeout(conn)
             if guard is not None:
                 await guard(conn)
             yield conn
+
+    async def _search_timeout(self, conn: Connection) -> None:
+        """search_timeout_ms for the rest of `conn`'s transaction (none when 0)."""
+        if self.search_timeout_ms > 0:
+            await conn.execute(
+                "SELECT set_config('statement_timeout', %s, true)", (f"{self.search_timeout_ms}ms",)
+            )
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
