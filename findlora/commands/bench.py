@@ -198,8 +198,8 @@ def zoo_cmd(
     split: Annotated[
         str,
         typer.Option(
-            help="procedural: train, eval, demo or heldout-family (styles of families no encoder "
-            "trains on); real: train, val or eval."
+            help="procedural: train, train-wide (train plus six more families), eval, demo or "
+            "heldout-family (styles of families no encoder trains on); real: train, val or eval."
         ),
     ] = "train",
     styles: Annotated[int, typer.Option(help="Number of styles (LoRAs; procedural).")] = 600,

@@ -4,7 +4,8 @@ Besides the catalog it writes zoo.json (ignored by `read_catalog`) and, for the 
 heldout-family splits, queries/ + queries.json (`n_queries`: one per LoRA, then further rounds).
 Splits draw styles from independent random streams and content from separate pools (content.py);
 queries use a third pool. Train, eval and demo styles take their primary look from
-style_ops.PRIMARIES (the trained families); the heldout-family split only from
+style_ops.PRIMARIES (the trained families); the train-wide split adds wide_ops.WIDE_PRIMARIES
+(six more families, for training only); the heldout-family split draws only from
 held_out_ops.HELD_OUT_PRIMARIES, families no encoder trains on. A small share of transfers "fail"
 (the reference is the unchanged sample), as real ones do; cleansing (Eq. 1) removes them.
 """
@@ -25,14 +26,24 @@ from inference_service.catalog.format import LoraEntry, dump_toml, lora_toml
 from lab.zoo.content import Content, Pool, sample_content
 from lab.zoo.held_out_ops import HELD_OUT_PRIMARIES
 from lab.zoo.style_ops import PRIMARIES, StyleSpec, apply_style, lookalike, sample_style
+from lab.zoo.wide_ops import WIDE_PRIMARIES
 
-Split = Literal["train", "eval", "demo", "heldout-family"]
-SPLITS: tuple[Split, ...] = ("train", "eval", "demo", "heldout-family")
-SPLIT_STREAM: dict[Split, int] = {"train": 11, "eval": 22, "demo": 33, "heldout-family": 44}
-REFERENCE_POOL: dict[Split, Pool] = {split: "train" if split == "train" else "eval-ref" for split in SPLITS}
-# The primary families each split draws from: held-out families never reach train or eval.
+Split = Literal["train", "train-wide", "eval", "demo", "heldout-family"]
+SPLITS: tuple[Split, ...] = ("train", "train-wide", "eval", "demo", "heldout-family")
+SPLIT_STREAM: dict[Split, int] = {"train": 11, "train-wide": 55, "eval": 22, "demo": 33, "heldout-family": 44}
+TRAIN_SPLITS: tuple[Split, ...] = ("train", "train-wide")
+REFERENCE_POOL: dict[Split, Pool] = {
+    split: "train" if split in TRAIN_SPLITS else "eval-ref" for split in SPLITS
+}
+# The primary families each split draws from: held-out families never reach a training split, and
+# the wider training families (wide_ops.py) only the train-wide split, so the eval split measures
+# the same ten families it always measured.
 SPLIT_PRIMARIES: dict[Split, tuple[str, ...]] = {
-    split: HELD_OUT_PRIMARIES if split == "heldout-family" else PRIMARIES for split in SPLITS
+    "train": PRIMARIES,
+    "train-wide": PRIMARIES + WIDE_PRIMARIES,
+    "eval": PRIMARIES,
+    "demo": PRIMARIES,
+    "heldout-family": HELD_OUT_PRIMARIES,
 }
 DEFAULT_SIZE = 160
 LOOKALIKE_SHARE = 0.3
@@ -140,7 +151,7 @@ def generate_zoo(
     bar.close()
 
     queries: list[dict[str, str]] = []
-    if split != "train" and n_queries > 0:
+    if split not in TRAIN_SPLITS and n_queries > 0:
         queries = _write_queries(out_dir, styles, slugs, n_queries, seed, split, size)
     zoo = {
         "split": split,
@@ -154,7 +165,7 @@ def generate_zoo(
         },
         "failed_transfers": failed,
         "families": list(SPLIT_PRIMARIES[split]),
-        "trained_families": list(PRIMARIES),
+        "trained_families": list(PRIMARIES + WIDE_PRIMARIES),  # what any training split draws
         "held_out_families": list(HELD_OUT_PRIMARIES),
         "queries": queries,
     }

@@ -17,6 +17,7 @@ from lab.zoo.content import sample_content
 from lab.zoo.held_out_ops import HELD_OUT_PRIMARIES, OPERATIONS, sample_params
 from lab.zoo.style_ops import PRIMARIES, _from_pil
 from lab.zoo.style_zoo import generate_zoo, read_queries, read_zoo_info, zoo_styles
+from lab.zoo.wide_ops import WIDE_PRIMARIES
 
 # Pixels and zoo.json (without the family lists added later) of two tiny zoos as the code before
 # the held-out families wrote them: the new split must not move a single existing pixel.
@@ -105,7 +106,7 @@ def test_heldout_family_zoo_has_queries_and_records_its_families(tmp_path: Path)
     assert info["split"] == "heldout-family"
     assert info["families"] == list(HELD_OUT_PRIMARIES)
     assert info["held_out_families"] == list(HELD_OUT_PRIMARIES)
-    assert info["trained_families"] == list(PRIMARIES)
+    assert info["trained_families"] == list(PRIMARIES + WIDE_PRIMARIES)
     styles = info["styles"]
     assert isinstance(styles, dict)
     assert {style["primary"] for style in styles.values()} <= set(HELD_OUT_PRIMARIES)
