@@ -18,6 +18,7 @@ from lab.zoo.held_out_ops import HELD_OUT_PRIMARIES, OPERATIONS, sample_params
 from lab.zoo.style_ops import PRIMARIES, _from_pil
 from lab.zoo.style_zoo import generate_zoo, read_queries, read_zoo_info, zoo_styles
 from lab.zoo.wide_ops import WIDE_PRIMARIES
+from tests.helpers.style_families import assert_families_have_their_own_looks
 
 # Pixels and zoo.json (without the family lists added later) of two tiny zoos as the code before
 # the held-out families wrote them: the new split must not move a single existing pixel.
@@ -74,21 +75,7 @@ def test_held_out_families_are_new_and_only_in_their_split() -> None:
 
 def test_each_held_out_family_has_its_own_look() -> None:
     image = sample_content("eval-ref", np.random.default_rng(0), 64, scene_index=3).image
-    x = _from_pil(image)
-    looks = {}
-    for name in HELD_OUT_PRIMARIES:
-        rng = np.random.default_rng(1)
-        styled = OPERATIONS[name](x, sample_params(name, rng), rng)
-        assert styled.shape == x.shape
-        assert styled.dtype == np.float32
-        assert float(styled.min()) >= 0.0
-        assert float(styled.max()) <= 1.0
-        assert float(np.abs(styled - x).mean()) > 0.02
-        looks[name] = styled
-    names = list(looks)
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            assert float(np.abs(looks[a] - looks[b]).mean()) > 0.02, (a, b)
+    assert_families_have_their_own_looks(HELD_OUT_PRIMARIES, OPERATIONS, sample_params, _from_pil(image))
 
 
 def test_heldout_family_zoo_has_queries_and_records_its_families(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from lab.zoo.held_out_ops import HELD_OUT_PRIMARIES
 from lab.zoo.style_ops import PRIMARIES, _from_pil, apply_style, lookalike
 from lab.zoo.style_zoo import read_zoo_info, zoo_styles
 from lab.zoo.wide_ops import OPERATIONS, WIDE_PRIMARIES, sample_params
+from tests.helpers.style_families import assert_families_have_their_own_looks
 
 
 def test_wide_families_are_new_and_only_in_the_train_wide_split() -> None:
@@ -29,21 +30,7 @@ def test_wide_families_are_new_and_only_in_the_train_wide_split() -> None:
 
 def test_each_wide_family_has_its_own_look_and_survives_a_lookalike() -> None:
     image = sample_content("train", np.random.default_rng(0), 64, scene_index=3).image
-    x = _from_pil(image)
-    looks = {}
-    for name in WIDE_PRIMARIES:
-        rng = np.random.default_rng(1)
-        styled = OPERATIONS[name](x, sample_params(name, rng), rng)
-        assert styled.shape == x.shape
-        assert styled.dtype == np.float32
-        assert float(styled.min()) >= 0.0
-        assert float(styled.max()) <= 1.0
-        assert float(np.abs(styled - x).mean()) > 0.02, name
-        looks[name] = styled
-    names = list(looks)
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            assert float(np.abs(looks[a] - looks[b]).mean()) > 0.02, (a, b)
+    assert_families_have_their_own_looks(WIDE_PRIMARIES, OPERATIONS, sample_params, _from_pil(image))
     # Lookalikes nudge every parameter (counts by one, floats by up to 20 %): still valid styles.
     for index, spec in enumerate(zoo_styles(60, "train-wide", seed=4)):
         if spec.primary in WIDE_PRIMARIES:
