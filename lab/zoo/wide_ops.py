@@ -99,7 +99,8 @@ def op_film(img: Array, p: Params, rng: np.random.Generator) -> Array:
 
 @lru_cache(maxsize=16)
 def _glyphs(cell: int) -> np.ndarray:
-    """(len(DENSITY_RAMP), cell, cell) ink masks of the ramp's characters, drawn once per size."""
+    """(len(DENSITY_RAMP), cell, cell) ink masks of the ramp's characters, drawn once per size.
+    Pillow's built-in font draws them, so a zoo rebuilt under another Pillow may differ here."""
     font = ImageFont.load_default()
     masks = []
     for char in DENSITY_RAMP:
