@@ -300,7 +300,9 @@ class StyleBatch:
     contents: torch.Tensor  # int64 (B,): sample index
 
 
-def sample_style_batch(refs: ReferenceSet, rng: np.random.Generator, styles: int, samples: int) -> StyleBatch:
+def sample_style_batch(
+    refs: ReferenceSet, rng: np.random.Generator, styles: int, samples: int, fill: bool = False
+) -> StyleBatch:
     """K LoRAs x the same P samples (valid transfers only): every batch holds the hard negatives
     "same sample, other LoRA" next to the positives "other sample, same LoRA".
 
@@ -309,7 +311,13 @@ def sample_style_batch(refs: ReferenceSet, rng: np.random.Generator, styles: int
     each draw their own contents, or a union of zoos) every batch thus stays inside one group of
     LoRAs that share samples, and a LoRA with only a few valid samples still gets positives.
     A single dense catalog (a procedural zoo) keeps the original draw, K LoRAs and P samples at
-    random, so the documented training runs reproduce exactly."""
+    random, so the documented training runs reproduce exactly.
+
+    `fill`: when the seed's group has fewer than K LoRAs, the batch is filled up to K with LoRAs of
+    other groups, each on P of its own samples. Without it a LoRA that shares no sample with
+    another (a community catalog's own preview images, a lone source of a real-art zoo) only ever
+    sits in a batch of its own, which has no negative: its loss is zero and the others move
+    around it. Drawn after the group, so a batch without fillers is the same as without `fill`."""
     if refs.dense:
         lora_idx = rng.choice(refs.n_loras, size=min(styles, refs.n_loras), replace=False)
         sample_idx = rng.choice(refs.n_samples, size=min(samples, refs.n_samples), replace=False)
@@ -322,7 +330,39 @@ def sample_style_batch(refs: ReferenceSet, rng: np.random.Generator, styles: int
     others = np.flatnonzero(shared >= min(2, len(sample_idx)))
     others = others[others != seed]
     picked = rng.choice(others, size=min(styles - 1, len(others)), replace=False)
-    return _grid_batch(refs, np.concatenate([[seed], picked]), sample_idx)
+    group = np.concatenate([[seed], picked])
+    batch = _grid_batch(refs, group, sample_idx)
+    if not fill or len(group) >= styles:
+        return batch
+    return _with_fillers(refs, rng, batch, group, styles - len(group), samples)
+
+
+def _with_fillers(
+    refs: ReferenceSet,
+    rng: np.random.Generator,
+    batch: StyleBatch,
+    group: np.ndarray,
+    count: int,
+    samples: int,
+) -> StyleBatch:
+    """`batch` and up to `count` LoRAs from outside `group`, each on up to `samples` of its own
+    valid samples: negatives for the group (and the group for them), on other content."""
+    outside = np.setdiff1d(refs.usable_loras, group)
+    if not len(outside):
+        return batch
+    valid = refs.valid.numpy()
+    loras, contents = [], []
+    for lora in rng.choice(outside, size=min(count, len(outside)), replace=False):
+        own = np.flatnonzero(valid[lora])
+        picks = rng.choice(own, size=min(samples, len(own)), replace=False)
+        loras += [int(lora)] * len(picks)
+        contents += [int(c) for c in picks]
+    extra_l, extra_s = torch.tensor(loras, dtype=torch.long), torch.tensor(contents, dtype=torch.long)
+    return StyleBatch(
+        torch.cat([batch.images, refs.pick(extra_l, extra_s)]),
+        torch.cat([batch.labels, extra_l]),
+        torch.cat([batch.contents, extra_s]),
+    )
 
 
 def _grid_batch(refs: ReferenceSet, lora_idx: np.ndarray, sample_idx: np.ndarray) -> StyleBatch:

@@ -62,6 +62,10 @@ class TrainConfig:
     max_steps: int | None = None  # cap on optimisation steps (None: from epochs)
     styles_per_batch: int = 12  # K (batch-all)
     samples_per_batch: int = 4  # P (batch-all)
+    # Sparse catalogs: fill a batch whose sample-sharing group has fewer than K LoRAs with LoRAs of
+    # other groups (references.sample_style_batch). Off for the shipped encoders' runs, which
+    # reproduce without it.
+    fill_batches: bool = False
     batch_size: int = 20  # triplets per step (triplet mining)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 2e-3
@@ -241,7 +245,9 @@ def _step_loss(
     proxies: torch.Tensor | None = None,
 ) -> torch.Tensor:
     if config.mining == "batch-all":
-        batch = sample_style_batch(refs, rng, config.styles_per_batch, config.samples_per_batch)
+        batch = sample_style_batch(
+            refs, rng, config.styles_per_batch, config.samples_per_batch, config.fill_batches
+        )
         device = _device_of(model)
         embeddings = model(as_float(_crop(batch.images, config.crop, rng).to(device)))
         return _batch_loss(embeddings, batch.labels.to(device), config, proxies)
@@ -277,7 +283,9 @@ def _head_step_loss(
     rng: np.random.Generator,
     proxies: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    batch = sample_style_batch(refs, rng, config.head_styles_per_batch, config.samples_per_batch)
+    batch = sample_style_batch(
+        refs, rng, config.head_styles_per_batch, config.samples_per_batch, config.fill_batches
+    )
     device = _device_of(model)
     embeddings = model.project(features[refs.slot[batch.labels, batch.contents]].to(device))
     return _batch_loss(embeddings, batch.labels.to(device), config, proxies)
