@@ -226,7 +226,8 @@ def adapt_train_config(start: StyleEncoder, config: AdaptConfig, steps: int) -> 
     when the LoRAs sharing the batch's samples are fewer (`fill_batches`): a LoRA whose samples no
     other LoRA restyles would otherwise never meet a negative. On the real-art validation zoo that
     raised the adapted MRR from 0.879 to 0.908 (its lone freeciv style from 0.50 to 1.00, icon
-    themes from 0.64 to 0.68); a dense catalog's batches are drawn as before.
+    themes from 0.64 to 0.68; level on the eval split, whose lone styles rank first either way);
+    a dense catalog's batches are drawn as before.
 
     The proxy term (v5's second term) stays off: on a 100-style x 30-sample catalog it added only
     0.004-0.005 validation MRR at 300, 600 and 1,340 steps (0.963/0.969/0.974 without,
