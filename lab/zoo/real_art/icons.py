@@ -132,7 +132,9 @@ def read_theme(root: Path) -> IconTheme:
         for path in sorted(folder.iterdir()):
             suffix = path.suffix.lower()
             name = path.name[: -len(suffix)] if suffix else path.name
-            if suffix not in (".png", ".svg") or name.endswith("-symbolic") or not NAME_RE.match(name):
+            # Symbolic icons are monochrome glyphs the desktop recolours: another style than the
+            # theme's pictures, named "x-symbolic", "x-symbolic.symbolic" or "x-symbolic-rtl".
+            if suffix not in (".png", ".svg") or "symbolic" in name or not NAME_RE.match(name):
                 continue
             if not path.exists():  # a dangling link
                 continue

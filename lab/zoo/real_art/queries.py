@@ -2,10 +2,13 @@
 
 A query is one held-out content of a style plus EXTRA_PER_QUERY more of the same style (the
 multi-image rows). Round 0 gives every style one query, in a seeded order; each further round
-takes the next unused held-out contents of every style that has enough left, so `limit` can ask
-for more queries than there are styles without any content repeating within a style. No style
-gets more than ceil(limit / styles) queries: a source with large content pools (icon themes)
-would otherwise fill the row and weigh its styles above the rest.
+gives every style that has a held-out content left one more, so `limit` can ask for more queries
+than there are styles. A style's queries never share their first image; a query's extra images
+are the next contents of the style's seeded ring, so they may be other queries' first images:
+a typeface draws ~10 held-out contents, which give 2 queries of 4 disjoint images but 10 queries
+this way (a real-art eval split has ~33 styles; 200 queries need ~7 each). No style gets more
+than ceil(limit / styles) queries: a source with large content pools (icon themes) would
+otherwise fill the row and weigh its styles above the rest.
 """
 
 from __future__ import annotations
@@ -35,21 +38,25 @@ class QueryStyle(Protocol):
 
 
 def _drawings(
-    p: QueryStyle, seed: int, size: int, in_pool: Callable[[str, str], bool]
+    p: QueryStyle, seed: int, size: int, in_pool: Callable[[str, str], bool], wanted: int
 ) -> Iterator[list[tuple[str, Image.Image]]]:
-    """Successive groups of 1 + EXTRA_PER_QUERY drawable held-out contents, in seeded order."""
+    """Up to `wanted` groups of 1 + EXTRA_PER_QUERY drawable held-out contents: group k starts
+    at the k-th content in seeded order and goes on around the ring of the contents drawn."""
     pool = sorted(c for c in p.style.items if in_pool(p.style.source, c))
     rng = np.random.default_rng([seed, stable_hash(p.slug) % 2**32])
     rng.shuffle(pool)
-    group: list[tuple[str, Image.Image]] = []
-    for content in pool:
+    drawn: list[tuple[str, Image.Image]] = []
+    for content in pool:  # only as many as the groups need: an icon theme holds hundreds
+        if len(drawn) >= max(wanted, 1 + EXTRA_PER_QUERY):
+            break
         try:
-            group.append((content, render_item(p.style, content, size)))
+            drawn.append((content, render_item(p.style, content, size)))
         except ArtError:
             continue
-        if len(group) == 1 + EXTRA_PER_QUERY:
-            yield group
-            group = []
+    if len(drawn) < 1 + EXTRA_PER_QUERY:
+        return
+    for k in range(min(wanted, len(drawn))):
+        yield [drawn[(k + j) % len(drawn)] for j in range(1 + EXTRA_PER_QUERY)]
 
 
 def write_queries(
@@ -65,12 +72,12 @@ def write_queries(
     (out_dir / "queries").mkdir(exist_ok=True)
     (out_dir / "queries-multi").mkdir(exist_ok=True)
     order = sorted(placed, key=lambda p: (stable_hash(seed, split, "query", p.slug), p.slug))
-    streams = {p.slug: _drawings(p, seed, size, in_pool) for p in order}
+    rounds = 1 if limit is None else math.ceil(limit / max(1, len(order)))
+    streams = {p.slug: _drawings(p, seed, size, in_pool, rounds) for p in order}
     records: list[dict[str, str]] = []
     unqueried: list[str] = []
     active = list(order)
     first_round = True
-    rounds = 1 if limit is None else math.ceil(limit / max(1, len(order)))
     for _ in range(rounds):
         if not active or (limit is not None and len(records) >= limit):
             break

@@ -103,7 +103,8 @@ def write_icon_theme(
         small.mkdir(parents=True)
         for index, icon in enumerate(names):
             drawing(index, palette, 16).save(small / f"{icon}.png")
-        drawing(99, palette, size).save(big / "folder-symbolic.png")
+        for symbolic in ("folder-symbolic", "folder-symbolic.symbolic", "go-up-symbolic-rtl"):
+            drawing(99, palette, size).save(big / f"{symbolic}.png")
         anim = root / "22x22" / "animations"
         anim.mkdir(parents=True)
         drawing(98, palette, 22).save(anim / "process-working.png")

@@ -133,7 +133,8 @@ def test_a_fresh_query_seed_keeps_the_split_and_rounds_add_queries(
     zoos: dict[str, Path], tmp_path: Path
 ) -> None:
     """--split-seed fixes which families are eval (the ones training never saw) while --seed draws
-    new queries; asking for more queries than styles adds rounds without repeating a content."""
+    new queries; asking for more queries than styles adds rounds, each query on a first image of
+    its own, as many per style as its held-out contents allow."""
     scans = _scans(tmp_path / "art")
     fresh = real_zoo.build_real_zoo(
         tmp_path / "fresh", split="eval", seed=99, split_seed=5, size=SIZE, n_samples=12,
@@ -147,9 +148,16 @@ def test_a_fresh_query_seed_keeps_the_split_and_rounds_add_queries(
     assert n_styles < len(records) <= 50  # a second round at least
     per_style = Counter(r["slug"] for r in records)
     assert max(per_style.values()) <= -(-50 // n_styles)  # no style fills the row
-    for slug in {r["slug"] for r in records}:
-        drawn = [c for r in records if r["slug"] == slug for c in (r["source"], *r["extra"].split(","))]
-        assert len(drawn) == len(set(drawn))  # no held-out content twice for one style
+    for slug, count in per_style.items():
+        firsts = [r["source"] for r in records if r["slug"] == slug]
+        assert len(firsts) == len(set(firsts))  # no query repeats another's first image
+        for r in records:
+            if r["slug"] == slug:
+                assert len({r["source"], *r["extra"].split(",")}) == 1 + EXTRA_PER_QUERY
+        # Extras may be other queries' firsts, so a style gives a query per held-out content.
+        style = next(p.style for p in real_zoo.survey(scans, 5, SIZE).placed if p.slug == slug)
+        held_out = [c for c in style.items if real_zoo.in_query_pool(style.source, c)]
+        assert count == min(len(held_out), -(-50 // n_styles))
     seed5 = json.loads((zoos["eval"] / "queries.json").read_text(encoding="utf-8"))
     first = {r["slug"]: r["source"] for r in reversed(records[:n_styles])}
     assert first != {r["slug"]: r["source"] for r in seed5}  # the query seed drew other contents
