@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -88,7 +89,8 @@ def quality_cmd(
         typer.Option(
             min=0.05,
             help="Also score each d_avg zoo row after adapting the encoder to that zoo's catalog "
-            "(as `catalog adapt` does) within this many minutes.",
+            "(as `catalog adapt` does) within this many minutes; with the service row, also run "
+            "`catalog adapt` itself on the imported catalog and rank through the service again.",
         ),
     ] = None,
     multi_image: Annotated[bool, typer.Option(help="Add rows for 2- and 4-image queries.")] = True,
@@ -106,7 +108,7 @@ def quality_cmd(
     import torch
 
     from inference_service.training.adapt import AdaptConfig
-    from lab.bench.quality import QualityConfig, run_quality
+    from lab.bench.quality import QualityConfig, QualityContext, Row, run_quality
     from lab.bench.quality_report import render_table, save_chart
     from lab.bench.seed_ledger import SeedReuseError
 
@@ -138,23 +140,25 @@ def quality_cmd(
         console.width = max(console.width, 150)  # logs and pipes: keep the table readable
     from lab.bench.held_out_rows import HeldOutFamilyRows, check_held_out_zoo
     from lab.bench.multi_image import multi_image_rows
-    from lab.bench.service_rows import imported_catalog_rows
+    from lab.bench.service_rows import imported_catalog_rows, imported_catalog_rows_adapted
 
     held_out_rows = HeldOutFamilyRows()
-    extra_rows = [multi_image_rows] if multi_image else []
+    extra_rows: list[Callable[[QualityContext], list[Row]]] = [multi_image_rows] if multi_image else []
     if held_out_zoo is not None:
         try:
             check_held_out_zoo(held_out_zoo)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--held-out-zoo") from exc
         extra_rows.append(held_out_rows)
+    adapt = None if adapt_minutes is None else AdaptConfig(max_minutes=adapt_minutes, threads=threads or 0)
     if service:
-        extra_rows.append(imported_catalog_rows)
+        # With --adapt-minutes, the service row is followed by one after `catalog adapt` itself.
+        extra_rows.append(imported_catalog_rows if adapt is None else imported_catalog_rows_adapted(adapt))
     hooks = []
-    if adapt_minutes is not None:
+    if adapt is not None:
         from lab.bench.adapt_rows import adapted_rows_hook
 
-        hooks.append(adapted_rows_hook(AdaptConfig(max_minutes=adapt_minutes, threads=threads or 0)))
+        hooks.append(adapted_rows_hook(adapt))
     try:
         result = run_quality(config, extra_rows=extra_rows, zoo_row_hooks=hooks)
     except SeedReuseError as exc:

@@ -108,11 +108,24 @@ def test_train_then_bench_quality(
     for key in intervals:  # bootstrap intervals of the same ranks with the same seed
         assert service["ranking"][key] == pytest.approx(single["ranking"][key])
     assert "dropped by cleansing" in service["featurizer"]
+    # Then `catalog adapt` on the imported catalog, ranked through the service again: the adapted
+    # encoder when validation kept it, else the same encoder and the same ranks.
+    after = data["rows"][data["rows"].index(service) + 1]
+    assert after["method"] == "Service: imported catalog, catalog adapt, pgvector search"
+    run = after["extra"]["adaptation"]
+    assert run["reason"].startswith(("kept: ", "refused: "))
+    assert run["seconds"] <= 0.25 * 60 and run["max_minutes"] == 0.25
+    assert after["extra"]["delta_mrr"] == pytest.approx(after["ranking"]["mrr"] - service["ranking"]["mrr"])
+    if run["kept"]:
+        assert run["activated"].startswith("adapted@") and run["activated"] in after["featurizer"]
+        assert run["references"] > 0  # every stored reference re-embedded by the activation
+    else:
+        assert run["activated"] is None and after["ranking"] == service["ranking"]
     assert len(list((zoo / "queries-multi").glob("*.png"))) == 3 * 3
     for row in data["rows"]:
         assert 0.0 < row["ranking"]["mrr"] <= 1.0
         assert row["ranking"]["n_queries"] == 3
-        if row not in multi and row is not service:
+        if row not in multi and row is not service and row is not after:
             # A given zoo has no validation zoo: 10 of the 20 pairs choose the F1 threshold.
             assert row["verification"]["n_positive"] == 10
     assert chart.stat().st_size > 0
