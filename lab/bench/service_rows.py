@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
+from tqdm import tqdm  # type: ignore[import-untyped]
 
 from inference_service.training.adapt import AdaptConfig
 from lab.bench.quality import QualityContext, Row
@@ -41,7 +42,7 @@ ADAPTED_ROW_NAME = "Service: imported catalog, catalog adapt, pgvector search"
 class ServiceRanks:
     ranks: NDArray[np.int64]
     dropped: int
-    adapted: NDArray[np.int64] | None = None  # after `catalog adapt` (None: not asked, or refused to run)
+    adapted: NDArray[np.int64] | None = None  # after `catalog adapt` (None: not asked, or no run)
     adaptation: dict[str, Any] | None = None
 
 
@@ -130,7 +131,9 @@ def service_rows(ctx: QualityContext, adapt: AdaptConfig | None = None) -> list[
             time.monotonic() - started,
         )
     ]
-    if found.adapted is not None and found.adaptation is not None:
+    if adapt is not None and found.adaptation is not None and found.adapted is None:
+        tqdm.write(f"{ADAPTED_ROW_NAME}: no row: {found.adaptation['error']}")
+    if adapt is not None and found.adapted is not None and found.adaptation is not None:
         gain = 1.0 / found.adapted - 1.0 / found.ranks
         hit5_gain = (found.adapted <= 5).astype(np.float64) - (found.ranks <= 5)
         active = found.adaptation["activated"] or found.adaptation["previous"]
@@ -149,7 +152,7 @@ def service_rows(ctx: QualityContext, adapt: AdaptConfig | None = None) -> list[
                     "delta_mrr_ci": list(bootstrap_interval(gain, resamples)),
                     "delta_hit5": float(hit5_gain.mean()),
                     "delta_hit5_ci": list(bootstrap_interval(hit5_gain, resamples)),
-                    "adaptation": {**found.adaptation, "max_minutes": adapt.max_minutes if adapt else None},
+                    "adaptation": {**found.adaptation, "max_minutes": adapt.max_minutes},
                 },
             )
         )

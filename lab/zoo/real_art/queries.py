@@ -5,7 +5,7 @@ multi-image rows). Round 0 gives every style one query, in a seeded order; each 
 gives every style that has a held-out content left one more, so `limit` can ask for more queries
 than there are styles. A style's queries never share their first image; a query's extra images
 are the next contents of the style's seeded ring, so they may be other queries' first images:
-a typeface draws ~10 held-out contents, which give 2 queries of 4 disjoint images but 10 queries
+a typeface draws ~10 held-out contents, which give 2 queries of 4 disjoint images but up to 10
 this way (a real-art eval split has ~33 styles; 200 queries need ~7 each). No style gets more
 than ceil(limit / styles) queries: a source with large content pools (icon themes) would
 otherwise fill the row and weigh its styles above the rest.

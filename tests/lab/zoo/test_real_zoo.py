@@ -148,6 +148,7 @@ def test_a_fresh_query_seed_keeps_the_split_and_rounds_add_queries(
     assert n_styles < len(records) <= 50  # a second round at least
     per_style = Counter(r["slug"] for r in records)
     assert max(per_style.values()) <= -(-50 // n_styles)  # no style fills the row
+    styles = {p.slug: p.style for p in real_zoo.survey(scans, 5, SIZE).placed}
     for slug, count in per_style.items():
         firsts = [r["source"] for r in records if r["slug"] == slug]
         assert len(firsts) == len(set(firsts))  # no query repeats another's first image
@@ -155,8 +156,7 @@ def test_a_fresh_query_seed_keeps_the_split_and_rounds_add_queries(
             if r["slug"] == slug:
                 assert len({r["source"], *r["extra"].split(",")}) == 1 + EXTRA_PER_QUERY
         # Extras may be other queries' firsts, so a style gives a query per held-out content.
-        style = next(p.style for p in real_zoo.survey(scans, 5, SIZE).placed if p.slug == slug)
-        held_out = [c for c in style.items if real_zoo.in_query_pool(style.source, c)]
+        held_out = [c for c in styles[slug].items if real_zoo.in_query_pool(styles[slug].source, c)]
         assert count == min(len(held_out), -(-50 // n_styles))
     seed5 = json.loads((zoos["eval"] / "queries.json").read_text(encoding="utf-8"))
     first = {r["slug"]: r["source"] for r in reversed(records[:n_styles])}
