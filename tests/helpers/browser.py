@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -83,7 +84,10 @@ class DevTools:
 @contextlib.asynccontextmanager
 async def chromium(binary: str) -> AsyncIterator[DevTools]:
     """A fresh headless Chromium with its own profile, and the DevTools socket of its page."""
-    with tempfile.TemporaryDirectory(prefix="findlora-chromium-") as profile:
+    # Chromium's helpers (zygote, crashpad) can outlive the browser process for a moment and still
+    # write into the profile: the whole process group is stopped, and a late file left behind in a
+    # scratch profile is not a test failure.
+    with tempfile.TemporaryDirectory(prefix="findlora-chromium-", ignore_cleanup_errors=True) as profile:
         args = [
             binary,
             "--headless",
@@ -98,7 +102,10 @@ async def chromium(binary: str) -> AsyncIterator[DevTools]:
         if os.geteuid() == 0:
             args.insert(1, "--no-sandbox")  # Chromium refuses to run its sandbox as root
         process = await asyncio.create_subprocess_exec(
-            *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+            *args,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
         )
         try:
             port_file = Path(profile) / "DevToolsActivePort"
@@ -122,13 +129,15 @@ async def chromium(binary: str) -> AsyncIterator[DevTools]:
                     finally:
                         tools.reader.cancel()
         finally:
-            if process.returncode is None:
-                process.terminate()
-                try:
-                    await asyncio.wait_for(process.wait(), 10)
-                except TimeoutError:
-                    process.kill()
-                    await process.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # helpers that ignored SIGTERM
 
 
 async def load_page(binary: str, page: Path, probe: str, width: int = 1400, height: int = 1000) -> PageReport:
