@@ -120,7 +120,10 @@ def read_theme(root: Path) -> IconTheme:
             continue
         section = parser[directory]
         context = section.get("Context", "").strip().lower()
-        if context not in CONTEXTS or "symbolic" in directory.lower():
+        # A "panel" directory (Faba, Paper, Numix, Papirus, elementary-xfce) holds the status
+        # glyphs drawn for a dark panel, white and monochrome: another style, like symbolic icons.
+        folders = directory.lower().split("/")
+        if context not in CONTEXTS or "symbolic" in directory.lower() or "panel" in folders:
             continue
         try:
             size = int(section.get("Size", "0")) * int(section.get("Scale", "1"))

@@ -90,7 +90,7 @@ def write_icon_theme(
     icon_root: Path, name: str, palette: int, names: list[str], size: int = 64, extra: bool = True
 ) -> Path:
     """An icon theme: index.theme and <size>x<size>/places/<name>.png for every name (plus a small
-    copy in 16x16, a symbolic icon and a non-picture context when `extra`)."""
+    copy in 16x16, symbolic icons, panel glyphs and a non-picture context when `extra`)."""
     root = icon_root / name
     big = root / f"{size}x{size}" / "places"
     big.mkdir(parents=True)
@@ -108,10 +108,14 @@ def write_icon_theme(
         anim = root / "22x22" / "animations"
         anim.mkdir(parents=True)
         drawing(98, palette, 22).save(anim / "process-working.png")
-        directories += ["16x16/places", "22x22/animations"]
+        panel = root / "24x24" / "panel"  # a status context that holds the panel's glyphs
+        panel.mkdir(parents=True)
+        drawing(97, palette, 24).save(panel / "battery-low.png")
+        directories += ["16x16/places", "22x22/animations", "24x24/panel"]
         sections += [
             "[16x16/places]\nSize=16\nContext=Places\nType=Fixed\n",
             "[22x22/animations]\nSize=22\nContext=Animations\nType=Fixed\n",
+            "[24x24/panel]\nSize=24\nContext=Status\nType=Fixed\n",
         ]
     (root / "index.theme").write_text(
         f"[Icon Theme]\nName={name.title()}\nName[de]=Thema\nComment=test\nInherits=hicolor\n"

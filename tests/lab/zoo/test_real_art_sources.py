@@ -110,7 +110,7 @@ def test_icon_theme_reads_picture_contexts_and_picks_the_largest_raster(tmp_path
     root = write_icon_theme(tmp_path, "Zest", 2, names, size=64)
     theme = icons.read_theme(root)
     assert theme.name == "Zest"
-    assert set(theme.icons) == set(names)  # no symbolic icon, no animation
+    assert set(theme.icons) == set(names)  # no symbolic icon, no panel glyph, no animation
     assert {f.size for f in theme.icons["folder"]} == {16, 64}
     style = icons.theme_style(theme, ABSENT, "zest", box=128, vectors=False)
     # No raster >= 128 and no vector: the 64 px one (>= MIN_RASTER), not the 16 px one.
