@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from inference_service.training.losses import batch_all_triplet_loss
-from inference_service.training.references import CleansingReport, ReferenceSet, sample_style_batch
+from inference_service.training.references import ReferenceSet, sample_style_batch
+from tests.helpers.reference_sets import labelled_reference_set
 
 N_LORAS, N_SAMPLES = 7, 10
 LONE = 6  # draws samples 8-9 alone
@@ -15,16 +16,12 @@ LONE = 6  # draws samples 8-9 alone
 
 def _grouped_set() -> ReferenceSet:
     """Group A (LoRAs 0-3) on samples 0-3, group B (4-5) on samples 4-7, LoRA 6 alone on 8-9.
-    Image (lora, sample) holds the value 10 * lora + sample, so a batch says what it picked."""
+    Image (lora, sample) holds the value 10 * lora + sample (N_SAMPLES is 10)."""
     valid = torch.zeros((N_LORAS, N_SAMPLES), dtype=torch.bool)
     valid[0:4, 0:4] = True
     valid[4:6, 4:8] = True
     valid[LONE, 8:10] = True
-    values = torch.arange(N_LORAS * N_SAMPLES, dtype=torch.uint8).view(N_LORAS, N_SAMPLES, 1, 1, 1)
-    images = values.expand(N_LORAS, N_SAMPLES, 3, 2, 2).clone()
-    report = CleansingReport(None, int(valid.sum()), 0, int((~valid).sum()))
-    names = [f"s{i}" for i in range(N_LORAS)], [f"x{i}" for i in range(N_SAMPLES)]
-    return ReferenceSet.from_dense(*names, images, valid, report)
+    return labelled_reference_set(valid)
 
 
 def _pairs(refs: ReferenceSet, labels: torch.Tensor, contents: torch.Tensor) -> list[tuple[int, int]]:

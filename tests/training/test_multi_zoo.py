@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 
 from inference_service.models.style_encoder import read_metadata
 from inference_service.training.references import (
-    CleansingReport,
     ReferenceSet,
     load_reference_set,
     load_training_references,
@@ -21,6 +20,7 @@ from inference_service.training.references import (
     sample_triplets,
 )
 from lab.zoo.style_zoo import generate_zoo
+from tests.helpers.reference_sets import labelled_reference_set
 
 SIZE = 32
 
@@ -92,11 +92,7 @@ def _sparse_set() -> ReferenceSet:
     valid[1:3, 0:4] = True
     valid[3:6, 4:8] = True
     valid[4, 5] = False
-    images = torch.arange(6 * 8, dtype=torch.uint8).view(6, 8, 1, 1, 1).expand(6, 8, 3, 2, 2).clone()
-    report = CleansingReport(None, int(valid.sum()), 0, int((~valid).sum()))
-    return ReferenceSet.from_dense(
-        [f"s{i}" for i in range(6)], [f"x{i}" for i in range(8)], images, valid, report
-    )
+    return labelled_reference_set(valid)
 
 
 def test_sparse_catalogs_give_full_batches_even_for_a_lora_with_few_references() -> None:
