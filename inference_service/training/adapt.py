@@ -33,6 +33,7 @@ from inference_service.imaging import load_image_file
 from inference_service.models.style_encoder import StyleEncoder, encoder_fingerprint
 from inference_service.scoring.style_distance import style_distances
 from inference_service.training.references import ReferenceSet, as_float, build_reference_set
+from inference_service.training.schedule import LAST_TIMED_STEP, PaceFit
 from inference_service.training.trainer import TrainConfig, _make_optimizer, _step_loss, train
 
 if TYPE_CHECKING:  # the database stack is needed only to read a catalog from it
@@ -383,7 +384,9 @@ def _adapt(
             steps = min(steps, config.max_steps)
         else:
             per_step = step_seconds(start_model, train_refs, probe_config)
-            steps = min(steps, int(0.9 * (deadline - time.monotonic() - reserve) / per_step))
+            planned = int(0.9 * (deadline - time.monotonic() - reserve) / per_step)
+            # Long enough to time its own pace: start on the epoch cap and fit to the budget (below).
+            steps = steps if planned > LAST_TIMED_STEP else min(steps, planned)
         if steps < 1:
             seconds = time.monotonic() - started + refs.seconds
             reembedding = f" and to re-embed {config.reembed} references" if config.reembed else ""
@@ -393,6 +396,8 @@ def _adapt(
             )
         plan_path.write_text(json.dumps({"steps": steps, "val_samples": val_ids}))
     train_config = adapt_train_config(start, config, steps)
+    budget = deadline - time.monotonic() - reserve
+    fit = PaceFit(budget) if config.max_steps is None and steps > LAST_TIMED_STEP else None
     result = train(
         work_dir / "catalog",
         work_dir / f"adapt-{key}.safetensors",
@@ -401,10 +406,11 @@ def _adapt(
         refs=train_refs,
         init_model=start_model,
         device=device,
-        max_minutes=max(0.0, (deadline - time.monotonic() - reserve) / 60),
+        max_minutes=max(0.0, budget / 60),
         stop_after_step=stop_after_step,
         provenance={"adapted_from": start_label},
         progress=progress,
+        fit=fit,
     )
     assert result.model is not None
     model = result.model.eval()

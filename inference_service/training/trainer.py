@@ -48,6 +48,7 @@ from inference_service.training.references import (
     sample_style_batch,
     sample_triplets,
 )
+from inference_service.training.schedule import PaceFit, cosine, warm_cosine
 
 Mining = Literal["batch-all", "triplet"]
 Loss = Literal["triplet", "davg", "davg-softmax"]
@@ -203,16 +204,6 @@ def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _learning_rate(config: TrainConfig, step: int, total: int) -> float:
-    if config.schedule == "constant":
-        return config.lr
-    warmup = min(50, total // 10)
-    if step < warmup:
-        return config.lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 def _crop(batch: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
     """The same random crop offset for the whole batch (cheap; styles are stationary)."""
     full = batch.shape[-1]
@@ -291,10 +282,6 @@ def _head_step_loss(
     return _batch_loss(embeddings, batch.labels.to(device), config, proxies)
 
 
-def _cosine(lr: float, step: int, total: int) -> float:
-    return lr * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
-
-
 def build_model(config: TrainConfig, backbone_weights: Path | None = None) -> StyleEncoder:
     encoder_config = replace(config.encoder, backbone=config.backbone)
     if config.backbone == "vgg19" and config.encoder.backbone != "vgg19":
@@ -347,10 +334,13 @@ def train(
     stop_after_step: int | None = None,
     provenance: dict[str, str] | None = None,
     progress: bool = True,
+    fit: PaceFit | None = None,
 ) -> TrainResult:
     """Train, checkpointing every `checkpoint_every` steps; resume from `checkpoint` when it exists.
 
     `stop_after_step` ends the run early at that step (with a checkpoint), as an interruption would.
+    `fit` sets the step count, at most the configured one, from the run's own pace (schedule.py); the
+    checkpoint keeps it, so a resumed run goes on to the same total.
     `init_from` starts from a trained encoder's weights (same architecture) instead of a fresh
     initialisation: a further schedule on top of an earlier run; `init_model` does the same from an
     encoder in memory (left untouched: the run trains a copy).
@@ -416,6 +406,10 @@ def train(
         torch.manual_seed(config.seed)
     named = " + ".join(str(c) for c in catalogs)
     extra = {"train_config": config.to_json(), "catalog": named, **init_metadata}
+    if "fitted_total" in state.extra:
+        extra["fitted_total"] = state.extra["fitted_total"]
+        total = int(extra["fitted_total"])
+    first_step = state.step
 
     def snapshot() -> None:
         state.numpy_rng = dict(rng.bit_generator.state)
@@ -429,9 +423,10 @@ def train(
     while state.step < total:
         # phase 1 (head alone, pooled statistics computed once), then phase 2 (end to end)
         if state.step < head_steps:
-            learning_rate = _cosine(config.head_lr, state.step, head_steps)
+            learning_rate = cosine(config.head_lr, state.step, head_steps)
         else:
-            learning_rate = _learning_rate(config, state.step - head_steps, total - head_steps)
+            done, steps = state.step - head_steps, total - head_steps
+            learning_rate = warm_cosine(config.lr, config.schedule, done, steps)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate * group.get("lr_scale", 1.0)
         if state.step < head_steps:
@@ -446,6 +441,11 @@ def train(
         state.losses.append(float(loss.detach()))
         state.step += 1
         state.epoch = max(0, state.step - head_steps) // per_epoch
+        if fit is not None and "fitted_total" not in extra:
+            fitted = fit.after_step(state.step - first_step, total - first_step)
+            if fitted is not None:
+                total = first_step + fitted
+                extra["fitted_total"], bar.total = str(total), total
         bar.update()
         bar.set_postfix(loss=f"{np.mean(state.losses[-20:]):.4f}")
         out_of_time = max_minutes is not None and (time.monotonic() - started) > max_minutes * 60
