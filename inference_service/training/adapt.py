@@ -33,7 +33,7 @@ from inference_service.imaging import load_image_file
 from inference_service.models.style_encoder import StyleEncoder, encoder_fingerprint
 from inference_service.scoring.style_distance import style_distances
 from inference_service.training.references import ReferenceSet, as_float, build_reference_set
-from inference_service.training.schedule import LAST_TIMED_STEP, PaceFit
+from inference_service.training.schedule import FIRST_FIT_STEP, PaceFit
 from inference_service.training.trainer import TrainConfig, _make_optimizer, _step_loss, train
 
 if TYPE_CHECKING:  # the database stack is needed only to read a catalog from it
@@ -386,7 +386,7 @@ def _adapt(
             per_step = step_seconds(start_model, train_refs, probe_config)
             planned = int(0.9 * (deadline - time.monotonic() - reserve) / per_step)
             # Long enough to time its own pace: start on the epoch cap and fit to the budget (below).
-            steps = steps if planned > LAST_TIMED_STEP else min(steps, planned)
+            steps = steps if planned > FIRST_FIT_STEP else min(steps, planned)
         if steps < 1:
             seconds = time.monotonic() - started + refs.seconds
             reembedding = f" and to re-embed {config.reembed} references" if config.reembed else ""
@@ -397,7 +397,7 @@ def _adapt(
         plan_path.write_text(json.dumps({"steps": steps, "val_samples": val_ids}))
     train_config = adapt_train_config(start, config, steps)
     budget = deadline - time.monotonic() - reserve
-    fit = PaceFit(budget) if config.max_steps is None and steps > LAST_TIMED_STEP else None
+    fit = PaceFit(budget) if config.max_steps is None and steps > FIRST_FIT_STEP else None
     result = train(
         work_dir / "catalog",
         work_dir / f"adapt-{key}.safetensors",

@@ -5,9 +5,10 @@ A time-budgeted run (catalog adaptation) must fix its step count before the cosi
 anneal to it, and a few probe steps on a copy of the model misjudge the sustained pace by up to
 30 % either way (allocator warm-up, batch shapes, other work on the machine): too slow a probe
 left a fifth of the budget unused, too fast a one has the run cut before its learning rate
-reaches zero. So the run starts on its upper bound (the epoch cap) and, once it has timed a
-window of its own steps (still inside the learning-rate warm-up, where the total barely matters),
-sets the total that the rest of the budget allows.
+reaches zero. So the run starts on its upper bound (the epoch cap) and sets its total from its
+own pace: first at step 40 from steps 10-40 (inside the learning-rate warm-up, where the total
+barely matters), then each time the steps done double, from the steps since the last fit, so a
+burst of other work on the machine during one stretch neither starves nor overruns the run.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-# Steps timed: from the end of step FIRST (past the first steps' allocations) to the end of
-# step LAST (before the 50-step warm-up ends).
+# Pace timed from the end of this step on (past the first steps' allocations).
 FIRST_TIMED_STEP = 10
-LAST_TIMED_STEP = 40
-# Share of the remaining budget planned for steps: checkpoint writes and pace drift stay inside.
+# The first fit (before the 50-step warm-up ends); then at 2x, 4x, ... these steps.
+FIRST_FIT_STEP = 40
+# Share of the time left that a fit plans steps for: checkpoint writes and pace drift stay inside.
 PLANNED_SHARE = 0.92
 
 
@@ -33,22 +34,25 @@ class PaceFit:
     seconds: float
     clock: Callable[[], float] = time.monotonic
     started: float = field(init=False)
-    _window_start: float | None = field(default=None, init=False)
+    _timed_from: tuple[int, float] | None = field(default=None, init=False)  # (step, time)
+    _next_fit: int = field(default=FIRST_FIT_STEP, init=False)
 
     def __post_init__(self) -> None:
         self.started = self.clock()
 
-    def after_step(self, step: int, total: int) -> int | None:
-        """Call after each step (`step` = steps done). Returns the fitted total once, at the end of
-        the timed window; None otherwise. Never more than `total`, never fewer than `step`."""
+    def after_step(self, step: int, cap: int) -> int | None:
+        """Call after each step (`step` = steps done; `cap` = the most the run may do). At the fit
+        steps returns the total that the time left allows at the pace since the last fit (the
+        first: since step 10), never more than `cap` nor fewer than `step`; None otherwise."""
         now = self.clock()
         if step == FIRST_TIMED_STEP:
-            self._window_start = now
-        if step != LAST_TIMED_STEP or self._window_start is None:
+            self._timed_from = (step, now)
+        if step != self._next_fit or self._timed_from is None:
             return None
-        pace = (now - self._window_start) / (LAST_TIMED_STEP - FIRST_TIMED_STEP)
+        pace = (now - self._timed_from[1]) / (step - self._timed_from[0])
+        self._timed_from, self._next_fit = (step, now), 2 * step
         left = self.seconds - (now - self.started)
-        return max(step, min(total, step + int(PLANNED_SHARE * left / pace)))
+        return max(step, min(cap, step + int(PLANNED_SHARE * left / pace)))
 
 
 def cosine(lr: float, step: int, total: int) -> float:

@@ -340,7 +340,7 @@ def train(
 
     `stop_after_step` ends the run early at that step (with a checkpoint), as an interruption would.
     `fit` sets the step count, at most the configured one, from the run's own pace (schedule.py); the
-    checkpoint keeps it, so a resumed run goes on to the same total.
+    checkpoint keeps the last one fitted, and a resumed run goes on to it.
     `init_from` starts from a trained encoder's weights (same architecture) instead of a fresh
     initialisation: a further schedule on top of an earlier run; `init_model` does the same from an
     encoder in memory (left untouched: the run trains a copy).
@@ -406,10 +406,10 @@ def train(
         torch.manual_seed(config.seed)
     named = " + ".join(str(c) for c in catalogs)
     extra = {"train_config": config.to_json(), "catalog": named, **init_metadata}
-    if "fitted_total" in state.extra:
+    first_step, cap = state.step, total
+    if "fitted_total" in state.extra:  # resumed: go on to the total the interrupted run fitted last
         extra["fitted_total"] = state.extra["fitted_total"]
-        total = int(extra["fitted_total"])
-    first_step = state.step
+        total, fit = int(extra["fitted_total"]), None
 
     def snapshot() -> None:
         state.numpy_rng = dict(rng.bit_generator.state)
@@ -441,11 +441,10 @@ def train(
         state.losses.append(float(loss.detach()))
         state.step += 1
         state.epoch = max(0, state.step - head_steps) // per_epoch
-        if fit is not None and "fitted_total" not in extra:
-            fitted = fit.after_step(state.step - first_step, total - first_step)
-            if fitted is not None:
-                total = first_step + fitted
-                extra["fitted_total"], bar.total = str(total), total
+        fitted = None if fit is None else fit.after_step(state.step - first_step, cap - first_step)
+        if fitted is not None:
+            total = first_step + fitted
+            extra["fitted_total"], bar.total = str(total), total
         bar.update()
         bar.set_postfix(loss=f"{np.mean(state.losses[-20:]):.4f}")
         out_of_time = max_minutes is not None and (time.monotonic() - started) > max_minutes * 60

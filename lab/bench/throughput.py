@@ -11,6 +11,7 @@ preprocessing inside the batch (EncoderBatcher.for_function(embed)), to separate
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from inference_service.batching import EncoderBatcher
-from inference_service.models.style_encoder import StyleEmbedder, resolve_encoder, to_tensor
+from inference_service.models.style_encoder import StyleEmbedder, StyleEncoder, resolve_encoder, to_tensor
 
 
 def query_images(n: int, px: int, seed: int = 0) -> list[Image.Image]:
@@ -91,6 +92,41 @@ def _per_image_cost(embedder: StyleEmbedder, images: list[Image.Image], max_batc
     return out
 
 
+def _layout_costs(model: StyleEncoder, repeats: int = 9) -> dict[str, Any]:
+    """The encoder's stages in contiguous NCHW against channels-last (what it runs), same run,
+    alternating: inference ms per image (batch 32 at the input size) and a training step (forward
+    and backward, a catalog-adaptation batch: 48 images at the 7/8 crop)."""
+    size = model.config.input_size
+    generator = torch.Generator().manual_seed(0)
+    queries = torch.rand(32, 3, size, size, generator=generator)
+    batch = torch.rand(48, 3, size * 7 // 8, size * 7 // 8, generator=generator)
+    trainee = copy.deepcopy(model).train()
+    times: dict[str, dict[str, list[float]]] = {
+        name: {"inference": [], "train_step": []} for name in ("nchw", "channels_last")
+    }
+    for repeat in range(repeats + 1):  # the first round warms both up and is not kept
+        for name in ("nchw", "channels_last")[:: 1 if repeat % 2 else -1]:
+            model.channels_last = trainee.channels_last = name == "channels_last"
+            with torch.inference_mode():
+                started = time.perf_counter()
+                model(queries)
+                inference = (time.perf_counter() - started) / len(queries)
+            started = time.perf_counter()
+            trainee.zero_grad(set_to_none=True)
+            trainee(batch).sum().backward()  # type: ignore[no-untyped-call]
+            if repeat:
+                times[name]["inference"].append(inference)
+                times[name]["train_step"].append(time.perf_counter() - started)
+    model.channels_last = True
+    out: dict[str, Any] = {
+        name: {f"{kind}_ms": round(1000 * float(np.median(v)), 2) for kind, v in kinds.items()}
+        for name, kinds in times.items()
+    }
+    for kind in ("inference", "train_step"):
+        out[f"{kind}_speedup"] = round(out["nchw"][f"{kind}_ms"] / out["channels_last"][f"{kind}_ms"], 2)
+    return out
+
+
 async def run_throughput_bench(
     *,
     levels: list[int],
@@ -142,6 +178,7 @@ async def run_throughput_bench(
     return {
         "bench": "throughput",
         "encoder_ms_per_image_by_batch": _per_image_cost(embedder, images, max_batch),
+        "encoder_layouts": _layout_costs(model),
         "encoder": label,
         "image_px": image_px,
         "encoder_input_px": model.config.input_size,
