@@ -6,6 +6,8 @@ own (in a thread, serialised by the encoder's lock: the service's path before ba
 `batched`: the service's path now (EncoderBatcher.for_style_embedder: per-request preprocessing
 in the caller's thread, one model run per batch). `batched_in_embed`: batching alone, with
 preprocessing inside the batch (EncoderBatcher.for_function(embed)), to separate the two effects.
+`encoder_forward_variants`: the encoder's own forward and training step, as it runs against how
+it ran before (channel statistics by torch's var, contiguous NCHW).
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from unittest.mock import patch
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
 from inference_service.batching import EncoderBatcher
+from inference_service.models import style_encoder
 from inference_service.models.style_encoder import StyleEmbedder, StyleEncoder, resolve_encoder, to_tensor
 
 
@@ -92,38 +96,60 @@ def _per_image_cost(embedder: StyleEmbedder, images: list[Image.Image], max_batc
     return out
 
 
-def _layout_costs(model: StyleEncoder, repeats: int = 9) -> dict[str, Any]:
-    """The encoder's stages in contiguous NCHW against channels-last (what it runs), same run,
-    alternating: inference ms per image (batch 32 at the input size) and a training step (forward
-    and backward, a catalog-adaptation batch: 48 images at the 7/8 crop)."""
+def _var_mean_std(x: torch.Tensor) -> torch.Tensor:
+    """The encoder's channel statistics before the two-pass ones: torch's `var`."""
+    flat = x.flatten(2)
+    return torch.cat([flat.mean(dim=2), (flat.var(dim=2, unbiased=False) + 1e-6).sqrt()], dim=1)
+
+
+# name: (channel statistics replaced by `var`, stages in channels-last); the last is what ships
+FORWARD_VARIANTS = {
+    "var_nchw": (True, False),
+    "two_pass_nchw": (False, False),
+    "two_pass_channels_last": (False, True),
+}
+
+
+def _forward_costs(model: StyleEncoder, rounds: int = 3, timed: int = 5) -> dict[str, Any]:
+    """The encoder's forward as it was (torch's var for the channel statistics, contiguous NCHW),
+    with the two-pass statistics, and with channels-last stages too (what it runs), in the same
+    run: `rounds` rounds, each variant in turn (the order rotating) for one untimed call and
+    `timed` timed ones in a row, as a run of one variant would go; medians. Inference ms per image
+    (batch 32 at the input size) and a training step (forward and backward of a catalog-adaptation
+    batch: 48 images at the 7/8 crop)."""
     size = model.config.input_size
     generator = torch.Generator().manual_seed(0)
     queries = torch.rand(32, 3, size, size, generator=generator)
     batch = torch.rand(48, 3, size * 7 // 8, size * 7 // 8, generator=generator)
     trainee = copy.deepcopy(model).train()
-    times: dict[str, dict[str, list[float]]] = {
-        name: {"inference": [], "train_step": []} for name in ("nchw", "channels_last")
-    }
-    for repeat in range(repeats + 1):  # the first round warms both up and is not kept
-        for name in ("nchw", "channels_last")[:: 1 if repeat % 2 else -1]:
-            model.channels_last = trainee.channels_last = name == "channels_last"
-            with torch.inference_mode():
-                started = time.perf_counter()
-                model(queries)
-                inference = (time.perf_counter() - started) / len(queries)
-            started = time.perf_counter()
-            trainee.zero_grad(set_to_none=True)
-            trainee(batch).sum().backward()  # type: ignore[no-untyped-call]
-            if repeat:
-                times[name]["inference"].append(inference)
-                times[name]["train_step"].append(time.perf_counter() - started)
+    names = list(FORWARD_VARIANTS)
+    times: dict[str, dict[str, list[float]]] = {name: {"inference": [], "train_step": []} for name in names}
+    for round_index in range(rounds):
+        for name in names[round_index % len(names) :] + names[: round_index % len(names)]:
+            use_var, channels_last = FORWARD_VARIANTS[name]
+            model.channels_last = trainee.channels_last = channels_last
+            statistics = _var_mean_std if use_var else style_encoder._mean_std
+            with patch.object(style_encoder, "_mean_std", statistics):
+                for call in range(timed + 1):  # the first call after a switch is not timed
+                    with torch.inference_mode():
+                        started = time.perf_counter()
+                        model(queries)
+                        inference = (time.perf_counter() - started) / len(queries)
+                    started = time.perf_counter()
+                    trainee.zero_grad(set_to_none=True)
+                    trainee(batch).sum().backward()  # type: ignore[no-untyped-call]
+                    if call:
+                        times[name]["inference"].append(inference)
+                        times[name]["train_step"].append(time.perf_counter() - started)
     model.channels_last = True
     out: dict[str, Any] = {
         name: {f"{kind}_ms": round(1000 * float(np.median(v)), 2) for kind, v in kinds.items()}
         for name, kinds in times.items()
     }
-    for kind in ("inference", "train_step"):
-        out[f"{kind}_speedup"] = round(out["nchw"][f"{kind}_ms"] / out["channels_last"][f"{kind}_ms"], 2)
+    for name in names[1:]:
+        for kind in ("inference", "train_step"):
+            ratio = out["var_nchw"][f"{kind}_ms"] / out[name][f"{kind}_ms"]
+            out[name][f"{kind}_speedup_over_var_nchw"] = round(ratio, 2)
     return out
 
 
@@ -178,7 +204,7 @@ async def run_throughput_bench(
     return {
         "bench": "throughput",
         "encoder_ms_per_image_by_batch": _per_image_cost(embedder, images, max_batch),
-        "encoder_layouts": _layout_costs(model),
+        "encoder_forward_variants": _forward_costs(model),
         "encoder": label,
         "image_px": image_px,
         "encoder_input_px": model.config.input_size,
