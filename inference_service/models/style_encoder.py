@@ -78,7 +78,7 @@ class EncoderConfig:
 def _mean_std(x: torch.Tensor) -> torch.Tensor:
     """Per-channel spatial mean and standard deviation. Two passes (mean, then the mean squared
     deviation) rather than `var`: the same figures; with the channels-last stages (below), the
-    forward is ~1.6x and a training step ~1.2x faster on 2 CPU cores than `var` in NCHW
+    forward is ~1.5x and a training step ~1.25x faster on 2 CPU cores than `var` in NCHW
     (`findlora bench throughput`, "encoder_forward_variants", times all three)."""
     flat = x.flatten(2)
     mean = flat.mean(dim=2)
