@@ -76,6 +76,21 @@ def bootstrap_interval(
     return (float(low), float(high))
 
 
+def paired_deltas(
+    before: NDArray[np.integer], after: NDArray[np.integer], n_resamples: int = BOOTSTRAP_RESAMPLES
+) -> dict[str, Any]:
+    """MRR and hit@5 change from `before` to `after` ranks of the same queries, each with the
+    bootstrap interval of its per-query differences (the paired comparison of two rows)."""
+    reciprocal_gain = 1.0 / after - 1.0 / before
+    hit5_gain = (after <= 5).astype(np.float64) - (before <= 5)
+    return {
+        "delta_mrr": float(reciprocal_gain.mean()),
+        "delta_mrr_ci": list(bootstrap_interval(reciprocal_gain, n_resamples)),
+        "delta_hit5": float(hit5_gain.mean()),
+        "delta_hit5_ci": list(bootstrap_interval(hit5_gain, n_resamples)),
+    }
+
+
 def ranking_metrics(
     ranks: NDArray[np.integer], n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
 ) -> RankingMetrics:

@@ -24,7 +24,7 @@ from inference_service.training.adapt import AdaptConfig, AdaptError, adapt_enco
 from inference_service.training.references import load_reference_set
 from lab.bench.features import EncoderFeaturizer
 from lab.bench.quality import QualityContext, Row, ZooRowsHook, evaluate_row
-from lab.metrics import bootstrap_interval, ranks_of_truth
+from lab.metrics import paired_deltas, ranks_of_truth
 
 
 def query_ranks(ctx: QualityContext, featurizer_name: str) -> NDArray[np.int64]:
@@ -50,18 +50,12 @@ def adapted_row(ctx: QualityContext, original: Row, adapt: AdaptConfig) -> Row:
     adapted = EncoderFeaturizer(f"adapted encoder [{ctx.data.root.name}]", outcome.model)
     row = evaluate_row(ctx, f"{original.method} (adapted)", adapted, "d_avg", True)
     before, after = query_ranks(ctx, original.featurizer), query_ranks(ctx, adapted.name)
-    resamples = ctx.config.bootstrap_resamples
-    reciprocal_gain = 1.0 / after - 1.0 / before
-    hit5_gain = (after <= 5).astype(np.float64) - (before <= 5)
     adaptation: dict[str, Any] = {
         k: v for k, v in outcome.as_dict().items() if k not in ("train_samples", "val_samples")
     }
     row.extra = {
         "adapted_from": original.method,
-        "delta_mrr": float(reciprocal_gain.mean()),
-        "delta_mrr_ci": list(bootstrap_interval(reciprocal_gain, resamples)),
-        "delta_hit5": float(hit5_gain.mean()),
-        "delta_hit5_ci": list(bootstrap_interval(hit5_gain, resamples)),
+        **paired_deltas(before, after, ctx.config.bootstrap_resamples),
         "adaptation": {
             **adaptation,
             "train_samples": len(outcome.train_samples),

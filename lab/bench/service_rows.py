@@ -29,7 +29,7 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 
 from inference_service.training.adapt import AdaptConfig
 from lab.bench.quality import QualityContext, Row
-from lab.metrics import bootstrap_interval, ranking_metrics
+from lab.metrics import paired_deltas, ranking_metrics
 
 if TYPE_CHECKING:
     from inference_service.search.engine import SearchEngine
@@ -134,8 +134,6 @@ def service_rows(ctx: QualityContext, adapt: AdaptConfig | None = None) -> list[
     if adapt is not None and found.adaptation is not None and found.adapted is None:
         tqdm.write(f"{ADAPTED_ROW_NAME}: no row: {found.adaptation['error']}")
     if adapt is not None and found.adapted is not None and found.adaptation is not None:
-        gain = 1.0 / found.adapted - 1.0 / found.ranks
-        hit5_gain = (found.adapted <= 5).astype(np.float64) - (found.ranks <= 5)
         active = found.adaptation["activated"] or found.adaptation["previous"]
         rows.append(
             Row(
@@ -148,10 +146,7 @@ def service_rows(ctx: QualityContext, adapt: AdaptConfig | None = None) -> list[
                 time.monotonic() - started,
                 extra={
                     "adapted_from": ROW_NAME,
-                    "delta_mrr": float(gain.mean()),
-                    "delta_mrr_ci": list(bootstrap_interval(gain, resamples)),
-                    "delta_hit5": float(hit5_gain.mean()),
-                    "delta_hit5_ci": list(bootstrap_interval(hit5_gain, resamples)),
+                    **paired_deltas(found.ranks, found.adapted, resamples),
                     "adaptation": {**found.adaptation, "max_minutes": adapt.max_minutes},
                 },
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lab.metrics import best_f1, bootstrap_interval, f1_at_threshold, ranking_metrics
+from lab.metrics import best_f1, bootstrap_interval, f1_at_threshold, paired_deltas, ranking_metrics
 
 
 def test_interval_contains_the_estimate_and_is_deterministic() -> None:
@@ -59,3 +59,14 @@ def test_f1_at_a_fixed_threshold_by_hand() -> None:
     assert fixed.f1 <= best.f1
     assert f1_at_threshold(positive, negative, best.threshold).f1 == pytest.approx(best.f1)
     assert f1_at_threshold(positive, negative, 0.0).f1 == 0.0  # nothing called "same"
+
+
+def test_paired_deltas_are_per_query_differences_of_two_rankings() -> None:
+    before = np.array([1, 2, 4, 10])
+    after = np.array([1, 1, 2, 10])
+    deltas = paired_deltas(before, after, n_resamples=200)
+    assert deltas["delta_mrr"] == pytest.approx((0 + 0.5 + 0.25 + 0) / 4)
+    assert deltas["delta_hit5"] == 0.0  # ranks 4 -> 2 stay inside the top 5
+    low, high = deltas["delta_mrr_ci"]
+    assert 0.0 <= low <= deltas["delta_mrr"] <= high <= 0.5
+    assert deltas["delta_hit5_ci"] == [0.0, 0.0]
