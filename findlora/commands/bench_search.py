@@ -1,5 +1,6 @@
-"""`findlora bench search|throughput`: search at catalog scale and the batched encoder path
-(added to the `bench` group by findlora/commands/bench.py)."""
+"""`findlora bench search|beam|spec-search|throughput|e2e`: search at catalog scale, the walk's
+beam by size, and the batched encoder path (added to the `bench` group by
+findlora/commands/bench.py)."""
 
 from __future__ import annotations
 
@@ -279,10 +280,44 @@ async def _spec_search(
         )
 
 
+def beam_cmd(
+    loras: str = typer.Option("20000,100000", "--loras", help="Catalog sizes, comma-separated."),
+    beams: str = typer.Option(
+        "800,400", "--beams", help="efSearch values, comma-separated; the first is the ratios' baseline."
+    ),
+    refs: int = typer.Option(30, "--refs", min=2, help="References per LoRA (|S|)."),
+    queries: int = typer.Option(200, "--queries", min=4, help="Queries per size, each on every beam."),
+    repeats: int = typer.Option(2, "--repeats", min=1, help="Timed passes per beam, interleaved."),
+    seed: int = typer.Option(0, "--seed", help="Synthetic catalog seed (bench search uses 0)."),
+    json_file: Path | None = typer.Option(None, "--json", help="Write the JSON here, not to stdout."),
+) -> None:
+    """The in-memory walk's beam (FINDLORA_SEARCH_MEMORY_EF_SEARCH) at several catalog sizes: recall@10
+    and latency of bench search's faiss peer for each efSearch, in one run, without a database."""
+    from lab.bench.beam import run_beam_bench
+
+    try:
+        sizes = [int(n) for n in loras.split(",") if n.strip()]
+        efs = [int(b) for b in beams.split(",") if b.strip()]
+    except ValueError:
+        raise typer.BadParameter("--loras and --beams take comma-separated integers") from None
+    if not sizes or min(sizes) < 10:
+        raise typer.BadParameter("--loras needs sizes of at least 10 LoRAs", param_hint="--loras")
+    if not efs or min(efs) < 10 or len(set(efs)) != len(efs):
+        raise typer.BadParameter("--beams needs distinct values of at least 10", param_hint="--beams")
+    with stage_bars() as progress:
+        result = run(
+            run_beam_bench(
+                sizes, efs, n_refs=refs, n_queries=queries, repeats=repeats, seed=seed, progress=progress
+            )
+        )
+    emit_json(result, json_file)
+
+
 def register_bench(bench_app: typer.Typer) -> None:
     from findlora.commands.bench_e2e import e2e_command
 
     bench_app.command("search")(search_cmd)
+    bench_app.command("beam")(beam_cmd)
     bench_app.command("spec-search")(spec_search_cmd)
     bench_app.command("throughput")(throughput_cmd)
     bench_app.command("e2e")(e2e_command(emit_json))

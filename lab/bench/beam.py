@@ -1,0 +1,131 @@
+"""`bench beam`: what the in-memory walk's beam (efSearch) buys at each catalog size.
+
+The faiss peer of `bench search` (the service's graph, bound rule and exact rerank, no database)
+walks the same queries with every beam in one process, so recall and time are compared in the
+same run. Each size gets its own synthetic catalog, exact truth and graph; every beam is run
+`repeats` times, interleaved, so a drift of the machine falls on all beams alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from inference_service.search.options import TwoStageOptions
+from lab.bench.load import draw_metadata
+from lab.bench.search_bench import Progress
+from lab.bench.search_peers import (
+    FaissCentroids,
+    FilterMasks,
+    Query,
+    Ranked,
+    ReferenceStore,
+    make_queries,
+    stream_truth,
+)
+from lab.bench.search_report import recall_at
+from lab.bench.synthetic import Shape, SyntheticCatalog
+
+
+async def run_beam_bench(
+    sizes: Sequence[int],
+    beams: Sequence[int],
+    *,
+    n_refs: int = 30,
+    n_queries: int = 200,
+    k: int = 10,
+    repeats: int = 2,
+    seed: int = 0,
+    progress: Progress = lambda stage, done, total: None,
+) -> dict[str, Any]:
+    """Per size and beam, by query kind: recall@k against the exact truth, p50/p95 latency, and
+    the p50 as a ratio of the first beam's (the baseline) in the same run."""
+    if not beams or len(set(beams)) != len(beams):
+        raise ValueError(f"beams must be distinct; got {list(beams)}")
+    shape = Shape()
+    results = []
+    for n in sizes:
+        catalog = SyntheticCatalog(n, shape, seed)
+        meta = draw_metadata(n, seed)
+        queries = make_queries(catalog, meta.base_model, meta.active, n_queries, seed)
+        masks = FilterMasks(meta)
+        store = ReferenceStore.empty(n, n_refs, shape.dim, np.dtype(np.float32))
+        truth, truth_s = stream_truth(
+            catalog, n_refs, queries, masks, k, store, partial(_truth_progress, progress, n)
+        )
+        peer = FaissCentroids(store, TwoStageOptions())
+        # Caches and the graph's pages are warmed with queries of another draw, as bench search does.
+        for query in make_queries(catalog, meta.base_model, meta.active, 4, seed + 1)[:3]:
+            await peer.rank(query, masks(query.filters), k)
+        seconds: dict[int, dict[str, list[float]]] = {beam: {} for beam in beams}
+        recall: dict[int, dict[str, list[float]]] = {beam: {} for beam in beams}
+        for repeat in range(repeats):
+            for done, beam in enumerate(beams):
+                peer.options = dataclasses.replace(TwoStageOptions(), memory_ef_search=beam)
+                await _walk_all(peer, queries, masks, k, truth, seconds[beam], recall[beam], repeat == 0)
+                progress(f"beams at {n}", repeat * len(beams) + done + 1, repeats * len(beams))
+        results.append(_size_report(n, beams, seconds, recall, peer.build_s, truth_s))
+    return {
+        "bench": "beam",
+        "peer": "faiss_hnsw (the service's graph, bound rule and exact rerank; float32 graph)",
+        "refs": n_refs,
+        "queries": n_queries,
+        "k": k,
+        "repeats": repeats,
+        "seed": seed,
+        "baseline_beam": beams[0],
+        "sizes": results,
+    }
+
+
+def _truth_progress(progress: Progress, n: int, done: int) -> None:
+    progress(f"exact truth at {n}", done, n)
+
+
+async def _walk_all(
+    peer: FaissCentroids,
+    queries: Sequence[Query],
+    masks: FilterMasks,
+    k: int,
+    truth: Sequence[Ranked],
+    seconds: dict[str, list[float]],
+    recall: dict[str, list[float]],
+    score_recall: bool,
+) -> None:
+    for j, query in enumerate(queries):
+        mask = masks(query.filters)
+        started = time.perf_counter()
+        ranked, _ = await peer.rank(query, mask, k)
+        seconds.setdefault(query.kind, []).append(time.perf_counter() - started)
+        if score_recall:  # a beam answers the same way on every pass
+            recall.setdefault(query.kind, []).append(recall_at(truth[j], ranked, k))
+
+
+def _size_report(
+    n: int,
+    beams: Sequence[int],
+    seconds: dict[int, dict[str, list[float]]],
+    recall: dict[int, dict[str, list[float]]],
+    build_s: float,
+    truth_s: float,
+) -> dict[str, Any]:
+    def p50(beam: int, kind: str) -> float:
+        return float(np.median(seconds[beam][kind]))
+
+    rows = []
+    for beam in beams:
+        kinds = {}
+        for kind, times in seconds[beam].items():
+            kinds[kind] = {
+                "recall_at_k": round(float(np.mean(recall[beam][kind])), 4),
+                "p50_ms": round(1e3 * p50(beam, kind), 3),
+                "p95_ms": round(1e3 * float(np.percentile(times, 95)), 3),
+                "p50_vs_baseline": round(p50(beam, kind) / p50(beams[0], kind), 3),
+            }
+        rows.append({"beam": beam, "by_kind": kinds})
+    return {"loras": n, "graph_build_s": round(build_s, 1), "truth_s": round(truth_s, 1), "beams": rows}

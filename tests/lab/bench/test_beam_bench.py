@@ -1,0 +1,84 @@
+"""`bench beam`: every beam answers the same queries, recall is scored against the exact truth,
+and the ratios are taken against the first beam of the same run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from inference_service.search.centroid_hnsw import walk_ef
+from lab.bench.beam import run_beam_bench
+
+
+async def test_beams_are_compared_on_the_same_queries_against_the_exact_truth() -> None:
+    report = await run_beam_bench([300, 600], [800, 300], n_refs=6, n_queries=12, repeats=2, seed=2)
+    assert [size["loras"] for size in report["sizes"]] == [300, 600]
+    for size in report["sizes"]:
+        assert [row["beam"] for row in size["beams"]] == [800, 300]
+        baseline, narrow = size["beams"]
+        # make_queries' mix: half single images, a quarter 2-4 images, a quarter filtered.
+        assert set(baseline["by_kind"]) == {"single", "multi", "filtered"}
+        for kind, row in baseline["by_kind"].items():
+            assert row["p50_vs_baseline"] == 1.0
+            # A beam of 800 over a few hundred centroids walks every one of them: nothing is
+            # unseen, so the bound rule returns the exact top 10.
+            assert row["recall_at_k"] == 1.0, kind
+            assert 0 < row["p50_ms"] <= row["p95_ms"]
+        for row in narrow["by_kind"].values():
+            assert 0.0 <= row["recall_at_k"] <= 1.0
+            assert row["p50_vs_baseline"] > 0
+
+
+async def test_each_beam_is_the_walks_efsearch(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[int] = []
+
+    def recorded(ef_search: int, limit: int) -> int:
+        asked.append(ef_search)
+        return walk_ef(ef_search, limit)
+
+    monkeypatch.setattr("lab.bench.search_peers.walk_ef", recorded)
+    await run_beam_bench([300], [700, 350], n_refs=4, n_queries=8, repeats=1, seed=1)
+    # warm-up and the baseline walk with the default and the first beam, then the second beam
+    assert set(asked) == {800, 700, 350}
+    assert asked[-1] == 350
+
+
+async def test_repeated_beams_are_refused() -> None:
+    with pytest.raises(ValueError, match="distinct"):
+        await run_beam_bench([100], [400, 400])
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [(["--beams", "800,800"], "--beams"), (["--loras", "5"], "--loras"), (["--beams", "x"], "integers")],
+)
+def test_cli_refuses_bad_sizes_and_beams(option: list[str], message: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "findlora", "bench", "beam", *option],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_cli_writes_the_run_with_its_context(tmp_path: Path) -> None:
+    out = tmp_path / "beam.json"
+    small = ["--loras", "200", "--beams", "600,300", "--refs", "4", "--queries", "8", "--repeats", "1"]
+    done = subprocess.run(
+        [sys.executable, "-m", "findlora", "bench", "beam", *small, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["baseline_beam"] == 600
+    assert report["run"]["cpu_count"]
+    assert "load_average" in report["run"]
