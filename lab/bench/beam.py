@@ -15,11 +15,13 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import psutil
 
 from inference_service.search.options import TwoStageOptions
 from lab.bench.load import draw_metadata
 from lab.bench.search_bench import Progress
 from lab.bench.search_peers import (
+    BUDGET_FRACTION,
     FaissCentroids,
     FilterMasks,
     Query,
@@ -54,7 +56,8 @@ async def run_beam_bench(
         meta = draw_metadata(n, seed)
         queries = make_queries(catalog, meta.base_model, meta.active, n_queries, seed)
         masks = FilterMasks(meta)
-        store = ReferenceStore.empty(n, n_refs, shape.dim, np.dtype(np.float32))
+        dtype = references_dtype(n, n_refs, shape.dim)
+        store = ReferenceStore.empty(n, n_refs, shape.dim, dtype)
         truth, truth_s = stream_truth(
             catalog, n_refs, queries, masks, k, store, partial(_truth_progress, progress, n)
         )
@@ -69,7 +72,10 @@ async def run_beam_bench(
                 peer.options = dataclasses.replace(TwoStageOptions(), memory_ef_search=beam)
                 await _walk_all(peer, queries, masks, k, truth, seconds[beam], recall[beam], repeat == 0)
                 progress(f"beams at {n}", repeat * len(beams) + done + 1, repeats * len(beams))
-        results.append(_size_report(n, beams, seconds, recall, peer.build_s, truth_s))
+        results.append(
+            _size_report(n, beams, seconds, recall, peer.build_s, truth_s) | {"references": dtype.name}
+        )
+        del peer, store  # the next size's arrays get the memory
     return {
         "bench": "beam",
         "peer": "faiss_hnsw (the service's graph, bound rule and exact rerank; float32 graph)",
@@ -81,6 +87,22 @@ async def run_beam_bench(
         "baseline_beam": beams[0],
         "sizes": results,
     }
+
+
+def references_dtype(n: int, n_refs: int, dim: int, memory_bytes: int | None = None) -> np.dtype[Any]:
+    """float32 references while they fit bench search's peer budget (a quarter of memory), else
+    float16, as its faiss peer holds them at 1M (the rerank widens the candidates' rows; every
+    beam pays the same). Neither fitting half of memory is refused before anything is generated."""
+    memory = memory_bytes if memory_bytes is not None else int(psutil.virtual_memory().total)
+    size = n * n_refs * dim * 4
+    if size <= BUDGET_FRACTION * memory:
+        return np.dtype(np.float32)
+    if size // 2 <= memory // 2:
+        return np.dtype(np.float16)
+    raise ValueError(
+        f"{n} LoRAs x {n_refs} references need {size / 2e9:.1f} GB even as float16; "
+        f"this machine has {memory / 1e9:.1f} GB"
+    )
 
 
 def _truth_progress(progress: Progress, n: int, done: int) -> None:

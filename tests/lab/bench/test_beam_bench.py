@@ -8,10 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from inference_service.search.centroid_hnsw import walk_ef
-from lab.bench.beam import run_beam_bench
+from lab.bench.beam import references_dtype, run_beam_bench
 
 
 async def test_beams_are_compared_on_the_same_queries_against_the_exact_truth() -> None:
@@ -45,6 +46,15 @@ async def test_each_beam_is_the_walks_efsearch(monkeypatch: pytest.MonkeyPatch) 
     # warm-up and the baseline walk with the default and the first beam, then the second beam
     assert set(asked) == {800, 700, 350}
     assert asked[-1] == 350
+
+
+def test_references_are_held_in_half_precision_only_when_float32_would_not_fit() -> None:
+    gib = 2**30
+    # 1M LoRAs x 30 x 128: 15.4 GB as float32, 7.7 as float16
+    assert references_dtype(100_000, 30, 128, memory_bytes=24 * gib) == np.float32
+    assert references_dtype(1_000_000, 30, 128, memory_bytes=24 * gib) == np.float16
+    with pytest.raises(ValueError, match="even as float16"):
+        references_dtype(10_000_000, 30, 128, memory_bytes=24 * gib)
 
 
 async def test_repeated_beams_are_refused() -> None:
