@@ -13,7 +13,8 @@ class TwoStageOptions:
     # from every centroid sits in a shell of equidistant ones, and its nearest lookalike family
     # hangs off that shell by few links: a beam of 800 missed the family outright in 0.4 % of the
     # true top-10 at 100k LoRAs on a graph of M 32. On the index's graph of M 64, 800 reaches
-    # recall@10 0.996 at 100k and 0.9925 at 1M, as 1200 does, in a third less walk time; 1200
+    # recall@10 0.996 at 100k and 0.9925 at 1M on bench search's catalog, as 1200 does, in a third
+    # less walk time (on another catalog 0.980 at 1M, 0.985 at 1200: the graph bounds it); 1200
     # would also leave none of the test catalog's rows below the first frontier, 800 leaves 7 in
     # 150 queries, none in a top 10 (docs/design.md 5, "Memory index").
     memory_ef_search: int = 800
