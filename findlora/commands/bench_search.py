@@ -293,7 +293,8 @@ def beam_cmd(
 ) -> None:
     """The in-memory walk's beam (FINDLORA_SEARCH_MEMORY_EF_SEARCH) at several catalog sizes: recall@10
     and latency of bench search's faiss peer for each efSearch, in one run, without a database."""
-    from lab.bench.beam import run_beam_bench
+    from lab.bench.beam import references_dtype, run_beam_bench
+    from lab.bench.synthetic import Shape
 
     try:
         sizes = [int(n) for n in loras.split(",") if n.strip()]
@@ -304,6 +305,11 @@ def beam_cmd(
         raise typer.BadParameter("--loras needs sizes of at least 10 LoRAs", param_hint="--loras")
     if not efs or min(efs) < 10 or len(set(efs)) != len(efs):
         raise typer.BadParameter("--beams needs distinct values of at least 10", param_hint="--beams")
+    for n in sizes:
+        try:
+            references_dtype(n, refs, Shape().dim)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--loras") from None
     with stage_bars() as progress:
         result = run(
             run_beam_bench(

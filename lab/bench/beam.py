@@ -50,13 +50,14 @@ async def run_beam_bench(
     if not beams or len(set(beams)) != len(beams):
         raise ValueError(f"beams must be distinct; got {list(beams)}")
     shape = Shape()
+    dtypes = {n: references_dtype(n, n_refs, shape.dim) for n in sizes}  # refuse before generating
     results = []
     for n in sizes:
         catalog = SyntheticCatalog(n, shape, seed)
         meta = draw_metadata(n, seed)
         queries = make_queries(catalog, meta.base_model, meta.active, n_queries, seed)
         masks = FilterMasks(meta)
-        dtype = references_dtype(n, n_refs, shape.dim)
+        dtype = dtypes[n]
         store = ReferenceStore.empty(n, n_refs, shape.dim, dtype)
         truth, truth_s = stream_truth(
             catalog, n_refs, queries, masks, k, store, partial(_truth_progress, progress, n)

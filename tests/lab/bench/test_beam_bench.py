@@ -58,14 +58,21 @@ def test_references_are_held_in_half_precision_only_when_float32_would_not_fit()
         references_dtype(10_000_000, 30, 128, memory_bytes=24 * gib)
 
 
-async def test_repeated_beams_are_refused() -> None:
+async def test_repeated_beams_and_sizes_beyond_memory_are_refused() -> None:
     with pytest.raises(ValueError, match="distinct"):
         await run_beam_bench([100], [400, 400])
+    with pytest.raises(ValueError, match="even as float16"):
+        await run_beam_bench([100, 10**9], [800])
 
 
 @pytest.mark.parametrize(
     ("option", "message"),
-    [(["--beams", "800,800"], "--beams"), (["--loras", "5"], "--loras"), (["--beams", "x"], "integers")],
+    [
+        (["--beams", "800,800"], "--beams"),
+        (["--loras", "5"], "--loras"),
+        (["--beams", "x"], "integers"),
+        (["--loras", "1000,1000000000"], "even as float16"),  # refused before anything is generated
+    ],
 )
 def test_cli_refuses_bad_sizes_and_beams(option: list[str], message: str) -> None:
     assert_cli_refuses(["bench", "beam", *option], message)
