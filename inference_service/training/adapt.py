@@ -291,8 +291,8 @@ def per_image_seconds(refs: ReferenceSet, validation: Validation, score: Score) 
 
 
 def _run_key(start: StyleEncoder, refs: ReferenceSet, config: AdaptConfig) -> str:
-    # threads change no result; reembed only the time budget, so the step count (kept by the plan
-    # file and, once fitted, by the checkpoint)
+    # threads change no result; reembed changes only the time budget, hence only the step count,
+    # which the plan file keeps (and, once fitted, the checkpoint)
     settings = {k: v for k, v in asdict(config).items() if k not in ("threads", "reembed")}
     recipe = adapt_train_config(start, config, 0).to_json()  # a checkpoint of another recipe never resumes
     text = json.dumps(

@@ -92,8 +92,8 @@ async def run_beam_bench(
 
 def references_dtype(n: int, n_refs: int, dim: int, memory_bytes: int | None = None) -> np.dtype[Any]:
     """float32 references while they fit bench search's peer budget (a quarter of memory), else
-    float16, as its faiss peer holds them at 1M (the rerank widens the candidates' rows; every
-    beam pays the same). Neither fitting half of memory is refused before anything is generated."""
+    float16 while those fit half of memory (at 1M: 7.7 GB; the rerank widens the candidates' rows,
+    and every beam pays the same), else refused, before anything is generated."""
     memory = memory_bytes if memory_bytes is not None else int(psutil.virtual_memory().total)
     size = n * n_refs * dim * 4
     if size <= BUDGET_FRACTION * memory:
