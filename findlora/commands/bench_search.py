@@ -285,15 +285,22 @@ def beam_cmd(
     beams: str = typer.Option(
         "800,400", "--beams", help="efSearch values, comma-separated; the first is the ratios' baseline."
     ),
+    graphs: str = typer.Option(
+        "full",
+        "--graphs",
+        help="Level-0 link lists, comma-separated: full (the service's) and/or pruned (faiss's);"
+        " the first is the ratios' baseline.",
+    ),
     refs: int = typer.Option(30, "--refs", min=2, help="References per LoRA (|S|)."),
     queries: int = typer.Option(200, "--queries", min=4, help="Queries per size, each on every beam."),
     repeats: int = typer.Option(2, "--repeats", min=1, help="Timed passes per beam, interleaved."),
     seed: int = typer.Option(0, "--seed", help="Synthetic catalog seed (bench search uses 0)."),
     json_file: Path | None = typer.Option(None, "--json", help="Write the JSON here, not to stdout."),
 ) -> None:
-    """The in-memory walk's beam (FINDLORA_SEARCH_MEMORY_EF_SEARCH) at several catalog sizes: recall@10
-    and latency of bench search's faiss peer for each efSearch, in one run, without a database."""
-    from lab.bench.beam import references_dtype, run_beam_bench
+    """The in-memory walk's beam (FINDLORA_SEARCH_MEMORY_EF_SEARCH) and graph at several catalog sizes:
+    recall@10 and latency of bench search's faiss peer for each graph and efSearch, in one run,
+    without a database."""
+    from lab.bench.beam import GRAPHS, references_dtype, run_beam_bench
     from lab.bench.synthetic import Shape
 
     try:
@@ -305,6 +312,11 @@ def beam_cmd(
         raise typer.BadParameter("--loras needs sizes of at least 10 LoRAs", param_hint="--loras")
     if not efs or min(efs) < 10 or len(set(efs)) != len(efs):
         raise typer.BadParameter("--beams needs distinct values of at least 10", param_hint="--beams")
+    kinds = [g.strip() for g in graphs.split(",") if g.strip()]
+    if not kinds or len(set(kinds)) != len(kinds) or not set(kinds) <= set(GRAPHS):
+        raise typer.BadParameter(
+            f"--graphs takes distinct names from {', '.join(GRAPHS)}", param_hint="--graphs"
+        )
     for n in sizes:
         try:
             references_dtype(n, refs, Shape().dim)
@@ -313,7 +325,14 @@ def beam_cmd(
     with stage_bars() as progress:
         result = run(
             run_beam_bench(
-                sizes, efs, n_refs=refs, n_queries=queries, repeats=repeats, seed=seed, progress=progress
+                sizes,
+                efs,
+                graphs=kinds,
+                n_refs=refs,
+                n_queries=queries,
+                repeats=repeats,
+                seed=seed,
+                progress=progress,
             )
         )
     emit_json(result, json_file)

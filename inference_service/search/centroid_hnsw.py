@@ -26,8 +26,9 @@ RELATIVE_SLACK = 1e-5
 ABSOLUTE_SLACK = 1e-6
 
 
-def new_hnsw(dim: int, *, half: bool = True) -> faiss.IndexHNSW:
-    """The graph's index: the vectors stored as float16 (`half`) or float32. Half precision halves
+def new_hnsw(dim: int, *, half: bool = True, full_level0: bool = True) -> faiss.IndexHNSW:
+    """The graph's index: the vectors stored as float16 (`half`) or float32, level 0's link lists
+    filled (`full_level0`, below) or as faiss prunes them. Half precision halves
     the bytes a walk reads per visited row: at 100k rows, efSearch 800, a walk took 1.7-1.9 ms
     against 2.4-2.8 ms in float32, its top 200 the same to 0.998 (docs/benchmarks-search.md).
     Its distances are those of the rounded vectors: walk frontiers subtract stored_error."""
@@ -37,13 +38,18 @@ def new_hnsw(dim: int, *, half: bool = True) -> faiss.IndexHNSW:
     else:
         index = faiss.IndexHNSWFlat(dim, HNSW_M)
     index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    # Every row keeps all 2M links at level 0, not only the few (about 29 of 128) that faiss's
+    # pruning keeps: a far-off query's beam settles in a shell of nearly equidistant centroids,
+    # and the extra links are what cross from that shell into the query's nearest family
+    # (docs/design.md 5, "Memory index"). For about 2.8x the build time.
+    index.keep_max_size_level0 = full_level0
     return index
 
 
-def build_hnsw(centroids: np.ndarray, *, half: bool = True) -> faiss.IndexHNSW:
+def build_hnsw(centroids: np.ndarray, *, half: bool = True, full_level0: bool = True) -> faiss.IndexHNSW:
     """An HNSW graph over the centroids; row i is label i. Slow (seconds per 100k): call it in a
     thread, never on the event loop."""
-    index = new_hnsw(centroids.shape[1], half=half)
+    index = new_hnsw(centroids.shape[1], half=half, full_level0=full_level0)
     if len(centroids):
         index.add(np.ascontiguousarray(centroids, dtype=np.float32))
     return index

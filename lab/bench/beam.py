@@ -1,9 +1,10 @@
-"""`bench beam`: what the in-memory walk's beam (efSearch) buys at each catalog size.
+"""`bench beam`: what the in-memory walk's beam (efSearch) and its graph buy at each catalog size.
 
 The faiss peer of `bench search` (the service's graph, bound rule and exact rerank, no database)
 walks the same queries with every beam in one process, so recall and time are compared in the
-same run. Each size gets its own synthetic catalog, exact truth and graph; every beam is run
-`repeats` times, interleaved, so a drift of the machine falls on all beams alike.
+same run. Each size gets its own synthetic catalog and exact truth, and one graph per level-0
+policy asked (`GRAPHS`: the service's full link lists, or faiss's pruned ones); every graph and
+beam is run `repeats` times, interleaved, so a drift of the machine falls on all alike.
 """
 
 from __future__ import annotations
@@ -33,11 +34,18 @@ from lab.bench.search_peers import (
 from lab.bench.search_report import recall_at
 from lab.bench.synthetic import Shape, SyntheticCatalog
 
+# Level 0's link lists: `full` as the service builds them (centroid_hnsw.new_hnsw), `pruned` as
+# faiss's neighbour selection leaves them (the graph before full lists).
+GRAPHS = {"full": True, "pruned": False}
+
+Timings = dict[tuple[str, int], dict[str, list[float]]]  # (graph, beam) -> kind -> values
+
 
 async def run_beam_bench(
     sizes: Sequence[int],
     beams: Sequence[int],
     *,
+    graphs: Sequence[str] = ("full",),
     n_refs: int = 30,
     n_queries: int = 200,
     k: int = 10,
@@ -45,10 +53,12 @@ async def run_beam_bench(
     seed: int = 0,
     progress: Progress = lambda stage, done, total: None,
 ) -> dict[str, Any]:
-    """Per size and beam, by query kind: recall@k against the exact truth, p50/p95 latency, and
-    the p50 as a ratio of the first beam's (the baseline) in the same run."""
+    """Per size, graph and beam, by query kind: recall@k against the exact truth, p50/p95
+    latency, and the p50 as a ratio of the first graph's first beam (the baseline) in the same run."""
     if not beams or len(set(beams)) != len(beams):
         raise ValueError(f"beams must be distinct; got {list(beams)}")
+    if not graphs or len(set(graphs)) != len(graphs) or not set(graphs) <= set(GRAPHS):
+        raise ValueError(f"graphs must be distinct names from {sorted(GRAPHS)}; got {list(graphs)}")
     shape = Shape()
     dtypes = {n: references_dtype(n, n_refs, shape.dim) for n in sizes}  # refuse before generating
     results = []
@@ -62,30 +72,39 @@ async def run_beam_bench(
         truth, truth_s = stream_truth(
             catalog, n_refs, queries, masks, k, store, partial(_truth_progress, progress, n)
         )
-        peer = FaissCentroids(store, TwoStageOptions())
-        # Caches and the graph's pages are warmed with queries of another draw, as bench search does.
-        for query in make_queries(catalog, meta.base_model, meta.active, 4, seed + 1)[:3]:
-            await peer.rank(query, masks(query.filters), k)
-        seconds: dict[int, dict[str, list[float]]] = {beam: {} for beam in beams}
-        recall: dict[int, dict[str, list[float]]] = {beam: {} for beam in beams}
+        centroids = store.centroids  # each peer takes its own copy into its graph
+        peers = {}
+        for graph in graphs:
+            store.centroids = centroids.copy()
+            peers[graph] = FaissCentroids(store, TwoStageOptions(), full_level0=GRAPHS[graph])
+            progress(f"graphs at {n}", len(peers), len(graphs))
+        del centroids
+        seconds: Timings = {(graph, beam): {} for graph in graphs for beam in beams}
+        recall: Timings = {(graph, beam): {} for graph in graphs for beam in beams}
+        passes = [(graph, beam) for graph in graphs for beam in beams]
+        for peer in peers.values():
+            # Caches and the graph's pages are warmed with queries of another draw, as bench search does.
+            for query in make_queries(catalog, meta.base_model, meta.active, 4, seed + 1)[:3]:
+                await peer.rank(query, masks(query.filters), k)
         for repeat in range(repeats):
-            for done, beam in enumerate(beams):
+            for done, (graph, beam) in enumerate(passes):
+                peer = peers[graph]
                 peer.options = dataclasses.replace(TwoStageOptions(), memory_ef_search=beam)
-                await _walk_all(peer, queries, masks, k, truth, seconds[beam], recall[beam], repeat == 0)
-                progress(f"beams at {n}", repeat * len(beams) + done + 1, repeats * len(beams))
-        results.append(
-            _size_report(n, beams, seconds, recall, peer.build_s, truth_s) | {"references": dtype.name}
-        )
-        del peer, store  # the next size's arrays get the memory
+                key = (graph, beam)
+                await _walk_all(peer, queries, masks, k, truth, seconds[key], recall[key], repeat == 0)
+                progress(f"beams at {n}", repeat * len(passes) + done + 1, repeats * len(passes))
+        builds = {graph: peer.build_s for graph, peer in peers.items()}
+        results.append(_size_report(n, passes, seconds, recall, builds, truth_s) | {"references": dtype.name})
+        del peers, store  # the next size's arrays get the memory
     return {
         "bench": "beam",
-        "peer": "faiss_hnsw (the service's graph, bound rule and exact rerank; float32 graph)",
+        "peer": "faiss_hnsw (the service's graph shape, bound rule and exact rerank; float32 graph)",
         "refs": n_refs,
         "queries": n_queries,
         "k": k,
         "repeats": repeats,
         "seed": seed,
-        "baseline_beam": beams[0],
+        "baseline": {"graph": graphs[0], "beam": beams[0]},
         "sizes": results,
     }
 
@@ -131,24 +150,29 @@ async def _walk_all(
 
 def _size_report(
     n: int,
-    beams: Sequence[int],
-    seconds: dict[int, dict[str, list[float]]],
-    recall: dict[int, dict[str, list[float]]],
-    build_s: float,
+    passes: Sequence[tuple[str, int]],
+    seconds: Timings,
+    recall: Timings,
+    builds: dict[str, float],
     truth_s: float,
 ) -> dict[str, Any]:
-    def p50(beam: int, kind: str) -> float:
-        return float(np.median(seconds[beam][kind]))
+    def p50(key: tuple[str, int], kind: str) -> float:
+        return float(np.median(seconds[key][kind]))
 
     rows = []
-    for beam in beams:
+    for graph, beam in passes:
         kinds = {}
-        for kind, times in seconds[beam].items():
+        for kind, times in seconds[graph, beam].items():
             kinds[kind] = {
-                "recall_at_k": round(float(np.mean(recall[beam][kind])), 4),
-                "p50_ms": round(1e3 * p50(beam, kind), 3),
+                "recall_at_k": round(float(np.mean(recall[graph, beam][kind])), 4),
+                "p50_ms": round(1e3 * p50((graph, beam), kind), 3),
                 "p95_ms": round(1e3 * float(np.percentile(times, 95)), 3),
-                "p50_vs_baseline": round(p50(beam, kind) / p50(beams[0], kind), 3),
+                "p50_vs_baseline": round(p50((graph, beam), kind) / p50(passes[0], kind), 3),
             }
-        rows.append({"beam": beam, "by_kind": kinds})
-    return {"loras": n, "graph_build_s": round(build_s, 1), "truth_s": round(truth_s, 1), "beams": rows}
+        rows.append({"graph": graph, "beam": beam, "by_kind": kinds})
+    return {
+        "loras": n,
+        "graph_build_s": {graph: round(built, 1) for graph, built in builds.items()},
+        "truth_s": round(truth_s, 1),
+        "beams": rows,
+    }

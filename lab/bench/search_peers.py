@@ -5,8 +5,8 @@
 - `numpy`: the in-memory exhaustive d_avg someone would write first, every reference in one
   (N, S, 128) float32 array, filters as boolean masks.
 - `faiss_hnsw`: the in-memory ANN a team without a database would build: faiss HNSW over the
-  centroids (the service's memory index graph, inference_service/search/centroid_hnsw.py: M 32,
-  efConstruction 128 as migration 003's index), filters as faiss ID selectors, candidates
+  centroids (the service's memory index graph, inference_service/search/centroid_hnsw.py: M 64,
+  efConstruction 128, level 0's link lists filled), filters as faiss ID selectors, candidates
   reranked exactly in numpy under the service's own bound rule
   (inference_service/scoring/two_stage.py: first batch 256 centroids per query image, doubling
   until no unseen LoRA can enter the top k). Unlike the service's index it is built from the
@@ -280,11 +280,12 @@ class FaissCentroids:
 
     name = "faiss_hnsw"
 
-    def __init__(self, store: ReferenceStore, options: TwoStageOptions) -> None:
+    def __init__(self, store: ReferenceStore, options: TwoStageOptions, *, full_level0: bool = True) -> None:
         self.store, self.options = store, options
         dim = store.centroids.shape[1]
         started = time.perf_counter()
-        self.index = build_hnsw(store.centroids, half=False)  # what a user would build: float32
+        # what a user would build: float32
+        self.index = build_hnsw(store.centroids, half=False, full_level0=full_level0)
         self.build_s = time.perf_counter() - started
         self.flat = faiss.downcast_index(self.index.storage)
         # The centroids faiss holds, read in place: the store's copy is dropped, not kept twice.

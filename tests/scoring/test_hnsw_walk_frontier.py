@@ -4,12 +4,20 @@ in the shell of equidistant centroids and misses the query's nearest family (doc
 
 from __future__ import annotations
 
+import dataclasses
+
 import faiss
 import numpy as np
 import pytest
 
 from db.filters import Filters
-from inference_service.search.centroid_hnsw import centroid_distances, lower_slack
+from inference_service.search.centroid_hnsw import (
+    HNSW_M,
+    build_hnsw,
+    centroid_distances,
+    lower_slack,
+    stored_error,
+)
 from inference_service.search.memory_view import CentroidView, HnswGraph, HnswWalk
 from inference_service.search.options import TwoStageOptions
 from lab.bench.synthetic import SyntheticCatalog, summarise
@@ -80,13 +88,43 @@ async def test_the_walk_leaves_no_top_row_below_its_frontier(
     rng = np.random.default_rng(6)
     queries = catalog.queries(rng.choice(N_LORAS, N_QUERIES, replace=False), rng)
     # The catalog is hard enough to tell: a narrow beam leaves rows below its frontier (about
-    # 130 at 400, 31 at 600, 7 at 800, none at 1200 when measured, on the index's graph of M 64).
-    assert await rows_missed_below_frontier(view, queries, TwoStageOptions(memory_ef_search=400)) > 50
-    # The default's beam leaves a handful, none that d_avg ranks in a query's top 10: it trades
-    # them for a third less walk time, at the same recall@10 at 100k and 1M (bench search).
-    assert await rows_missed_below_frontier(view, queries, TwoStageOptions()) <= 10
+    # 40 at 200, 16 at 300, 6 at 400, 1 at 800 when measured, on the index's graph).
+    assert await rows_missed_below_frontier(view, queries, TwoStageOptions(memory_ef_search=200)) > 15
+    # The default's beam leaves a handful at most, none that d_avg ranks in a query's top 10.
+    assert await rows_missed_below_frontier(view, queries, TwoStageOptions()) <= 5
     top = top_by_d_avg(catalog, queries)
     assert await rows_missed_below_frontier(view, queries, TwoStageOptions(), top) == 0
+
+
+async def test_full_link_lists_cross_from_the_shell_into_the_nearest_family(
+    catalog_view: tuple[SyntheticCatalog, CentroidView],
+) -> None:
+    """The index's graph keeps all 2M links of every row at level 0; faiss's pruning keeps about a
+    quarter of them, and a narrow beam over the pruned graph leaves many more rows below its
+    frontier (about 130 against 6 at 400 when measured)."""
+    catalog, view = catalog_view
+    m0 = view.graph.index.hnsw.nb_neighbors(0)
+    assert m0 == 2 * HNSW_M
+    assert level0_links(view.graph.index).min() == m0
+    pruned_index = build_hnsw(view.centroids, full_level0=False)
+    assert level0_links(pruned_index).mean() < m0 / 2
+    pruned = dataclasses.replace(
+        view, graph=HnswGraph(pruned_index, len(view), stored_error(pruned_index, view.centroids, 0))
+    )
+    rng = np.random.default_rng(6)
+    queries = catalog.queries(rng.choice(N_LORAS, N_QUERIES, replace=False), rng)
+    narrow = TwoStageOptions(memory_ef_search=400)
+    full_missed = await rows_missed_below_frontier(view, queries, narrow)
+    assert 4 * full_missed < await rows_missed_below_frontier(pruned, queries, narrow)
+
+
+def level0_links(index: faiss.IndexHNSW) -> np.ndarray:
+    """Each row's number of links at level 0."""
+    hnsw = index.hnsw
+    neighbors, offsets = faiss.vector_to_array(hnsw.neighbors), faiss.vector_to_array(hnsw.offsets)
+    lists = np.stack([neighbors[offsets[:-1] + j] for j in range(hnsw.nb_neighbors(0))], axis=1)
+    counts: np.ndarray = (lists >= 0).sum(axis=1)
+    return counts
 
 
 class CountedWalks:
