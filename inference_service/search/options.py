@@ -12,11 +12,10 @@ class TwoStageOptions:
     # The in-memory walk's candidate list (faiss has no pgvector's cap of 1000). A query image far
     # from every centroid sits in a shell of equidistant ones, and its nearest lookalike family
     # hangs off that shell by few links: a beam of 800 missed the family outright in 0.4 % of the
-    # true top-10 at 100k LoRAs on a graph of M 32. On the index's graph of M 64, 800 reaches
-    # recall@10 0.996 at 100k and 0.9925 at 1M on bench search's catalog, as 1200 does, in a third
-    # less walk time (on another catalog 0.980 at 1M, 0.985 at 1200: the graph bounds it); 1200
-    # would also leave none of the test catalog's rows below the first frontier, 800 leaves 7 in
-    # 150 queries, none in a top 10 (docs/design.md 5, "Memory index").
+    # true top-10 at 100k LoRAs on a graph of M 32. On the index's graph (M 64, full level-0
+    # lists) 800 reaches recall@10 1.000 at 100k, 0.997 at 300k and 0.9965 at 1M on bench beam's
+    # catalog (seed 7); 550 keeps that recall up to 300k for an eighth less walk time. At 1M it is
+    # unmeasured, so 800 serves every size (docs/design.md 5, "Memory index").
     memory_ef_search: int = 800
     exact_below: int = 2000  # catalogs smaller than this scan every centroid exactly
     first_batch: int = 256  # centroids asked first; each further ask is `growth` times larger
