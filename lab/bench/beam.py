@@ -95,7 +95,7 @@ async def run_beam_bench(
                 progress(f"beams at {n}", repeat * len(passes) + done + 1, repeats * len(passes))
         builds = {graph: peer.build_s for graph, peer in peers.items()}
         results.append(_size_report(n, passes, seconds, recall, builds, truth_s) | {"references": dtype.name})
-        del peers, store  # the next size's arrays get the memory
+        del peers, peer, store  # the next size's arrays get the memory
     return {
         "bench": "beam",
         "peer": "faiss_hnsw (the service's graph shape, bound rule and exact rerank; float32 graph)",
