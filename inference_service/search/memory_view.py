@@ -67,9 +67,9 @@ class HnswGraph:
     failed: bool = False  # an add failed half way: never walked again (the next rebuild replaces it)
 
     @classmethod
-    def over(cls, centroids: np.ndarray) -> HnswGraph:
-        """A graph over `centroids` (slow: call it in a thread)."""
-        index = build_hnsw(centroids)
+    def over(cls, centroids: np.ndarray, *, full_level0: bool = True) -> HnswGraph:
+        """A graph over `centroids` (slow: call it in a thread); level 0 as centroid_hnsw.new_hnsw."""
+        index = build_hnsw(centroids, full_level0=full_level0)
         return cls(index, len(centroids), stored_error(index, centroids, 0))
 
     @property

@@ -72,19 +72,20 @@ async def run_beam_bench(
         truth, truth_s = stream_truth(
             catalog, n_refs, queries, masks, k, store, partial(_truth_progress, progress, n)
         )
-        centroids = store.centroids  # each peer takes its own copy into its graph
+        centroids = store.centroids  # each peer takes its own into its graph: the last, these
         peers = {}
-        for graph in graphs:
-            store.centroids = centroids.copy()
+        for done, graph in enumerate(graphs, 1):
+            store.centroids = centroids if done == len(graphs) else centroids.copy()
             peers[graph] = FaissCentroids(store, TwoStageOptions(), full_level0=GRAPHS[graph])
-            progress(f"graphs at {n}", len(peers), len(graphs))
+            progress(f"graphs at {n}", done, len(graphs))
         del centroids
         seconds: Timings = {(graph, beam): {} for graph in graphs for beam in beams}
         recall: Timings = {(graph, beam): {} for graph in graphs for beam in beams}
         passes = [(graph, beam) for graph in graphs for beam in beams]
+        # Caches and the graphs' pages are warmed with queries of another draw, as bench search does.
+        warm = make_queries(catalog, meta.base_model, meta.active, 4, seed + 1)[:3]
         for peer in peers.values():
-            # Caches and the graph's pages are warmed with queries of another draw, as bench search does.
-            for query in make_queries(catalog, meta.base_model, meta.active, 4, seed + 1)[:3]:
+            for query in warm:
                 await peer.rank(query, masks(query.filters), k)
         for repeat in range(repeats):
             for done, (graph, beam) in enumerate(passes):

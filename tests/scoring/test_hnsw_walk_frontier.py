@@ -11,13 +11,7 @@ import numpy as np
 import pytest
 
 from db.filters import Filters
-from inference_service.search.centroid_hnsw import (
-    HNSW_M,
-    build_hnsw,
-    centroid_distances,
-    lower_slack,
-    stored_error,
-)
+from inference_service.search.centroid_hnsw import HNSW_M, centroid_distances, lower_slack
 from inference_service.search.memory_view import CentroidView, HnswGraph, HnswWalk
 from inference_service.search.options import TwoStageOptions
 from lab.bench.synthetic import SyntheticCatalog, summarise
@@ -72,6 +66,13 @@ async def rows_missed_below_frontier(
     return missed
 
 
+def far_queries(catalog: SyntheticCatalog) -> np.ndarray:
+    """One query image for each of N_QUERIES LoRAs, far from every centroid as the bench's are."""
+    rng = np.random.default_rng(6)
+    queries: np.ndarray = catalog.queries(rng.choice(N_LORAS, N_QUERIES, replace=False), rng)
+    return queries
+
+
 def top_by_d_avg(catalog: SyntheticCatalog, queries: np.ndarray, k: int = 10) -> np.ndarray:
     """Each query's k rows of smallest d_avg over the catalog's references (float64)."""
     refs = catalog.references(0, N_LORAS, N_REFS).reshape(-1, queries.shape[1]).astype(np.float64)
@@ -85,8 +86,7 @@ async def test_the_walk_leaves_no_top_row_below_its_frontier(
     catalog_view: tuple[SyntheticCatalog, CentroidView],
 ) -> None:
     catalog, view = catalog_view
-    rng = np.random.default_rng(6)
-    queries = catalog.queries(rng.choice(N_LORAS, N_QUERIES, replace=False), rng)
+    queries = far_queries(catalog)
     # The catalog is hard enough to tell: a narrow beam leaves rows below its frontier (about
     # 40 at 200, 16 at 300, 6 at 400, 1 at 800 when measured, on the index's graph).
     assert await rows_missed_below_frontier(view, queries, TwoStageOptions(memory_ef_search=200)) > 15
@@ -106,13 +106,9 @@ async def test_full_link_lists_cross_from_the_shell_into_the_nearest_family(
     m0 = view.graph.index.hnsw.nb_neighbors(0)
     assert m0 == 2 * HNSW_M
     assert level0_links(view.graph.index).min() == m0
-    pruned_index = build_hnsw(view.centroids, full_level0=False)
-    assert level0_links(pruned_index).mean() < m0 / 2
-    pruned = dataclasses.replace(
-        view, graph=HnswGraph(pruned_index, len(view), stored_error(pruned_index, view.centroids, 0))
-    )
-    rng = np.random.default_rng(6)
-    queries = catalog.queries(rng.choice(N_LORAS, N_QUERIES, replace=False), rng)
+    pruned = dataclasses.replace(view, graph=HnswGraph.over(view.centroids, full_level0=False))
+    assert level0_links(pruned.graph.index).mean() < m0 / 2
+    queries = far_queries(catalog)
     narrow = TwoStageOptions(memory_ef_search=400)
     full_missed = await rows_missed_below_frontier(view, queries, narrow)
     assert 4 * full_missed < await rows_missed_below_frontier(pruned, queries, narrow)
