@@ -1,6 +1,6 @@
-"""`findlora bench search|beam|spec-search|throughput|e2e`: search at catalog scale, the walk's
-beam by size, and the batched encoder path (added to the `bench` group by
-findlora/commands/bench.py)."""
+"""`findlora bench search|beam|crossover|spec-search|throughput|e2e`: search at catalog scale, the
+walk's beam by size, where the walk overtakes the exact scan, and the batched encoder path (added
+to the `bench` group by findlora/commands/bench.py)."""
 
 from __future__ import annotations
 
@@ -338,11 +338,50 @@ def beam_cmd(
     emit_json(result, json_file)
 
 
+def crossover_cmd(
+    loras: str = typer.Option(
+        "50000,100000,150000,200000", "--loras", help="Catalog sizes, comma-separated."
+    ),
+    refs: int = typer.Option(30, "--refs", min=2, help="References per LoRA (|S|)."),
+    queries: int = typer.Option(
+        200, "--queries", min=4, help="Queries per size (single and filtered timed)."
+    ),
+    repeats: int = typer.Option(2, "--repeats", min=1, help="Timed passes, walk and scan alternating."),
+    seed: int = typer.Option(0, "--seed", help="Synthetic catalog seed (bench search uses 0)."),
+    json_file: Path | None = typer.Option(None, "--json", help="Write the JSON here, not to stdout."),
+) -> None:
+    """Where the service's HNSW walk overtakes its exact centroid scan
+    (FINDLORA_CENTROID_INDEX_EXACT_BELOW): the service's in-memory search at several catalog sizes,
+    each query ranked both ways in one run, without a database."""
+    from lab.bench.crossover import fits, run_crossover_bench
+
+    try:
+        sizes = [int(n) for n in loras.split(",") if n.strip()]
+    except ValueError:
+        raise typer.BadParameter("--loras takes comma-separated integers", param_hint="--loras") from None
+    if not sizes or min(sizes) < 10 or len(set(sizes)) != len(sizes):
+        raise typer.BadParameter("--loras needs distinct sizes of at least 10 LoRAs", param_hint="--loras")
+    too_big = [n for n in sizes if not fits(n, refs)]
+    if too_big:
+        raise typer.BadParameter(
+            f"{too_big[0]} LoRAs x {refs} references do not fit this machine's memory as float32",
+            param_hint="--loras",
+        )
+    with stage_bars() as progress:
+        result = run(
+            run_crossover_bench(
+                sizes, n_refs=refs, n_queries=queries, repeats=repeats, seed=seed, progress=progress
+            )
+        )
+    emit_json(result, json_file)
+
+
 def register_bench(bench_app: typer.Typer) -> None:
     from findlora.commands.bench_e2e import e2e_command
 
     bench_app.command("search")(search_cmd)
     bench_app.command("beam")(beam_cmd)
+    bench_app.command("crossover")(crossover_cmd)
     bench_app.command("spec-search")(spec_search_cmd)
     bench_app.command("throughput")(throughput_cmd)
     bench_app.command("e2e")(e2e_command(emit_json))

@@ -97,7 +97,7 @@ async def rank_d_avg(
     and scores in memory needs only the one statement that says so (CentroidIndex.current)."""
     current = None if index is None else await index.current(guard)
     if current is not None:
-        return await _rank_in_memory(current, queries, limit, filters, options)
+        return await rank_in_memory(current, queries, limit, filters, options)
     async with db.search_connection(guard, snapshot=index is not None) as conn:
         view = None if index is None else await index.sync(conn)
         if view is None or view.references is None:  # PostgreSQL scores, in this snapshot
@@ -113,10 +113,10 @@ async def rank_d_avg(
             walked = "database" if view is None else "memory"
             return await _rank(source, score, limit, options, walked, "database")
     # The view is that snapshot's and holds what scoring reads: the connection can go back first.
-    return await _rank_in_memory(view, queries, limit, filters, options)
+    return await rank_in_memory(view, queries, limit, filters, options)
 
 
-async def _rank_in_memory(
+async def rank_in_memory(
     view: CentroidView, queries: Sequence[np.ndarray], limit: int, filters: Filters, options: TwoStageOptions
 ) -> tuple[list[tuple[int, float]], RankStats]:
     """Candidates from the view, scored exactly from the view's own references."""

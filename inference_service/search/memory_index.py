@@ -176,6 +176,13 @@ class _Lineage:
         return np.concatenate([loaded, np.asarray(later, dtype=np.int64)]).astype(np.int64)
 
 
+def standalone_view(rows: SummaryArrays, blocks: ReferenceBlocks | None, exact_below: int) -> CentroidView:
+    """A view of `rows` with no database behind it (generation 0, every row alive), built as the
+    index builds one (graph included: slow, call it in a thread): bench crossover times it."""
+    lineage = _Lineage(rows, blocks)
+    return lineage.columns.view(0, np.ones(len(rows), bool), lineage.graph, exact_below, lineage.references)
+
+
 class CentroidIndex:
     """The in-memory centroid index of one service: `start()` builds it in the background,
     `sync(conn)` gives each search the view of its snapshot (or None: walk pgvector)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import faiss
 import numpy as np
 
 from db.summaries import ReferenceBlocks
@@ -43,18 +44,37 @@ class ReferenceView:
         ends = np.cumsum(counts)
         firsts = ends - counts
         picked = np.repeat(self.offset[rows] - firsts, counts) + np.arange(int(ends[-1]))
-        refs = np.take(self.embeddings, picked, axis=0)  # a copy, so one image subtracts in place
-        images = np.asarray(queries, dtype=np.float32)
-        # In place, not refs - q: a second array as large as the gathered references cost a
-        # quarter of the scoring (0.38 against 0.29 ms for 64-128 LoRAs, caches cold).
-        work = refs if len(images) == 1 else np.empty_like(refs)
-        total = np.zeros(len(refs))
-        for q in images:
-            np.subtract(refs, q, out=work)
-            total += np.sqrt(np.einsum("ij,ij->i", work, work))
-        total /= len(images)
+        squared = indexed_sq_distances(self.embeddings, picked, queries)
+        np.sqrt(squared, out=squared)
+        total = squared.sum(axis=0, dtype=np.float64) / len(squared)
         means: np.ndarray = np.add.reduceat(total, firsts) / counts
         return means
+
+
+def indexed_sq_distances(embeddings: np.ndarray, picked: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """|q_i - embeddings[picked[j]]|^2 in float32, (images, len(picked)), read in place by faiss
+    (each a float32 sum of squared differences): gathering the rows first and subtracting in numpy
+    took 5x as long (0.83 against 0.15 ms for 180 LoRAs of 30 references)."""
+    images = np.ascontiguousarray(queries, dtype=np.float32)
+    if embeddings.dtype != np.float32 or not embeddings.flags.c_contiguous:
+        raise ValueError("references must be C-contiguous float32")
+    ids = np.ascontiguousarray(np.tile(picked.astype(np.int64, copy=False), len(images)))
+    out = np.empty((len(images), len(picked)), np.float32)
+    # faiss splits the images over OpenMP threads; one parallel region per scoring call costs more
+    # than these few thousand rows, and waits for a busy core under load (8 ms measured while
+    # another process held both). The setting is this thread's own: graph builds in other threads
+    # keep every core.
+    faiss.omp_set_num_threads(1)
+    faiss.fvec_L2sqr_by_idx(
+        faiss.swig_ptr(out),
+        faiss.swig_ptr(images),
+        faiss.swig_ptr(embeddings),
+        faiss.swig_ptr(ids),
+        embeddings.shape[1],
+        len(images),
+        len(picked),
+    )
+    return out
 
 
 class ReferenceColumns:
