@@ -61,7 +61,7 @@ class Settings(BaseSettings):
         "walks pgvector's HNSW index.",
     )
     centroid_index_exact_below: int = Field(
-        50_000,
+        120_000,  # measured: `findlora bench crossover` (docs/bench-results/crossover-seed0.json)
         ge=0,
         description="Memory index: a single-image search without a base-model filter walks its HNSW "
         "graph from this many admitted LoRAs on; anything else scans every centroid exactly.",

@@ -44,7 +44,7 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class IndexConfig:
-    exact_below: int = 50_000  # fewer admitted LoRAs: exact scan even for one query image
+    exact_below: int = 120_000  # fewer admitted LoRAs: exact scan even for one image (bench crossover)
     # A delta of more rows (changed + removed) than max(delta_rows, delta_fraction x live rows) is
     # not applied: the index is rebuilt in the background and searches walk pgvector meanwhile.
     # As many dead rows (superseded by deltas) trigger a rebuild too, while the index serves on.
