@@ -5,21 +5,39 @@ to the `bench` group by findlora/commands/bench.py)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
+import time
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import typer
 
 from findlora.console import console, run, stage_bars
 
 
+def memory_read_gb_s(rows: int = 1_000_000, dim: int = 128, repeats: int = 5) -> float:
+    """Memory read bandwidth as the numpy peer sees it: the best of a few matrix-vector products
+    over a 512 MB float32 matrix. Brute-force scans move with it and a latency-bound search does
+    not, so ratios between them differ between machines by about this figure."""
+    matrix = np.ones((rows, dim), dtype=np.float32)
+    vector = np.ones(dim, dtype=np.float32)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matrix @ vector
+        best = min(best, time.perf_counter() - start)
+    return round(matrix.nbytes / best / 1e9, 1)
+
+
 def run_context() -> dict[str, Any]:
     """Where a benchmark ran: the machine's load (1/5/15-minute averages at the end of the run;
-    another job beside a benchmark shows here), its cores, the time and the commit."""
+    another job beside a benchmark shows here), its cores, its memory bandwidth, the time and the
+    commit."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=5
@@ -30,6 +48,7 @@ def run_context() -> dict[str, Any]:
     return {
         "load_average": [round(v, 2) for v in os.getloadavg()],
         "cpu_count": os.cpu_count(),
+        "memory_read_gb_s": memory_read_gb_s(),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "commit": commit,
         "uncommitted_changes": dirty,
