@@ -66,17 +66,22 @@ def _prepare(pg_dir: Path) -> None:
     """Initialise the data directory with pgserver's own step (initdb, and as root the `pgserver`
     system user and permissions), then size its memory settings before the server starts; a
     running server keeps its settings until it restarts (the last handle stops it)."""
+    from pgserver import utils
     from pgserver.postgres_server import PostgresServer
-    from pgserver.utils import PostmasterInfo
 
     with PostgresServer._lock:
         if not (pg_dir / "PG_VERSION").exists():
             # PostgresServer() would also start the server; only its initdb step is wanted here.
             server = object.__new__(PostgresServer)
             server.pgdata, server.postgres_user = pg_dir, "postgres"
-            server.system_user = "pgserver" if os.geteuid() == 0 else None
+            server.system_user = None
+            if os.geteuid() == 0:
+                # As root PostgresServer() creates its system user before initdb; on a fresh
+                # machine nothing has yet, and initdb would fail and leave the defaults.
+                server.system_user = "pgserver"
+                utils.ensure_user_exists(server.system_user)
             server.ensure_pgdata_inited()
-        info = PostmasterInfo.read_from_pgdata(pg_dir)
+        info = utils.PostmasterInfo.read_from_pgdata(pg_dir)
         if info is None or not info.is_running():
             log.debug("embedded_postgres_tuning", **_write_tuning(pg_dir))
 

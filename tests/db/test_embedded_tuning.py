@@ -43,3 +43,38 @@ def test_embedded_server_starts_with_the_tuning() -> None:
 
     pgserver.get_server(pg_dir).cleanup()  # the handle embedded_uri took: stop the server
     shutil.rmtree(pg_dir, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="pgserver runs the server as its own user only as root")
+def test_first_start_as_root_creates_the_system_user_before_initdb(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fresh machine has no `pgserver` user until something creates it: the tuning step must,
+    or initdb fails and the first server runs with PostgreSQL's defaults."""
+    import pwd
+
+    from pgserver import utils
+
+    import db.embedded as embedded
+
+    real_getpwnam, created = pwd.getpwnam, []
+
+    def getpwnam(name: str) -> pwd.struct_passwd:
+        if name == "pgserver" and not created:
+            raise KeyError(name)  # the user a fresh machine does not have yet
+        return real_getpwnam(name)
+
+    def ensure_user_exists(name: str) -> pwd.struct_passwd:
+        created.append(name)
+        return real_getpwnam(name)  # this machine has it; a fresh one runs useradd here
+
+    monkeypatch.setattr(pwd, "getpwnam", getpwnam)
+    monkeypatch.setattr(utils, "ensure_user_exists", ensure_user_exists)
+    pg_dir = Path(tempfile.mkdtemp(prefix="flroot-"))
+    try:
+        embedded._prepare(pg_dir)
+        assert created == ["pgserver"]
+        assert (pg_dir / "PG_VERSION").exists()
+        assert (pg_dir / TUNING_FILE).exists()
+    finally:
+        shutil.rmtree(pg_dir, ignore_errors=True)
