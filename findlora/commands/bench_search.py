@@ -80,6 +80,7 @@ async def _search(
     exhaustive_queries: int | None,
     centroid_index: str,
     references_mb: int,
+    order: str,
 ) -> dict[str, Any]:
     from db.embedded import database_url
     from db.scratch import scratch_database
@@ -111,6 +112,7 @@ async def _search(
             exhaustive_queries=exhaustive_queries,
             centroid_index=centroid_index,
             references_mb=references_mb,
+            order=order,
             progress=progress,
         )
 
@@ -177,13 +179,21 @@ def search_cmd(
         help="The in-memory index holds the references (exact scoring in memory) up to this many MB,"
         " as FINDLORA_CENTROID_INDEX_REFERENCES_MB; 0: PostgreSQL scores.",
     ),
+    order: str = typer.Option(
+        "blocks",
+        "--order",
+        help="blocks: each path answers every query in turn (its steady state); interleaved: each"
+        " query on every path in turn (each path on caches the one before it filled).",
+    ),
     json_file: Path | None = typer.Option(None, "--json", help="Write the JSON here, not to stdout."),
 ) -> None:
     """The two-stage search against SQL exhaustive, numpy exhaustive and faiss HNSW + rerank on one
     synthetic catalog: latency, recall against the exact truth, memory, build time, layouts."""
     from inference_service.search.centroids import TwoStageOptions
-    from lab.bench.search_bench import CENTROID_INDEXES
+    from lab.bench.search_bench import CENTROID_INDEXES, ORDERS
 
+    if order not in ORDERS:
+        raise typer.BadParameter(f"use {', '.join(ORDERS)}", param_hint="--order")
     if peers not in ("auto", "on", "off"):
         raise typer.BadParameter("use auto, on or off", param_hint="--peers")
     if centroid_index not in CENTROID_INDEXES:
@@ -203,6 +213,7 @@ def search_cmd(
             None if exhaustive_queries < 0 else exhaustive_queries,
             centroid_index,
             references_mb,
+            order,
         )
     )
     emit_json(result, json_file)

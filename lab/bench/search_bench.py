@@ -6,6 +6,11 @@ the exact truth (lab/bench/search_peers.py) and, where memory allows, fills the 
 arrays; the peers are timed and freed; then each storage layout (lab/bench/load.py) is loaded
 into its own database and the two-stage search (and, bounded by `exhaustive_queries`, the SQL
 exhaustive scan) is timed, cold then warm. Every path's recall is measured against the truth.
+
+Each path answers every query in a block of its own (`order="blocks"`), the steady state of a
+server running that path: a service's in-memory search timed right after pgvector's walk or the
+SQL scan (`order="interleaved"`, each query on every path in turn) runs on caches another path
+just filled, and took 1.5-2x its own time at 100k on the development machine.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ Progress = Callable[[str, int, int], None]
 # Where the two-stage search finds its candidates: the service's in-memory centroid index
 # (search/memory_index.py, its default), pgvector's HNSW walk, or both timed side by side.
 CENTROID_INDEXES = ("memory", "pgvector", "both")
+# How the paths take turns: each over every query in its own block, or each query on every path.
+ORDERS = ("blocks", "interleaved")
 # The SQL exhaustive scan takes seconds per query beyond this size: time only a few by default.
 EXHAUSTIVE_ALL_UP_TO = 100_000
 EXHAUSTIVE_FEW = 4
@@ -83,13 +90,17 @@ async def run_search_bench(
     exhaustive_queries: int | None = None,
     centroid_index: str = "both",
     references_mb: int = IndexConfig.references_mb,
+    order: str = "blocks",
     progress: Progress = lambda stage, done, total: None,
 ) -> dict[str, Any]:
     """`url` takes the first layout; `scratch(layout)` yields a database URL for each further one.
     `exhaustive_queries` None: every query up to 100k LoRAs, 4 beyond. `centroid_index`: the
     two-stage search's candidates from the service's in-memory index ("memory"), pgvector's walk
     ("pgvector"), or both, the in-memory one as `two_stage` and pgvector's as `two_stage_pgvector`;
-    `references_mb`: the in-memory index's budget for holding references (IndexConfig)."""
+    `references_mb`: the in-memory index's budget for holding references (IndexConfig);
+    `order`: ORDERS, see the module's docstring."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}; got {order!r}")
     if centroid_index not in CENTROID_INDEXES:
         raise ValueError(
             f"centroid_index must be one of {', '.join(CENTROID_INDEXES)}; got {centroid_index!r}"
@@ -117,7 +128,9 @@ async def run_search_bench(
     truth, truth_s = stream_truth(
         catalog, n_refs, queries, masks, k, store, lambda done: progress("exact truth", done, n_loras)
     )
-    peer_report, peer_rows = await _run_peers(store, plan, queries, warmup, masks, k, options, progress)
+    peer_report, peer_rows = await _run_peers(
+        store, plan, queries, warmup, masks, k, options, order, progress
+    )
     del store  # the layouts' servers get the memory back
     runs: dict[str, LayoutRun] = {}
     for i, layout in enumerate(layouts):
@@ -136,11 +149,31 @@ async def run_search_bench(
                 exhaustive_queries,
                 centroid_index,
                 IndexConfig(references_mb=references_mb),
+                order,
                 progress,
             )
-    return build_report(
+    report = build_report(
         n_loras, n_refs, k, shape, options, queries, truth, truth_s, runs, peer_report, peer_rows, plan
     )
+    report["order"] = order
+    return report
+
+
+def timing_order(paths: Sequence[str], n_queries: int, n_last_path: int, order: str) -> list[tuple[str, int]]:
+    """(path, query index) in the order they are timed. The last path answers only the first
+    `n_last_path` queries (the SQL scan's budget). "blocks": each path over its queries in turn,
+    the last path last; "interleaved": each query on every path, which path goes first
+    alternating so slow drift in background load hits both alike."""
+    if not paths:
+        return []
+    counts = [n_queries] * (len(paths) - 1) + [min(n_last_path, n_queries)]
+    if order == "blocks":
+        return [(path, j) for path, count in zip(paths, counts, strict=True) for j in range(count)]
+    turns: list[tuple[str, int]] = []
+    for j in range(n_queries):
+        asked = [path for path, count in zip(paths, counts, strict=True) if j < count]
+        turns.extend((path, j) for path in (asked if j % 2 else asked[::-1]))
+    return turns
 
 
 async def _run_peers(
@@ -151,6 +184,7 @@ async def _run_peers(
     masks: FilterMasks,
     k: int,
     options: TwoStageOptions,
+    order: str,
     progress: Progress,
 ) -> tuple[dict[str, Any], dict[str, list[Timed]]]:
     report: dict[str, Any] = {name: {"skipped": why} for name, why in plan.skipped.items()}
@@ -167,19 +201,20 @@ async def _run_peers(
             await ann.rank(query, mask, k)
     if ann is not None:
         ann.fallbacks = 0
-    for j, query in enumerate(queries):
+    timed = [name for name, peer in (("numpy", exhaustive), ("faiss_hnsw", ann)) if peer is not None]
+    turns = timing_order(timed, len(queries), len(queries), order)
+    for done, (name, j) in enumerate(turns, 1):
+        query = queries[j]
         mask = masks(query.filters)
-        if exhaustive is not None:
-            started = time.perf_counter()
-            ranked = exhaustive.rank(query, mask, k)
-            rows.setdefault("numpy", []).append(Timed(j, query, time.perf_counter() - started, ranked))
-        if ann is not None:
-            started = time.perf_counter()
+        started = time.perf_counter()
+        if name == "numpy":
+            assert exhaustive is not None
+            ranked, stats = exhaustive.rank(query, mask, k), None
+        else:
+            assert ann is not None
             ranked, stats = await ann.rank(query, mask, k)
-            rows.setdefault("faiss_hnsw", []).append(
-                Timed(j, query, time.perf_counter() - started, ranked, stats)
-            )
-        progress("peers", j + 1, len(queries))
+        rows.setdefault(name, []).append(Timed(j, query, time.perf_counter() - started, ranked, stats))
+        progress("peers", done, len(turns))
     if exhaustive is not None:
         report["numpy"] = {
             "memory_mb": mb(exhaustive.nbytes + masks.nbytes),
@@ -245,6 +280,7 @@ async def _run_layout(
     n_exhaustive: int,
     centroid_index: str,
     index_config: IndexConfig,
+    order: str,
     progress: Progress,
 ) -> LayoutRun:
     layout = loaded.layout
@@ -284,32 +320,30 @@ async def _run_layout(
         # Two passes over the queries: "cold" is the first time each query's LoRAs are touched
         # since the load, "warm" runs the same queries again, every page they need already
         # cached: the steady state of a server whose memory holds its working set.
+        # The SQL scan goes last in each pass: it reads every page, which would warm the others'.
+        turns = timing_order([*two_stage_paths, "exhaustive_sql"], len(queries), n_exhaustive, order)
         for phase in ("cold", "warm"):
             rows: dict[str, list[Timed]] = {name: [] for name in two_stage_paths}
             rows["exhaustive_sql"] = []
-            for j, query in enumerate(queries):
-                # Alternate which path runs first so background load hits both alike.
-                paths = list(two_stage_paths) + (["exhaustive_sql"] if j < n_exhaustive else [])
-                for path in paths if j % 2 else paths[::-1]:
-                    started = time.perf_counter()
-                    stats = None
-                    if path == "exhaustive_sql":
-                        found = await _exhaustive(db, query, k)
-                    else:
-                        found, stats = await rank_d_avg(
-                            db,
-                            query.embeddings,
-                            limit=k,
-                            filters=query.filters,
-                            options=options,
-                            index=two_stage_paths[path],
-                        )
-                    seconds = time.perf_counter() - started
-                    ranked = list(
-                        zip(loaded.index_of([i for i, _ in found]), [d for _, d in found], strict=True)
+            for done, (path, j) in enumerate(turns, 1):
+                query = queries[j]
+                started = time.perf_counter()
+                stats = None
+                if path == "exhaustive_sql":
+                    found = await _exhaustive(db, query, k)
+                else:
+                    found, stats = await rank_d_avg(
+                        db,
+                        query.embeddings,
+                        limit=k,
+                        filters=query.filters,
+                        options=options,
+                        index=two_stage_paths[path],
                     )
-                    rows[path].append(Timed(j, query, seconds, ranked, stats))
-                progress(f"queries ({layout}, {phase})", j + 1, len(queries))
+                seconds = time.perf_counter() - started
+                ranked = list(zip(loaded.index_of([i for i, _ in found]), [d for _, d in found], strict=True))
+                rows[path].append(Timed(j, query, seconds, ranked, stats))
+                progress(f"queries ({layout}, {phase})", done, len(turns))
             run.passes[phase] = rows
         run.backend_rss_mb = rss_mb(backend_pid)
         if index is not None:

@@ -15,7 +15,7 @@ from db.filters import Filters
 from db.scratch import scratch_database
 from inference_service.search.centroids import TwoStageOptions
 from lab.bench.load import draw_metadata, load_catalog
-from lab.bench.search_bench import run_search_bench
+from lab.bench.search_bench import run_search_bench, timing_order
 from lab.bench.search_peers import (
     ExactTruth,
     FaissCentroids,
@@ -154,6 +154,7 @@ async def test_bench_measures_peers_and_layouts_against_the_truth(server_url: st
         assert paths[f"two_stage[{layout}]"]["recall_at_10"] >= 0.9
         assert paths[f"exhaustive_sql[{layout}]"]["recall_at_10"] >= 0.9
     assert paths["two_stage[float32]"]["two_stage_speedup"] == 1.0
+    assert result["order"] == "blocks"
     assert result["two_stage_vs_numpy"] == paths["numpy"]["two_stage_speedup"]
     assert paths["faiss_hnsw"]["references"] == "float32"
     layouts = result["layouts"]
@@ -204,7 +205,27 @@ def test_peer_plan_falls_back_to_float16_then_skips() -> None:
 
 @pytest.mark.parametrize(
     ("option", "message"),
-    [(["--layouts", "halfvec,bogus"], "--layouts"), (["--peers", "maybe"], "--peers")],
+    [
+        (["--layouts", "halfvec,bogus"], "--layouts"),
+        (["--peers", "maybe"], "--peers"),
+        (["--order", "random"], "--order"),
+    ],
 )
-def test_cli_refuses_unknown_layouts_and_peer_modes(option: list[str], message: str) -> None:
+def test_cli_refuses_unknown_layouts_peer_modes_and_orders(option: list[str], message: str) -> None:
     assert_cli_refuses(["bench", "search", "--loras", "10", *option], message)
+
+
+def test_timing_order_blocks_each_path_and_interleaves_on_request() -> None:
+    paths = ["two_stage", "two_stage_pgvector", "exhaustive_sql"]
+    blocks = timing_order(paths, 3, 2, "blocks")
+    assert blocks == [
+        ("two_stage", 0), ("two_stage", 1), ("two_stage", 2),
+        ("two_stage_pgvector", 0), ("two_stage_pgvector", 1), ("two_stage_pgvector", 2),
+        ("exhaustive_sql", 0), ("exhaustive_sql", 1),
+    ]  # fmt: skip
+    interleaved = timing_order(paths, 3, 2, "interleaved")
+    assert sorted(interleaved) == sorted(blocks)  # the same work, another order
+    assert interleaved[:3] == [("exhaustive_sql", 0), ("two_stage_pgvector", 0), ("two_stage", 0)]
+    assert interleaved[3:6] == [("two_stage", 1), ("two_stage_pgvector", 1), ("exhaustive_sql", 1)]
+    assert interleaved[6:] == [("two_stage_pgvector", 2), ("two_stage", 2)]  # past the last path's budget
+    assert timing_order([], 3, 3, "blocks") == []
