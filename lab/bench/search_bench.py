@@ -320,7 +320,8 @@ async def _run_layout(
         # Two passes over the queries: "cold" is the first time each query's LoRAs are touched
         # since the load, "warm" runs the same queries again, every page they need already
         # cached: the steady state of a server whose memory holds its working set.
-        # The SQL scan goes last in each pass: it reads every page, which would warm the others'.
+        # The SQL scan is the last path, so in blocks it runs after the others: it reads every
+        # page, which would warm theirs.
         turns = timing_order([*two_stage_paths, "exhaustive_sql"], len(queries), n_exhaustive, order)
         for phase in ("cold", "warm"):
             rows: dict[str, list[Timed]] = {name: [] for name in two_stage_paths}
