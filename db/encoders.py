@@ -19,6 +19,9 @@ from db.database import Connection
 ENCODER_KEY = "style_encoder"
 # When `adapt_catalog` last ran (kept or refused): registrations are counted from there.
 ADAPT_RUN_KEY = "adapt_last_run"
+# Set by a rollback: the worker adapts no more until an operator runs `catalog adapt` by hand
+# (otherwise the next scheduled run would activate much the same encoder again).
+ADAPT_PAUSE_KEY = "adapt_paused"
 
 Guard = Callable[[Connection], Awaitable[None]]
 
@@ -205,3 +208,22 @@ async def claim_label(conn: Connection, label: str) -> None:
         "INSERT INTO catalog_meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
         (ENCODER_KEY, label),
     )
+
+
+async def pause_automatic_adaptation(conn: Connection, why: str) -> None:
+    await conn.execute(
+        "INSERT INTO catalog_meta (key, value) VALUES (%s, %s)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (ADAPT_PAUSE_KEY, why),
+    )
+
+
+async def automatic_adaptation_pause(conn: Connection) -> str | None:
+    """Why automatic adaptation is paused, or None when it is not."""
+    cur = await conn.execute("SELECT value FROM catalog_meta WHERE key = %s", (ADAPT_PAUSE_KEY,))
+    row = await cur.fetchone()
+    return None if row is None else str(row[0])
+
+
+async def resume_automatic_adaptation(conn: Connection) -> None:
+    await conn.execute("DELETE FROM catalog_meta WHERE key = %s", (ADAPT_PAUSE_KEY,))

@@ -185,10 +185,13 @@ async def _rollback(json_path: Path | None) -> None:
                     f"{exc.expected}; nothing changed by the rollback: check and run it again if still wanted"
                 )
     console.print(
-        f"rolled back to {done.label} (from {done.previous}); {done.references} reference(s) re-embedded",
+        f"rolled back to {done.label} (from {done.previous}); {done.references} reference(s) re-embedded; "
+        "the worker's automatic adaptation is paused until `findlora catalog adapt` runs by hand",
         highlight=False,
     )
-    _write_json(json_path, {"rollback": {"from": done.previous, "to": done.label}})
+    _write_json(
+        json_path, {"rollback": {"from": done.previous, "to": done.label}, "automatic_adaptation": "paused"}
+    )
 
 
 async def _prepare(settings: Settings) -> Prepared:

@@ -97,8 +97,10 @@ async def finish(
     outcome: AdaptOutcome,
     *,
     activation_progress: ProgressCallback | None = None,
+    automatic: bool = False,
 ) -> AdaptRun:
-    """Activate a kept encoder (only over the encoder it started from) and record the run."""
+    """Activate a kept encoder (only over the encoder it started from) and record the run. A run
+    by hand (not `automatic`) lifts the pause a rollback put on the worker's adaptations."""
     activation = None
     try:
         if outcome.kept:
@@ -125,6 +127,8 @@ async def finish(
                 ) from None
     finally:
         await db.run(db_encoders.record_adapt_run)
+        if not automatic:
+            await db.run(db_encoders.resume_automatic_adaptation)
     return AdaptRun(outcome, activation)
 
 
@@ -137,23 +141,31 @@ async def adapt_catalog(
     *,
     progress: bool = False,
     activation_progress: ProgressCallback | None = None,
+    automatic: bool = False,
 ) -> AdaptRun:
     """Adapt the active encoder and activate it when kept (training in a thread: the worker's
-    event loop keeps its heartbeats)."""
+    event loop keeps its heartbeats). An `automatic` run (the worker's) is refused while a
+    rollback's pause holds."""
+    if automatic and (why := await db.run(db_encoders.automatic_adaptation_pause)) is not None:
+        raise AdaptError(f"automatic adaptation is paused: {why}")
     prepared = await prepare(db, blobs, encoders, progress=progress)
     outcome = await asyncio.to_thread(train, prepared, settings, config, progress=progress)
-    return await finish(db, blobs, settings, prepared, outcome, activation_progress=activation_progress)
+    return await finish(
+        db, blobs, settings, prepared, outcome, activation_progress=activation_progress, automatic=automatic
+    )
 
 
 async def rollback(
     db: Database, blobs: BlobStore, encoders: ActiveEncoder, *, progress: ProgressCallback | None = None
 ) -> Activation:
     """Reactivate the active encoder's parent (the one it was adapted from); EncoderChanged when
-    another activation lands meanwhile (the rollback was of an encoder no longer active)."""
+    another activation lands meanwhile (the rollback was of an encoder no longer active). The
+    worker's adaptations pause until one is run by hand: the next scheduled run would otherwise
+    train much the same encoder from the same catalog and activate it again."""
     active, parent = await previous_label(db)
     target = await encoders.get(parent)
     current = await encoders.current_or_none()
-    return await activate(
+    done = await activate(
         db,
         blobs,
         target,
@@ -163,6 +175,9 @@ async def rollback(
         actor="catalog adapt --rollback",
         progress=progress,
     )
+    why = f"rolled back from {active} to {parent}; run `findlora catalog adapt` by hand to resume it"
+    await db.run(db_encoders.pause_automatic_adaptation, why)
+    return done
 
 
 __all__ = [

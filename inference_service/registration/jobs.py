@@ -185,15 +185,19 @@ class Registrations:
 
 
 async def requeue_stalled(queue: App, settings: Settings) -> int:
-    """Put back jobs whose worker stopped sending heartbeats (killed, out of memory, lost host)."""
-    stalled = await queue.job_manager.get_stalled_jobs(
-        queue=QUEUE, seconds_since_heartbeat=settings.worker_stalled_after_seconds
-    )
+    """Put back jobs whose worker stopped sending heartbeats (killed, out of memory, lost host).
+
+    Both queues: an adaptation left in `doing` would hold ADAPT_LOCK for good, and every later
+    one would wait behind it while its triggers found the queueing lock taken."""
     count = 0
-    for job in stalled:
-        await queue.job_manager.retry_job(job)
-        log.warning("registration_requeued", queue_job_id=job.id, job_id=job.task_kwargs.get("job_id"))
-        count += 1
+    for name in (QUEUE, ADAPT_QUEUE):
+        stalled = await queue.job_manager.get_stalled_jobs(
+            queue=name, seconds_since_heartbeat=settings.worker_stalled_after_seconds
+        )
+        for job in stalled:
+            await queue.job_manager.retry_job(job)
+            log.warning("job_requeued", queue=name, queue_job_id=job.id, job_id=job.task_kwargs.get("job_id"))
+            count += 1
     return count
 
 
@@ -211,7 +215,7 @@ async def defer_adapt_when_due(queue: App, db: Database, settings: Settings) -> 
     if every <= 0:
         return False
     count = await db.run(db_encoders.registrations_since_adapt)
-    if count < every:
+    if count < every or await db.run(db_encoders.automatic_adaptation_pause) is not None:
         return False
     try:
         await queue.configure_task(
@@ -290,7 +294,9 @@ async def run_adapt_job(runtime: Runtime, settings: Settings) -> None:
 
     config = AdaptConfig(max_minutes=settings.adapt_max_minutes)
     try:
-        run = await adapt_catalog(runtime.db, runtime.blobs, runtime.encoders, settings, config)
+        run = await adapt_catalog(
+            runtime.db, runtime.blobs, runtime.encoders, settings, config, automatic=True
+        )
     except AdaptError as exc:
         await runtime.db.run(db_encoders.record_adapt_run)
         log.warning("adaptation_skipped", reason=str(exc))

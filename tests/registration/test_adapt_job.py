@@ -14,7 +14,15 @@ from db.database import Database
 from inference_service.catalog.importer import import_catalog
 from inference_service.config import Settings
 from inference_service.models.style_encoder import save_encoder
-from inference_service.registration.jobs import ADAPT_TASK, defer_adapt_when_due, make_queue_app, run_worker
+from inference_service.registration.jobs import (
+    ADAPT_LOCK,
+    ADAPT_QUEUE,
+    ADAPT_TASK,
+    defer_adapt_when_due,
+    make_queue_app,
+    requeue_stalled,
+    run_worker,
+)
 from inference_service.runtime import open_runtime
 from lab.zoo.style_zoo import generate_zoo
 from tests.helpers.encoders import tiny_embedder
@@ -118,3 +126,79 @@ async def test_a_failed_adapt_job_counts_as_a_run_so_registrations_do_not_requeu
     finally:
         await runtime.close()
     assert await db.run(db_encoders.registrations_since_adapt) == 0
+
+
+async def test_an_adaptation_whose_worker_died_is_requeued_and_frees_its_lock(
+    settings: Settings, db: Database
+) -> None:
+    """A worker killed mid-adaptation leaves its job in `doing`, holding ADAPT_LOCK: unless it is
+    put back, no later adaptation ever runs and the triggers find the queueing lock taken."""
+    queue = make_queue_app(str(settings.database_url))
+    async with queue.open_async():
+        await queue.configure_task(
+            ADAPT_TASK, queue=ADAPT_QUEUE, lock=ADAPT_LOCK, queueing_lock=ADAPT_LOCK
+        ).defer_async()
+        worker = await queue.job_manager.register_worker()
+        taken = await queue.job_manager.fetch_job([ADAPT_QUEUE], worker)
+        assert taken is not None
+        assert queued(settings) == ["doing"]
+        with psycopg.connect(str(settings.database_url)) as conn:  # the worker stops its heartbeats
+            conn.execute(
+                "UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour' WHERE id = %s",
+                (worker,),
+            )
+        assert await requeue_stalled(queue, settings) == 1
+        assert queued(settings) == ["todo"]
+        # The lock is free again: a fresh worker takes the job.
+        again = await queue.job_manager.fetch_job([ADAPT_QUEUE], await queue.job_manager.register_worker())
+        assert again is not None
+        assert again.id == taken.id
+
+
+async def test_a_rollback_pauses_the_workers_adaptations_until_one_runs_by_hand(
+    settings: Settings, db: Database, tmp_path: Path
+) -> None:
+    """Otherwise the next scheduled run would train much the same encoder from the same catalog
+    and activate it again, undoing the operator's rollback."""
+    from inference_service.catalog.adaptation import AdaptConfig, adapt_catalog, rollback
+    from inference_service.registration.jobs import run_adapt_job
+
+    encoder = tmp_path / "tiny.safetensors"
+    save_encoder(tiny_embedder().model, encoder)
+    settings = settings.model_copy(
+        update={"adapt_every_registrations": 1, "adapt_max_minutes": 0.5, "style_encoder": encoder}
+    )
+    zoo = generate_zoo(
+        tmp_path / "zoo", n_styles=12, n_samples=8, split="train", seed=2, progress=False, size=48
+    )
+    runtime = await open_runtime(settings)
+    queue = make_queue_app(str(settings.database_url))
+    try:
+        await import_catalog(zoo, runtime.db, runtime.blobs, runtime.encoders)
+        configured = runtime.embedder.label
+        await run_adapt_job(runtime, settings)
+        adapted = await db.run(db_encoders.active_label)
+        assert adapted is not None
+        assert adapted != configured
+
+        await rollback(runtime.db, runtime.blobs, runtime.encoders)
+        assert await db.run(db_encoders.active_label) == configured
+        why = await db.run(db_encoders.automatic_adaptation_pause)
+        assert why is not None
+        assert f"rolled back from {adapted} to {configured}" in why
+        await registered(db, 3)
+        async with queue.open_async():
+            assert not await defer_adapt_when_due(queue, db, settings)  # nothing queued while paused
+        await run_adapt_job(runtime, settings)  # the cron's run: skipped, the rollback stands
+        assert await db.run(db_encoders.active_label) == configured
+
+        # A run by hand is the operator's decision: it lifts the pause, whatever it keeps.
+        await adapt_catalog(
+            runtime.db, runtime.blobs, runtime.encoders, settings, AdaptConfig(max_minutes=0.5, max_steps=2)
+        )
+        assert await db.run(db_encoders.automatic_adaptation_pause) is None
+        async with queue.open_async():
+            await registered(db, 1)
+            assert await defer_adapt_when_due(queue, db, settings)
+    finally:
+        await runtime.close()
