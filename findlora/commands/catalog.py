@@ -241,7 +241,15 @@ def _adapt(
         fail(str(exc))
     except KeyboardInterrupt:
         fail("interrupted: the checkpoint is kept; run `findlora catalog adapt` again to resume", 130)
-    result = run(_finish(settings, prepared, outcome))
+    try:
+        result = run(_finish(settings, prepared, outcome))
+    except KeyboardInterrupt:
+        fail(
+            "interrupted while activating: the active encoder is unchanged and the trained one is kept; "
+            "run `findlora catalog adapt` again: it validates and activates it without training again "
+            "(unless the catalog changed meanwhile)",
+            130,
+        )
     _print_outcome(result)
     _write_json(json_path, result.as_dict())
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from db import encoders as db_encoders
 from db.database import Database
 from db.encoders import EncoderChanged
@@ -48,9 +50,12 @@ def work_dir(settings: Settings) -> Path:
     return settings.data_dir / "adapt"
 
 
-def training_device(settings: Settings) -> str | None:
-    """FINDLORA_DEVICE when it is set; otherwise None: cuda when there is one."""
-    return settings.device if "device" in settings.model_fields_set else None
+def training_device(settings: Settings) -> str:
+    """FINDLORA_DEVICE when it is set; otherwise cuda when there is one. The activation re-embeds
+    on it too: the budget kept back for that was measured there."""
+    if "device" in settings.model_fields_set:
+        return settings.device
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,7 @@ async def finish(
         if outcome.kept:
             start = prepared.start
             label = f"{ADAPTED_KIND}@{encoder_fingerprint(outcome.model)}"
-            adapted = StyleEmbedder(outcome.model, label, settings.device, start.batch_size)
+            adapted = StyleEmbedder(outcome.model, label, training_device(settings), start.batch_size)
             metrics = {k: v for k, v in outcome.as_dict().items() if k != "train_samples"}
             try:
                 activation = await activate(
@@ -129,6 +134,8 @@ async def finish(
         await db.run(db_encoders.record_adapt_run)
         if not automatic:
             await db.run(db_encoders.resume_automatic_adaptation)
+    # Only now: an activation stopped half-way leaves the finished run to resume, not to retrain.
+    outcome.discard_work_files()
     return AdaptRun(outcome, activation)
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 from PIL import Image
 from tqdm import tqdm  # type: ignore[import-untyped]
 
@@ -83,10 +84,17 @@ class AdaptOutcome:
     train_samples: list[str] = field(default_factory=list)
     val_samples: list[str] = field(default_factory=list)
     queries: int = 0
+    # A finished run's checkpoint, plan, weights and loss curve: kept until the caller is done with
+    # the model (an activation interrupted half-way resumes from them instead of training again).
+    work_files: tuple[Path, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
-        """JSON-ready, without the model."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+        """JSON-ready, without the model and the work files."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("model", "work_files")}
+
+    def discard_work_files(self) -> None:
+        for path in self.work_files:
+            path.unlink(missing_ok=True)
 
 
 async def catalog_reference_set(
@@ -290,10 +298,14 @@ def per_image_seconds(refs: ReferenceSet, validation: Validation, score: Score) 
     return decode + embed
 
 
+# Settings a resumed run may change: threads change no result; the budget (max_minutes, reembed)
+# changes only the step count, which the plan file keeps (and, once fitted, the checkpoint);
+# min_gain only the decision.
+RESUMABLE_SETTINGS = ("threads", "reembed", "max_minutes", "min_gain")
+
+
 def _run_key(start: StyleEncoder, refs: ReferenceSet, config: AdaptConfig) -> str:
-    # threads change no result; reembed changes only the time budget, hence only the step count,
-    # which the plan file keeps (and, once fitted, the checkpoint)
-    settings = {k: v for k, v in asdict(config).items() if k not in ("threads", "reembed")}
+    settings = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_SETTINGS}
     recipe = adapt_train_config(start, config, 0).to_json()  # a checkpoint of another recipe never resumes
     text = json.dumps(
         {
@@ -337,6 +349,16 @@ def adapt_encoder(
     Checkpoints under `work_dir` (keyed by the starting encoder, the reference set and `config`),
     so a rerun after an interruption resumes; `stop_after_step` interrupts on purpose (the outcome
     is then refused and says so). `device`: cuda when there is one, unless given."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    # One run per work directory (the worker's job and the CLI in one container share it): the
+    # second would resume from the first one's unfinished checkpoint and delete its files.
+    lock = FileLock(work_dir / "adapt.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise AdaptError(
+            f"another adaptation is running on {work_dir}; wait for it to end and run this one again"
+        ) from None
     previous_threads = torch.get_num_threads()
     if config.threads > 0:
         torch.set_num_threads(config.threads)
@@ -344,6 +366,7 @@ def adapt_encoder(
         return _adapt(refs, start, start_label, config, work_dir, progress, stop_after_step, device)
     finally:
         torch.set_num_threads(previous_threads)
+        lock.release()
 
 
 def _adapt(
@@ -370,10 +393,13 @@ def _adapt(
     before = validation.score(start_model)
 
     key = _run_key(start, refs, config)
-    work_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = work_dir / f"adapt-{key}.ckpt.safetensors"
     plan_path = work_dir / f"adapt-{key}.plan.json"
     resumed = checkpoint.exists() and plan_path.exists()
+    if not resumed:  # another catalog, encoder or recipe left them: they can never resume
+        for stale in work_dir.glob("adapt-*"):
+            if not stale.name.startswith(f"adapt-{key}."):
+                stale.unlink(missing_ok=True)
     reserve = 1.25 * before.seconds + SAFETY_SECONDS  # the second validation, measured by the first
     reserve += 1.25 * config.reembed * per_image_seconds(refs, validation, before)
     if resumed:
@@ -420,9 +446,7 @@ def _adapt(
     if stop_after_step is not None and stop_after_step <= result.steps < steps:
         interrupted = f"interrupted at step {result.steps} of {steps}"
     kept, reason = _decide(before, after, config, validation.queries, start_label, interrupted)
-    if not interrupted:  # finished: nothing left to resume
-        for path in (checkpoint, plan_path, result.model_path):
-            path.unlink(missing_ok=True)
+    finished = () if interrupted else (checkpoint, plan_path, result.model_path, result.loss_curve_path)
     return AdaptOutcome(
         model=model.cpu(),
         start_label=start_label,
@@ -439,4 +463,5 @@ def _adapt(
         train_samples=train_ids,
         val_samples=val_ids,
         queries=validation.queries,
+        work_files=finished,
     )

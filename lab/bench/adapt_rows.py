@@ -47,6 +47,7 @@ def adapted_row(ctx: QualityContext, original: Row, adapt: AdaptConfig) -> Row:
     )
     work_dir = ctx.config.cache_dir / "adapt-work"
     outcome = adapt_encoder(refs, ctx.encoder, ctx.encoder_label, adapt, work_dir, progress=ctx.progress)
+    outcome.discard_work_files()  # nothing activates it: the bench keeps only the model
     adapted = EncoderFeaturizer(f"adapted encoder [{ctx.data.root.name}]", outcome.model)
     row = evaluate_row(ctx, f"{original.method} (adapted)", adapted, "d_avg", True)
     before, after = query_ranks(ctx, original.featurizer), query_ranks(ctx, adapted.name)

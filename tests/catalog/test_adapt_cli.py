@@ -64,10 +64,12 @@ async def test_adapt_keeps_activates_and_rolls_back(settings: Settings, tmp_path
         ).fetchone() or (None, None)
     assert parent == label
     assert metrics["after"] == pytest.approx(outcome["after"])
+    assert not list((settings.data_dir / "adapt").glob("adapt-*"))  # activated: nothing left to resume
 
     code, out, err = await findlora("catalog", "adapt", "--rollback", env=env)
     assert code == 0, err
     assert f"rolled back to {label} (from {adapted})" in out
+    assert "automatic adaptation is paused until `findlora catalog adapt` runs by hand" in out
     assert active(settings) == label
     code, out, err = await findlora("catalog", "adapt", "--rollback", env=env)
     assert code == 1

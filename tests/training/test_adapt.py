@@ -114,7 +114,11 @@ def test_adapting_an_untrained_encoder_improves_held_out_ranking_and_is_kept(
     assert encoder_fingerprint(outcome.model) != fingerprint
     assert not outcome.model.training
     assert "model" not in outcome.as_dict()
-    assert not list(tmp_path.glob("*.ckpt.safetensors"))  # a finished run leaves nothing to resume
+    # The finished run's files wait for the caller (an activation), then go.
+    assert sorted(p.name for p in tmp_path.glob("adapt-*")) == sorted(p.name for p in outcome.work_files)
+    assert len(outcome.work_files) == 4
+    outcome.discard_work_files()
+    assert not list(tmp_path.glob("adapt-*"))
 
 
 def test_a_catalog_whose_loras_look_alike_is_refused(tmp_path: Path) -> None:
@@ -177,3 +181,54 @@ def test_the_budget_keeps_back_the_time_to_reembed_the_catalog(
     config = AdaptConfig(max_minutes=1.0, reembed=10**7)
     with pytest.raises(AdaptError, match="re-embed 10000000 references"):
         adapt_encoder(zoo_refs, _start(), "untrained", config, tmp_path / "w", progress=False)
+
+
+def test_a_finished_run_whose_activation_was_interrupted_is_not_trained_again(
+    zoo_refs: ReferenceSet, tmp_path: Path
+) -> None:
+    config = AdaptConfig(max_steps=12)
+    first = adapt_encoder(zoo_refs, _start(), "untrained", config, tmp_path, progress=False)
+    # The activation was stopped half-way: nothing discarded the work files.
+    again = adapt_encoder(zoo_refs, _start(), "untrained", config, tmp_path, progress=False)
+    assert again.resumed
+    assert (again.steps, again.kept) == (12, first.kept)
+    assert encoder_fingerprint(again.model) == encoder_fingerprint(first.model)
+
+
+def test_a_new_budget_resumes_and_files_no_run_can_resume_are_removed(
+    zoo_refs: ReferenceSet, tmp_path: Path
+) -> None:
+    stopped = adapt_encoder(
+        zoo_refs,
+        _start(),
+        "untrained",
+        AdaptConfig(max_steps=12, max_minutes=30),
+        tmp_path,
+        progress=False,
+        stop_after_step=5,
+    )
+    assert not stopped.kept
+    # The budget changes only the step count, which the plan keeps: the run goes on.
+    resumed = adapt_encoder(
+        zoo_refs, _start(), "untrained", AdaptConfig(max_steps=12, max_minutes=5), tmp_path, progress=False
+    )
+    assert resumed.resumed
+    assert resumed.steps == 12
+    left = {p.name for p in tmp_path.glob("adapt-*")}
+    assert left == {p.name for p in resumed.work_files}
+    # Another seed is another run: the old run's files can never resume, so they go.
+    other = adapt_encoder(
+        zoo_refs, _start(), "untrained", AdaptConfig(max_steps=3, seed=1), tmp_path, progress=False
+    )
+    assert not other.resumed
+    assert {p.name for p in tmp_path.glob("adapt-*")} == {p.name for p in other.work_files}
+    assert not left & {p.name for p in other.work_files}
+
+
+def test_one_adaptation_at_a_time_per_work_directory(zoo_refs: ReferenceSet, tmp_path: Path) -> None:
+    from filelock import FileLock
+
+    tmp_path.mkdir(exist_ok=True)
+    with FileLock(tmp_path / "adapt.lock"), pytest.raises(AdaptError, match="another adaptation is running"):
+        adapt_encoder(zoo_refs, _start(), "untrained", AdaptConfig(max_steps=2), tmp_path, progress=False)
+    assert adapt_encoder(zoo_refs, _start(), "untrained", AdaptConfig(max_steps=2), tmp_path, progress=False)
