@@ -212,6 +212,20 @@ async def slug_of_sha256(conn: Connection, sha256: str) -> str | None:
     return None if row is None else str(row[0])
 
 
+async def file_still_wanted(conn: Connection, sha256: str, job_id: uuid.UUID) -> bool:
+    """A registered LoRA is this file, or another job that has not ended is working on it."""
+    cur = await conn.execute(
+        """
+        SELECT EXISTS (SELECT 1 FROM loras WHERE sha256 = %(sha)s)
+            OR EXISTS (SELECT 1 FROM registration_jobs
+                       WHERE file_sha256 = %(sha)s AND id <> %(job)s AND finished_at IS NULL)
+        """,
+        {"sha": sha256, "job": job_id},
+    )
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
 async def nearest_neighbour_distances(conn: Connection, sample: int) -> list[float]:
     """Centroid distance of (a deterministic sample of) catalog LoRAs to their nearest other LoRA:
     the catalog's own notion of "unusually close"."""

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from findlora_client.base_models import resolve
+from findlora_client.links import page_link_problem
 
 TEXT, TOML, JSON = "text", "toml", "json"
 TOML_FIELDS = (
@@ -174,8 +175,15 @@ def _entry(where: str, source: str, fields: Mapping[str, Any], parsed: ParsedLis
         license=_text(fields, "license"),
         author=_text(fields, "author"),
         nsfw=nsfw,
-        page_url=_text(fields, "page_url"),
+        page_url=_page_link(fields),
     )
+
+
+def _page_link(fields: Mapping[str, Any]) -> str:
+    url = _text(fields, "page_url")
+    if problem := page_link_problem(url):
+        raise _Bad(problem)
+    return url
 
 
 def _text(fields: Mapping[str, Any], key: str) -> str:

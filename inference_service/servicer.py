@@ -42,6 +42,7 @@ from inference_service.observability import RPC_LATENCY, RPC_REQUESTS
 from inference_service.registration.jobs import Registration, Registrations
 from inference_service.search import SearchQuery
 from inference_service.search.engine import SearchEngine, SearchPage
+from inference_service.text_bounds import check_text_bounds
 from inference_service.timing import StageTimer
 from protos import findlora_pb2 as pb
 from protos import findlora_pb2_grpc as pb_grpc
@@ -110,6 +111,7 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
         timer = StageTimer()  # the stages the handler times (inference_service.timing)
         code = grpc.StatusCode.OK
         try:
+            check_text_bounds(request)
             response = await timer.run(handler(self, request, context))
         except Exception as exc:
             code, reason, message, extra = _failure(exc, bound, request_id)

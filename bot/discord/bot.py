@@ -53,7 +53,13 @@ class FindLoraBot(commands.Bot):
     def __init__(self, services: BotServices) -> None:
         # Default intents suffice: slash commands, components and reactions; no privileged intents
         # (context-menu interactions carry the message's attachments themselves).
-        super().__init__(command_prefix=commands.when_mentioned, intents=discord.Intents.default())
+        # No message of the bot pings anyone unless it says so: a prompt or a LoRA name can hold
+        # "@everyone" or a role mention, and the bot's own permissions would make it ring.
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=discord.Intents.default(),
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
         self.services = services
         self.tree.error(self.on_app_command_error)
 

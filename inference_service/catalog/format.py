@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from findlora_client.base_models import resolve
+from findlora_client.links import page_link_problem
 from inference_service.catalog.platform_prompts import PLATFORM_PROMPTS
 from inference_service.imaging import IMAGE_SUFFIXES
 
@@ -103,6 +104,14 @@ def _str_field(data: dict[str, Any], key: str, path: Path, problems: list[str], 
     return value
 
 
+def _page_url(data: dict[str, Any], path: Path, problems: list[str]) -> str:
+    url = _str_field(data, "url", path, problems).strip()
+    if problem := page_link_problem(url):
+        problems.append(f"{path}: {problem.replace('page_url', 'url', 1)}")
+        return ""
+    return url
+
+
 def _base_model(given: str, path: Path, warnings: list[str]) -> str:
     """Any spelling of a family becomes its canonical id; an unknown name is kept as other:<name>."""
     resolved = resolve(given)
@@ -144,7 +153,7 @@ def _read_lora(
     entry = LoraEntry(
         slug=slug,
         name=_str_field(data, "name", toml_path, problems, slug) or slug,
-        url=_str_field(data, "url", toml_path, problems),
+        url=_page_url(data, toml_path, problems),
         base_model=base_model,
         trigger_words=list(triggers),
         license=_str_field(data, "license", toml_path, problems),

@@ -24,6 +24,7 @@ from db.database import Database
 from db.registration import JobRow, SlugTaken, SourceBusy
 from findlora_client.base_models import resolve
 from findlora_client.bulk import SOURCE_BUSY
+from findlora_client.links import page_link_problem
 from findlora_client.protocol import Reason
 from inference_service.config import Settings
 from inference_service.errors import AlreadyExists, InvalidArgument, NotFound
@@ -118,6 +119,8 @@ class Registrations:
                 raise InvalidArgument(exc.message) from None
         if not request.name.strip() and not request.slug:
             raise InvalidArgument("give the LoRA a name")
+        if problem := page_link_problem(request.page_url):
+            raise InvalidArgument(problem)
         slug = request.slug or slugify(request.name)
         if not _SLUG.match(slug):
             raise InvalidArgument(

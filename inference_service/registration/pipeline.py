@@ -38,7 +38,7 @@ from inference_service.registration.families import generator_family, registered
 from inference_service.registration.fetch import FetchPolicy, fetch_to_file, redact
 from inference_service.registration.generate import TransferGenerator
 from inference_service.registration.lora_file import LoraInfo, validate_lora_file
-from inference_service.registration.refusals import DuplicateLora, RegistrationRefused
+from inference_service.registration.refusals import DuplicateLora, LoraFileRejected, RegistrationRefused
 
 log = structlog.get_logger(__name__)
 STAGED_PREFIX = "staged:"
@@ -110,6 +110,8 @@ class RegistrationPipeline:
         except RegistrationRefused as exc:
             bound.info("registration_refused", reason=exc.message)
             await self.db.run(registration.fail, job_id, exc.message)
+            if isinstance(exc, LoraFileRejected):
+                await self._discard_rejected_file(job_id)
         except Exception:
             bound.exception("registration_failed")
             await self.db.run(
@@ -136,6 +138,16 @@ class RegistrationPipeline:
                     "registration_reembeds", job_id=str(job.id), embedded=exc.expected, active=exc.active
                 )
         raise RegistrationRefused("the style encoder kept changing while registering; register again")
+
+    async def _discard_rejected_file(self, job_id: uuid.UUID) -> None:
+        """A file refused for what it is (a pickle, not a LoRA, a base model no generator runs)
+        leaves the LoRA store, unless a LoRA is this file or another job is working on it: refused
+        downloads of up to the size cap would otherwise fill the worker's disk."""
+        job = await self.db.run(registration.get_job, job_id)
+        if job is None or not job.file_sha256:
+            return
+        if not await self.db.run(registration.file_still_wanted, job.file_sha256, job_id):
+            (self.settings.lora_dir / f"{job.file_sha256}.safetensors").unlink(missing_ok=True)
 
     # --- steps -------------------------------------------------------------------------------
 

@@ -128,7 +128,8 @@ def split_samples(sample_ids: list[str], holdout_fraction: float, seed: int) -> 
     """(training, held-out) sample ids. A sample is held out when its own seeded hash falls under
     `holdout_fraction`, so the split of a sample never depends on the others: a catalog that grows
     keeps its held-out samples held out, and an encoder adapted before is never validated on
-    samples it trained on. At least 1 is held out and 2 are left to train on (small catalogs)."""
+    samples it trained on. At least 1 is held out and 2 are left to train on: where those bounds
+    bind (catalogs of a handful of samples) a sample may change sides as the catalog grows."""
     n = len(sample_ids)
     if n < 3:
         raise AdaptError(

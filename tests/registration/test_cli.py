@@ -55,3 +55,64 @@ async def test_register_a_local_file_and_refuse_a_pickle(
     code, out = await findlora("lora", "register", str(pickle), "--name", "Old", env=env)
     assert code == 1
     assert "Python pickles" in out
+
+
+async def test_a_file_refused_for_what_it_is_leaves_the_lora_store(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A download is stored before it is validated; refused ones (up to the size cap each) would
+    otherwise fill the worker's disk. A file another live job works on stays."""
+    import uuid
+
+    import psycopg
+
+    from inference_service.registration.fetch import stage_local_file
+    from inference_service.registration.jobs import Registration, Registrations, make_queue_app
+    from inference_service.registration.pipeline import STAGED_PREFIX, RegistrationPipeline
+
+    not_a_lora = Path(__file__).parents[2] / "fuzz" / "corpus" / "lora_header" / "not_a_lora.safetensors"
+    url = str(settings.database_url)
+    runtime = await open_runtime(settings)
+    queue = make_queue_app(runtime.url)
+    try:
+        never_generates = None  # validation refuses the file before any generator is asked for
+        pipeline = RegistrationPipeline(
+            settings,
+            runtime.db,
+            runtime.blobs,
+            runtime.encoders,
+            never_generates,  # type: ignore[arg-type]
+        )
+        async with queue.open_async():
+            registrations = Registrations(runtime.db, queue, settings)
+
+            async def refused(name: str) -> Path:
+                staged = stage_local_file(not_a_lora, settings.lora_dir, settings.registration_max_bytes)
+                job_id = await registrations.submit(
+                    Registration(STAGED_PREFIX + staged.sha256, name=name, base_model="sd1"), staged=True
+                )
+                await pipeline.run(job_id)
+                with psycopg.connect(url) as conn:
+                    row = conn.execute(
+                        "SELECT state, message FROM registration_jobs WHERE id = %s", (job_id,)
+                    )
+                    state, message = row.fetchone() or ("", "")
+                assert state == "failed"
+                assert "LoRA" in message
+                return staged.path
+
+            with psycopg.connect(url) as conn:  # another job, still running, has the same file
+                sha = stage_local_file(not_a_lora, settings.lora_dir, settings.registration_max_bytes).sha256
+                conn.execute(
+                    "INSERT INTO registration_jobs (id, source_url, metadata, slug, state, file_sha256)"
+                    " VALUES (%s, 'https://example.org/x.safetensors', '{}', 'other', 'running', %s)",
+                    (uuid.uuid4(), sha),
+                )
+            assert (await refused("One")).exists()
+            with psycopg.connect(url) as conn:
+                conn.execute(
+                    "UPDATE registration_jobs SET state = 'failed', finished_at = now() WHERE slug = 'other'"
+                )
+            assert not (await refused("Two")).exists()
+    finally:
+        await runtime.close()

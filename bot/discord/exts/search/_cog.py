@@ -187,7 +187,11 @@ class SearchCog(commands.Cog, name=SEARCH_COG):
                     current.search_id, lora_id, up=emoji == THUMBS_UP, user=user_key(reactor)
                 )
         except ServiceCallError as error:
-            await channel.send(f"<@{payload.user_id}> {friendly_error(error)}", delete_after=30)
+            await channel.send(
+                f"<@{payload.user_id}> {friendly_error(error)}",
+                delete_after=30,
+                allowed_mentions=discord.AllowedMentions(users=[reactor]),
+            )
         if paging:
             # Take the reaction back so the same arrow can be pressed again.
             with contextlib.suppress(discord.HTTPException):

@@ -31,13 +31,50 @@ class PageMessage:
         return {"content": self.content, "embeds": self.embeds, "attachments": self.files, "view": self.view}
 
 
+# Discord refuses a message whose embeds hold more than 6,000 characters together (HTTP 400).
+EMBEDS_MAX_CHARS = 6000
+PROMPT_FIELD = "Suggested prompt"
+
+
+def code_safe(text: str) -> str:
+    """Text for an inline code span or a fenced block: a backtick would close it, and what
+    follows (an @everyone, a role mention, markdown) would be read as the message's own."""
+    return text.replace("`", "'")
+
+
+def web_link(url: str) -> str | None:
+    """Discord takes only http(s) links in an embed; anything else would fail the whole message."""
+    return url if url.startswith(("https://", "http://")) and len(url) <= 2048 else None
+
+
+def _fit(embed: discord.Embed, budget: int) -> None:
+    """Shorten the suggested prompt, then the description, until the embed holds `budget`
+    characters (its title, fields and footer are short and bounded already)."""
+    over = len(embed) - budget
+    for index, field in enumerate(embed.fields):
+        if over > 0 and field.name == PROMPT_FIELD and field.value:
+            text = field.value.removeprefix("```\n").removesuffix("\n```")
+            keep = len(text) - over - 1
+            if keep >= 20:
+                embed.set_field_at(index, name=PROMPT_FIELD, value=f"```\n{text[:keep]}…\n```", inline=False)
+            else:
+                embed.remove_field(index)
+            over = len(embed) - budget
+    if over > 0 and embed.description:
+        embed.description = embed.description[: max(0, len(embed.description) - over - 1)] + "…"
+
+
 def _embed(card: ResultCard, page: ResultsPage, sheet_name: str | None) -> discord.Embed:
-    embed = discord.Embed(title=f"#{card.rank} {card.title}"[:256], url=card.url or None, colour=EMBED_COLOUR)
+    embed = discord.Embed(
+        title=f"#{card.rank} {card.title}"[:256], url=web_link(card.url), colour=EMBED_COLOUR
+    )
     embed.add_field(name="Base model", value=card.base_model or "unknown")
     embed.add_field(name="Score", value=card.score_text)
     if card.suggested_prompt:
         # A fenced block: Discord offers a copy button for it.
-        embed.add_field(name="Suggested prompt", value=f"```\n{card.suggested_prompt}\n```", inline=False)
+        embed.add_field(
+            name=PROMPT_FIELD, value=f"```\n{code_safe(card.suggested_prompt)}\n```", inline=False
+        )
     if card.transfers:
         samples = ", ".join(t.sample_id for t in card.transfers)
         embed.description = f"Sample transfers nearest your image: {samples}"
@@ -49,7 +86,7 @@ def _embed(card: ResultCard, page: ResultsPage, sheet_name: str | None) -> disco
 
 def page_message(page: ResultsPage) -> PageMessage:
     if page.pseudo_prompt:
-        content = f"**Pseudo-prompt:** `{page.pseudo_prompt}`"
+        content = f"**Pseudo-prompt:** `{code_safe(page.pseudo_prompt)[:1500]}`"
     else:
         content = "Ranked by style distance."
     content += " React ➡️/⬅️ to page, 👍/👎 to rate the first result, or use the buttons and menu."
@@ -60,4 +97,6 @@ def page_message(page: ResultsPage) -> PageMessage:
         if sheet and name:
             files.append(discord.File(io.BytesIO(sheet), filename=name))
         embeds.append(_embed(card, page, name))
+    for embed in embeds:
+        _fit(embed, EMBEDS_MAX_CHARS // max(1, len(embeds)))
     return PageMessage(content, embeds, files, results_view(page))

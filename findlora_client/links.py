@@ -1,0 +1,22 @@
+"""A LoRA's page link as every chat shows it: an http(s) address, or none at all. Checked where a
+link enters (registration, catalog import, bulk lists), not where a chat would refuse it."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+MAX_LINK_CHARS = 2048
+
+
+def page_link_problem(url: str) -> str | None:
+    """Why `url` cannot be a page link (None: it can; an empty one means no page)."""
+    if not url:
+        return None
+    if len(url) > MAX_LINK_CHARS:
+        return f"page_url is {len(url)} characters long; at most {MAX_LINK_CHARS} are accepted"
+    if any(c.isspace() or ord(c) < 32 for c in url):
+        return "page_url must not contain spaces or control characters"
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return f"page_url {url[:80]!r} must be an http(s) address such as https://civitai.com/models/123"
+    return None

@@ -1,0 +1,65 @@
+"""A results page as Discord will take it: within the embeds' character limit, with links it
+accepts, and no text of a user's that can ping or break out of its code span."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from bot.core.paging import PageRef
+from bot.core.rendering import ResultCard, ResultsPage, TransferImage
+from bot.discord.bot import FindLoraBot
+from bot.discord.exts.search._message import EMBEDS_MAX_CHARS, page_message
+
+HOSTILE = "cat` @everyone <@&123> `x"
+
+
+def card(rank: int, *, url: str = "https://civitai.com/models/1", name_chars: int = 100) -> ResultCard:
+    transfers = tuple(
+        TransferImage(f"sample-{'x' * 60}-{i}", f"{i}.webp", b"", "image/webp", 0.1) for i in range(3)
+    )
+    return ResultCard(
+        rank=rank,
+        lora_id=rank,
+        slug=f"lora-{rank}",
+        title="N" * name_chars,
+        url=url,
+        base_model="SDXL 1.0",
+        score=0.5,
+        style_distance=0.4,
+        suggested_prompt=(HOSTILE + " ") * 11,  # about the 300 characters the renderer keeps
+        trigger_words=(),
+        nsfw=False,
+        transfers=transfers,
+    )
+
+
+def page(cards: list[ResultCard], prompt: str = "a castle") -> ResultsPage:
+    return ResultsPage(PageRef(str(uuid.uuid4()), 0, len(cards)), 50, prompt, tuple(cards))
+
+
+@pytest.mark.parametrize("count", [1, 5, 10])
+def test_a_full_page_of_long_results_fits_discords_limit(count: int) -> None:
+    message = page_message(page([card(r + 1) for r in range(count)]))
+    assert sum(len(e) for e in message.embeds) <= EMBEDS_MAX_CHARS
+    assert all(e.title and e.title.startswith(f"#{i + 1} ") for i, e in enumerate(message.embeds))
+    if count == 1:  # room for the whole prompt: nothing is cut
+        assert "…" not in str(message.embeds[0].fields[-1].value)
+
+
+def test_user_text_cannot_leave_its_code_span_or_ping() -> None:
+    message = page_message(page([card(1)], prompt=HOSTILE))
+    assert message.content.count("`") == 2  # the span's own two backticks
+    prompt_field = message.embeds[0].fields[-1].value or ""
+    assert prompt_field.count("`") == 6  # the fence's, none of the prompt's
+    mentions = FindLoraBot(services=None).allowed_mentions  # type: ignore[arg-type]  # only the client's options
+    assert mentions is not None
+    assert (mentions.everyone, mentions.roles, mentions.users) == (False, False, False)
+
+
+@pytest.mark.parametrize("url", ["civitai.com/models/1", "javascript:alert(1)", ""])
+def test_a_link_discord_would_refuse_is_left_out(url: str) -> None:
+    message = page_message(page([card(1, url=url)]))
+    assert message.embeds[0].url is None
+    assert page_message(page([card(1)])).embeds[0].url == "https://civitai.com/models/1"
