@@ -118,6 +118,12 @@ class Settings(BaseSettings):
     max_concurrent_rpcs: int = Field(
         64, description="RPCs the server runs at once (health checks included); 0: no limit."
     )
+    max_watch_streams: int = Field(
+        16,
+        ge=1,
+        description="WatchJob streams open at once: each may last as long as its job, and without a "
+        "bound they could hold every RPC slot, leaving none for searches and health checks.",
+    )
     rate_limit_per_s: float = Field(
         0.5, description="Image requests (Search, FlagLookalike) per second per requester; 0: off."
     )
@@ -246,6 +252,12 @@ class Settings(BaseSettings):
         "", description="Also adapt on this cron schedule (e.g. '0 3 * * 0'); empty: off."
     )
     adapt_max_minutes: float = Field(5.0, gt=0, description="Time budget of one adaptation job.")
+    adapt_max_references: int = Field(
+        40_000,
+        ge=10,
+        description="References adaptation holds in memory (about 50 KB each at 128 px, held up to three "
+        "times over); a larger catalog is adapted on whole LoRAs drawn up to this many.",
+    )
 
     # --- retention and privacy (README "What findlora keeps") --------------------------------
     purge_interval_s: float = Field(300.0, gt=0, description="How often expired searches are deleted.")

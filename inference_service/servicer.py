@@ -31,6 +31,7 @@ from inference_service.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
     ServiceError,
     reason_trailer,
 )
@@ -235,6 +236,7 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
         self.feedback_key = feedback_key  # HMAC key of voters' pseudonyms
         self.decoder = decoder or DecodePool.from_settings(settings)
         self.buckets = TokenBuckets.from_settings(settings)
+        self.watching = 0  # open WatchJob streams (settings.max_watch_streams)
 
     def _registrations(self) -> Registrations:
         if self.registrations is None:
@@ -269,7 +271,14 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.JobEvent]:
         """Server stream: one event per change until the job ends (errors mapped like @rpc)."""
+        counted = False
         try:
+            if self.watching >= self.settings.max_watch_streams:
+                raise ResourceExhausted(
+                    f"{self.watching} registrations are being followed already; the job goes on "
+                    "without being watched: follow it again in a while"
+                )
+            self.watching, counted = self.watching + 1, True
             async for event in self._registrations().watch(request.job_id):
                 yield pb.JobEvent(
                     job_id=event.job_id,
@@ -291,6 +300,9 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
             bound = log.bind(rpc="WatchJob", request_id=request_id)
             code, reason, message, extra = _failure(exc, bound, request_id)
             await context.abort(code, message, trailing_metadata=reason_trailer(reason, *extra))
+        finally:
+            if counted:
+                self.watching -= 1
 
     async def _decode(
         self, images: Sequence[pb.Image], max_images: int, what: str, requester: str, peer: str

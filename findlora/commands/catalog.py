@@ -200,7 +200,13 @@ async def _prepare(settings: Settings) -> Prepared:
 
     async with await open_runtime(settings) as runtime:
         try:
-            return await prepare(runtime.db, runtime.blobs, runtime.encoders, progress=True)
+            return await prepare(
+                runtime.db,
+                runtime.blobs,
+                runtime.encoders,
+                progress=True,
+                max_references=settings.adapt_max_references,
+            )
         except AdaptError as exc:
             fail(str(exc))
 
@@ -234,6 +240,8 @@ def _adapt(
 
     settings = Settings()
     prepared = run(_prepare(settings))
+    if prepared.drawn:
+        console.print(prepared.drawn, highlight=False)
     config = AdaptConfig(max_minutes=max_minutes, threads=threads, seed=seed, max_steps=max_steps)
     try:
         outcome = train(prepared, settings, config, progress=True)

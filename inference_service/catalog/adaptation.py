@@ -9,8 +9,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import structlog
 import torch
 
+from db import catalog as db_catalog
 from db import encoders as db_encoders
 from db.database import Database
 from db.encoders import EncoderChanged
@@ -29,6 +31,7 @@ from inference_service.training.adapt import (
 from inference_service.training.references import ReferenceSet
 
 ADAPTED_KIND = "adapted"
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,17 +68,41 @@ class Prepared:
     start: StyleEmbedder
     refs: ReferenceSet
     references: int  # every stored reference: what an activation re-embeds
+    trainable: int  # references of the LoRAs adaptation may learn from (not taken down)
+
+    @property
+    def drawn(self) -> str | None:
+        """Said when a large catalog is adapted on a draw of its LoRAs (None: on all of them)."""
+        held = self.refs.report.transfers
+        if held >= self.trainable:
+            return None
+        return (
+            f"adapting on {self.refs.n_loras} LoRAs drawn from the catalog ({held:,} of its "
+            f"{self.trainable:,} references): FINDLORA_ADAPT_MAX_REFERENCES sets how many fit in memory"
+        )
 
 
 async def prepare(
-    db: Database, blobs: BlobStore, encoders: ActiveEncoder, *, progress: bool = False
+    db: Database,
+    blobs: BlobStore,
+    encoders: ActiveEncoder,
+    *,
+    progress: bool = False,
+    max_references: int | None = None,
 ) -> Prepared:
     try:
         start = await encoders.current()
     except UnknownEncoder as exc:
         raise AdaptError(exc.message) from None
-    refs = await catalog_reference_set(db, blobs, start.model.config.input_size, progress=progress)
-    return Prepared(start, refs, await db.run(db_encoders.reference_count))
+    refs = await catalog_reference_set(
+        db, blobs, start.model.config.input_size, progress=progress, max_references=max_references
+    )
+    return Prepared(
+        start,
+        refs,
+        await db.run(db_encoders.reference_count),
+        await db.run(db_catalog.training_reference_count),
+    )
 
 
 def train(
@@ -155,7 +182,11 @@ async def adapt_catalog(
     rollback's pause holds."""
     if automatic and (why := await db.run(db_encoders.automatic_adaptation_pause)) is not None:
         raise AdaptError(f"automatic adaptation is paused: {why}")
-    prepared = await prepare(db, blobs, encoders, progress=progress)
+    prepared = await prepare(
+        db, blobs, encoders, progress=progress, max_references=settings.adapt_max_references
+    )
+    if prepared.drawn:
+        log.info("adaptation_draws_loras", message=prepared.drawn)
     outcome = await asyncio.to_thread(train, prepared, settings, config, progress=progress)
     return await finish(
         db, blobs, settings, prepared, outcome, activation_progress=activation_progress, automatic=automatic

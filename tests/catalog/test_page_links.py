@@ -70,7 +70,7 @@ def test_catalog_import_refuses_a_lora_whose_url_is_not_a_web_address(tmp_path: 
 @pytest.mark.db
 async def test_registration_refuses_a_bad_page_link_before_queueing(settings: Settings, db: Database) -> None:
     registrations = Registrations(db, make_queue_app(str(settings.database_url)), settings)
-    with pytest.raises(InvalidArgument, match="page_url 'civitai.com/models/1' must be an http"):
+    with pytest.raises(InvalidArgument, match=r"page_url 'civitai\.com/models/1' must be an http"):
         await registrations.submit(
             Registration(
                 "https://huggingface.co/x/y/resolve/main/a.safetensors",

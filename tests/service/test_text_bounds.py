@@ -21,7 +21,7 @@ def test_every_string_field_nested_ones_too_is_bounded() -> None:
         InvalidArgument, match=f"prompt is {MAX_TEXT + 1} characters long; at most {MAX_TEXT}"
     ):
         check_text_bounds(pb.SearchRequest(prompt="p" * (MAX_TEXT + 1)))
-    with pytest.raises(InvalidArgument, match="images.filename is"):
+    with pytest.raises(InvalidArgument, match=r"images\.filename is"):
         check_text_bounds(pb.SearchRequest(images=[pb.Image(data=b"x", filename="f" * 5000)]))
     lora = pb.LoraMetadata(page_url="https://example.org/" + "a" * (MAX_URL - 30))
     check_text_bounds(pb.RegisterLoraRequest(metadata=lora))  # a link may be longer than a name
@@ -30,7 +30,7 @@ def test_every_string_field_nested_ones_too_is_bounded() -> None:
     check_text_bounds(pb.RegisterLoraRequest(source_url=signed))
     with pytest.raises(InvalidArgument, match="source_url is"):
         check_text_bounds(pb.RegisterLoraRequest(source_url=signed + "t" * 8192))
-    with pytest.raises(InvalidArgument, match="metadata.trigger_words has 101 entries"):
+    with pytest.raises(InvalidArgument, match=r"metadata\.trigger_words has 101 entries"):
         check_text_bounds(
             pb.RegisterLoraRequest(metadata=pb.LoraMetadata(trigger_words=["w"] * (MAX_ENTRIES + 1)))
         )

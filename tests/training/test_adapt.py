@@ -71,6 +71,24 @@ async def test_catalog_reference_set_reads_the_database_and_blob_store(db: Datab
     loras, samples = torch.nonzero(refs.valid, as_tuple=True)
     assert torch.equal(from_dir.pick(loras, samples), refs.pick(loras, samples))
 
+    # A catalog too large for memory is adapted on whole LoRAs drawn up to the cap, and says so.
+    from inference_service.catalog.adaptation import prepare
+    from inference_service.models.active import ActiveEncoder
+
+    encoders = ActiveEncoder(db, blobs, StyleEmbedder(_start(), "tiny"))
+    whole = await prepare(db, blobs, encoders, max_references=25)
+    assert whole.drawn is None
+    assert (whole.references, whole.trainable) == (30, 25)  # the taken-down LoRA is re-embedded only
+    drawn = await prepare(db, blobs, encoders, max_references=12)
+    assert drawn.refs.n_loras == 2
+    assert drawn.refs.report.transfers == 10  # two whole LoRAs: a third would not fit
+    assert drawn.drawn == (
+        "adapting on 2 LoRAs drawn from the catalog (10 of its 25 references): "
+        "FINDLORA_ADAPT_MAX_REFERENCES sets how many fit in memory"
+    )
+    again = await prepare(db, blobs, encoders, max_references=12)
+    assert again.refs.slugs == drawn.refs.slugs  # the same draw every time
+
 
 def test_split_holds_out_whole_samples() -> None:
     ids = [f"s{i:02d}" for i in range(10)]
