@@ -13,17 +13,14 @@ import grpc
 import psycopg
 import psycopg_pool
 import structlog
-from google.protobuf.timestamp_pb2 import Timestamp
 from PIL import Image
 from psycopg.conninfo import conninfo_to_dict
 
 from db import clients, searches
-from db.rows import FlagRow
 from db.status import database_status
 from findlora_client.base_models import canonical
 from findlora_client.protocol import MAX_QUERY_IMAGES, Reason
 from inference_service.auth import current_caller, require
-from inference_service.blobs import BlobStore
 from inference_service.config import Settings
 from inference_service.decoding import DecodePool, Upload, UploadLimits, check_upload
 from inference_service.errors import (
@@ -36,13 +33,20 @@ from inference_service.errors import (
     reason_trailer,
 )
 from inference_service.feedback import record_feedback
-from inference_service.feedback_report import PrecisionRow, build_report
+from inference_service.feedback_report import build_report
 from inference_service.limits import TokenBuckets, requester_key
+from inference_service.messages import (
+    FLAG_FROM_PROTO,
+    client_to_proto,
+    flag_to_proto,
+    page_to_proto,
+    precision_to_proto,
+)
 from inference_service.moderation import MAX_ARTWORKS, Moderation
 from inference_service.observability import RPC_LATENCY, RPC_REQUESTS
 from inference_service.registration.jobs import Registration, Registrations
 from inference_service.search import SearchQuery
-from inference_service.search.engine import SearchEngine, SearchPage
+from inference_service.search.engine import SearchEngine
 from inference_service.text_bounds import check_text_bounds
 from inference_service.timing import StageTimer
 from protos import findlora_pb2 as pb
@@ -65,12 +69,6 @@ _STATUS_TO_PROTO = {
     "taken_down": pb.LORA_STATUS_TAKEN_DOWN,
 }
 _STATUS_FROM_PROTO = {value: key for key, value in _STATUS_TO_PROTO.items()}
-_FLAG_TO_PROTO = {
-    "open": pb.FLAG_STATUS_OPEN,
-    "approved": pb.FLAG_STATUS_APPROVED,
-    "dismissed": pb.FLAG_STATUS_DISMISSED,
-}
-_FLAG_FROM_PROTO = {value: key for key, value in _FLAG_TO_PROTO.items()}
 _VOTES = {pb.VOTE_UP: "up", pb.VOTE_DOWN: "down"}
 DATABASE_DOWN = "the catalog database is unavailable; try again"
 
@@ -126,96 +124,6 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
         return response
 
     return wrapper
-
-
-def _timestamp(value: Any) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
-def page_to_proto(page: SearchPage) -> pb.SearchResponse:
-    return pb.SearchResponse(
-        search_id=str(page.search_id),
-        pseudo_prompt=page.pseudo_prompt,
-        offset=page.offset,
-        total=page.total,
-        expires_at=_timestamp(page.expires_at),
-        matches=[
-            pb.Match(
-                rank=m.rank,
-                lora_id=m.lora.id,
-                slug=m.lora.slug,
-                name=m.lora.name,
-                url=m.lora.page_url,
-                base_model=m.lora.base_model,
-                score=m.score,
-                style_distance=m.style_distance,
-                rkme_score=m.rkme_score,
-                suggested_prompt=m.suggested_prompt,
-                nsfw=m.lora.nsfw,
-                trigger_words=m.lora.trigger_words,
-                transfers=[
-                    pb.SampleTransfer(
-                        sample_id=t.sample_id,
-                        key=t.key,
-                        thumbnail=t.thumbnail,
-                        mime_type="image/webp",
-                        distance=t.distance,
-                    )
-                    for t in m.transfers
-                ],
-            )
-            for m in page.matches
-        ],
-    )
-
-
-def _thumbnails(blobs: BlobStore, keys: list[str]) -> list[bytes]:
-    """File reads: run in a thread, never on the event loop."""
-    found = []
-    for key in keys:
-        try:
-            found.append(blobs.get(key))
-        except (OSError, ValueError):
-            found.append(b"")  # a missing blob must not hide the rest of the evidence
-    return found
-
-
-async def flag_to_proto(flag: FlagRow, blobs: BlobStore) -> pb.Flag:
-    evidence = flag.evidence
-    nearest = evidence.get("nearest", [])
-    thumbnails = await asyncio.to_thread(_thumbnails, blobs, [near["thumb_key"] for near in nearest])
-    transfers = [
-        pb.SampleTransfer(
-            sample_id=near["sample_id"],
-            key=near["key"],
-            thumbnail=thumbnail,
-            mime_type="image/webp" if thumbnail else "",
-            distance=float(near["distance"]),
-        )
-        for near, thumbnail in zip(nearest, thumbnails, strict=True)
-    ]
-    message = pb.Flag(
-        flag_id=str(flag.id),
-        lora_id=flag.lora_id,
-        slug=flag.slug,
-        lora_name=flag.lora_name,
-        reporter=flag.reporter,
-        note=flag.note,
-        status=_FLAG_TO_PROTO[flag.status],
-        reviewer=flag.reviewer,
-        created_at=_timestamp(flag.created_at),
-        evidence=pb.FlagEvidence(
-            style_distance=float(evidence.get("style_distance", 0.0)),
-            rank=int(evidence.get("rank", 0)),
-            catalog_size=int(evidence.get("catalog_size", 0)),
-            nearest_transfers=transfers,
-        ),
-    )
-    if flag.decided_at is not None:
-        message.decided_at.CopyFrom(_timestamp(flag.decided_at))
-    return message
 
 
 class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
@@ -391,7 +299,7 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
     async def ListFlags(
         self, request: pb.ListFlagsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListFlagsResponse:
-        flags = await self.moderation.list_flags(_FLAG_FROM_PROTO.get(request.status), request.limit)
+        flags = await self.moderation.list_flags(FLAG_FROM_PROTO.get(request.status), request.limit)
         return pb.ListFlagsResponse(flags=[await flag_to_proto(flag, self.engine.blobs) for flag in flags])
 
     @rpc
@@ -495,20 +403,3 @@ def database_description(settings: Settings) -> str:
         return "external PostgreSQL"
     where = f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
     return f"external PostgreSQL at {where}"
-
-
-def client_to_proto(row: clients.ClientRow) -> pb.ClientInfo:
-    message = pb.ClientInfo(name=row.name, roles=list(row.roles), created_at=_timestamp(row.created_at))
-    if row.revoked_at is not None:
-        message.revoked_at.CopyFrom(_timestamp(row.revoked_at))
-    return message
-
-
-def precision_to_proto(row: PrecisionRow) -> pb.PrecisionRow:
-    return pb.PrecisionRow(
-        label=row.label,
-        sessions=row.sessions,
-        precision_at_1=row.precision.get(1),
-        precision_at_5=row.precision.get(5),
-        precision_at_10=row.precision.get(10),
-    )

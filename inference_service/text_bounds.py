@@ -17,8 +17,10 @@ MAX_ENTRIES = 100  # strings in one repeated field (trigger words)
 FIELD_LIMITS = {"source_url": 8192, "page_url": MAX_URL, "lora": MAX_URL}
 
 
-def check_text_bounds(message: Message, prefix: str = "") -> None:
+def check_text_bounds(message: object, prefix: str = "") -> None:
     """InvalidArgument naming the first string field (nested ones too) over its bound."""
+    if not isinstance(message, Message):
+        return
     for field, value in message.ListFields():
         name = prefix + field.name
         if field.type == FieldDescriptor.TYPE_MESSAGE:
