@@ -116,6 +116,22 @@ def pending_migrations(url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     return missing
 
 
+def ready_url(explicit: str | None, pg_dir: Path) -> str:
+    """The database URL at the newest schema, for a process that serves or administers it. The
+    embedded database (no DATABASE_URL) is started on demand and migrated here, for zero setup. An
+    external one is only checked: its schema belongs to the migration role (`findlora db
+    migrate`), and the runtime role may not change it, so a schema that is behind stops the
+    process with that command."""
+    from db.embedded import database_url
+
+    url = database_url(explicit, pg_dir)
+    if explicit:
+        require_current(url)
+    else:
+        migrate(url)
+    return url
+
+
 def require_current(url: str, directory: Path = MIGRATIONS_DIR) -> None:
     """Refuse to run against a schema that is behind: migrating is the migration role's job."""
     missing = pending_migrations(url, directory)

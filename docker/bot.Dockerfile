@@ -9,6 +9,7 @@ COPY pyproject.toml README.md ./
 COPY protos ./protos
 COPY bot ./bot
 COPY findlora ./findlora
+COPY findlora_client ./findlora_client
 # The wheel carries every package; only the bot extra's dependencies are installed.
 COPY db ./db
 COPY inference_service ./inference_service

@@ -17,6 +17,7 @@ COPY protos ./protos
 COPY db ./db
 COPY bot ./bot
 COPY findlora ./findlora
+COPY findlora_client ./findlora_client
 COPY inference_service ./inference_service
 # Installs this project itself; its dependencies are pinned in pyproject.toml. No lab/: the
 # service and the worker never import the offline code.

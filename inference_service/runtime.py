@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from db.database import Database
-from db.embedded import database_url
-from db.migrate import migrate, require_current
+from db.migrate import ready_url
 from inference_service.blobs import BlobStore
 from inference_service.config import Settings
 from inference_service.models.active import ActiveEncoder
@@ -45,16 +44,9 @@ class Runtime:
 
 
 async def migrated_url(settings: Settings) -> str:
-    """The database URL, at the newest schema. The embedded database (DATABASE_URL unset) is
-    started on demand and migrated here, for zero setup. An external one is only checked: its
-    schema belongs to the migration role (`findlora db migrate`), and the runtime role that
-    serves may not change it, so a schema that is behind stops the process with that command."""
-    url = await asyncio.to_thread(database_url, settings.database_url, settings.pg_dir)
-    if settings.database_url:
-        await asyncio.to_thread(require_current, url)
-    else:
-        await asyncio.to_thread(migrate, url)
-    return url
+    """The database URL at the newest schema (`db.migrate.ready_url`: the embedded one migrated,
+    an external one only checked)."""
+    return await asyncio.to_thread(ready_url, settings.database_url, settings.pg_dir)
 
 
 async def open_runtime(settings: Settings) -> Runtime:

@@ -45,6 +45,33 @@ def test_images_run_as_non_root_and_copy_what_exists(name: str) -> None:
         assert (ROOT / source).exists(), f"{name} copies {source}, which does not exist"
 
 
+def first_party_imports(package: Path) -> set[str]:
+    """Top-level packages of this repository that `package`'s modules import."""
+    import ast
+
+    local = {p.parent.name for p in ROOT.glob("*/__init__.py")}
+    found: set[str] = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module.split(".")[0])
+    return found & local
+
+
+@pytest.mark.parametrize("name", ["inference.Dockerfile", "bot.Dockerfile"])
+def test_images_copy_every_package_their_packages_import(name: str) -> None:
+    """An image without a package its code imports stops at start with ModuleNotFoundError."""
+    copied = {
+        source.rstrip("/")
+        for source in re.findall(r"^COPY (?!--from)(\S+) ", (DOCKER / name).read_text(), flags=re.M)
+    }
+    packages = {c for c in copied if (ROOT / c / "__init__.py").exists()}
+    needed = set().union(*(first_party_imports(ROOT / p) for p in packages)) - {"lab", "tests"}
+    assert needed <= packages, f"{name} does not copy {sorted(needed - packages)}"
+
+
 def test_bot_image_has_no_torch() -> None:
     lines = (DOCKER / "bot.Dockerfile").read_text().splitlines()
     instructions = "\n".join(line for line in lines if not line.lstrip().startswith("#"))

@@ -28,15 +28,14 @@ async def _database() -> AsyncIterator[AsyncConnection[Any]]:
 
     import psycopg
 
-    from db.embedded import database_url
-    from db.migrate import migrate
+    from db.migrate import ready_url
     from inference_service.config import Settings
     from inference_service.logs import configure_logging
 
     configure_logging(json=False, level=logging.WARNING)  # stderr: stdout is the --json output
     settings = Settings()
-    url = await asyncio.to_thread(database_url, settings.database_url, settings.pg_dir)
-    await asyncio.to_thread(migrate, url)
+    # As the service: the runtime role may add clients but not change the schema.
+    url = await asyncio.to_thread(ready_url, settings.database_url, settings.pg_dir)
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         yield conn
 

@@ -4,6 +4,7 @@ the worker run as the runtime role, which can read and write rows but not change
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -121,6 +122,21 @@ def test_the_roles_are_what_compose_documents(deployed: Deployed) -> None:
 def test_the_runtime_role_cannot_change_the_schema(deployed: Deployed, statement: str) -> None:
     with psycopg.connect(deployed.app_url) as conn, pytest.raises(errors.InsufficientPrivilege):
         conn.execute(statement)
+
+
+def test_the_runtime_role_adds_a_client_as_the_deploy_guide_does(deployed: Deployed, tmp_path: Path) -> None:
+    """docs/deploy.md runs `findlora auth add` in the service's container, as the runtime role:
+    it must only check the schema, not try to migrate it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "findlora", "auth", "add", "k8s-bot", "--role", "search", "--json"],
+        env={**os.environ, "DATABASE_URL": deployed.app_url, "FINDLORA_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["name"] == "k8s-bot"
 
 
 async def test_the_runtime_role_searches_votes_and_queues_and_runs_a_job(
