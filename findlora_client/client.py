@@ -26,9 +26,12 @@ from protos import findlora_pb2_grpc as pb_grpc
 
 Reply = TypeVar("Reply")
 
-# gRPC retries transparently, with backoff, only when the service could not be reached.
+# gRPC retries transparently, with backoff, only when the service could not be reached. Calls go
+# round-robin over every address the target resolves to (dns:/// of a headless Service lists the
+# replicas), where gRPC's default would send them all to the first one.
 SERVICE_CONFIG = json.dumps(
     {
+        "loadBalancingConfig": [{"round_robin": {}}],
         "methodConfig": [
             {
                 "name": [{"service": "findlora.v1.FindLora"}],

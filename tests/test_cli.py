@@ -38,9 +38,9 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
     }
 
 
-async def findlora(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+async def findlora(*args: str, env: dict[str, str], cwd: Path | None = None) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        *FINDLORA, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *FINDLORA, *args, env=env, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     out, err = await asyncio.wait_for(process.communicate(), timeout=120)
     assert process.returncode is not None

@@ -44,6 +44,16 @@ async def test_status_of_a_running_service_with_a_catalog(
     assert "start one with `findlora serve worker`" in out
 
 
+async def test_the_service_address_comes_from_a_dotenv_file_too(
+    settings: Settings, service: RunningService, tmp_path: Path
+) -> None:
+    address = f"127.0.0.1:{service.port}"
+    (tmp_path / ".env").write_text(f"FINDLORA_SERVICE={address}\n")
+    env = cli_env(settings, FINDLORA_TOKEN=await issue_token(service, Role.SEARCH))
+    code, out, err = await findlora("status", env=env, cwd=tmp_path)
+    assert f"{address} answers SERVING" in out, out + err
+
+
 async def test_status_with_nothing_listening_names_the_command_that_starts_it(
     tmp_path: Path, settings: Settings
 ) -> None:

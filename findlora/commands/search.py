@@ -12,11 +12,6 @@ import typer
 from rich.table import Table
 
 from findlora.console import console, fail, run
-from findlora_client import DEFAULT_ADDRESS
-
-
-def service_address() -> str:
-    return os.environ.get("FINDLORA_SERVICE", DEFAULT_ADDRESS)
 
 
 def response_json(response: Any, transfer_paths: dict[tuple[str, str], Path] | None = None) -> dict[str, Any]:
@@ -185,7 +180,7 @@ def search(
             base_model,
             prompt,
             as_json,
-            service or service_address(),
+            service or _service_address(),
             transfers_dir,
             nsfw,
             exact,
@@ -204,7 +199,7 @@ async def _health(address: str) -> str:
 
 def health(service: str = typer.Option("", "--service", help="Service address.")) -> None:
     """Exit 0 when the service reports SERVING (container healthchecks use this)."""
-    address = service or service_address()
+    address = service or _service_address()
     status = run(_health(address))
     console.print(f"{address}: {status}")
     if status != "SERVING":
@@ -214,3 +209,9 @@ def health(service: str = typer.Option("", "--service", help="Service address.")
 def register(app: typer.Typer) -> None:
     app.command("search")(search)
     app.command("health")(health)
+
+
+def _service_address() -> str:
+    from findlora.access import service_address  # lazily: the CLI starts without the settings stack
+
+    return service_address()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import typer
 
 from findlora.console import START_SERVICE, console, run
-from findlora_client import DEFAULT_ADDRESS
 
 if TYPE_CHECKING:
     from protos import findlora_pb2 as pb
@@ -73,7 +71,7 @@ def service_checks(status: pb.ServiceStatusResponse) -> list[Check]:
 
 def status(service: str = typer.Option("", "--service", help="Service address.")) -> None:
     """Service, catalog, encoder, database and registration queue; exits 1 when something needs a fix."""
-    address = service or os.environ.get("FINDLORA_SERVICE", DEFAULT_ADDRESS)
+    address = service or _service_address()
     checks = run(gather_checks(address))
     for check in checks:
         console.print(check.line(), highlight=False, soft_wrap=True)
@@ -83,3 +81,9 @@ def status(service: str = typer.Option("", "--service", help="Service address.")
 
 def register(app: typer.Typer) -> None:
     app.command("status")(status)
+
+
+def _service_address() -> str:
+    from findlora.access import service_address  # lazily: the CLI starts without the settings stack
+
+    return service_address()
