@@ -53,6 +53,12 @@ async def audit_entries(conn: Connection, subject: str | None = None) -> list[Au
     return [AuditEntry(str(r[0]), str(r[1]), str(r[2]), dict(r[3]), r[4]) for r in await cur.fetchall()]
 
 
+class TakedownIsFinal(Exception):
+    def __init__(self, slug: str) -> None:
+        super().__init__(f"{slug} was taken down; a takedown cannot be undone")
+        self.slug = slug
+
+
 async def set_lora_status(
     conn: Connection,
     lora_id: int,
@@ -63,13 +69,17 @@ async def set_lora_status(
     details: dict[str, Any],
     client: str | None = None,
 ) -> str:
-    """Change a LoRA's status and audit it in one transaction; returns the previous status."""
+    """Change a LoRA's status and audit it in one transaction; returns the previous status.
+    TakedownIsFinal when the locked row is taken down and `status` is not: the check belongs
+    here, on the locked row, or a takedown committed after the caller looked could be undone."""
     async with conn.transaction():
         cur = await conn.execute("SELECT status, slug FROM loras WHERE id = %s FOR UPDATE", (lora_id,))
         row = await cur.fetchone()
         if row is None:
             raise LookupError(f"no LoRA with id {lora_id}")
         previous, slug = str(row[0]), str(row[1])
+        if previous == "taken_down" and status != "taken_down":
+            raise TakedownIsFinal(slug)
         if previous != status:
             await conn.execute(
                 "UPDATE loras SET status = %s, updated_at = now() WHERE id = %s", (status, lora_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 MAX_LINK_CHARS = 2048
+UNSAFE = '<>|"`'
 
 
 def page_link_problem(url: str) -> str | None:
@@ -14,8 +15,12 @@ def page_link_problem(url: str) -> str | None:
         return None
     if len(url) > MAX_LINK_CHARS:
         return f"page_url is {len(url)} characters long; at most {MAX_LINK_CHARS} are accepted"
-    if any(c.isspace() or ord(c) < 32 for c in url):
-        return "page_url must not contain spaces or control characters"
+    if any(c.isspace() or ord(c) < 32 or c in UNSAFE for c in url):
+        # A URL carries them percent-encoded; raw, they end a chat's link markup (Slack's
+        # <url|label>) and what follows would be read as the message's own markup.
+        return (
+            'page_url must not contain spaces, control characters or any of < > | " ` (percent-encode them)'
+        )
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         return f"page_url {url[:80]!r} must be an http(s) address such as https://civitai.com/models/123"

@@ -71,15 +71,18 @@ class Moderation:
         # A takedown (copyright, lookalike) is final: nothing brings the LoRA back into results.
         if lora.status == "taken_down" and status != "taken_down":
             raise FailedPrecondition(f"{lora.slug} was taken down; a takedown cannot be undone")
-        previous = await self.db.run(
-            moderation.set_lora_status,
-            lora.id,
-            status,
-            actor=moderator,
-            action=f"lora_{status}",
-            details={"reason": reason},
-            client=client,
-        )
+        try:
+            previous = await self.db.run(
+                moderation.set_lora_status,
+                lora.id,
+                status,
+                actor=moderator,
+                action=f"lora_{status}",
+                details={"reason": reason},
+                client=client,
+            )
+        except moderation.TakedownIsFinal as exc:  # taken down since the check above
+            raise FailedPrecondition(str(exc)) from None
         return StatusChange(lora, previous, status)
 
     async def flag_lookalike(

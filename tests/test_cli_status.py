@@ -52,6 +52,7 @@ async def test_the_service_address_comes_from_a_dotenv_file_too(
     env = cli_env(settings, FINDLORA_TOKEN=await issue_token(service, Role.SEARCH))
     code, out, err = await findlora("status", env=env, cwd=tmp_path)
     assert f"{address} answers SERVING" in out, out + err
+    assert code == 0
 
 
 async def test_status_with_nothing_listening_names_the_command_that_starts_it(

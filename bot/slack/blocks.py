@@ -52,7 +52,12 @@ def _context(text: str, block_id: str | None = None) -> Block:
 
 def _link(url: str, label: str) -> str:
     label = escape(label).replace("|", "¦")
-    return f"<{url}|{label}>" if url.startswith(("https://", "http://")) else label
+    if not url.startswith(("https://", "http://")):
+        return label
+    # A raw < > or | would end the link early, and what follows would be read as markup
+    # (<!channel>, another link): percent-encode them, escape & as Slack asks.
+    safe = url.replace("&", "&amp;").replace("<", "%3C").replace(">", "%3E").replace("|", "%7C")
+    return f"<{safe}|{label}>"
 
 
 def results_text(page: ResultsPage) -> str:

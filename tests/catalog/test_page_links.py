@@ -20,7 +20,8 @@ BAD = {
     "civitai.com/models/1": "must be an http(s) address",
     "javascript:alert(1)": "must be an http(s) address",
     "https://": "must be an http(s) address",
-    "https://example.org/a b": "spaces or control characters",
+    "https://example.org/a b": "spaces, control characters",
+    "https://civitai.com/models/1?v=>*<!channel>*<https://evil.example|Log in>": "percent-encode them",
     "https://example.org/" + "a" * 2100: "at most 2048",
 }
 
@@ -78,3 +79,18 @@ async def test_registration_refuses_a_bad_page_link_before_queueing(settings: Se
                 page_url="civitai.com/models/1",
             )
         )
+
+
+def test_a_stored_link_with_markup_cannot_end_slacks_link_early() -> None:
+    """Links stored before the check (or by another client) are made safe where they are shown."""
+    from bot.slack.blocks import _link
+
+    shown = _link(
+        "https://civitai.com/models/1?v=>*<!channel>*<https://evil.example/login|Log in>&x=1", "Nice"
+    )
+    assert shown.startswith(
+        "<https://civitai.com/models/1?v=%3E*%3C!channel%3E*%3Chttps://evil.example/login%7CLog"
+    )
+    assert shown.endswith("&amp;x=1|Nice>")
+    assert shown.count("<") == 1
+    assert shown.count(">") == 1
