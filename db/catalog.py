@@ -125,13 +125,19 @@ async def has_searchable(conn: Connection) -> bool:
 _NEW_LORA_COLUMNS = tuple(NewLora.__dataclass_fields__)
 # An update of an existing slug keeps who created it.
 _REPLACED_COLUMNS = tuple(c for c in _NEW_LORA_COLUMNS if c not in ("slug", "created_by"))
+# A catalog says nothing of a registered LoRA's file: an update keeps its download link and hash
+# (duplicate-file detection and lookup by link need them) unless it gives new ones.
+_KEEP_WHEN_UNSAID = {
+    "source_url": "COALESCE(NULLIF(excluded.source_url, ''), loras.source_url)",
+    "sha256": "COALESCE(excluded.sha256, loras.sha256)",
+}
 
 
 async def insert_lora(conn: Connection, lora: NewLora, *, replace: bool = False) -> int:
     """Insert a LoRA row; with `replace`, an existing slug is updated instead. Returns its id."""
     conflict = ""
     if replace:
-        updates = ", ".join(f"{c} = excluded.{c}" for c in _REPLACED_COLUMNS)
+        updates = ", ".join(f"{c} = {_KEEP_WHEN_UNSAID.get(c, f'excluded.{c}')}" for c in _REPLACED_COLUMNS)
         conflict = f" ON CONFLICT (slug) DO UPDATE SET {updates}, updated_at = now()"
     cur = await conn.execute(
         f"INSERT INTO loras ({', '.join(_NEW_LORA_COLUMNS)})"

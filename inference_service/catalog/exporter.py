@@ -17,7 +17,8 @@ from inference_service.catalog.format import LoraEntry, dump_toml, lora_toml
 
 def _copy_blob(blobs: BlobStore, key: str, target_stem: Path) -> None:
     source = blobs.path(key)
-    shutil.copyfile(source, target_stem.with_suffix(source.suffix))
+    # Not with_suffix: a sample id may hold a dot ("face.v2"), which it would cut off.
+    shutil.copyfile(source, target_stem.with_name(target_stem.name + source.suffix))
 
 
 def _write(

@@ -167,8 +167,15 @@ def _read_lora(
         for sample_id, path in entry.references.items():
             if sample_id not in samples:
                 problems.append(f"{path}: unknown sample id {sample_id!r} (no samples/{sample_id}.*)")
-    if not entry.references and not entry.file:
-        problems.append(f"{lora_dir}: no references/ images and no LoRA file to generate them from")
+    if not entry.references:
+        # Import stores references; it does not generate them (that is a registration's job), so a
+        # LoRA without any would be listed as imported and never be found.
+        hint = (
+            f"; register its file instead: findlora lora register {lora_dir / entry.file} --name ..."
+            if entry.file
+            else ""
+        )
+        problems.append(f"{lora_dir}: no references/ images{hint}")
     spec_dir = lora_dir / "spec"
     if spec_dir.is_dir():
         entry.own_prompts = _read_lines(spec_dir / "prompts.txt")

@@ -128,6 +128,18 @@ async def test_changed_entry_needs_update_flag(tmp_path: Path, db: Database, emb
     assert lora is not None
     assert lora.name == "New name"
 
+    # A LoRA that came by registration keeps its file's link and hash through a catalog update.
+    async with db.connection() as conn:
+        await conn.execute(
+            "UPDATE loras SET source_url = 'https://huggingface.co/a/b.safetensors', sha256 = 'ab12'"
+            " WHERE slug = 'style-00'"
+        )
+    (catalog / "loras" / "style-00" / "lora.toml").write_text('name = "Newer name"\n')
+    await import_catalog(catalog, db, blobs, embedder, update=True)
+    async with db.connection() as conn:
+        cur = await conn.execute("SELECT name, source_url, sha256 FROM loras WHERE slug = 'style-00'")
+        assert await cur.fetchone() == ("Newer name", "https://huggingface.co/a/b.safetensors", "ab12")
+
 
 async def test_corrupt_image_is_reported_and_nothing_imported(
     tmp_path: Path, db: Database, db_url: str, embedder: StyleEmbedder
@@ -190,3 +202,21 @@ async def test_export_writes_the_same_catalog(tmp_path: Path, db: Database, embe
     report = await import_catalog(out, db, blobs, embedder)
     assert report.imported == []
     assert report.updated == []
+
+
+def test_a_lora_with_its_file_but_no_references_is_a_problem_that_names_the_command(tmp_path: Path) -> None:
+    """Import stores references and generates none: such a LoRA was listed as imported and could
+    never be found."""
+    import shutil
+
+    root = write_catalog(tmp_path / "catalog", n_loras=3, n_samples=3)
+    lora_dir = root / "loras" / "style-01"
+    shutil.rmtree(lora_dir / "references")
+    toml = lora_dir / "lora.toml"
+    toml.write_text(toml.read_text() + 'file = "style.safetensors"\n')
+    with pytest.raises(CatalogError) as info:
+        read_catalog(root)
+    assert info.value.problems == [
+        f"{lora_dir}: no references/ images; register its file instead: "
+        f"findlora lora register {lora_dir / 'style.safetensors'} --name ..."
+    ]

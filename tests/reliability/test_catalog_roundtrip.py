@@ -43,11 +43,15 @@ loras = st.fixed_dictionaries(
 catalogs = st.dictionaries(slugs, loras, min_size=1, max_size=3)
 
 
+# Sample ids may hold dots: two that differ only after one must stay two files.
+SAMPLE_IDS = ("s0", "face.v2", "face.v3")
+
+
 def write(root: Path, spec: dict[str, dict[str, object]]) -> Path:
     (root / "samples").mkdir(parents=True)
     (root / "catalog.toml").write_text(dump_toml({"name": "prop"}), encoding="utf-8")
-    for i in range(3):
-        Image.new("RGB", (24, 24), (i * 80, 40, 200 - i * 60)).save(root / "samples" / f"s{i}.png")
+    for i, sample_id in enumerate(SAMPLE_IDS):
+        Image.new("RGB", (24, 24), (i * 80, 40, 200 - i * 60)).save(root / "samples" / f"{sample_id}.png")
     for slug, lora in spec.items():
         refs = root / "loras" / slug / "references"
         refs.mkdir(parents=True)
@@ -58,7 +62,9 @@ def write(root: Path, spec: dict[str, dict[str, object]]) -> Path:
         )
         rng = np.random.default_rng(int(lora["seed"]))  # type: ignore[call-overload]
         for i in range(int(lora["refs"])):  # type: ignore[call-overload]
-            Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(refs / f"s{i}.png")
+            Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(
+                refs / f"{SAMPLE_IDS[i]}.png"
+            )
     return root
 
 
