@@ -53,6 +53,12 @@ async def audit_entries(conn: Connection, subject: str | None = None) -> list[Au
     return [AuditEntry(str(r[0]), str(r[1]), str(r[2]), dict(r[3]), r[4]) for r in await cur.fetchall()]
 
 
+class FlagAlreadyOpen(Exception):
+    def __init__(self, flag_id: uuid.UUID) -> None:
+        super().__init__(f"flag {flag_id} is open")
+        self.flag_id = flag_id
+
+
 class TakedownIsFinal(Exception):
     def __init__(self, slug: str) -> None:
         super().__init__(f"{slug} was taken down; a takedown cannot be undone")
@@ -115,8 +121,18 @@ async def insert_flag(
     evidence: dict[str, Any],
     client: str | None = None,
 ) -> FlagRow:
+    """A new open flag; FlagAlreadyOpen when this reporter has one open on this LoRA (two images
+    sent at once in a chat filed two, each with its own review card). The LoRA's row lock makes
+    the check and the insert one step for concurrent reports."""
     flag_id = uuid.uuid4()
     async with conn.transaction():
+        await conn.execute("SELECT 1 FROM loras WHERE id = %s FOR UPDATE", (lora_id,))
+        cur = await conn.execute(
+            "SELECT id FROM flags WHERE lora_id = %s AND reporter = %s AND status = 'open'",
+            (lora_id, reporter),
+        )
+        if (open_flag := await cur.fetchone()) is not None:
+            raise FlagAlreadyOpen(uuid.UUID(str(open_flag[0])))
         cur = await conn.execute(
             "INSERT INTO flags (id, lora_id, reporter, note, evidence) VALUES (%s, %s, %s, %s, %s)"
             " RETURNING (SELECT slug FROM loras WHERE id = %s)",

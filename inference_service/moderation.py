@@ -6,6 +6,7 @@ Every decision lands in audit_log in the same transaction as the change.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,14 +17,14 @@ from db import catalog, moderation, ranking
 from db.database import Database
 from db.encoders import EncoderChanged, label_guard
 from db.rows import FlagRow, LoraRow
+from findlora_client.protocol import MAX_NOTE_CHARS
 from inference_service.config import Settings
-from inference_service.errors import FailedPrecondition, InvalidArgument, NotFound, parse_id
+from inference_service.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, parse_id
 from inference_service.models.active import ActiveEncoder, UnknownEncoder
 
 LORA_STATUSES = ("active", "hidden", "taken_down")
 FLAG_STATUSES = ("open", "approved", "dismissed")
 MAX_ARTWORKS = 4
-MAX_NOTE_CHARS = 1000
 _SLUG_IN_URL = re.compile(r"/([a-z0-9][a-z0-9._-]{0,99})/?$")
 
 
@@ -125,7 +126,7 @@ class Moderation:
                 continue
         else:
             raise FailedPrecondition("the style encoder is being switched; flag again in a moment")
-        return await self.db.run(
+        insert = functools.partial(
             moderation.insert_flag,
             lora_id=lora.id,
             reporter=reporter,
@@ -147,6 +148,13 @@ class Moderation:
                 ],
             },
         )
+        try:
+            return await self.db.run(insert)
+        except moderation.FlagAlreadyOpen as exc:
+            raise AlreadyExists(
+                f"you have already reported {lora.slug} (flag {exc.flag_id}); the moderators will "
+                "review it, and a second report would not add to it"
+            ) from None
 
     async def list_flags(self, status: str | None, limit: int) -> list[FlagRow]:
         if status is not None and status not in FLAG_STATUSES:

@@ -101,7 +101,8 @@ def outcome_text(flag: pb.Flag) -> str:
     if flag.status == pb.FLAG_STATUS_APPROVED:
         return f"Your lookalike report about `{flag.slug}` was approved: the LoRA has been taken down."
     if flag.status == pb.FLAG_STATUS_DISMISSED:
-        return f"Your lookalike report about `{flag.slug}` was reviewed and dismissed; the LoRA stays listed."
+        # Not "it stays listed": another report may have taken it down meanwhile.
+        return f"Your lookalike report about `{flag.slug}` was reviewed and dismissed."
     return f"Your lookalike report about `{flag.slug}` is waiting for review."
 
 

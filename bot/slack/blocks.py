@@ -10,6 +10,7 @@ from bot.core.flags import evidence_text, status_label
 from bot.core.paging import result_footer
 from bot.core.rendering import ResultsPage
 from bot.slack.identity import user_id_of
+from findlora_client.protocol import MAX_NOTE_CHARS
 from protos import findlora_pb2 as pb
 
 Block = dict[str, Any]
@@ -193,14 +194,27 @@ def flag_request_text(lora: str) -> str:
 
 
 def _input(
-    block_id: str, label: str, *, multiline: bool = False, optional: bool = False, hint: str = ""
+    block_id: str,
+    label: str,
+    *,
+    multiline: bool = False,
+    optional: bool = False,
+    hint: str = "",
+    max_length: int = 1000,
 ) -> Block:
+    """A text field that stops at what the service accepts (Slack's own cap is 3,000), so a long
+    entry is cut while typing instead of refused after the modal has closed."""
     block: Block = {
         "type": "input",
         "block_id": block_id,
         "optional": optional,
         "label": {"type": "plain_text", "text": label},
-        "element": {"type": "plain_text_input", "action_id": "value", "multiline": multiline},
+        "element": {
+            "type": "plain_text_input",
+            "action_id": "value",
+            "multiline": multiline,
+            "max_length": max_length,
+        },
     }
     if hint:
         block["hint"] = {"type": "plain_text", "text": hint}
@@ -224,7 +238,7 @@ def register_modal() -> Block:
         "Register a LoRA",
         "Register",
         [
-            _input("url", "Link to the .safetensors file", hint="https only"),
+            _input("url", "Link to the .safetensors file", hint="https only", max_length=3000),
             _input("name", "Display name"),
             _input(
                 "base_model",
@@ -244,8 +258,10 @@ def flag_modal() -> Block:
         "Report a lookalike",
         "Next",
         [
-            _input("lora", "LoRA link or slug"),
-            _input("note", "Note for the moderators", multiline=True, optional=True),
+            _input("lora", "LoRA link or slug", max_length=2048),
+            _input(
+                "note", "Note for the moderators", multiline=True, optional=True, max_length=MAX_NOTE_CHARS
+            ),
         ],
     )
 

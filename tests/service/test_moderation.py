@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -145,11 +146,29 @@ async def test_dismissed_flag_leaves_the_lora_searchable(
     flag = await client.flag_lookalike("style-04", query(served, "style-00"), reporter="artist")
     assert flag.evidence.rank > 1  # someone else's style: the flagged LoRA is not the nearest
 
+    # The same artist again while theirs is open (two images sent at once in a chat): one flag,
+    # one review card; another artist may report it too.
+    artworks = query(served, "style-00")
+    again, other = await asyncio.gather(
+        client.flag_lookalike("style-04", artworks, reporter="artist"),
+        client.flag_lookalike("style-04", artworks, reporter="artist"),
+        return_exceptions=True,
+    )
+    assert isinstance(again, ServiceCallError) or isinstance(other, ServiceCallError)
+    refused = again if isinstance(again, ServiceCallError) else other
+    assert isinstance(refused, ServiceCallError)
+    assert refused.code == grpc.StatusCode.ALREADY_EXISTS
+    assert f"you have already reported style-04 (flag {flag.flag_id})" in refused.message
+    second = await client.flag_lookalike("style-04", artworks, reporter="another-artist")
+    await client.review_flag(second.flag_id, approve=False, moderator="mod")
+
     decided = await client.review_flag(flag.flag_id, approve=False, moderator="mod")
     assert decided.status == pb.FLAG_STATUS_DISMISSED
     assert "style-04" in await slugs_found(client, served, "style-04")
     listed = await client.list_flags(pb.FLAG_STATUS_DISMISSED)
-    assert [f.flag_id for f in listed] == [flag.flag_id]
+    assert sorted(f.flag_id for f in listed) == sorted([flag.flag_id, second.flag_id])
+    # Once it is decided, the artist may report the LoRA again.
+    assert (await client.flag_lookalike("style-04", artworks, reporter="artist")).flag_id
 
 
 async def test_registration_refuses_a_host_outside_the_allowlist(client: FindLoraClient) -> None:

@@ -24,6 +24,7 @@ from bot.discord._interactions import (
 )
 from bot.discord.exts.flags._components import FLAGS_COG, review_view
 from findlora_client import QueryImage
+from findlora_client.protocol import MAX_NOTE_CHARS
 from protos import findlora_pb2 as pb
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ class FlagsCog(commands.Cog, name=FLAGS_COG):
         artwork: discord.Attachment,
         artwork2: discord.Attachment | None = None,
         artwork3: discord.Attachment | None = None,
-        note: str | None = None,
+        note: app_commands.Range[str, 0, MAX_NOTE_CHARS] | None = None,
     ) -> None:
         attachments = [attachment_info(a) for a in (artwork, artwork2, artwork3) if a is not None]
         ask = flags.FlagAsk(user_key(interaction.user), lora, attachments, note or "")
