@@ -110,12 +110,14 @@ async def next_page(
     footer = ref_text(blocks)
     current = parse_footer(footer)
     target = current.next(parse_total(footer)) if current else None
-    if target is None or not has_more(blocks):
+    key = (channel, str(message["ts"]))
+    if target is None or not has_more(blocks) or not services.paged.claim(key):
         return
     place = Place(channel, str(message.get("thread_ts") or message["ts"]))
     try:
         page = await fetch_page(services, target, services.nsfw.allows(channel))
     except ServiceCallError as error:
+        services.paged.release(key)  # nothing was posted: the next press may try again
         await tell(web, place, user_id, friendly_error(error))
         return
     await web.chat_update(

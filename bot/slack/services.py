@@ -4,6 +4,7 @@ bolt context (listeners keep the starter template's `register(app)` shape)."""
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,11 +53,34 @@ class UserGroups:
         return users
 
 
+class PagedOnce:
+    """Keys seen once, the last `keep` of them: two presses of More (or More and a ➡️) arrive with
+    the same message, More button included, so the button alone cannot tell them apart."""
+
+    def __init__(self, keep: int = 10_000) -> None:
+        self.keep = keep
+        self.seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def claim(self, key: tuple[str, str]) -> bool:
+        """True the first time `key` is claimed (until released)."""
+        if key in self.seen:
+            return False
+        self.seen[key] = None
+        while len(self.seen) > self.keep:
+            self.seen.popitem(last=False)
+        return True
+
+    def release(self, key: tuple[str, str]) -> None:
+        self.seen.pop(key, None)
+
+
 @dataclass
 class SlackServices(ChatServices[SlackSettings]):
     bot_token: str = field(repr=False)
     usergroups: UserGroups
     work: Background
+    # Results messages whose next page this process has taken on (search.next_page).
+    paged: PagedOnce = field(default_factory=lambda: PagedOnce())
 
     @classmethod
     def create(

@@ -157,6 +157,19 @@ async def test_paging_by_reaction_and_button_survives_a_restart(harness: SlackHa
     assert len(seen) == len(set(seen)) == 11  # the NSFW LoRA is not listed here
 
 
+async def test_more_pressed_twice_at_once_posts_the_next_page_once(harness: SlackHarness) -> None:
+    sender, services = harness.start()
+    await sender.event(mention(CHANNEL, USER, [harness.style_file("style-03")], ts="1699999999.000200"))
+    await services.work.drain()
+    [first] = results(harness.api, CHANNEL)
+    shown = harness.api.message(CHANNEL, first["ts"])
+    more = button(ACTION_MORE, "", USER, CHANNEL, shown, thread_ts="1699999999.000200")
+    for _ in range(2):  # the second press comes with the message as it was, More button included
+        assert (await sender.interactive(more)).status == 200
+    await services.work.drain()
+    assert len(results(harness.api, CHANNEL)) == 2
+
+
 async def test_reactions_on_other_messages_and_the_apps_own_are_ignored(harness: SlackHarness) -> None:
     sender, services = harness.start()
     other = harness.api.post_as_user(CHANNEL, USER, "hello")
