@@ -161,8 +161,10 @@ async def review(
     team_id: str | None,
     user_id: str,
 ) -> None:
-    """Approve (take down) or dismiss, from the review card; only moderators, only there."""
-    place = Place(channel, message_ts)
+    """Approve (take down) or dismiss, from the review card; only moderators, only there. Refusals
+    go beside the card, not into its thread (which holds the artwork), where the one who pressed
+    the button would not see them."""
+    place = Place(channel, None)
     if channel != services.settings.review_channel_id or not await services.is_moderator(web, user_id):
         await tell(web, place, user_id, NOT_A_MODERATOR)
         return

@@ -194,6 +194,10 @@ async def test_flag_review_takedown_and_the_artist_hears_back(harness: SlackHarn
     [answer] = ephemeral_texts(harness.api, MODERATOR)[1:]
     assert answer != NOT_A_MODERATOR
     assert "Something went wrong" not in answer
+    # Beside the card, where the one who pressed sees it, not in the card's artwork thread.
+    refusals = harness.api.called("chat.postEphemeral", user=MODERATOR, channel=REVIEW_CHANNEL)
+    assert refusals
+    assert all(call.get("thread_ts") is None for call in refusals)
 
 
 async def test_dismissed_flag_keeps_the_lora(harness: SlackHarness) -> None:
