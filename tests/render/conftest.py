@@ -23,9 +23,12 @@ HOSTILE_SLUG = "style-02"
 HOSTILE = LoraEntry(
     slug=HOSTILE_SLUG,
     name='<script>document.title="owned"</script> & <b>bold</b>',
-    url="javascript:document.title='owned'",
+    url="https://example.org/style-02",
     trigger_words=['"><img src=x onerror="document.title=1">', "plain"],
 )
+# Import refuses such a link now; one stored before that check (or written by hand) must still
+# render as text.
+HOSTILE_URL = "javascript:document.title='owned'"
 TOP_K = 5
 
 
@@ -49,6 +52,8 @@ async def searched(settings: Settings, tmp_path: Path) -> AsyncIterator[Searched
     runtime = await open_runtime(settings)
     try:
         await import_catalog(catalog, runtime.db, runtime.blobs, runtime.embedder)
+        async with runtime.db.connection() as conn:
+            await conn.execute("UPDATE loras SET page_url = %s WHERE slug = %s", (HOSTILE_URL, HOSTILE_SLUG))
     finally:
         await runtime.close()
     service = await start_service(settings, "127.0.0.1:0")
