@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import typer
 
 from findlora.console import console, run, stage_bars
@@ -24,6 +23,8 @@ def memory_read_gb_s(rows: int = 1_000_000, dim: int = 128, repeats: int = 5) ->
     """Memory read bandwidth as the numpy peer sees it: the best of a few matrix-vector products
     over a 512 MB float32 matrix. Brute-force scans move with it and a latency-bound search does
     not, so ratios between them differ between machines by about this figure."""
+    import numpy as np  # lazily: the CLI starts in the bot image, which has no numpy
+
     matrix = np.ones((rows, dim), dtype=np.float32)
     vector = np.ones(dim, dtype=np.float32)
     best = math.inf
