@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -89,6 +90,7 @@ class RegistrationPipeline:
         self.blobs = blobs
         self.encoders = as_active(embedder, db, blobs)
         self.generators = generators
+        self.generation_lock = threading.Lock()  # held by a job's generation thread (see _generate)
         self.policy = policy or fetch_policy(settings)
         self.gmi = gmi
 
@@ -242,13 +244,16 @@ class RegistrationPipeline:
                 ).result()
 
             def work() -> None:
-                generator = self.generators(base_model)
-                with generator.lora(path):
-                    for sample_id in todo_refs:
-                        sample = load_image_file(self.blobs.path(samples[sample_id]))
-                        record("reference", sample_id, generator.reference(sample_id, sample))
-                    for key in todo_spec:
-                        record("spec", key, generator.spec(key, spec_items[key]))
+                # One LoRA at a time in the shared pipelines: a second job's LoRA would take the
+                # same adapter slot, be refused, and unload the first one's mid-generation.
+                with self.generation_lock:
+                    generator = self.generators(base_model)
+                    with generator.lora(path):
+                        for sample_id in todo_refs:
+                            sample = load_image_file(self.blobs.path(samples[sample_id]))
+                            record("reference", sample_id, generator.reference(sample_id, sample))
+                        for key in todo_spec:
+                            record("spec", key, generator.spec(key, spec_items[key]))
 
             await asyncio.to_thread(work)
         refs = await self.db.run(registration.artifacts, job.id, "reference")

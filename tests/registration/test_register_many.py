@@ -225,13 +225,14 @@ async def test_interrupted_register_many_resumes(
 async def test_fifty_loras_through_the_worker(
     settings: Settings, tmp_path: Path, tiny_models: TinyModels
 ) -> None:
-    """The issue's size: 50 local files, all indexed; the rerun queues none."""
+    """The issue's size: 50 local files, all indexed; the rerun queues none. Two jobs at a time
+    share the worker's pipelines: each LoRA must still generate alone in them."""
     url = str(settings.database_url)
     await import_small_catalog(settings, tmp_path)
     loras = build_tiny_loras(tiny_models, tmp_path / "loras", 50)
     list_file = tmp_path / "fifty.txt"
     list_file.write_text("# fifty tiny LoRAs\n" + "".join(f"loras/{p.name}\n" for p in loras))
-    env = worker_env(settings, tiny_models)
+    env = {**worker_env(settings, tiny_models), "FINDLORA_WORKER_CONCURRENCY": "2"}
     async with worker(env, tmp_path / "worker.log"):
         code, out, summary = await register_many(list_file, env)
         assert code == 0, out
