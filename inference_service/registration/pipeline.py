@@ -122,6 +122,18 @@ class RegistrationPipeline:
                 f"internal error while registering (job {job_id}); see the worker log",
             )
             raise
+        except asyncio.CancelledError:
+            # Aborted, or the process stopped (Ctrl-C in `lora register --run-here`): the queue
+            # ends its job for good, so a row left `running` would hold its source busy forever.
+            bound.warning("registration_interrupted")
+            await asyncio.shield(
+                self.db.run(
+                    registration.fail,
+                    job_id,
+                    "the registration was stopped before it finished; register the LoRA again",
+                )
+            )
+            raise
         else:
             bound.info("registration_succeeded")
 

@@ -116,3 +116,63 @@ async def test_a_file_refused_for_what_it_is_leaves_the_lora_store(
             assert not (await refused("Two")).exists()
     finally:
         await runtime.close()
+
+
+async def test_a_stopped_registration_fails_with_a_reason_and_frees_its_source(
+    settings: Settings, tmp_path: Path, tiny_models: TinyModels, tiny_lora: Path
+) -> None:
+    """Ctrl-C in `lora register --run-here`, or an aborted job: the queue ends its job for good, so
+    a row left `running` would refuse every later registration of the same file."""
+    import psycopg
+
+    from inference_service.registration.fetch import stage_local_file
+    from inference_service.registration.generate import GenerationParams, TransferGenerator
+    from inference_service.registration.jobs import Registration, Registrations, make_queue_app
+    from inference_service.registration.pipeline import STAGED_PREFIX, RegistrationPipeline
+
+    settings = settings.model_copy(
+        update={"sd1_base_model": str(tiny_models.base), "sd1_controlnet": str(tiny_models.controlnet),
+                "reference_px": 64, "reference_steps": 2, "spec_steps": 2}
+    )  # fmt: skip
+    url = str(settings.database_url)
+    runtime = await open_runtime(settings)
+    queue = make_queue_app(runtime.url)
+    try:
+        await import_catalog(
+            write_catalog(tmp_path / "catalog", 4, 3), runtime.db, runtime.blobs, runtime.embedder
+        )
+        generator = TransferGenerator.load(GenerationParams.from_settings(settings, "sd1"), device="cpu")
+        pipeline = RegistrationPipeline(
+            settings, runtime.db, runtime.blobs, runtime.encoders, lambda family: generator
+        )
+        async with queue.open_async():
+            registrations = Registrations(runtime.db, queue, settings)
+            staged = stage_local_file(tiny_lora, settings.lora_dir, settings.registration_max_bytes)
+            request = Registration(STAGED_PREFIX + staged.sha256, name="Ink", base_model="sd1")
+            job_id = await registrations.submit(request, staged=True)
+            pipeline.generation_lock.acquire()  # the job stops at generation, where it is stopped
+            try:
+                task = asyncio.create_task(pipeline.run(job_id))
+                for _ in range(600):
+                    with psycopg.connect(url) as conn:
+                        row = conn.execute("SELECT step FROM registration_jobs WHERE id = %s", (job_id,))
+                        if (row.fetchone() or ("",))[0] == "generate":
+                            break
+                    await asyncio.sleep(0.05)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            finally:
+                pipeline.generation_lock.release()
+            with psycopg.connect(url) as conn:
+                row = conn.execute("SELECT state, message FROM registration_jobs WHERE id = %s", (job_id,))
+                assert row.fetchone() == (
+                    "failed",
+                    "the registration was stopped before it finished; register the LoRA again",
+                )
+            assert await registrations.submit(request, staged=True)  # the source is free again
+            # The stopped job's generation thread goes on to its end (it needs the event loop).
+            await asyncio.to_thread(pipeline.generation_lock.acquire)
+            pipeline.generation_lock.release()
+    finally:
+        await runtime.close()
