@@ -54,8 +54,10 @@ async def run_demo(settings: Settings, console: Console, query_index: int = 0) -
     root = await asyncio.to_thread(demo_catalog, settings.data_dir)
     console.print(f"[bold]2/4[/] importing {root} into the database under {settings.data_dir}")
     async with await open_runtime(settings) as runtime:
-        stored = await runtime.db.run(catalog.get_meta, catalog.ENCODER_KEY)
-        if stored is not None and stored != runtime.embedder.label:
+        # An encoder this catalog can load (the configured one, or one `catalog adapt` registered)
+        # stays; only one it cannot load (a shipped encoder since replaced) is re-embedded away.
+        if await runtime.encoders.current_or_none() is None:
+            stored = await runtime.db.run(catalog.get_meta, catalog.ENCODER_KEY)
             console.print(
                 f"    the style encoder changed ({stored} -> {runtime.embedder.label}): re-embedding"
             )
@@ -64,7 +66,7 @@ async def run_demo(settings: Settings, console: Console, query_index: int = 0) -
             root,
             runtime.db,
             runtime.blobs,
-            runtime.embedder,
+            runtime.encoders,
             cleansing_threshold=settings.cleansing_threshold,
             thumb_px=settings.thumbnail_px,
         )

@@ -33,3 +33,38 @@ async def test_demo_writes_and_names_the_sheet_and_the_page(settings: Settings, 
     assert html.count('<li class="result"') == 5
     assert html.count("<img ") == 1 + 5 * 3  # the query and three transfers per LoRA
     assert "LoRAs ranked for q000.png" in html
+
+
+async def test_the_demo_keeps_an_encoder_that_catalog_adapt_activated(
+    settings: Settings, db: Database
+) -> None:
+    """`make demo` on a data directory whose catalog was adapted searches with the adapted encoder;
+    it re-embedded the catalog back to the shipped one before."""
+    import copy
+
+    import torch
+
+    from inference_service.catalog.encoders import activate
+    from inference_service.models.style_encoder import StyleEmbedder, encoder_fingerprint
+    from inference_service.runtime import open_runtime
+
+    async with db.connection() as conn:
+        token = await issue_token_in(conn, Role.SEARCH)
+    env = cli_env(settings, FINDLORA_TOKEN=token)
+    code, _, err = await findlora("demo", env=env)
+    assert code == 0, err
+    async with await open_runtime(settings) as runtime:  # what a kept `catalog adapt` leaves
+        shipped = await runtime.encoders.current()
+        model = copy.deepcopy(shipped.model)
+        with torch.no_grad():
+            next(model.parameters()).add_(0.01)
+        adapted = StyleEmbedder(model, f"adapted@{encoder_fingerprint(model)}")
+        await activate(
+            runtime.db, runtime.blobs, adapted, current=shipped, note="test", actor="catalog adapt"
+        )
+    code, out, err = await findlora("demo", env=env)
+    assert code == 0, err
+    assert "style encoder changed" not in out
+    async with db.connection() as conn:
+        cur = await conn.execute("SELECT value FROM catalog_meta WHERE key = 'style_encoder'")
+        assert await cur.fetchone() == (adapted.label,)
