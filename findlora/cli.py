@@ -14,5 +14,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+@app.callback()
+def _quiet_logs() -> None:
+    """Log lines go to stderr, warnings and worse, for every command (serve and worker raise
+    the level again): stdout is for what a command prints, a JSON result included."""
+    import logging
+
+    from inference_service.logs import configure_logging
+
+    configure_logging(json=False, level=logging.WARNING)
+
+
 for module in (db, auth, catalog, search, status, serve, demo, eval_cmd, train, bench, lora):
     module.register(app)

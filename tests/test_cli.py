@@ -188,6 +188,7 @@ async def test_embedded_database_needs_no_token_setup(short_data_dir: Path, tmp_
     code, out, err = await findlora("db", "init", env=env)
     assert code == 0, err
     assert "client 'local' (every role): its token is in" in out
+    assert "embedded_postgres" not in out  # log lines go to stderr: stdout is the command's own
     token_file = short_data_dir / "client-token"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     code, out, _ = await findlora("auth", "list", "--json", env=env)
