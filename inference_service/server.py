@@ -16,6 +16,7 @@ from procrastinate import App
 from inference_service.auth import AuthInterceptor
 from inference_service.config import Settings
 from inference_service.decoding import DecodePool
+from inference_service.errors import FailedPrecondition
 from inference_service.local_client import ensure_local_client
 from inference_service.moderation import Moderation
 from inference_service.observability import enable_tracing
@@ -120,12 +121,18 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         reflection.enable_server_reflection((SERVICE_NAME, health_name, reflection.SERVICE_NAME), server)
         address = listen or settings.listen
-        if credentials is None:
-            port = server.add_insecure_port(address)
-        else:
-            port = server.add_secure_port(address, credentials)
+        try:
+            if credentials is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, credentials)
+        except RuntimeError:  # grpc raises where it used to return port 0
+            port = 0
         if port == 0:
-            raise OSError(f"could not listen on {address}")
+            raise FailedPrecondition(
+                f"cannot listen on {address}: the port is in use or the address is not HOST:PORT; "
+                "choose another with --listen or FINDLORA_LISTEN"
+            )
         await server.start()
         # Only for a failure below; RunningService.stop stops the server gracefully first.
         stack.push_async_callback(server.stop, None)

@@ -10,7 +10,9 @@ import psycopg
 import pytest
 
 from inference_service.config import Settings
+from inference_service.errors import FailedPrecondition
 from inference_service.server import start_service
+from tests.test_cli import cli_env, findlora
 
 pytestmark = pytest.mark.db
 
@@ -58,8 +60,14 @@ async def test_a_start_failing_at_the_port_closes_the_pool_and_the_queue(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
-        with pytest.raises((RuntimeError, OSError), match=r"address|listen"):
+        with pytest.raises(FailedPrecondition, match=f"cannot listen on {address}: the port is in use"):
             await start_service(settings, address)
+        # As an operator sees it: one line that says what to do, no traceback.
+        code, out, err = await findlora("serve", "inference", "--listen", address, env=cli_env(settings))
+    assert code == 1
+    assert f"cannot listen on {address}" in out + err
+    assert "--listen or FINDLORA_LISTEN" in out + err
+    assert "Traceback" not in out + err
 
     assert await settle(db_url, before) == before
     assert background_tasks() == tasks_before
