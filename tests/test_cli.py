@@ -212,3 +212,11 @@ async def test_embedded_database_needs_no_token_setup(short_data_dir: Path, tmp_
         assert "findlora auth add NAME --role" in refused.value.message
     finally:
         await service.stop(0.5)
+
+
+async def test_feedback_report_on_a_fresh_data_directory_is_empty_not_an_error(short_data_dir: Path) -> None:
+    env = cli_env(Settings(data_dir=short_data_dir))
+    del env["DATABASE_URL"]
+    code, out, err = await findlora("eval", "feedback", env=env)
+    assert code == 0, out + err
+    assert "user-judged precision (0 votes)" in out

@@ -23,14 +23,18 @@ def _fmt(value: float | None) -> str:
 
 
 async def _load_report(since: datetime | None) -> FeedbackReport:
+    import asyncio
+
     from db import searches
     from db.database import Database
-    from db.embedded import database_url
+    from db.migrate import ready_url
     from inference_service.config import Settings
     from inference_service.feedback_report import build_report
 
     settings = Settings()
-    async with await Database.open(database_url(settings.database_url, settings.pg_dir), max_size=1) as db:
+    # As the other database commands: a fresh embedded database is created and migrated first.
+    url = await asyncio.to_thread(ready_url, settings.database_url, settings.pg_dir)
+    async with await Database.open(url, max_size=1) as db:
         return build_report(await db.run(searches.feedback_votes, since))
 
 
