@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from findlora.console import fail
+
 console = Console()
 
 
@@ -94,8 +96,18 @@ def train_cmd(
 
     import torch
 
+    from inference_service.catalog.format import CatalogError
     from inference_service.training.trainer import TrainConfig, train
 
+    # A misspelt choice would otherwise train with the default silently.
+    for option, given, choices in (
+        ("--backbone", backbone, ("stats", "vgg19")),
+        ("--mining", mining, ("batch-all", "triplet")),
+        ("--optimizer", optimizer or "adamw", ("adamw", "sgd")),
+        ("--loss", loss, ("triplet", "davg", "davg-softmax")),
+    ):
+        if given not in choices:
+            raise typer.BadParameter(f"{given!r} is not one of {', '.join(choices)}", param_hint=option)
     for catalog in catalogs:
         if not (catalog / "catalog.toml").is_file():
             raise typer.BadParameter(f"{catalog} is not a catalog directory (no catalog.toml)")
@@ -137,18 +149,21 @@ def train_cmd(
     changes["encoder"] = encoder
     config = replace(config, **changes)  # type: ignore[arg-type]
     command = "findlora " + shlex.join(sys.argv[1:])
-    result = train(
-        catalogs,
-        out,
-        config,
-        checkpoint=checkpoint,
-        resume=not fresh,
-        backbone_weights=backbone_weights,
-        init_from=init_from,
-        max_minutes=max_minutes,
-        refs_cache=refs_cache,
-        provenance={"command": command},
-    )
+    try:
+        result = train(
+            catalogs,
+            out,
+            config,
+            checkpoint=checkpoint,
+            resume=not fresh,
+            backbone_weights=backbone_weights,
+            init_from=init_from,
+            max_minutes=max_minutes,
+            refs_cache=refs_cache,
+            provenance={"command": command},
+        )
+    except (CatalogError, ValueError, OSError) as exc:  # a catalog, checkpoint or path the user gave
+        fail(str(exc))
     report = result.cleansing
     console.print(
         f"cleansing (Eq. 1, threshold {report.threshold}): "

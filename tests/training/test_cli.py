@@ -134,3 +134,24 @@ def test_train_then_bench_quality(
     assert chart.stat().st_size > 0
     assert data["zoo"]["loras"] == 5
     assert data["pairs"]["threshold_from"].startswith("held-out half of the eval pairs")
+
+
+def test_train_refuses_a_misspelt_choice_and_an_unusable_catalog(tiny_zoo: Path, tmp_path: Path) -> None:
+    """A typo trained with the default before; a catalog with problems printed a traceback."""
+    runner = CliRunner()
+    out = str(tmp_path / "enc.safetensors")
+    for option, value in (
+        ("--mining", "hard"),
+        ("--optimizer", "adam"),
+        ("--backbone", "vgg"),
+        ("--loss", "d"),
+    ):
+        result = runner.invoke(_app(), ["train", str(tiny_zoo), "--out", out, option, value])
+        assert result.exit_code == 2, result.output
+        assert f"'{value}' is not one of" in result.output
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "catalog.toml").write_text('name = "x"\n')
+    result = runner.invoke(_app(), ["train", str(broken), "--out", out, "--max-steps", "1"])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
