@@ -1,3 +1,3 @@
-from findlora.cli import app
+from findlora.cli import main
 
-app()
+main()

@@ -28,3 +28,24 @@ def _quiet_logs() -> None:
 
 for module in (db, auth, catalog, search, status, serve, demo, eval_cmd, train, bench, lora):
     module.register(app)
+
+
+def main() -> None:
+    """The entry point: a setting that does not parse (FINDLORA_GMI=maybe, in the environment
+    or `.env`) is named in one line instead of a traceback from whichever command read it."""
+    from pydantic import ValidationError
+
+    from findlora.console import err_console
+
+    try:
+        app()
+    except ValidationError as exc:
+        problems = "; ".join(f"{_variable(error['loc'])}: {error['msg']}" for error in exc.errors())
+        err_console.print(f"invalid setting ({problems}); check the FINDLORA_* environment and .env")
+        raise SystemExit(1) from None
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    """The environment variable behind a settings field (aliased fields already are one)."""
+    name = str(loc[0]) if loc else "a setting"
+    return name if name.isupper() else f"FINDLORA_{name.upper()}"

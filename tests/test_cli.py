@@ -220,3 +220,26 @@ async def test_feedback_report_on_a_fresh_data_directory_is_empty_not_an_error(s
     code, out, err = await findlora("eval", "feedback", env=env)
     assert code == 0, out + err
     assert "user-judged precision (0 votes)" in out
+
+
+async def test_user_mistakes_get_one_line_not_a_traceback(settings: Settings, tmp_path: Path) -> None:
+    env = cli_env(settings)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "x").write_text("x")
+    for args, extra, said in (
+        (("catalog", "export", str(afile)), {}, "is a file: give a new or empty directory"),
+        (("catalog", "export", str(full)), {}, "is not empty: export into a new or empty directory"),
+        (("status",), {"FINDLORA_SERVICE_TLS": "maybe"}, "invalid setting (FINDLORA_SERVICE_TLS:"),
+        (
+            ("catalog", "export", str(tmp_path / "new")),
+            {"FINDLORA_GMI": "maybe"},
+            "invalid setting (FINDLORA_GMI:",
+        ),
+    ):
+        code, out, err = await findlora(*args, env={**env, **extra})
+        assert code == 1, (args, out, err)
+        assert said in out + err, (args, out, err)
+        assert "Traceback" not in out + err

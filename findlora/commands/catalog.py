@@ -93,6 +93,11 @@ async def _export(directory: Path) -> None:
 @catalog_app.command("export")
 def export_cmd(directory: Path = typer.Argument(..., help="Empty or new directory.")) -> None:
     """Write the stored catalog in the catalog directory format."""
+    # Before the database is opened: a wrong target is the user's to fix, not a traceback.
+    if directory.exists() and not directory.is_dir():
+        fail(f"{directory} is a file: give a new or empty directory")
+    if directory.is_dir() and any(directory.iterdir()):
+        fail(f"{directory} is not empty: export into a new or empty directory")
     run(_export(directory))
 
 
