@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint proto proto-check install clean
+.PHONY: demo test lint proto proto-check install clean clean-data
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,5 +32,14 @@ lint: $(STAMP)
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. protos/findlora.proto
 
+# The committed generated code is what `make proto` would write (also part of `make test`).
+proto-check: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_protos.py
+
+# The virtual environment only: .findlora holds the embedded database, its client token and the
+# imported catalog (`make clean-data` removes those).
 clean:
-	rm -rf $(VENV) .findlora
+	rm -rf $(VENV)
+
+clean-data:
+	rm -rf .findlora

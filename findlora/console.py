@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import typer
@@ -84,3 +86,14 @@ def _known_errors() -> list[tuple[type[BaseException], str]]:
         ),
     ]
     return known
+
+
+def check_writable(path: Path, option: str) -> None:
+    """Fail before the work, not after it, when an output file cannot be written."""
+    if path.is_dir():
+        fail(f"{option} {path} is a directory; give a file name")
+    parent = path.parent
+    if not parent.is_dir():
+        fail(f"{option} {path}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        fail(f"{option} {path}: not writable")

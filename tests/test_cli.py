@@ -238,6 +238,8 @@ async def test_user_mistakes_get_one_line_not_a_traceback(settings: Settings, tm
             {"FINDLORA_GMI": "maybe"},
             "invalid setting (FINDLORA_GMI:",
         ),
+        (("eval", "feedback", "--json", str(tmp_path / "no" / "r.json")), {}, "the directory"),
+        (("search", str(afile), "--transfers-dir", str(afile)), {}, "is a file; give a directory"),
     ):
         code, out, err = await findlora(*args, env={**env, **extra})
         assert code == 1, (args, out, err)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from findlora.console import console, fail, run
+from findlora.console import check_writable, console, fail, run
 
 if TYPE_CHECKING:
     from inference_service.feedback_report import FeedbackReport
@@ -63,6 +63,9 @@ def feedback(
             fail(f"--since must be a date like 2026-11-01, not {since!r}")
     from inference_service.feedback_report import report_json
 
+    for option, path in (("--json", json_path), ("--chart", chart)):
+        if path is not None:
+            check_writable(path, option)
     report = run(_load_report(start))
     _print(report)
     if json_path:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from findlora.console import console, fail, run
+from findlora.console import check_writable, console, fail, run
 
 if TYPE_CHECKING:
     from findlora_client.bulk import BulkSummary, ParsedList
@@ -209,6 +209,8 @@ def register_many_cmd(
 
     from findlora_client.bulk import default_base_model, parse_list
 
+    if json_out is not None:
+        check_writable(json_out, "--json")  # before the jobs run, not after
     try:
         text = list_file.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import mimetypes
-import os
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
 
-from findlora.console import console, fail, run
+from findlora.console import check_writable, console, fail, run
 
 
 def response_json(response: Any, transfer_paths: dict[tuple[str, str], Path] | None = None) -> dict[str, Any]:
@@ -52,17 +51,6 @@ def results_table(response: Any, title: str = "") -> Table:
         transfers = " ".join(t.sample_id for t in m.transfers)
         table.add_row(str(m.rank), lora, f"{m.score:.4f}", f"{m.style_distance:.4f}", transfers)
     return table
-
-
-def check_writable(path: Path, option: str) -> None:
-    """Fail before the search, not after it, when an output file cannot be written."""
-    if path.is_dir():
-        fail(f"{option} {path} is a directory; give a file name")
-    parent = path.parent
-    if not parent.is_dir():
-        fail(f"{option} {path}: the directory {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        fail(f"{option} {path}: not writable")
 
 
 def write_output(path: Path, data: bytes, option: str) -> None:
@@ -173,6 +161,8 @@ def search(
     for option, path in (("--sheet", sheet), ("--html", html)):
         if path is not None:
             check_writable(path, option)
+    if transfers_dir is not None and transfers_dir.exists() and not transfers_dir.is_dir():
+        fail(f"--transfers-dir {transfers_dir} is a file; give a directory (it is created if missing)")
     run(
         _search(
             images,
