@@ -49,18 +49,24 @@ def queued(settings: Settings) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
-async def test_adapt_job_is_deferred_after_n_registrations_and_runs_on_the_worker(
-    settings: Settings, db: Database, tmp_path: Path
-) -> None:
+def adaptable(settings: Settings, tmp_path: Path, every: int) -> tuple[Settings, Path]:
+    """Settings with a tiny configured encoder and adaptation every `every` registrations, and a
+    catalog of procedural styles that encoder ranks only part-way right."""
     encoder = tmp_path / "tiny.safetensors"
     save_encoder(tiny_embedder().model, encoder)
-    settings = settings.model_copy(
-        update={"adapt_every_registrations": 2, "adapt_max_minutes": 0.5, "style_encoder": encoder}
+    adapted = settings.model_copy(
+        update={"adapt_every_registrations": every, "adapt_max_minutes": 0.5, "style_encoder": encoder}
     )
-    # Procedural styles the untrained tiny encoder ranks only part-way right.
     zoo = generate_zoo(
         tmp_path / "zoo", n_styles=12, n_samples=8, split="train", seed=2, progress=False, size=48
     )
+    return adapted, zoo
+
+
+async def test_adapt_job_is_deferred_after_n_registrations_and_runs_on_the_worker(
+    settings: Settings, db: Database, tmp_path: Path
+) -> None:
+    settings, zoo = adaptable(settings, tmp_path, every=2)
     runtime = await open_runtime(settings)
     try:
         await import_catalog(zoo, runtime.db, runtime.blobs, runtime.encoders)
@@ -163,14 +169,7 @@ async def test_a_rollback_pauses_the_workers_adaptations_until_one_runs_by_hand(
     from inference_service.catalog.adaptation import AdaptConfig, adapt_catalog, rollback
     from inference_service.registration.jobs import run_adapt_job
 
-    encoder = tmp_path / "tiny.safetensors"
-    save_encoder(tiny_embedder().model, encoder)
-    settings = settings.model_copy(
-        update={"adapt_every_registrations": 1, "adapt_max_minutes": 0.5, "style_encoder": encoder}
-    )
-    zoo = generate_zoo(
-        tmp_path / "zoo", n_styles=12, n_samples=8, split="train", seed=2, progress=False, size=48
-    )
+    settings, zoo = adaptable(settings, tmp_path, every=1)
     runtime = await open_runtime(settings)
     queue = make_queue_app(str(settings.database_url))
     try:
