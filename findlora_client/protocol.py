@@ -34,6 +34,7 @@ class Reason(StrEnum):
     BUSY = "BUSY"
     REGISTRATION_DISABLED = "REGISTRATION_DISABLED"
     SOURCE_BUSY = "SOURCE_BUSY"  # a running job is registering this source already
+    SLUG_TAKEN = "SLUG_TAKEN"  # another LoRA (another source) has this slug: give the entry a slug
     DATABASE_TIMEOUT = "DATABASE_TIMEOUT"
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
     INVALID_ARGUMENT = "INVALID_ARGUMENT"

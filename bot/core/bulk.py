@@ -108,7 +108,7 @@ async def register_list(
                 entry.source, metadata, requested_by=moderator, timeout=timeout
             )
         except ServiceCallError as error:
-            if error.code == grpc.StatusCode.ALREADY_EXISTS:
+            if error.code == grpc.StatusCode.ALREADY_EXISTS and error.reason is not Reason.SLUG_TAKEN:
                 status = ALREADY_QUEUED if error.reason is Reason.SOURCE_BUSY else ALREADY_REGISTERED
                 summary.add(entry, status, reason=error.message)
             else:

@@ -153,7 +153,17 @@ class Registrations:
                 client=request.client,
             )
         except SlugTaken:
-            raise AlreadyExists(f"the slug {slug!r} is already taken; choose another") from None
+            # The same source under its own slug is "already registered"; another LoRA's slug is
+            # not, and a bulk list must say which entry to rename rather than skip it.
+            lora_source = "" if staged else shown
+            existing = await self.db.run(
+                registration.find_existing, slug=slug, job_source=shown, lora_source=lora_source
+            )
+            if existing is not None and existing.kind == "registered":
+                raise AlreadyExists(f"this LoRA is already registered as {existing.slug!r}") from None
+            raise AlreadyExists(
+                f"the slug {slug!r} is taken by another LoRA; choose another", reason=Reason.SLUG_TAKEN
+            ) from None
         except SourceBusy:
             raise AlreadyExists(SOURCE_BUSY, reason=Reason.SOURCE_BUSY) from None
         try:
