@@ -195,16 +195,6 @@ async def refresh_style_summary(conn: Connection, lora_id: int) -> None:
     )
 
 
-async def training_reference_count(conn: Connection) -> int:
-    """How many rows `training_references` returns."""
-    cur = await conn.execute(
-        "SELECT count(*) FROM reference_images r JOIN loras l ON l.id = r.lora_id"
-        " WHERE l.status IN ('active', 'hidden')"
-    )
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
-
-
 async def training_references(conn: Connection) -> list[tuple[str, str, str, bool]]:
     """(slug, sample_id, blob_key, kept) of every reference of every active or hidden LoRA: what
     adapting the style encoder to the catalog learns from (taken-down LoRAs stay out)."""

@@ -170,7 +170,7 @@ def search(
             base_model,
             prompt,
             as_json,
-            service or _service_address(),
+            service or default_service_address(),
             transfers_dir,
             nsfw,
             exact,
@@ -189,7 +189,7 @@ async def _health(address: str) -> str:
 
 def health(service: str = typer.Option("", "--service", help="Service address.")) -> None:
     """Exit 0 when the service reports SERVING (container healthchecks use this)."""
-    address = service or _service_address()
+    address = service or default_service_address()
     status = run(_health(address))
     console.print(f"{address}: {status}")
     if status != "SERVING":
@@ -201,7 +201,8 @@ def register(app: typer.Typer) -> None:
     app.command("health")(health)
 
 
-def _service_address() -> str:
+def default_service_address() -> str:
+    """FINDLORA_SERVICE (environment or .env), else the local default; `status` uses it too."""
     from findlora.access import service_address  # lazily: the CLI starts without the settings stack
 
     return service_address()

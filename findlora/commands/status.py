@@ -71,7 +71,9 @@ def service_checks(status: pb.ServiceStatusResponse) -> list[Check]:
 
 def status(service: str = typer.Option("", "--service", help="Service address.")) -> None:
     """Service, catalog, encoder, database and registration queue; exits 1 when something needs a fix."""
-    address = service or _service_address()
+    from findlora.commands.search import default_service_address
+
+    address = service or default_service_address()
     checks = run(gather_checks(address))
     for check in checks:
         console.print(check.line(), highlight=False, soft_wrap=True)
@@ -81,9 +83,3 @@ def status(service: str = typer.Option("", "--service", help="Service address.")
 
 def register(app: typer.Typer) -> None:
     app.command("status")(status)
-
-
-def _service_address() -> str:
-    from findlora.access import service_address  # lazily: the CLI starts without the settings stack
-
-    return service_address()

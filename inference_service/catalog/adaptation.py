@@ -26,7 +26,8 @@ from inference_service.training.adapt import (
     AdaptError,
     AdaptOutcome,
     adapt_encoder,
-    catalog_reference_set,
+    lora_draw,
+    reference_set_of,
 )
 from inference_service.training.references import ReferenceSet
 
@@ -94,15 +95,10 @@ async def prepare(
         start = await encoders.current()
     except UnknownEncoder as exc:
         raise AdaptError(exc.message) from None
-    refs = await catalog_reference_set(
-        db, blobs, start.model.config.input_size, progress=progress, max_references=max_references
-    )
-    return Prepared(
-        start,
-        refs,
-        await db.run(db_encoders.reference_count),
-        await db.run(db_catalog.training_reference_count),
-    )
+    rows = await db.run(db_catalog.training_references)
+    drawn = lora_draw(rows, max_references)
+    refs = await reference_set_of(drawn, blobs, start.model.config.input_size, progress=progress)
+    return Prepared(start, refs, await db.run(db_encoders.reference_count), len(rows))
 
 
 def train(

@@ -97,18 +97,22 @@ class AdaptOutcome:
             path.unlink(missing_ok=True)
 
 
-def lora_draw(
-    rows: list[tuple[str, str, str, bool]], max_references: int
-) -> list[tuple[str, str, str, bool]]:
-    """Whole LoRAs, in the order of a hash of their slug, while their references fit
-    `max_references`: the tensors of a large catalog would not fit in memory (10,000 LoRAs x 30
-    references are 15 GB at 128 px, held two or three times over). A LoRA keeps its place in the
-    order as the catalog grows, and whole LoRAs keep their "same sample, other LoRA" negatives."""
-    by_lora: dict[str, list[tuple[str, str, str, bool]]] = {}
+TrainingRow = tuple[str, str, str, bool]  # db.catalog.training_references: slug, sample id, blob, kept
+
+
+def lora_draw(rows: list[TrainingRow], max_references: int | None) -> list[TrainingRow]:
+    """All of `rows` when they fit `max_references` (None: no cap); else whole LoRAs, in the order
+    of a hash of their slug, while their references fit: the tensors of a large catalog would not
+    fit in memory (10,000 LoRAs x 30 references are 15 GB at 128 px, held two or three times
+    over). A LoRA keeps its place in the order as the catalog grows, and whole LoRAs keep their
+    "same sample, other LoRA" negatives."""
+    if max_references is None or len(rows) <= max_references:
+        return rows
+    by_lora: dict[str, list[TrainingRow]] = {}
     for row in rows:
         by_lora.setdefault(row[0], []).append(row)
     order = sorted(by_lora, key=lambda slug: (hashlib.sha256(slug.encode()).digest(), slug))
-    drawn: list[tuple[str, str, str, bool]] = []
+    drawn: list[TrainingRow] = []
     for slug in order:
         if len(drawn) + len(by_lora[slug]) > max_references:
             break
@@ -117,21 +121,20 @@ def lora_draw(
 
 
 async def catalog_reference_set(
-    db: Database,
-    blobs: BlobStore,
-    input_size: int,
-    *,
-    progress: bool = True,
-    max_references: int | None = None,
+    db: Database, blobs: BlobStore, input_size: int, *, progress: bool = True
 ) -> ReferenceSet:
     """Every reference of every active or hidden LoRA (taken-down ones stay out), label = LoRA;
-    a reference the importer's cleansing did not keep counts as dropped. Decoded in a thread.
-    Over `max_references`, whole LoRAs are drawn (`lora_draw`)."""
+    a reference the importer's cleansing did not keep counts as dropped. Decoded in a thread."""
     from db import catalog as db_catalog
 
     rows = await db.run(db_catalog.training_references)
-    if max_references is not None and len(rows) > max_references:
-        rows = lora_draw(rows, max_references)
+    return await reference_set_of(rows, blobs, input_size, progress=progress)
+
+
+async def reference_set_of(
+    rows: list[TrainingRow], blobs: BlobStore, input_size: int, *, progress: bool = True
+) -> ReferenceSet:
+    """The reference set of these training rows (`catalog_reference_set`, or a `lora_draw` of them)."""
     slugs = sorted({row[0] for row in rows})
     sample_ids = sorted({row[1] for row in rows})
 

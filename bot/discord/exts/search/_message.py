@@ -11,6 +11,7 @@ import discord
 from bot.core.paging import result_footer
 from bot.core.rendering import ResultCard, ResultsPage, contact_sheet
 from bot.discord.exts.search._components import results_view
+from findlora_client.links import MAX_LINK_CHARS
 
 NEXT, PREVIOUS, THUMBS_UP, THUMBS_DOWN = "➡️", "⬅️", "👍", "👎"
 PAGE_REACTIONS = (PREVIOUS, NEXT, THUMBS_UP, THUMBS_DOWN)
@@ -44,7 +45,7 @@ def code_safe(text: str) -> str:
 
 def web_link(url: str) -> str | None:
     """Discord takes only http(s) links in an embed; anything else would fail the whole message."""
-    return url if url.startswith(("https://", "http://")) and len(url) <= 2048 else None
+    return url if url.startswith(("https://", "http://")) and len(url) <= MAX_LINK_CHARS else None
 
 
 def _fit(embed: discord.Embed, budget: int) -> None:
