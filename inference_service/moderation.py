@@ -48,7 +48,7 @@ class Moderation:
             raise InvalidArgument("name the LoRA by slug, link or id")
         lora: LoraRow | None
         async with self.db.connection() as conn:
-            if ref.isdigit():
+            if ref.isascii() and ref.isdigit() and len(ref) <= 18:  # a bigint id ("²" is a digit too)
                 lora = await catalog.lora_by_id(conn, int(ref))
             elif ref.startswith(("http://", "https://")):
                 lora = await catalog.lora_by_url(conn, ref)

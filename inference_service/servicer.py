@@ -114,6 +114,9 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
             response = await timer.run(handler(self, request, context))
         except Exception as exc:
             code, reason, message, extra = _failure(exc, bound, request_id)
+        except asyncio.CancelledError:  # the client went away or its deadline passed: not an OK
+            code = grpc.StatusCode.CANCELLED
+            raise
         finally:
             elapsed = timer.elapsed()
             RPC_LATENCY.labels(name).observe(elapsed)

@@ -19,6 +19,9 @@ from findlora_client import MAX_IMAGE_PIXELS, QueryImage
 
 # Pillow format name -> MIME type; the content itself decides, the declared type only pre-filters.
 ALLOWED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+# Pillow's JPEG reader names a JPEG that carries more pictures (phones' HDR gain maps, stereo
+# shots) "MPO"; its first picture is an ordinary JPEG, which the service decodes as one.
+FORMAT_ALIASES = {"MPO": "JPEG"}
 ALLOWED_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 DISCORD_CDN_HOSTS = frozenset({"cdn.discordapp.com", "media.discordapp.net"})
 
@@ -79,7 +82,7 @@ def probe_header(data: bytes, name: str, limits: ImageLimits) -> str:
             # Image.open reads the header only; pixels are decoded lazily, never here.
             with Image.open(io.BytesIO(data), formats=tuple(ALLOWED_FORMATS)) as probe:
                 width, height = probe.size
-                image_format = probe.format or ""
+                image_format = FORMAT_ALIASES.get(probe.format or "", probe.format or "")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise AttachmentRejected(f"{name} has too many pixels to process safely") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
@@ -88,6 +91,8 @@ def probe_header(data: bytes, name: str, limits: ImageLimits) -> str:
         raise AttachmentRejected(
             f"{name} is {width}×{height} pixels; the limit is {limits.max_pixels / 1e6:.3g} megapixels"
         )
+    if image_format not in ALLOWED_FORMATS:
+        raise AttachmentRejected(f"{name} is not a readable PNG, JPEG, WebP or GIF image")
     return ALLOWED_FORMATS[image_format]
 
 

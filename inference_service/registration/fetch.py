@@ -270,7 +270,7 @@ async def _fetch(url: str, dest_dir: Path, policy: FetchPolicy, progress: Progre
                 filename = _filename(response.headers, current)
                 refuse_pickle_name(filename)
                 declared = _header(response.headers, b"content-length")
-                total = int(declared) if declared and declared.isdigit() else None
+                total = int(declared) if declared and declared.isascii() and declared.isdigit() else None
                 if total is not None and total > policy.max_bytes:
                     raise FetchRefused(_too_big(total, policy.max_bytes))
                 return await _store(

@@ -96,9 +96,11 @@ async def test_hide_restore_and_final_takedown_are_audited(
     ]
 
 
-async def test_unknown_lora_is_not_found(client: FindLoraClient) -> None:
+@pytest.mark.parametrize("ref", ["no-such-lora", "²", "9" * 30])
+async def test_unknown_lora_is_not_found(client: FindLoraClient, ref: str) -> None:
+    # "²" is a digit to str.isdigit but not to int(); 30 nines are past a bigint id
     with pytest.raises(ServiceCallError) as caught:
-        await client.set_lora_status("no-such-lora", pb.LORA_STATUS_HIDDEN, moderator="mod")
+        await client.set_lora_status(ref, pb.LORA_STATUS_HIDDEN, moderator="mod")
     assert caught.value.code == grpc.StatusCode.NOT_FOUND
 
 

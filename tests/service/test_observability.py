@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from findlora_client import FindLoraClient, QueryImage, ServiceCallError
 from inference_service.config import Settings
 from inference_service.observability import enable_tracing
 from inference_service.server import start_service
+from inference_service.servicer import rpc
+from protos import findlora_pb2 as pb
 from tests.helpers.service import issue_token, service_client
 
 pytestmark = pytest.mark.db
@@ -45,6 +48,20 @@ async def test_rpc_metrics_count_outcomes_and_are_scraped(client: FindLoraClient
     async with httpx.AsyncClient() as http:
         page = (await http.get(f"http://127.0.0.1:{port}/metrics", timeout=5)).text
     assert 'findlora_rpc_requests_total{code="OK",rpc="Search"}' in page
+
+
+async def test_a_cancelled_rpc_is_counted_as_cancelled() -> None:
+    class Servicer:
+        @rpc
+        async def Cancelled(self, request: object, context: object) -> object:
+            raise asyncio.CancelledError  # what a client's deadline or hang-up does to the handler
+
+    ok_before = sample("findlora_rpc_requests_total", rpc="Cancelled", code="OK")
+    cancelled_before = sample("findlora_rpc_requests_total", rpc="Cancelled", code="CANCELLED")
+    with pytest.raises(asyncio.CancelledError):
+        await Servicer().Cancelled(pb.GetPageRequest(), None)
+    assert sample("findlora_rpc_requests_total", rpc="Cancelled", code="OK") == ok_before
+    assert sample("findlora_rpc_requests_total", rpc="Cancelled", code="CANCELLED") == cancelled_before + 1
 
 
 def test_parse_listen() -> None:

@@ -88,3 +88,12 @@ def test_pixel_cap_is_read_from_the_header() -> None:
     with pytest.raises(AttachmentRejected, match="too many pixels"):
         probe_header(png_header_only(20_000, 20_000), "bomb.png", ImageLimits(max_pixels=1_000_000))
     assert probe_header(png_bytes(), "ok.png", ImageLimits(max_pixels=1_000_000)) == "image/png"
+
+
+def test_a_phone_jpeg_with_more_pictures_inside_is_a_jpeg() -> None:
+    # Pillow reads a JPEG that carries a second picture (an HDR gain map, a stereo pair) as "MPO".
+    buffer = io.BytesIO()
+    first, second = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "blue")
+    first.save(buffer, format="MPO", save_all=True, append_images=[second])
+    assert Image.open(io.BytesIO(buffer.getvalue())).format == "MPO"
+    assert probe_header(buffer.getvalue(), "phone.jpg", ImageLimits()) == "image/jpeg"
