@@ -79,7 +79,10 @@ async def set_lora_status(
     TakedownIsFinal when the locked row is taken down and `status` is not: the check belongs
     here, on the locked row, or a takedown committed after the caller looked could be undone."""
     async with conn.transaction():
-        cur = await conn.execute("SELECT status, slug FROM loras WHERE id = %s FOR UPDATE", (lora_id,))
+        # NO KEY UPDATE: serialises status changes without blocking the key-share lock an
+        # activation's summary insert takes on the row (it holds the generation lock meanwhile,
+        # which this transaction's summary sync waits for: FOR UPDATE made that a deadlock)
+        cur = await conn.execute("SELECT status, slug FROM loras WHERE id = %s FOR NO KEY UPDATE", (lora_id,))
         row = await cur.fetchone()
         if row is None:
             raise LookupError(f"no LoRA with id {lora_id}")
@@ -126,7 +129,7 @@ async def insert_flag(
     the check and the insert one step for concurrent reports."""
     flag_id = uuid.uuid4()
     async with conn.transaction():
-        await conn.execute("SELECT 1 FROM loras WHERE id = %s FOR UPDATE", (lora_id,))
+        await conn.execute("SELECT 1 FROM loras WHERE id = %s FOR NO KEY UPDATE", (lora_id,))
         cur = await conn.execute(
             "SELECT id FROM flags WHERE lora_id = %s AND reporter = %s AND status = 'open'",
             (lora_id, reporter),

@@ -45,8 +45,15 @@ def grant_runtime_privileges(conn: psycopg.Connection[tuple[object, ...]], role:
             "(CREATE ROLE ... LOGIN PASSWORD ...; docs/deploy.md) and run `findlora db migrate` again"
         )
     name = sql.Identifier(role)
+    database = conn.execute("SELECT current_database()").fetchone()
+    assert database is not None
     with conn.transaction():
         for statement in _STATEMENTS:
             conn.execute(sql.SQL(statement).format(role=name))
+        # An activation's re-embedding loads its rows through a temporary table; the deploy
+        # guide's init script revokes TEMPORARY from PUBLIC.
+        conn.execute(
+            sql.SQL("GRANT TEMPORARY ON DATABASE {} TO {}").format(sql.Identifier(str(database[0])), name)
+        )
         for (function,) in conn.execute(_OWN_FUNCTIONS).fetchall():
             conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(sql.SQL(str(function)), name))

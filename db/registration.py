@@ -191,6 +191,28 @@ async def fail(conn: Connection, job_id: uuid.UUID, message: str) -> None:
     )
 
 
+ORPHANED = "the registration's queue job ended without finishing it; register the LoRA again"
+
+
+async def fail_orphaned(conn: Connection) -> list[uuid.UUID]:
+    """Fail the unfinished registrations whose queue job is over or gone (its worker failed
+    before the pipeline could record why, or an operator deleted the job): left `queued` or
+    `running`, each would hold its source and slug busy and keep its watchers waiting for good.
+    A registration run in-process (`--run-here`) has no queue job and is never touched."""
+    rows = await (
+        await conn.execute(
+            "UPDATE registration_jobs r SET state = 'failed', message = %s, fetch_url = NULL,"
+            " updated_at = now(), finished_at = now()"
+            " WHERE r.state IN ('queued', 'running') AND r.queue_job_id IS NOT NULL"
+            " AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs j"
+            "                 WHERE j.id = r.queue_job_id AND j.status IN ('todo', 'doing'))"
+            " RETURNING r.id",
+            (ORPHANED,),
+        )
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
 async def artifacts(conn: Connection, job_id: uuid.UUID, kind: str) -> dict[str, str]:
     cur = await conn.execute(
         "SELECT item, blob_key FROM registration_artifacts WHERE job_id = %s AND kind = %s", (job_id, kind)

@@ -16,7 +16,8 @@ from typing import Any
 
 import structlog
 from procrastinate import App, PsycopgConnector
-from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.exceptions import AlreadyEnqueued, ConnectorException, UniqueViolation
+from procrastinate.jobs import Status
 
 from db import encoders as db_encoders
 from db import registration
@@ -208,16 +209,33 @@ async def requeue_stalled(queue: App, settings: Settings) -> int:
             queue=name, seconds_since_heartbeat=settings.worker_stalled_after_seconds
         )
         for job in stalled:
-            await queue.job_manager.retry_job(job)
-            log.warning("job_requeued", queue=name, queue_job_id=job.id, job_id=job.task_kwargs.get("job_id"))
+            ids = {"queue": name, "queue_job_id": job.id, "job_id": job.task_kwargs.get("job_id")}
+            try:
+                await queue.job_manager.retry_job(job)
+            except UniqueViolation:
+                # A job with the same queueing lock already waits (an adaptation queued while this
+                # one ran): it does this one's work, and two cannot wait at once.
+                await queue.job_manager.finish_job(job, status=Status.FAILED, delete_job=False)
+                log.warning("stalled_job_superseded", **ids)
+                continue
+            except ConnectorException:  # another replica put it back first: no longer `doing`
+                log.info("stalled_job_already_requeued", **ids)
+                continue
+            log.warning("job_requeued", **ids)
             count += 1
     return count
 
 
-async def _watch_stalled(queue: App, settings: Settings) -> None:
+async def fail_orphaned_registrations(db: Database) -> None:
+    for job_id in await db.run(registration.fail_orphaned):
+        log.warning("registration_orphaned", job_id=str(job_id))
+
+
+async def _watch_stalled(queue: App, db: Database, settings: Settings) -> None:
     while True:
         with suppress(Exception):  # a database blip must not stop the worker; next round retries
             await requeue_stalled(queue, settings)
+            await fail_orphaned_registrations(db)
         await asyncio.sleep(max(settings.worker_stalled_after_seconds / 2, 0.5))
 
 
@@ -280,7 +298,8 @@ async def run_worker(settings: Settings, *, wait: bool = True, policy: FetchPoli
 
     async with runtime, queue.open_async():
         await requeue_stalled(queue, settings)
-        watcher = asyncio.create_task(_watch_stalled(queue, settings)) if wait else None
+        await fail_orphaned_registrations(runtime.db)
+        watcher = asyncio.create_task(_watch_stalled(queue, runtime.db, settings)) if wait else None
         log.info("worker_started", queue=QUEUE, device=settings.device)
         try:
             await queue.run_worker_async(

@@ -12,6 +12,7 @@ from psycopg import errors
 from db import summaries
 from db.catalog import insert_lora
 from db.database import Database
+from db.moderation import set_lora_status
 from db.rows import NewLora
 
 pytestmark = pytest.mark.db
@@ -102,3 +103,55 @@ async def test_writers_serialise_so_generation_order_is_commit_order(db: Databas
             await write
             await waiting.commit()
     assert await generation_of(db, first) < await generation_of(db, second)
+
+
+async def wait_for_lock_wait(db_url: str, pid: int) -> None:
+    """Until backend `pid` waits for a lock: sequencing by the server's state, not by sleeps."""
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as watcher:
+        for _ in range(200):
+            cur = await watcher.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,))
+            row = await cur.fetchone()
+            if row is not None and row[0] == "Lock":
+                return
+            await asyncio.sleep(0.025)
+    raise AssertionError(f"backend {pid} never waited for a lock")
+
+
+async def test_a_takedown_during_an_activation_neither_deadlocks_nor_stays_searchable(
+    db: Database, db_url: str
+) -> None:
+    """An activation holds the generation lock while it replaces every summary. A takedown in
+    that window waits for it in its summary sync, holding the LoRA's row; the activation's new
+    summary of that LoRA then key-share locks the row for its foreign key. The takedown's row
+    lock must not block that (FOR UPDATE did: a deadlock, the takedown rolled back), and its
+    sync must see the replaced summary once it has the lock (it updated the vanished old row)."""
+    other = await add_summary(db, "other", 1)
+    target = await add_summary(db, "target", 2)
+    async with await psycopg.AsyncConnection.connect(db_url) as activation:
+        await activation.execute("DELETE FROM lora_style_summary WHERE lora_id = %s", (other,))  # the lock
+        async with await psycopg.AsyncConnection.connect(db_url) as moderator:
+            pid = moderator.info.backend_pid
+            takedown = asyncio.create_task(
+                set_lora_status(
+                    moderator, target, "taken_down", actor="mod", action="lora_taken_down", details={}
+                )
+            )
+            await wait_for_lock_wait(db_url, pid)
+            await activation.execute(
+                "CREATE TEMP TABLE old AS SELECT * FROM lora_style_summary WHERE lora_id = %s", (target,)
+            )
+            await activation.execute("DELETE FROM lora_style_summary WHERE lora_id = %s", (target,))
+            await activation.execute(
+                "INSERT INTO lora_style_summary (lora_id, centroid, mean_radius, mean_sq_radius, n_refs)"
+                " SELECT lora_id, centroid, 0.2, 0.04, 3 FROM old"
+            )
+            await activation.commit()
+            assert await asyncio.wait_for(takedown, 10) == "active"
+            await moderator.commit()
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            "SELECT l.status, s.searchable FROM loras l JOIN lora_style_summary s ON s.lora_id = l.id"
+            " WHERE l.id = %s",
+            (target,),
+        )
+        assert await cur.fetchone() == ("taken_down", False)

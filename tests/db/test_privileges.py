@@ -23,10 +23,12 @@ from db.clients import Role
 from db.migrate import MIGRATIONS_DIR, SchemaBehind, migrate
 from db.privileges import RuntimeRoleMissing
 from findlora_client import FindLoraClient, QueryImage
+from inference_service.catalog.encoders import activate
 from inference_service.config import Settings
 from inference_service.registration.jobs import run_worker
 from inference_service.server import start_service
 from protos import findlora_pb2 as pb
+from tests.helpers.encoders import perturbed
 from tests.helpers.service import served_catalog
 
 pytestmark = pytest.mark.db
@@ -184,6 +186,14 @@ async def test_the_runtime_role_searches_votes_and_queues_and_runs_a_job(
         events = [e async for e in client.watch_job(job_id, timeout=30)]
         assert events[-1].state == pb.JOB_STATE_FAILED
         assert "127.0.0.1" in events[-1].message or "address" in events[-1].message
+
+        # An activation (what `catalog adapt`, its worker job, rollback and reembed end with)
+        # re-embeds through a temporary table: the role needs TEMPORARY, which compose's init
+        # script revokes from PUBLIC.
+        engine = served.service.engine
+        assert engine is not None
+        current = engine.encoders.loaded
+        await activate(engine.db, engine.blobs, perturbed(current), current=current)
     with psycopg.connect(deployed.migrate_url) as conn:
         finished = conn.execute("SELECT status FROM procrastinate_jobs WHERE lock = %s", (job_id,)).fetchone()
     assert finished == ("succeeded",)

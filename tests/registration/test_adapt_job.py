@@ -201,3 +201,31 @@ async def test_a_rollback_pauses_the_workers_adaptations_until_one_runs_by_hand(
             assert await defer_adapt_when_due(queue, db, settings)
     finally:
         await runtime.close()
+
+
+async def test_a_dead_adaptation_with_another_one_waiting_is_superseded_not_a_crash(
+    settings: Settings, db: Database
+) -> None:
+    """A second adaptation is queued while the first runs (the queueing lock binds only `todo`
+    jobs); when the first one's worker dies, putting it back would break the lock's unique index.
+    The waiting one does its work: the dead one is failed and the watcher (and the next worker
+    start) go on instead of raising."""
+    queue = make_queue_app(str(settings.database_url))
+    adapt = queue.configure_task(ADAPT_TASK, queue=ADAPT_QUEUE, lock=ADAPT_LOCK, queueing_lock=ADAPT_LOCK)
+    async with queue.open_async():
+        await adapt.defer_async()
+        worker = await queue.job_manager.register_worker()
+        taken = await queue.job_manager.fetch_job([ADAPT_QUEUE], worker)
+        assert taken is not None
+        await queue.configure_task(
+            ADAPT_TASK, queue=ADAPT_QUEUE, lock=ADAPT_LOCK, queueing_lock=ADAPT_LOCK
+        ).defer_async()
+        assert queued(settings) == ["doing", "todo"]
+        with psycopg.connect(str(settings.database_url)) as conn:
+            conn.execute(
+                "UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour' WHERE id = %s",
+                (worker,),
+            )
+        assert await requeue_stalled(queue, settings) == 0
+        assert queued(settings) == ["failed", "todo"]
+        assert await requeue_stalled(queue, settings) == 0  # nothing stalled is left
