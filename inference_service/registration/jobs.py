@@ -10,12 +10,12 @@ import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import suppress
+from contextlib import asynccontextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import structlog
-from procrastinate import App, PsycopgConnector
+from procrastinate import App, JobContext, PsycopgConnector
 from procrastinate.exceptions import AlreadyEnqueued, ConnectorException, UniqueViolation
 from procrastinate.jobs import Status
 
@@ -231,6 +231,38 @@ async def fail_orphaned_registrations(db: Database) -> None:
         log.warning("registration_orphaned", job_id=str(job_id))
 
 
+async def _touch_heartbeat(db: Database, queue_job_id: int) -> None:
+    async with db.connection() as conn:
+        await conn.execute(
+            "UPDATE procrastinate_workers w SET last_heartbeat = now() FROM procrastinate_jobs j"
+            " WHERE j.id = %s AND j.worker_id = w.id",
+            (queue_job_id,),
+        )
+
+
+@asynccontextmanager
+async def heartbeat_while_running(db: Database, queue_job_id: int, interval: float) -> AsyncIterator[None]:
+    """Keep the running job's worker heartbeat fresh for as long as the job runs.
+
+    A stopping worker cancels its own heartbeats first and then waits for its running jobs, which
+    can take many minutes (a registration's diffusion, an adaptation): past the stall timeout any
+    replica's watcher would put the still-running job back and a second worker would run it too."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            with suppress(Exception):  # a blip: procrastinate's own heartbeat may still be running
+                await _touch_heartbeat(db, queue_job_id)
+
+    beating = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        beating.cancel()
+        with suppress(asyncio.CancelledError):
+            await beating
+
+
 async def _watch_stalled(queue: App, db: Database, settings: Settings) -> None:
     while True:
         with suppress(Exception):  # a database blip must not stop the worker; next round retries
@@ -282,14 +314,18 @@ async def run_worker(settings: Settings, *, wait: bool = True, policy: FetchPoli
     )
     queue = make_queue_app(runtime.url)
 
-    @queue.task(name=TASK, queue=QUEUE)
-    async def register_lora(job_id: str) -> None:
-        await pipeline.run(uuid.UUID(job_id))
-        await defer_adapt_when_due(queue, runtime.db, settings)
+    beat = settings.worker_heartbeat_seconds
 
-    @queue.task(name=ADAPT_TASK, queue=ADAPT_QUEUE, lock=ADAPT_LOCK)
-    async def adapt_catalog_job(timestamp: int | None = None) -> None:
-        await run_adapt_job(runtime, settings)
+    @queue.task(name=TASK, queue=QUEUE, pass_context=True)
+    async def register_lora(context: JobContext, job_id: str) -> None:
+        async with heartbeat_while_running(runtime.db, _queue_job_id(context), beat):
+            await pipeline.run(uuid.UUID(job_id))
+            await defer_adapt_when_due(queue, runtime.db, settings)
+
+    @queue.task(name=ADAPT_TASK, queue=ADAPT_QUEUE, lock=ADAPT_LOCK, pass_context=True)
+    async def adapt_catalog_job(context: JobContext, timestamp: int | None = None) -> None:
+        async with heartbeat_while_running(runtime.db, _queue_job_id(context), beat):
+            await run_adapt_job(runtime, settings)
 
     if settings.adapt_cron:
         queue.periodic(cron=settings.adapt_cron, periodic_id="adapt", queueing_lock=ADAPT_LOCK)(
@@ -317,6 +353,12 @@ async def run_worker(settings: Settings, *, wait: bool = True, policy: FetchPoli
                 with suppress(asyncio.CancelledError):
                     await watcher
     log.info("worker_stopped")
+
+
+def _queue_job_id(context: JobContext) -> int:
+    job_id = context.job.id
+    assert job_id is not None  # a job being run has been stored
+    return job_id
 
 
 async def run_adapt_job(runtime: Runtime, settings: Settings) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from inference_service.registration.jobs import (
     ADAPT_QUEUE,
     ADAPT_TASK,
     defer_adapt_when_due,
+    heartbeat_while_running,
     make_queue_app,
     requeue_stalled,
     run_worker,
@@ -229,3 +231,26 @@ async def test_a_dead_adaptation_with_another_one_waiting_is_superseded_not_a_cr
         assert await requeue_stalled(queue, settings) == 0
         assert queued(settings) == ["failed", "todo"]
         assert await requeue_stalled(queue, settings) == 0  # nothing stalled is left
+
+
+async def test_a_running_job_keeps_its_workers_heartbeat_while_the_worker_stops(
+    settings: Settings, db: Database
+) -> None:
+    """A stopping worker cancels procrastinate's heartbeats, then waits for its running jobs: the
+    job's own heartbeat keeps it from looking stalled, so no watcher runs it a second time."""
+    queue = make_queue_app(str(settings.database_url))
+    async with queue.open_async():
+        await queue.configure_task(ADAPT_TASK, queue=ADAPT_QUEUE, lock=ADAPT_LOCK).defer_async()
+        worker = await queue.job_manager.register_worker()
+        taken = await queue.job_manager.fetch_job([ADAPT_QUEUE], worker)
+        assert taken is not None
+        assert taken.id is not None
+        with psycopg.connect(str(settings.database_url)) as conn:  # procrastinate's beats stopped
+            conn.execute(
+                "UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour' WHERE id = %s",
+                (worker,),
+            )
+        async with heartbeat_while_running(db, taken.id, interval=0.05):
+            await asyncio.sleep(0.3)
+            assert await requeue_stalled(queue, settings) == 0
+        assert queued(settings) == ["doing"]
