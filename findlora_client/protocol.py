@@ -10,7 +10,8 @@ import grpc
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 MAX_QUERY_IMAGES = 4  # images of one style per search
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # gRPC message cap, both directions
-MAX_NOTE_CHARS = 1000  # a flag's note; the chats' input fields stop there, so nothing typed is lost
+MAX_TEXT_CHARS = 1000  # a prompt, a name, a reason, a user id: what the service accepts per field
+MAX_NOTE_CHARS = MAX_TEXT_CHARS  # a flag's note; the chats' input fields stop there, so nothing typed is lost
 # Largest image the service decodes (checked from the header): 16.8 MP admits a 4x upscale of a
 # 1024x1024 SDXL image; the bots check the same cap before they upload.
 MAX_IMAGE_PIXELS = 4096 * 4096

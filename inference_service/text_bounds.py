@@ -8,9 +8,10 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from findlora_client.links import MAX_LINK_CHARS
+from findlora_client.protocol import MAX_TEXT_CHARS
 from inference_service.errors import InvalidArgument
 
-MAX_TEXT = 1000  # characters of a prompt, a name, a note, a user id (CLIP reads 77 tokens)
+MAX_TEXT = MAX_TEXT_CHARS  # characters of a prompt, a name, a note, a user id (CLIP reads 77 tokens)
 MAX_URL = MAX_LINK_CHARS  # a page link, or a field that may hold one
 MAX_ENTRIES = 100  # strings in one repeated field (trigger words)
 # Fields longer than text: a signed download link carries its token in the query (a few

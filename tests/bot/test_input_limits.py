@@ -4,6 +4,8 @@ only after the artwork was uploaded, once per image, each refusal spending a rep
 from __future__ import annotations
 
 from bot.discord.exts.flags._cog import FlagsCog
+from bot.discord.exts.moderation._cog import ModerationCog
+from bot.discord.exts.search._cog import SearchCog
 from bot.slack.blocks import flag_modal, register_modal
 from findlora_client.protocol import MAX_NOTE_CHARS
 from inference_service.text_bounds import FIELD_LIMITS, MAX_TEXT
@@ -24,3 +26,16 @@ def test_slack_modal_fields_stop_at_the_service_bounds() -> None:
 def test_discord_note_option_stops_at_the_service_bound() -> None:
     note = FlagsCog.flaglookalike._params["note"]
     assert note.to_dict()["max_length"] == MAX_NOTE_CHARS  # what Discord is told
+
+
+def test_discord_text_options_stop_at_the_service_bounds() -> None:
+    """A pasted prompt over the bound was refused only after the images were uploaded, and
+    spent a search (or one of five reports an hour)."""
+    search = SearchCog.findlora._params
+    assert search["prompt"].to_dict()["max_length"] == MAX_TEXT
+    assert search["base_model"].to_dict()["max_length"] == MAX_TEXT
+    assert FlagsCog.flaglookalike._params["lora"].to_dict()["max_length"] == FIELD_LIMITS["lora"]
+    for command in (ModerationCog.hide, ModerationCog.restore, ModerationCog.takedown):
+        assert command._params["reason"].to_dict()["max_length"] == MAX_TEXT
+        assert command._params["lora"].to_dict()["max_length"] == FIELD_LIMITS["lora"]
+    assert ModerationCog.registerlora._params["name"].to_dict()["max_length"] == MAX_TEXT

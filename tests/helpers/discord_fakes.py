@@ -131,12 +131,16 @@ def make_interaction(
     return interaction
 
 
-def make_reaction(emoji: str, *, user_id: int, channel_id: int, message_id: int) -> mock.MagicMock:
+def make_reaction(
+    emoji: str, *, user_id: int, channel_id: int, message_id: int, author_id: int | None = None
+) -> mock.MagicMock:
+    """`author_id`: the reacted message's author as the gateway event names it (None: not sent)."""
     payload = mock.MagicMock(spec_set=discord.RawReactionActionEvent)
     payload.emoji = discord.PartialEmoji(name=emoji)
     payload.user_id = user_id
     payload.channel_id = channel_id
     payload.message_id = message_id
+    payload.message_author_id = author_id
     return payload
 
 

@@ -103,6 +103,14 @@ async def test_paging_both_ways_by_reaction(harness: Harness, channel: Any) -> N
         own = make_reaction("➡️", user_id=BOT_ID, channel_id=channel.id, message_id=message.id)
         await cog.on_raw_reaction_add(own)
         assert ranks(message.embeds) == [1, 2, 3, 4, 5]
+        # A reaction on someone else's message is dropped before any fetch from Discord.
+        fetches = channel.fetch_message.await_count
+        elsewhere = make_reaction("👍", user_id=2, channel_id=channel.id, message_id=message.id, author_id=7)
+        await cog.on_raw_reaction_add(elsewhere)
+        assert channel.fetch_message.await_count == fetches
+        mine = make_reaction("➡️", user_id=2, channel_id=channel.id, message_id=message.id, author_id=BOT_ID)
+        await cog.on_raw_reaction_add(mine)
+        assert ranks(message.embeds) == [6, 7, 8, 9, 10]
 
 
 async def test_paging_by_button_survives_a_bot_restart(harness: Harness, channel: Any) -> None:

@@ -22,6 +22,7 @@ from bot.discord._interactions import (
     user_id_of,
     user_key,
 )
+from bot.discord._options import LoraRef
 from bot.discord.exts.flags._components import FLAGS_COG, review_view
 from findlora_client import QueryImage
 from findlora_client.protocol import MAX_NOTE_CHARS
@@ -101,7 +102,7 @@ class FlagsCog(commands.Cog, name=FLAGS_COG):
     async def flaglookalike(
         self,
         interaction: discord.Interaction[Any],
-        lora: str,
+        lora: LoraRef,
         artwork: discord.Attachment,
         artwork2: discord.Attachment | None = None,
         artwork3: discord.Attachment | None = None,

@@ -22,6 +22,7 @@ from bot.discord._interactions import (
     role_ids,
     user_key,
 )
+from bot.discord._options import LoraRef, RequiredText, Text
 from protos import findlora_pb2 as pb
 
 if TYPE_CHECKING:
@@ -65,20 +66,22 @@ class ModerationCog(commands.Cog, name="Moderation"):
 
     @lora.command(name="hide", description="Hide a LoRA from results (reversible).")
     @app_commands.describe(lora="Slug, link or id of the LoRA", reason="Why (kept in the audit log)")
-    async def hide(self, interaction: discord.Interaction[Any], lora: str, reason: str | None = None) -> None:
+    async def hide(
+        self, interaction: discord.Interaction[Any], lora: LoraRef, reason: Text | None = None
+    ) -> None:
         await self._set_status(interaction, lora, pb.LORA_STATUS_HIDDEN, reason)
 
     @lora.command(name="restore", description="Show a hidden LoRA in results again.")
     @app_commands.describe(lora="Slug, link or id of the LoRA", reason="Why (kept in the audit log)")
     async def restore(
-        self, interaction: discord.Interaction[Any], lora: str, reason: str | None = None
+        self, interaction: discord.Interaction[Any], lora: LoraRef, reason: Text | None = None
     ) -> None:
         await self._set_status(interaction, lora, pb.LORA_STATUS_ACTIVE, reason)
 
     @lora.command(name="takedown", description="Take a LoRA down for good.")
     @app_commands.describe(lora="Slug, link or id of the LoRA", reason="Why (kept in the audit log)")
     async def takedown(
-        self, interaction: discord.Interaction[Any], lora: str, reason: str | None = None
+        self, interaction: discord.Interaction[Any], lora: LoraRef, reason: Text | None = None
     ) -> None:
         await self._set_status(interaction, lora, pb.LORA_STATUS_TAKEN_DOWN, reason)
 
@@ -94,8 +97,8 @@ class ModerationCog(commands.Cog, name="Moderation"):
         self,
         interaction: discord.Interaction[Any],
         url: str,
-        name: str,
-        base_model: str | None = None,
+        name: RequiredText,
+        base_model: Text | None = None,
         trigger_words: str | None = None,
     ) -> None:
         if not self.is_moderator(interaction):

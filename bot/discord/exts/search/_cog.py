@@ -24,6 +24,7 @@ from bot.discord._interactions import (
     base_model_choices,
     user_key,
 )
+from bot.discord._options import Text
 from bot.discord.exts.search._components import SEARCH_COG
 from bot.discord.exts.search._message import (
     NEXT,
@@ -84,8 +85,8 @@ class SearchCog(commands.Cog, name=SEARCH_COG):
         interaction: discord.Interaction[Any],
         image: discord.Attachment,
         top_k: app_commands.Range[int, 1, 10] | None = None,
-        base_model: str | None = None,
-        prompt: str | None = None,
+        base_model: Text | None = None,
+        prompt: Text | None = None,
         private: bool = False,
         image2: discord.Attachment | None = None,
         image3: discord.Attachment | None = None,
@@ -164,6 +165,8 @@ class SearchCog(commands.Cog, name=SEARCH_COG):
         own = self.bot.user
         if emoji not in PAGE_REACTIONS or own is None or payload.user_id == own.id:
             return
+        if payload.message_author_id not in (None, own.id):
+            return  # 👍 on anyone else's message: no fetch, no request spent on Discord's limits
         channel = self.bot.get_channel(payload.channel_id)
         if not isinstance(channel, discord.abc.Messageable):
             return
