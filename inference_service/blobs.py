@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 _SAFE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
@@ -50,3 +51,15 @@ class BlobStore:
 
     def get(self, key: str) -> bytes:
         return self.path(key).read_bytes()
+
+    def get_or_empty(self, keys: Sequence[str]) -> list[bytes]:
+        """Each blob, or b"" where it is missing or unreadable (a partial restore, a volume a
+        worker wrote that this replica does not see): one lost thumbnail must not fail a whole
+        answer. File reads: call it in a thread, never on the event loop."""
+        found = []
+        for key in keys:
+            try:
+                found.append(self.get(key))
+            except (OSError, ValueError):
+                found.append(b"")
+        return found

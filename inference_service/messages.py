@@ -54,7 +54,7 @@ def page_to_proto(page: SearchPage) -> pb.SearchResponse:
                         sample_id=t.sample_id,
                         key=t.key,
                         thumbnail=t.thumbnail,
-                        mime_type="image/webp",
+                        mime_type="image/webp" if t.thumbnail else "",
                         distance=t.distance,
                     )
                     for t in m.transfers
@@ -65,21 +65,10 @@ def page_to_proto(page: SearchPage) -> pb.SearchResponse:
     )
 
 
-def _thumbnails(blobs: BlobStore, keys: list[str]) -> list[bytes]:
-    """File reads: run in a thread, never on the event loop."""
-    found = []
-    for key in keys:
-        try:
-            found.append(blobs.get(key))
-        except (OSError, ValueError):
-            found.append(b"")  # a missing blob must not hide the rest of the evidence
-    return found
-
-
 async def flag_to_proto(flag: FlagRow, blobs: BlobStore) -> pb.Flag:
     evidence = flag.evidence
     nearest = evidence.get("nearest", [])
-    thumbnails = await asyncio.to_thread(_thumbnails, blobs, [near["thumb_key"] for near in nearest])
+    thumbnails = await asyncio.to_thread(blobs.get_or_empty, [near["thumb_key"] for near in nearest])
     transfers = [
         pb.SampleTransfer(
             sample_id=near["sample_id"],

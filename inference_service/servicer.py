@@ -13,6 +13,7 @@ import grpc
 import psycopg
 import psycopg_pool
 import structlog
+import torch
 from PIL import Image
 from psycopg.conninfo import conninfo_to_dict
 
@@ -91,6 +92,12 @@ def _failure(exc: Exception, bound: Any, request_id: str) -> Failure:
         code = grpc.StatusCode.INVALID_ARGUMENT
         bound.info("rpc_rejected", code=code.name, reason=type(exc).__name__)
         return code, Reason.INVALID_ARGUMENT, "a text field holds characters that cannot be stored", ()
+    if isinstance(exc, torch.OutOfMemoryError):
+        # A batch too large for what the accelerator has free now (GMI shares it): every request
+        # of the batch may succeed on its own or later, so BUSY (retry), not INTERNAL.
+        bound.warning("accelerator_out_of_memory")
+        message = "the service is short of GPU memory; try again"
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, Reason.BUSY, message, ()
     if isinstance(exc, (psycopg.OperationalError, psycopg_pool.PoolTimeout)):
         bound.warning("database_unavailable", error=str(exc).splitlines()[0] if str(exc) else "")
         return grpc.StatusCode.UNAVAILABLE, Reason.DATABASE_UNAVAILABLE, DATABASE_DOWN, ()
@@ -324,7 +331,10 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
     async def FeedbackStats(
         self, request: pb.FeedbackStatsRequest, context: grpc.aio.ServicerContext
     ) -> pb.FeedbackStatsResponse:
-        since = request.since.ToDatetime(tzinfo=UTC) if request.HasField("since") else None
+        try:
+            since = request.since.ToDatetime(tzinfo=UTC) if request.HasField("since") else None
+        except ValueError:  # outside 0001-9999: protobuf's own range check
+            raise InvalidArgument("since is not a valid date") from None
         report = build_report(await self.engine.db.run(searches.feedback_votes, since))
         return pb.FeedbackStatsResponse(
             votes=report.votes,

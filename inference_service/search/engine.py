@@ -280,17 +280,23 @@ class SearchEngine:
                 nearest = await ranking.nearest_references(
                     conn, query, ids, self.settings.transfers_per_match
                 )
-        matches = []
-        for position, item in enumerate(window, start=offset + 1):
-            lora = loras.get(int(item["lora_id"]))
+        shown = [
+            (position, item, lora)
+            for position, item in enumerate(window, start=offset + 1)
             # A LoRA hidden or taken down after the search never shows again.
-            if lora is None or lora.status != "active" or (lora.nsfw and not allow_nsfw):
-                continue
-            with stage("thumbnails"):
-                transfers = [
-                    Transfer(ref.sample_id, ref.blob_key, self.blobs.get(ref.thumb_key), ref.distance)
-                    for ref in nearest.get(lora.id, [])
-                ]
+            if (lora := loras.get(int(item["lora_id"]))) is not None
+            and lora.status == "active"
+            and (allow_nsfw or not lora.nsfw)
+        ]
+        keys = [ref.thumb_key for _, _, lora in shown for ref in nearest.get(lora.id, [])]
+        with stage("thumbnails"):
+            thumbnails = iter(await asyncio.to_thread(self.blobs.get_or_empty, keys))
+        matches = []
+        for position, item, lora in shown:
+            transfers = [
+                Transfer(ref.sample_id, ref.blob_key, next(thumbnails), ref.distance)
+                for ref in nearest.get(lora.id, [])
+            ]
             matches.append(
                 RankedLora(
                     rank=position,

@@ -50,6 +50,7 @@ _THREAD_ABOVE = 100_000
 # walks; below 0.4 that costs more than the exact scan's one matrix product at 1M rows (15 ms with
 # one image, where a whole single-image search with its PostgreSQL scoring took 22).
 MIN_WALK_SHARE = 0.4
+MAX_CACHED_MASKS = 32  # filter masks a view keeps (each a byte per row)
 
 
 @dataclass
@@ -107,6 +108,8 @@ class CentroidView:
     graph: HnswGraph
     exact_below: int  # fewer admitted rows than this: ExactScan even for one image
     references: ReferenceView | None = None  # None: PostgreSQL scores the candidates
+    # Filter masks, one byte per row each: bounded, since every unknown base model a client names
+    # is a filter of its own (1 MB per name at 1M LoRAs, for the view's whole life).
     _masks: dict[tuple[object, ...], np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     def __len__(self) -> int:
@@ -150,6 +153,10 @@ class CentroidView:
             if not key[2]:
                 mask &= ~self.nsfw
             self._masks[key] = mask
+            while len(self._masks) > MAX_CACHED_MASKS:  # the least recently used goes
+                del self._masks[next(iter(self._masks))]
+        else:
+            self._masks[key] = self._masks.pop(key)  # most recently used last
         return self._masks[key]
 
     def source(

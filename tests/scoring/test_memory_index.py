@@ -17,7 +17,7 @@ from db.rows import NewLora, ReferenceRow
 from inference_service.scoring.two_stage import RankStats
 from inference_service.search.centroids import TwoStageOptions, rank_d_avg
 from inference_service.search.memory_index import CentroidIndex, IndexConfig
-from inference_service.search.memory_view import MIN_WALK_SHARE, HnswWalk
+from inference_service.search.memory_view import MAX_CACHED_MASKS, MIN_WALK_SHARE, HnswWalk
 from lab.bench.load import LoadedCatalog, load_catalog
 from lab.bench.search_bench import make_queries
 from lab.bench.search_peers import FilterMasks
@@ -298,3 +298,20 @@ async def test_a_current_view_that_scores_in_memory_needs_one_statement_and_no_s
     with pytest.raises(EncoderChanged):
         await rank_d_avg(db, query, limit=10, guard=guard, options=OPTIONS, index=index)
     assert snapshots == 1
+
+
+async def test_a_view_keeps_a_bounded_number_of_filter_masks(
+    db: Database, loaded: tuple[SyntheticCatalog, LoadedCatalog]
+) -> None:
+    """Every unknown base model a client names is a filter of its own: a mask per name, a byte per
+    row, for the view's whole life, unless the view drops the least recently used."""
+    index = CentroidIndex(db, IndexConfig())
+    await index.build()
+    async with db.search_connection(snapshot=True) as conn:
+        view = await index.sync(conn)
+    assert view is not None
+    common = view.admitted(Filters())
+    for n in range(3 * MAX_CACHED_MASKS):
+        view.admitted(Filters(base_model=f"made-up-{n}"))
+        assert view.admitted(Filters()) is common  # in use: kept
+    assert len(view._masks) <= MAX_CACHED_MASKS

@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+import torch
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorServer
 from opentelemetry.sdk.trace import TracerProvider
@@ -62,6 +63,31 @@ async def test_a_cancelled_rpc_is_counted_as_cancelled() -> None:
         await Servicer().Cancelled(pb.GetPageRequest(), None)
     assert sample("findlora_rpc_requests_total", rpc="Cancelled", code="OK") == ok_before
     assert sample("findlora_rpc_requests_total", rpc="Cancelled", code="CANCELLED") == cancelled_before + 1
+
+
+async def test_an_accelerator_out_of_memory_is_busy_not_internal() -> None:
+    """A batch too large for the GPU memory free now: each of its requests may succeed alone or
+    later, so the callers are told to retry (RESOURCE_EXHAUSTED), not that the service broke."""
+
+    class Aborted(Exception):
+        pass
+
+    class Context:
+        code: grpc.StatusCode | None = None
+
+        async def abort(self, code: grpc.StatusCode, message: str, trailing_metadata: object) -> None:
+            self.code = code
+            raise Aborted(message)
+
+    class Servicer:
+        @rpc
+        async def OutOfMemory(self, request: object, context: object) -> object:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    context = Context()
+    with pytest.raises(Aborted, match="GPU memory"):
+        await Servicer().OutOfMemory(pb.GetPageRequest(), context)
+    assert context.code == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def test_parse_listen() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
@@ -61,6 +62,28 @@ async def test_matches_carry_metadata_and_thumbnails(client: FindLoraClient, cat
         assert transfer.mime_type == "image/webp"
     assert response.total == 20
     assert response.expires_at.seconds > 0
+
+
+async def test_a_missing_thumbnail_leaves_that_transfer_without_a_picture_not_the_search_failed(
+    client: FindLoraClient, catalog_dir: Path, service: RunningService
+) -> None:
+    data = (catalog_dir / "loras" / "style-03" / "references" / "s01.png").read_bytes()
+    first = (await client.search([QueryImage(data)], top_k=1)).matches[0]
+    async with service.runtime.db.connection() as conn:
+        cur = await conn.execute(
+            "SELECT thumb_key FROM reference_images WHERE lora_id = %s AND sample_id = %s",
+            (first.lora_id, first.transfers[0].sample_id),
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    service.runtime.blobs.path(str(row[0])).unlink()  # a partial restore, an unshared volume
+
+    again = (await client.search([QueryImage(data)], top_k=1)).matches[0]
+    assert again.slug == first.slug
+    assert [t.sample_id for t in again.transfers] == [t.sample_id for t in first.transfers]
+    assert again.transfers[0].thumbnail == b""
+    assert again.transfers[0].mime_type == ""
+    assert all(t.thumbnail for t in again.transfers[1:])
 
 
 async def test_paging_continues_the_stored_ranking(client: FindLoraClient, catalog_dir: Path) -> None:
@@ -178,6 +201,12 @@ async def test_health_reflection_and_registration_checks(empty_service: RunningS
         # Every RPC is implemented now; a download host outside the allowlist is refused up front.
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "downloads from example.org are not allowed" in (info.value.details() or "")
+        # A date protobuf itself cannot turn into a datetime (outside 0001-9999) is the caller's error.
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.FeedbackStats(
+                pb.FeedbackStatsRequest(since=Timestamp(seconds=-(10**12))), timeout=5, metadata=bearer
+            )
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_graceful_stop_reports_not_serving(empty_service: RunningService) -> None:
