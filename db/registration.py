@@ -194,20 +194,24 @@ async def fail(conn: Connection, job_id: uuid.UUID, message: str) -> None:
 ORPHANED = "the registration's queue job ended without finishing it; register the LoRA again"
 
 
-async def fail_orphaned(conn: Connection) -> list[uuid.UUID]:
+async def fail_orphaned(conn: Connection, unqueued_after_s: float = 300.0) -> list[uuid.UUID]:
     """Fail the unfinished registrations whose queue job is over or gone (its worker failed
-    before the pipeline could record why, or an operator deleted the job): left `queued` or
-    `running`, each would hold its source and slug busy and keep its watchers waiting for good.
-    A registration run in-process (`--run-here`) has no queue job and is never touched."""
+    before the pipeline could record why, an operator deleted the job, or the process that
+    created the record stopped before it queued one): left `queued` or `running`, each would hold
+    its source and slug busy and keep its watchers waiting for good. A queue job is found by its
+    id, or by its lock (the registration's id) while the id is not stored yet; a record with
+    neither is given `unqueued_after_s` to get one."""
     rows = await (
         await conn.execute(
             "UPDATE registration_jobs r SET state = 'failed', message = %s, fetch_url = NULL,"
             " updated_at = now(), finished_at = now()"
-            " WHERE r.state IN ('queued', 'running') AND r.queue_job_id IS NOT NULL"
+            " WHERE r.state IN ('queued', 'running')"
+            " AND (r.queue_job_id IS NOT NULL OR r.created_at < now() - make_interval(secs => %s))"
             " AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs j"
-            "                 WHERE j.id = r.queue_job_id AND j.status IN ('todo', 'doing'))"
+            "                 WHERE (j.id = r.queue_job_id OR j.lock = r.id::text)"
+            "                 AND j.status IN ('todo', 'doing'))"
             " RETURNING r.id",
-            (ORPHANED,),
+            (ORPHANED, unqueued_after_s),
         )
     ).fetchall()
     return [row[0] for row in rows]

@@ -17,13 +17,21 @@ from inference_service.registration.jobs import QUEUE, TASK, fail_orphaned_regis
 pytestmark = pytest.mark.db
 
 
-async def record(db: Database, queue_job_id: int | None) -> uuid.UUID:
-    job_id = uuid.uuid4()
+async def record(
+    db: Database, queue_job_id: int | None, *, job_id: uuid.UUID | None = None, age_s: float = 0
+) -> uuid.UUID:
+    job_id = job_id or uuid.uuid4()
     async with db.connection() as conn:
         await conn.execute(
-            "INSERT INTO registration_jobs (id, source_url, metadata, slug, state, queue_job_id)"
-            " VALUES (%s, %s, '{}', %s, 'queued', %s)",
-            (job_id, f"https://example.org/{job_id}.safetensors", f"lora-{job_id.hex[:8]}", queue_job_id),
+            "INSERT INTO registration_jobs (id, source_url, metadata, slug, state, queue_job_id, created_at)"
+            " VALUES (%s, %s, '{}', %s, 'queued', %s, now() - make_interval(secs => %s))",
+            (
+                job_id,
+                f"https://example.org/{job_id}.safetensors",
+                f"lora-{job_id.hex[:8]}",
+                queue_job_id,
+                age_s,
+            ),
         )
     return job_id
 
@@ -53,13 +61,18 @@ async def test_registrations_whose_queue_job_is_over_or_gone_are_failed(
         await queue.job_manager.finish_job(dead, status=Status.FAILED, delete_job=False)
         failed = await record(db, failed_id)
         gone = await record(db, 10**12)  # no such queue job (deleted by hand)
-        in_process = await record(db, None)  # `lora register --run-here`: no queue job at all
+        # Created, queue job not deferred yet (or deferred and its id not stored yet): given time.
+        just_created = await record(db, None)
+        locked = uuid.uuid4()  # deferred with its lock, id not stored: found by the lock
+        await queue.configure_task(TASK, queue=QUEUE, lock=str(locked)).defer_async(job_id="d")
+        await record(db, None, job_id=locked, age_s=3600)
+        # The process stopped between creating the record and queueing its job.
+        never_queued = await record(db, None, age_s=3600)
 
         await fail_orphaned_registrations(db)
 
-    assert await state_of(db, failed) == "failed"
-    assert await state_of(db, gone) == "failed"
+    assert [await state_of(db, j) for j in (failed, gone, never_queued)] == ["failed"] * 3
     job = await db.run(registration.get_job, gone)
     assert job is not None
     assert "register the LoRA again" in job.message
-    assert [await state_of(db, j) for j in (waiting, running, in_process)] == ["queued"] * 3
+    assert [await state_of(db, j) for j in (waiting, running, just_created, locked)] == ["queued"] * 4
