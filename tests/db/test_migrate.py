@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import shutil
+import uuid
+from pathlib import Path
+
 import psycopg
 import pytest
 
@@ -40,3 +44,56 @@ def test_migration_names_are_numbered(tmp_path: pytest.TempPathFactory) -> None:
     names = [m.path.name for m in available_migrations()]
     assert names == sorted(names)
     assert [m.version for m in available_migrations()] == list(range(1, len(names) + 1))
+
+
+def test_migration_012_drops_user_info_left_in_stored_source_urls(server_url: str, tmp_path: Path) -> None:
+    """005 redacted queries and fragments only: a link stored with credentials in it
+    (https://user:token@host/...) kept them until 012."""
+    name = f"m_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = psycopg.conninfo.make_conninfo(server_url, dbname=name)
+    before = tmp_path / "before-012"
+    before.mkdir()
+    for migration in available_migrations():
+        if migration.version < 12:
+            shutil.copy(migration.path, before / migration.path.name)
+    try:
+        migrate(url, before)
+        with psycopg.connect(url) as conn:
+            jobs = [
+                ("https://user:s3cret@example.org/a.safetensors", "queued"),
+                ("https://example.org/a.safetensors", "running"),  # the same source, live too
+                ("https://tok@example.org/b.safetensors", "succeeded"),
+                ("https://example.org/c@d.safetensors", "succeeded"),  # an @ in the path stays
+            ]
+            ids = [
+                conn.execute(
+                    "INSERT INTO registration_jobs (id, source_url, metadata, slug, state)"
+                    " VALUES (%s, %s, '{}', %s, %s) RETURNING id",
+                    (uuid.uuid4(), source, f"lora-{n}", state),
+                ).fetchone()
+                for n, (source, state) in enumerate(jobs)
+            ]
+            conn.execute(
+                "INSERT INTO loras (slug, name, base_model, source_url)"
+                " VALUES ('x', 'X', 'sd1', 'https://me:pw@example.org:8443/x.safetensors')"
+            )
+        migrate(url)
+        with psycopg.connect(url) as conn:
+            stored = [
+                conn.execute("SELECT source_url FROM registration_jobs WHERE id = %s", row).fetchone()[0]
+                for row in ids
+            ]
+            lora = conn.execute("SELECT source_url FROM loras WHERE slug = 'x'").fetchone()
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    assert not any("s3cret" in s or "tok@" in s for s in stored)
+    assert stored[0] == f"https://example.org/a.safetensors#job-{ids[0][0]}"  # live: kept apart
+    assert stored[1:] == [
+        "https://example.org/a.safetensors",
+        "https://example.org/b.safetensors",
+        "https://example.org/c@d.safetensors",
+    ]
+    assert lora == ("https://example.org:8443/x.safetensors",)
