@@ -52,6 +52,54 @@ async def replace_spec(
         await conn.execute("UPDATE loras SET spec_fingerprint = %s WHERE id = %s", (fingerprint, lora_id))
 
 
+async def forget_features(conn: Connection) -> None:
+    """Every spec point's image feature and every LoRA's own prompt features, set NULL: a new CLIP
+    model's features must never meet an earlier model's (search skips a row until it is filled)."""
+    await conn.execute("UPDATE spec_points SET image_feature = NULL WHERE image_feature IS NOT NULL")
+    await conn.execute(
+        "UPDATE prompts SET text_feature = NULL WHERE lora_id IS NOT NULL AND text_feature IS NOT NULL"
+    )
+
+
+PointKey = tuple[int, int, int, str]  # lora_id, prompt_id, n, blob_key
+
+
+async def points_without_features(conn: Connection, after: PointKey | None, limit: int) -> list[PointKey]:
+    """Spec points still waiting for their image feature, in key order after `after`."""
+    start = (-1, -1, -1) if after is None else after[:3]
+    cur = await conn.execute(
+        "SELECT lora_id, prompt_id, n, blob_key FROM spec_points"
+        " WHERE image_feature IS NULL AND (lora_id, prompt_id, n) > (%s, %s, %s)"
+        " ORDER BY lora_id, prompt_id, n LIMIT %s",
+        (*start, limit),
+    )
+    return [(int(r[0]), int(r[1]), int(r[2]), str(r[3])) for r in await cur.fetchall()]
+
+
+async def set_point_features(conn: Connection, keys: Sequence[PointKey], features: np.ndarray) -> None:
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "UPDATE spec_points SET image_feature = %s WHERE lora_id = %s AND prompt_id = %s AND n = %s",
+            [
+                (np.asarray(f, dtype=np.float32), lora_id, prompt_id, n)
+                for (lora_id, prompt_id, n, _), f in zip(keys, features, strict=True)
+            ],
+        )
+
+
+async def prompts_without_features(conn: Connection) -> list[tuple[int, str]]:
+    cur = await conn.execute("SELECT id, text FROM prompts WHERE text_feature IS NULL ORDER BY id")
+    return [(int(r[0]), str(r[1])) for r in await cur.fetchall()]
+
+
+async def set_prompt_features(conn: Connection, ids: Sequence[int], features: np.ndarray) -> None:
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "UPDATE prompts SET text_feature = %s WHERE id = %s",
+            [(np.asarray(f, dtype=np.float32), i) for i, f in zip(ids, features, strict=True)],
+        )
+
+
 async def insert_spec_points(conn: Connection, lora_id: int, points: Sequence[SpecRow]) -> None:
     rows = [
         (

@@ -6,10 +6,12 @@ label) changed (docs/design.md 6).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import structlog
 
 from db import catalog as db_catalog
 from db import specs as db_specs
@@ -23,6 +25,7 @@ from inference_service.gmi import GmiModels
 from inference_service.imaging import load_image_file
 
 ProgressCallback = Callable[[str, int, int], None]
+log = structlog.get_logger(__name__)
 
 
 def platform_set(catalog: Catalog) -> list[str]:
@@ -63,6 +66,40 @@ async def spec_problems(catalog: Catalog, db: Database, models: GmiModels, updat
     return problems
 
 
+async def fill_spec_features(
+    db: Database,
+    blobs: BlobStore,
+    models: GmiModels,
+    progress: ProgressCallback | None = None,
+    batch: int = 64,
+) -> int:
+    """Embed the stored spec points and prompts that have no feature yet, from their blobs and
+    texts: LoRAs registered by a worker without the GMI models, or outside this catalog
+    directory when the CLIP model changed. Returns how many spec points were filled."""
+    prompts = await db.run(db_specs.prompts_without_features)
+    if prompts:
+        texts = [text for _, text in prompts]
+        await db.run(db_specs.set_prompt_features, [i for i, _ in prompts], _embed_texts(models, texts))
+    filled = 0
+    last: db_specs.PointKey | None = None
+    while points := await db.run(db_specs.points_without_features, last, batch):
+        last = points[-1]
+        readable, images = [], []
+        for point in points:
+            try:
+                images.append(load_image_file(blobs.path(point[3])))
+                readable.append(point)
+            except (OSError, ValueError):  # a lost blob: that point stays unused, the rest go on
+                log.warning("spec_image_unreadable", lora_id=point[0], blob_key=point[3])
+        if readable:
+            features = await asyncio.to_thread(models.image.encode_images, images)
+            await db.run(db_specs.set_point_features, readable, features)
+        filled += len(readable)
+        if progress is not None:
+            progress("spec features", filled, filled)
+    return filled
+
+
 def _embed_texts(models: GmiModels, texts: Sequence[str]) -> np.ndarray:
     return models.text.encode_texts(list(texts)) if texts else np.zeros((0, 1), dtype=np.float32)
 
@@ -81,8 +118,14 @@ async def import_specs(
         stored = {p.local_id: p.text for p in await db_specs.platform_prompts(conn)}
         stored_label = await db_catalog.get_meta(conn, db_catalog.GMI_ENCODER_KEY)
     if [stored.get(i) for i in range(len(prompts))] != prompts or stored_label != models.label:
-        await db.run(db_specs.upsert_platform_prompts, prompts, _embed_texts(models, prompts))
-    await db.run(db_catalog.set_meta, db_catalog.GMI_ENCODER_KEY, models.label)
+        features = _embed_texts(models, prompts)
+        async with db.transaction() as conn:
+            if stored_label is not None and stored_label != models.label:
+                # Another CLIP model: every stored feature goes, in the same commit as the label, so
+                # a search never compares two models' features; this import refills them.
+                await db_specs.forget_features(conn)
+            await db_specs.upsert_platform_prompts(conn, prompts, features)
+            await db_catalog.set_meta(conn, db_catalog.GMI_ENCODER_KEY, models.label)
     stored_prints = await db.run(db_catalog.fingerprints, "spec")
     written = 0
     slugs = sorted(slug for slug, entry in catalog.loras.items() if entry.spec)
@@ -108,7 +151,8 @@ async def import_specs(
             written += 1
         if progress is not None:
             progress(f"spec {slug}", done, len(slugs))
-    if written:
+    filled = await fill_spec_features(db, blobs, models, progress)
+    if written or filled:
         # The catalog's CLIP model is known now: index its spec points (built once, after the
         # points, which is far faster than maintaining it point by point).
         await ensure_spec_index_async(db.url)

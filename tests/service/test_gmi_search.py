@@ -19,6 +19,7 @@ from findlora_client import QueryImage
 from inference_service.catalog.importer import import_catalog
 from inference_service.config import Settings
 from inference_service.gmi import GmiBranch
+from inference_service.imaging import load_image_file
 from inference_service.models.captioner import BlipCaptioner
 from inference_service.runtime import open_runtime
 from inference_service.scoring.fusion import fuse
@@ -211,3 +212,44 @@ async def _check_nearest_spec_loras(db: Database, gmi: GmiBranch, catalog: Path)
     assert [i for i, _ in nearest] == [i for _, i in brute]
     assert [d for _, d in nearest] == pytest.approx([d for d, _ in brute], abs=1e-5)
     assert await gmi.candidates(features, 6) == [i for i, _ in nearest]
+
+
+async def test_a_clip_model_switch_leaves_no_feature_of_the_earlier_model(
+    gmi_settings: Settings, tmp_path: Path
+) -> None:
+    """Re-importing with another CLIP model (--update) re-embeds the catalog directory's specs;
+    the specs stored for LoRAs outside it (registered by a worker, or whose spec/ is gone from the
+    directory) were left in the earlier model's space and compared with the new one's prompts."""
+    from db import catalog as db_catalog
+    from inference_service.gmi import load_gmi_models
+
+    catalog = write_gmi_catalog(tmp_path / "catalog")
+    runtime = await open_runtime(gmi_settings)
+    try:
+        assert runtime.gmi is not None
+        await import_catalog(catalog, runtime.db, runtime.blobs, runtime.embedder, gmi=runtime.gmi)
+        # The directory now holds the specs of half the LoRAs; the others' stay in the database.
+        for style in range(10, 19):
+            for path in (catalog / "loras" / f"style-{style:02d}" / "spec").iterdir():
+                path.unlink()
+            (catalog / "loras" / f"style-{style:02d}" / "spec").rmdir()
+        _, checkpoint = save_tiny_clip(tmp_path / "other-clip", seed=1)
+        other = checkpoint.with_name("tiny-clip-other.safetensors")
+        checkpoint.rename(other)
+        models = load_gmi_models(gmi_settings.model_copy(update={"clip_pretrained": str(other)}))
+        assert models.label != runtime.gmi.label
+        await import_catalog(catalog, runtime.db, runtime.blobs, runtime.embedder, gmi=models, update=True)
+        async with runtime.db.connection() as conn:
+            assert await db_catalog.get_meta(conn, db_catalog.GMI_ENCODER_KEY) == models.label
+            cur = await conn.execute(
+                "SELECT blob_key, image_feature::real[] FROM spec_points ORDER BY lora_id, prompt_id, n"
+            )
+            stored = await cur.fetchall()
+            cur = await conn.execute("SELECT count(*) FROM prompts WHERE text_feature IS NULL")
+            assert await cur.fetchone() == (0,)
+        assert len(stored) == 19 * len(SPEC_PROMPTS) * 2
+        images = [load_image_file(runtime.blobs.path(key)) for key, _ in stored]
+        expected = models.image.encode_images(images)
+        np.testing.assert_allclose(np.array([f for _, f in stored]), expected, atol=1e-5)
+    finally:
+        await runtime.close()
