@@ -106,6 +106,7 @@ def make_interaction(
     interaction.data = data or {}
     interaction.message = message
     interaction.command = None
+    interaction.created_at = discord.utils.utcnow()
     done = {"value": False}
 
     response = mock.MagicMock(spec_set=discord.InteractionResponse)

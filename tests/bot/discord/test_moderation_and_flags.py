@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 from unittest import mock
 
+import discord
 import pytest
 
 from bot.core.permissions import NOT_A_MODERATOR
@@ -13,7 +15,14 @@ from bot.discord.exts.moderation._cog import split_trigger_words
 from db.clients import Role
 from findlora_client import QueryImage
 from tests.bot.discord.conftest import MOD_ROLE, MODERATOR_ID, Harness, route_channels
-from tests.helpers.discord_fakes import custom_ids, make_interaction, make_member, messages_in, press
+from tests.helpers.discord_fakes import (
+    custom_ids,
+    make_interaction,
+    make_member,
+    make_message,
+    messages_in,
+    press,
+)
 from tests.helpers.jobs import scripted_watch_job
 
 pytestmark = pytest.mark.db
@@ -99,9 +108,8 @@ async def test_registerlora_denied_then_shows_the_services_refusal(harness: Harn
 
     mod = make_interaction(bot, moderator(), channel)
     await cog.registerlora.callback(cog, mod, url=url, name="Y", trigger_words="a, b")
-    text = str(mod.followup.send.await_args.args[0])
+    text = str(mod.edit_original_response.await_args.kwargs["content"])  # in place of "thinking…"
     assert text.startswith("I can't do that: downloads from example.org are not allowed")
-    assert mod.followup.send.await_args.kwargs == {"ephemeral": True}
 
 
 async def test_registerlora_renders_watchjob_progress(harness: Harness, channel: Any) -> None:
@@ -124,6 +132,43 @@ async def test_registerlora_renders_watchjob_progress(harness: Harness, channel:
     assert shown[0].startswith("⚙️ Registration running · step fetch · 10%")
     assert "Registered as `new-style`" in shown[-1]
     assert "Looks like `style-02`" in shown[-1]
+
+
+async def test_registration_progress_outlives_the_interaction_token(harness: Harness, channel: Any) -> None:
+    """Discord's interaction token lasts 15 minutes; a registration can take longer. Its edits
+    then failed and the moderator never saw the result: past the token, progress goes on in a
+    direct message (or, DMs closed, the channel, mentioning only them)."""
+    bot = await harness.bot()
+    cog = bot.get_cog("Moderation")
+    client = bot.services.client
+    expired = discord.HTTPException(mock.Mock(status=401, reason="Unauthorized"), {"code": 50027})
+
+    with (
+        mock.patch.object(client, "register_lora", mock.AsyncMock(return_value="j1")),
+        mock.patch.object(client, "watch_job", scripted_watch_job("j1")),
+    ):
+        old = make_interaction(bot, moderator(), channel)
+        old.created_at = discord.utils.utcnow() - timedelta(minutes=20)
+        dm = make_message(bot.user.id)
+        old.user.send = mock.AsyncMock(return_value=dm)
+        await cog.registerlora.callback(cog, old, url="https://x.org/a.safetensors", name="A")
+    old.edit_original_response.assert_not_awaited()
+    old.user.send.assert_awaited_once()
+    assert str(old.user.send.await_args.args[0]).startswith("⚙️ Registration running")
+    assert "Registered as `new-style`" in dm.edit.await_args.kwargs["content"]
+
+    closed = moderator()
+    closed.send = mock.AsyncMock(side_effect=discord.Forbidden(mock.Mock(status=403, reason="x"), "no DMs"))
+    with (
+        mock.patch.object(client, "register_lora", mock.AsyncMock(return_value="j2")),
+        mock.patch.object(client, "watch_job", scripted_watch_job("j2")),
+    ):
+        ageing = make_interaction(bot, closed, channel)
+        ageing.edit_original_response.side_effect = expired  # the token ran out mid-job
+        await cog.registerlora.callback(cog, ageing, url="https://x.org/b.safetensors", name="B")
+    posted = messages_in(channel)[-1]
+    assert posted.content.startswith(f"{closed.mention} ⚙️ Registration running")
+    assert "Registered as `new-style`" in posted.edit.await_args.kwargs["content"]
 
 
 def test_trigger_words_are_comma_separated() -> None:

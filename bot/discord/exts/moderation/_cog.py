@@ -14,7 +14,6 @@ from bot.core.bulk import register_list
 from bot.core.jobs import Say, register_and_follow, split_trigger_words
 from bot.core.permissions import NOT_A_MODERATOR
 from bot.discord._interactions import (
-    InteractionReplies,
     answer,
     attachment_info,
     base_model_choices,
@@ -23,6 +22,7 @@ from bot.discord._interactions import (
     user_key,
 )
 from bot.discord._options import LoraRef, RequiredText, Text
+from bot.discord._progress import ProgressMessage
 from protos import findlora_pb2 as pb
 
 if TYPE_CHECKING:
@@ -109,14 +109,13 @@ class ModerationCog(commands.Cog, name="Moderation"):
             name=name, base_model=base_model or "", trigger_words=split_trigger_words(trigger_words)
         )
 
-        async def show(text: str) -> None:
-            await interaction.edit_original_response(content=text)
+        # Edits the reply while the interaction's token lives (15 min), then a message of its own.
+        show = ProgressMessage(interaction).show
 
         async def progress(job_id: str) -> Say:
             return show
 
-        say = InteractionReplies(interaction, private=True).say
-        await register_and_follow(self.services, user_key(interaction.user), url, metadata, say, progress)
+        await register_and_follow(self.services, user_key(interaction.user), url, metadata, show, progress)
 
     @app_commands.command(
         name="registerloras", description="Moderators: add many LoRAs from an attached list."
@@ -129,10 +128,7 @@ class ModerationCog(commands.Cog, name="Moderation"):
             await reply(interaction, NOT_A_MODERATOR)
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
-
-        async def show(text: str) -> None:
-            await interaction.edit_original_response(content=text)
-
+        show = ProgressMessage(interaction).show  # a list of registrations can outlast the token
         services = self.services
         try:
             text = await download_text(
