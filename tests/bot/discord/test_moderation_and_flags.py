@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Any
 from unittest import mock
@@ -14,6 +15,7 @@ from bot.core.replies import NOT_ACCEPTED, friendly_error
 from bot.discord.exts.moderation._cog import split_trigger_words
 from db.clients import Role
 from findlora_client import QueryImage
+from protos import findlora_pb2 as pb
 from tests.bot.discord.conftest import MOD_ROLE, MODERATOR_ID, Harness, route_channels
 from tests.helpers.discord_fakes import (
     custom_ids,
@@ -283,3 +285,28 @@ async def test_findlora_stats_for_moderators_only(harness: Harness, channel: Any
     bad = make_interaction(bot, moderator(), channel)
     await cog.findlora_stats.callback(cog, bad, since="last tuesday")
     assert "must be a date" in bad.response.send_message.await_args.args[0]
+
+
+async def test_a_review_card_too_large_with_the_artworks_is_posted_without_them(
+    harness: Harness, review_channel: Any, channels: dict[int, Any]
+) -> None:
+    """Three large artworks can pass the per-file check and still be over the server's upload
+    limit together: the card then went nowhere, and the Discord bot has no flag list to find it."""
+    bot = await harness.bot()
+    flags = bot.get_cog("Flags")
+    sent = review_channel.send.side_effect
+    too_large = discord.HTTPException(mock.Mock(status=413, reason="Payload Too Large"), {"code": 40005})
+
+    async def refuse_large(content: str | None = None, **kwargs: Any) -> Any:
+        if kwargs.get("files"):
+            raise too_large
+        return await sent(content, **kwargs)
+
+    review_channel.send.side_effect = refuse_large
+    flag = pb.Flag(flag_id=str(uuid.uuid4()), slug="style-03", reporter="discord:42")
+    artworks = [QueryImage(b"\x89PNG" + b"0" * 64, "a.png", "image/png") for _ in range(3)]
+    with route_channels(bot, channels):
+        assert await flags.post_review_card(flag, artworks)
+    assert review_channel.send.await_count == 2
+    assert review_channel.send.await_args.kwargs["files"] == []
+    assert messages_in(review_channel)[-1].embeds  # the card itself went out

@@ -57,6 +57,9 @@ def review_embed(flag: pb.Flag, *, with_sheet: bool) -> discord.Embed:
     return embed
 
 
+REQUEST_TOO_LARGE = 40005  # Discord's code for uploads over the server's limit
+
+
 def _files(flag: pb.Flag, artworks: list[QueryImage]) -> tuple[list[discord.File], bool]:
     sheet = contact_sheet(flags.evidence_transfers(flag))
     files = [discord.File(io.BytesIO(sheet), filename=SHEET_NAME)] if sheet else []
@@ -118,15 +121,23 @@ class FlagsCog(commands.Cog, name=FLAGS_COG):
         if not isinstance(channel, discord.abc.Messageable):
             log.warning("review_channel_missing", channel_id=channel_id, flag_id=flag.flag_id)
             return False
-        files, with_sheet = _files(flag, artworks)
-        try:
-            await channel.send(
-                embed=review_embed(flag, with_sheet=with_sheet), files=files, view=review_view(flag.flag_id)
-            )
-        except discord.HTTPException as error:
-            log.warning("review_card_failed", flag_id=flag.flag_id, status=error.status)
-            return False
-        return True
+        for attached in (artworks, []):  # the artworks may be over the upload limit together
+            files, with_sheet = _files(flag, attached)
+            try:
+                await channel.send(
+                    embed=review_embed(flag, with_sheet=with_sheet),
+                    files=files,
+                    view=review_view(flag.flag_id),
+                )
+                return True
+            except discord.HTTPException as error:
+                too_large = error.status == 413 or error.code == REQUEST_TOO_LARGE
+                log.warning(
+                    "review_card_failed", flag_id=flag.flag_id, status=error.status, too_large=too_large
+                )
+                if not (too_large and attached):
+                    return False
+        return False
 
     async def review(self, interaction: discord.Interaction[Any], flag_id: str, *, approve: bool) -> None:
         review_channel = self.services.settings.review_channel_id
