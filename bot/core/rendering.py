@@ -46,6 +46,9 @@ class ResultCard:
         return f"{self.score:.3f} (style distance {self.style_distance:.3f}; lower is closer)"
 
 
+REMOVED_PAGE = "The results on this page were removed by moderators since the search."
+
+
 @dataclass(frozen=True)
 class ResultsPage:
     ref: PageRef

@@ -8,7 +8,7 @@ from typing import Any
 
 from bot.core.flags import evidence_text, status_label
 from bot.core.paging import result_footer
-from bot.core.rendering import ResultsPage
+from bot.core.rendering import REMOVED_PAGE, ResultsPage
 from bot.slack.identity import user_id_of
 from findlora_client.protocol import MAX_NOTE_CHARS
 from protos import findlora_pb2 as pb
@@ -81,6 +81,8 @@ def results_blocks(page: ResultsPage) -> list[Block]:
         if card.suggested_prompt:
             lines.append(f"Suggested prompt:\n```{escape(card.suggested_prompt)}```")
         blocks += [{"type": "divider"}, _section("\n".join(lines))]
+    if not page.cards:
+        blocks.append(_section(REMOVED_PAGE))
     first = page.cards[0].lora_id if page.cards else 0
     blocks.append(_context(result_footer(page.ref, page.total, first), REF_BLOCK))
     if page.has_next:

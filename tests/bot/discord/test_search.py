@@ -14,6 +14,7 @@ from bot.core.replies import EXPIRED, NO_IMAGE, NOTHING_MATCHES, SERVICE_DOWN
 from db import searches
 from db.database import Database
 from inference_service.config import Settings
+from protos import findlora_pb2 as pb
 from tests.bot.discord.conftest import BOT_ID, Harness, route_channels
 from tests.helpers.discord_fakes import (
     custom_ids,
@@ -111,6 +112,34 @@ async def test_paging_both_ways_by_reaction(harness: Harness, channel: Any) -> N
         mine = make_reaction("➡️", user_id=2, channel_id=channel.id, message_id=message.id, author_id=BOT_ID)
         await cog.on_raw_reaction_add(mine)
         assert ranks(message.embeds) == [6, 7, 8, 9, 10]
+
+
+async def test_a_page_whose_results_were_all_removed_keeps_reaction_paging(
+    harness: Harness, channel: Any
+) -> None:
+    """Moderators hid every LoRA of the next window after the search: that page used to come out
+    empty, without the footer reaction paging reads its search from, and ➡️ did nothing after."""
+    bot = await harness.bot()
+    await search(harness, bot, channel)
+    message = messages_in(channel)[0]
+    ref = parse_footer(message.embeds[0].footer.text)
+    assert ref is not None
+    client = bot.services.client
+    window = await client.get_page(ref.search_id, 5, 5)
+    for match in window.matches:
+        await client.set_lora_status(match.slug, pb.LORA_STATUS_HIDDEN, moderator="mod")
+
+    cog = bot.get_cog("Search")
+    with route_channels(bot, {channel.id: channel}):
+        forward = make_reaction("➡️", user_id=2, channel_id=channel.id, message_id=message.id)
+        await cog.on_raw_reaction_add(forward)
+        assert len(message.embeds) == 1
+        assert "removed by moderators" in str(message.embeds[0].description)
+        moved = parse_footer(message.embeds[0].footer.text)
+        assert moved is not None
+        assert moved.offset == 5
+        await cog.on_raw_reaction_add(forward)
+        assert ranks(message.embeds) == [11]
 
 
 async def test_paging_by_button_survives_a_bot_restart(harness: Harness, channel: Any) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import discord
 
 from bot.core.paging import result_footer
-from bot.core.rendering import ResultCard, ResultsPage, contact_sheet
+from bot.core.rendering import REMOVED_PAGE, ResultCard, ResultsPage, contact_sheet
 from bot.discord.exts.search._components import results_view
 from findlora_client.links import MAX_LINK_CHARS
 
@@ -98,6 +98,12 @@ def page_message(page: ResultsPage) -> PageMessage:
         if sheet and name:
             files.append(discord.File(io.BytesIO(sheet), filename=name))
         embeds.append(_embed(card, page, name))
+    if not embeds:
+        # Every LoRA of this window was hidden or taken down since the search: a card that says so
+        # keeps the footer, which reaction paging reads its search and place from.
+        removed = discord.Embed(description=f"{REMOVED_PAGE} Page on with ➡️.")
+        removed.set_footer(text=page.footer)
+        embeds.append(removed)
     for embed in embeds:
         _fit(embed, EMBEDS_MAX_CHARS // max(1, len(embeds)))
     return PageMessage(content, embeds, files, results_view(page))
