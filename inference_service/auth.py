@@ -21,6 +21,7 @@ from db.clients import Identity, Role, authenticate
 from db.database import Database
 from findlora_client.protocol import Reason
 from inference_service.errors import PermissionDenied, reason_trailer
+from inference_service.observability import RPC_REQUESTS
 from protos import findlora_pb2
 
 log = structlog.get_logger(__name__)
@@ -112,39 +113,42 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if not token:
             log.info("rpc_unauthenticated", method=method, reason="no bearer token")
             return _refusal(
-                handler, grpc.StatusCode.UNAUTHENTICATED, _MISSING if token is None else _NOT_BEARER
+                handler, grpc.StatusCode.UNAUTHENTICATED, _MISSING if token is None else _NOT_BEARER, method
             )
         try:
             caller = await self.db.run(authenticate, token)
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
             log.warning("auth_database_unavailable", method=method, error=type(exc).__name__)
-            return _refusal(handler, grpc.StatusCode.UNAVAILABLE, _DB_DOWN)
+            return _refusal(handler, grpc.StatusCode.UNAVAILABLE, _DB_DOWN, method)
         if caller is None:
             log.info("rpc_unauthenticated", method=method, reason="unknown or revoked token")
-            return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED, _REJECTED)
+            return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED, _REJECTED, method)
         needed = METHOD_ROLES.get(method)
         if needed is None:
             log.warning("rpc_without_access_rule", method=method, client=caller.name)
             return _refusal(
-                handler, grpc.StatusCode.PERMISSION_DENIED, f"{method} has no access rule; refused"
+                handler, grpc.StatusCode.PERMISSION_DENIED, f"{method} has no access rule; refused", method
             )
         if not caller.has(needed):
             log.info("rpc_permission_denied", method=method, client=caller.name, needs=str(needed))
             rpc = method.rsplit("/", 1)[-1]
             message = f"{rpc} needs the {needed} role; client {caller.name!r} {_holds(caller)}"
-            return _refusal(handler, grpc.StatusCode.PERMISSION_DENIED, message)
+            return _refusal(handler, grpc.StatusCode.PERMISSION_DENIED, message, method)
         # The same context runs the handler: the servicer reads the caller, the logs name it.
         _CALLER.set(caller)
         structlog.contextvars.bind_contextvars(client=caller.name)
         return handler
 
 
-def _refusal(handler: Handler, code: grpc.StatusCode, message: str) -> Handler:
-    """A handler of the same kind as `handler` that only aborts (the request is never parsed)."""
+def _refusal(handler: Handler, code: grpc.StatusCode, message: str, method: str) -> Handler:
+    """A handler of the same kind as `handler` that only aborts (the request is never parsed).
+    Counted like any RPC outcome: a database outage shows as UNAVAILABLE calls, not as quiet."""
     down = code == grpc.StatusCode.UNAVAILABLE  # the only outage here: the clients table
     reason = Reason.DATABASE_UNAVAILABLE if down else Reason.parse(None, code)
+    rpc = method.rsplit("/", 1)[-1]
 
     async def abort(request: Any, context: grpc.aio.ServicerContext) -> None:
+        RPC_REQUESTS.labels(rpc, code.name).inc()
         await context.abort(code, message, trailing_metadata=reason_trailer(reason))
 
     kinds = {

@@ -261,6 +261,9 @@ class Settings(BaseSettings):
 
     # --- retention and privacy (README "What findlora keeps") --------------------------------
     purge_interval_s: float = Field(300.0, gt=0, description="How often expired searches are deleted.")
+    readiness_interval_s: float = Field(
+        10.0, gt=0, description="How often the health of findlora.v1.FindLora checks the database."
+    )
     feedback_key: SecretStr | None = Field(
         None, description="HMAC key of voters' pseudonyms in feedback (32+ characters)."
     )

@@ -21,6 +21,7 @@ from inference_service.local_client import ensure_local_client
 from inference_service.moderation import Moderation
 from inference_service.observability import enable_tracing
 from inference_service.pseudonyms import feedback_key
+from inference_service.readiness import DatabaseReadiness
 from inference_service.registration.jobs import Registrations, make_queue_app
 from inference_service.retention import SearchPurge
 from inference_service.runtime import Runtime, open_runtime
@@ -141,6 +142,11 @@ async def start_service(settings: Settings, listen: str | None = None) -> Runnin
         stack.push_async_callback(purge.stop)
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        readiness = DatabaseReadiness(
+            runtime.db, health_servicer, SERVICE_NAME, settings.readiness_interval_s
+        )
+        readiness.start()
+        stack.push_async_callback(readiness.stop)
         log.info(
             "service_started",
             port=port,

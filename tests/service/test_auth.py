@@ -13,6 +13,7 @@ import pytest
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client import REGISTRY
 
 from db import moderation
 from db.clients import ROLES, Role
@@ -147,6 +148,9 @@ async def test_reflection_needs_a_client_and_health_does_not(
 async def test_malformed_authorization_is_unauthenticated(
     empty_service: RunningService, authorization: str, message: str
 ) -> None:
+    counted = REGISTRY.get_sample_value(
+        "findlora_rpc_requests_total", {"rpc": "ListFlags", "code": "UNAUTHENTICATED"}
+    )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{empty_service.port}") as channel:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await channel.unary_unary(
@@ -157,6 +161,11 @@ async def test_malformed_authorization_is_unauthenticated(
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert refused.value.details() == message
     assert dict(refused.value.trailing_metadata() or ())[REASON_TRAILER] == "UNAUTHENTICATED"
+    # Refusals are RPC outcomes too: before the handler, but in the same counter.
+    after = REGISTRY.get_sample_value(
+        "findlora_rpc_requests_total", {"rpc": "ListFlags", "code": "UNAUTHENTICATED"}
+    )
+    assert after == (counted or 0.0) + 1
 
 
 async def test_a_known_lookup_with_a_wrong_secret_is_refused(

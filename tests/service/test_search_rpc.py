@@ -14,7 +14,8 @@ from PIL import Image
 
 from db.clients import Role
 from findlora_client import FindLoraClient, QueryImage, Reason, ServiceCallError, ServiceUnreachable
-from inference_service.server import RunningService
+from inference_service.readiness import DatabaseReadiness
+from inference_service.server import SERVICE_NAME, RunningService
 from protos import findlora_pb2 as pb
 from protos import findlora_pb2_grpc as pb_grpc
 from tests.helpers.service import issue_token, service_client
@@ -224,6 +225,31 @@ async def test_database_down_is_unavailable(
     with pytest.raises(ServiceCallError) as info:
         await client.search([QueryImage((catalog_dir / "samples" / "s00.png").read_bytes())], timeout=10)
     assert info.value.code == grpc.StatusCode.UNAVAILABLE or "database" in info.value.message
+
+
+async def test_readiness_follows_the_database_liveness_does_not(service: RunningService) -> None:
+    """A replica that cannot reach the catalog database answers nothing but health: its
+    readiness (the FindLora service's health) says so, so the load balancer sends it no traffic;
+    the process itself (overall health, the liveness probe's) is fine."""
+    readiness = DatabaseReadiness(service.runtime.db, service.health, SERVICE_NAME, interval_s=2)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+
+        async def status(name: str) -> int:
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+            return int(reply.status)
+
+        assert await readiness.check_once()
+        assert await status(SERVICE_NAME) == health_pb2.HealthCheckResponse.SERVING
+        pool = service.runtime.db.pool
+        await pool.close()  # the database is gone
+        assert not await readiness.check_once()
+        assert await status(SERVICE_NAME) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert await status("") == health_pb2.HealthCheckResponse.SERVING
+        service.runtime.db.pool = type(pool)(pool.conninfo, open=False, kwargs=pool.kwargs)
+        await service.runtime.db.pool.open()  # it is back
+        assert await readiness.check_once()
+        assert await status(SERVICE_NAME) == health_pb2.HealthCheckResponse.SERVING
 
 
 async def test_unreachable_service_names_the_address() -> None:
