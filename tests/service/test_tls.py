@@ -94,6 +94,42 @@ async def test_tls_port_serves_clients_that_trust_its_ca(
                 await client.health()
 
 
+async def test_a_certificate_renewed_in_place_is_served_without_a_restart(
+    settings: Settings, pki: Pki, tmp_path: Path
+) -> None:
+    """cert-manager rewrites the mounted files; the port read them once, so after the old
+    certificate expired every handshake failed until the pods restarted."""
+    served = tmp_path / "served"
+    served.mkdir()
+    cert, key = served / "tls.crt", served / "tls.key"
+    cert.write_bytes(pki.cert.read_bytes())
+    key.write_bytes(pki.key.read_bytes())
+    service = await start_service(
+        settings.model_copy(update={"tls_cert": cert, "tls_key": key}), "127.0.0.1:0"
+    )
+    try:
+        address = f"127.0.0.1:{service.port}"
+        async with FindLoraClient(address, timeout=5, tls=tls(pki)) as client:
+            assert await client.health() == "SERVING"
+        renewed_by = trustme.CA()  # another CA, so the served certificate is told apart for sure
+        renewed = renewed_by.issue_cert("127.0.0.1", "localhost")
+        for path, data in (
+            (key, renewed.private_key_pem.bytes()),
+            (cert, b"".join(blob.bytes() for blob in renewed.cert_chain_pems)),
+        ):
+            path.with_suffix(".new").write_bytes(data)
+            path.with_suffix(".new").replace(path)
+        renewed_ca = served / "renewed-ca.pem"
+        renewed_ca.write_bytes(renewed_by.cert_pem.bytes())
+        async with FindLoraClient(address, timeout=5, tls=tls(pki, ca=renewed_ca)) as client:
+            assert await client.health() == "SERVING"
+        async with FindLoraClient(address, timeout=3, tls=tls(pki)) as client:
+            with pytest.raises(ServiceUnreachable):  # the old certificate is no longer served
+                await client.health()
+    finally:
+        await service.stop(0.5)
+
+
 async def test_mutual_tls_needs_a_client_certificate(mutual: tuple[RunningService, str], pki: Pki) -> None:
     service, token = mutual
     address = f"127.0.0.1:{service.port}"
