@@ -107,6 +107,18 @@ async def test_search_against_a_down_service_names_the_address(tmp_path: Path, s
     assert "could not reach the findlora service at 127.0.0.1:9" in err
     assert "start it with `findlora serve inference`" in err
     assert "Traceback" not in err + out
+    assert "not a known family" not in err
+
+
+async def test_search_warns_of_a_base_model_it_does_not_know(tmp_path: Path, settings: Settings) -> None:
+    """A misspelt family filters to a family of its own: nothing matches, and nothing said why."""
+    image = tmp_path / "q.png"
+    image.write_bytes(b"whatever")
+    args = ("search", str(image), "--service", "127.0.0.1:9", "--base-model", "SDXXL")
+    code, _, err = await findlora(*args, env=cli_env(settings))
+    assert code == 1  # the service is down: the warning comes first all the same
+    assert "base model 'SDXXL' is not a known family" in err
+    assert "sdxl" in err  # the known ones are named
 
 
 async def test_bad_catalog_reports_every_problem_and_exits_1(tmp_path: Path, settings: Settings) -> None:

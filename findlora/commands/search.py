@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from findlora.console import check_writable, console, fail, run
+from findlora.console import check_writable, console, err_console, fail, run
 
 
 def response_json(response: Any, transfer_paths: dict[tuple[str, str], Path] | None = None) -> dict[str, Any]:
@@ -102,7 +102,14 @@ async def _search(
 ) -> None:
     from findlora.access import service_client
     from findlora_client import QueryImage
+    from findlora_client.base_models import resolve
 
+    if warning := resolve(base_model).warning:  # a typo would filter to a family of its own
+        err_console.print(
+            f"[yellow]warning:[/] {warning}; only LoRAs registered under that name match",
+            highlight=False,
+            soft_wrap=True,
+        )
     queries = []
     for path in images:
         try:
