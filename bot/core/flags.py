@@ -62,6 +62,8 @@ async def run_flag(ask: FlagAsk, services: ChatServices[Any], replies: FlagRepli
             timeout=services.settings.search_timeout_s,
         )
     except (AttachmentRejected, ServiceCallError) as error:
+        # Nothing was filed: a wrong file or LoRA name must not cost one of the few reports an hour.
+        services.flag_limiter.release(ask.reporter)
         await replies.say(friendly_error(error))
         return
     log.info("lookalike_flagged", flag_id=flag.flag_id, lora=flag.slug, reporter=ask.reporter)

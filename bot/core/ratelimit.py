@@ -31,6 +31,12 @@ class RateLimiter:
         hits.append(now)
         return 0.0
 
+    def release(self, key: str) -> None:
+        """Give back the latest action of `key` (it did not happen after all)."""
+        hits = self._hits.get(key)
+        if hits:
+            hits.pop()
+
 
 def wait_text(retry_after_s: float) -> str:
     seconds = max(1, math.ceil(retry_after_s))

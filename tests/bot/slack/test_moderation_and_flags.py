@@ -222,11 +222,14 @@ async def test_flag_modal_needs_a_lora_and_reports_are_rate_limited(harness: Sla
     assert len(harness.api.posted(REVIEW_CHANNEL)) == 1
 
 
-async def test_unknown_lora_is_said_plainly(harness: SlackHarness) -> None:
-    sender, services = harness.start()
+async def test_unknown_lora_is_said_plainly_and_costs_no_report(harness: SlackHarness) -> None:
+    sender, services = harness.start(flags_per_hour=1)
     await report(harness, sender, services, "no-such-lora", "style-01")
     assert harness.api.posted(dm(ARTIST))[-1]["text"] == "No LoRA matches 'no-such-lora'."
     assert harness.api.posted(REVIEW_CHANNEL) == []
+    # Nothing was filed, so the hour's one report is still there for the right name.
+    await report(harness, sender, services, "style-01", "style-01")
+    assert len(harness.api.posted(REVIEW_CHANNEL)) == 1
 
 
 def test_trigger_words_are_comma_separated() -> None:
