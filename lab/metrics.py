@@ -1,9 +1,12 @@
 """Retrieval and verification metrics of the style-distance paper (pure numpy); the protocol
 that uses them is in docs/benchmarks.md.
 
-rank = 1 + the candidates strictly closer than the right answer (ties count in the query's favour:
-deterministic). F1 thresholds are chosen on validation pairs, then applied to the eval pairs
-(`f1_at_threshold`): the eval pairs' own F1-optimal threshold is an optimistic, looked-at number.
+rank = 1 + the candidates strictly closer than the right answer + half the others at exactly its
+distance (a tie is a coin flip: counting it for the query would flatter a method that gives many
+candidates one distance). Intervals resample styles, not queries: one style's queries share its
+references and rise or fall together, so resampling them one by one made the intervals too narrow.
+F1 thresholds are chosen on validation pairs, then applied to the eval pairs (`f1_at_threshold`):
+the eval pairs' own F1-optimal threshold is an optimistic, looked-at number.
 """
 
 from __future__ import annotations
@@ -15,19 +18,22 @@ import numpy as np
 from numpy.typing import NDArray
 
 
-def ranks_of_truth(distances: NDArray[np.floating], truth: NDArray[np.integer]) -> NDArray[np.int64]:
-    """distances (Q, M), truth (Q,) column index of the right answer -> 1-based ranks (Q,)."""
+def ranks_of_truth(distances: NDArray[np.floating], truth: NDArray[np.integer]) -> NDArray[np.float64]:
+    """distances (Q, M), truth (Q,) column index of the right answer -> 1-based ranks (Q,), a tie
+    with another candidate counted half."""
     distances = np.asarray(distances, dtype=np.float64)
     truth = np.asarray(truth, dtype=np.int64)
-    true_distance = distances[np.arange(len(truth)), truth]
-    return np.asarray((distances < true_distance[:, None]).sum(axis=1) + 1, dtype=np.int64)
+    true_distance = distances[np.arange(len(truth)), truth][:, None]
+    closer = (distances < true_distance).sum(axis=1)
+    ties = (distances == true_distance).sum(axis=1) - 1  # the right answer itself is not a tie
+    return np.asarray(1.0 + closer + 0.5 * ties, dtype=np.float64)
 
 
-def mean_reciprocal_rank(ranks: NDArray[np.integer]) -> float:
+def mean_reciprocal_rank(ranks: NDArray[np.number]) -> float:
     return float(np.mean(1.0 / np.asarray(ranks, dtype=np.float64))) if len(ranks) else 0.0
 
 
-def hit_at(ranks: NDArray[np.integer], k: int) -> float:
+def hit_at(ranks: NDArray[np.number], k: int) -> float:
     """Share of queries whose right answer is in the top k (= top-k accuracy)."""
     return float(np.mean(np.asarray(ranks) <= k)) if len(ranks) else 0.0
 
@@ -44,7 +50,7 @@ class RankingMetrics:
     top4: float
     avg_rank: float
     n_queries: int
-    mrr_ci: tuple[float, float]  # 95 % bootstrap interval over queries
+    mrr_ci: tuple[float, float]  # 95 % bootstrap interval (over styles where the caller gave them)
     hit5_ci: tuple[float, float]
 
     def as_dict(self) -> dict[str, Any]:
@@ -61,40 +67,58 @@ def bootstrap_interval(
     n_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
     level: float = 0.95,
+    clusters: NDArray[np.integer] | None = None,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of per-query `values` (queries resampled with
-    replacement, `n_resamples` times, from a seeded generator)."""
+    """Percentile bootstrap interval of the mean of per-query `values`, `n_resamples` times from a
+    seeded generator: queries resampled with replacement, or with `clusters` (each query's style)
+    whole clusters, each resample's mean taken over the queries of the clusters it drew."""
     data = np.asarray(values, dtype=np.float64)
     if not data.size:
         return (0.0, 0.0)
     if n_resamples < 1 or not 0.0 < level < 1.0:
         raise ValueError("need n_resamples >= 1 and 0 < level < 1")
-    picks = np.random.default_rng(seed).integers(0, data.size, size=(n_resamples, data.size))
-    means = data[picks].mean(axis=1)
+    rng = np.random.default_rng(seed)
+    if clusters is None:
+        picks = rng.integers(0, data.size, size=(n_resamples, data.size))
+        means = data[picks].mean(axis=1)
+    else:
+        _, index = np.unique(np.asarray(clusters), return_inverse=True)
+        sums = np.bincount(index, weights=data)
+        counts = np.bincount(index).astype(np.float64)
+        drawn = rng.integers(0, len(sums), size=(n_resamples, len(sums)))
+        means = sums[drawn].sum(axis=1) / counts[drawn].sum(axis=1)
     tail = (1.0 - level) / 2
     low, high = np.quantile(means, [tail, 1.0 - tail])
     return (float(low), float(high))
 
 
 def paired_deltas(
-    before: NDArray[np.integer], after: NDArray[np.integer], n_resamples: int = BOOTSTRAP_RESAMPLES
+    before: NDArray[np.number],
+    after: NDArray[np.number],
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    clusters: NDArray[np.integer] | None = None,
 ) -> dict[str, Any]:
     """MRR and hit@5 change from `before` to `after` ranks of the same queries, each with the
-    bootstrap interval of its per-query differences (the paired comparison of two rows)."""
-    reciprocal_gain = 1.0 / after - 1.0 / before
-    hit5_gain = (after <= 5).astype(np.float64) - (before <= 5)
+    bootstrap interval of its per-query differences (the paired comparison of two rows), by
+    style when `clusters` gives each query's."""
+    reciprocal_gain = 1.0 / np.asarray(after, dtype=np.float64) - 1.0 / np.asarray(before, dtype=np.float64)
+    hit5_gain = (np.asarray(after) <= 5).astype(np.float64) - (np.asarray(before) <= 5)
     return {
         "delta_mrr": float(reciprocal_gain.mean()),
-        "delta_mrr_ci": list(bootstrap_interval(reciprocal_gain, n_resamples)),
+        "delta_mrr_ci": list(bootstrap_interval(reciprocal_gain, n_resamples, clusters=clusters)),
         "delta_hit5": float(hit5_gain.mean()),
-        "delta_hit5_ci": list(bootstrap_interval(hit5_gain, n_resamples)),
+        "delta_hit5_ci": list(bootstrap_interval(hit5_gain, n_resamples, clusters=clusters)),
     }
 
 
 def ranking_metrics(
-    ranks: NDArray[np.integer], n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
+    ranks: NDArray[np.number],
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    clusters: NDArray[np.integer] | None = None,
 ) -> RankingMetrics:
-    ranks = np.asarray(ranks, dtype=np.int64)
+    """`clusters`: each query's style, for intervals that resample styles (module docstring)."""
+    ranks = np.asarray(ranks, dtype=np.float64)
     if ranks.size and ranks.min() < 1:
         raise ValueError("ranks are 1-based")
     return RankingMetrics(
@@ -108,8 +132,8 @@ def ranking_metrics(
         top4=hit_at(ranks, 4),
         avg_rank=float(ranks.mean()) if ranks.size else 0.0,
         n_queries=int(ranks.size),
-        mrr_ci=bootstrap_interval(1.0 / np.maximum(ranks, 1), n_resamples, seed),
-        hit5_ci=bootstrap_interval(ranks <= 5, n_resamples, seed),
+        mrr_ci=bootstrap_interval(1.0 / np.maximum(ranks, 1), n_resamples, seed, clusters=clusters),
+        hit5_ci=bootstrap_interval(ranks <= 5, n_resamples, seed, clusters=clusters),
     )
 
 

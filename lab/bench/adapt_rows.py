@@ -8,6 +8,8 @@ The row "<original> (adapted)" sits beside the original with its own bootstrap i
 carries the paired MRR / hit@5 delta with a bootstrap interval over the same queries, the
 adaptation's seconds and its validation MRR before / after. The adapted encoder is scored
 whether or not adaptation would have kept it: `kept` says which the product would activate.
+Its F1/AUC come from the pairs whose image i is a sample adaptation held out (the other pairs are
+its training data), and `unadapted_on_held_out_pairs` scores the starting encoder on the same ones.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ from inference_service.scoring.style_distance import style_distances
 from inference_service.training.adapt import AdaptConfig, AdaptError, adapt_encoder
 from inference_service.training.references import load_reference_set
 from lab.bench.features import EncoderFeaturizer
-from lab.bench.quality import QualityContext, Row, ZooRowsHook, evaluate_row
+from lab.bench.quality import QualityContext, Row, ZooRowsHook, evaluate_row, verification_metrics
 from lab.metrics import paired_deltas, ranks_of_truth
 
 
-def query_ranks(ctx: QualityContext, featurizer_name: str) -> NDArray[np.int64]:
+def query_ranks(ctx: QualityContext, featurizer_name: str) -> NDArray[np.float64]:
     """Each query's rank by d_avg over the cleansed references, from the run's cached vectors."""
     data = ctx.data
     vectors = ctx.embeddings[featurizer_name]
@@ -49,20 +51,26 @@ def adapted_row(ctx: QualityContext, original: Row, adapt: AdaptConfig) -> Row:
     outcome = adapt_encoder(refs, ctx.encoder, ctx.encoder_label, adapt, work_dir, progress=ctx.progress)
     outcome.discard_work_files()  # nothing activates it: the bench keeps only the model
     adapted = EncoderFeaturizer(f"adapted encoder [{ctx.data.root.name}]", outcome.model)
-    row = evaluate_row(ctx, f"{original.method} (adapted)", adapted, "d_avg", True)
+    # F1/AUC only from the samples adaptation held out: its pairs are its training data otherwise.
+    held_out = np.isin(np.asarray(ctx.data.sample_ids)[ctx.data.contents], outcome.val_samples)
+    row = evaluate_row(ctx, f"{original.method} (adapted)", adapted, "d_avg", True, pair_anchors=held_out)
     before, after = query_ranks(ctx, original.featurizer), query_ranks(ctx, adapted.name)
+    same_pairs = verification_metrics(
+        ctx, EncoderFeaturizer(original.featurizer, ctx.encoder), "d_avg", True, held_out
+    )
     adaptation: dict[str, Any] = {
         k: v for k, v in outcome.as_dict().items() if k not in ("train_samples", "val_samples")
     }
     row.extra = {
         "adapted_from": original.method,
-        **paired_deltas(before, after, ctx.config.bootstrap_resamples),
+        **paired_deltas(before, after, ctx.config.bootstrap_resamples, clusters=ctx.data.truth),
         "adaptation": {
             **adaptation,
             "train_samples": len(outcome.train_samples),
             "val_samples": len(outcome.val_samples),
             "max_minutes": adapt.max_minutes,
         },
+        "unadapted_on_held_out_pairs": {k: same_pairs[k] for k in ("f1", "auc") if k in same_pairs},
         "seconds_with_adaptation": round(time.monotonic() - started, 1),
     }
     return row

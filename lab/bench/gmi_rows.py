@@ -104,7 +104,7 @@ def rkme_matrix(features: Features, split: str, gamma: float, method: str) -> ND
 
 
 def _metrics(scores: NDArray[np.float64], truth: NDArray[np.int64]) -> dict[str, float | int]:
-    return ranking_metrics(ranks_of_truth(scores, truth)).as_dict()
+    return ranking_metrics(ranks_of_truth(scores, truth), clusters=truth).as_dict()
 
 
 def _fuse_matrix(

@@ -77,7 +77,9 @@ def multi_image_rows(ctx: QualityContext) -> list[Row]:
     rows = []
     for count in (1, 2, 4):
         mean: NDArray[np.float64] = np.mean(distances[:count], axis=0)
-        ranking = ranking_metrics(ranks_of_truth(mean, data.truth), ctx.config.bootstrap_resamples).as_dict()
+        ranking = ranking_metrics(
+            ranks_of_truth(mean, data.truth), ctx.config.bootstrap_resamples, clusters=data.truth
+        ).as_dict()
         rows.append(
             Row(
                 f"Triplet d_avg, {count}-image queries",

@@ -243,8 +243,15 @@ def _embed(ctx: QualityContext, featurizer: Featurizer) -> tuple[NDArray[np.floa
 
 
 def evaluate_row(
-    ctx: QualityContext, method: str, featurizer: Featurizer, aggregation: Aggregation, cleansed: bool
+    ctx: QualityContext,
+    method: str,
+    featurizer: Featurizer,
+    aggregation: Aggregation,
+    cleansed: bool,
+    pair_anchors: NDArray[np.bool_] | None = None,
 ) -> Row:
+    """`pair_anchors` (over the references): only pairs whose image i is one of them are scored
+    for F1/AUC, e.g. the samples an adapted encoder never trained on."""
     started = time.monotonic()
     ref_vectors, query_vectors = _embed(ctx, featurizer)
     data = ctx.data
@@ -252,14 +259,14 @@ def evaluate_row(
     per_lora = [ref_vectors[(data.labels == m) & use] for m in range(len(data.slugs))]
     distances = style_distances(query_vectors, per_lora, aggregation)
     ranks = ranks_of_truth(distances, data.truth)
-    ranking = ranking_metrics(ranks, ctx.config.bootstrap_resamples).as_dict()
+    ranking = ranking_metrics(ranks, ctx.config.bootstrap_resamples, clusters=data.truth).as_dict()
     return Row(
         method,
         featurizer.name,
         aggregation,
         cleansed,
         ranking,
-        verification_metrics(ctx, featurizer, aggregation, cleansed),
+        verification_metrics(ctx, featurizer, aggregation, cleansed, pair_anchors),
         time.monotonic() - started,
     )
 
@@ -279,13 +286,27 @@ def image_to_lora_distances(
     return out
 
 
+@dataclass(frozen=True)
+class PairDistances:
+    positive: NDArray[np.float64]
+    negative: NDArray[np.float64]
+    positive_anchor: NDArray[np.int64]  # image i of each pair
+    negative_anchor: NDArray[np.int64]
+
+
 def pair_distances(
-    ctx: QualityContext, featurizer: Featurizer, aggregation: Aggregation, cleansed: bool
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    ctx: QualityContext,
+    featurizer: Featurizer,
+    aggregation: Aggregation,
+    cleansed: bool,
+    anchors: NDArray[np.bool_] | None = None,
+) -> PairDistances:
     """Distances of the zoo's positive and negative pairs (empty when it has none of a kind).
 
     Pair (i, j): the aggregation from image i to image j's LoRA (without i), so a negative pair
-    (one content, two LoRAs) still has j's same-content image in the set it is compared with."""
+    (one content, two LoRAs) still has j's same-content image in the set it is compared with.
+    Every positive pair of one anchor i has the same distance: a split of the pairs into two
+    halves must go by anchor, or one half scores values the other chose its threshold on."""
     ref_vectors, _ = _embed(ctx, featurizer)
     data = ctx.data
     use = data.kept if cleansed else np.ones_like(data.kept)
@@ -302,26 +323,43 @@ def pair_distances(
     )
     to_lora = image_to_lora_distances(ref_vectors[pairs_from], labels, aggregation)
 
+    if anchors is not None:  # only pairs from the allowed images i
+        allowed = np.asarray(anchors, dtype=bool)[pairs_from]
+        positive, negative = positive[allowed[positive[:, 0]]], negative[allowed[negative[:, 0]]]
+
     def distances(pairs: NDArray[np.int64]) -> NDArray[np.float64]:
         return np.asarray(to_lora[pairs[:, 0], labels[pairs[:, 1]]], dtype=np.float64)
 
-    return distances(positive), distances(negative)
+    return PairDistances(
+        distances(positive),
+        distances(negative),
+        np.asarray(positive[:, 0], dtype=np.int64),
+        np.asarray(negative[:, 0], dtype=np.int64),
+    )
 
 
 def verification_metrics(
-    ctx: QualityContext, featurizer: Featurizer, aggregation: Aggregation, cleansed: bool
+    ctx: QualityContext,
+    featurizer: Featurizer,
+    aggregation: Aggregation,
+    cleansed: bool,
+    anchors: NDArray[np.bool_] | None = None,
 ) -> dict[str, float | int]:
     """F1 at the threshold chosen on validation pairs, applied to the eval pairs; the eval pairs'
     own best F1 beside it (`f1_eval_optimal`, optimistic). Empty without both kinds of pair."""
-    positive, negative = pair_distances(ctx, featurizer, aggregation, cleansed)
+    pairs = pair_distances(ctx, featurizer, aggregation, cleansed, anchors)
+    positive, negative = pairs.positive, pairs.negative
     if ctx.validation is not None:
-        val_positive, val_negative = pair_distances(ctx.validation, featurizer, aggregation, cleansed)
-    else:  # no validation zoo: a random half of each kind of pair chooses, the other half scores
+        val = pair_distances(ctx.validation, featurizer, aggregation, cleansed)
+        val_positive, val_negative = val.positive, val.negative
+    else:  # no validation zoo: the pairs of a random half of the anchor images choose, the rest score
+        anchors = np.unique(np.concatenate([pairs.positive_anchor, pairs.negative_anchor]))
         rng = np.random.default_rng([ctx.config.pair_seed, 1])
-        pos_order, neg_order = rng.permutation(len(positive)), rng.permutation(len(negative))
-        half_pos, half_neg = len(positive) // 2, len(negative) // 2
-        val_positive, positive = positive[pos_order[:half_pos]], positive[pos_order[half_pos:]]
-        val_negative, negative = negative[neg_order[:half_neg]], negative[neg_order[half_neg:]]
+        choosing = rng.permutation(anchors)[: len(anchors) // 2]
+        pos_val = np.isin(pairs.positive_anchor, choosing)
+        neg_val = np.isin(pairs.negative_anchor, choosing)
+        val_positive, positive = positive[pos_val], positive[~pos_val]
+        val_negative, negative = negative[neg_val], negative[~neg_val]
     if not (len(positive) and len(negative) and len(val_positive) and len(val_negative)):
         return {}  # F1 shows "-"
     chosen = best_f1(val_positive, val_negative)

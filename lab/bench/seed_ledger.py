@@ -122,6 +122,11 @@ def check_run(
                 f"validation seed {seed} ({kind} zoo) is an eval seed in the ledger: "
                 "choose another --val-seed or --val-zoo"
             )
+        if any((z_kind, z_seed) == (kind, seed) for z_kind, z_split, z_seed in zoos if z_split == split):
+            raise SeedReuseError(
+                f"the validation zoo ({kind}, {split} split, seed {seed}) is one of this run's eval zoos: "
+                "thresholds chosen on it would be chosen on the eval pairs; choose another --val-zoo"
+            )
     checked = []
     for kind, split, seed in zoos:
         role: str | None = None

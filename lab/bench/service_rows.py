@@ -126,7 +126,7 @@ def service_rows(ctx: QualityContext, adapt: AdaptConfig | None = None) -> list[
             featurizer,
             "d_avg",
             True,
-            ranking_metrics(found.ranks, resamples).as_dict(),
+            ranking_metrics(found.ranks, resamples, clusters=ctx.data.truth).as_dict(),
             {},
             time.monotonic() - started,
         )
@@ -141,12 +141,12 @@ def service_rows(ctx: QualityContext, adapt: AdaptConfig | None = None) -> list[
                 f"active encoder after catalog adapt [{active}]",
                 "d_avg",
                 True,
-                ranking_metrics(found.adapted, resamples).as_dict(),
+                ranking_metrics(found.adapted, resamples, clusters=ctx.data.truth).as_dict(),
                 {},
                 time.monotonic() - started,
                 extra={
                     "adapted_from": ROW_NAME,
-                    **paired_deltas(found.ranks, found.adapted, resamples),
+                    **paired_deltas(found.ranks, found.adapted, resamples, clusters=ctx.data.truth),
                     "adaptation": {**found.adaptation, "max_minutes": adapt.max_minutes},
                 },
             )

@@ -5,6 +5,7 @@ import pytest
 
 from lab.metrics import (
     best_f1,
+    bootstrap_interval,
     pair_capacity,
     ranking_metrics,
     ranks_of_truth,
@@ -18,10 +19,23 @@ def test_ranks_count_strictly_closer_candidates() -> None:
         [
             [0.1, 0.5, 0.9],  # truth 0 is closest -> rank 1
             [0.2, 0.3, 0.1],  # truth 1: two are closer -> rank 3
-            [0.4, 0.4, 0.9],  # truth 1 ties with 0 -> rank 1 (ties favour the query)
+            [0.4, 0.4, 0.9],  # truth 1 ties with 0 -> rank 1.5 (a tie is a coin flip)
+            [0.5, 0.5, 0.5],  # all tied: 1 + 2 halves -> the middle, 2
         ]
     )
-    assert ranks_of_truth(distances, np.array([0, 1, 1])).tolist() == [1, 3, 1]
+    assert ranks_of_truth(distances, np.array([0, 1, 1, 2])).tolist() == [1, 3, 1.5, 2]
+
+
+def test_style_intervals_are_wider_than_query_intervals_when_a_styles_queries_move_together() -> None:
+    """Ten styles, ten queries each, all right or all wrong per style: 100 queries are really
+    ten observations, and resampling queries pretends otherwise."""
+    styles = np.repeat(np.arange(10), 10)
+    hits = np.repeat(np.array([1.0, 0.0] * 5), 10)
+    by_query = bootstrap_interval(hits)
+    by_style = bootstrap_interval(hits, clusters=styles)
+    assert by_style[1] - by_style[0] > 2 * (by_query[1] - by_query[0])
+    # One query per style: the same resampling either way.
+    assert bootstrap_interval(hits[::10], clusters=styles[::10]) == bootstrap_interval(hits[::10])
 
 
 def test_ranking_metrics_by_hand() -> None:

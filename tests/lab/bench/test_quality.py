@@ -30,7 +30,7 @@ from lab.bench.quality import (
     run_quality,
     verification_metrics,
 )
-from lab.bench.seed_ledger import SeedReuseError, SeedUse, check_seed, read_ledger, record_seed
+from lab.bench.seed_ledger import SeedReuseError, SeedUse, check_run, check_seed, read_ledger, record_seed
 from lab.metrics import best_f1, f1_at_threshold
 from lab.zoo.style_zoo import read_zoo_info
 
@@ -74,6 +74,26 @@ def test_several_queries_per_lora_in_rounds(config: QualityConfig) -> None:
     assert f"-s{EVAL_SEED}-" in data.root.name
 
 
+def test_without_a_validation_zoo_the_pairs_are_split_by_anchor_image(config: QualityConfig) -> None:
+    """Every positive pair of one anchor has the same distance: split pair by pair, the scoring
+    half held the very values the choosing half set its threshold on (its F1 then equalled the
+    eval pairs' own best)."""
+    ctx, _ = _contexts(config)
+    alone = QualityContext(ctx.config, ctx.data, ctx.encoder, ctx.encoder_label, False)
+    colour = ColourHistogram()
+    pairs = pair_distances(alone, colour, "d_avg", True)
+    assert len(np.unique(pairs.positive)) < len(pairs.positive)  # why a pair split leaks
+    metrics = verification_metrics(alone, colour, "d_avg", True)
+    n_scored = metrics["n_positive"] + metrics["n_negative"]
+    assert 0 < n_scored < len(pairs.positive) + len(pairs.negative)
+    # Rebuild the split: no anchor gives pairs to both halves.
+    anchors = np.unique(np.concatenate([pairs.positive_anchor, pairs.negative_anchor]))
+    choosing = np.random.default_rng([config.pair_seed, 1]).permutation(anchors)[: len(anchors) // 2]
+    scored = np.setdiff1d(anchors, choosing)
+    assert not np.intersect1d(choosing, scored).size
+    assert metrics["n_positive"] == int(np.isin(pairs.positive_anchor, scored).sum())
+
+
 def test_leave_one_out_distance_to_own_lora_by_hand() -> None:
     vectors = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0], [10.0, 0.0]])
     labels = np.array([0, 0, 0, 1])
@@ -91,9 +111,10 @@ def test_f1_threshold_comes_from_validation_pairs_per_aggregation(config: Qualit
     colour = ColourHistogram()
     by_aggregation = {}
     for aggregation in ("d_avg", "d_rms", "centroid"):
-        positive, negative = pair_distances(ctx, colour, aggregation, True)
-        val_positive, val_negative = pair_distances(validation, colour, aggregation, True)
-        chosen = best_f1(val_positive, val_negative).threshold
+        pairs = pair_distances(ctx, colour, aggregation, True)
+        positive, negative = pairs.positive, pairs.negative
+        val = pair_distances(validation, colour, aggregation, True)
+        chosen = best_f1(val.positive, val.negative).threshold
         metrics = verification_metrics(ctx, colour, aggregation, True)
         assert metrics["threshold"] == chosen
         assert metrics["f1"] == pytest.approx(f1_at_threshold(positive, negative, chosen).f1)
@@ -141,6 +162,15 @@ def test_run_reports_intervals_thresholds_and_refuses_a_scored_seed(config: Qual
     reused = run_quality(replace(moved, reuse_seed=True, val_zoo_pairs=False), progress=False)
     assert reused["seeds"][0]["ledger_role"] == "eval"
     assert reused["pairs"]["threshold_from"].startswith("held-out half of the eval pairs (asked")
+
+
+def test_the_validation_zoo_cannot_be_one_of_the_runs_eval_zoos() -> None:
+    """`--zoo X --val-zoo X` on a seed the ledger does not hold yet passed, and its thresholds,
+    said to come from a validation zoo, came from the eval pairs."""
+    with pytest.raises(SeedReuseError, match="one of this run's eval zoos"):
+        check_run([], [("procedural", "eval", 1234)], ("procedural", "eval", 1234), "aaaa", False)
+    checked = check_run([], [("procedural", "eval", 1234)], ("procedural", "eval", 1235), "aaaa", False)
+    assert [c.seed for c in checked] == [1234]
 
 
 def test_validation_seeds_are_listed_but_not_refused() -> None:
@@ -224,3 +254,9 @@ def test_adapted_rows_sit_beside_each_zoos_d_avg_row(tmp_path: Path) -> None:
         assert adaptation["train_samples"] + adaptation["val_samples"] == 5
         assert adaptation["val_samples"] >= 1
         assert adaptation["kept"] == (adaptation["after"] > adaptation["before"] + 0.01)
+        # F1/AUC of the adapted row come only from pairs of held-out samples (the rest is what it
+        # trained on), and the starting encoder is scored on the same pairs beside it.
+        scored = after["verification"].get("n_positive", 0) + after["verification"].get("n_negative", 0)
+        everything = before["verification"].get("n_positive", 0) + before["verification"].get("n_negative", 0)
+        assert scored < everything
+        assert set(extra["unadapted_on_held_out_pairs"]) <= {"f1", "auc"}

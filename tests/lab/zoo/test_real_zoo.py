@@ -185,12 +185,15 @@ def test_bench_quality_runs_on_the_splits_with_the_pairs_they_have(zoos: dict[st
     data = load_eval_set(zoos["eval"], DEFAULT_THRESHOLD)
     positives, negatives = pair_capacity(data.labels, data.contents)
     assert 0 < negatives < QualityConfig().n_negative
-    # No validation zoo is given: half of each kind of pair chooses the threshold, half scores.
+    # No validation zoo is given: the pairs of half the anchor images choose the threshold, the
+    # others' pairs are scored (about half of each kind).
     used_positives = min(positives, QualityConfig().n_positive)
-    assert (colour["verification"]["n_positive"], colour["verification"]["n_negative"]) == (
-        used_positives - used_positives // 2,
-        negatives - negatives // 2,
+    scored_positive, scored_negative = (
+        colour["verification"]["n_positive"],
+        colour["verification"]["n_negative"],
     )
+    assert 0.3 * used_positives < scored_positive < 0.7 * used_positives
+    assert 0.3 * negatives < scored_negative < 0.7 * negatives
     assert result["pairs"]["threshold_from"].startswith("held-out half of the eval pairs")
     # val: one style per source, no two styles draw one sample: ranking only, no F1.
     val = run_quality(QualityConfig(zoo=zoos["val"]), progress=False)
