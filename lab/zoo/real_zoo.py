@@ -50,7 +50,7 @@ from lab.zoo.real_art.copies import (
     probe_contents,
 )
 from lab.zoo.real_art.copies import stable_hash as _hash
-from lab.zoo.real_art.queries import write_queries
+from lab.zoo.real_art.queries import pixel_digest, write_queries
 from lab.zoo.style_zoo import ZOO_FILE
 
 RealSplit = Literal["train", "val", "eval"]
@@ -266,6 +266,7 @@ def build_real_zoo(
     drawn: dict[str, list[Image.Image]] = {}
     skipped_items: list[str] = []
     references: dict[str, int] = {}
+    digests: dict[str, set[str]] = {}  # each style's references, for the queries' copy check
     bar = tqdm(
         total=sum(len(samples[p.style.source]) for p in placed),
         desc=f"real zoo {split}",
@@ -287,6 +288,7 @@ def build_real_zoo(
                 skipped_items.append(f"{p.slug}/{sid}: {exc}")
                 continue
             image.save(lora_dir / "references" / f"{sid}.png")
+            digests.setdefault(p.slug, set()).add(pixel_digest(image))
             drawn.setdefault(sid, []).append(image)
             references[p.slug] = references.get(p.slug, 0) + 1
         if p.slug not in references:  # a catalog LoRA needs references: leave it out, say why
@@ -309,10 +311,14 @@ def build_real_zoo(
     )
     queries: list[dict[str, str]] = []
     unqueried: list[str] = []
+    copies: list[str] = []
     if split != "train":
-        queries, unqueried = write_queries(out_dir, list(placed), seed, split, size, n_queries, in_query_pool)
+        queries, unqueried, copies = write_queries(
+            out_dir, list(placed), seed, split, size, n_queries, in_query_pool, digests
+        )
     info = _zoo_info(found, placed, split, seed, size, drawn, references, queries, unqueried, skipped_items)
     info["split_seed"] = split_seed
+    info["query_copies_skipped"] = copies  # held-out contents drawn exactly as a reference
     (out_dir / ZOO_FILE).write_text(json.dumps(info, indent=1), encoding="utf-8")
     (out_dir / SOURCES_FILE).write_text(sources_markdown(info), encoding="utf-8")
     return out_dir

@@ -9,10 +9,16 @@ a typeface draws ~10 held-out contents, which give 2 queries of 4 disjoint image
 this way (a real-art eval split has ~33 styles; 200 queries need ~7 each). No style gets more
 than ceil(limit / styles) queries: a source with large content pools (icon themes) would
 otherwise fill the row and weigh its styles above the rest.
+
+A held-out content whose drawing is pixel-identical to one of the style's references, or to a
+held-out content drawn before it, is skipped: icon themes link one file under several names
+(tango's `harddrive` is its `gnome-dev-harddisk-1394`), and a tileset may draw two tiles alike, so
+the held-out name alone let a query be a copy of a reference.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable, Iterator
@@ -37,8 +43,18 @@ class QueryStyle(Protocol):
     def slug(self) -> str: ...
 
 
+def pixel_digest(image: Image.Image) -> str:
+    return hashlib.sha256(f"{image.mode}{image.size}".encode() + image.tobytes()).hexdigest()
+
+
 def _drawings(
-    p: QueryStyle, seed: int, size: int, in_pool: Callable[[str, str], bool], wanted: int
+    p: QueryStyle,
+    seed: int,
+    size: int,
+    in_pool: Callable[[str, str], bool],
+    wanted: int,
+    seen: set[str],
+    copies: list[str],
 ) -> Iterator[list[tuple[str, Image.Image]]]:
     """Up to `wanted` groups of 1 + EXTRA_PER_QUERY drawable held-out contents: group k starts
     at the k-th content in seeded order and goes on around the ring of the contents drawn."""
@@ -50,9 +66,15 @@ def _drawings(
         if len(drawn) >= max(wanted, 1 + EXTRA_PER_QUERY):
             break
         try:
-            drawn.append((content, render_item(p.style, content, size)))
+            image = render_item(p.style, content, size)
         except ArtError:
             continue
+        digest = pixel_digest(image)
+        if digest in seen:  # the same picture as a reference (or an earlier held-out content)
+            copies.append(f"{p.slug}/{p.style.source}:{content}")
+            continue
+        seen.add(digest)
+        drawn.append((content, image))
     if len(drawn) < 1 + EXTRA_PER_QUERY:
         return
     for k in range(min(wanted, len(drawn))):
@@ -67,13 +89,20 @@ def write_queries(
     size: int,
     limit: int | None,
     in_pool: Callable[[str, str], bool],
-) -> tuple[list[dict[str, str]], list[str]]:
-    """queries/, queries-multi/ and queries.json: one round per style, more rounds up to `limit`."""
+    reference_digests: dict[str, set[str]] | None = None,
+) -> tuple[list[dict[str, str]], list[str], list[str]]:
+    """queries/, queries-multi/ and queries.json: one round per style, more rounds up to `limit`.
+    Returns the records, the styles left without a query, and the held-out contents skipped as
+    copies of a reference (`reference_digests`: pixel_digest of each style's references)."""
     (out_dir / "queries").mkdir(exist_ok=True)
     (out_dir / "queries-multi").mkdir(exist_ok=True)
     order = sorted(placed, key=lambda p: (stable_hash(seed, split, "query", p.slug), p.slug))
     rounds = 1 if limit is None else math.ceil(limit / max(1, len(order)))
-    streams = {p.slug: _drawings(p, seed, size, in_pool, rounds) for p in order}
+    digests = reference_digests or {}
+    copies: list[str] = []
+    streams = {
+        p.slug: _drawings(p, seed, size, in_pool, rounds, set(digests.get(p.slug, ())), copies) for p in order
+    }
     records: list[dict[str, str]] = []
     unqueried: list[str] = []
     active = list(order)
@@ -106,4 +135,4 @@ def write_queries(
             )
         active, first_round = still, False
     (out_dir / QUERIES_FILE).write_text(json.dumps(records, indent=1), encoding="utf-8")
-    return records, unqueried
+    return records, unqueried, copies

@@ -8,10 +8,12 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from inference_service.catalog.format import read_catalog
 from inference_service.scoring.cleansing import DEFAULT_THRESHOLD
@@ -20,8 +22,8 @@ from lab.bench.quality import QualityConfig, load_eval_set, run_quality
 from lab.metrics import pair_capacity
 from lab.zoo import real_zoo
 from lab.zoo.real_art import freeciv, icons
-from lab.zoo.real_art.art import ArtStyle, SourceScan, art_box
-from lab.zoo.real_art.queries import EXTRA_PER_QUERY
+from lab.zoo.real_art.art import ArtStyle, SourceScan, art_box, render_item
+from lab.zoo.real_art.queries import EXTRA_PER_QUERY, pixel_digest, write_queries
 from tests.lab.zoo.real_art_inputs import UNIT_TAGS, write_icon_theme, write_tilespec, write_units_sheet
 
 SIZE = 64
@@ -300,3 +302,34 @@ def test_bench_quality_adds_real_art_rows(zoos: dict[str, Path], tmp_path: Path)
         assert ranking["mrr_ci"][0] <= ranking["mrr"] <= ranking["mrr_ci"][1]
         assert ranking["hit5_ci"][0] <= ranking["hit5"] <= ranking["hit5_ci"][1]
     assert {"zoo": "real", "split": "eval", "seed": 5, "ledger_role": "unscored"} in result["seeds"]
+
+
+def test_a_held_out_content_drawn_exactly_as_a_reference_is_no_query(tmp_path: Path) -> None:
+    """Icon themes link one file under several names, so a held-out name could draw a reference's
+    very picture: that query was a copy of the answer's own reference."""
+
+    def disc(radius: int) -> Callable[[int], Image.Image]:
+        def draw(box: int) -> Image.Image:
+            image = Image.new("RGBA", (box, box), (0, 0, 0, 0))
+            ImageDraw.Draw(image).ellipse((0, 0, radius, radius), fill=(200, 30, 30, 255))
+            return image
+
+        return draw
+
+    # "alias" draws exactly what the reference "ref" draws; the others differ.
+    items = {"ref": disc(40), "alias": disc(40), **{f"c{n}": disc(10 + 5 * n) for n in range(4)}}
+    style = ArtStyle("icons", "theme", "Theme", "pkg", "icons:theme", [], items)
+
+    @dataclass
+    class Placed:
+        style: ArtStyle
+        slug: str = "icons-theme"
+
+    reference = {"icons-theme": {pixel_digest(render_item(style, "ref", 64))}}
+    records, _, copies = write_queries(
+        tmp_path, [Placed(style)], 1, "eval", 64, 5, lambda source, content: content != "ref", reference
+    )
+    used = {r["source"] for r in records} | {c for r in records for c in r["extra"].split(",")}
+    assert "icons:alias" not in used
+    assert copies == ["icons-theme/icons:alias"]
+    assert len(records) == 4  # one query per held-out content drawn: the four that are not copies
