@@ -260,6 +260,8 @@ def evaluate_row(
     distances = style_distances(query_vectors, per_lora, aggregation)
     ranks = ranks_of_truth(distances, data.truth)
     ranking = ranking_metrics(ranks, ctx.config.bootstrap_resamples, clusters=data.truth).as_dict()
+    # Each query's rank (queries in zoo order): a later analysis of this run needs no new look.
+    ranking["query_ranks"] = ranks.tolist()
     return Row(
         method,
         featurizer.name,
