@@ -1,7 +1,7 @@
 """`findlora bench quality`: the style-distance quality protocol (docs/design.md 8) in one run.
 
 Protocol (docs/benchmarks.md): an eval-split style zoo, 200 queries (two per LoRA) on held-out
-content; MRR and hit@5 with a 95 % bootstrap interval over queries; each aggregation (d_avg,
+content; MRR and hit@5 with a 95 % bootstrap interval over styles; each aggregation (d_avg,
 d_rms, centroid) its own pair distances and F1, the threshold chosen on validation pairs (a
 validation zoo, seed 7 by default, or a held-out half of the pairs). Eval seeds are checked
 against the seed ledger (lab/bench/seed_ledger.py).
@@ -463,7 +463,7 @@ def run_quality(
             "threshold_from": threshold_from,
         },
         "intervals": {
-            "method": "percentile bootstrap over queries",
+            "method": "percentile bootstrap over styles (each style's queries together)",
             "level": 0.95,
             "resamples": config.bootstrap_resamples,
         },

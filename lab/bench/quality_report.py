@@ -17,7 +17,7 @@ def render_table(result: dict[str, Any]) -> Any:
     table = Table(
         title=f"bench quality: {zoo['loras']} unseen LoRAs x {zoo['samples']} refs, "
         f"{zoo['queries']} queries, {result['pairs']['positive']}/{result['pairs']['negative']} pairs",
-        caption="\\[low, high]: 95 % bootstrap interval over queries; "
+        caption="\\[low, high]: 95 % bootstrap interval over styles (their queries together); "
         f"F1 threshold from {result['pairs'].get('threshold_from', 'the eval pairs')}",
     )
     for column in (
