@@ -108,7 +108,8 @@ def quality_cmd(
     import torch
 
     from inference_service.training.adapt import AdaptConfig
-    from lab.bench.quality import QualityConfig, QualityContext, Row, run_quality
+    from lab.bench.quality import run_quality
+    from lab.bench.quality_context import QualityConfig, QualityContext, Row
     from lab.bench.quality_report import render_table, save_chart
     from lab.bench.seed_ledger import SeedReuseError
 

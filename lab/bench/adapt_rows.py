@@ -25,7 +25,9 @@ from inference_service.scoring.style_distance import style_distances
 from inference_service.training.adapt import AdaptConfig, AdaptError, adapt_encoder
 from inference_service.training.references import load_reference_set
 from lab.bench.features import EncoderFeaturizer
-from lab.bench.quality import QualityContext, Row, ZooRowsHook, evaluate_row, verification_metrics
+from lab.bench.pairs import verification_metrics
+from lab.bench.quality import evaluate_row
+from lab.bench.quality_context import QualityContext, Row, ZooRowsHook
 from lab.metrics import paired_deltas, ranks_of_truth
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from lab.bench.features import ColourHistogram, EncoderFeaturizer
-from lab.bench.quality import QualityContext, Row, _zoo_summary, evaluate_row, load_eval_set
+from lab.bench.quality import _zoo_summary, evaluate_row, load_eval_set
+from lab.bench.quality_context import QualityContext, Row
 from lab.zoo.style_zoo import read_zoo_info
 
 HELD_OUT_SPLIT = "heldout-family"

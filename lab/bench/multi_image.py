@@ -16,7 +16,8 @@ from PIL import Image
 
 from inference_service.scoring.style_distance import style_distances
 from lab.bench.features import EncoderFeaturizer
-from lab.bench.quality import QualityContext, Row, _embed
+from lab.bench.pairs import zoo_vectors
+from lab.bench.quality_context import QualityContext, Row
 from lab.metrics import ranking_metrics, ranks_of_truth
 from lab.zoo.style_ops import apply_style
 from lab.zoo.style_zoo import _contents, _stream, load_rgb, read_zoo_info, style_slug, zoo_styles
@@ -65,7 +66,7 @@ def multi_image_rows(ctx: QualityContext) -> list[Row]:
     started = time.monotonic()
     data = ctx.data
     featurizer = EncoderFeaturizer(f"triplet encoder [{ctx.encoder_label}]", ctx.encoder)
-    refs, _ = _embed(ctx, featurizer)  # the same vectors as the single-image rows of this run
+    refs, _ = zoo_vectors(ctx, featurizer)  # the same vectors as the single-image rows of this run
     per_lora = [refs[(data.labels == m) & data.kept] for m in range(len(data.slugs))]
     extra = extra_query_images(ctx)
     images_per_query = [[data.query_images[q], *extra[q]] for q in range(len(data.queries))]
@@ -77,9 +78,9 @@ def multi_image_rows(ctx: QualityContext) -> list[Row]:
     rows = []
     for count in (1, 2, 4):
         mean: NDArray[np.float64] = np.mean(distances[:count], axis=0)
-        ranking = ranking_metrics(
-            ranks_of_truth(mean, data.truth), ctx.config.bootstrap_resamples, clusters=data.truth
-        ).as_dict()
+        ranks = ranks_of_truth(mean, data.truth)
+        ranking = ranking_metrics(ranks, ctx.config.bootstrap_resamples, clusters=data.truth).as_dict()
+        ranking["query_ranks"] = ranks.tolist()
         rows.append(
             Row(
                 f"Triplet d_avg, {count}-image queries",

@@ -15,37 +15,38 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from inference_service.catalog.format import Catalog, read_catalog
 from inference_service.models.style_encoder import (
-    StyleEncoder,
     encoder_fingerprint,
     read_metadata,
     resolve_encoder,
     untrained_encoder,
 )
-from inference_service.scoring.cleansing import DEFAULT_THRESHOLD, transfer_mse
+from inference_service.scoring.cleansing import transfer_mse
 from inference_service.scoring.style_distance import Aggregation, style_distances
 from lab.bench.features import ColourHistogram, EncoderFeaturizer, Featurizer, GramFeatures
-from lab.bench.seed_ledger import LEDGER, ZooKind, check_run, read_ledger, record_run
+from lab.bench.pairs import verification_metrics, zoo_vectors
+from lab.bench.quality_context import (
+    ZOO_FORMAT,
+    EvalSet,
+    QualityConfig,
+    QualityContext,
+    Row,
+    ZooRowsHook,
+)
+from lab.bench.seed_ledger import ZooKind, check_run, read_ledger, record_run
 from lab.metrics import (
-    BOOTSTRAP_RESAMPLES,
-    best_f1,
-    f1_at_threshold,
-    pair_capacity,
     ranking_metrics,
     ranks_of_truth,
-    sample_pairs,
 )
-from lab.zoo.style_zoo import Query, generate_zoo, load_rgb, read_queries, read_zoo_info
+from lab.zoo.style_zoo import generate_zoo, load_rgb, read_queries, read_zoo_info
 
 PAPER = {
     "note": "Vu et al., 100 real LoRAs, VGG19 with ImageNet weights; F1 in percent",
@@ -57,84 +58,6 @@ PAPER = {
         {"method": "FaceOnly", "mrr": 0.26, "f1": 50.88},
     ],
 }
-
-
-VALIDATION_SEED = 7  # the project's validation zoo seed (model selection, F1 thresholds)
-# Bumped whenever generated zoo content changes for the same arguments, so cached zoos are not
-# reused stale. 2: real lfw faces in every pool; more queries than LoRAs in rounds.
-ZOO_FORMAT = 2
-
-
-@dataclass(frozen=True)
-class QualityConfig:
-    zoo: Path | None = None  # an existing eval zoo; None: generate (and cache) one
-    cache_dir: Path = Path(".bench")
-    n_styles: int = 100
-    n_samples: int = 30
-    n_queries: int = 200
-    zoo_seed: int = 0
-    val_zoo: Path | None = None  # an existing validation zoo for the F1 thresholds
-    val_seed: int = VALIDATION_SEED  # else one generated with this seed (when the eval zoo is)
-    val_zoo_pairs: bool = True  # False: thresholds from a held-out half of the eval pairs
-    real_zoo: Path | None = None  # a human-made-art eval zoo: adds the "real-art" rows
-    held_out_zoo: Path | None = None  # a heldout-family zoo: rows from held_out_rows.py (extra_rows)
-    bootstrap_resamples: int = BOOTSTRAP_RESAMPLES
-    seed_ledger: Path = LEDGER
-    reuse_seed: bool = False  # score an eval seed the ledger lists for other encoders
-    record_seed: bool = False  # append this run's (zoo, seed, encoder) to the ledger
-    image_size: int = 160
-    n_positive: int = 10_000
-    n_negative: int = 10_100
-    pair_seed: int = 0
-    cleansing_threshold: float = DEFAULT_THRESHOLD
-    encoder: Path | None = None  # None: the shipped default (else untrained)
-    no_cleansing_encoder: Path | None = None  # an encoder trained without cleansing, if any
-
-
-@dataclass
-class EvalSet:
-    """The eval zoo loaded once: images, labels, cleansing mask and queries."""
-
-    root: Path
-    slugs: list[str]
-    sample_ids: list[str]
-    references: list[Image.Image]  # L*S, LoRA-major
-    labels: NDArray[np.int64]
-    contents: NDArray[np.int64]
-    kept: NDArray[np.bool_]  # Eq. 1 says the transfer imparted a style
-    queries: list[Query]
-    query_images: list[Image.Image]
-    truth: NDArray[np.int64]
-
-
-@dataclass
-class Row:
-    method: str
-    featurizer: str
-    aggregation: str
-    cleansed: bool
-    ranking: dict[str, Any]  # RankingMetrics.as_dict(): numbers, mrr_ci / hit5_ci [low, high]
-    verification: dict[str, float | int]
-    seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)  # e.g. an adapted row's delta and adaptation
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class QualityContext:
-    config: QualityConfig
-    data: EvalSet
-    encoder: StyleEncoder
-    encoder_label: str
-    progress: bool
-    embeddings: dict[str, NDArray[np.float32]] = field(default_factory=dict)  # by featurizer name
-    validation: QualityContext | None = None  # the validation zoo: F1 thresholds come from it
-
-
-# Called at the end with every row and each zoo's (context, d_avg row), e.g. to add adapted rows.
-ZooRowsHook = Callable[[list[Row], list[tuple[QualityContext, Row]]], None]
 
 
 def ensure_zoo(config: QualityConfig, progress: bool, seed: int | None = None) -> Path:
@@ -221,27 +144,6 @@ def load_eval_set(root: Path, threshold: float) -> EvalSet:
     )
 
 
-def _embed(ctx: QualityContext, featurizer: Featurizer) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """(reference vectors, query vectors), cached per featuriser within the run."""
-    if featurizer.name not in ctx.embeddings:
-        images = ctx.data.references + ctx.data.query_images
-        chunk = 256
-        parts = [
-            featurizer(images[i : i + chunk])
-            for i in tqdm(
-                range(0, len(images), chunk),
-                desc=f"embed: {featurizer.name}",
-                unit="chunk",
-                disable=not ctx.progress,
-                leave=False,
-            )
-        ]
-        ctx.embeddings[featurizer.name] = np.concatenate(parts)
-    vectors = ctx.embeddings[featurizer.name]
-    n = len(ctx.data.references)
-    return vectors[:n], vectors[n:]
-
-
 def evaluate_row(
     ctx: QualityContext,
     method: str,
@@ -253,7 +155,7 @@ def evaluate_row(
     """`pair_anchors` (over the references): only pairs whose image i is one of them are scored
     for F1/AUC, e.g. the samples an adapted encoder never trained on."""
     started = time.monotonic()
-    ref_vectors, query_vectors = _embed(ctx, featurizer)
+    ref_vectors, query_vectors = zoo_vectors(ctx, featurizer)
     data = ctx.data
     use = data.kept if cleansed else np.ones_like(data.kept)
     per_lora = [ref_vectors[(data.labels == m) & use] for m in range(len(data.slugs))]
@@ -271,105 +173,6 @@ def evaluate_row(
         verification_metrics(ctx, featurizer, aggregation, cleansed, pair_anchors),
         time.monotonic() - started,
     )
-
-
-def image_to_lora_distances(
-    vectors: NDArray[np.floating], labels: NDArray[np.int64], aggregation: Aggregation
-) -> NDArray[np.float64]:
-    """(N, M): the aggregation from each image to each LoRA's images, its own LoRA without it."""
-    n_loras = int(labels.max()) + 1 if len(labels) else 0
-    per_lora = [vectors[labels == m] for m in range(n_loras)]
-    out = style_distances(vectors, per_lora, aggregation)
-    for m in range(n_loras):
-        members = np.flatnonzero(labels == m)
-        for position, i in enumerate(members):
-            others = np.delete(per_lora[m], position, axis=0)
-            out[i, m] = style_distances(vectors[i : i + 1], [others], aggregation)[0, 0]
-    return out
-
-
-@dataclass(frozen=True)
-class PairDistances:
-    positive: NDArray[np.float64]
-    negative: NDArray[np.float64]
-    positive_anchor: NDArray[np.int64]  # image i of each pair
-    negative_anchor: NDArray[np.int64]
-
-
-def pair_distances(
-    ctx: QualityContext,
-    featurizer: Featurizer,
-    aggregation: Aggregation,
-    cleansed: bool,
-    anchors: NDArray[np.bool_] | None = None,
-) -> PairDistances:
-    """Distances of the zoo's positive and negative pairs (empty when it has none of a kind).
-
-    Pair (i, j): the aggregation from image i to image j's LoRA (without i), so a negative pair
-    (one content, two LoRAs) still has j's same-content image in the set it is compared with.
-    Every positive pair of one anchor i has the same distance: a split of the pairs into two
-    halves must go by anchor, or one half scores values the other chose its threshold on."""
-    ref_vectors, _ = _embed(ctx, featurizer)
-    data = ctx.data
-    use = data.kept if cleansed else np.ones_like(data.kept)
-    pairs_from = np.flatnonzero(use)
-    labels, contents = data.labels[pairs_from], data.contents[pairs_from]
-    # A zoo whose sources share few samples (the real-art zoo) has fewer pairs than asked: use all.
-    n_positive, n_negative = pair_capacity(labels, contents)
-    positive, negative = sample_pairs(
-        labels,
-        contents,
-        min(ctx.config.n_positive, n_positive),
-        min(ctx.config.n_negative, n_negative),
-        np.random.default_rng(ctx.config.pair_seed),
-    )
-    to_lora = image_to_lora_distances(ref_vectors[pairs_from], labels, aggregation)
-
-    if anchors is not None:  # only pairs from the allowed images i
-        allowed = np.asarray(anchors, dtype=bool)[pairs_from]
-        positive, negative = positive[allowed[positive[:, 0]]], negative[allowed[negative[:, 0]]]
-
-    def distances(pairs: NDArray[np.int64]) -> NDArray[np.float64]:
-        return np.asarray(to_lora[pairs[:, 0], labels[pairs[:, 1]]], dtype=np.float64)
-
-    return PairDistances(
-        distances(positive),
-        distances(negative),
-        np.asarray(positive[:, 0], dtype=np.int64),
-        np.asarray(negative[:, 0], dtype=np.int64),
-    )
-
-
-def verification_metrics(
-    ctx: QualityContext,
-    featurizer: Featurizer,
-    aggregation: Aggregation,
-    cleansed: bool,
-    anchors: NDArray[np.bool_] | None = None,
-) -> dict[str, float | int]:
-    """F1 at the threshold chosen on validation pairs, applied to the eval pairs; the eval pairs'
-    own best F1 beside it (`f1_eval_optimal`, optimistic). Empty without both kinds of pair."""
-    pairs = pair_distances(ctx, featurizer, aggregation, cleansed, anchors)
-    positive, negative = pairs.positive, pairs.negative
-    if ctx.validation is not None:
-        val = pair_distances(ctx.validation, featurizer, aggregation, cleansed)
-        val_positive, val_negative = val.positive, val.negative
-    else:  # no validation zoo: the pairs of a random half of the anchor images choose, the rest score
-        anchors = np.unique(np.concatenate([pairs.positive_anchor, pairs.negative_anchor]))
-        rng = np.random.default_rng([ctx.config.pair_seed, 1])
-        choosing = rng.permutation(anchors)[: len(anchors) // 2]
-        pos_val = np.isin(pairs.positive_anchor, choosing)
-        neg_val = np.isin(pairs.negative_anchor, choosing)
-        val_positive, positive = positive[pos_val], positive[~pos_val]
-        val_negative, negative = negative[neg_val], negative[~neg_val]
-    if not (len(positive) and len(negative) and len(val_positive) and len(val_negative)):
-        return {}  # F1 shows "-"
-    chosen = best_f1(val_positive, val_negative)
-    return {
-        **f1_at_threshold(positive, negative, chosen.threshold).as_dict(),
-        "f1_eval_optimal": best_f1(positive, negative).f1,
-        "f1_validation": chosen.f1,
-    }
 
 
 def run_quality(

@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from inference_service.training.adapt import AdaptConfig
-from lab.bench.quality import QualityContext, Row
+from lab.bench.quality_context import QualityContext, Row
 from lab.metrics import paired_deltas, ranking_metrics
 
 if TYPE_CHECKING:
@@ -126,7 +126,10 @@ def service_rows(ctx: QualityContext, adapt: AdaptConfig | None = None) -> list[
             featurizer,
             "d_avg",
             True,
-            ranking_metrics(found.ranks, resamples, clusters=ctx.data.truth).as_dict(),
+            {
+                **ranking_metrics(found.ranks, resamples, clusters=ctx.data.truth).as_dict(),
+                "query_ranks": [float(r) for r in found.ranks],
+            },
             {},
             time.monotonic() - started,
         )
@@ -141,7 +144,10 @@ def service_rows(ctx: QualityContext, adapt: AdaptConfig | None = None) -> list[
                 f"active encoder after catalog adapt [{active}]",
                 "d_avg",
                 True,
-                ranking_metrics(found.adapted, resamples, clusters=ctx.data.truth).as_dict(),
+                {
+                    **ranking_metrics(found.adapted, resamples, clusters=ctx.data.truth).as_dict(),
+                    "query_ranks": [float(r) for r in found.adapted],
+                },
                 {},
                 time.monotonic() - started,
                 extra={

@@ -101,11 +101,11 @@ def test_train_then_bench_quality(
     assert extra["adaptation"]["reason"].startswith(("kept: ", "refused: "))
     # The zoo imported through the service and ranked in pgvector: the same ranks as in memory.
     service = next(row for row in data["rows"] if row["method"].startswith("Service: imported catalog"))
-    intervals = ("mrr_ci", "hit5_ci")
+    intervals = ("mrr_ci", "hit5_ci", "query_ranks")
     assert {k: v for k, v in service["ranking"].items() if k not in intervals} == pytest.approx(
         {k: v for k, v in single["ranking"].items() if k not in intervals}
     )
-    for key in intervals:  # bootstrap intervals of the same ranks with the same seed
+    for key in intervals:  # bootstrap intervals of the same ranks with the same seed, and the ranks
         assert service["ranking"][key] == pytest.approx(single["ranking"][key])
     assert "dropped by cleansing" in service["featurizer"]
     # Then `catalog adapt` on the imported catalog, ranked through the service again: the adapted
@@ -128,9 +128,10 @@ def test_train_then_bench_quality(
     for row in data["rows"]:
         assert 0.0 < row["ranking"]["mrr"] <= 1.0
         assert row["ranking"]["n_queries"] == 3
-        if row not in multi and row is not service and row is not after:
-            # A given zoo has no validation zoo: 10 of the 20 pairs choose the F1 threshold.
-            assert row["verification"]["n_positive"] == 10
+        if row not in multi and row is not service and row is not after and "(adapted)" not in row["method"]:
+            # A given zoo has no validation zoo: the pairs of half the anchor images (about half
+            # of the 20) choose the F1 threshold, the others' are scored.
+            assert 0 < row["verification"]["n_positive"] < 20
     assert chart.stat().st_size > 0
     assert data["zoo"]["loras"] == 5
     assert data["pairs"]["threshold_from"].startswith("held-out half of the eval pairs")

@@ -10,7 +10,8 @@ import pytest
 from inference_service.training.adapt import AdaptConfig
 from lab.bench.adapt_rows import adapted_rows_hook
 from lab.bench.held_out_rows import HeldOutFamilyRows, check_held_out_zoo
-from lab.bench.quality import QualityConfig, run_quality
+from lab.bench.quality import run_quality
+from lab.bench.quality_context import QualityConfig
 from lab.bench.seed_ledger import SeedReuseError, SeedUse, read_ledger, record_seed
 from lab.zoo.held_out_ops import HELD_OUT_PRIMARIES
 from lab.zoo.style_zoo import generate_zoo

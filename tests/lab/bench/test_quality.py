@@ -20,16 +20,9 @@ from inference_service.models.style_encoder import (
 from inference_service.training.adapt import AdaptConfig
 from lab.bench.adapt_rows import adapted_rows_hook
 from lab.bench.features import ColourHistogram
-from lab.bench.quality import (
-    QualityConfig,
-    QualityContext,
-    ensure_zoo,
-    image_to_lora_distances,
-    load_eval_set,
-    pair_distances,
-    run_quality,
-    verification_metrics,
-)
+from lab.bench.pairs import image_to_lora_distances, pair_distances, verification_metrics
+from lab.bench.quality import ensure_zoo, load_eval_set, run_quality
+from lab.bench.quality_context import QualityConfig, QualityContext
 from lab.bench.seed_ledger import SeedReuseError, SeedUse, check_run, check_seed, read_ledger, record_seed
 from lab.metrics import best_f1, f1_at_threshold
 from lab.zoo.style_zoo import read_zoo_info

@@ -18,7 +18,8 @@ from PIL import Image, ImageDraw
 from inference_service.catalog.format import read_catalog
 from inference_service.scoring.cleansing import DEFAULT_THRESHOLD
 from inference_service.training.references import load_reference_set
-from lab.bench.quality import QualityConfig, load_eval_set, run_quality
+from lab.bench.quality import load_eval_set, run_quality
+from lab.bench.quality_context import QualityConfig
 from lab.metrics import pair_capacity
 from lab.zoo import real_zoo
 from lab.zoo.real_art import freeciv, icons
