@@ -10,7 +10,6 @@ service would not bring the database back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import structlog
 from grpc_health.v1 import health, health_pb2
@@ -23,16 +22,21 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class DatabaseReadiness:
+    """Stopped by an event, never cancelled mid-check: psycopg_pool can lose a cancellation that
+    lands while a connection is being handed out (psycopg issues 1345, 1401), and a stop awaiting
+    such a task would wait for good. A check is bounded by the pool's own timeout instead."""
+
     def __init__(
         self, db: Database, servicer: health.aio.HealthServicer, service: str, interval_s: float
     ) -> None:
         self.db, self.servicer, self.service, self.interval_s = db, servicer, service, interval_s
         self.ready = True  # start_service has just used the database
+        self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def check_once(self) -> bool:
         try:
-            async with asyncio.timeout(self.interval_s), self.db.connection() as conn:
+            async with self.db.connection() as conn:
                 await conn.execute("SELECT 1")
             ready = True
         except Exception as exc:
@@ -47,17 +51,20 @@ class DatabaseReadiness:
         return ready
 
     async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            await self.check_once()
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.interval_s)
+            except TimeoutError:
+                await self.check_once()
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._loop(), name="database-readiness")
 
     async def stop(self) -> None:
+        """Ends the loop after the check in flight (at most the pool's timeout), without waiting
+        past one interval for it: the service's shutdown goes on."""
+        self._stop.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=self.interval_s)
             self._task = None

@@ -231,8 +231,10 @@ async def fail_orphaned_registrations(db: Database) -> None:
         log.warning("registration_orphaned", job_id=str(job_id))
 
 
-async def _touch_heartbeat(db: Database, queue_job_id: int) -> None:
-    async with db.connection() as conn:
+async def _touch_heartbeat(db: Database, queue_job_id: int, timeout_s: float) -> None:
+    async with db.transaction() as conn:
+        # Bounded: a touch blocked behind a lock must not hold up the end of the job it serves.
+        await conn.execute(f"SET LOCAL statement_timeout = {max(1, round(timeout_s * 1000))}")
         await conn.execute(
             "UPDATE procrastinate_workers w SET last_heartbeat = now() FROM procrastinate_jobs j"
             " WHERE j.id = %s AND j.worker_id = w.id",
@@ -246,21 +248,26 @@ async def heartbeat_while_running(db: Database, queue_job_id: int, interval: flo
 
     A stopping worker cancels its own heartbeats first and then waits for its running jobs, which
     can take many minutes (a registration's diffusion, an adaptation): past the stall timeout any
-    replica's watcher would put the still-running job back and a second worker would run it too."""
+    replica's watcher would put the still-running job back and a second worker would run it too.
+
+    The beat is stopped by an event, never cancelled mid-query: a cancelled database call (its
+    connection, its pool slot) was seen to leave the job waiting on the beat for good."""
+    stop = asyncio.Event()
 
     async def beat() -> None:
-        while True:
-            await asyncio.sleep(interval)
-            with suppress(Exception):  # a blip: procrastinate's own heartbeat may still be running
-                await _touch_heartbeat(db, queue_job_id)
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+            except TimeoutError:
+                with suppress(Exception):  # a blip: procrastinate's own heartbeat may still run
+                    await _touch_heartbeat(db, queue_job_id, max(interval, 1.0))
 
     beating = asyncio.create_task(beat())
     try:
         yield
     finally:
-        beating.cancel()
-        with suppress(asyncio.CancelledError):
-            await beating
+        stop.set()
+        await asyncio.shield(beating)  # ends after the touch in flight, itself bounded
 
 
 async def _watch_stalled(queue: App, db: Database, settings: Settings) -> None:

@@ -254,3 +254,25 @@ async def test_a_running_job_keeps_its_workers_heartbeat_while_the_worker_stops(
             await asyncio.sleep(0.3)
             assert await requeue_stalled(queue, settings) == 0
         assert queued(settings) == ["doing"]
+
+
+async def test_the_end_of_a_job_never_waits_on_a_blocked_heartbeat(settings: Settings, db: Database) -> None:
+    """A touch stuck behind a lock on the worker's row must not keep the job from ending: the
+    beat is stopped, not cancelled mid-query, and each touch has a statement timeout."""
+    queue = make_queue_app(str(settings.database_url))
+    async with queue.open_async():
+        await queue.configure_task(ADAPT_TASK, queue=ADAPT_QUEUE, lock=ADAPT_LOCK).defer_async()
+        worker = await queue.job_manager.register_worker()
+        taken = await queue.job_manager.fetch_job([ADAPT_QUEUE], worker)
+        assert taken is not None
+        assert taken.id is not None
+        with psycopg.connect(str(settings.database_url)) as holder:  # holds the row, uncommitted
+            holder.execute("SELECT 1 FROM procrastinate_workers WHERE id = %s FOR UPDATE", (worker,))
+            started = asyncio.get_running_loop().time()
+
+            async def job() -> None:
+                async with heartbeat_while_running(db, taken.id, interval=0.05):
+                    await asyncio.sleep(0.2)  # a touch starts and blocks on the row
+
+            await asyncio.wait_for(job(), timeout=10)
+            assert asyncio.get_running_loop().time() - started < 5  # the 1 s statement timeout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from pathlib import Path
 
@@ -250,6 +251,14 @@ async def test_readiness_follows_the_database_liveness_does_not(service: Running
         await service.runtime.db.pool.open()  # it is back
         assert await readiness.check_once()
         assert await status(SERVICE_NAME) == health_pb2.HealthCheckResponse.SERVING
+    # Running in the background, it is stopped by an event (never cancelled mid-check) and stops.
+    looping = DatabaseReadiness(service.runtime.db, service.health, SERVICE_NAME, interval_s=0.05)
+    looping.start()
+    task = looping._task
+    await asyncio.sleep(0.3)
+    await asyncio.wait_for(looping.stop(), timeout=5)
+    assert task is not None
+    assert task.done()
 
 
 async def test_unreachable_service_names_the_address() -> None:
