@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from procrastinate import App
 
 from db import encoders as db_encoders
 from db.database import Database
@@ -233,6 +234,16 @@ async def test_a_dead_adaptation_with_another_one_waiting_is_superseded_not_a_cr
         assert await requeue_stalled(queue, settings) == 0  # nothing stalled is left
 
 
+async def running_adapt_job(queue: App) -> tuple[int, int]:
+    """(worker id, job id) of an adaptation job a registered worker has taken (now `doing`)."""
+    await queue.configure_task(ADAPT_TASK, queue=ADAPT_QUEUE, lock=ADAPT_LOCK).defer_async()
+    worker = await queue.job_manager.register_worker()
+    taken = await queue.job_manager.fetch_job([ADAPT_QUEUE], worker)
+    assert taken is not None
+    assert taken.id is not None
+    return worker, taken.id
+
+
 async def test_a_running_job_keeps_its_workers_heartbeat_while_the_worker_stops(
     settings: Settings, db: Database
 ) -> None:
@@ -240,17 +251,13 @@ async def test_a_running_job_keeps_its_workers_heartbeat_while_the_worker_stops(
     job's own heartbeat keeps it from looking stalled, so no watcher runs it a second time."""
     queue = make_queue_app(str(settings.database_url))
     async with queue.open_async():
-        await queue.configure_task(ADAPT_TASK, queue=ADAPT_QUEUE, lock=ADAPT_LOCK).defer_async()
-        worker = await queue.job_manager.register_worker()
-        taken = await queue.job_manager.fetch_job([ADAPT_QUEUE], worker)
-        assert taken is not None
-        assert taken.id is not None
+        worker, job_id = await running_adapt_job(queue)
         with psycopg.connect(str(settings.database_url)) as conn:  # procrastinate's beats stopped
             conn.execute(
                 "UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour' WHERE id = %s",
                 (worker,),
             )
-        async with heartbeat_while_running(db, taken.id, interval=0.05):
+        async with heartbeat_while_running(db, job_id, interval=0.05):
             await asyncio.sleep(0.3)
             assert await requeue_stalled(queue, settings) == 0
         assert queued(settings) == ["doing"]
@@ -261,17 +268,13 @@ async def test_the_end_of_a_job_never_waits_on_a_blocked_heartbeat(settings: Set
     beat is stopped, not cancelled mid-query, and each touch has a statement timeout."""
     queue = make_queue_app(str(settings.database_url))
     async with queue.open_async():
-        await queue.configure_task(ADAPT_TASK, queue=ADAPT_QUEUE, lock=ADAPT_LOCK).defer_async()
-        worker = await queue.job_manager.register_worker()
-        taken = await queue.job_manager.fetch_job([ADAPT_QUEUE], worker)
-        assert taken is not None
-        assert taken.id is not None
+        worker, job_id = await running_adapt_job(queue)
         with psycopg.connect(str(settings.database_url)) as holder:  # holds the row, uncommitted
             holder.execute("SELECT 1 FROM procrastinate_workers WHERE id = %s FOR UPDATE", (worker,))
             started = asyncio.get_running_loop().time()
 
             async def job() -> None:
-                async with heartbeat_while_running(db, taken.id, interval=0.05):
+                async with heartbeat_while_running(db, job_id, interval=0.05):
                     await asyncio.sleep(0.2)  # a touch starts and blocks on the row
 
             await asyncio.wait_for(job(), timeout=10)
