@@ -37,7 +37,10 @@ class _CertificateFiles:
         self.paths = [(cert, "FINDLORA_TLS_CERT"), (key, "FINDLORA_TLS_KEY")]
         if client_ca is not None:
             self.paths.append((client_ca, "FINDLORA_TLS_CLIENT_CA"))
-        self.stamp = self._stamp()
+        try:  # taken before the read, so a file replaced in between is read again at a handshake
+            self.stamp = self._stamp()
+        except OSError:
+            self.stamp = ()  # the read below names the file it cannot read
         self.current = self.read()
 
     def _stamp(self) -> tuple[tuple[int, int], ...]:
@@ -72,10 +75,6 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
         return None
     if settings.tls_cert is None or settings.tls_key is None:
         raise TlsConfigError("set both FINDLORA_TLS_CERT and FINDLORA_TLS_KEY (PEM files), or neither")
-    for path, variable in ((settings.tls_cert, "FINDLORA_TLS_CERT"), (settings.tls_key, "FINDLORA_TLS_KEY")):
-        _read(path, variable)  # a clear error for a missing file, before gRPC sees any
-    if settings.tls_client_ca is not None:
-        _read(settings.tls_client_ca, "FINDLORA_TLS_CLIENT_CA")
     files = _CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
     return grpc.dynamic_ssl_server_credentials(
         files.current, files.fetch, require_client_authentication=settings.tls_client_ca is not None
