@@ -10,7 +10,7 @@ import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -270,12 +270,33 @@ async def heartbeat_while_running(db: Database, queue_job_id: int, interval: flo
         await asyncio.shield(beating)  # ends after the touch in flight, itself bounded
 
 
-async def _watch_stalled(queue: App, db: Database, settings: Settings) -> None:
-    while True:
-        with suppress(Exception):  # a database blip must not stop the worker; next round retries
-            await requeue_stalled(queue, settings)
-            await fail_orphaned_registrations(db)
-        await asyncio.sleep(max(settings.worker_stalled_after_seconds / 2, 0.5))
+# How long a stopping worker waits for the watcher's round in flight before it goes on without it.
+WATCHER_STOP_WAIT_S = 10.0
+
+
+@asynccontextmanager
+async def stalled_jobs_watched(queue: App, db: Database, settings: Settings) -> AsyncIterator[None]:
+    """Requeue stalled jobs and fail orphaned registrations every half stall timeout while the
+    worker runs. Stopped by an event, never cancelled mid-query, like the heartbeat above: a
+    cancellation that psycopg_pool loses would have left the watcher looping and the worker's
+    stop waiting on it until the orchestrator killed the process."""
+    stop = asyncio.Event()
+    interval = max(settings.worker_stalled_after_seconds / 2, 0.5)
+
+    async def watch() -> None:
+        while not stop.is_set():
+            with suppress(Exception):  # a database blip must not stop the worker; next round retries
+                await requeue_stalled(queue, settings)
+                await fail_orphaned_registrations(db)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+    watching = asyncio.create_task(watch(), name="stalled-job-watcher")
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait({watching}, timeout=WATCHER_STOP_WAIT_S)
 
 
 async def defer_adapt_when_due(queue: App, db: Database, settings: Settings) -> bool:
@@ -342,9 +363,8 @@ async def run_worker(settings: Settings, *, wait: bool = True, policy: FetchPoli
     async with runtime, queue.open_async():
         await requeue_stalled(queue, settings)
         await fail_orphaned_registrations(runtime.db)
-        watcher = asyncio.create_task(_watch_stalled(queue, runtime.db, settings)) if wait else None
         log.info("worker_started", queue=QUEUE, device=settings.device)
-        try:
+        async with stalled_jobs_watched(queue, runtime.db, settings) if wait else nullcontext():
             await queue.run_worker_async(
                 queues=[QUEUE, ADAPT_QUEUE],
                 concurrency=settings.worker_concurrency,
@@ -354,11 +374,6 @@ async def run_worker(settings: Settings, *, wait: bool = True, policy: FetchPoli
                 stalled_worker_timeout=settings.worker_stalled_after_seconds,
                 listen_notify=wait,
             )
-        finally:
-            if watcher is not None:
-                watcher.cancel()
-                with suppress(asyncio.CancelledError):
-                    await watcher
     log.info("worker_stopped")
 
 
