@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path, PurePosixPath
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import httpcore
 import structlog
@@ -39,6 +39,8 @@ ProgressFn = Callable[[int, int | None], None]
 _REDIRECTS = {301, 302, 303, 307, 308}
 _CHUNK = 1024 * 1024
 _DEFAULT_PORTS = {"https": 443, "http": 80}
+# Answers that are a page or an error message, never a LoRA (a login wall, an expired token).
+_PAGE_TYPES = frozenset({"text/html", "application/xhtml+xml", "application/json"})
 
 
 # IPv6 ranges that embed or translate to an IPv4 address: a socket to one of them can end up at a
@@ -47,10 +49,14 @@ _TRANSITION_NETWORKS = (
     (ipaddress.IPv6Network("64:ff9b::/96"), "NAT64"),
     (ipaddress.IPv6Network("64:ff9b:1::/48"), "local-use NAT64"),
     (ipaddress.IPv6Network("::ffff:0:0/96"), "IPv4-mapped"),
+    (ipaddress.IPv6Network("::ffff:0:0:0/96"), "IPv4-translated"),
     (ipaddress.IPv6Network("::/96"), "IPv4-compatible"),
     (ipaddress.IPv6Network("2002::/16"), "6to4"),
     (ipaddress.IPv6Network("2001::/32"), "Teredo"),
 )
+
+_GLOBAL_UNICAST_V6 = ipaddress.IPv6Network("2000::/3")
+_DOCUMENTATION_V6 = ipaddress.IPv6Network("3fff::/20")
 
 
 def address_problem(address: IPAddress) -> str | None:
@@ -62,6 +68,10 @@ def address_problem(address: IPAddress) -> str | None:
                     f"an IPv6 {name} address ({address}), which can lead to any IPv4 host, "
                     "private ones included"
                 )
+        # Global unicast is 2000::/3 (site-local fec0::/10 and SRv6 5f00::/16 lie outside it);
+        # 3fff::/20 is for documentation (RFC 9637). Python 3.11's is_global knows neither.
+        if address not in _GLOBAL_UNICAST_V6 or address in _DOCUMENTATION_V6:
+            return f"a non-public address ({address})"
     if not address.is_global or address.is_multicast:
         return f"a non-public address ({address})"
     return None
@@ -151,6 +161,22 @@ def check_url(url: str, policy: FetchPolicy) -> tuple[str, int]:
     return host, port
 
 
+def request_url(url: str) -> httpcore.URL:
+    """The request for a URL that check_url accepted, built from that same parse: the path and
+    query percent-encoded (a non-ASCII file name is common on model hubs, and httpcore takes ASCII
+    only), `;` included, which httpcore's own parse would cut off with what follows as path
+    parameters, so the file requested would not be the one whose name was checked."""
+    parts = urlsplit(url)
+    try:
+        host = (parts.hostname or "").encode("idna")
+    except UnicodeError:
+        raise FetchRefused("the URL's host name is not a valid domain name") from None
+    target = quote(parts.path or "/", safe="/%!$&'()*+,=:@-._~")
+    if parts.query:
+        target += "?" + quote(parts.query, safe="/%!$&'()*+,;=:@-._~?")
+    return httpcore.URL(scheme=parts.scheme, host=host, port=parts.port, target=target)
+
+
 def refuse_pickle_name(filename: str) -> None:
     if filename.lower().endswith(PICKLE_SUFFIXES):
         raise FetchRefused(f"{filename}: {PICKLE_EXPLANATION}")
@@ -220,7 +246,10 @@ def _filename(headers: list[tuple[bytes, bytes]], url: str) -> str:
 def _header(headers: list[tuple[bytes, bytes]], wanted: bytes) -> str | None:
     for name, value in headers:
         if name.lower() == wanted:
-            return value.decode("latin-1")
+            try:  # servers send a non-ASCII Location as raw UTF-8
+                return value.decode("utf-8")
+            except UnicodeDecodeError:
+                return value.decode("latin-1")
     return None
 
 
@@ -256,7 +285,7 @@ async def _fetch(url: str, dest_dir: Path, policy: FetchPolicy, progress: Progre
             check_url(current, policy)
             headers = [(b"User-Agent", b"findlora-registration"), (b"Accept-Encoding", b"identity")]
             async with pool.stream(
-                "GET", current, headers=headers, extensions={"timeout": timeouts}
+                "GET", request_url(current), headers=headers, extensions={"timeout": timeouts}
             ) as response:
                 if response.status in _REDIRECTS:
                     location = _header(response.headers, b"location")
@@ -267,6 +296,12 @@ async def _fetch(url: str, dest_dir: Path, policy: FetchPolicy, progress: Progre
                     continue
                 if response.status != 200:
                     raise FetchRefused(f"{redact(current)} answered HTTP {response.status}")
+                kind = (_header(response.headers, b"content-type") or "").split(";")[0].strip().lower()
+                if kind in _PAGE_TYPES:
+                    raise FetchRefused(
+                        f"{redact(current)} answered with a web page or a message ({kind}), not a file: "
+                        "is it the file's download link, and does it need a login or a token?"
+                    )
                 filename = _filename(response.headers, current)
                 refuse_pickle_name(filename)
                 declared = _header(response.headers, b"content-length")

@@ -8,7 +8,7 @@ import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import structlog
@@ -108,13 +108,19 @@ class TransferGenerator:
         from safetensors.torch import load_file
 
         try:
-            self.pipe.load_lora_weights(load_file(str(path)), adapter_name=ADAPTER)
+            weights = load_file(str(path))
+        except Exception as exc:  # SafetensorError is no ValueError: a header validation let through
+            raise LoraFileRejected(f"the LoRA file cannot be read: {_first_line(exc)}") from None
+        try:
+            self.pipe.load_lora_weights(weights, adapter_name=ADAPTER)
             self.pipe.set_adapters([ADAPTER], adapter_weights=[self.params.lora_scale])
         except (ValueError, RuntimeError, KeyError) as exc:
             self.pipe.unload_lora_weights()
+            log.info("lora_does_not_fit", base_model=self.params.base_model, error=_first_line(exc))
+            # The checkpoint's name, not its path: a local model directory is the worker's business.
             raise LoraFileRejected(
-                f"the LoRA does not fit the configured base model {self.params.base_model}: "
-                f"{str(exc).splitlines()[0][:300]}"
+                f"the LoRA does not fit the configured base model "
+                f"{PurePath(self.params.base_model).name}: {_first_line(exc)}"
             ) from None
         try:
             yield
@@ -170,3 +176,7 @@ class TransferGenerator:
         )
         image: Image.Image = result.images[0]
         return image
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:300]

@@ -77,12 +77,18 @@ class LoraInfo:
         return {key: list(v) if isinstance(v, tuple) else v for key, v in values.items()}
 
 
-def _reject_pickle(path: Path, head: bytes) -> None:
-    # Zip (torch.save since 1.6) or a raw pickle stream (protocol 2+ starts with 0x80).
+def _not_safetensors(path: Path, head: bytes, problem: str) -> LoraFileRejected:
+    """The refusal for a header that cannot be one. Named a pickle or zip checkpoint only then: the
+    first byte of a valid header's length is 0x80, a pickle's first byte, in 1 file of 32."""
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-        raise LoraFileRejected(
+        return LoraFileRejected(
             f"{path.name} is a pickle/zip checkpoint, not safetensors. {PICKLE_EXPLANATION}"
         )
+    if all(32 <= byte < 127 or byte in b"\t\n\r" for byte in head):  # a length of 1 MiB has zeros
+        return LoraFileRejected(
+            f"{path.name} is text (a web page or an error message?), not a safetensors file"
+        )
+    return LoraFileRejected(problem)
 
 
 def read_header(
@@ -95,18 +101,21 @@ def read_header(
     size = path.stat().st_size
     with path.open("rb") as handle:
         head = handle.read(8)
-        _reject_pickle(path, head)
         if len(head) < 8:
             raise LoraFileRejected(f"{path.name} is too short to be a safetensors file ({size} bytes)")
         length = int.from_bytes(head, "little")
         if length > max_header_bytes:
-            raise LoraFileRejected(
-                f"{path.name}: the safetensors header claims {length} bytes; the limit is {max_header_bytes}"
+            raise _not_safetensors(
+                path,
+                head,
+                f"{path.name}: the safetensors header claims {length} bytes; the limit is {max_header_bytes}",
             )
         if 8 + length > size:
-            raise LoraFileRejected(
+            raise _not_safetensors(
+                path,
+                head,
                 f"{path.name}: the header claims {length} bytes but the file has only {size - 8} after the "
-                "length field (truncated, or not safetensors)"
+                "length field (truncated, or not safetensors)",
             )
         raw = handle.read(length)
     header = _parse_json(path, raw)
@@ -202,6 +211,8 @@ def _tensor(path: Path, name: str, entry: Any, data_bytes: int) -> TensorInfo:
         raise bad(f"shape has {len(shape)} dimensions; at most {MAX_DIMS} are accepted")
     if not all(_is_count(v) for v in shape):
         raise bad("shape must hold non-negative integers")
+    if 0 in shape:
+        raise bad("a dimension is 0 (an empty tensor is no LoRA weight)")
     if any(v >= MAX_DIM for v in shape):
         raise bad(f"dimension {max(shape)} is too large (each must be below 2^31)")
     if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(v) for v in offsets):
@@ -271,6 +282,10 @@ def _group(tensors: dict[str, TensorInfo]) -> tuple[str, dict[tuple[str, str], _
             continue
         styles[style] += 1
         slot = modules.setdefault((target, module.replace(".", "_")), _Module())
+        if getattr(slot, part) is not None:  # lora_te_x / lora_te1_x, a.b_c / a_b.c: one module
+            raise LoraFileRejected(
+                f"not a LoRA: two tensors are the {part} weight of the same module, such as {name[:120]!r}"
+            )
         setattr(slot, part, info)
     if unknown:
         raise LoraFileRejected(

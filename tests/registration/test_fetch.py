@@ -258,3 +258,40 @@ def test_redact_keeps_scheme_host_port_and_path_only() -> None:
     for url, redacted in cases.items():
         assert redact(url) == redacted, url
         assert "hush" not in redact(url)
+
+
+async def test_a_non_ascii_file_name_is_requested_percent_encoded(
+    server: LocalServer, tmp_path: Path
+) -> None:
+    server.routes["/caf%C3%A9%20noir.safetensors"] = body(PAYLOAD)
+    got = await fetch_to_file(server.url("/café noir.safetensors"), tmp_path, loopback_policy(server))
+    assert got.size == len(PAYLOAD)
+    assert server.hits == ["/caf%C3%A9%20noir.safetensors"]
+
+
+async def test_path_parameters_are_part_of_the_name_that_was_checked(
+    server: LocalServer, tmp_path: Path
+) -> None:
+    """'/a.pt;x.safetensors' passes the name check; a client that cut ';x.safetensors' off as path
+    parameters would fetch the pickle '/a.pt'. The whole checked path is requested instead."""
+    server.routes["/a.pt"] = body(PAYLOAD)
+    with pytest.raises(FetchRefused, match="HTTP 404"):
+        await fetch_to_file(server.url("/a.pt;x.safetensors"), tmp_path, loopback_policy(server))
+    assert server.hits == ["/a.pt%3Bx.safetensors"]
+
+
+async def test_a_web_page_instead_of_the_file_is_refused_by_its_type(
+    server: LocalServer, tmp_path: Path
+) -> None:
+    server.routes["/login"] = body(
+        b"<html>sign in</html>", headers={"Content-Type": "text/html; charset=utf-8"}
+    )
+    with pytest.raises(FetchRefused, match=r"answered with a web page or a message .*login or a token"):
+        await fetch_to_file(server.url("/login"), tmp_path, loopback_policy(server))
+    assert leftovers(tmp_path) == []
+
+
+def test_non_global_ipv6_ranges_that_python_calls_global_are_refused() -> None:
+    for text in ("fec0::1", "::ffff:0:7f00:1", "::ffff:0:a9fe:a9fe", "3fff::1", "5f00::1"):
+        assert not is_public_address(ipaddress.ip_address(text)), text
+    assert is_public_address(ipaddress.ip_address("2606:4700:4700::1111"))

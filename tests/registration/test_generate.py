@@ -115,7 +115,9 @@ def test_the_comparison_sees_a_no_op_injection(
     )
 
 
-def test_a_lora_for_another_base_model_is_refused(generator: TransferGenerator, tmp_path: Path) -> None:
+def test_a_lora_for_another_base_model_is_refused(
+    generator: TransferGenerator, tiny_models: TinyModels, tmp_path: Path
+) -> None:
     path = tmp_path / "sd15.safetensors"
     key = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k"
     save_file(
@@ -123,11 +125,22 @@ def test_a_lora_for_another_base_model_is_refused(generator: TransferGenerator, 
         str(path),
     )
     with (
-        pytest.raises(LoraFileRejected, match="does not fit the configured base model"),
+        pytest.raises(LoraFileRejected, match="does not fit the configured base model") as refused,
         generator.lora(path),
     ):
         pass
     assert not generator.pipe.get_list_adapters()
+    assert str(tiny_models.base.parent) not in refused.value.message  # the worker's model directory
+
+
+def test_a_file_safetensors_cannot_load_is_refused_not_an_internal_error(
+    generator: TransferGenerator, tmp_path: Path
+) -> None:
+    path = tmp_path / "broken.safetensors"
+    header = b'{"w":{"dtype":"F32","shape":[8],"data_offsets":[0,32]}}'
+    path.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 4)
+    with pytest.raises(LoraFileRejected, match="the LoRA file cannot be read"), generator.lora(path):
+        pass
 
 
 def test_line_drawings_classical_and_hed(tmp_path: Path) -> None:

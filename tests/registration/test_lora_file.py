@@ -305,3 +305,42 @@ def test_hostile_optional_metadata_is_ignored_not_fatal(tmp_path: Path) -> None:
         assert time.perf_counter() - started < 1.0
         assert info.trigger_words == ()
         assert info.title == "t" * 200
+
+
+def test_a_header_length_that_starts_like_a_pickle_is_still_a_lora(tmp_path: Path) -> None:
+    """The length field is little-endian: its first byte is 0x80, a pickle's first byte, for 1
+    header length in 32 (safetensors pads headers to 8 bytes). Such a file is a plain LoRA."""
+    path = tmp_path / "padded.safetensors"
+    for n in range(64):
+        write(path, kohya(768), {"ss_base_model_version": "sd_v1", "ss_output_name": "x" * n})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    assert validate_lora_file(path).key_style == "kohya"
+
+
+def test_a_web_page_saved_as_the_file_is_called_text(tmp_path: Path) -> None:
+    page = tmp_path / "0123abcd.safetensors"
+    page.write_bytes(b"<!DOCTYPE html><html><body>Sign in to download</body></html>")
+    with pytest.raises(LoraFileRejected, match=r"is text .*not a safetensors file"):
+        validate_lora_file(page)
+
+
+def test_two_names_for_one_module_are_refused(tmp_path: Path) -> None:
+    """lora_te_ and lora_te1_ name the same text encoder module: the second tensor would replace
+    the first unchecked (here an int tensor, which no LoRA weight is)."""
+    module = "text_model_encoder_layers_0_mlp_fc1"
+    extra = {
+        f"lora_te1_{module}.lora_down.weight": torch.randn(4, 768),
+        f"lora_te1_{module}.lora_up.weight": torch.randn(3072, 4),
+        f"lora_te_{module}.lora_down.weight": torch.zeros(4, 768, dtype=torch.int32),
+        f"lora_te_{module}.lora_up.weight": torch.randn(3072, 4),
+    }
+    with pytest.raises(LoraFileRejected, match=r"two tensors are the (down|up) weight of the same module"):
+        validate_lora_file(write(tmp_path / "twice.safetensors", kohya(768, extra=extra)))
+
+
+def test_an_empty_tensor_is_refused(tmp_path: Path) -> None:
+    path = raw_bytes(tmp_path / "empty.safetensors", tensor_header([2**31 - 1, 0], [0, 0]))
+    with pytest.raises(LoraFileRejected, match="a dimension is 0"):
+        validate_lora_file(path)
