@@ -239,12 +239,15 @@ async def slug_of_sha256(conn: Connection, sha256: str) -> str | None:
 
 
 async def file_still_wanted(conn: Connection, sha256: str, job_id: uuid.UUID) -> bool:
-    """A registered LoRA is this file, or another job that has not ended is working on it."""
+    """A registered LoRA is this file, or another job that has not ended is working on it: one
+    that fetched it, or one staged from it that no worker has taken yet (its file_sha256 is set
+    only when it starts)."""
     cur = await conn.execute(
         """
         SELECT EXISTS (SELECT 1 FROM loras WHERE sha256 = %(sha)s)
             OR EXISTS (SELECT 1 FROM registration_jobs
-                       WHERE file_sha256 = %(sha)s AND id <> %(job)s AND finished_at IS NULL)
+                       WHERE (file_sha256 = %(sha)s OR source_url = 'staged:' || %(sha)s)
+                         AND id <> %(job)s AND finished_at IS NULL)
         """,
         {"sha": sha256, "job": job_id},
     )

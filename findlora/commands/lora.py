@@ -7,10 +7,10 @@ into the LoRA store (so any worker can read it) and the job goes on the same que
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -20,8 +20,9 @@ from findlora.console import check_writable, console, fail, run
 if TYPE_CHECKING:
     from findlora_client.bulk import BulkSummary, ParsedList
     from inference_service.config import Settings
-    from inference_service.registration.jobs import Registrations
+    from inference_service.registration.jobs import JobEvent, Registrations
 
+T = TypeVar("T")
 lora_app = typer.Typer(help="Manage LoRAs: register one by link or file.", no_args_is_help=True)
 
 
@@ -52,12 +53,10 @@ async def _register(
     wait: bool,
     run_here: bool,
 ) -> int:
-    import asyncio
-
     from findlora_client.base_models import resolve
     from inference_service.config import Settings
     from inference_service.registration.fetch import stage_local_file
-    from inference_service.registration.jobs import Registration, run_worker
+    from inference_service.registration.jobs import Registration
     from inference_service.registration.lora_file import validate_lora_file
     from inference_service.registration.pipeline import STAGED_PREFIX
     from inference_service.registration.refusals import RegistrationRefused
@@ -94,19 +93,21 @@ async def _register(
         console.print(f"job {job_id} queued")
         if not wait and not run_here:
             return 0
-        worker = asyncio.create_task(run_worker(settings, wait=False)) if run_here else None
-        last = None
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-            TimeElapsedColumn(), console=console,
-        ) as progress:  # fmt: skip
-            task = progress.add_task("queued", total=1.0)
-            async for event in registrations.watch(str(job_id)):
-                last = event
-                description = f"{event.step or event.state}: {event.message}"
-                progress.update(task, completed=event.progress, description=description)
-        if worker is not None:
-            await worker
+
+        async def follow() -> JobEvent | None:
+            last = None
+            with Progress(
+                TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                TimeElapsedColumn(), console=console,
+            ) as progress:  # fmt: skip
+                task = progress.add_task("queued", total=1.0)
+                async for event in registrations.watch(str(job_id)):
+                    last = event
+                    description = f"{event.step or event.state}: {event.message}"
+                    progress.update(task, completed=event.progress, description=description)
+            return last
+
+        last = await _beside_worker(follow(), settings, run_here)
     if last is None or last.state != "succeeded":
         fail(last.message if last is not None else "the job vanished")
     console.print(last.message)
@@ -116,6 +117,28 @@ async def _register(
             f"< threshold {warning['threshold']:.4f}"
         )
     return 0
+
+
+async def _beside_worker(follow: Coroutine[Any, Any, T], settings: Settings, run_here: bool) -> T:
+    """Follow jobs; with --run-here, beside a worker in this process that runs every queued job
+    and then ends. A worker that cannot start (no GPU, a model missing) ends the command with its
+    error instead of leaving it watching jobs that nothing will take."""
+    import asyncio
+
+    from inference_service.registration.jobs import run_worker
+
+    if not run_here:
+        return await follow
+    worker = asyncio.create_task(run_worker(settings, wait=False))
+    following = asyncio.create_task(follow)
+    await asyncio.wait({worker, following}, return_when=asyncio.FIRST_COMPLETED)
+    if not following.done() and (error := worker.exception()) is not None:
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
+        fail(f"the worker in this process stopped: {type(error).__name__}: {error}")
+    result = await following
+    await worker
+    return result
 
 
 @lora_app.command("register")
@@ -155,7 +178,6 @@ async def _register_many(
     from findlora_client.bulk import ALREADY_QUEUED, ALREADY_REGISTERED, FAILED, REGISTERED, BulkSummary
     from inference_service.config import Settings
     from inference_service.registration.bulk import BulkRegistration, plan_entries
-    from inference_service.registration.jobs import run_worker
 
     settings = Settings()
     summary = BulkSummary.of(parsed)
@@ -180,10 +202,7 @@ async def _register_many(
             show(bulk.done(), 0)
             await bulk.queue(planned)
             if wait or run_here:
-                worker = asyncio.create_task(run_worker(settings, wait=False)) if run_here else None
-                await bulk.follow(settings.watch_poll_seconds)
-                if worker is not None:
-                    await worker
+                await _beside_worker(bulk.follow(settings.watch_poll_seconds), settings, run_here)
     return summary
 
 

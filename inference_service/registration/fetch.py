@@ -17,11 +17,12 @@ import asyncio
 import hashlib
 import ipaddress
 import os
-import shutil
 import socket
 import ssl
 import tempfile
+import time
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path, PurePosixPath
@@ -38,6 +39,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 ProgressFn = Callable[[int, int | None], None]
 _REDIRECTS = {301, 302, 303, 307, 308}
 _CHUNK = 1024 * 1024
+# Half-written files in the LoRA store (a download, a staging copy) until renamed to <sha>.safetensors.
+DOWNLOAD_PREFIX, STAGING_PREFIX = ".download-", ".stage-"
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 # Answers that are a page or an error message, never a LoRA (a login wall, an expired token).
 _PAGE_TYPES = frozenset({"text/html", "application/xhtml+xml", "application/json"})
@@ -330,7 +333,7 @@ async def _store(
     await asyncio.to_thread(dest_dir.mkdir, parents=True, exist_ok=True)
     digest = hashlib.sha256()
     size = 0
-    fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=".download-")
+    fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=DOWNLOAD_PREFIX)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -353,23 +356,44 @@ async def _store(
 
 
 def stage_local_file(path: Path, dest_dir: Path, max_bytes: int) -> FetchedFile:
-    """The CLI's `findlora lora register FILE`: copy an operator's file into the staging area."""
+    """The CLI's `findlora lora register FILE`: copy an operator's file into the staging area,
+    hashing the bytes as they are copied (a file still being written cannot get a name that is
+    not its content's hash)."""
     refuse_pickle_name(path.name)
     if not path.is_file():
         raise FetchRefused(f"{path}: no such file")
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise FetchRefused(_too_big(size, max_bytes))
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    sha = digest.hexdigest()
+    if path.stat().st_size > max_bytes:
+        raise FetchRefused(_too_big(path.stat().st_size, max_bytes))
     dest_dir.mkdir(parents=True, exist_ok=True)
-    final = dest_dir / f"{sha}.safetensors"
-    if not final.exists():
-        fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".stage-")
-        os.close(fd)
-        shutil.copyfile(path, tmp)
+    digest, size = hashlib.sha256(), 0
+    fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=STAGING_PREFIX)
+    tmp = Path(tmp_name)
+    try:
+        with path.open("rb") as source, os.fdopen(fd, "wb") as copy:
+            for chunk in iter(lambda: source.read(_CHUNK), b""):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise FetchRefused(_too_big(size, max_bytes))
+                digest.update(chunk)
+                copy.write(chunk)
+        sha = digest.hexdigest()
+        final = dest_dir / f"{sha}.safetensors"
         os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return FetchedFile(final, sha, size, path.name, f"file:{path.name}")
+
+
+def sweep_partial_files(dest_dir: Path, older_than_s: float, now: float | None = None) -> int:
+    """Remove downloads and staging copies that a killed process left half-written (nothing
+    else removes them); ones younger than `older_than_s` may still be written by another worker."""
+    cutoff = (time.time() if now is None else now) - older_than_s
+    removed = 0
+    for prefix in (DOWNLOAD_PREFIX, STAGING_PREFIX):
+        for partial in dest_dir.glob(f"{prefix}*"):
+            with suppress(OSError):  # gone already, or another worker's just finished
+                if partial.stat().st_mtime < cutoff:
+                    partial.unlink()
+                    removed += 1
+    return removed

@@ -30,7 +30,7 @@ from findlora_client.protocol import Reason
 from inference_service.config import Settings
 from inference_service.errors import AlreadyExists, InvalidArgument, NotFound
 from inference_service.registration.families import generator_family
-from inference_service.registration.fetch import FetchPolicy, check_url, redact
+from inference_service.registration.fetch import FetchPolicy, check_url, redact, sweep_partial_files
 from inference_service.registration.pipeline import STAGED_PREFIX, RegistrationPipeline, fetch_policy
 from inference_service.registration.refusals import FetchRefused, LoraFileRejected
 from inference_service.runtime import Runtime
@@ -363,6 +363,7 @@ async def run_worker(settings: Settings, *, wait: bool = True, policy: FetchPoli
     async with runtime, queue.open_async():
         await requeue_stalled(queue, settings)
         await fail_orphaned_registrations(runtime.db)
+        await sweep_lora_store(settings)
         log.info("worker_started", queue=QUEUE, device=settings.device)
         async with stalled_jobs_watched(queue, runtime.db, settings) if wait else nullcontext():
             await queue.run_worker_async(
@@ -375,6 +376,14 @@ async def run_worker(settings: Settings, *, wait: bool = True, policy: FetchPoli
                 listen_notify=wait,
             )
     log.info("worker_stopped")
+
+
+async def sweep_lora_store(settings: Settings) -> None:
+    """Half-written downloads and staging copies older than a whole download may take."""
+    older_than = fetch_policy(settings).total_timeout
+    removed = await asyncio.to_thread(sweep_partial_files, settings.lora_dir, older_than)
+    if removed:
+        log.info("partial_lora_files_removed", count=removed)
 
 
 def _queue_job_id(context: JobContext) -> int:

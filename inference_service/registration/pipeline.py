@@ -39,7 +39,7 @@ from inference_service.registration.families import generator_family, registered
 from inference_service.registration.fetch import FetchPolicy, fetch_to_file, redact
 from inference_service.registration.generate import TransferGenerator
 from inference_service.registration.lora_file import LoraInfo, validate_lora_file
-from inference_service.registration.refusals import DuplicateLora, LoraFileRejected, RegistrationRefused
+from inference_service.registration.refusals import DuplicateLora, RegistrationRefused
 
 log = structlog.get_logger(__name__)
 STAGED_PREFIX = "staged:"
@@ -112,8 +112,7 @@ class RegistrationPipeline:
         except RegistrationRefused as exc:
             bound.info("registration_refused", reason=exc.message)
             await self.db.run(registration.fail, job_id, exc.message)
-            if isinstance(exc, LoraFileRejected):
-                await self._discard_rejected_file(job_id)
+            await self._discard_file(job_id)
         except Exception:
             bound.exception("registration_failed")
             await self.db.run(
@@ -121,18 +120,13 @@ class RegistrationPipeline:
                 job_id,
                 f"internal error while registering (job {job_id}); see the worker log",
             )
+            await self._discard_file(job_id)
             raise
         except asyncio.CancelledError:
             # Aborted, or the process stopped (Ctrl-C in `lora register --run-here`): the queue
             # ends its job for good, so a row left `running` would hold its source busy forever.
             bound.warning("registration_interrupted")
-            await asyncio.shield(
-                self.db.run(
-                    registration.fail,
-                    job_id,
-                    "the registration was stopped before it finished; register the LoRA again",
-                )
-            )
+            await asyncio.shield(self._fail_interrupted(job_id))
             raise
         else:
             bound.info("registration_succeeded")
@@ -153,9 +147,17 @@ class RegistrationPipeline:
                 )
         raise RegistrationRefused("the style encoder kept changing while registering; register again")
 
-    async def _discard_rejected_file(self, job_id: uuid.UUID) -> None:
-        """A file refused for what it is (a pickle, not a LoRA, a base model no generator runs)
-        leaves the LoRA store, unless a LoRA is this file or another job is working on it: refused
+    async def _fail_interrupted(self, job_id: uuid.UUID) -> None:
+        await self.db.run(
+            registration.fail,
+            job_id,
+            "the registration was stopped before it finished; register the LoRA again",
+        )
+        await self._discard_file(job_id)
+
+    async def _discard_file(self, job_id: uuid.UUID) -> None:
+        """A failed job's file leaves the LoRA store, unless a LoRA is this file or another job
+        needs it: no later job reuses it (a new one downloads or stages again), and failed
         downloads of up to the size cap would otherwise fill the worker's disk."""
         job = await self.db.run(registration.get_job, job_id)
         if job is None or not job.file_sha256:

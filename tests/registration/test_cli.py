@@ -57,11 +57,9 @@ async def test_register_a_local_file_and_refuse_a_pickle(
     assert "Python pickles" in out
 
 
-async def test_a_file_refused_for_what_it_is_leaves_the_lora_store(
-    settings: Settings, tmp_path: Path
-) -> None:
+async def test_a_failed_jobs_file_leaves_the_lora_store(settings: Settings, tmp_path: Path) -> None:
     """A download is stored before it is validated; refused ones (up to the size cap each) would
-    otherwise fill the worker's disk. A file another live job works on stays."""
+    otherwise fill the worker's disk. A file another live job works on, or was staged for, stays."""
     import uuid
 
     import psycopg
@@ -114,6 +112,15 @@ async def test_a_file_refused_for_what_it_is_leaves_the_lora_store(
                     "UPDATE registration_jobs SET state = 'failed', finished_at = now() WHERE slug = 'other'"
                 )
             assert not (await refused("Two")).exists()
+            with psycopg.connect(url) as conn:  # a staged job no worker has taken: no file_sha256 yet
+                conn.execute(
+                    "INSERT INTO registration_jobs (id, source_url, metadata, slug, state)"
+                    " VALUES (%s, %s, '{}', 'queued-one', 'queued')",
+                    (uuid.uuid4(), STAGED_PREFIX + sha),
+                )
+            from db.registration import file_still_wanted
+
+            assert await runtime.db.run(file_still_wanted, sha, uuid.uuid4())
     finally:
         await runtime.close()
 
@@ -170,9 +177,27 @@ async def test_a_stopped_registration_fails_with_a_reason_and_frees_its_source(
                     "failed",
                     "the registration was stopped before it finished; register the LoRA again",
                 )
+            assert not staged.path.exists()  # no later job reuses a failed job's file
+            staged = stage_local_file(tiny_lora, settings.lora_dir, settings.registration_max_bytes)
             assert await registrations.submit(request, staged=True)  # the source is free again
             # The stopped job's generation thread goes on to its end (it needs the event loop).
             await asyncio.to_thread(pipeline.generation_lock.acquire)
             pipeline.generation_lock.release()
     finally:
         await runtime.close()
+
+
+async def test_run_here_ends_with_the_workers_error_when_the_worker_cannot_start(
+    settings: Settings, tmp_path: Path, tiny_models: TinyModels, tiny_lora: Path
+) -> None:
+    """Before, the command watched its queued job for good: nothing would ever take it."""
+    env = {
+        **worker_env(settings, tiny_models),
+        "FINDLORA_STYLE_ENCODER": str(tmp_path / "missing.safetensors"),
+    }
+    code, out = await findlora(
+        "lora", "register", str(tiny_lora), "--name", "Ink", "--base-model", "sd1", "--run-here", env=env
+    )
+    assert code == 1, out
+    assert "the worker in this process stopped" in out
+    assert "missing.safetensors" in out

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from inference_service.registration.fetch import (
     is_public_address,
     redact,
     stage_local_file,
+    sweep_partial_files,
 )
 from inference_service.registration.refusals import FetchRefused
 from tests.helpers.https import LocalServer, body, https_server, redirect
@@ -183,6 +186,19 @@ def test_stage_local_file(tmp_path: Path) -> None:
     pickle.write_bytes(b"\x80\x04")
     with pytest.raises(FetchRefused, match="pickles"):
         stage_local_file(pickle, tmp_path / "staged", max_bytes=1000)
+    assert leftovers(tmp_path / "staged") == [staged.path.name]
+
+
+def test_half_written_files_older_than_a_download_are_swept(tmp_path: Path) -> None:
+    store = tmp_path / "loras"
+    store.mkdir()
+    for name in (".download-old", ".stage-old", ".download-new", "abc.safetensors"):
+        (store / name).write_bytes(b"x")
+    hour_ago = time.time() - 3600
+    for name in (".download-old", ".stage-old", "abc.safetensors"):
+        os.utime(store / name, (hour_ago, hour_ago))
+    assert sweep_partial_files(store, older_than_s=600) == 2
+    assert leftovers(store) == [".download-new", "abc.safetensors"]
 
 
 # Each transition range, embedding 127.0.0.1 (Teredo's client address is stored inverted).
