@@ -43,7 +43,10 @@ class Settings(BaseSettings):
         24.0, gt=0, description="A search can be paged this long, then it is deleted (fractions allowed)."
     )
     search_ef_search: int = Field(
-        800, description="HNSW ef_search of the centroid walk (two-stage search); 400 missed families at 100k"
+        800,
+        ge=1,
+        le=1000,  # pgvector's hnsw.ef_search range: a larger value fails every search that walks it
+        description="HNSW ef_search of the centroid walk (two-stage search); 400 missed families at 100k",
     )
     search_memory_ef_search: int = Field(
         800,
@@ -162,9 +165,11 @@ class Settings(BaseSettings):
     caption_max_tokens: int = 30
     rkme_gamma: float = Field(1.0, description="RBF kernel width γ of the RKME score.")
     fusion_alpha: float = Field(
-        0.5, description="Fused = α·n(d_avg) + (1−α)·n(RKME); tuned on the bench validation split."
+        0.5, ge=0, le=1, description="Fused = α·n(d_avg) + (1−α)·n(RKME); tuned on the bench validation split."
     )
-    fusion_normalisation: str = Field("rank", description="rank | robust_z (picked by benchmark).")
+    fusion_normalisation: Literal["rank", "robust_z"] = Field(
+        "rank", description="rank | robust_z (picked by benchmark)."
+    )
     gmi_exact_below: int = Field(
         20_000,
         ge=0,

@@ -283,11 +283,9 @@ async def _spec_search(
     keep: bool,
     build_memory: str,
 ) -> dict[str, Any]:
-    from typing import cast
 
     from db.embedded import database_url
     from inference_service.config import Settings
-    from inference_service.scoring.fusion import Normalisation
     from lab.bench.spec_catalog import SpecShape
     from lab.bench.spec_search import run_spec_search_bench
 
@@ -303,7 +301,7 @@ async def _spec_search(
             ef_search=ef_search,
             gamma=settings.rkme_gamma,
             alpha=settings.fusion_alpha,
-            normalisation=cast(Normalisation, settings.fusion_normalisation),
+            normalisation=settings.fusion_normalisation,
             seed=seed,
             keep=keep,
             maintenance_work_mem=build_memory,

@@ -1,7 +1,12 @@
 """Fusion of d_avg with the (weighted) RKME score (docs/design.md 5, "Fusion").
 
-A candidate lacking one branch keeps the other branch's normalised value: normalised scores of
-both branches share one scale, so it still ranks.
+Both normalisations centre a branch on a neutral value whatever its size (mid-ranks on 0.5,
+robust z-scores on 0). A branch that scored only some of the candidates (a catalog whose specs
+are partly imported) knows a member's place among those, not among all: with the others equally
+likely above or below it, its expected place is the neutral value moved towards its own by the
+share of candidates the branch scored, and a candidate the branch did not score gets the neutral
+value. Copying the other branch's value instead ranked a sole spec holder with the best d_avg of
+100 candidates 50th, its RKME rank among one being the worst possible.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import numpy as np
 
 Normalisation = Literal["rank", "robust_z"]
 NORMALISATIONS: tuple[Normalisation, ...] = ("rank", "robust_z")
+# The centre of each normalised scale: what a branch that has not scored a candidate gives it.
+NEUTRAL: dict[Normalisation, float] = {"rank": 0.5, "robust_z": 0.0}
 
 
 def normalise(scores: Mapping[int, float], method: Normalisation) -> dict[int, float]:
@@ -21,14 +28,11 @@ def normalise(scores: Mapping[int, float], method: Normalisation) -> dict[int, f
     keys = list(scores)
     values = np.array([scores[k] for k in keys], dtype=np.float64)
     if method == "rank":
-        # Average ranks for ties, scaled by n: the same value always gets the same score.
-        order = values.argsort(kind="stable")
-        ranks = np.empty(len(values))
-        ranks[order] = np.arange(1, len(values) + 1)
-        for value in np.unique(values):
-            tied = values == value
-            ranks[tied] = ranks[tied].mean()
-        normalised = ranks / len(values)
+        # Mid-ranks (rank − 0.5) / n, ties sharing their average rank: the same value always gets
+        # the same score. O(n log n): the exact ranking passes every LoRA of the catalog.
+        _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+        first = np.cumsum(counts) - counts  # ranks of each distinct value start after these
+        normalised = (first + (counts + 1) / 2 - 0.5)[inverse] / len(values)
     elif method == "robust_z":
         median = np.median(values)
         mad = 1.4826 * np.median(np.abs(values - median))
@@ -48,20 +52,24 @@ def fuse(
 ) -> dict[int, float]:
     """Fused score for every candidate in either branch (lower is better).
 
-    alpha = 1 is d_avg alone, alpha = 0 is RKME alone. With one branch empty, the other
-    branch's normalised score is returned unchanged.
+    alpha = 1 is d_avg alone, alpha = 0 is RKME alone. A branch that scored some candidates only
+    is shrunk towards its neutral value by the share it scored (see above); with one branch empty,
+    the other branch's normalised score is returned unchanged (the same order, on its own scale).
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError("alpha must be in [0, 1]")
     nd = normalise(style_distance, method)
     nr = normalise(rkme, method)
-    fused: dict[int, float] = {}
-    for key in nd.keys() | nr.keys():
-        if key in nd and key in nr:
-            fused[key] = alpha * nd[key] + (1.0 - alpha) * nr[key]
-        else:
-            fused[key] = nd[key] if key in nd else nr[key]
-    return fused
+    if not nd or not nr:
+        return nd or nr
+    keys = nd.keys() | nr.keys()
+    neutral = NEUTRAL[method]
+    d_share, r_share = len(nd) / len(keys), len(nr) / len(keys)
+
+    def place(scores: dict[int, float], share: float, key: int) -> float:
+        return neutral + share * (scores[key] - neutral) if key in scores else neutral
+
+    return {key: alpha * place(nd, d_share, key) + (1.0 - alpha) * place(nr, r_share, key) for key in keys}
 
 
 def rank_fused(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
@@ -15,7 +15,7 @@ from db import ranking
 from db.database import Database
 from db.encoders import Guard
 from inference_service.config import Settings
-from inference_service.scoring.fusion import Normalisation, rank_fused
+from inference_service.scoring.fusion import rank_fused
 from inference_service.search import SearchQuery
 from inference_service.search.centroids import TwoStageOptions, rank_d_avg
 
@@ -66,7 +66,8 @@ class FusedSearch:
 
         gmi_scores = self.gmi.score(query.images, query.prompt, None, query.filters)
         distances, gmi = await asyncio.gather(style(), gmi_scores)
-        return self._fused(gmi.pseudo_prompt, dict(distances), gmi.scores, limit)
+        # Normalising every LoRA's scores takes a while on a large catalog: off the event loop.
+        return await asyncio.to_thread(self._fused, gmi.pseudo_prompt, dict(distances), gmi.scores, limit)
 
     async def _union(
         self, query: SearchQuery, embeddings: np.ndarray, limit: int, guard: Guard | None
@@ -121,8 +122,7 @@ class FusedSearch:
             return FusedRanking(
                 pseudo_prompt, [{"lora_id": i, "style_distance": d, "score": d} for i, d in ranked], scored
             )
-        normalisation = cast(Normalisation, self.settings.fusion_normalisation)
-        fused = rank_fused(d_avg, rkme, self.settings.fusion_alpha, normalisation, limit)
+        fused = rank_fused(d_avg, rkme, self.settings.fusion_alpha, self.settings.fusion_normalisation, limit)
         # A LoRA without references has no d_avg: JSON null here, NaN on the wire.
         return FusedRanking(
             pseudo_prompt,
