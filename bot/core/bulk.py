@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 import structlog
 
+from bot.core.replies import friendly_error
 from findlora_client import FindLoraClient, ServiceCallError
 from findlora_client.bulk import (
     ALREADY_QUEUED,
@@ -31,6 +32,24 @@ NO_ENTRIES = (
     "The file lists no LoRAs: one https link per line, [[lora]] tables (TOML), or model versions (JSON)."
 )
 MAX_SUMMARY_CHARS = 1800  # Discord's message limit is 2000
+# Reasons whose message is about the entry itself (its link, its slug) and written for people:
+# shown as it is. Any other failure gets the bot's own line, never the service's internals
+# (an unreachable service's message names its address).
+_ABOUT_THE_ENTRY = frozenset(
+    {
+        Reason.INVALID_ARGUMENT,
+        Reason.NOT_FOUND,
+        Reason.FAILED_PRECONDITION,
+        Reason.ALREADY_EXISTS,
+        Reason.SLUG_TAKEN,
+        Reason.SOURCE_BUSY,
+        Reason.REGISTRATION_DISABLED,
+    }
+)
+
+
+def failure_reason(error: ServiceCallError) -> str:
+    return error.message if error.reason in _ABOUT_THE_ENTRY else friendly_error(error)
 
 
 def progress_line(summary: BulkSummary, total: int) -> str:
@@ -110,9 +129,9 @@ async def register_list(
         except ServiceCallError as error:
             if error.code == grpc.StatusCode.ALREADY_EXISTS and error.reason is not Reason.SLUG_TAKEN:
                 status = ALREADY_QUEUED if error.reason is Reason.SOURCE_BUSY else ALREADY_REGISTERED
-                summary.add(entry, status, reason=error.message)
+                summary.add(entry, status, reason=failure_reason(error))
             else:
-                summary.add(entry, FAILED, reason=error.message)
+                summary.add(entry, FAILED, reason=failure_reason(error))
         else:
             jobs.append((job_id, summary.add(entry, QUEUED, job_id=job_id)))
         await update(progress_line(summary, total))
@@ -131,7 +150,7 @@ async def _follow(client: FindLoraClient, job_id: str, outcome: Outcome) -> None
         async for event in client.watch_job(job_id):
             last = event
     except ServiceCallError as error:
-        outcome.status, outcome.reason = FAILED, f"lost track of job {job_id}: {error.message}"
+        outcome.status, outcome.reason = FAILED, f"lost track of job {job_id}: {failure_reason(error)}"
         return
     if last is not None and last.state == pb.JOB_STATE_SUCCEEDED:
         outcome.status, outcome.slug = REGISTERED, last.slug

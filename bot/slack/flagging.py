@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core import flags
@@ -24,14 +23,16 @@ from bot.slack.blocks import (
     review_text,
 )
 from bot.slack.identity import user_id_of, user_key
-from bot.slack.messages import Place, fetch_message, tell, upload_images
+from bot.slack.messages import WEB_ERRORS, Place, error_code, read_message, tell, upload_images
 from bot.slack.search import attachments
 from bot.slack.services import SlackServices
-from findlora_client import QueryImage, ServiceCallError
+from findlora_client import QueryImage, Reason, ServiceCallError
 from protos import findlora_pb2 as pb
 
 log = structlog.get_logger(__name__)
 ALREADY_SENT = "This report is already with the moderators; run /flaglookalike again for another one."
+ALREADY_REVIEWED = "This flag was already reviewed."
+CARD_NOT_UPDATED = "The decision is saved and the artist told, but I couldn't update the card."
 
 
 async def request_artwork(
@@ -61,8 +62,9 @@ class ReportThread:
 async def report_thread(
     web: AsyncWebClient, *, channel: str, thread_ts: str, team_id: str | None, user_id: str
 ) -> ReportThread | None:
-    """The report this person's DM thread belongs to; None for any other thread."""
-    parent = await fetch_message(web, channel, thread_ts) or {}
+    """The report this person's DM thread belongs to; None for any other thread. Raises
+    MessageUnreadable when the thread's first message could not be read: it may be a report."""
+    parent = await read_message(web, channel, thread_ts) or {}
     metadata = parent.get("metadata") or {}
     payload = metadata.get("event_payload") or {}
     if metadata.get("event_type") == FLAG_SENT_EVENT:
@@ -114,18 +116,26 @@ class ReportThreadReplies:
         await self.web.chat_postMessage(channel=self.place.channel, thread_ts=self.place.thread_ts, text=text)
 
     async def filed(self, flag: pb.Flag, artworks: list[QueryImage]) -> None:
-        # The report is filed: the thread stops accepting artwork for it.
-        await self.web.chat_update(
-            channel=self.place.channel,
-            ts=self.thread_ts,
-            text=f"Report about `{flag.slug}` sent (flag {flag.flag_id}).",
-            metadata={"event_type": FLAG_SENT_EVENT, "event_payload": {"flag_id": flag.flag_id}},
-        )
+        await self._close_thread(flag)
         posted = await post_review_card(self.services, self.web, flag, artworks)
         await self.say(f"{mrkdwn(flags.evidence_text(flag))}\n{flags.follow_up_text(posted)}")
         await upload_images(
             self.web, self.place, _sheet_upload(flag), "The LoRA's sample transfers nearest your artwork."
         )
+
+    async def _close_thread(self, flag: pb.Flag) -> None:
+        """The report is filed: the thread stops accepting artwork for it."""
+        try:
+            await self.web.chat_update(
+                channel=self.place.channel,
+                ts=self.thread_ts,
+                text=f"Report about `{flag.slug}` sent (flag {flag.flag_id}).",
+                metadata={"event_type": FLAG_SENT_EVENT, "event_payload": {"flag_id": flag.flag_id}},
+            )
+        except WEB_ERRORS as error:
+            # The flag is filed all the same: the card and the artist's answer must still go out
+            # (the service refuses a second report of the same LoRA by the same artist).
+            log.warning("report_thread_not_closed", flag_id=flag.flag_id, error=error_code(error))
 
 
 async def post_review_card(
@@ -137,8 +147,8 @@ async def post_review_card(
         return False
     try:
         card = await web.chat_postMessage(channel=channel, text=review_text(flag), blocks=review_blocks(flag))
-    except SlackApiError as error:
-        log.warning("review_card_failed", flag_id=flag.flag_id, error=error.response.get("error"))
+    except WEB_ERRORS as error:
+        log.warning("review_card_failed", flag_id=flag.flag_id, error=error_code(error))
         return False
     images = _sheet_upload(flag) + [
         {"file": art.data, "filename": flags.artwork_filename(i, art.content_type), "title": f"artwork {i}"}
@@ -174,11 +184,20 @@ async def review(
             flag_id, approve=approve, moderator=moderator, timeout=services.settings.call_timeout_s
         )
     except ServiceCallError as error:
-        await tell(web, place, user_id, friendly_error(error))
+        # Decided before: the service's words name the reviewer by an internal key.
+        already = error.reason is Reason.FAILED_PRECONDITION
+        await tell(web, place, user_id, ALREADY_REVIEWED if already else friendly_error(error))
         return
     log.info("flag_reviewed", flag_id=flag_id, decision=flags.status_label(flag), by=moderator)
-    await web.chat_update(channel=channel, ts=message_ts, text=review_text(flag), blocks=review_blocks(flag))
+    # The decision is stored: the artist hears of it whatever becomes of the card.
     await tell_artist(web, flag)
+    try:
+        await web.chat_update(
+            channel=channel, ts=message_ts, text=review_text(flag), blocks=review_blocks(flag)
+        )
+    except WEB_ERRORS as error:
+        log.warning("review_card_not_updated", flag_id=flag_id, error=error_code(error))
+        await tell(web, place, user_id, CARD_NOT_UPDATED)
 
 
 async def tell_artist(web: AsyncWebClient, flag: pb.Flag) -> None:
@@ -187,6 +206,6 @@ async def tell_artist(web: AsyncWebClient, flag: pb.Flag) -> None:
         return
     try:
         await web.chat_postMessage(channel=artist, text=mrkdwn(flags.outcome_text(flag)))
-    except SlackApiError as error:
+    except WEB_ERRORS as error:
         # The decision stands and is audited; the artist can ask a moderator.
-        log.info("artist_not_told", flag_id=flag.flag_id, error=error.response.get("error"))
+        log.info("artist_not_told", flag_id=flag.flag_id, error=error_code(error))

@@ -10,10 +10,10 @@ import httpx
 import structlog
 from aiohttp import web as aioweb
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack.app import create_app
 from bot.slack.config import SlackSettings
+from bot.slack.messages import web_client
 from bot.slack.services import SlackServices
 from findlora_client.credentials import connect
 
@@ -42,7 +42,7 @@ def create_services(settings: SlackSettings, bot_token: str) -> SlackServices:
 
 async def run_app(settings: SlackSettings, secrets: SlackSecrets) -> None:
     services = create_services(settings, secrets.bot_token)
-    web = AsyncWebClient(token=secrets.bot_token)
+    web = web_client(secrets.bot_token)
     log.info("slack_app_starting", mode=settings.mode, service=settings.service)
     try:
         if secrets.app_token is not None:

@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import structlog
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.attachments import ImageLimits
@@ -21,6 +20,7 @@ from bot.core.ratelimit import RateLimiter
 from bot.core.services import ChatServices
 from bot.slack.config import SlackSettings
 from bot.slack.identity import SLACK_FILE_HOSTS
+from bot.slack.messages import WEB_ERRORS, error_code
 from bot.slack.work import Background
 from findlora_client import FindLoraClient
 
@@ -45,17 +45,18 @@ class UserGroups:
         try:
             reply = await web.usergroups_users_list(usergroup=group_id)
             users = frozenset(str(u) for u in reply.get("users") or [])
-        except SlackApiError as error:
+        except WEB_ERRORS as error:
             # Fail closed: an unreadable group grants nobody anything.
-            log.warning("usergroup_unreadable", usergroup=group_id, error=error.response.get("error"))
+            log.warning("usergroup_unreadable", usergroup=group_id, error=error_code(error))
             return frozenset()
         self._members[group_id] = (now, users)
         return users
 
 
-class PagedOnce:
+class SeenOnce:
     """Keys seen once, the last `keep` of them: two presses of More (or More and a ➡️) arrive with
-    the same message, More button included, so the button alone cannot tell them apart."""
+    the same message, More button included, so the button alone cannot tell them apart; and Slack
+    redelivers an event it thinks was missed."""
 
     def __init__(self, keep: int = 10_000) -> None:
         self.keep = keep
@@ -80,7 +81,9 @@ class SlackServices(ChatServices[SlackSettings]):
     usergroups: UserGroups
     work: Background
     # Results messages whose next page this process has taken on (search.next_page).
-    paged: PagedOnce = field(default_factory=lambda: PagedOnce())
+    paged: SeenOnce = field(default_factory=lambda: SeenOnce())
+    # Mentions this process has searched, by (channel, ts): a redelivery is not searched again.
+    mentioned: SeenOnce = field(default_factory=lambda: SeenOnce())
 
     @classmethod
     def create(

@@ -1,7 +1,9 @@
 """Slack at the API edge, for real: a local Web API (aiohttp on 127.0.0.1) that records every call,
 keeps the messages it was sent so they can be read back, edited and reacted to, accepts
-files_upload_v2 uploads and serves private files only with the bot token; and requests to the
-app signed with a real signing secret, dispatched through AsyncApp like Slack's would be."""
+files_upload_v2 uploads, serves private files only with the bot token and records what is posted
+to response_urls; it can fail like Slack does (an error code, a 429 with Retry-After, a failed
+upload, a conversation the app is not a member of). And requests to the app signed with a real
+signing secret, dispatched through AsyncApp like Slack's would be."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ BOT_ID = "B0BOT"
 BOT_TOKEN = "xoxb-test-token"
 SIGNING_SECRET = "test-signing-secret-8f2c"
 FILES_HOST = "files.slack.com"
+UPLOAD = "upload"  # fail_once's name for the file upload itself (files_upload_v2's second step)
 _JSON_FIELDS = ("blocks", "metadata", "files", "view", "attachments")
 
 
@@ -45,7 +48,12 @@ class MockSlackApi:
     downloads: dict[str, bytes] = field(default_factory=dict)
     uploads: dict[str, bytes] = field(default_factory=dict)
     usergroups: dict[str, list[str]] = field(default_factory=dict)
+    # What was posted to a response_url (a shortcut's or a command's), in order.
+    responses: list[dict[str, Any]] = field(default_factory=list)
+    # Conversations the app is not a member of: every call naming one gets this error.
+    channel_errors: dict[str, str] = field(default_factory=dict)
     base_url: str = ""
+    _failures: dict[str, list[str | int]] = field(default_factory=dict)
     _ts: Any = field(default_factory=lambda: itertools.count(1))
     _runner: web.AppRunner | None = None
 
@@ -56,6 +64,7 @@ class MockSlackApi:
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_get("/files-pri/{path:.*}", self._download)
+        app.router.add_post("/respond/{name}", self._respond)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -70,6 +79,27 @@ class MockSlackApi:
     @property
     def port(self) -> int:
         return int(self.base_url.rsplit(":", 1)[1])
+
+    @property
+    def response_url(self) -> str:
+        return f"{self.base_url}/respond/hook"
+
+    # --- failures --------------------------------------------------------------------------
+
+    def fail_once(self, method: str, *errors: str | int) -> None:
+        """The next calls of `method` (or of UPLOAD) fail, one per error: a Slack error code
+        (HTTP 200, ok false) or an HTTP status (429 with Retry-After: 1, like Slack's limit)."""
+        self._failures.setdefault(method, []).extend(errors)
+
+    def _failure(self, method: str) -> web.Response | None:
+        queued = self._failures.get(method)
+        if not queued:
+            return None
+        error = queued.pop(0)
+        if isinstance(error, str):
+            return web.json_response({"ok": False, "error": error})
+        headers = {"Retry-After": "1"} if error == 429 else {}
+        return web.json_response({"ok": False, "error": "ratelimited"}, status=error, headers=headers)
 
     # --- what tests read -------------------------------------------------------------------
 
@@ -127,6 +157,12 @@ class MockSlackApi:
         if request.headers.get("Authorization") != f"Bearer {BOT_TOKEN}":
             return web.json_response({"ok": False, "error": "invalid_auth"})
         self.calls.append(Call(method, args))
+        failure = self._failure(method)
+        if failure is not None:
+            return failure
+        channel = str(args.get("channel") or args.get("channel_id") or "")
+        if channel in self.channel_errors:
+            return web.json_response({"ok": False, "error": self.channel_errors[channel]})
         handler: Callable[[dict[str, Any]], dict[str, Any]] | None = getattr(
             self, "_" + method.replace(".", "_"), None
         )
@@ -221,6 +257,9 @@ class MockSlackApi:
         return {"ok": True, "files": [{"id": f["id"], "title": f.get("title", "")} for f in args["files"]]}
 
     async def _upload(self, request: web.Request) -> web.Response:
+        failure = self._failure(UPLOAD)
+        if failure is not None:
+            return web.Response(status=failure.status, text="upload failed")
         self.uploads[request.match_info["file_id"]] = await request.read()
         return web.Response(text="OK - uploaded")
 
@@ -230,6 +269,10 @@ class MockSlackApi:
             return web.Response(status=302, headers={"Location": "https://slack.com/signin"})
         data = self.downloads.get(request.match_info["path"])
         return web.Response(body=data) if data is not None else web.Response(status=404)
+
+    async def _respond(self, request: web.Request) -> web.Response:
+        self.responses.append(await request.json())
+        return web.Response(text="ok")
 
 
 class FilesToMock(httpx.AsyncBaseTransport):
@@ -256,6 +299,7 @@ class SignedSender:
 
     app: AsyncApp
     secret: str = SIGNING_SECRET
+    response_url: str = "https://hooks.slack.com/commands/unused"
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     async def send(self, body: str, content_type: str, *, secret: str | None = None) -> BoltResponse:
@@ -298,12 +342,14 @@ class SignedSender:
             "user_id": user,
             "channel_id": channel,
             "trigger_id": f"trig.{next(self._ids)}",
-            "response_url": "https://hooks.slack.com/commands/unused",
+            "response_url": self.response_url,
         }
         return await self.send(urllib.parse.urlencode(fields), "application/x-www-form-urlencoded")
 
 
 # --- payload builders (the fields Slack sends that the app reads) ------------------------------
+
+_mention_ts = itertools.count(1)
 
 
 def mention(channel: str, user: str, files: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -312,7 +358,8 @@ def mention(channel: str, user: str, files: list[dict[str, Any]], **extra: Any) 
         "user": user,
         "channel": channel,
         "text": f"<@{BOT_USER}> which LoRA?",
-        "ts": extra.pop("ts", f"1699999999.{len(files):06d}"),
+        # Every message has its own ts (the app searches each mention once).
+        "ts": extra.pop("ts", f"1699999998.{next(_mention_ts):06d}"),
         "files": files,
         **extra,
     }
@@ -357,4 +404,18 @@ def view_submission(callback_id: str, user: str, values: Mapping[str, str]) -> d
         "type": "view_submission",
         "user": {"id": user},
         "view": {"id": "V1", "type": "modal", "callback_id": callback_id, "state": {"values": state}},
+    }
+
+
+def message_shortcut(
+    callback_id: str, user: str, channel: str, message: Mapping[str, Any], response_url: str
+) -> dict[str, Any]:
+    return {
+        "type": "message_action",
+        "callback_id": callback_id,
+        "trigger_id": "trig.shortcut",
+        "user": {"id": user},
+        "channel": {"id": channel},
+        "message": dict(message),
+        "response_url": response_url,
     }

@@ -11,7 +11,9 @@ import psycopg
 import pytest
 
 from bot.core.bulk import register_list
+from bot.core.replies import SERVICE_DOWN
 from db.clients import Role
+from findlora_client import FindLoraClient
 from findlora_client.bulk import ALREADY_QUEUED, ALREADY_REGISTERED, FAILED, REGISTERED
 from inference_service.config import Settings
 from inference_service.registration.jobs import run_worker
@@ -90,3 +92,18 @@ async def test_a_list_is_queued_followed_summarised_and_a_rerun_skips(
         again = await asyncio.wait_for(flow, 120)
         assert [o.status for o in again.outcomes] == [ALREADY_REGISTERED] * 3 + [FAILED]
         assert job_count(url) == 5
+
+
+async def test_an_unreachable_service_is_said_plainly_not_by_its_address() -> None:
+    shown: list[str] = []
+
+    async def show(message: str) -> None:
+        shown.append(message)
+
+    async with FindLoraClient("127.0.0.1:1", timeout=5) as client:
+        text = "https://example.org/ink.safetensors\n"
+        summary = await register_list(client, "mod#1", text, "list.txt", show, timeout=5)
+    [outcome] = summary.outcomes
+    assert (outcome.status, outcome.reason) == (FAILED, SERVICE_DOWN)
+    assert "127.0.0.1" not in shown[-1]
+    assert SERVICE_DOWN in shown[-1]

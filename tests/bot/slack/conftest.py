@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack.app import create_app
 from bot.slack.config import SlackSettings
+from bot.slack.messages import web_client
 from bot.slack.services import SlackServices
 from db.clients import Role
 from findlora_client.credentials import connect
@@ -59,14 +59,16 @@ class SlackHarness:
         return SlackSettings(**values)
 
     def start(self, role: Role = Role.MODERATE, **overrides: Any) -> tuple[SignedSender, SlackServices]:
-        """A fresh app process (two of them = a restart) talking to the mock Web API."""
+        """A fresh app process (two of them = a restart) talking to the mock Web API, with the
+        production Web API client (its retries included)."""
         settings = self.settings(role, **overrides)
-        web = AsyncWebClient(token=BOT_TOKEN, base_url=f"{self.api.base_url}/api/")
+        web = web_client(BOT_TOKEN, base_url=f"{self.api.base_url}/api/")
         http = httpx.AsyncClient(transport=FilesToMock(self.api.port), follow_redirects=False)
         client = connect(settings, settings.service, timeout=settings.call_timeout_s)
         services = SlackServices.create(settings, client, http, BOT_TOKEN)
         self.apps.append(services)
-        return SignedSender(create_app(services, web, signing_secret=SIGNING_SECRET)), services
+        app = create_app(services, web, signing_secret=SIGNING_SECRET)
+        return SignedSender(app, response_url=self.api.response_url), services
 
     def style_file(self, slug: str, name: str | None = None) -> dict[str, Any]:
         return self.api.share_file(name or f"{slug}.png", self.served.reference_bytes(slug))

@@ -13,7 +13,14 @@ from bot.slack.blocks import ACTION_MORE, REF_BLOCK, ref_text
 from bot.slack.listeners.shortcuts.find_lora import FIND_LORA
 from bot.slack.search import reaction_kind
 from tests.bot.slack.conftest import CHANNEL, NSFW_CHANNEL, USER, SlackHarness
-from tests.helpers.slack_fakes import BOT_USER, SIGNING_SECRET, button, mention, reaction
+from tests.helpers.slack_fakes import (
+    BOT_USER,
+    SIGNING_SECRET,
+    button,
+    mention,
+    message_shortcut,
+    reaction,
+)
 
 pytestmark = pytest.mark.db
 
@@ -74,6 +81,18 @@ async def test_mention_with_an_image_answers_in_its_thread(harness: SlackHarness
     assert all(harness.api.uploads[f["id"]][:4] == b"RIFF" for f in complete["files"])  # WebP sheets
 
 
+async def test_an_edited_or_redelivered_mention_is_searched_once(harness: SlackHarness) -> None:
+    sender, services = harness.start()
+    event = mention(CHANNEL, USER, [harness.style_file("style-03")], ts="1699999999.000400")
+    await sender.event(event)
+    await sender.event(event)  # Slack redelivers an event it thinks was missed
+    # Editing the message sends app_mention again: same ts, same files.
+    await sender.event({**event, "edited": {"user": USER, "ts": "1699999999.000500"}})
+    await services.work.drain()
+    assert len(results(harness.api, CHANNEL)) == 1
+    assert ephemeral_texts(harness.api, USER) == []
+
+
 async def test_a_badly_signed_request_is_refused(harness: SlackHarness) -> None:
     sender, services = harness.start()
     event = mention(CHANNEL, USER, [harness.style_file("style-03")])
@@ -100,15 +119,7 @@ async def test_message_shortcut_acks_first_then_answers_in_the_thread(harness: S
         files=[harness.style_file("style-07")],
         thread_ts="1699990000.000001",
     )
-    payload = {
-        "type": "message_action",
-        "callback_id": FIND_LORA,
-        "trigger_id": "trig.1",
-        "user": {"id": USER},
-        "channel": {"id": CHANNEL},
-        "message": original,
-        "response_url": "https://hooks.slack.com/actions/unused",
-    }
+    payload = message_shortcut(FIND_LORA, USER, CHANNEL, original, harness.api.response_url)
     response = await sender.interactive(payload)
     assert response.status == 200
     assert services.work.busy  # the search runs after the acknowledgement

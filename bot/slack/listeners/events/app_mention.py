@@ -12,10 +12,19 @@ from bot.slack.search import search_files
 from bot.slack.services import services_of
 
 
+def is_edit(event: dict[str, Any]) -> bool:
+    """Editing a message that mentions the app sends app_mention again (same ts, same files)."""
+    return bool(event.get("edited")) or event.get("subtype") == "message_changed"
+
+
 async def app_mention(event: dict[str, Any], context: AsyncBoltContext, client: AsyncWebClient) -> None:
     # Events are acknowledged by bolt before this runs; the search itself goes to the background.
     services = services_of(context)
-    place = Place(str(event["channel"]), str(event.get("thread_ts") or event["ts"]))
+    channel, ts = str(event["channel"]), str(event["ts"])
+    # Each mention is searched once: not again when it is edited, nor when Slack redelivers it.
+    if is_edit(event) or not services.mentioned.claim((channel, ts)):
+        return
+    place = Place(channel, str(event.get("thread_ts") or ts))
     services.work.spawn(
         search_files(
             services,

@@ -3,16 +3,21 @@ LoRAs to register (moderators; .txt, .toml or .json), otherwise a search like a 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.core.attachments import is_probably_image
 from bot.slack.flagging import report_thread, submit_flag
-from bot.slack.messages import Place
+from bot.slack.identity import file_info
+from bot.slack.messages import MessageUnreadable, Place, tell
 from bot.slack.registration import list_files, register_files
 from bot.slack.search import search_files
 from bot.slack.services import SlackServices, services_of
+
+THREAD_UNREADABLE = "I couldn't read this thread just now; please send the images again in a minute."
 
 
 async def direct_message(event: dict[str, Any], context: AsyncBoltContext, client: AsyncWebClient) -> None:
@@ -32,10 +37,16 @@ async def _handle(
 ) -> None:
     channel, user_id = str(event["channel"]), str(event.get("user") or "")
     thread_ts = event.get("thread_ts")
+    place = Place(channel, str(thread_ts or event["ts"]))
     if thread_ts:
-        request = await report_thread(
-            web, channel=channel, thread_ts=str(thread_ts), team_id=team_id, user_id=user_id
-        )
+        try:
+            request = await report_thread(
+                web, channel=channel, thread_ts=str(thread_ts), team_id=team_id, user_id=user_id
+            )
+        except MessageUnreadable:
+            # It may be a report's thread: artwork must not turn into a search.
+            await tell(web, place, user_id, THREAD_UNREADABLE)
+            return
         if request is not None:
             await submit_flag(
                 services,
@@ -48,9 +59,17 @@ async def _handle(
                 user_id=user_id,
             )
             return
-    place = Place(channel, str(thread_ts or event["ts"]))
-    lists = list_files(event["files"])
-    if lists:
+    files: Sequence[Mapping[str, Any]] = event["files"]
+    lists = list_files(files)
+    others = [file for file in files if file not in lists]
+    if lists and (not others or (not _any_image(others) and await services.is_moderator(web, user_id))):
         await register_files(services, web, files=lists, place=place, team_id=team_id, user_id=user_id)
         return
-    await search_files(services, web, team_id=team_id, user_id=user_id, files=event["files"], place=place)
+    # Images with notes beside them (notes.txt) are a search, whoever sends them.
+    await search_files(services, web, team_id=team_id, user_id=user_id, files=others, place=place)
+
+
+def _any_image(files: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether any file looks like an image; one without a link (shared from elsewhere) may be."""
+    infos = [file_info(file) for file in files]
+    return any(info is None or is_probably_image(info) for info in infos)

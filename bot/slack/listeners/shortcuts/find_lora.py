@@ -6,6 +6,7 @@ from typing import Any
 
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack.messages import Place
@@ -16,7 +17,11 @@ FIND_LORA = "find_lora"
 
 
 async def find_lora(
-    ack: AsyncAck, shortcut: dict[str, Any], context: AsyncBoltContext, client: AsyncWebClient
+    ack: AsyncAck,
+    shortcut: dict[str, Any],
+    context: AsyncBoltContext,
+    client: AsyncWebClient,
+    respond: AsyncRespond,
 ) -> None:
     await ack()
     services = services_of(context)
@@ -30,6 +35,8 @@ async def find_lora(
             user_id=str(shortcut["user"]["id"]),
             files=message.get("files") or [],
             place=place,
+            # The shortcut works in any conversation, also where the app is not a member.
+            respond=respond,
         ),
         "search",
     )
