@@ -82,8 +82,8 @@ class SlackServices(ChatServices[SlackSettings]):
     work: Background
     # Results messages whose next page this process has taken on (search.next_page).
     paged: SeenOnce = field(default_factory=lambda: SeenOnce())
-    # Mentions this process has searched, by (channel, ts): a redelivery is not searched again.
-    mentioned: SeenOnce = field(default_factory=lambda: SeenOnce())
+    # Mentions and DMs this process has taken on, by (channel, ts): a redelivery is not again.
+    handled: SeenOnce = field(default_factory=lambda: SeenOnce())
 
     @classmethod
     def create(

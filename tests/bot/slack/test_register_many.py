@@ -35,21 +35,25 @@ async def send_list(harness: SlackHarness, user: str) -> str:
     )
 
 
-async def send_files(harness: SlackHarness, user: str, files: list[dict[str, Any]]) -> str:
-    """Files sent to the app's DM in one message; returns its ts (the thread of the answers)."""
+async def send_files(
+    harness: SlackHarness, user: str, files: list[dict[str, Any]], deliveries: int = 1
+) -> str:
+    """Files sent to the app's DM in one message (delivered by Slack `deliveries` times); returns
+    its ts (the thread of the answers)."""
     sender, services = harness.start()
     ts = harness.api.next_ts()
-    await sender.event(
-        {
-            "type": "message",
-            "subtype": "file_share",
-            "channel_type": "im",
-            "channel": dm(user),
-            "user": user,
-            "ts": ts,
-            "files": files,
-        }
-    )
+    for _ in range(deliveries):
+        await sender.event(
+            {
+                "type": "message",
+                "subtype": "file_share",
+                "channel_type": "im",
+                "channel": dm(user),
+                "user": user,
+                "ts": ts,
+                "files": files,
+            }
+        )
     await services.work.drain()
     return ts
 
@@ -74,3 +78,13 @@ async def test_an_image_with_notes_is_a_search_for_anyone(harness: SlackHarness)
     assert [m["text"] for m in replies if m["text"] == NOT_A_MODERATOR] == []
     [page] = [m for m in replies if ref_text(m.get("blocks") or [])]
     assert "|Style 3>" in page["blocks"][2]["text"]["text"]
+
+
+async def test_a_redelivered_dm_is_handled_once(harness: SlackHarness) -> None:
+    thread = await send_files(harness, USER, [harness.style_file("style-03")], deliveries=2)
+    pages = [
+        m
+        for m in harness.api.posted(dm(USER))
+        if m.get("thread_ts") == thread and ref_text(m.get("blocks") or [])
+    ]
+    assert len(pages) == 1

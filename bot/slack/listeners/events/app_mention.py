@@ -22,7 +22,7 @@ async def app_mention(event: dict[str, Any], context: AsyncBoltContext, client: 
     services = services_of(context)
     channel, ts = str(event["channel"]), str(event["ts"])
     # Each mention is searched once: not again when it is edited, nor when Slack redelivers it.
-    if is_edit(event) or not services.mentioned.claim((channel, ts)):
+    if is_edit(event) or not services.handled.claim((channel, ts)):
         return
     place = Place(channel, str(event.get("thread_ts") or ts))
     services.work.spawn(

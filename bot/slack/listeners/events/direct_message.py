@@ -29,6 +29,8 @@ async def direct_message(event: dict[str, Any], context: AsyncBoltContext, clien
     ):
         return
     services = services_of(context)
+    if not services.handled.claim((str(event["channel"]), str(event["ts"]))):
+        return  # Slack redelivered it: artwork would be filed, or a list registered, twice
     services.work.spawn(_handle(services, client, event, context.team_id), "direct-message")
 
 
