@@ -244,9 +244,14 @@ class RegistrationPipeline:
             reused = f"; {done} reused from the interrupted attempt" if done else ""
             await self._report(job, "generate", done / total, f"loading the {base_model} pipeline{reused}")
             loop = asyncio.get_running_loop()
+            # Set when the job is stopped: a thread cannot be cancelled, and left alone it went on
+            # generating (and holding the pipelines) for a job that had already failed.
+            stopped = threading.Event()
 
             def record(kind: str, item: str, image: Image.Image) -> None:
                 nonlocal done
+                if stopped.is_set():
+                    return
                 key = self.blobs.put(png_bytes(image), ".png")
                 asyncio.run_coroutine_threadsafe(
                     self.db.run(registration.add_artifact, job.id, kind, item, key), loop
@@ -261,15 +266,25 @@ class RegistrationPipeline:
                 # One LoRA at a time in the shared pipelines: a second job's LoRA would take the
                 # same adapter slot, be refused, and unload the first one's mid-generation.
                 with self.generation_lock:
+                    if stopped.is_set():
+                        return
                     generator = self.generators(base_model)
                     with generator.lora(path):
                         for sample_id in todo_refs:
+                            if stopped.is_set():
+                                return
                             sample = load_image_file(self.blobs.path(samples[sample_id]))
                             record("reference", sample_id, generator.reference(sample_id, sample))
                         for key in todo_spec:
+                            if stopped.is_set():
+                                return
                             record("spec", key, generator.spec(key, spec_items[key]))
 
-            await asyncio.to_thread(work)
+            try:
+                await asyncio.to_thread(work)
+            except asyncio.CancelledError:
+                stopped.set()  # the thread ends after the image in progress, recording nothing more
+                raise
         refs = await self.db.run(registration.artifacts, job.id, "reference")
         spec_keys = await self.db.run(registration.artifacts, job.id, "spec")
         spec = await self._spec_features(

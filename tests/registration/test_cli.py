@@ -149,9 +149,13 @@ async def test_a_stopped_registration_fails_with_a_reason_and_frees_its_source(
             write_catalog(tmp_path / "catalog", 4, 3), runtime.db, runtime.blobs, runtime.embedder
         )
         generator = TransferGenerator.load(GenerationParams.from_settings(settings, "sd1"), device="cpu")
-        pipeline = RegistrationPipeline(
-            settings, runtime.db, runtime.blobs, runtime.encoders, lambda family: generator
-        )
+        loaded: list[str] = []  # families the pipeline took the generator for
+
+        def generators(family: str) -> TransferGenerator:
+            loaded.append(family)
+            return generator
+
+        pipeline = RegistrationPipeline(settings, runtime.db, runtime.blobs, runtime.encoders, generators)
         async with queue.open_async():
             registrations = Registrations(runtime.db, queue, settings)
             staged = stage_local_file(tiny_lora, settings.lora_dir, settings.registration_max_bytes)
@@ -180,9 +184,15 @@ async def test_a_stopped_registration_fails_with_a_reason_and_frees_its_source(
             assert not staged.path.exists()  # no later job reuses a failed job's file
             staged = stage_local_file(tiny_lora, settings.lora_dir, settings.registration_max_bytes)
             assert await registrations.submit(request, staged=True)  # the source is free again
-            # The stopped job's generation thread goes on to its end (it needs the event loop).
-            await asyncio.to_thread(pipeline.generation_lock.acquire)
+            # The stopped job's generation thread, waiting on the pipelines, ends once it has
+            # them: it generates nothing for a job that has failed.
+            await asyncio.sleep(0.5)
+            assert pipeline.generation_lock.acquire(timeout=5)
             pipeline.generation_lock.release()
+            assert loaded == []
+            with psycopg.connect(url) as conn:
+                row = conn.execute("SELECT count(*) FROM registration_artifacts WHERE job_id = %s", (job_id,))
+                assert row.fetchone() == (0,)
     finally:
         await runtime.close()
 
