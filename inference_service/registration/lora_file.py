@@ -77,14 +77,14 @@ class LoraInfo:
         return {key: list(v) if isinstance(v, tuple) else v for key, v in values.items()}
 
 
-def _not_safetensors(path: Path, head: bytes, problem: str) -> LoraFileRejected:
+def _not_safetensors(path: Path, head: bytes, problem: str, *, may_be_text: bool = True) -> LoraFileRejected:
     """The refusal for a header that cannot be one. Named a pickle or zip checkpoint only then: the
     first byte of a valid header's length is 0x80, a pickle's first byte, in 1 file of 32."""
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
         return LoraFileRejected(
             f"{path.name} is a pickle/zip checkpoint, not safetensors. {PICKLE_EXPLANATION}"
         )
-    if all(32 <= byte < 127 or byte in b"\t\n\r" for byte in head):  # a length of 1 MiB has zeros
+    if may_be_text and all(32 <= byte < 127 or byte in b"\t\n\r" for byte in head):  # 1 MiB has zeros
         return LoraFileRejected(
             f"{path.name} is text (a web page or an error message?), not a safetensors file"
         )
@@ -102,7 +102,12 @@ def read_header(
     with path.open("rb") as handle:
         head = handle.read(8)
         if len(head) < 8:
-            raise LoraFileRejected(f"{path.name} is too short to be a safetensors file ({size} bytes)")
+            raise _not_safetensors(
+                path,
+                head,
+                f"{path.name} is too short to be a safetensors file ({size} bytes)",
+                may_be_text=False,
+            )
         length = int.from_bytes(head, "little")
         if length > max_header_bytes:
             raise _not_safetensors(
