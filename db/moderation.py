@@ -115,6 +115,10 @@ async def evidence_for(
     return None if row is None else FlagEvidenceRow(float(row[0]), int(row[1]), int(row[2]))
 
 
+class LoraNotFlaggable(Exception):
+    """The LoRA is no longer active (taken down or hidden while the artwork was compared)."""
+
+
 async def insert_flag(
     conn: Connection,
     *,
@@ -129,7 +133,10 @@ async def insert_flag(
     the check and the insert one step for concurrent reports."""
     flag_id = uuid.uuid4()
     async with conn.transaction():
-        await conn.execute("SELECT 1 FROM loras WHERE id = %s FOR NO KEY UPDATE", (lora_id,))
+        cur = await conn.execute("SELECT status, slug FROM loras WHERE id = %s FOR NO KEY UPDATE", (lora_id,))
+        locked = await cur.fetchone()
+        if locked is None or str(locked[0]) != "active":  # taken down or hidden since it was looked up
+            raise LoraNotFlaggable(lora_id)
         cur = await conn.execute(
             "SELECT id FROM flags WHERE lora_id = %s AND reporter = %s AND status = 'open'",
             (lora_id, reporter),
@@ -188,14 +195,16 @@ async def decide_flag(
             return await get_flag(conn, flag_id), False
         lora_id = int(row[0])
         details = {"flag_id": str(flag_id), "reason": reason}
-        if status == "approved":
-            cur = await conn.execute(
-                "UPDATE loras SET status = 'taken_down', updated_at = now() WHERE id = %s RETURNING slug",
-                (lora_id,),
+        cur = await conn.execute("SELECT status, slug FROM loras WHERE id = %s FOR NO KEY UPDATE", (lora_id,))
+        lora_row = await cur.fetchone()
+        assert lora_row is not None
+        previous, slug = str(lora_row[0]), str(lora_row[1])
+        if status == "approved" and previous != "taken_down":
+            await conn.execute(
+                "UPDATE loras SET status = 'taken_down', updated_at = now() WHERE id = %s", (lora_id,)
             )
-        else:
-            cur = await conn.execute("SELECT slug FROM loras WHERE id = %s", (lora_id,))
-        slug_row = await cur.fetchone()
-        assert slug_row is not None
-        await audit(conn, moderator, f"flag_{status}", str(slug_row[0]), details, client=client)
+            # The same row as a direct takedown: whoever follows lora_taken_down sees this one too.
+            takedown = {**details, "from": previous, "to": "taken_down"}
+            await audit(conn, moderator, "lora_taken_down", slug, takedown, client=client)
+        await audit(conn, moderator, f"flag_{status}", slug, details, client=client)
         return await get_flag(conn, flag_id), True

@@ -165,7 +165,10 @@ class Settings(BaseSettings):
     caption_max_tokens: int = 30
     rkme_gamma: float = Field(1.0, description="RBF kernel width γ of the RKME score.")
     fusion_alpha: float = Field(
-        0.5, ge=0, le=1, description="Fused = α·n(d_avg) + (1−α)·n(RKME); tuned on the bench validation split."
+        0.5,
+        ge=0,
+        le=1,
+        description="Fused = α·n(d_avg) + (1−α)·n(RKME); tuned on the bench validation split.",
     )
     fusion_normalisation: Literal["rank", "robust_z"] = Field(
         "rank", description="rank | robust_z (picked by benchmark)."

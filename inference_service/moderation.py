@@ -102,8 +102,10 @@ class Moderation:
         if len(note) > MAX_NOTE_CHARS:
             raise InvalidArgument(f"the note is longer than {MAX_NOTE_CHARS} characters")
         lora = await self.resolve_lora(ref)
-        if lora.status == "taken_down":
-            raise FailedPrecondition(f"{lora.slug} has already been taken down")
+        if lora.status != "active":
+            # As if it did not exist: a hidden or taken-down LoRA's name, slug and references are
+            # not for the caller (and an id loop would list them all).
+            raise NotFound(f"no LoRA matches {ref.strip()!r}")
         for _ in range(3):  # an activation between embedding and comparing: embed again
             try:
                 embedder = await self.encoders.current()
@@ -150,6 +152,8 @@ class Moderation:
         )
         try:
             return await self.db.run(insert)
+        except moderation.LoraNotFlaggable:
+            raise NotFound(f"no LoRA matches {ref.strip()!r}") from None
         except moderation.FlagAlreadyOpen as exc:
             raise AlreadyExists(
                 f"you have already reported {lora.slug} (flag {exc.flag_id}); the moderators will "

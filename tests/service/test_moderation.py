@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from db import moderation, searches
+from db import catalog, moderation, searches
 from db.clients import Role
 from db.database import Database
 from findlora_client import FindLoraClient, QueryImage, ServiceCallError
@@ -139,7 +139,34 @@ async def test_flag_evidence_review_and_takedown(
     assert await client.list_flags(pb.FLAG_STATUS_OPEN) == []
 
     actions = [(e.actor, e.action, e.client) for e in await db.run(moderation.audit_entries, "style-03")]
-    assert actions == [("artist", "flag_lookalike", "test-admin"), ("mod", "flag_approved", "test-admin")]
+    assert actions == [
+        ("artist", "flag_lookalike", "test-admin"),
+        ("mod", "lora_taken_down", "test-admin"),  # as a direct takedown is audited
+        ("mod", "flag_approved", "test-admin"),
+    ]
+    [takedown] = [
+        e for e in await db.run(moderation.audit_entries, "style-03") if e.action == "lora_taken_down"
+    ]
+    assert (takedown.details["from"], takedown.details["to"]) == ("active", "taken_down")
+
+
+async def test_a_hidden_or_taken_down_lora_cannot_be_flagged_or_told_apart_from_none(
+    client: FindLoraClient, served: ServedCatalog, db: Database
+) -> None:
+    """A flag by numeric id named any LoRA, hidden or taken down too, with its references."""
+    await client.set_lora_status("style-01", pb.LORA_STATUS_HIDDEN, moderator="mod")
+    await client.set_lora_status("style-02", pb.LORA_STATUS_TAKEN_DOWN, moderator="mod")
+    hidden, gone = [await db.run(catalog.lora_by_slug, slug) for slug in ("style-01", "style-02")]
+    assert hidden is not None
+    assert gone is not None
+    for ref in (str(hidden.id), str(gone.id), "style-02"):
+        with pytest.raises(ServiceCallError) as caught:
+            await client.flag_lookalike(ref, query(served, "style-01"), reporter="artist")
+        assert caught.value.code == grpc.StatusCode.NOT_FOUND
+        assert caught.value.message == f"no LoRA matches {ref!r}"
+    # Taken down while the artwork was being compared: the insert refuses it under the row lock.
+    with pytest.raises(moderation.LoraNotFlaggable):
+        await db.run(moderation.insert_flag, lora_id=gone.id, reporter="a", note="", evidence={})
 
 
 async def test_dismissed_flag_leaves_the_lora_searchable(
