@@ -1,7 +1,8 @@
 """Least privilege: what the runtime role (service, worker) may do in the schema the migration
 role owns. Granted by `findlora db migrate` (FINDLORA_RUNTIME_ROLE), idempotently, on every run.
 
-The runtime role reads and writes rows and calls the functions the migrations created
+The runtime role reads and writes rows (the audit log: appends only) and calls the functions the
+migrations created
 (procrastinate's queue: functions, triggers, LISTEN/NOTIFY; triggers run with the caller's
 rights, so its tables need DML too). It owns nothing, so it cannot CREATE, ALTER, DROP or
 TRUNCATE; PostgreSQL 15+ already keeps CREATE on schema public to the database owner.
@@ -19,6 +20,10 @@ _STATEMENTS = (
     "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}",
     # The migration history is read (is the schema current?) but written only by migrations.
     "REVOKE INSERT, UPDATE, DELETE ON schema_migrations FROM {role}",
+    # The audit log is append-only, and a flag is decided, never deleted: the service's own
+    # credentials cannot rewrite who did what.
+    "REVOKE UPDATE, DELETE ON audit_log FROM {role}",
+    "REVOKE DELETE ON flags FROM {role}",
     "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}",
     "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {role}",
     "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT EXECUTE ON FUNCTIONS TO {role}",

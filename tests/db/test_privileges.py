@@ -119,11 +119,25 @@ def test_the_roles_are_what_compose_documents(deployed: Deployed) -> None:
         "CREATE INDEX intruder ON searches (created_at)",
         "DROP FUNCTION lora_style_summary_fill() CASCADE",
         "INSERT INTO schema_migrations (version, name) VALUES (999, 'intruder')",
+        # Who did what stays as written: the audit log is append-only, flags are never deleted.
+        "UPDATE audit_log SET actor = 'someone else'",
+        "DELETE FROM audit_log",
+        "DELETE FROM flags",
     ],
 )
 def test_the_runtime_role_cannot_change_the_schema(deployed: Deployed, statement: str) -> None:
     with psycopg.connect(deployed.app_url) as conn, pytest.raises(errors.InsufficientPrivilege):
         conn.execute(statement)
+
+
+def test_a_takedown_cannot_be_undone_even_by_the_runtime_roles_sql(deployed: Deployed) -> None:
+    with psycopg.connect(deployed.app_url) as conn:
+        conn.execute(
+            "INSERT INTO loras (slug, name, base_model, status) VALUES ('gone', 'Gone', 'sd1', 'taken_down')"
+        )
+        with pytest.raises(errors.CheckViolation, match="gone was taken down"):
+            conn.execute("UPDATE loras SET status = 'active' WHERE slug = 'gone'")
+        conn.rollback()
 
 
 def test_the_runtime_role_adds_a_client_as_the_deploy_guide_does(deployed: Deployed, tmp_path: Path) -> None:
