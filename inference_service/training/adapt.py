@@ -154,12 +154,19 @@ async def reference_set_of(
     )
 
 
-def split_samples(sample_ids: list[str], holdout_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """(training, held-out) sample ids. A sample is held out when its own seeded hash falls under
-    `holdout_fraction`, so the split of a sample never depends on the others: a catalog that grows
-    keeps its held-out samples held out, and an encoder adapted before is never validated on
-    samples it trained on. At least 1 is held out and 2 are left to train on: where those bounds
-    bind (catalogs of a handful of samples) a sample may change sides as the catalog grows."""
+# The split's hash salt: the catalog's own, not the run's seed. With the seed in it, a re-run with
+# another --seed validated on samples the active (adapted) encoder had trained on. "0" keeps the
+# split every run with the default seed has had.
+_SPLIT_SALT = "0"
+
+
+def split_samples(sample_ids: list[str], holdout_fraction: float) -> tuple[list[str], list[str]]:
+    """(training, held-out) sample ids. A sample is held out when its own hash falls under
+    `holdout_fraction`, so the split of a sample never depends on the others nor on the run's
+    seed: a catalog that grows keeps its held-out samples held out, and an encoder adapted before
+    is never validated on samples it trained on. At least 1 is held out and 2 are left to train
+    on: where those bounds bind (catalogs of a handful of samples) a sample may change sides as the
+    catalog grows."""
     n = len(sample_ids)
     if n < 3:
         raise AdaptError(
@@ -168,7 +175,7 @@ def split_samples(sample_ids: list[str], holdout_fraction: float, seed: int) -> 
         )
 
     def position(sample_id: str) -> float:
-        digest = hashlib.sha256(f"{seed}:{sample_id}".encode()).digest()
+        digest = hashlib.sha256(f"{_SPLIT_SALT}:{sample_id}".encode()).digest()
         return int.from_bytes(digest[:8], "big") / 2**64
 
     ordered = sorted(sample_ids, key=lambda sid: (position(sid), sid))
@@ -416,7 +423,7 @@ def _adapt(
         raise AdaptError("the catalog is empty: import one first (findlora catalog import DIRECTORY)")
     if refs.n_loras < 2:
         raise AdaptError(f"the catalog has {refs.n_loras} LoRA(s); adapting needs at least 2 to tell apart")
-    train_ids, val_ids = split_samples(refs.sample_ids, config.holdout_fraction, config.seed)
+    train_ids, val_ids = split_samples(refs.sample_ids, config.holdout_fraction)
     train_refs, val_refs = sample_columns(refs, train_ids), sample_columns(refs, val_ids)
     validation = Validation(train_refs, val_refs, progress)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -92,26 +92,43 @@ async def test_catalog_reference_set_reads_the_database_and_blob_store(db: Datab
 
 def test_split_holds_out_whole_samples() -> None:
     ids = [f"s{i:02d}" for i in range(10)]
-    train, held = split_samples(ids, 0.25, seed=0)
+    train, held = split_samples(ids, 0.25)
     assert 1 <= len(held) <= 8
     assert not set(train) & set(held)
     assert sorted(train + held) == ids
-    assert split_samples(ids, 0.25, seed=0) == (train, held)  # seeded
-    assert split_samples(ids[:3], 0.9, seed=1)[1].__len__() == 1  # leaves two to train on
-    assert len(split_samples(ids, 0.0, seed=1)[1]) == 1  # at least one held out
+    assert split_samples(ids, 0.25) == (train, held)
+    assert split_samples(ids[:3], 0.9)[1].__len__() == 1  # leaves two to train on
+    assert len(split_samples(ids, 0.0)[1]) == 1  # at least one held out
     with pytest.raises(AdaptError, match="at least 3"):
-        split_samples(ids[:2], 0.25, seed=0)
+        split_samples(ids[:2], 0.25)
 
 
 def test_a_growing_catalog_keeps_its_held_out_samples_held_out() -> None:
     """Re-adapting after new imports never validates on a sample an earlier run trained on."""
     ids = [f"sample-{i:03d}" for i in range(120)]
-    _, held = split_samples(ids[:80], 0.25, seed=3)
-    train_later, held_later = split_samples(ids, 0.25, seed=3)
+    _, held = split_samples(ids[:80], 0.25)
+    train_later, held_later = split_samples(ids, 0.25)
     assert set(held) <= set(held_later)
     assert not set(held) & set(train_later)
     assert 0.15 < len(held_later) / len(ids) < 0.35  # about the asked share
-    assert split_samples(ids, 0.25, seed=4)[1] != held_later  # the seed moves it
+
+
+def test_another_seed_validates_on_the_same_held_out_samples(zoo_refs: ReferenceSet, tmp_path: Path) -> None:
+    """A run with --seed 1 after one with the default seed: its validation samples must be ones
+    the active encoder (adapted with seed 0) never trained on, so the split ignores the seed."""
+    runs = [
+        adapt_encoder(
+            zoo_refs,
+            _start(),
+            "untrained",
+            AdaptConfig(max_steps=1, seed=seed),
+            tmp_path / str(seed),
+            progress=False,
+        )
+        for seed in (0, 1)
+    ]
+    assert runs[0].val_samples == runs[1].val_samples
+    assert not set(runs[1].val_samples) & set(runs[0].train_samples)
 
 
 def test_adapting_an_untrained_encoder_improves_held_out_ranking_and_is_kept(
