@@ -121,6 +121,9 @@ def decode_image_file(path: Path, data: bytes) -> Image.Image:
 def load_image_file(
     path: Path, *, max_bytes: int = FILE_MAX_BYTES, max_pixels: int = 40_000_000
 ) -> Image.Image:
+    size = path.stat().st_size
+    if size > max_bytes:  # before reading it: a multi-GB file is refused without loading it
+        raise ImageRejected(f"{path} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
     return decode_image(path.read_bytes(), max_bytes=max_bytes, max_pixels=max_pixels, name=str(path))
 
 
