@@ -25,4 +25,5 @@ def transfer_mse(transfer: Image.Image, original: Image.Image) -> float:
     for start in range(0, a.shape[0], _ROWS):
         block = a[start : start + _ROWS].astype(np.int32) - o[start : start + _ROWS]
         total += int(np.einsum("ijk,ijk->", block, block, dtype=np.int64))
-    return total / (a.shape[0] * a.shape[1])
+    pixels = int(a.shape[0]) * int(a.shape[1])
+    return total / pixels
