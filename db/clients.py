@@ -71,6 +71,10 @@ class Identity:
 
     name: str
     roles: frozenset[Role]
+    users: str = ""  # the prefix of every user id it may act for; '' allows any
+
+    def may_act_for(self, user_id: str) -> bool:
+        return user_id.startswith(self.users)
 
     def has(self, role: Role) -> bool:
         # By rank, so a row holding only 'admin' (written by hand) still has moderate and search.
@@ -83,6 +87,7 @@ class ClientRow:
     roles: tuple[Role, ...]
     created_at: datetime
     revoked_at: datetime | None
+    users: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,9 +97,10 @@ class IssuedClient:
     name: str
     token: str
     roles: tuple[Role, ...]
+    users: str = ""
 
     def as_json(self) -> dict[str, Any]:
-        return {"name": self.name, "token": self.token, "roles": list(self.roles)}
+        return {"name": self.name, "token": self.token, "roles": list(self.roles), "users": self.users}
 
 
 def _digest(token: str) -> bytes:
@@ -114,18 +120,41 @@ def _new_client(name: str, roles: Sequence[Role]) -> tuple[str, IssuedClient, li
     return token_id, IssuedClient(name, token, tuple(Role(r) for r in stored)), stored
 
 
+def check_users(users: str) -> str:
+    """A client's user-id prefix: '' (any id) or printable text ending in ':' (`discord:`,
+    `slack:T0TEAM:`), so that `discord` cannot also match `discord-evil:...`."""
+    users = users.strip()
+    if users and (len(users) > 100 or not users.isprintable() or not users.endswith(":")):
+        raise ClientError(
+            f"users {users[:40]!r} must be a user-id prefix ending in ':' (such as 'discord:' or "
+            "'slack:T0TEAM:'), at most 100 characters; leave it empty to allow any id"
+        )
+    return users
+
+
 async def create_client(
-    conn: AsyncConnection[Any], name: str, roles: Sequence[Role], *, actor: str, client: str | None
+    conn: AsyncConnection[Any],
+    name: str,
+    roles: Sequence[Role],
+    *,
+    actor: str,
+    client: str | None,
+    users: str = "",
 ) -> IssuedClient:
-    """A new client with a fresh token (audited). Raises ClientExists for a used name, revoked too."""
+    """A new client with a fresh token (audited). Raises ClientExists for a used name, revoked too.
+    `users`: the prefix of every user id it may act for ('' = any)."""
+    users = check_users(users)
     token_id, issued, stored = _new_client(name, roles)
+    issued = IssuedClient(issued.name, issued.token, issued.roles, users)
     try:
         async with conn.transaction():
             await conn.execute(
-                "INSERT INTO clients (name, token_id, token_sha256, roles) VALUES (%s, %s, %s, %s)",
-                (name, token_id, _digest(issued.token), stored),
+                "INSERT INTO clients (name, token_id, token_sha256, roles, users)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                (name, token_id, _digest(issued.token), stored, users),
             )
-            await audit(conn, actor, "client_create", name, {"roles": stored}, client=client)
+            details: dict[str, Any] = {"roles": stored, "users": users}
+            await audit(conn, actor, "client_create", name, details, client=client)
     except psycopg.errors.UniqueViolation:
         raise ClientExists(
             f"a client named {name!r} exists already (revoked names are not reused); choose another"
@@ -135,11 +164,12 @@ async def create_client(
 
 async def list_clients(conn: AsyncConnection[Any], *, include_revoked: bool = True) -> list[ClientRow]:
     cur = await conn.execute(
-        "SELECT name, roles, created_at, revoked_at FROM clients"
+        "SELECT name, roles, created_at, revoked_at, users FROM clients"
         " WHERE %s OR revoked_at IS NULL ORDER BY name",
         (include_revoked,),
     )
-    return [ClientRow(str(r[0]), tuple(Role(x) for x in r[1]), r[2], r[3]) for r in await cur.fetchall()]
+    rows = await cur.fetchall()
+    return [ClientRow(str(r[0]), tuple(Role(x) for x in r[1]), r[2], r[3], str(r[4])) for r in rows]
 
 
 async def revoke_client(conn: AsyncConnection[Any], name: str, *, actor: str, client: str | None) -> bool:
@@ -164,13 +194,13 @@ async def authenticate(conn: AsyncConnection[Any], token: str) -> Identity | Non
     if match is None:
         return None
     cur = await conn.execute(
-        "SELECT name, token_sha256, roles FROM clients WHERE token_id = %s AND revoked_at IS NULL",
+        "SELECT name, token_sha256, roles, users FROM clients WHERE token_id = %s AND revoked_at IS NULL",
         (match.group(1),),
     )
     row = await cur.fetchone()
     if row is None or not hmac.compare_digest(bytes(row[1]), _digest(token)):
         return None
-    return Identity(str(row[0]), frozenset(Role(r) for r in row[2]))
+    return Identity(str(row[0]), frozenset(Role(r) for r in row[2]), str(row[3]))
 
 
 async def reissue_client(conn: AsyncConnection[Any], name: str, roles: Sequence[Role]) -> IssuedClient:

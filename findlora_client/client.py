@@ -273,10 +273,11 @@ class FindLoraClient:
             call.cancel()
 
     async def create_client(
-        self, name: str, role: str, *, timeout: float | None = None
+        self, name: str, role: str, *, users: str = "", timeout: float | None = None
     ) -> pb.CreateClientResponse:
-        """Admins: a new client; its token is in the reply, once."""
-        request = pb.CreateClientRequest(name=name, role=role)
+        """Admins: a new client; its token is in the reply, once. `users`: the prefix of every user
+        id it may act for ('' = any)."""
+        request = pb.CreateClientRequest(name=name, role=role, users=users)
         return await self._call(self._stub.CreateClient, request, timeout, pb.CreateClientResponse)
 
     async def list_clients(

@@ -72,6 +72,27 @@ def current_caller() -> Identity:
     return caller
 
 
+# Request fields in which a client names the user it acts for.
+USER_FIELDS = ("requested_by", "user", "reporter", "moderator")
+
+
+def check_acting_for(request: Any) -> None:
+    """A client bound to a user-id prefix (`findlora auth add --users discord:`) may name only
+    users under it: a Slack app cannot flag, vote or moderate as a Discord user. Checked for every
+    RPC by the servicer's wrapper, so a new RPC with such a field cannot forget it."""
+    caller = _CALLER.get()
+    if caller is None or not caller.users:
+        return
+    fields = request.DESCRIPTOR.fields_by_name
+    for field in USER_FIELDS:
+        value = getattr(request, field) if field in fields else ""
+        if value and not caller.may_act_for(value):
+            raise PermissionDenied(
+                f"client {caller.name!r} acts only for user ids starting with {caller.users!r}; "
+                f"{field} is {value[:60]!r}"
+            )
+
+
 def require(role: Role, what: str) -> Identity:
     """The caller, when it holds `role`; PERMISSION_DENIED naming what needed it otherwise."""
     caller = current_caller()

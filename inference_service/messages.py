@@ -102,7 +102,9 @@ async def flag_to_proto(flag: FlagRow, blobs: BlobStore) -> pb.Flag:
 
 
 def client_to_proto(row: clients.ClientRow) -> pb.ClientInfo:
-    message = pb.ClientInfo(name=row.name, roles=list(row.roles), created_at=timestamp(row.created_at))
+    message = pb.ClientInfo(
+        name=row.name, roles=list(row.roles), created_at=timestamp(row.created_at), users=row.users
+    )
     if row.revoked_at is not None:
         message.revoked_at.CopyFrom(timestamp(row.revoked_at))
     return message

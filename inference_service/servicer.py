@@ -21,7 +21,7 @@ from db import clients, searches
 from db.status import database_status
 from findlora_client.base_models import canonical
 from findlora_client.protocol import MAX_QUERY_IMAGES, Reason
-from inference_service.auth import current_caller, require
+from inference_service.auth import check_acting_for, current_caller, require
 from inference_service.config import Settings
 from inference_service.decoding import DecodePool, Upload, UploadLimits, check_upload
 from inference_service.errors import (
@@ -118,6 +118,7 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
         code = grpc.StatusCode.OK
         try:
             check_text_bounds(request)
+            check_acting_for(request)
             response = await timer.run(handler(self, request, context))
         except Exception as exc:
             code, reason, message, extra = _failure(exc, bound, request_id)
@@ -354,13 +355,20 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
             role = clients.parse_role(request.role)
             async with self.engine.db.connection() as conn:
                 issued = await clients.create_client(
-                    conn, request.name, clients.roles_up_to(role), actor=caller.name, client=caller.name
+                    conn,
+                    request.name,
+                    clients.roles_up_to(role),
+                    actor=caller.name,
+                    client=caller.name,
+                    users=request.users,
                 )
         except clients.ClientExists as exc:
             raise AlreadyExists(exc.message) from None
         except clients.ClientError as exc:
             raise InvalidArgument(exc.message) from None
-        return pb.CreateClientResponse(name=issued.name, token=issued.token, roles=list(issued.roles))
+        return pb.CreateClientResponse(
+            name=issued.name, token=issued.token, roles=list(issued.roles), users=issued.users
+        )
 
     @rpc
     async def ListClients(

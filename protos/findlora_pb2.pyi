@@ -394,22 +394,26 @@ class FeedbackStatsResponse(_message.Message):
     def __init__(self, votes: _Optional[int] = ..., overall: _Optional[_Union[PrecisionRow, _Mapping]] = ..., by_base_model: _Optional[_Iterable[_Union[PrecisionRow, _Mapping]]] = ..., by_week: _Optional[_Iterable[_Union[PrecisionRow, _Mapping]]] = ...) -> None: ...
 
 class CreateClientRequest(_message.Message):
-    __slots__ = ("name", "role")
+    __slots__ = ("name", "role", "users")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
+    USERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     role: str
-    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
+    users: str
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., users: _Optional[str] = ...) -> None: ...
 
 class CreateClientResponse(_message.Message):
-    __slots__ = ("name", "token", "roles")
+    __slots__ = ("name", "token", "roles", "users")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     ROLES_FIELD_NUMBER: _ClassVar[int]
+    USERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     token: str
     roles: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., token: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ...) -> None: ...
+    users: str
+    def __init__(self, name: _Optional[str] = ..., token: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., users: _Optional[str] = ...) -> None: ...
 
 class ListClientsRequest(_message.Message):
     __slots__ = ("include_revoked",)
@@ -418,16 +422,18 @@ class ListClientsRequest(_message.Message):
     def __init__(self, include_revoked: _Optional[bool] = ...) -> None: ...
 
 class ClientInfo(_message.Message):
-    __slots__ = ("name", "roles", "created_at", "revoked_at")
+    __slots__ = ("name", "roles", "created_at", "revoked_at", "users")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROLES_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    USERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     roles: _containers.RepeatedScalarFieldContainer[str]
     created_at: _timestamp_pb2.Timestamp
     revoked_at: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    users: str
+    def __init__(self, name: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., users: _Optional[str] = ...) -> None: ...
 
 class ListClientsResponse(_message.Message):
     __slots__ = ("clients",)

@@ -40,13 +40,14 @@ async def _database() -> AsyncIterator[AsyncConnection[Any]]:
         yield conn
 
 
-async def _add(name: str, role: str) -> dict[str, Any]:
-    from db.clients import ClientError, create_client, parse_role, roles_up_to
+async def _add(name: str, role: str, users: str) -> dict[str, Any]:
+    from db.clients import ClientError, check_users, create_client, parse_role, roles_up_to
 
     try:
         roles = roles_up_to(parse_role(role))
+        users = check_users(users)
         async with _database() as conn:
-            issued = await create_client(conn, name, roles, actor=OPERATOR, client=None)
+            issued = await create_client(conn, name, roles, actor=OPERATOR, client=None, users=users)
     except ClientError as exc:
         fail(exc.message)
     return issued.as_json()
@@ -60,16 +61,23 @@ def add(
         "--role",
         help="search | moderate (adds registration, moderation) | admin (adds takedown, clients).",
     ),
-    as_json: bool = typer.Option(False, "--json", help='Print {"name", "token", "roles"}.'),
+    users: str = typer.Option(
+        "",
+        "--users",
+        help="The prefix of every user id it may act for, ending in ':' (a Discord bot: 'discord:', "
+        "a Slack app: 'slack:<team id>:'); empty: any id (scripts).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help='Print {"name", "token", "roles", "users"}.'),
 ) -> None:
     """Create a client and print its token, once (only its sha256 is kept). Only the token goes to
     stdout, so `findlora auth add bot --role search > token-file` stores it."""
-    issued = run(_add(name, role))
+    issued = run(_add(name, role, users))
     if as_json:
         print(json.dumps(issued))
         return
+    acting = f", acting for user ids {issued['users']}*" if issued["users"] else ""
     err_console.print(
-        f"client {issued['name']!r} created with roles {', '.join(issued['roles'])}; its token:"
+        f"client {issued['name']!r} created with roles {', '.join(issued['roles'])}{acting}; its token:"
     )
     print(issued["token"])
     err_console.print("[dim]shown once: give it to the client as FINDLORA_TOKEN or FINDLORA_TOKEN_FILE[/]")
@@ -86,6 +94,7 @@ async def _list() -> list[dict[str, Any]]:
             "roles": list(row.roles),
             "created_at": row.created_at.isoformat(),
             "revoked_at": None if row.revoked_at is None else row.revoked_at.isoformat(),
+            "users": row.users,
         }
         for row in rows
     ]
@@ -99,11 +108,15 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print one JSON 
         print(json.dumps(rows))
         return
     table = Table(title="findlora clients")
-    for column in ("name", "roles", "created", "revoked"):
+    for column in ("name", "roles", "users", "created", "revoked"):
         table.add_column(column)
     for row in rows:
         table.add_row(
-            row["name"], ", ".join(row["roles"]), row["created_at"][:19], (row["revoked_at"] or "")[:19]
+            row["name"],
+            ", ".join(row["roles"]),
+            row["users"] or "any",
+            row["created_at"][:19],
+            (row["revoked_at"] or "")[:19],
         )
     console.print(table)
 
