@@ -134,7 +134,15 @@ class Settings(BaseSettings):
         10, description="Requests a requester may send at once before the rate applies."
     )
     rate_limit_max_keys: int = Field(
-        10_000, description="Requesters tracked at once (idle ones are dropped first)."
+        10_000, description="Requesters tracked at once per client (idle ones are dropped first)."
+    )
+    rate_limit_client_per_s: float | None = Field(
+        None,
+        description="Image requests per second per client, all its requesters together (a client "
+        "naming a new requester per request is still limited); unset: 10 x rate_limit_per_s; 0: off.",
+    )
+    rate_limit_client_burst: int | None = Field(
+        None, description="Requests a client may send at once; unset: 10 x rate_limit_burst."
     )
     search_statement_timeout_ms: int = Field(
         10_000, description="PostgreSQL statement_timeout of each search query; 0: none."
