@@ -62,6 +62,12 @@ async def _import(directory: Path, update: bool) -> None:
         f"LoRA(s); {report.references} reference(s) embedded with {runtime.encoders.loaded.label}, "
         f"{report.dropped_by_cleansing} dropped by cleansing (Eq. 1); {report.samples_added} new sample(s)"
     )
+    if report.restored:
+        console.print(
+            f"{len(report.restored)} unchanged LoRA(s) imported again: reference images were missing "
+            f"from the blob store ({', '.join(report.restored)})",
+            highlight=False,
+        )
     if report.specs or runtime.gmi is not None:
         console.print(f"{report.specs} GMI spec(s) embedded with {runtime.gmi.label if runtime.gmi else ''}")
     if report.specs_skipped:
@@ -103,6 +109,7 @@ def export_cmd(directory: Path = typer.Argument(..., help="Empty or new director
 
 async def _reembed() -> None:
     from db.encoders import EncoderChanged
+    from inference_service.catalog.encoders import ReferenceUnreadable
     from inference_service.catalog.importer import reembed
     from inference_service.config import Settings
     from inference_service.runtime import open_runtime
@@ -119,6 +126,8 @@ async def _reembed() -> None:
                 )
             except EncoderChanged as exc:
                 fail(f"another activation made {exc.active} active while re-embedding; run it again")
+            except ReferenceUnreadable as exc:
+                fail(str(exc))
     console.print(f"re-embedded {count} reference(s) with {runtime.embedder.label}")
 
 
@@ -171,7 +180,7 @@ def _activation_bar(progress: Progress) -> ProgressCallback:
 async def _rollback(json_path: Path | None) -> None:
     from db.encoders import EncoderChanged
     from inference_service.catalog.adaptation import rollback
-    from inference_service.catalog.encoders import NoPreviousEncoder
+    from inference_service.catalog.encoders import NoPreviousEncoder, ReferenceUnreadable
     from inference_service.config import Settings
     from inference_service.models.active import UnknownEncoder
     from inference_service.runtime import open_runtime
@@ -182,7 +191,7 @@ async def _rollback(json_path: Path | None) -> None:
                 done = await rollback(
                     runtime.db, runtime.blobs, runtime.encoders, progress=_activation_bar(progress)
                 )
-            except (NoPreviousEncoder, UnknownEncoder) as exc:
+            except (NoPreviousEncoder, UnknownEncoder, ReferenceUnreadable) as exc:
                 fail(str(exc))
             except EncoderChanged as exc:
                 fail(
@@ -201,10 +210,18 @@ async def _rollback(json_path: Path | None) -> None:
 
 async def _prepare(settings: Settings) -> Prepared:
     from inference_service.catalog.adaptation import AdaptError, prepare
+    from inference_service.catalog.encoders import (
+        ReferenceUnreadable,
+        check_reference_blobs,
+        unreadable_reference,
+    )
+    from inference_service.imaging import ImageRejected
     from inference_service.runtime import open_runtime
 
     async with await open_runtime(settings) as runtime:
         try:
+            # A lost reference would stop the activation after the training: say so before it.
+            await check_reference_blobs(runtime.db, runtime.blobs)
             return await prepare(
                 runtime.db,
                 runtime.blobs,
@@ -212,12 +229,22 @@ async def _prepare(settings: Settings) -> Prepared:
                 progress=True,
                 max_references=settings.adapt_max_references,
             )
-        except AdaptError as exc:
+        except (AdaptError, ReferenceUnreadable) as exc:
             fail(str(exc))
+        except (OSError, ImageRejected) as exc:  # a reference blob that is there but does not read
+            if (known := await unreadable_reference(runtime.db, runtime.blobs, exc)) is not None:
+                fail(str(known))
+            if isinstance(exc, ImageRejected):
+                raise
+            fail(
+                f"{exc.filename or settings.blob_dir}: cannot be read ({exc.strerror or exc}); nothing was "
+                f"changed: restore the blob store ({settings.blob_dir}) or make it readable to this user"
+            )
 
 
 async def _finish(settings: Settings, prepared: Prepared, outcome: AdaptOutcome) -> AdaptRun:
     from inference_service.catalog.adaptation import AdaptError, finish
+    from inference_service.catalog.encoders import ReferenceUnreadable
     from inference_service.runtime import open_runtime
 
     async with await open_runtime(settings) as runtime:
@@ -233,6 +260,8 @@ async def _finish(settings: Settings, prepared: Prepared, outcome: AdaptOutcome)
                 )
             except AdaptError as exc:
                 fail(str(exc))
+            except ReferenceUnreadable as exc:  # the run is not discarded: a rerun activates it
+                fail(f"{exc}; the trained encoder is kept: run `findlora catalog adapt` again once fixed")
 
 
 def _adapt(

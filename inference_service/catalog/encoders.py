@@ -6,24 +6,28 @@ registration or import that committed meanwhile), replaces the embeddings, refre
 LoRA's style summary and sets the label. Writers of embeddings hold the same row FOR SHARE and
 check the label in their transaction (db.encoders.require_label), so no reference is ever
 stored under another encoder than the label says; searches check it in their ranking snapshot.
+A reference whose blob is lost or corrupt stops the activation before it switches anything
+(ReferenceUnreadable, naming the LoRA, the sample and the file).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import structlog
+from PIL import Image
 
 from db import encoders as db_encoders
 from db import moderation
-from db.catalog import refresh_style_summary
-from db.database import Database
+from db.catalog import lora_by_id, refresh_style_summary
+from db.database import Connection, Database
 from inference_service.blobs import BlobStore
-from inference_service.imaging import load_image_file
+from inference_service.imaging import ImageRejected, load_image_file
 from inference_service.models.style_encoder import StyleEmbedder, encoder_bytes
 
 log = structlog.get_logger(__name__)
@@ -33,6 +37,63 @@ Key = tuple[int, str, str]  # (lora_id, sample_id, blob_key): a blob key names i
 
 class NoPreviousEncoder(ValueError):
     """Rollback asked of an encoder that has no registered parent."""
+
+
+class ReferenceUnreadable(Exception):
+    """A stored reference image is missing from the blob store or does not read as an image.
+    Raised before an activation switches or re-embeds anything (at most it registered the
+    encoder, as its next try would); the message says what to do."""
+
+    def __init__(self, slug: str, sample_id: str, path: Path, error: Exception, others: int = 0) -> None:
+        self.slug, self.sample_id, self.path = slug, sample_id, path
+        reimport = (
+            "re-import the LoRA from its catalog directory with `findlora catalog import --update DIR` "
+            "(it stores the LoRA's missing images again)"
+        )
+        if isinstance(error, FileNotFoundError):
+            what, fix = (
+                "is missing from the blob store",
+                f"restore the blob store from a backup, or {reimport}",
+            )
+        elif isinstance(error, PermissionError):
+            what, fix = "cannot be read (permission denied)", "make the blob store readable to this user"
+        else:
+            if isinstance(error, OSError):
+                what = f"cannot be read ({error.strerror or error})"
+            else:  # ImageRejected: its message starts with the path
+                what = str(error).removeprefix(f"{path} ")
+            fix = f"restore the blob store from a backup, or delete that file and {reimport}"
+        more = f" (and {others} other reference(s))" if others else ""
+        super().__init__(
+            f"{path}: the reference image of LoRA {slug!r} for sample {sample_id!r} {what}{more}; "
+            f"nothing was changed: {fix}"
+        )
+
+
+class _Unreadable(Exception):
+    """One key's image failed to load in a worker thread (no database there to name its LoRA)."""
+
+    def __init__(self, key: Key, path: Path, error: Exception) -> None:
+        super().__init__(str(error))
+        self.key, self.path, self.error = key, path, error
+
+
+async def _slug(conn: Connection, lora_id: int) -> str:
+    lora = await lora_by_id(conn, lora_id)
+    return lora.slug if lora is not None else f"#{lora_id}"
+
+
+async def check_reference_blobs(db: Database, blobs: BlobStore) -> None:
+    """ReferenceUnreadable when a stored reference's blob is gone (one stat each): an activation
+    or adaptation fails at once, not after minutes of work."""
+    keys = await db.run(db_encoders.reference_keys)
+    missing = await asyncio.to_thread(lambda: [k for k in keys if not blobs.path(k[2]).exists()])
+    if missing:
+        lora_id, sample_id, blob_key = missing[0]
+        path = blobs.path(blob_key)
+        slug = await db.run(_slug, lora_id)
+        error = FileNotFoundError(2, "No such file or directory", str(path))
+        raise ReferenceUnreadable(slug, sample_id, path, error, len(missing) - 1)
 
 
 @dataclass(frozen=True)
@@ -67,9 +128,42 @@ async def register_encoder(
     )
 
 
+async def unreadable_reference(db: Database, blobs: BlobStore, exc: Exception) -> ReferenceUnreadable | None:
+    """`exc`, raised reading a blob (an OSError naming its file, or ImageRejected whose message
+    starts with it), as the ReferenceUnreadable of the stored reference that blob holds; None
+    when it is about no reference. For errors raised where the reference was not known
+    (adaptation reads its references in inference_service.training)."""
+    named = exc.filename if isinstance(exc, OSError) else str(exc)
+    if not isinstance(named, str):
+        return None
+    for lora_id, sample_id, blob_key in await db.run(db_encoders.reference_keys):
+        path = blobs.path(blob_key)
+        if named == str(path) or named.startswith(f"{path} "):
+            return ReferenceUnreadable(await db.run(_slug, lora_id), sample_id, path, exc)
+    return None
+
+
+def _load(blobs: BlobStore, key: Key) -> Image.Image:
+    path = blobs.path(key[2])
+    try:
+        return load_image_file(path)
+    except (OSError, ImageRejected) as exc:
+        raise _Unreadable(key, path, exc) from exc
+
+
 def _embed_keys(blobs: BlobStore, embedder: StyleEmbedder, keys: Sequence[Key]) -> np.ndarray:
-    images = [load_image_file(blobs.path(blob_key)) for _, _, blob_key in keys]
-    return embedder.embed(images)
+    return embedder.embed([_load(blobs, key) for key in keys])
+
+
+async def _embed(
+    blobs: BlobStore, embedder: StyleEmbedder, keys: Sequence[Key], slug: Callable[[int], Awaitable[str]]
+) -> dict[Key, np.ndarray]:
+    """_embed_keys in a thread; a reference that does not load becomes ReferenceUnreadable."""
+    try:
+        return dict(zip(keys, await asyncio.to_thread(_embed_keys, blobs, embedder, keys), strict=True))
+    except _Unreadable as exc:
+        lora_id, sample_id, _ = exc.key
+        raise ReferenceUnreadable(await slug(lora_id), sample_id, exc.path, exc.error) from exc.error
 
 
 async def activate(
@@ -94,18 +188,21 @@ async def activate(
     activation made while it embedded, nor register a parent that was not the one it replaced."""
     if expected is None and current is not None:
         expected = current.label
-    if current is not None:
-        await register_encoder(db, blobs, current, note="active before the first activation")
     if parent is None and current is not None:
         parent = current.label
-    await register_encoder(db, blobs, embedder, parent=parent, metrics=metrics, note=note)
+    # A lost or corrupt reference stops the activation before it registers or changes anything.
+    await check_reference_blobs(db, blobs)
     keys = await db.run(db_encoders.reference_keys)
     embedded: dict[Key, np.ndarray] = {}
     for start in range(0, len(keys), batch):
-        chunk = keys[start : start + batch]
-        embedded.update(zip(chunk, await asyncio.to_thread(_embed_keys, blobs, embedder, chunk), strict=True))
+        embedded.update(
+            await _embed(blobs, embedder, keys[start : start + batch], lambda i: db.run(_slug, i))
+        )
         if progress is not None:
             progress("embedding", len(embedded), len(keys))
+    if current is not None:
+        await register_encoder(db, blobs, current, note="active before the first activation")
+    await register_encoder(db, blobs, embedder, parent=parent, metrics=metrics, note=note)
     async with db.transaction() as conn:
         previous = await db_encoders.lock_label(conn, embedder.label, exclusive=True)
         if expected is not None and previous != expected:
@@ -113,9 +210,7 @@ async def activate(
         now = await db_encoders.reference_keys(conn)
         late = [key for key in now if key not in embedded]
         if late:  # committed by a writer during the pass; writers now wait for this commit
-            embedded.update(
-                zip(late, await asyncio.to_thread(_embed_keys, blobs, embedder, late), strict=True)
-            )
+            embedded.update(await _embed(blobs, embedder, late, lambda i: _slug(conn, i)))
         await db_encoders.replace_embeddings(
             conn, [(lid, sid, embedded[(lid, sid, key)]) for lid, sid, key in now]
         )

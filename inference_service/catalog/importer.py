@@ -5,6 +5,7 @@ Idempotent and resumable through each LoRA's catalog fingerprint (docs/design.md
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ class ImportReport:
     dropped_by_cleansing: int = 0
     specs: int = 0  # LoRA specs (GMI) embedded and stored by this run
     specs_skipped: int = 0  # LoRAs with a spec/ folder left out: no CLIP model configured
+    restored: list[str] = field(default_factory=list)  # unchanged, but reference blobs were missing
     warnings: list[str] = field(default_factory=list)  # imported anyway (unknown base-model names)
 
 
@@ -51,18 +53,23 @@ def fingerprint(entry: LoraEntry) -> str:
     return digest.hexdigest()
 
 
-def _check_images(catalog: Catalog, problems: list[str]) -> None:
+def _check_images(catalog: Catalog, problems: list[str]) -> set[Path]:
+    """Decode every image once; returns those that failed (each reported): nothing reads them again."""
     paths = list(catalog.samples.values())
     for entry in catalog.loras.values():
         paths.extend(entry.references.values())
         paths.extend(spec.path for spec in entry.spec)
+    failed = set()
     for path in paths:
         try:
             load_image_file(path)
+            continue
         except ImageRejected as exc:
             problems.append(str(exc))
         except OSError as exc:
-            problems.append(f"{path}: unreadable ({exc.strerror or exc})")
+            problems.append(f"{path}: unreadable ({exc.strerror or exc}): make it readable to this user")
+        failed.add(path)
+    return failed
 
 
 async def validate(
@@ -71,11 +78,13 @@ async def validate(
     """Every problem, each with its path, before anything is written. Returns the catalog and
     the fingerprints of its LoRAs."""
     catalog, problems = scan_catalog(catalog_dir)
-    _check_images(catalog, problems)
+    failed = _check_images(catalog, problems)
     stored_samples = await db.run(db_catalog.samples)
     for sample_id, path in catalog.samples.items():
         stored = stored_samples.get(sample_id)
-        if stored is not None and stored != hashlib.sha256(path.read_bytes()).hexdigest():
+        if path in failed or stored is None:
+            continue
+        if stored != hashlib.sha256(path.read_bytes()).hexdigest():
             problems.append(f"{path}: sample id {sample_id!r} is already stored with different content")
     try:
         await encoders.current()
@@ -84,7 +93,13 @@ async def validate(
             f"the database was embedded with encoder {exc.stored!r} but this process runs "
             f"{encoders.configured.label!r}: run `findlora catalog reembed` first"
         )
-    prints = {slug: fingerprint(entry) for slug, entry in catalog.loras.items()}
+    # Only LoRAs whose references all read: the others are reported above, and the import
+    # will not start while they are.
+    prints = {
+        slug: fingerprint(entry)
+        for slug, entry in catalog.loras.items()
+        if failed.isdisjoint(entry.references.values())
+    }
     if not update:
         stored_prints = await db.run(db_catalog.fingerprints)
         for slug, value in prints.items():
@@ -140,6 +155,18 @@ def build_reference_rows(
     return rows
 
 
+async def _lost_blobs(db: Database, blobs: BlobStore) -> set[str]:
+    """Slugs with a reference whose blob is missing from the store (a lost volume, a partial
+    restore): imported again even when unchanged, which writes the blobs back; this is the
+    remedy an activation or adaptation stopped by a missing blob names."""
+    keys = await db.run(db_encoders.reference_keys)
+    slugs = {
+        row.id: row.slug for row in await db.run(db_catalog.list_loras, ("active", "hidden", "taken_down"))
+    }
+    lost = await asyncio.to_thread(lambda: {lid for lid, _, key in keys if not blobs.path(key).exists()})
+    return {slugs[lid] for lid in lost if lid in slugs}
+
+
 def _reference_rows(
     entry: LoraEntry,
     samples: dict[str, Image.Image],
@@ -187,11 +214,13 @@ async def import_catalog(
             report.samples_added += 1
     await db.run(db_encoders.claim_label, (await encoders.current()).label)
     stored_prints = await db.run(db_catalog.fingerprints)
+    lost = await _lost_blobs(db, blobs)
     samples = {sid: load_image_file(path) for sid, path in catalog.samples.items()}
     todo = sorted(catalog.loras)
     for done, slug in enumerate(todo, start=1):
         entry = catalog.loras[slug]
-        if stored_prints.get(slug) == prints[slug]:
+        unchanged = stored_prints.get(slug) == prints[slug]
+        if unchanged and slug not in lost:
             report.unchanged.append(slug)
         else:
             lora = NewLora(
@@ -218,7 +247,10 @@ async def import_catalog(
                 raise CatalogError(
                     [f"{slug}: the style encoder kept changing during the import; run it again"]
                 )
-            (report.updated if slug in stored_prints else report.imported).append(slug)
+            if unchanged:
+                report.restored.append(slug)
+            else:
+                (report.updated if slug in stored_prints else report.imported).append(slug)
             report.references += len(rows)
             report.dropped_by_cleansing += sum(not r.kept for r in rows)
         if progress is not None:

@@ -154,19 +154,14 @@ async def reference_set_of(
     )
 
 
-# The split's hash salt: the catalog's own, not the run's seed. With the seed in it, a re-run with
-# another --seed validated on samples the active (adapted) encoder had trained on. "0" keeps the
-# split every run with the default seed has had.
-_SPLIT_SALT = "0"
+_SPLIT_SALT = "0"  # not the run's seed (see split_samples); "0": the default seed's split as before
 
 
 def split_samples(sample_ids: list[str], holdout_fraction: float) -> tuple[list[str], list[str]]:
     """(training, held-out) sample ids. A sample is held out when its own hash falls under
-    `holdout_fraction`, so the split of a sample never depends on the others nor on the run's
-    seed: a catalog that grows keeps its held-out samples held out, and an encoder adapted before
-    is never validated on samples it trained on. At least 1 is held out and 2 are left to train
-    on: where those bounds bind (catalogs of a handful of samples) a sample may change sides as the
-    catalog grows."""
+    `holdout_fraction`, so its split depends neither on the others nor on the seed (with it, a run
+    with another --seed validated on samples the active adapted encoder trained on): a catalog that
+    grows keeps its held-out samples held out. At least 1 is held out and 2 are left to train on."""
     n = len(sample_ids)
     if n < 3:
         raise AdaptError(

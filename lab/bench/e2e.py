@@ -308,9 +308,7 @@ async def run_e2e_bench(
 ) -> dict[str, Any]:
     """Load the catalog into `url` (a migrated, empty scratch database), serve it from `data_dir`
     and time `n_queries` single-image and as many 4-image searches through the bot core."""
-    # One bot asks for every query, as fast as the service answers: the per-client rate limit
-    # (a policy, 5/s by default) would refuse part of a large run and time the refusals.
-    settings = Settings(data_dir=data_dir, database_url=url, rate_limit_client_per_s=0)
+    settings = Settings(data_dir=data_dir, database_url=url, rate_limit_client_per_s=0)  # one fast bot
     zoo = await asyncio.to_thread(ensure_zoo, zoo_dir, zoo_spec)
     keys = await asyncio.to_thread(store_thumbnails, zoo, BlobStore(settings.blob_dir), settings.thumbnail_px)
     anchors = await asyncio.to_thread(embed_references, zoo, settings)

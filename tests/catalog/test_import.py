@@ -15,7 +15,7 @@ from inference_service.catalog.exporter import export_catalog
 from inference_service.catalog.format import CatalogError, read_catalog
 from inference_service.catalog.importer import import_catalog
 from inference_service.models.style_encoder import StyleEmbedder, untrained_encoder
-from tests.helpers.catalogs import write_catalog
+from tests.helpers.catalogs import unreadable, write_catalog
 from tests.helpers.encoders import as_stored
 
 pytestmark = pytest.mark.db
@@ -220,3 +220,28 @@ def test_a_lora_with_its_file_but_no_references_is_a_problem_that_names_the_comm
         f"{lora_dir}: no references/ images; register its file instead: "
         f"findlora lora register {lora_dir / 'style.safetensors'} --name ..."
     ]
+
+
+async def test_unreadable_images_are_reported_before_any_read_of_their_bytes(
+    tmp_path: Path, db: Database, db_url: str, embedder: StyleEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """validate fingerprinted (and hashed) every image after checking it: an unreadable one
+    raised PermissionError instead of the list of problems."""
+    catalog = write_catalog(tmp_path / "cat", n_loras=2, n_samples=3)
+    blobs = BlobStore(tmp_path / "blobs")
+    reference = catalog / "loras" / "style-01" / "references" / "s01.png"
+    with monkeypatch.context() as patch:
+        unreadable(patch, reference)
+        with pytest.raises(CatalogError) as info:
+            await import_catalog(catalog, db, blobs, embedder)
+    assert info.value.problems == [
+        f"{reference}: unreadable (Permission denied): make it readable to this user"
+    ]
+    assert table_count(db_url, "loras") == 0
+    await import_catalog(catalog, db, blobs, embedder)
+    # A stored sample is compared with the directory's by its bytes.
+    sample = catalog / "samples" / "s02.png"
+    unreadable(monkeypatch, sample)
+    with pytest.raises(CatalogError) as info:
+        await import_catalog(catalog, db, blobs, embedder)
+    assert info.value.problems == [f"{sample}: unreadable (Permission denied): make it readable to this user"]

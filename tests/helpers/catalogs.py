@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
 from inference_service.catalog.format import LoraEntry, dump_toml, lora_toml
@@ -71,3 +74,20 @@ def write_catalog(
             styled = image if unchanged_sample == (slug, sample_id) else apply_style(image, look)
             styled.save(ref_dir / f"{sample_id}.png")
     return root
+
+
+def unreadable(monkeypatch: pytest.MonkeyPatch, *paths: Path) -> None:
+    """Reading these files fails as it does for a file of mode 000 (which root, running the
+    tests in a container, could still read)."""
+    denied = {str(p) for p in paths}
+
+    def guard(original: Callable[..., Any]) -> Callable[..., Any]:
+        def read(self: Path, *args: object, **kwargs: object) -> Any:
+            if str(self) in denied:
+                raise PermissionError(13, "Permission denied", str(self))
+            return original(self, *args, **kwargs)
+
+        return read
+
+    monkeypatch.setattr(Path, "read_bytes", guard(Path.read_bytes))
+    monkeypatch.setattr(Path, "open", guard(Path.open))
