@@ -304,7 +304,7 @@ def adapt_cmd(
     threads: int = typer.Option(0, min=0, help="torch threads for training; 0 keeps torch's default."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the outcome (before/after, why) here."),
     rollback: bool = typer.Option(False, "--rollback", help="Reactivate the previous encoder instead."),
-    seed: int = typer.Option(0, help="Seed of the held-out split and of training."),
+    seed: int = typer.Option(0, help="Seed of training (the held-out samples do not depend on it)."),
     max_steps: int | None = typer.Option(None, min=1, help="Cap on fine-tuning steps."),
 ) -> None:
     """Fine-tune the active style encoder on the catalog's own references, validate on held-out

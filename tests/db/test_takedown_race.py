@@ -33,12 +33,14 @@ class ApprovedMeanwhile(Moderation):
 async def test_a_restore_cannot_undo_a_takedown_that_landed_while_it_ran(db: Database) -> None:
     async with db.connection() as conn:
         cur = await conn.execute(
-            "INSERT INTO loras (slug, name, base_model, status)"
-            " VALUES ('x', 'X', 'sdxl', 'hidden') RETURNING id"
+            "INSERT INTO loras (slug, name, base_model) VALUES ('x', 'X', 'sdxl') RETURNING id"
         )
         row = await cur.fetchone()
     assert row is not None
+    # Flagged while it was listed, hidden since: the restore below races the flag's approval.
     flag = await db.run(moderation.insert_flag, lora_id=row[0], reporter="slack:T:U1", note="", evidence={})
+    async with db.connection() as conn:
+        await conn.execute("UPDATE loras SET status = 'hidden' WHERE id = %s", (row[0],))
     racing = ApprovedMeanwhile(db, None, None)  # type: ignore[arg-type]  # set_status needs neither
     racing.flag_id = flag.id
     with pytest.raises(FailedPrecondition, match="x was taken down; a takedown cannot be undone"):
