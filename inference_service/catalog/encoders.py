@@ -83,11 +83,19 @@ async def _slug(conn: Connection, lora_id: int) -> str:
     return lora.slug if lora is not None else f"#{lora_id}"
 
 
-async def check_reference_blobs(db: Database, blobs: BlobStore) -> None:
-    """ReferenceUnreadable when a stored reference's blob is gone (one stat each): an activation
-    or adaptation fails at once, not after minutes of work."""
-    keys = await db.run(db_encoders.reference_keys)
-    missing = await asyncio.to_thread(lambda: [k for k in keys if not blobs.path(k[2]).exists()])
+async def missing_reference_blobs(
+    db: Database, blobs: BlobStore, keys: Sequence[Key] | None = None
+) -> list[Key]:
+    """The stored references (all, or `keys`) whose blob is gone from the store, one stat each."""
+    if keys is None:
+        keys = await db.run(db_encoders.reference_keys)
+    return await asyncio.to_thread(lambda: [k for k in keys if not blobs.path(k[2]).exists()])
+
+
+async def check_reference_blobs(db: Database, blobs: BlobStore, keys: Sequence[Key] | None = None) -> None:
+    """ReferenceUnreadable when a stored reference's blob is gone: an activation or adaptation
+    fails at once, not after minutes of work."""
+    missing = await missing_reference_blobs(db, blobs, keys)
     if missing:
         lora_id, sample_id, blob_key = missing[0]
         path = blobs.path(blob_key)
@@ -190,9 +198,9 @@ async def activate(
         expected = current.label
     if parent is None and current is not None:
         parent = current.label
-    # A lost or corrupt reference stops the activation before it registers or changes anything.
-    await check_reference_blobs(db, blobs)
     keys = await db.run(db_encoders.reference_keys)
+    # A lost or corrupt reference stops the activation before it registers or changes anything.
+    await check_reference_blobs(db, blobs, keys)
     embedded: dict[Key, np.ndarray] = {}
     for start in range(0, len(keys), batch):
         embedded.update(

@@ -5,7 +5,6 @@ Idempotent and resumable through each LoRA's catalog fingerprint (docs/design.md
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from db.database import Database
 from db.encoders import EncoderChanged
 from db.rows import NewLora, ReferenceRow
 from inference_service.blobs import BlobStore
+from inference_service.catalog.encoders import missing_reference_blobs
 from inference_service.catalog.format import Catalog, CatalogError, LoraEntry, lora_toml, scan_catalog
 from inference_service.imaging import ImageRejected, decode_image_file, load_image_file, thumbnail_webp
 from inference_service.models.active import ActiveEncoder, UnknownEncoder, as_active
@@ -159,11 +159,12 @@ async def _lost_blobs(db: Database, blobs: BlobStore) -> set[str]:
     """Slugs with a reference whose blob is missing from the store (a lost volume, a partial
     restore): imported again even when unchanged, which writes the blobs back; this is the
     remedy an activation or adaptation stopped by a missing blob names."""
-    keys = await db.run(db_encoders.reference_keys)
+    lost = {lora_id for lora_id, _, _ in await missing_reference_blobs(db, blobs)}
+    if not lost:
+        return set()
     slugs = {
         row.id: row.slug for row in await db.run(db_catalog.list_loras, ("active", "hidden", "taken_down"))
     }
-    lost = await asyncio.to_thread(lambda: {lid for lid, _, key in keys if not blobs.path(key).exists()})
     return {slugs[lid] for lid in lost if lid in slugs}
 
 
