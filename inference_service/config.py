@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from findlora_client.protocol import DEFAULT_ADDRESS, MAX_IMAGE_PIXELS, MAX_MESSAGE_BYTES
+from inference_service.scoring.fusion import Normalisation
 
 DEFAULT_DATA_DIR = Path(".findlora")
 
@@ -178,7 +179,7 @@ class Settings(BaseSettings):
         le=1,
         description="Fused = α·n(d_avg) + (1−α)·n(RKME); tuned on the bench validation split.",
     )
-    fusion_normalisation: Literal["rank", "robust_z"] = Field(
+    fusion_normalisation: Normalisation = Field(
         "rank", description="rank | robust_z (picked by benchmark)."
     )
     gmi_exact_below: int = Field(
