@@ -321,6 +321,41 @@ def _too_big(size: int, cap: int) -> str:
     return f"the file is larger than the {cap / 1024**2:.0f} MiB limit ({size / 1024**2:.0f} MiB or more)"
 
 
+class _StoreFile:
+    """A file going into the LoRA store under a temporary name: its bytes counted against the cap
+    and hashed as they are written, then renamed to <sha256>.safetensors by `commit`. Leaving the
+    `with` block without a commit (a refusal, an error, a cancellation) removes it."""
+
+    def __init__(self, dest_dir: Path, prefix: str, max_bytes: int) -> None:
+        fd, name = tempfile.mkstemp(dir=dest_dir, prefix=prefix)
+        self.dest_dir, self.tmp, self.max_bytes = dest_dir, Path(name), max_bytes
+        self.handle = os.fdopen(fd, "wb")
+        self.digest, self.size, self.committed = hashlib.sha256(), 0, False
+
+    def __enter__(self) -> _StoreFile:
+        return self
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise FetchRefused(_too_big(self.size, self.max_bytes))
+        self.digest.update(chunk)
+        self.handle.write(chunk)
+
+    def commit(self) -> tuple[Path, str]:
+        self.handle.close()
+        sha = self.digest.hexdigest()
+        final = self.dest_dir / f"{sha}.safetensors"
+        os.replace(self.tmp, final)
+        self.committed = True
+        return final, sha
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self.committed:
+            self.handle.close()
+            self.tmp.unlink(missing_ok=True)
+
+
 async def _store(
     chunks: object,
     dest_dir: Path,
@@ -331,28 +366,14 @@ async def _store(
     progress: ProgressFn | None,
 ) -> FetchedFile:
     await asyncio.to_thread(dest_dir.mkdir, parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    size = 0
-    fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=DOWNLOAD_PREFIX)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            async for chunk in chunks:  # type: ignore[attr-defined]
-                size += len(chunk)
-                if size > policy.max_bytes:
-                    raise FetchRefused(_too_big(size, policy.max_bytes))
-                digest.update(chunk)
-                handle.write(chunk)
-                if progress is not None:
-                    progress(size, total)
-        sha = digest.hexdigest()
-        final = dest_dir / f"{sha}.safetensors"
-        os.replace(tmp, final)
-    except BaseException:
-        await asyncio.shield(asyncio.to_thread(tmp.unlink, missing_ok=True))
-        raise
-    log.info("fetched", url=redact(url), bytes=size, sha256=sha)
-    return FetchedFile(final, sha, size, filename, redact(url))
+    with _StoreFile(dest_dir, DOWNLOAD_PREFIX, policy.max_bytes) as stored:
+        async for chunk in chunks:  # type: ignore[attr-defined]
+            stored.write(chunk)
+            if progress is not None:
+                progress(stored.size, total)
+        final, sha = stored.commit()
+    log.info("fetched", url=redact(url), bytes=stored.size, sha256=sha)
+    return FetchedFile(final, sha, stored.size, filename, redact(url))
 
 
 def stage_local_file(path: Path, dest_dir: Path, max_bytes: int) -> FetchedFile:
@@ -362,27 +383,14 @@ def stage_local_file(path: Path, dest_dir: Path, max_bytes: int) -> FetchedFile:
     refuse_pickle_name(path.name)
     if not path.is_file():
         raise FetchRefused(f"{path}: no such file")
-    if path.stat().st_size > max_bytes:
-        raise FetchRefused(_too_big(path.stat().st_size, max_bytes))
+    if (size := path.stat().st_size) > max_bytes:
+        raise FetchRefused(_too_big(size, max_bytes))
     dest_dir.mkdir(parents=True, exist_ok=True)
-    digest, size = hashlib.sha256(), 0
-    fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=STAGING_PREFIX)
-    tmp = Path(tmp_name)
-    try:
-        with path.open("rb") as source, os.fdopen(fd, "wb") as copy:
-            for chunk in iter(lambda: source.read(_CHUNK), b""):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise FetchRefused(_too_big(size, max_bytes))
-                digest.update(chunk)
-                copy.write(chunk)
-        sha = digest.hexdigest()
-        final = dest_dir / f"{sha}.safetensors"
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return FetchedFile(final, sha, size, path.name, f"file:{path.name}")
+    with _StoreFile(dest_dir, STAGING_PREFIX, max_bytes) as stored, path.open("rb") as source:
+        for chunk in iter(lambda: source.read(_CHUNK), b""):
+            stored.write(chunk)
+        final, sha = stored.commit()
+    return FetchedFile(final, sha, stored.size, path.name, f"file:{path.name}")
 
 
 def sweep_partial_files(dest_dir: Path, older_than_s: float, now: float | None = None) -> int:
