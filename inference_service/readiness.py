@@ -15,6 +15,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2
 
 from db.database import Database
+from inference_service.periodic import every
 
 log = structlog.get_logger(__name__)
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -22,9 +23,8 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class DatabaseReadiness:
-    """Stopped by an event, never cancelled mid-check: psycopg_pool can lose a cancellation that
-    lands while a connection is being handed out (psycopg issues 1345, 1401), and a stop awaiting
-    such a task would wait for good. A check is bounded by the pool's own timeout instead."""
+    """Stopped between checks, never cancelled mid-check (inference_service.periodic); a check is
+    bounded by the pool's own timeout."""
 
     def __init__(
         self, db: Database, servicer: health.aio.HealthServicer, service: str, interval_s: float
@@ -50,16 +50,10 @@ class DatabaseReadiness:
             self.ready = ready
         return ready
 
-    async def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await asyncio.wait_for(self._stop.wait(), self.interval_s)
-            except TimeoutError:
-                await self.check_once()
-
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="database-readiness")
+            loop = every(self.interval_s, self._stop, self.check_once)
+            self._task = asyncio.create_task(loop, name="database-readiness")
 
     async def stop(self) -> None:
         """Ends the loop after the check in flight (at most the pool's timeout), without waiting

@@ -29,6 +29,7 @@ from findlora_client.links import page_link_problem
 from findlora_client.protocol import Reason
 from inference_service.config import Settings
 from inference_service.errors import AlreadyExists, InvalidArgument, NotFound
+from inference_service.periodic import every
 from inference_service.registration.families import generator_family
 from inference_service.registration.fetch import FetchPolicy, check_url, redact, sweep_partial_files
 from inference_service.registration.pipeline import STAGED_PREFIX, RegistrationPipeline, fetch_policy
@@ -249,20 +250,14 @@ async def heartbeat_while_running(db: Database, queue_job_id: int, interval: flo
     A stopping worker cancels its own heartbeats first and then waits for its running jobs, which
     can take many minutes (a registration's diffusion, an adaptation): past the stall timeout any
     replica's watcher would put the still-running job back and a second worker would run it too.
-
-    The beat is stopped by an event, never cancelled mid-query: a cancelled database call (its
-    connection, its pool slot) was seen to leave the job waiting on the beat for good."""
+    The beat is stopped between touches, never cancelled mid-query (inference_service.periodic)."""
     stop = asyncio.Event()
 
-    async def beat() -> None:
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), interval)
-            except TimeoutError:
-                with suppress(Exception):  # a blip: procrastinate's own heartbeat may still run
-                    await _touch_heartbeat(db, queue_job_id, max(interval, 1.0))
+    async def touch() -> None:
+        with suppress(Exception):  # a blip: procrastinate's own heartbeat may still run
+            await _touch_heartbeat(db, queue_job_id, max(interval, 1.0))
 
-    beating = asyncio.create_task(beat())
+    beating = asyncio.create_task(every(interval, stop, touch))
     try:
         yield
     finally:
@@ -277,21 +272,18 @@ WATCHER_STOP_WAIT_S = 10.0
 @asynccontextmanager
 async def stalled_jobs_watched(queue: App, db: Database, settings: Settings) -> AsyncIterator[None]:
     """Requeue stalled jobs and fail orphaned registrations every half stall timeout while the
-    worker runs. Stopped by an event, never cancelled mid-query, like the heartbeat above: a
-    cancellation that psycopg_pool loses would have left the watcher looping and the worker's
+    worker runs. Stopped between rounds, never cancelled mid-query (inference_service.periodic):
+    a cancellation that psycopg_pool loses would have left the watcher looping and the worker's
     stop waiting on it until the orchestrator killed the process."""
     stop = asyncio.Event()
     interval = max(settings.worker_stalled_after_seconds / 2, 0.5)
 
     async def watch() -> None:
-        while not stop.is_set():
-            with suppress(Exception):  # a database blip must not stop the worker; next round retries
-                await requeue_stalled(queue, settings)
-                await fail_orphaned_registrations(db)
-            with suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
+        with suppress(Exception):  # a database blip must not stop the worker; next round retries
+            await requeue_stalled(queue, settings)
+            await fail_orphaned_registrations(db)
 
-    watching = asyncio.create_task(watch(), name="stalled-job-watcher")
+    watching = asyncio.create_task(every(interval, stop, watch, first_now=True), name="stalled-job-watcher")
     try:
         yield
     finally:
