@@ -179,9 +179,7 @@ class Settings(BaseSettings):
         le=1,
         description="Fused = α·n(d_avg) + (1−α)·n(RKME); tuned on the bench validation split.",
     )
-    fusion_normalisation: Normalisation = Field(
-        "rank", description="rank | robust_z (picked by benchmark)."
-    )
+    fusion_normalisation: Normalisation = Field("rank", description="rank | robust_z (picked by benchmark).")
     gmi_exact_below: int = Field(
         20_000,
         ge=0,
