@@ -209,20 +209,13 @@ async def _rollback(json_path: Path | None) -> None:
 
 
 async def _prepare(settings: Settings) -> Prepared:
-    from inference_service.catalog.adaptation import AdaptError, prepare
-    from inference_service.catalog.encoders import (
-        ReferenceUnreadable,
-        check_reference_blobs,
-        unreadable_reference,
-    )
-    from inference_service.imaging import ImageRejected
+    from inference_service.catalog.adaptation import AdaptError, prepare_checked
+    from inference_service.catalog.encoders import ReferenceUnreadable
     from inference_service.runtime import open_runtime
 
     async with await open_runtime(settings) as runtime:
         try:
-            # A lost reference would stop the activation after the training: say so before it.
-            await check_reference_blobs(runtime.db, runtime.blobs)
-            return await prepare(
+            return await prepare_checked(
                 runtime.db,
                 runtime.blobs,
                 runtime.encoders,
@@ -231,11 +224,7 @@ async def _prepare(settings: Settings) -> Prepared:
             )
         except (AdaptError, ReferenceUnreadable) as exc:
             fail(str(exc))
-        except (OSError, ImageRejected) as exc:  # a reference blob that is there but does not read
-            if (known := await unreadable_reference(runtime.db, runtime.blobs, exc)) is not None:
-                fail(str(known))
-            if isinstance(exc, ImageRejected):
-                raise
+        except OSError as exc:  # the blob store itself, not one reference, does not read
             fail(
                 f"{exc.filename or settings.blob_dir}: cannot be read ({exc.strerror or exc}); nothing was "
                 f"changed: restore the blob store ({settings.blob_dir}) or make it readable to this user"

@@ -17,8 +17,16 @@ from db import encoders as db_encoders
 from db.database import Database
 from db.encoders import EncoderChanged
 from inference_service.blobs import BlobStore
-from inference_service.catalog.encoders import Activation, ProgressCallback, activate, previous_label
+from inference_service.catalog.encoders import (
+    Activation,
+    ProgressCallback,
+    activate,
+    check_reference_blobs,
+    previous_label,
+    unreadable_reference,
+)
 from inference_service.config import Settings
+from inference_service.imaging import ImageRejected
 from inference_service.models.active import ActiveEncoder, UnknownEncoder
 from inference_service.models.style_encoder import StyleEmbedder, encoder_fingerprint
 from inference_service.training.adapt import (
@@ -162,6 +170,26 @@ async def finish(
     return AdaptRun(outcome, activation)
 
 
+async def prepare_checked(
+    db: Database,
+    blobs: BlobStore,
+    encoders: ActiveEncoder,
+    *,
+    progress: bool = False,
+    max_references: int | None = None,
+) -> Prepared:
+    """`prepare`, after checking that every reference blob is there (a lost one would stop the
+    activation after the training). A reference that is there and does not read is
+    ReferenceUnreadable too, naming the LoRA, the sample and the file."""
+    await check_reference_blobs(db, blobs)
+    try:
+        return await prepare(db, blobs, encoders, progress=progress, max_references=max_references)
+    except (OSError, ImageRejected) as exc:
+        if (known := await unreadable_reference(db, blobs, exc)) is not None:
+            raise known from exc
+        raise
+
+
 async def adapt_catalog(
     db: Database,
     blobs: BlobStore,
@@ -178,7 +206,7 @@ async def adapt_catalog(
     rollback's pause holds."""
     if automatic and (why := await db.run(db_encoders.automatic_adaptation_pause)) is not None:
         raise AdaptError(f"automatic adaptation is paused: {why}")
-    prepared = await prepare(
+    prepared = await prepare_checked(
         db, blobs, encoders, progress=progress, max_references=settings.adapt_max_references
     )
     if prepared.drawn:
@@ -222,6 +250,7 @@ __all__ = [
     "adapt_catalog",
     "finish",
     "prepare",
+    "prepare_checked",
     "rollback",
     "train",
 ]

@@ -388,13 +388,15 @@ async def run_adapt_job(runtime: Runtime, settings: Settings) -> None:
     """One adaptation on the worker: kept and activated, or refused; a catalog too small to
     adapt is logged, not retried."""
     from inference_service.catalog.adaptation import AdaptConfig, AdaptError, adapt_catalog
+    from inference_service.catalog.encoders import ReferenceUnreadable
 
     config = AdaptConfig(max_minutes=settings.adapt_max_minutes)
     try:
         run = await adapt_catalog(
             runtime.db, runtime.blobs, runtime.encoders, settings, config, automatic=True
         )
-    except AdaptError as exc:
+    except (AdaptError, ReferenceUnreadable) as exc:
+        # Not retried: a lost reference needs the blob store restored (the message says how).
         await runtime.db.run(db_encoders.record_adapt_run)
         log.warning("adaptation_skipped", reason=str(exc))
         return

@@ -115,9 +115,13 @@ def test_a_bad_adapt_schedule_is_refused_with_its_setting_name() -> None:
         Settings(adapt_cron="every sunday")
 
 
-async def test_a_failed_adapt_job_counts_as_a_run_so_registrations_do_not_requeue_it(
+async def test_a_lost_reference_skips_the_adapt_job_with_what_to_do_and_counts_as_a_run(
     settings: Settings, db: Database, tmp_path: Path
 ) -> None:
+    """Before training, not after it: the worker's run names the LoRA, the sample and the file
+    (as `catalog adapt` does), is not retried, and registrations do not requeue it at once."""
+    from structlog.testing import capture_logs
+
     from inference_service.registration.jobs import run_adapt_job
 
     settings = settings.model_copy(update={"adapt_every_registrations": 1, "adapt_max_minutes": 0.5})
@@ -127,14 +131,20 @@ async def test_a_failed_adapt_job_counts_as_a_run_so_registrations_do_not_requeu
             tmp_path / "zoo", n_styles=4, n_samples=4, split="train", seed=2, progress=False, size=48
         )
         await import_catalog(zoo, runtime.db, runtime.blobs, runtime.encoders)
-        keys = await db.run(db_encoders.reference_keys)
-        runtime.blobs.path(keys[0][2]).unlink()  # a blob store that lost a reference
+        _lora_id, sample_id, blob_key = (await db.run(db_encoders.reference_keys))[0]
+        lost = runtime.blobs.path(blob_key)
+        lost.unlink()  # a blob store that lost a reference
         await registered(db, 3)
-        with pytest.raises(FileNotFoundError):
+        with capture_logs() as logs:
             await run_adapt_job(runtime, settings)
     finally:
         await runtime.close()
     assert await db.run(db_encoders.registrations_since_adapt) == 0
+    (skipped,) = [entry for entry in logs if entry["event"] == "adaptation_skipped"]
+    assert skipped["log_level"] == "warning"
+    assert sample_id in skipped["reason"]
+    assert str(lost) in skipped["reason"]
+    assert not any(entry["event"] == "adaptation_failed" for entry in logs)
 
 
 async def test_an_adaptation_whose_worker_died_is_requeued_and_frees_its_lock(
