@@ -119,6 +119,22 @@ async def insert_spec_points(conn: Connection, lora_id: int, points: Sequence[Sp
         )
 
 
+async def own_prompts(conn: Connection, lora_id: int) -> list[Prompt]:
+    """One LoRA's own prompts, by local id."""
+    cur = await conn.execute(
+        "SELECT id, local_id, text FROM prompts WHERE lora_id = %s ORDER BY local_id", (lora_id,)
+    )
+    return [Prompt(int(r[0]), int(r[1]), str(r[2])) for r in await cur.fetchall()]
+
+
+async def spec_blobs(conn: Connection, lora_id: int) -> list[tuple[int, int, str]]:
+    """One LoRA's spec points as (prompt row id, n, blob key), features or not (for export)."""
+    cur = await conn.execute(
+        "SELECT prompt_id, n, blob_key FROM spec_points WHERE lora_id = %s ORDER BY prompt_id, n", (lora_id,)
+    )
+    return [(int(r[0]), int(r[1]), str(r[2])) for r in await cur.fetchall()]
+
+
 async def load_specs(
     conn: Connection, lora_ids: Sequence[int] | None = None, filters: Filters = Filters()
 ) -> dict[int, LoraSpec]:
