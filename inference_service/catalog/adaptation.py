@@ -227,7 +227,7 @@ async def rollback(
     active, parent = await previous_label(db)
     target = await encoders.get(parent)
     current = await encoders.current_or_none()
-    done = await activate(
+    return await activate(
         db,
         blobs,
         target,
@@ -236,10 +236,10 @@ async def rollback(
         note="rollback",
         actor="catalog adapt --rollback",
         progress=progress,
+        pause_automatic=(
+            f"rolled back from {active} to {parent}; run `findlora catalog adapt` by hand to resume it"
+        ),
     )
-    why = f"rolled back from {active} to {parent}; run `findlora catalog adapt` by hand to resume it"
-    await db.run(db_encoders.pause_automatic_adaptation, why)
-    return done
 
 
 __all__ = [

@@ -187,13 +187,16 @@ async def activate(
     actor: str = "operator",
     progress: ProgressCallback | None = None,
     batch: int = 256,
+    pause_automatic: str | None = None,
 ) -> Activation:
     """Make `embedder` the catalog's encoder. `current` is the encoder active now when this
     process can load it: it is registered too (first activation over the shipped or configured
     encoder), so a rollback can return to it. `parent` defaults to the current label.
     The switch happens only from `expected` (default: `current`'s label), EncoderChanged
     otherwise: an adaptation, rollback or reembed must not replace an encoder that another
-    activation made while it embedded, nor register a parent that was not the one it replaced."""
+    activation made while it embedded, nor register a parent that was not the one it replaced.
+    `pause_automatic` (a rollback's reason) pauses the worker's adaptations in the commit that
+    switches the encoder: never one without the other."""
     if expected is None and current is not None:
         expected = current.label
     if parent is None and current is not None:
@@ -226,6 +229,8 @@ async def activate(
         for lora_id in loras:
             await refresh_style_summary(conn, lora_id)
         await db_encoders.set_active(conn, embedder.label)
+        if pause_automatic is not None:
+            await db_encoders.pause_automatic_adaptation(conn, pause_automatic)
         await moderation.audit(
             conn,
             actor,

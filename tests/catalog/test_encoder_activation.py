@@ -214,3 +214,33 @@ async def test_rollback_to_weights_missing_from_the_blob_store_says_so_and_keeps
     with pytest.raises(UnknownEncoder, match="missing from the blob store"):
         await rollback(db, blobs, holder)
     assert await db.run(active_label) == adapted.label
+
+
+async def test_a_rollback_pauses_automatic_adaptation_in_the_commit_that_switches_the_encoder(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rollback whose pause is not written (the process dies there) switches nothing: the
+    worker's next run would otherwise adapt again and undo the rollback."""
+    from db import encoders as db_encoders
+    from inference_service.catalog.adaptation import rollback
+    from inference_service.models.active import ActiveEncoder
+
+    blobs = BlobStore(tmp_path / "blobs")
+    first = tiny_embedder()
+    await import_catalog(write_catalog(tmp_path / "cat", n_loras=2, n_samples=3), db, blobs, first)
+    adapted = perturbed(first, seed=6)
+    await activate(db, blobs, adapted, current=first)
+
+    async def dies(conn: object, why: str) -> None:
+        raise ConnectionError("the process died here")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(db_encoders, "pause_automatic_adaptation", dies)
+        with pytest.raises(ConnectionError):
+            await rollback(db, blobs, ActiveEncoder(db, blobs, first))
+    assert await db.run(active_label) == adapted.label
+    assert await db.run(db_encoders.automatic_adaptation_pause) is None
+
+    await rollback(db, blobs, ActiveEncoder(db, blobs, first))
+    assert await db.run(active_label) == first.label
+    assert await db.run(db_encoders.automatic_adaptation_pause) is not None
