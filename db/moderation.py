@@ -59,6 +59,15 @@ class FlagAlreadyOpen(Exception):
         self.flag_id = flag_id
 
 
+class OwnFlag(Exception):
+    """An approval by the person who filed the flag: it would let anyone with the moderate role
+    take a LoRA down alone (a direct takedown needs admin)."""
+
+    def __init__(self, reporter: str) -> None:
+        super().__init__(f"{reporter} filed this flag")
+        self.reporter = reporter
+
+
 class TakedownIsFinal(Exception):
     def __init__(self, slug: str) -> None:
         super().__init__(f"{slug} was taken down; a takedown cannot be undone")
@@ -183,8 +192,16 @@ async def decide_flag(
     client: str | None = None,
 ) -> tuple[FlagRow | None, bool]:
     """Decide an open flag (approve also takes its LoRA down), audited, atomically.
-    Returns (flag, decided_now): decided_now is False when the flag was no longer open."""
+    Returns (flag, decided_now): decided_now is False when the flag was no longer open.
+    OwnFlag when its reporter would approve it (dismissing it, a withdrawal, is allowed)."""
     async with conn.transaction():
+        if status == "approved":
+            cur = await conn.execute(
+                "SELECT reporter FROM flags WHERE id = %s AND status = 'open' FOR UPDATE", (flag_id,)
+            )
+            open_flag = await cur.fetchone()
+            if open_flag is not None and str(open_flag[0]) == moderator:
+                raise OwnFlag(moderator)
         cur = await conn.execute(
             "UPDATE flags SET status = %s, reviewer = %s, decided_at = now()"
             " WHERE id = %s AND status = 'open' RETURNING lora_id",

@@ -173,14 +173,19 @@ class Moderation:
         if not moderator:
             raise InvalidArgument("moderator is required")
         parsed = parse_id(flag_id, "flag id")
-        flag, decided_now = await self.db.run(
-            moderation.decide_flag,
-            parsed,
-            status="approved" if approve else "dismissed",
-            moderator=moderator,
-            reason=reason,
-            client=client,
-        )
+        try:
+            flag, decided_now = await self.db.run(
+                moderation.decide_flag,
+                parsed,
+                status="approved" if approve else "dismissed",
+                moderator=moderator,
+                reason=reason,
+                client=client,
+            )
+        except moderation.OwnFlag:
+            raise FailedPrecondition(
+                "you filed this report, so another moderator has to approve it (you can dismiss it)"
+            ) from None
         if flag is None:
             raise NotFound(f"no flag {flag_id}")
         if not decided_now:

@@ -169,6 +169,27 @@ async def test_a_hidden_or_taken_down_lora_cannot_be_flagged_or_told_apart_from_
         await db.run(moderation.insert_flag, lora_id=gone.id, reporter="a", note="", evidence={})
 
 
+async def test_a_flag_is_approved_by_another_person_than_its_reporter(
+    served: ServedCatalog, db: Database
+) -> None:
+    """A moderator filing a flag and approving it took a LoRA down alone, without the admin
+    role a direct takedown needs. Withdrawing (dismissing) one's own report stays allowed."""
+    async with served.client(Role.MODERATE) as moderator:
+        flag = await moderator.flag_lookalike("style-02", query(served, "style-02"), reporter="discord:7")
+        with pytest.raises(ServiceCallError) as caught:
+            await moderator.review_flag(flag.flag_id, approve=True, moderator="discord:7")
+        assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert "another moderator has to approve it" in caught.value.message
+        assert "style-02" in await slugs_found(moderator, served, "style-02")
+        [still_open] = await moderator.list_flags(pb.FLAG_STATUS_OPEN)
+        assert still_open.flag_id == flag.flag_id
+        decided = await moderator.review_flag(flag.flag_id, approve=True, moderator="discord:8")
+        assert decided.status == pb.FLAG_STATUS_APPROVED
+        own = await moderator.flag_lookalike("style-05", query(served, "style-05"), reporter="discord:7")
+        withdrawn = await moderator.review_flag(own.flag_id, approve=False, moderator="discord:7")
+        assert withdrawn.status == pb.FLAG_STATUS_DISMISSED
+
+
 async def test_dismissed_flag_leaves_the_lora_searchable(
     client: FindLoraClient, served: ServedCatalog
 ) -> None:
