@@ -16,7 +16,7 @@ from db.rows import AuditEntry, FlagEvidenceRow, FlagRow
 
 _FLAG_SELECT = (
     "SELECT f.id, f.lora_id, l.slug, l.name AS lora_name, f.reporter, f.note, f.evidence, f.status,"
-    " coalesce(f.reviewer, '') AS reviewer, f.created_at, f.decided_at"
+    " coalesce(f.reviewer, '') AS reviewer, f.created_at, f.decided_at, l.nsfw"
     " FROM flags f JOIN loras l ON l.id = f.lora_id"
 )
 

@@ -75,6 +75,7 @@ class FlagRow:
     reviewer: str
     created_at: datetime
     decided_at: datetime | None
+    nsfw: bool  # the flagged LoRA's
 
 
 class AuditEntry(NamedTuple):

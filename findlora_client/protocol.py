@@ -36,6 +36,7 @@ class Reason(StrEnum):
     REGISTRATION_DISABLED = "REGISTRATION_DISABLED"
     SOURCE_BUSY = "SOURCE_BUSY"  # a running job is registering this source already
     SLUG_TAKEN = "SLUG_TAKEN"  # another LoRA (another source) has this slug: give the entry a slug
+    OWN_FLAG = "OWN_FLAG"  # a flag's reporter may dismiss it, not approve it
     DATABASE_TIMEOUT = "DATABASE_TIMEOUT"
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
     INVALID_ARGUMENT = "INVALID_ARGUMENT"

@@ -89,6 +89,7 @@ async def flag_to_proto(flag: FlagRow, blobs: BlobStore) -> pb.Flag:
         status=FLAG_TO_PROTO[flag.status],
         reviewer=flag.reviewer,
         created_at=timestamp(flag.created_at),
+        nsfw=flag.nsfw,
         evidence=pb.FlagEvidence(
             style_distance=float(evidence.get("style_distance", 0.0)),
             rank=int(evidence.get("rank", 0)),

@@ -17,7 +17,7 @@ from db import catalog, moderation, ranking
 from db.database import Database
 from db.encoders import EncoderChanged, label_guard
 from db.rows import FlagRow, LoraRow
-from findlora_client.protocol import MAX_NOTE_CHARS
+from findlora_client.protocol import MAX_NOTE_CHARS, Reason
 from inference_service.config import Settings
 from inference_service.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, parse_id
 from inference_service.models.active import ActiveEncoder, UnknownEncoder
@@ -184,7 +184,8 @@ class Moderation:
             )
         except moderation.OwnFlag:
             raise FailedPrecondition(
-                "you filed this report, so another moderator has to approve it (you can dismiss it)"
+                "you filed this report, so another moderator has to approve it (you can dismiss it)",
+                reason=Reason.OWN_FLAG,
             ) from None
         if flag is None:
             raise NotFound(f"no flag {flag_id}")

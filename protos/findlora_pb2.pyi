@@ -286,7 +286,7 @@ class FlagEvidence(_message.Message):
     def __init__(self, style_distance: _Optional[float] = ..., rank: _Optional[int] = ..., catalog_size: _Optional[int] = ..., nearest_transfers: _Optional[_Iterable[_Union[SampleTransfer, _Mapping]]] = ...) -> None: ...
 
 class Flag(_message.Message):
-    __slots__ = ("flag_id", "lora_id", "slug", "lora_name", "reporter", "note", "evidence", "status", "reviewer", "created_at", "decided_at")
+    __slots__ = ("flag_id", "lora_id", "slug", "lora_name", "reporter", "note", "evidence", "status", "reviewer", "created_at", "decided_at", "nsfw")
     FLAG_ID_FIELD_NUMBER: _ClassVar[int]
     LORA_ID_FIELD_NUMBER: _ClassVar[int]
     SLUG_FIELD_NUMBER: _ClassVar[int]
@@ -298,6 +298,7 @@ class Flag(_message.Message):
     REVIEWER_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     DECIDED_AT_FIELD_NUMBER: _ClassVar[int]
+    NSFW_FIELD_NUMBER: _ClassVar[int]
     flag_id: str
     lora_id: int
     slug: str
@@ -309,7 +310,8 @@ class Flag(_message.Message):
     reviewer: str
     created_at: _timestamp_pb2.Timestamp
     decided_at: _timestamp_pb2.Timestamp
-    def __init__(self, flag_id: _Optional[str] = ..., lora_id: _Optional[int] = ..., slug: _Optional[str] = ..., lora_name: _Optional[str] = ..., reporter: _Optional[str] = ..., note: _Optional[str] = ..., evidence: _Optional[_Union[FlagEvidence, _Mapping]] = ..., status: _Optional[_Union[FlagStatus, str]] = ..., reviewer: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    nsfw: bool
+    def __init__(self, flag_id: _Optional[str] = ..., lora_id: _Optional[int] = ..., slug: _Optional[str] = ..., lora_name: _Optional[str] = ..., reporter: _Optional[str] = ..., note: _Optional[str] = ..., evidence: _Optional[_Union[FlagEvidence, _Mapping]] = ..., status: _Optional[_Union[FlagStatus, str]] = ..., reviewer: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., nsfw: _Optional[bool] = ...) -> None: ...
 
 class FlagLookalikeRequest(_message.Message):
     __slots__ = ("lora", "artworks", "note", "reporter")

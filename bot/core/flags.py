@@ -78,8 +78,14 @@ def follow_up_text(review_card_posted: bool) -> str:
 _SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif"}
 
 
-def evidence_transfers(flag: pb.Flag) -> list[TransferImage]:
-    """The LoRA's sample transfers nearest the artwork that still have a thumbnail."""
+NSFW_TRANSFERS_HIDDEN = "The LoRA is marked NSFW: its sample transfers are not shown in this channel."
+
+
+def evidence_transfers(flag: pb.Flag, *, allow_nsfw: bool) -> list[TransferImage]:
+    """The LoRA's sample transfers nearest the artwork that still have a thumbnail; none of an
+    NSFW LoRA where the channel does not allow NSFW (the community rule search follows)."""
+    if flag.nsfw and not allow_nsfw:
+        return []
     return [
         TransferImage(t.sample_id, f"{t.sample_id}.webp", t.thumbnail, t.mime_type, t.distance)
         for t in flag.evidence.nearest_transfers
@@ -91,12 +97,13 @@ def artwork_filename(number: int, content_type: str) -> str:
     return f"artwork-{number}{_SUFFIXES.get(content_type, '.img')}"
 
 
-def evidence_text(flag: pb.Flag) -> str:
+def evidence_text(flag: pb.Flag, *, allow_nsfw: bool) -> str:
     evidence = flag.evidence
-    return (
+    text = (
         f"Among {evidence.catalog_size} LoRAs, `{flag.slug}` ranks **#{evidence.rank}** for your artwork "
         f"(style distance {evidence.style_distance:.3f}; lower is closer)."
     )
+    return f"{text} {NSFW_TRANSFERS_HIDDEN}" if flag.nsfw and not allow_nsfw else text
 
 
 def outcome_text(flag: pb.Flag) -> str:

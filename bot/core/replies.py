@@ -25,6 +25,7 @@ _SAID_AS_IS = frozenset(
     {
         Reason.NOT_FOUND,
         Reason.FAILED_PRECONDITION,
+        Reason.OWN_FLAG,
         Reason.ALREADY_EXISTS,
         Reason.CATALOG_EMPTY,
         Reason.CATALOG_STALE,

@@ -138,14 +138,14 @@ def _person(key: str) -> str:
     return f"<@{user_id}>" if user_id else escape(key)
 
 
-def review_blocks(flag: pb.Flag) -> list[Block]:
+def review_blocks(flag: pb.Flag, *, allow_nsfw: bool) -> list[Block]:
     fields = [f"*Reporter:* {_person(flag.reporter)}", f"*Status:* {status_label(flag)}"]
     if flag.reviewer:
         fields.append(f"*Reviewer:* {_person(flag.reviewer)}")
     blocks: list[Block] = [
         _section(f"*Lookalike report:* {escape(flag.lora_name)} (`{escape(flag.slug)}`)"),
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
-        _section(f"*Evidence:* {mrkdwn(evidence_text(flag))}"),
+        _section(f"*Evidence:* {mrkdwn(evidence_text(flag, allow_nsfw=allow_nsfw))}"),
     ]
     if flag.note:
         blocks.append(_section(f"*Note:* {escape(flag.note[:1500])}"))

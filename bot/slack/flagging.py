@@ -76,8 +76,8 @@ async def report_thread(
     return ReportThread(sent=False, lora=str(payload.get("lora") or ""), note=str(payload.get("note") or ""))
 
 
-def _sheet_upload(flag: pb.Flag) -> list[dict[str, Any]]:
-    sheet = contact_sheet(flags.evidence_transfers(flag))
+def _sheet_upload(flag: pb.Flag, allow_nsfw: bool) -> list[dict[str, Any]]:
+    sheet = contact_sheet(flags.evidence_transfers(flag, allow_nsfw=allow_nsfw))
     if sheet is None:
         return []
     return [{"file": sheet, "filename": "nearest-transfers.webp", "title": f"{flag.slug}: nearest transfers"}]
@@ -118,9 +118,14 @@ class ReportThreadReplies:
     async def filed(self, flag: pb.Flag, artworks: list[QueryImage]) -> None:
         await self._close_thread(flag)
         posted = await post_review_card(self.services, self.web, flag, artworks)
-        await self.say(f"{mrkdwn(flags.evidence_text(flag))}\n{flags.follow_up_text(posted)}")
+        allow_nsfw = self.services.nsfw.allows(self.place.channel)
+        evidence = mrkdwn(flags.evidence_text(flag, allow_nsfw=allow_nsfw))
+        await self.say(f"{evidence}\n{flags.follow_up_text(posted)}")
         await upload_images(
-            self.web, self.place, _sheet_upload(flag), "The LoRA's sample transfers nearest your artwork."
+            self.web,
+            self.place,
+            _sheet_upload(flag, allow_nsfw),
+            "The LoRA's sample transfers nearest your artwork.",
         )
 
     async def _close_thread(self, flag: pb.Flag) -> None:
@@ -146,11 +151,12 @@ async def post_review_card(
         log.warning("review_channel_missing", flag_id=flag.flag_id)
         return False
     try:
-        card = await web.chat_postMessage(channel=channel, text=review_text(flag), blocks=review_blocks(flag))
+        blocks = review_blocks(flag, allow_nsfw=services.nsfw.allows(channel))
+        card = await web.chat_postMessage(channel=channel, text=review_text(flag), blocks=blocks)
     except WEB_ERRORS as error:
         log.warning("review_card_failed", flag_id=flag.flag_id, error=error_code(error))
         return False
-    images = _sheet_upload(flag) + [
+    images = _sheet_upload(flag, services.nsfw.allows(channel)) + [
         {"file": art.data, "filename": flags.artwork_filename(i, art.content_type), "title": f"artwork {i}"}
         for i, art in enumerate(artworks, start=1)
     ]
@@ -192,9 +198,8 @@ async def review(
     # The decision is stored: the artist hears of it whatever becomes of the card.
     await tell_artist(web, flag)
     try:
-        await web.chat_update(
-            channel=channel, ts=message_ts, text=review_text(flag), blocks=review_blocks(flag)
-        )
+        blocks = review_blocks(flag, allow_nsfw=services.nsfw.allows(channel))
+        await web.chat_update(channel=channel, ts=message_ts, text=review_text(flag), blocks=blocks)
     except WEB_ERRORS as error:
         log.warning("review_card_not_updated", flag_id=flag_id, error=error_code(error))
         await tell(web, place, user_id, CARD_NOT_UPDATED)

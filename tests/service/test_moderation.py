@@ -14,6 +14,7 @@ from db import catalog, moderation, searches
 from db.clients import Role
 from db.database import Database
 from findlora_client import FindLoraClient, QueryImage, ServiceCallError
+from findlora_client.protocol import Reason
 from inference_service.config import Settings
 from protos import findlora_pb2 as pb
 from tests.helpers.service import ServedCatalog, served_catalog
@@ -179,6 +180,7 @@ async def test_a_flag_is_approved_by_another_person_than_its_reporter(
         with pytest.raises(ServiceCallError) as caught:
             await moderator.review_flag(flag.flag_id, approve=True, moderator="discord:7")
         assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert caught.value.reason is Reason.OWN_FLAG  # the bots say it, not "already reviewed"
         assert "another moderator has to approve it" in caught.value.message
         assert "style-02" in await slugs_found(moderator, served, "style-02")
         [still_open] = await moderator.list_flags(pb.FLAG_STATUS_OPEN)

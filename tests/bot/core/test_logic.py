@@ -90,6 +90,10 @@ def test_nsfw_only_where_allowed() -> None:
             "The flag has expired.",
         ),
         (
+            ServiceCallError("you filed this report", grpc.StatusCode.FAILED_PRECONDITION, Reason.OWN_FLAG),
+            "You filed this report.",
+        ),
+        (
             ServiceCallError(
                 "too many requests", grpc.StatusCode.RESOURCE_EXHAUSTED, Reason.RATE_LIMITED, retry_after_s=7
             ),

@@ -12,6 +12,7 @@ import pytest
 
 from bot.core.permissions import NOT_A_MODERATOR
 from bot.core.replies import NOT_ACCEPTED, friendly_error
+from bot.discord.exts.flags._cog import SHEET_NAME
 from bot.discord.exts.moderation._cog import split_trigger_words
 from db.clients import Role
 from findlora_client import QueryImage
@@ -238,6 +239,35 @@ async def test_flag_review_takedown_and_the_artist_hears_back(
         assert "already approved" in str(again.followup.send.await_args.args[0])
 
     assert "Style 3" not in await result_titles(harness, bot, channel, "style-03")
+
+
+async def test_an_nsfw_loras_transfers_are_shown_only_where_the_channel_allows_nsfw(
+    harness: Harness, channel: Any, review_channel: Any, channels: dict[int, Any]
+) -> None:
+    """The artist's private reply and the review card carried an NSFW LoRA's sample transfers
+    into any channel; search shows them only in age-restricted ones (a private reply included)."""
+    bot = await harness.bot()
+    flags = bot.get_cog("Flags")
+    with route_channels(bot, channels):
+        report = make_interaction(bot, make_member(42), channel)
+        await flags.flaglookalike.callback(
+            flags, report, lora="style-05", artwork=harness.style_image("style-05")
+        )
+        told = report.followup.send.await_args.kwargs
+        assert told["files"] == []
+        assert "marked NSFW" in told["embed"].description
+        sent = review_channel.send.await_args.kwargs
+        assert SHEET_NAME not in [f.filename for f in sent["files"]]
+        assert "marked NSFW" in {f.name: f.value for f in sent["embed"].fields}["Evidence"]
+
+        review_channel.is_nsfw.return_value = True  # an age-restricted review channel shows them
+        other = make_interaction(bot, make_member(43), channel)
+        await flags.flaglookalike.callback(
+            flags, other, lora="style-05", artwork=harness.style_image("style-05")
+        )
+        sent = review_channel.send.await_args.kwargs
+        assert SHEET_NAME in [f.filename for f in sent["files"]]
+        assert "marked NSFW" not in {f.name: f.value for f in sent["embed"].fields}["Evidence"]
 
 
 async def test_flag_of_a_bad_attachment_is_refused_without_a_card(

@@ -201,6 +201,29 @@ async def test_flag_review_takedown_and_the_artist_hears_back(harness: SlackHarn
     assert all(call.get("thread_ts") is None for call in refusals)
 
 
+async def test_an_nsfw_loras_transfers_go_only_to_a_channel_that_allows_nsfw(harness: SlackHarness) -> None:
+    """The artist's DM thread and the review card carried an NSFW LoRA's sample transfers; search
+    shows them only in the channels FINDLORA_SLACK_NSFW_CHANNEL_IDS lists."""
+    sender, services = harness.start()
+    thread = await report(harness, sender, services, "style-05", "style-05")
+    replies = [m for m in harness.api.posted(dm(ARTIST)) if m.get("thread_ts") == thread]
+    assert "marked NSFW" in replies[0]["text"]
+    uploads = harness.api.called("files.completeUploadExternal")
+    assert [f["title"] for call in uploads for f in call["files"]] == ["artwork 1"]
+    [card] = harness.api.posted(REVIEW_CHANNEL)
+    assert "marked NSFW" in json.dumps(card["blocks"])
+    flag_id = card["blocks"][-1]["elements"][1]["value"]
+    await services.client.review_flag(flag_id, approve=False, moderator="slack:T1:U9")
+
+    sender, services = harness.start(nsfw_channel_ids=frozenset({REVIEW_CHANNEL}))
+    await report(harness, sender, services, "style-05", "style-05")  # reported again: a new card
+    assert len(harness.api.posted(REVIEW_CHANNEL)) == 2
+    card = harness.api.posted(REVIEW_CHANNEL)[-1]
+    assert "marked NSFW" not in json.dumps(card["blocks"])
+    uploads = harness.api.called("files.completeUploadExternal", channel_id=REVIEW_CHANNEL)
+    assert [f["title"] for f in uploads[-1]["files"]] == ["style-05: nearest transfers", "artwork 1"]
+
+
 async def test_dismissed_flag_keeps_the_lora(harness: SlackHarness) -> None:
     sender, services = harness.start()
     await report(harness, sender, services, "style-04", "style-04")

@@ -15,6 +15,7 @@ from bot.core.permissions import NOT_A_MODERATOR
 from bot.core.rendering import contact_sheet
 from bot.discord._interactions import (
     InteractionReplies,
+    age_restricted,
     answer,
     attachment_info,
     reply,
@@ -35,7 +36,7 @@ log = structlog.get_logger(__name__)
 SHEET_NAME = "nearest-transfers.webp"
 
 
-def review_embed(flag: pb.Flag, *, with_sheet: bool) -> discord.Embed:
+def review_embed(flag: pb.Flag, *, with_sheet: bool, allow_nsfw: bool) -> discord.Embed:
     colour = {
         pb.FLAG_STATUS_OPEN: discord.Colour.orange(),
         pb.FLAG_STATUS_APPROVED: discord.Colour.red(),
@@ -48,7 +49,7 @@ def review_embed(flag: pb.Flag, *, with_sheet: bool) -> discord.Embed:
     if flag.reviewer:
         reviewer_id = user_id_of(flag.reviewer)
         embed.add_field(name="Reviewer", value=f"<@{reviewer_id}>" if reviewer_id else flag.reviewer)
-    embed.add_field(name="Evidence", value=flags.evidence_text(flag), inline=False)
+    embed.add_field(name="Evidence", value=flags.evidence_text(flag, allow_nsfw=allow_nsfw), inline=False)
     if flag.note:
         embed.add_field(name="Note", value=flag.note[:1024], inline=False)
     if with_sheet:
@@ -60,8 +61,8 @@ def review_embed(flag: pb.Flag, *, with_sheet: bool) -> discord.Embed:
 REQUEST_TOO_LARGE = 40005  # Discord's code for uploads over the server's limit
 
 
-def _files(flag: pb.Flag, artworks: list[QueryImage]) -> tuple[list[discord.File], bool]:
-    sheet = contact_sheet(flags.evidence_transfers(flag))
+def _files(flag: pb.Flag, artworks: list[QueryImage], allow_nsfw: bool) -> tuple[list[discord.File], bool]:
+    sheet = contact_sheet(flags.evidence_transfers(flag, allow_nsfw=allow_nsfw))
     files = [discord.File(io.BytesIO(sheet), filename=SHEET_NAME)] if sheet else []
     files += [
         discord.File(io.BytesIO(art.data), filename=flags.artwork_filename(i, art.content_type))
@@ -79,8 +80,11 @@ class FlagInteractionReplies(InteractionReplies):
 
     async def filed(self, flag: pb.Flag, artworks: list[QueryImage]) -> None:
         posted = await self.cog.post_review_card(flag, artworks)
-        files, with_sheet = _files(flag, [])
-        embed = discord.Embed(title=f"Report received: {flag.slug}", description=flags.evidence_text(flag))
+        channel = self.interaction.channel
+        allow_nsfw = self.cog.services.nsfw.allows(self.interaction.channel_id, age_restricted(channel))
+        files, with_sheet = _files(flag, [], allow_nsfw)
+        evidence = flags.evidence_text(flag, allow_nsfw=allow_nsfw)
+        embed = discord.Embed(title=f"Report received: {flag.slug}", description=evidence)
         if with_sheet:
             embed.set_image(url=f"attachment://{SHEET_NAME}")
             embed.set_footer(text="Above: the LoRA's sample transfers nearest your artwork")
@@ -121,11 +125,12 @@ class FlagsCog(commands.Cog, name=FLAGS_COG):
         if not isinstance(channel, discord.abc.Messageable):
             log.warning("review_channel_missing", channel_id=channel_id, flag_id=flag.flag_id)
             return False
+        allow_nsfw = self.services.nsfw.allows(channel_id, age_restricted(channel))
         for attached in (artworks, []):  # the artworks may be over the upload limit together
-            files, with_sheet = _files(flag, attached)
+            files, with_sheet = _files(flag, attached, allow_nsfw)
             try:
                 await channel.send(
-                    embed=review_embed(flag, with_sheet=with_sheet),
+                    embed=review_embed(flag, with_sheet=with_sheet, allow_nsfw=allow_nsfw),
                     files=files,
                     view=review_view(flag.flag_id),
                 )
@@ -155,8 +160,10 @@ class FlagsCog(commands.Cog, name=FLAGS_COG):
         if flag is None:
             return
         log.info("flag_reviewed", flag_id=flag_id, decision=flags.status_label(flag), by=moderator)
-        has_sheet = bool(flags.evidence_transfers(flag))
-        await interaction.edit_original_response(embed=review_embed(flag, with_sheet=has_sheet), view=None)
+        allow_nsfw = self.services.nsfw.allows(interaction.channel_id, age_restricted(interaction.channel))
+        has_sheet = bool(flags.evidence_transfers(flag, allow_nsfw=allow_nsfw))
+        embed = review_embed(flag, with_sheet=has_sheet, allow_nsfw=allow_nsfw)
+        await interaction.edit_original_response(embed=embed, view=None)
         await self._tell_artist(flag)
 
     async def _tell_artist(self, flag: pb.Flag) -> None:
