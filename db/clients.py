@@ -72,6 +72,7 @@ class Identity:
     name: str
     roles: frozenset[Role]
     users: str = ""  # the prefix of every user id it may act for; '' allows any
+    token_id: str = ""  # of the token it showed: a long stream checks it is still live
 
     def may_act_for(self, user_id: str) -> bool:
         return user_id.startswith(self.users)
@@ -200,7 +201,13 @@ async def authenticate(conn: AsyncConnection[Any], token: str) -> Identity | Non
     row = await cur.fetchone()
     if row is None or not hmac.compare_digest(bytes(row[1]), _digest(token)):
         return None
-    return Identity(str(row[0]), frozenset(Role(r) for r in row[2]), str(row[3]))
+    return Identity(str(row[0]), frozenset(Role(r) for r in row[2]), str(row[3]), match.group(1))
+
+
+async def token_is_live(conn: AsyncConnection[Any], token_id: str) -> bool:
+    """False once the token was revoked (or replaced: `local`'s is reissued under its name)."""
+    cur = await conn.execute("SELECT 1 FROM clients WHERE token_id = %s AND revoked_at IS NULL", (token_id,))
+    return await cur.fetchone() is not None
 
 
 async def reissue_client(conn: AsyncConnection[Any], name: str, roles: Sequence[Role]) -> IssuedClient:

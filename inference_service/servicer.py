@@ -31,6 +31,7 @@ from inference_service.errors import (
     NotFound,
     ResourceExhausted,
     ServiceError,
+    Unauthenticated,
     reason_trailer,
 )
 from inference_service.feedback import record_feedback
@@ -198,7 +199,7 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
                     "without being watched: follow it again in a while"
                 )
             self.watching, counted = self.watching + 1, True
-            async for event in self._registrations().watch(request.job_id):
+            async for event in self._registrations().watch(request.job_id, self._caller_still_live()):
                 yield pb.JobEvent(
                     job_id=event.job_id,
                     state=_JOB_STATES[event.state],
@@ -222,6 +223,17 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
         finally:
             if counted:
                 self.watching -= 1
+
+    def _caller_still_live(self) -> Callable[[], Awaitable[None]]:
+        """For a stream that outlives its first call: a revocation ends it at the next poll (the
+        interceptor checks a token once per call)."""
+        token_id = current_caller().token_id
+
+        async def check() -> None:
+            if token_id and not await self.engine.db.run(clients.token_is_live, token_id):
+                raise Unauthenticated("this client's token was revoked; the stream ends")
+
+        return check
 
     async def _decode(
         self, images: Sequence[pb.Image], max_images: int, what: str, requester: str, peer: str

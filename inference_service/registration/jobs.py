@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -179,14 +179,19 @@ class Registrations:
         log.info("registration_queued", job_id=str(job_id), slug=slug, requested_by=request.requested_by)
         return job_id
 
-    async def watch(self, job_id: str) -> AsyncIterator[JobEvent]:
-        """Every change of the job until it finishes (polled: any replica may be asked)."""
+    async def watch(
+        self, job_id: str, still_allowed: Callable[[], Awaitable[None]] | None = None
+    ) -> AsyncIterator[JobEvent]:
+        """Every change of the job until it finishes (polled: any replica may be asked).
+        `still_allowed` runs before each poll and raises to end the stream (a revoked caller)."""
         try:
             parsed = uuid.UUID(job_id)
         except ValueError:
             raise InvalidArgument(f"not a job id: {job_id[:60]!r}") from None
         last: tuple[str, str, float, str] | None = None
         while True:
+            if still_allowed is not None:
+                await still_allowed()
             job = await self.db.run(registration.get_job, parsed)
             if job is None:
                 raise NotFound(f"no registration job {job_id}")

@@ -54,3 +54,29 @@ async def test_watch_streams_are_capped_and_a_closed_one_frees_its_slot(
                 await asyncio.sleep(0.05)
         else:
             raise AssertionError("the closed stream never gave its slot back")
+
+
+async def test_a_revoked_clients_open_watch_stream_ends_at_the_next_poll(
+    settings: Settings, tmp_path: Path, db_url: str
+) -> None:
+    """The token is checked once per call: a stream that follows a slow registration kept
+    sending a revoked client the job's progress until the job ended."""
+    import psycopg
+
+    settings = settings.model_copy(
+        update={"watch_poll_seconds": 0.05, "registration_allowed_hosts": ["example.org"]}
+    )
+    async with (
+        served_catalog(settings, tmp_path) as served,
+        served.client(Role.MODERATE, timeout=30) as client,
+    ):
+        metadata = pb.LoraMetadata(name="Inkwash", base_model="sd1")
+        job_id = await client.register_lora("https://example.org/a.safetensors", metadata, requested_by="m")
+        stream = client.watch_job(job_id, timeout=30)
+        assert (await anext(stream)).job_id == job_id  # queued: no worker here, so it stays open
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+            await conn.execute("UPDATE clients SET revoked_at = now() WHERE name = 'test-moderate'")
+        with pytest.raises(ServiceCallError) as info:
+            await asyncio.wait_for(anext(stream), timeout=10)
+        assert info.value.code == grpc.StatusCode.UNAUTHENTICATED
+        assert "revoked" in info.value.message
