@@ -1,6 +1,7 @@
 """Who may call what (docs/design.md 13): one server interceptor, METHOD_ROLES, fail closed.
 
-The token is looked up on every call, so a revocation holds from the next call. The accepted
+The token is looked up on every call, so a revocation holds from the next call (an open
+WatchJob stream looks it up again at every poll: servicer._caller_still_live). The accepted
 caller is put in a context variable for the servicer: grpc.aio calls the interceptors and the
 handler in one contextvars.Context per RPC.
 """
