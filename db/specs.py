@@ -178,3 +178,23 @@ async def _upsert_prompts(
         assert row is not None
         ids[first_local_id + offset] = int(row[0])
     return ids
+
+
+async def branch_counts(conn: Connection, filters: Filters) -> tuple[int, int, int]:
+    """(with a d_avg, with an RKME score, with either) among the active LoRAs passing the
+    filters: the catalog the fused search's candidate union stands for (scoring.fusion)."""
+    cur = await conn.execute(
+        f"""
+        SELECT count(*) FILTER (WHERE refs), count(*) FILTER (WHERE spec), count(*) FROM (
+            SELECT EXISTS (SELECT 1 FROM reference_images r WHERE r.lora_id = l.id AND r.kept) AS refs,
+                   EXISTS (SELECT 1 FROM spec_points s JOIN prompts p ON p.id = s.prompt_id
+                           WHERE s.lora_id = l.id AND p.text_feature IS NOT NULL
+                             AND s.image_feature IS NOT NULL) AS spec
+            FROM loras l WHERE {LORA_FILTER}
+        ) branches WHERE refs OR spec
+        """,
+        filters.params(),
+    )
+    row = await cur.fetchone()
+    assert row is not None  # an aggregate always returns its row
+    return int(row[0]), int(row[1]), int(row[2])

@@ -4,6 +4,7 @@ union of their candidates (or on every searchable LoRA for the exact reference),
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -11,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import structlog
 
-from db import ranking
+from db import ranking, specs
 from db.database import Database
 from db.encoders import Guard
+from db.filters import Filters
 from inference_service.config import Settings
-from inference_service.scoring.fusion import rank_fused
+from inference_service.scoring.fusion import CatalogCounts, rank_fused
 from inference_service.search import SearchQuery
 from inference_service.search.centroids import TwoStageOptions, rank_d_avg
 
@@ -24,6 +26,10 @@ if TYPE_CHECKING:
     from inference_service.search.memory_index import CentroidIndex
 
 log = structlog.get_logger(__name__)
+
+# How long the catalog's branch counts serve the union's fusion: they move with registrations,
+# not with searches, and counting probes every LoRA of the catalog.
+COUNTS_TTL_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class FusedSearch:
     ) -> None:
         self.db, self.gmi, self.settings, self.options = db, gmi, settings, options
         self.centroid_index = centroid_index
+        self._counts: dict[Filters, tuple[float, CatalogCounts]] = {}  # filters -> (when, counts)
 
     async def rank(
         self, query: SearchQuery, embeddings: np.ndarray, limit: int, guard: Guard | None = None
@@ -82,7 +89,7 @@ class FusedSearch:
             features = await gmi.describe(query.images, query.prompt)
             return features, await gmi.candidates(features, m, filters)
 
-        (style, _), (features, nearest_spec) = await asyncio.gather(
+        (style, _), (features, nearest_spec), counts = await asyncio.gather(
             rank_d_avg(
                 self.db,
                 list(embeddings),
@@ -93,6 +100,7 @@ class FusedSearch:
                 index=self.centroid_index,
             ),
             gmi_candidates(),
+            self._catalog_counts(filters),
         )
         d_avg = dict(style)
         union = sorted(d_avg.keys() | set(nearest_spec))
@@ -102,7 +110,17 @@ class FusedSearch:
         )
         d_avg |= extra
         log.debug("fused_search", per_branch=m, style=len(style), gmi=len(nearest_spec), scored=len(union))
-        return self._fused(rkme.pseudo_prompt, d_avg, rkme.scores, limit)
+        return self._fused(rkme.pseudo_prompt, d_avg, rkme.scores, limit, counts)
+
+    async def _catalog_counts(self, filters: Filters) -> CatalogCounts:
+        """The LoRAs each branch can score under these filters, at most COUNTS_TTL_S old."""
+        cached = self._counts.get(filters)
+        if cached is not None and time.monotonic() - cached[0] < COUNTS_TTL_S:
+            return cached[1]
+        async with self.db.search_connection() as conn:
+            counts = CatalogCounts(*await specs.branch_counts(conn, filters))
+        self._counts[filters] = (time.monotonic(), counts)
+        return counts
 
     async def _d_avg_of(
         self, embeddings: np.ndarray, lora_ids: Sequence[int], guard: Guard | None
@@ -114,7 +132,12 @@ class FusedSearch:
             return await ranking.d_avg_of(conn, list(embeddings), lora_ids)
 
     def _fused(
-        self, pseudo_prompt: str, d_avg: dict[int, float], rkme: dict[int, float], limit: int
+        self,
+        pseudo_prompt: str,
+        d_avg: dict[int, float],
+        rkme: dict[int, float],
+        limit: int,
+        catalog: CatalogCounts | None = None,
     ) -> FusedRanking:
         scored = len(d_avg.keys() | rkme.keys())
         if not rkme:  # no candidate has a spec: the style distance alone, on its own scale
@@ -122,7 +145,8 @@ class FusedSearch:
             return FusedRanking(
                 pseudo_prompt, [{"lora_id": i, "style_distance": d, "score": d} for i, d in ranked], scored
             )
-        fused = rank_fused(d_avg, rkme, self.settings.fusion_alpha, self.settings.fusion_normalisation, limit)
+        settings = self.settings
+        fused = rank_fused(d_avg, rkme, settings.fusion_alpha, settings.fusion_normalisation, limit, catalog)
         # A LoRA without references has no d_avg: JSON null here, NaN on the wire.
         return FusedRanking(
             pseudo_prompt,

@@ -22,7 +22,7 @@ from PIL import Image
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from inference_service.models.style_encoder import StyleEmbedder, resolve_encoder, to_tensor
-from inference_service.scoring.fusion import NORMALISATIONS, Normalisation, fuse, rank_fused
+from inference_service.scoring.fusion import NORMALISATIONS, CatalogCounts, Normalisation, fuse, rank_fused
 from inference_service.scoring.rkme import Spec, prompt_weights, rbf, reduced_set, unit
 from lab.metrics import ranking_metrics, ranks_of_truth
 from lab.zoo.prompt_zoo import PromptZoo, generate_prompt_zoo
@@ -136,23 +136,30 @@ def union_search(
     m: int,
 ) -> dict[str, Any]:
     """The fused search as the service runs it (exact d_avg top-m ∪ nearest-spec top-m, fused
-    over the union) against the exhaustive fused ranking: recall@10 of the exhaustive top-10,
-    how much of it the union holds, candidates scored, and the MRR of the right answer
-    (outside the union: rank |union| + 1, an optimistic stand-in for 'not found')."""
+    over the union with the catalog's counts) against the exhaustive fused ranking: recall@10
+    of the exhaustive top-10, how much of it the union holds, candidates scored, and the MRR of
+    the right answer (outside the union: rank |union| + 1, an optimistic stand-in for 'not
+    found')."""
     recalls, covered, scored, ranks = [], [], [], []
     for i in range(len(d_avg)):
         d, r = dict(enumerate(d_avg[i])), dict(enumerate(rkme[i]))
         exhaustive = {lora for lora, _ in rank_fused(d, r, alpha, norm, RECALL_AT)}
         union = {int(j) for j in np.argsort(d_avg[i], kind="stable")[:m]}
         union |= {int(j) for j in np.argsort(nearest[i], kind="stable")[:m]}
-        ranked = rank_fused({j: d[j] for j in union}, {j: r[j] for j in union}, alpha, norm)
+        catalog = CatalogCounts(len(d), len(r), len(d.keys() | r.keys()))
+        ranked = rank_fused({j: d[j] for j in union}, {j: r[j] for j in union}, alpha, norm, catalog=catalog)
         recalls.append(len(exhaustive & {lora for lora, _ in ranked[:RECALL_AT]}) / len(exhaustive))
         covered.append(len(exhaustive & union) / len(exhaustive))
         scored.append(len(union))
         fused = dict(ranked)
         right = int(truth[i])
-        # Ties count in the query's favour, as ranks_of_truth does for the rows.
-        ranks.append(1 + sum(f < fused[right] for f in fused.values()) if right in union else len(union) + 1)
+        if right not in union:
+            ranks.append(len(union) + 1)
+            continue
+        # A tie with another candidate counts half, as ranks_of_truth does for the rows.
+        closer = sum(f < fused[right] for f in fused.values())
+        ties = sum(f == fused[right] for f in fused.values()) - 1
+        ranks.append(1 + closer + 0.5 * ties)
     return {
         "candidates_per_branch": m,
         f"recall_at_{RECALL_AT}": round(float(np.mean(recalls)), 4),

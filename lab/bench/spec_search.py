@@ -30,7 +30,7 @@ from psycopg import sql
 
 from db import spec_index, spec_search
 from db.database import Database
-from inference_service.scoring.fusion import Normalisation, rank_fused
+from inference_service.scoring.fusion import CatalogCounts, Normalisation, rank_fused
 from lab.bench.spec_catalog import (
     BenchQuery,
     Catalog,
@@ -76,9 +76,9 @@ def union_recall(
     r_all = {int(i): float(query.rkme[i]) for i in passing}
     truth = {i for i, _ in rank_fused(d_all, r_all, alpha, normalisation, FUSED_TOP)}
     union = set(_top(style, mask, m)) | set(gmi_candidates)
-    fused = rank_fused(
-        {i: d_all[i] for i in union}, {i: r_all[i] for i in union}, alpha, normalisation, FUSED_TOP
-    )
+    catalog = CatalogCounts(len(d_all), len(r_all), len(d_all.keys() | r_all.keys()))
+    candidates = ({i: d_all[i] for i in union}, {i: r_all[i] for i in union})
+    fused = rank_fused(*candidates, alpha, normalisation, FUSED_TOP, catalog)
     return len(truth & {i for i, _ in fused}) / max(1, len(truth)), len(union)
 
 
