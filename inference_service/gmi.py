@@ -102,7 +102,11 @@ def score_specs(
     query is a query point of its own."""
     scores = {}
     for lora_id, stored in specs.items():
-        spec = Spec(stored.image_features.astype(np.float64), stored.prompt_features.astype(np.float64))
+        spec = Spec(
+            stored.image_features.astype(np.float64),
+            stored.prompt_features.astype(np.float64),
+            tuple(stored.prompt_ids),
+        )
         reduced = reduced_set(spec.image_features, None, 8, gamma) if method == "reduced" else None
         per_image = []
         for query in np.asarray(query_images, dtype=np.float64)[:, None, :]:

@@ -64,17 +64,32 @@ class Spec:
 
     image_features: Array
     prompt_features: Array  # (N, T): row i is e_i of the prompt that generated z_i
+    # Per point, the id of its prompt; None: one image per prompt, as in the paper.
+    prompt_ids: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.image_features) != len(self.prompt_features):
             raise ValueError("one prompt feature per spec image")
+        if self.prompt_ids is not None and len(self.prompt_ids) != len(self.image_features):
+            raise ValueError("one prompt id per spec image")
+
+    def point_weights(self, query_text: NDArray[np.floating] | None) -> Array:
+        """The paper's w_i per prompt, shared among that prompt's images: a prompt drawn four
+        times (an imported spec with uneven counts) weighs as much as one drawn once."""
+        w = prompt_weights(self.prompt_features, query_text)
+        if self.prompt_ids is None or len(w) == 0:
+            return w
+        _, inverse, counts = np.unique(np.asarray(self.prompt_ids), return_inverse=True, return_counts=True)
+        shared = w / counts[inverse]
+        total = shared.sum()
+        return shared / total if total > 0 else w
 
 
 def weighted_rkme(
     spec: Spec, query_images: NDArray[np.floating], query_text: NDArray[np.floating] | None, gamma: float
 ) -> float:
     """The paper's Eq. 1 score (lower is better)."""
-    w = prompt_weights(spec.prompt_features, query_text)
+    w = spec.point_weights(query_text)
     return kernel_mean_distance(spec.image_features, w, query_images, gamma)
 
 

@@ -127,3 +127,24 @@ def test_reduced_set_beta_beats_uniform_coefficients_on_its_centres() -> None:
 def test_default_platform_prompt_set() -> None:
     assert len(PLATFORM_PROMPTS) == 55
     assert len(set(PLATFORM_PROMPTS)) == 55
+
+
+def test_each_prompt_weighs_the_same_however_many_images_it_drew() -> None:
+    """An imported spec may hold 4 images of one prompt and 1 of another: with the query text as
+    close to both, each prompt carries half the mass, shared among its images."""
+    from db.rows import LoraSpec
+    from inference_service.gmi import score_specs
+
+    rng = np.random.default_rng(4)
+    e_a, e_b = np.eye(2)
+    z = unit(rng.normal(size=(5, 6)))
+    e = np.vstack([np.tile(e_a, (4, 1)), e_b])
+    spec = Spec(z, e, prompt_ids=(0, 0, 0, 0, 1))
+    query_text = np.array([1.0, 1.0])
+    np.testing.assert_allclose(spec.point_weights(query_text), [0.125] * 4 + [0.5])
+    assert Spec(z, e).point_weights(query_text) == pytest.approx([0.2] * 5)  # one image per prompt
+
+    query = unit(rng.normal(size=(1, 6)))
+    expected = kernel_mean_distance(z, np.array([0.125] * 4 + [0.5]), query, 1.0)
+    stored = LoraSpec(7, z.astype(np.float32), e.astype(np.float32), [0, 0, 0, 0, 1])
+    assert score_specs({7: stored}, query, query_text, 1.0) == {7: pytest.approx(expected, rel=1e-5)}
