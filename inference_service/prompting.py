@@ -3,7 +3,8 @@
 The pseudo-prompt (or the user's prompt) describes the content, the trigger words switch the
 LoRA's concept on, and kohya-style UIs (A1111, Forge, SD.Next) load the LoRA itself from an
 inline tag `<lora:NAME:WEIGHT>`. Tags are only added for the base models those UIs load that
-way; other ecosystems (e.g. ComfyUI graphs for Flux/SD3) load LoRAs outside the prompt.
+way, by architecture (Pony, Illustrious, NoobAI and Playground LoRAs are SDXL networks and load
+alike); other ecosystems (e.g. ComfyUI graphs for Flux/SD3) load LoRAs outside the prompt.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from findlora_client.base_models import BY_ID
+
 # Usual strengths people start from; SDXL LoRAs are commonly trained to be used near full weight.
 INLINE_TAG_WEIGHTS = {"sd1": 0.8, "sd2": 0.8, "sdxl": 0.9}
 _SEPARATORS = re.compile(r"\s*,\s*")
 
 
 def lora_tag(slug: str, base_model: str) -> str:
-    weight = INLINE_TAG_WEIGHTS.get(base_model)
+    known = BY_ID.get(base_model)
+    weight = None if known is None else INLINE_TAG_WEIGHTS.get(known.architecture)
     return "" if weight is None else f"<lora:{slug}:{weight:g}>"
 
 

@@ -42,3 +42,11 @@ def test_suggested_prompt(pseudo: str, triggers: list[str], slug: str, base: str
 def test_lora_tag_only_for_inline_tag_ecosystems() -> None:
     assert lora_tag("x", "sd2") == "<lora:x:0.8>"
     assert lora_tag("x", "sd3") == ""
+
+
+@pytest.mark.parametrize("base", ["pony", "illustrious", "noobai", "playground"])
+def test_sdxl_derivatives_get_the_inline_tag_their_uis_load(base: str) -> None:
+    """A1111 and Forge load Pony, Illustrious, NoobAI and Playground LoRAs (SDXL networks) by
+    the same inline tag as SDXL's own."""
+    assert suggest_prompt("a cat", ["inkstyle"], "ink-lora", base) == "a cat, inkstyle, <lora:ink-lora:0.9>"
+    assert lora_tag("x", "other:my merge") == ""  # an unknown family's loader is unknown
