@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 import structlog
 
+from bot.core.rendering import clip
 from bot.core.replies import friendly_error
 from findlora_client import FindLoraClient, ServiceCallError
 from findlora_client.bulk import (
@@ -32,6 +33,8 @@ NO_ENTRIES = (
     "The file lists no LoRAs: one https link per line, [[lora]] tables (TOML), or model versions (JSON)."
 )
 MAX_SUMMARY_CHARS = 1800  # Discord's message limit is 2000
+MAX_SUMMARY_LINE_CHARS = 400  # one failure or warning (a link, a base-model name are the user's)
+_LEFT_OUT_CHARS = 40  # kept for the "… and N more lines left out" line
 # Reasons whose message is about the entry itself (its link, its slug) and written for people:
 # shown as it is. Any other failure gets the bot's own line, never the service's internals
 # (an unreachable service's message names its address).
@@ -62,15 +65,22 @@ def progress_line(summary: BulkSummary, total: int) -> str:
 
 
 def summary_text(summary: BulkSummary, max_chars: int = MAX_SUMMARY_CHARS) -> str:
+    """The headline, then failures and warnings while they fit in `max_chars`, each line clipped
+    (a long link or base-model name must not crowd out the rest), and a last line saying how many
+    were left out: a summary over Discord's limit was refused and the moderator saw none."""
     icon = "❌" if summary.failed else "✅"
-    lines = [f"{icon} {summary.headline()}."]
-    failures = summary.failure_lines()
-    for index, line in enumerate(failures):
-        if sum(len(x) + 1 for x in lines) + len(line) > max_chars - 40:
-            lines.append(f"… and {len(failures) - index} more failed entries")
+    head = f"{icon} {summary.headline()}."
+    items = [f"• {line}" for line in summary.failure_lines()]
+    items += [f"⚠️ {warning}" for warning in summary.warnings]
+    lines = [clip(head, max_chars)]
+    room = max_chars - len(lines[0]) - _LEFT_OUT_CHARS
+    for index, item in enumerate(items):
+        line = clip(item, MAX_SUMMARY_LINE_CHARS)
+        if len(line) + 1 > room:
+            lines.append(f"… and {len(items) - index} more lines left out")
             break
-        lines.append(f"• {line}")
-    lines += [f"⚠️ {warning}" for warning in summary.warnings[:3]]
+        lines.append(line)
+        room -= len(line) + 1
     return "\n".join(lines)
 
 

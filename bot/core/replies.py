@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from bot.core.attachments import AttachmentRejected
 from bot.core.metrics import BOT_ERRORS
 from bot.core.ratelimit import wait_text
@@ -20,6 +22,12 @@ NOT_ACCEPTED = (
     "The findlora service does not accept this bot's client token; the bot's operator must set "
     "FINDLORA_TOKEN or FINDLORA_TOKEN_FILE."
 )
+# A typed option can be thousands of characters; said back whole it pushed a reply past Discord's
+# 2000-character limit, and the person saw nothing at all.
+MAX_ECHO_CHARS = 100
+MAX_SERVICE_MESSAGE_CHARS = 1000
+# A quoted span as a Python repr writes one; a word's apostrophe ("LoRA's") opens none.
+_QUOTED = re.compile(r"""(?<!\w)(['"])((?:\\.|(?!\1).)*)\1(?!\w)""", re.DOTALL)
 # Reasons whose message is written for the person who asked: shown as it is.
 _SAID_AS_IS = frozenset(
     {
@@ -54,19 +62,32 @@ def friendly_error(error: BaseException) -> str:
     if reason == Reason.RATE_LIMITED:
         wait = wait_text(error.retry_after_s) if error.retry_after_s else "a moment"
         return f"The findlora service is getting too many requests from you; try again in {wait}."
+    message = shorten_echoes(error.message)
     if reason in (Reason.INVALID_ARGUMENT, Reason.IMAGE_REJECTED):
-        return f"I can't do that: {error.message}."
+        return f"I can't do that: {message}."
     if reason in _SAID_AS_IS:
-        return _sentence(error.message)
+        return _sentence(message)
     if reason == Reason.UNAUTHENTICATED:
         return NOT_ACCEPTED
     if reason == Reason.PERMISSION_DENIED:
-        return f"This bot is not allowed to do that ({error.message})."
+        return f"This bot is not allowed to do that ({message})."
     if reason == Reason.UNIMPLEMENTED:
-        return f"This findlora service does not support that yet ({error.message})."
+        return f"This findlora service does not support that yet ({message})."
     if reason == Reason.BUSY:
         return SERVICE_BUSY
     return INTERNAL
+
+
+def echo(text: str, limit: int = MAX_ECHO_CHARS) -> str:
+    """What the user typed, said back to them: at most `limit` characters."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def shorten_echoes(message: str) -> str:
+    """A service message with what the user typed quoted in it ("no LoRA matches '…'"), each
+    quote shortened, and the whole kept well inside a chat message."""
+    shortened = _QUOTED.sub(lambda m: m[1] + echo(m[2]) + m[1], message)
+    return echo(shortened, MAX_SERVICE_MESSAGE_CHARS)
 
 
 def _sentence(text: str) -> str:

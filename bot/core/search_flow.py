@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from bot.core.attachments import AttachmentInfo, AttachmentRejected, download
+from bot.core.attachments import AttachmentInfo, AttachmentRejected, check_declared, download
 from bot.core.paging import PageRef
 from bot.core.ratelimit import cooldown_message
 from bot.core.rendering import ResultsPage, render_page
@@ -49,6 +49,15 @@ async def run_search(ask: SearchAsk, services: ChatServices[Any], replies: Searc
     images = ask.images[:MAX_QUERY_IMAGES]
     if not images:
         await replies.say(NO_IMAGE)
+        return
+    try:
+        # What the chat declares (type, size) is checked before `started`: a refusal then is a
+        # private first answer, never one left in a public "thinking…" message; no slot is spent.
+        for info in images:
+            check_declared(info, services.limits)
+    except AttachmentRejected as rejected:
+        log.info("search_refused", user=ask.user, kind=type(rejected).__name__, reason="")
+        await replies.say(friendly_error(rejected))
         return
     wait = services.search_limiter.try_acquire(ask.user)
     if wait:

@@ -3,6 +3,7 @@ and turning Discord objects into the core's neutral values."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -22,12 +23,20 @@ class InteractionReplies:
 
     def __init__(self, interaction: discord.Interaction[Any], *, private: bool) -> None:
         self.interaction, self.private = interaction, private
+        self.thinking_in_public = False
 
     async def started(self) -> None:
         # Downloading and the service's work take longer than Discord's 3-second answer window.
         await self.interaction.response.defer(thinking=True, ephemeral=self.private)
+        self.thinking_in_public = not self.private
 
     async def say(self, text: str) -> None:
+        if self.thinking_in_public:
+            # The first follow-up of a public defer replaces its "thinking…" message and is public
+            # whatever its ephemeral flag: remove that message, so the line is the user's alone.
+            self.thinking_in_public = False
+            with contextlib.suppress(discord.HTTPException):
+                await self.interaction.delete_original_response()
         await reply(self.interaction, text)
 
 

@@ -15,11 +15,14 @@ from typing import Any
 import discord
 import structlog
 
+from bot.core.rendering import clip
+
 log = structlog.get_logger(__name__)
 # Discord's interaction tokens last 15 minutes; a minute is kept back for a slow edit.
 TOKEN_LIFETIME = timedelta(minutes=15)
 SAFE_EDIT_AGE = TOKEN_LIFETIME - timedelta(minutes=1)
 INVALID_WEBHOOK_TOKEN = 50027
+MESSAGE_MAX_CHARS = 2000
 
 
 class ProgressMessage:
@@ -27,20 +30,31 @@ class ProgressMessage:
         self.interaction = interaction
         self.message: discord.Message | None = None  # once the token is too old to edit with
         self.prefix = ""  # the mention a channel message starts with
+        self.unreachable = False  # neither a DM nor the channel would take a message
 
     def _token_fresh(self) -> bool:
         return discord.utils.utcnow() - self.interaction.created_at < SAFE_EDIT_AGE
 
     async def show(self, text: str) -> None:
+        # Discord refuses a message over 2000 characters (HTTP 400): the result would be lost.
+        text = clip(text, MESSAGE_MAX_CHARS - len(f"{self.interaction.user.mention} "))
         if self.message is None and self._token_fresh():
             try:
                 await self.interaction.edit_original_response(content=text)
                 return
             except discord.HTTPException as exc:
+                # The token ran out early, or the reply is gone (an ephemeral one dismissed): a
+                # message of its own, rather than the job's news ending here unseen.
                 if exc.status != 401 and exc.code != INVALID_WEBHOOK_TOKEN:
-                    raise
+                    log.info("progress_reply_refused", status=exc.status, code=exc.code)
         if self.message is not None:
-            await self.message.edit(content=self.prefix + text)
+            try:
+                await self.message.edit(content=self.prefix + text)
+                return
+            except discord.HTTPException:  # deleted meanwhile: post the news anew
+                log.info("progress_message_lost", message_id=self.message.id)
+                self.message = None
+        if self.unreachable:
             return
         self.message = await self._own_message(text)
 
@@ -51,7 +65,13 @@ class ProgressMessage:
         except discord.HTTPException:  # DMs closed: the channel, mentioning only them
             log.info("progress_dm_refused", user_id=user.id)
         channel = self.interaction.channel
-        if not isinstance(channel, discord.abc.Messageable):
-            return None
-        self.prefix = f"{user.mention} "
-        return await channel.send(self.prefix + text, allowed_mentions=discord.AllowedMentions(users=[user]))
+        if isinstance(channel, discord.abc.Messageable):
+            self.prefix = f"{user.mention} "
+            mention_only = discord.AllowedMentions(users=[user])
+            try:
+                return await channel.send(self.prefix + text, allowed_mentions=mention_only)
+            except discord.HTTPException:  # no Send Messages there either: the job goes on unseen
+                log.warning("progress_undeliverable", user_id=user.id, channel_id=channel.id)
+        # Nowhere left to say it: later updates are dropped, not retried against the same refusals.
+        self.unreachable = True
+        return None

@@ -18,10 +18,11 @@ from bot.discord.config import DiscordSettings
 from db.clients import Role
 from findlora_client.credentials import connect
 from inference_service.config import Settings
-from tests.helpers.discord_fakes import make_attachment, make_channel, make_member
+from tests.helpers.discord_fakes import make_attachment, make_channel, make_member, make_reaction
 from tests.helpers.service import ServedCatalog, served_catalog
 
 BOT_ID = 999
+GUILD_ID = 1
 MOD_ROLE = 77
 MODERATOR_ID = 5
 REVIEW_CHANNEL = 300
@@ -107,3 +108,27 @@ def channels(channel: mock.MagicMock, review_channel: mock.MagicMock) -> dict[in
 
 def route_channels(bot: FindLoraBot, channels: dict[int, mock.MagicMock]) -> Any:
     return mock.patch.object(bot, "get_channel", side_effect=channels.get)
+
+
+def reaction(
+    emoji: str,
+    *,
+    user_id: int,
+    channel_id: int,
+    message_id: int,
+    author_id: int | None = None,
+    bot: bool = False,
+    in_dm: bool = False,
+) -> Any:
+    """A reaction event as the gateway sends it: in a guild with the reacting member (a bot or
+    not), in a DM with neither guild nor member."""
+    payload = make_reaction(
+        emoji, user_id=user_id, channel_id=channel_id, message_id=message_id, author_id=author_id
+    )
+    if in_dm:
+        payload.guild_id, payload.member = None, None
+    else:
+        member = make_member(user_id)
+        member.bot = bot
+        payload.guild_id, payload.member = GUILD_ID, member
+    return payload

@@ -3,13 +3,20 @@ accepts, and no text of a user's that can ping or break out of its code span."""
 
 from __future__ import annotations
 
+import io
+import threading
 import uuid
+from dataclasses import replace
+from typing import Any
+from unittest import mock
 
 import pytest
+from PIL import Image
 
 from bot.core.paging import PageRef
-from bot.core.rendering import ResultCard, ResultsPage, TransferImage
+from bot.core.rendering import ResultCard, ResultsPage, TransferImage, contact_sheet
 from bot.discord.bot import FindLoraBot
+from bot.discord.exts.search import _message
 from bot.discord.exts.search._message import EMBEDS_MAX_CHARS, page_message
 
 HOSTILE = "cat` @everyone <@&123> `x"
@@ -40,16 +47,16 @@ def page(cards: list[ResultCard], prompt: str = "a castle") -> ResultsPage:
 
 
 @pytest.mark.parametrize("count", [1, 5, 10])
-def test_a_full_page_of_long_results_fits_discords_limit(count: int) -> None:
-    message = page_message(page([card(r + 1) for r in range(count)]))
+async def test_a_full_page_of_long_results_fits_discords_limit(count: int) -> None:
+    message = await page_message(page([card(r + 1) for r in range(count)]))
     assert sum(len(e) for e in message.embeds) <= EMBEDS_MAX_CHARS
     assert all(e.title and e.title.startswith(f"#{i + 1} ") for i, e in enumerate(message.embeds))
     if count == 1:  # room for the whole prompt: nothing is cut
         assert "…" not in str(message.embeds[0].fields[-1].value)
 
 
-def test_user_text_cannot_leave_its_code_span_or_ping() -> None:
-    message = page_message(page([card(1)], prompt=HOSTILE))
+async def test_user_text_cannot_leave_its_code_span_or_ping() -> None:
+    message = await page_message(page([card(1)], prompt=HOSTILE))
     assert message.content.count("`") == 2  # the span's own two backticks
     prompt_field = message.embeds[0].fields[-1].value or ""
     assert prompt_field.count("`") == 6  # the fence's, none of the prompt's
@@ -59,7 +66,29 @@ def test_user_text_cannot_leave_its_code_span_or_ping() -> None:
 
 
 @pytest.mark.parametrize("url", ["civitai.com/models/1", "javascript:alert(1)", ""])
-def test_a_link_discord_would_refuse_is_left_out(url: str) -> None:
-    message = page_message(page([card(1, url=url)]))
+async def test_a_link_discord_would_refuse_is_left_out(url: str) -> None:
+    message = await page_message(page([card(1, url=url)]))
     assert message.embeds[0].url is None
-    assert page_message(page([card(1)])).embeds[0].url == "https://civitai.com/models/1"
+    assert (await page_message(page([card(1)]))).embeds[0].url == "https://civitai.com/models/1"
+
+
+async def test_contact_sheets_are_drawn_off_the_event_loop() -> None:
+    """A page's thumbnails were decoded and resized on the event loop: the bot stopped answering
+    (interactions have 3 seconds, the gateway wants its heartbeats) while it drew them."""
+    thumbnail = io.BytesIO()
+    Image.new("RGB", (64, 48), "red").save(thumbnail, format="WEBP")
+    drawn = replace(
+        card(1), transfers=(TransferImage("s1", "1.webp", thumbnail.getvalue(), "image/webp", 0.1),)
+    )
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+
+    def spy(transfers: Any) -> bytes | None:  # the real drawing, noting where it ran
+        threads.append(threading.get_ident())
+        return contact_sheet(transfers)
+
+    with mock.patch.object(_message, "contact_sheet", spy):
+        message = await page_message(page([drawn]))
+    assert [f.filename for f in message.files] == ["result-1.webp"]
+    assert threads
+    assert loop_thread not in threads

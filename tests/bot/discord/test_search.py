@@ -15,14 +15,13 @@ from db import searches
 from db.database import Database
 from inference_service.config import Settings
 from protos import findlora_pb2 as pb
-from tests.bot.discord.conftest import BOT_ID, Harness, route_channels
+from tests.bot.discord.conftest import BOT_ID, Harness, reaction, route_channels
 from tests.helpers.discord_fakes import (
     custom_ids,
     make_channel,
     make_interaction,
     make_member,
     make_message,
-    make_reaction,
     messages_in,
     press,
 )
@@ -85,7 +84,7 @@ async def test_paging_both_ways_by_reaction(harness: Harness, channel: Any) -> N
     cog = bot.get_cog("Search")
 
     with route_channels(bot, {channel.id: channel}):
-        payload = make_reaction("➡️", user_id=2, channel_id=channel.id, message_id=message.id)
+        payload = reaction("➡️", user_id=2, channel_id=channel.id, message_id=message.id)
         await cog.on_raw_reaction_add(payload)
         assert ranks(message.embeds) == [6, 7, 8, 9, 10]
         message.remove_reaction.assert_awaited_once()
@@ -95,21 +94,21 @@ async def test_paging_both_ways_by_reaction(harness: Harness, channel: Any) -> N
         await cog.on_raw_reaction_add(payload)  # past the end: nothing changes
         assert ranks(message.embeds) == [11]
 
-        back = make_reaction("⬅️", user_id=2, channel_id=channel.id, message_id=message.id)
+        back = reaction("⬅️", user_id=2, channel_id=channel.id, message_id=message.id)
         await cog.on_raw_reaction_add(back)
         await cog.on_raw_reaction_add(back)
         assert ranks(message.embeds) == [1, 2, 3, 4, 5]
 
         # The bot's own reactions and other people's messages are ignored.
-        own = make_reaction("➡️", user_id=BOT_ID, channel_id=channel.id, message_id=message.id)
+        own = reaction("➡️", user_id=BOT_ID, channel_id=channel.id, message_id=message.id)
         await cog.on_raw_reaction_add(own)
         assert ranks(message.embeds) == [1, 2, 3, 4, 5]
         # A reaction on someone else's message is dropped before any fetch from Discord.
         fetches = channel.fetch_message.await_count
-        elsewhere = make_reaction("👍", user_id=2, channel_id=channel.id, message_id=message.id, author_id=7)
+        elsewhere = reaction("👍", user_id=2, channel_id=channel.id, message_id=message.id, author_id=7)
         await cog.on_raw_reaction_add(elsewhere)
         assert channel.fetch_message.await_count == fetches
-        mine = make_reaction("➡️", user_id=2, channel_id=channel.id, message_id=message.id, author_id=BOT_ID)
+        mine = reaction("➡️", user_id=2, channel_id=channel.id, message_id=message.id, author_id=BOT_ID)
         await cog.on_raw_reaction_add(mine)
         assert ranks(message.embeds) == [6, 7, 8, 9, 10]
 
@@ -131,7 +130,7 @@ async def test_a_page_whose_results_were_all_removed_keeps_reaction_paging(
 
     cog = bot.get_cog("Search")
     with route_channels(bot, {channel.id: channel}):
-        forward = make_reaction("➡️", user_id=2, channel_id=channel.id, message_id=message.id)
+        forward = reaction("➡️", user_id=2, channel_id=channel.id, message_id=message.id)
         await cog.on_raw_reaction_add(forward)
         assert len(message.embeds) == 1
         assert "removed by moderators" in str(message.embeds[0].description)
@@ -184,9 +183,7 @@ async def test_votes_from_menu_and_reaction_are_deduplicated(
     message = messages_in(channel)[0]
     with route_channels(bot, {channel.id: channel}):
         cog = bot.get_cog("Search")
-        await cog.on_raw_reaction_add(
-            make_reaction("👍", user_id=2, channel_id=channel.id, message_id=message.id)
-        )
+        await cog.on_raw_reaction_add(reaction("👍", user_id=2, channel_id=channel.id, message_id=message.id))
 
     votes = await db.run(searches.votes, uuid.UUID(ref.search_id))
     expected = [
@@ -233,38 +230,55 @@ async def test_private_search_is_ephemeral_without_reactions(harness: Harness, c
     message.add_reaction.assert_not_awaited()
 
 
-@pytest.mark.parametrize(
-    ("name", "data", "content_type", "expected"),
-    [
-        ("notes.txt", b"hello", "text/plain", "I can't use that image: notes.txt is not a PNG"),
-        (
-            "broken.png",
-            b"\x89PNG\r\n\x1a\nnope",
-            "image/png",
-            "I can't use that image: broken.png is not a readable",
-        ),
-    ],
-)
-async def test_bad_attachment_gets_a_friendly_reply(
-    harness: Harness, channel: Any, name: str, data: bytes, content_type: str, expected: str
+async def test_a_file_declared_not_an_image_is_refused_privately_before_the_defer(
+    harness: Harness, channel: Any
 ) -> None:
+    """What Discord declares (type, size) is checked before deferring: a refusal after a public
+    defer took the "thinking…" message's place and was shown to the whole channel."""
     bot = await harness.bot()
-    interaction = await search(harness, bot, channel, image=harness.upload(name, data, content_type))
+    with mock.patch.object(bot.services.client, "search", wraps=bot.services.client.search) as spy:
+        notes = await search(harness, bot, channel, image=harness.upload("notes.txt", b"hello", "text/plain"))
+        too_big = harness.upload("huge.png", b"\x89PNG")
+        too_big.size = bot.services.limits.max_bytes + 1
+        huge = await search(harness, bot, channel, image=too_big)
+    for interaction, expected in ((notes, "notes.txt is not a PNG"), (huge, "huge.png is ")):
+        interaction.response.defer.assert_not_awaited()
+        text = interaction.response.send_message.await_args.args[0]
+        assert text.startswith(f"I can't use that image: {expected}")
+        assert interaction.response.send_message.await_args.kwargs == {"ephemeral": True}
+    spy.assert_not_awaited()
+
+
+async def test_an_error_after_a_public_defer_is_said_privately(harness: Harness, channel: Any) -> None:
+    """The first follow-up of a public defer is public whatever its ephemeral flag: the public
+    "thinking…" message is deleted first, so the refusal is a message of the user's alone."""
+    bot = await harness.bot()
+    broken = harness.upload("broken.png", b"\x89PNG\r\n\x1a\nnope", "image/png")
+    interaction = await search(harness, bot, channel, image=broken)
+    interaction.response.defer.assert_awaited_once_with(thinking=True, ephemeral=False)
+    interaction.delete_original_response.assert_awaited_once()
     text = str(interaction.followup.send.await_args.args[0])
-    assert text.startswith(expected)
+    assert text.startswith("I can't use that image: broken.png is not a readable")
+    assert interaction.followup.send.await_args.kwargs == {"ephemeral": True}
     assert "Traceback" not in text
+
+    private = await search(harness, bot, channel, image=broken, private=True)
+    private.delete_original_response.assert_not_awaited()  # its "thinking…" is the user's alone
+    assert private.followup.send.await_args.kwargs == {"ephemeral": True}
 
 
 async def test_nothing_matches(harness: Harness, channel: Any) -> None:
     bot = await harness.bot()
     interaction = await search(harness, bot, channel, base_model="flux")
     interaction.followup.send.assert_awaited_once_with(NOTHING_MATCHES, ephemeral=True)
+    interaction.delete_original_response.assert_awaited_once()
 
 
 async def test_service_down_is_a_friendly_message(harness: Harness, channel: Any) -> None:
     bot = await harness.bot(service="127.0.0.1:1", search_timeout_s=5.0)
     interaction = await search(harness, bot, channel)
     interaction.followup.send.assert_awaited_once_with(SERVICE_DOWN, ephemeral=True)
+    interaction.delete_original_response.assert_awaited_once()
 
 
 async def test_rate_limit_answers_with_a_cooldown(harness: Harness, channel: Any) -> None:
@@ -293,6 +307,21 @@ async def test_context_menu_searches_the_message_images(harness: Harness, channe
     asked.response.send_message.assert_awaited_once_with(NO_IMAGE, ephemeral=True)
 
 
+async def test_context_menu_searches_a_forwarded_messages_images(harness: Harness, channel: Any) -> None:
+    """A forwarded message carries its images in its snapshot, not its own attachments: the
+    context menu answered "attach an image" to them."""
+    bot = await harness.bot()
+    cog = bot.get_cog("Search")
+    forwarded = make_message(1, attachments_in=[])
+    snapshot = mock.MagicMock(spec_set=discord.MessageSnapshot)
+    snapshot.attachments = [harness.style_image("style-07")]
+    forwarded.message_snapshots = [snapshot]
+    interaction = make_interaction(bot, make_member(3), channel)
+    await cog.context_menu.callback(interaction, forwarded)
+    interaction.response.send_message.assert_not_awaited()
+    assert titles(sent_page(interaction)["embeds"])[0] == "#1 Style 7"
+
+
 def test_page_ref_from_footer_is_the_ref_the_service_pages() -> None:
     ref = PageRef(str(uuid.uuid4()), 5, 5)
     assert parse_footer(f"findlora · results 6–10 of 11 · ref {ref.encode()} · lora 3") == ref
@@ -306,3 +335,36 @@ async def test_extra_attachments_make_one_multi_image_query(harness: Harness, ch
     sent_images = spy.await_args.args[0]
     assert [image.filename for image in sent_images] == ["style-03.png", "second.png"]
     assert titles(sent_page(interaction)["embeds"])[0] == "#1 Style 3"
+
+
+async def test_paging_by_reaction_in_a_direct_message(harness: Harness) -> None:
+    """A DM channel is not in the bot's cache (get_channel: None), and ➡️ there did nothing."""
+    bot = await harness.bot()
+    dm = make_channel(555, bot_id=BOT_ID)  # what the partial messageable fetches from and edits
+    await search(harness, bot, dm)
+    message = messages_in(dm)[0]
+    cog = bot.get_cog("Search")
+    partial = mock.Mock(side_effect=lambda channel_id, **_: dm if channel_id == dm.id else None)
+    with route_channels(bot, {}), mock.patch.object(bot, "get_partial_messageable", partial):
+        forward = reaction("➡️", user_id=2, channel_id=dm.id, message_id=message.id, in_dm=True)
+        await cog.on_raw_reaction_add(forward)
+    assert ranks(message.embeds) == [6, 7, 8, 9, 10]
+
+
+async def test_other_bots_reactions_neither_page_nor_vote(
+    harness: Harness, channel: Any, db: Database
+) -> None:
+    bot = await harness.bot()
+    await search(harness, bot, channel)
+    message = messages_in(channel)[0]
+    ref = parse_footer(message.embeds[0].footer.text)
+    assert ref is not None
+    cog = bot.get_cog("Search")
+    with route_channels(bot, {channel.id: channel}):
+        for emoji in ("➡️", "👍"):
+            await cog.on_raw_reaction_add(
+                reaction(emoji, user_id=60, channel_id=channel.id, message_id=message.id, bot=True)
+            )
+    assert ranks(message.embeds) == [1, 2, 3, 4, 5]
+    message.remove_reaction.assert_not_awaited()
+    assert await db.run(searches.votes, uuid.UUID(ref.search_id)) == []

@@ -46,7 +46,8 @@ class SearchInteractionReplies(InteractionReplies):
     """SearchReplies to the interaction that asked."""
 
     async def show(self, page: ResultsPage) -> None:
-        send = page_message(page).send_kwargs()
+        send = (await page_message(page)).send_kwargs()
+        self.thinking_in_public = False  # the page takes the "thinking…" message's place
         message = await self.interaction.followup.send(**send, ephemeral=self.private, wait=True)
         if not self.private:
             await _add_reactions(message)
@@ -103,7 +104,9 @@ class SearchCog(commands.Cog, name=SEARCH_COG):
         )
 
     async def find_for_message(self, interaction: discord.Interaction[Any], message: discord.Message) -> None:
-        infos = [attachment_info(a) for a in message.attachments]
+        # A forwarded message carries its images in its snapshots, not its own attachments.
+        attached = [*message.attachments, *(a for s in message.message_snapshots for a in s.attachments)]
+        infos = [attachment_info(a) for a in attached]
         images = [info for info in infos if is_probably_image(info)]
         # Ephemeral: whoever asks about someone else's message gets the answer alone.
         await self.run_search(
@@ -146,7 +149,7 @@ class SearchCog(commands.Cog, name=SEARCH_COG):
         await interaction.response.defer()
         page = await answer(interaction, fetch_page(self.services, target, self._allow_nsfw(interaction)))
         if page is not None:
-            await interaction.edit_original_response(**page_message(page).edit_kwargs())
+            await interaction.edit_original_response(**(await page_message(page)).edit_kwargs())
 
     async def vote_from_menu(
         self, interaction: discord.Interaction[Any], search_id: str, lora_id: int, up: bool
@@ -167,7 +170,13 @@ class SearchCog(commands.Cog, name=SEARCH_COG):
             return
         if payload.message_author_id not in (None, own.id):
             return  # 👍 on anyone else's message: no fetch, no request spent on Discord's limits
-        channel = self.bot.get_channel(payload.channel_id)
+        reactor_user = payload.member or self.bot.get_user(payload.user_id)
+        if reactor_user is not None and reactor_user.bot:
+            return  # another bot's reaction is no one's vote, nor a page turn
+        # A DM channel is not cached (no members intent, no DM history): a partial one fetches.
+        channel = self.bot.get_channel(payload.channel_id) or self.bot.get_partial_messageable(
+            payload.channel_id, guild_id=payload.guild_id
+        )
         if not isinstance(channel, discord.abc.Messageable):
             return
         try:
@@ -212,7 +221,7 @@ class SearchCog(commands.Cog, name=SEARCH_COG):
         if target is not None:
             allow_nsfw = self.services.nsfw.allows(getattr(channel, "id", None), age_restricted(channel))
             page = await fetch_page(self.services, target, allow_nsfw)
-            await message.edit(**page_message(page).edit_kwargs())
+            await message.edit(**(await page_message(page)).edit_kwargs())
 
 
 def _vote_text(up: bool, first: bool) -> str:

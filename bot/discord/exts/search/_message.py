@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from dataclasses import dataclass
 from typing import Any
@@ -85,15 +86,22 @@ def _embed(card: ResultCard, page: ResultsPage, sheet_name: str | None) -> disco
     return embed
 
 
-def page_message(page: ResultsPage) -> PageMessage:
+async def page_message(page: ResultsPage) -> PageMessage:
+    # Decoding and resizing a page of thumbnails takes a while: in a thread, so the bot's event
+    # loop goes on answering interactions (each has 3 seconds) and the gateway's heartbeats.
+    sheets = await asyncio.to_thread(lambda: [contact_sheet(card.transfers) for card in page.cards])
+    return build_page_message(page, sheets)
+
+
+def build_page_message(page: ResultsPage, sheets: list[bytes | None]) -> PageMessage:
+    """The message of a page, given each card's contact sheet (None: no readable thumbnail)."""
     if page.pseudo_prompt:
         content = f"**Pseudo-prompt:** `{code_safe(page.pseudo_prompt)[:1500]}`"
     else:
         content = "Ranked by style distance."
     content += " React ➡️/⬅️ to page, 👍/👎 to rate the first result, or use the buttons and menu."
     embeds, files = [], []
-    for card in page.cards:
-        sheet = contact_sheet(card.transfers)
+    for card, sheet in zip(page.cards, sheets, strict=True):
         name = f"result-{card.rank}.webp" if sheet else None
         if sheet and name:
             files.append(discord.File(io.BytesIO(sheet), filename=name))

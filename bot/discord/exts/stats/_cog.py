@@ -10,6 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core.permissions import NOT_A_MODERATOR
+from bot.core.replies import echo
 from bot.core.stats import stats_table
 from bot.discord._interactions import answer, reply, role_ids
 
@@ -34,7 +35,8 @@ class StatsCog(commands.Cog, name="Stats"):
             try:
                 start = datetime.fromisoformat(since).replace(tzinfo=UTC)
             except ValueError:
-                await reply(interaction, f"`since` must be a date like 2026-11-01, not {since!r}.")
+                # `since` is free text (up to 6000 characters): said back short.
+                await reply(interaction, f"`since` must be a date like 2026-11-01, not {echo(since)!r}.")
                 return
         await interaction.response.defer(ephemeral=True, thinking=True)
         call = self.services.client.feedback_stats(start, timeout=self.services.settings.call_timeout_s)
