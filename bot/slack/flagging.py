@@ -3,6 +3,7 @@ moderators decide on a card in their channel, and the artist hears back."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -76,8 +77,9 @@ async def report_thread(
     return ReportThread(sent=False, lora=str(payload.get("lora") or ""), note=str(payload.get("note") or ""))
 
 
-def _sheet_upload(flag: pb.Flag, allow_nsfw: bool) -> list[dict[str, Any]]:
-    sheet = contact_sheet(flags.evidence_transfers(flag, allow_nsfw=allow_nsfw))
+async def _sheet_upload(flag: pb.Flag, allow_nsfw: bool) -> list[dict[str, Any]]:
+    # Decoding and resizing the thumbnails takes a while: off the event loop Bolt answers on.
+    sheet = await asyncio.to_thread(contact_sheet, flags.evidence_transfers(flag, allow_nsfw=allow_nsfw))
     if sheet is None:
         return []
     return [{"file": sheet, "filename": "nearest-transfers.webp", "title": f"{flag.slug}: nearest transfers"}]
@@ -124,7 +126,7 @@ class ReportThreadReplies:
         await upload_images(
             self.web,
             self.place,
-            _sheet_upload(flag, allow_nsfw),
+            await _sheet_upload(flag, allow_nsfw),
             "The LoRA's sample transfers nearest your artwork.",
         )
 
@@ -156,7 +158,7 @@ async def post_review_card(
     except WEB_ERRORS as error:
         log.warning("review_card_failed", flag_id=flag.flag_id, error=error_code(error))
         return False
-    images = _sheet_upload(flag, services.nsfw.allows(channel)) + [
+    images = await _sheet_upload(flag, services.nsfw.allows(channel)) + [
         {"file": art.data, "filename": flags.artwork_filename(i, art.content_type), "title": f"artwork {i}"}
         for i, art in enumerate(artworks, start=1)
     ]

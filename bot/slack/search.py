@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -120,7 +121,7 @@ async def post_page(web: AsyncWebClient, place: Place, page: ResultsPage) -> Non
         log.info("reactions_not_added", error=error_code(error))
     sheets = []
     for card in page.cards:
-        sheet = contact_sheet(card.transfers)
+        sheet = await asyncio.to_thread(contact_sheet, card.transfers)  # off Bolt's event loop
         if sheet:
             sheets.append(
                 {"file": sheet, "filename": f"result-{card.rank}.webp", "title": f"#{card.rank} {card.title}"}

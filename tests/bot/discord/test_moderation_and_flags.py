@@ -340,3 +340,26 @@ async def test_a_review_card_too_large_with_the_artworks_is_posted_without_them(
     assert review_channel.send.await_count == 2
     assert review_channel.send.await_args.kwargs["files"] == []
     assert messages_in(review_channel)[-1].embeds  # the card itself went out
+
+
+async def test_flag_contact_sheets_are_drawn_off_the_event_loop(
+    harness: Harness, channel: Any, review_channel: Any, channels: dict[int, Any]
+) -> None:
+    """The artist's reply and the review card drew their contact sheets on the event loop (the
+    bot stopped answering interactions and heartbeats meanwhile)."""
+    import threading
+
+    from bot.discord.exts.flags import _cog as flags_cog
+    from tests.helpers.threads import ThreadSpy
+
+    bot = await harness.bot()
+    flags = bot.get_cog("Flags")
+    spy = ThreadSpy(flags_cog.contact_sheet)
+    with route_channels(bot, channels), mock.patch.object(flags_cog, "contact_sheet", spy):
+        report = make_interaction(bot, make_member(42), channel)
+        await flags.flaglookalike.callback(
+            flags, report, lora="style-04", artwork=harness.style_image("style-04")
+        )
+        assert SHEET_NAME in [f.filename for f in review_channel.send.await_args.kwargs["files"]]
+    assert len(spy.threads) == 2  # the review card's, the artist's
+    assert spy.ran_off(threading.get_ident())

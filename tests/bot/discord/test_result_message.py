@@ -7,7 +7,6 @@ import io
 import threading
 import uuid
 from dataclasses import replace
-from typing import Any
 from unittest import mock
 
 import pytest
@@ -18,6 +17,7 @@ from bot.core.rendering import ResultCard, ResultsPage, TransferImage, contact_s
 from bot.discord.bot import FindLoraBot
 from bot.discord.exts.search import _message
 from bot.discord.exts.search._message import EMBEDS_MAX_CHARS, page_message
+from tests.helpers.threads import ThreadSpy
 
 HOSTILE = "cat` @everyone <@&123> `x"
 
@@ -80,15 +80,8 @@ async def test_contact_sheets_are_drawn_off_the_event_loop() -> None:
     drawn = replace(
         card(1), transfers=(TransferImage("s1", "1.webp", thumbnail.getvalue(), "image/webp", 0.1),)
     )
-    loop_thread = threading.get_ident()
-    threads: list[int] = []
-
-    def spy(transfers: Any) -> bytes | None:  # the real drawing, noting where it ran
-        threads.append(threading.get_ident())
-        return contact_sheet(transfers)
-
+    spy = ThreadSpy(contact_sheet)  # the real drawing, noting where it ran
     with mock.patch.object(_message, "contact_sheet", spy):
         message = await page_message(page([drawn]))
     assert [f.filename for f in message.files] == ["result-1.webp"]
-    assert threads
-    assert loop_thread not in threads
+    assert spy.ran_off(threading.get_ident())

@@ -258,3 +258,24 @@ async def test_unknown_lora_is_said_plainly_and_costs_no_report(harness: SlackHa
 
 def test_trigger_words_are_comma_separated() -> None:
     assert split_trigger_words(" a , b,,c ") == ["a", "b", "c"]
+
+
+async def test_contact_sheets_are_drawn_off_the_event_loop(harness: SlackHarness) -> None:
+    """The flag's and the search's contact sheets were drawn on Bolt's event loop: the app
+    stopped acknowledging Slack's events (3 seconds each) while it decoded thumbnails."""
+    import threading
+
+    from bot.slack import flagging, search
+    from tests.helpers.threads import ThreadSpy
+
+    loop_thread = threading.get_ident()
+    flag_sheets, search_sheets = ThreadSpy(flagging.contact_sheet), ThreadSpy(search.contact_sheet)
+    with (
+        mock.patch.object(flagging, "contact_sheet", flag_sheets),
+        mock.patch.object(search, "contact_sheet", search_sheets),
+    ):
+        sender, services = harness.start()
+        await report(harness, sender, services, "style-04", "style-04")
+        assert "Style 4" in await search_titles(harness, sender, services, "style-04")
+    assert flag_sheets.ran_off(loop_thread)
+    assert search_sheets.ran_off(loop_thread)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from typing import TYPE_CHECKING, Any
 
@@ -61,8 +62,11 @@ def review_embed(flag: pb.Flag, *, with_sheet: bool, allow_nsfw: bool) -> discor
 REQUEST_TOO_LARGE = 40005  # Discord's code for uploads over the server's limit
 
 
-def _files(flag: pb.Flag, artworks: list[QueryImage], allow_nsfw: bool) -> tuple[list[discord.File], bool]:
-    sheet = contact_sheet(flags.evidence_transfers(flag, allow_nsfw=allow_nsfw))
+async def _files(
+    flag: pb.Flag, artworks: list[QueryImage], allow_nsfw: bool
+) -> tuple[list[discord.File], bool]:
+    # Decoding and resizing the thumbnails takes a while: off the event loop (see search/_message).
+    sheet = await asyncio.to_thread(contact_sheet, flags.evidence_transfers(flag, allow_nsfw=allow_nsfw))
     files = [discord.File(io.BytesIO(sheet), filename=SHEET_NAME)] if sheet else []
     files += [
         discord.File(io.BytesIO(art.data), filename=flags.artwork_filename(i, art.content_type))
@@ -82,7 +86,7 @@ class FlagInteractionReplies(InteractionReplies):
         posted = await self.cog.post_review_card(flag, artworks)
         channel = self.interaction.channel
         allow_nsfw = self.cog.services.nsfw.allows(self.interaction.channel_id, age_restricted(channel))
-        files, with_sheet = _files(flag, [], allow_nsfw)
+        files, with_sheet = await _files(flag, [], allow_nsfw)
         evidence = flags.evidence_text(flag, allow_nsfw=allow_nsfw)
         embed = discord.Embed(title=f"Report received: {flag.slug}", description=evidence)
         if with_sheet:
@@ -127,7 +131,7 @@ class FlagsCog(commands.Cog, name=FLAGS_COG):
             return False
         allow_nsfw = self.services.nsfw.allows(channel_id, age_restricted(channel))
         for attached in (artworks, []):  # the artworks may be over the upload limit together
-            files, with_sheet = _files(flag, attached, allow_nsfw)
+            files, with_sheet = await _files(flag, attached, allow_nsfw)
             try:
                 await channel.send(
                     embed=review_embed(flag, with_sheet=with_sheet, allow_nsfw=allow_nsfw),
