@@ -154,7 +154,7 @@ def union_search(
         fused = dict(ranked)
         right = int(truth[i])
         if right not in union:
-            ranks.append(len(union) + 1)
+            ranks.append(float(len(union) + 1))
             continue
         # A tie with another candidate counts half, as ranks_of_truth does for the rows.
         closer = sum(f < fused[right] for f in fused.values())
