@@ -1,7 +1,13 @@
 """The gRPC client of the findlora service, with what both sides agree on (base install only)."""
 
 from findlora_client.client import ClientTls, FindLoraClient, QueryImage
-from findlora_client.errors import ServiceCallError, ServiceTimeout, ServiceUnreachable, TokenMissing
+from findlora_client.errors import (
+    ServiceCallError,
+    ServiceTimeout,
+    ServiceUnreachable,
+    TlsHandshakeFailed,
+    TokenMissing,
+)
 from findlora_client.protocol import (
     DEFAULT_ADDRESS,
     MAX_IMAGE_PIXELS,
@@ -25,6 +31,7 @@ __all__ = [
     "ServiceCallError",
     "ServiceTimeout",
     "ServiceUnreachable",
+    "TlsHandshakeFailed",
     "TokenMissing",
     "collect_server_timing",
 ]

@@ -39,6 +39,7 @@ TOML_FIELDS = (
 )
 _TOML_HEADER = re.compile(r"^\s*\[\[\s*lora\s*\]\]")
 _TOML_LINE = re.compile(r"at line (\d+)")
+TOO_DEEP = "too deeply nested to read (brackets inside brackets, thousands of levels deep)"
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ def detect_format(filename: str, text: str) -> str:
 def parse_list(text: str, filename: str = "") -> ParsedList:
     """All the entries of a list, good and bad; duplicates (same source or slug) are bad after the
     first."""
+    text = text.removeprefix("\ufeff")  # a byte-order mark (PowerShell, Notepad) is no entry's text
     kind = detect_format(filename, text)
     parsed = ParsedList(kind)
     {TEXT: _parse_text, TOML: _parse_toml, JSON: _parse_json}[kind](text, parsed)
@@ -140,10 +142,13 @@ def check_source(source: str) -> None:
             parts = urlsplit(source)
         except ValueError as exc:
             raise _Bad(f"not a valid URL ({exc})") from None
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise _Bad(f"not a valid download link ({parts.scheme or '?'}:// with no usable host)")
-        if parts.scheme != "https":
+        if parts.scheme == "http":
             raise _Bad("only https download links are accepted")
+        if parts.scheme != "https":
+            wrong = f"not {parts.scheme}://" if parts.scheme else "nothing comes before ://"
+            raise _Bad(f"only https:// download links are accepted, {wrong}")
+        if not parts.hostname:
+            raise _Bad("not a valid download link (https:// with no usable host)")
         return
     if not source.lower().endswith(".safetensors"):
         raise _Bad(f"{PurePosixPath(source).name} is not a .safetensors file")
@@ -229,6 +234,9 @@ def _parse_toml(text: str, parsed: ParsedList) -> None:
             BadEntry(f"line {found.group(1)}" if found else "the file", f"not valid TOML: {exc}")
         )
         return
+    except RecursionError:  # the parser recurses per nested array or inline table
+        parsed.bad.append(BadEntry("the file", f"not valid TOML: {TOO_DEEP}"))
+        return
     for key in document:
         if key != "lora":
             parsed.bad.append(
@@ -263,6 +271,9 @@ def _parse_json(text: str, parsed: ParsedList) -> None:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         parsed.bad.append(BadEntry(f"line {exc.lineno}", f"not valid JSON: {exc.msg}"))
+        return
+    except RecursionError:  # the decoder recurses per nested array or object
+        parsed.bad.append(BadEntry("the file", f"not valid JSON: {TOO_DEEP}"))
         return
     if isinstance(document, dict) and isinstance(document.get("items"), list):
         items, prefix = document["items"], "items"
@@ -322,7 +333,10 @@ def _primary_download(files: object) -> str | None:
 def _page_url(item: Mapping[str, Any], source: str) -> str | None:
     if isinstance(item.get("pageUrl"), str):
         return str(item["pageUrl"])
-    host = (urlsplit(source).hostname or "") if "://" in source else ""
+    try:
+        host = (urlsplit(source).hostname or "") if "://" in source else ""
+    except ValueError:  # a malformed link: check_source reports it on the entry
+        host = ""
     model_id, version_id = item.get("modelId"), item.get("id")
     if host.endswith("civitai.com") and isinstance(model_id, int):
         query = f"?modelVersionId={version_id}" if isinstance(version_id, int) else ""

@@ -10,10 +10,11 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from findlora_client import timing
-from findlora_client.errors import ServiceCallError, ServiceTimeout, ServiceUnreachable
+from findlora_client.errors import ServiceCallError, ServiceTimeout, ServiceUnreachable, TlsHandshakeFailed
 from findlora_client.protocol import (
     DEFAULT_ADDRESS,
     MAX_MESSAGE_BYTES,
@@ -74,6 +75,26 @@ def _images(images: Sequence[QueryImage]) -> list[pb.Image]:
     return [pb.Image(data=i.data, filename=i.filename, content_type=i.content_type) for i in images]
 
 
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.0f} MiB" if size % 2**20 == 0 else f"{size / 2**20:.1f} MiB"
+
+
+def _too_large(request: Message) -> ServiceCallError | None:
+    """A request over the message cap, refused before sending: gRPC would refuse it in this
+    process with RESOURCE_EXHAUSTED, which reads as "busy, retry" where no retry can succeed."""
+    size = request.ByteSize()
+    if size <= MAX_MESSAGE_BYTES:
+        return None
+    images = sum(len(image.data) for name in ("images", "artworks") for image in getattr(request, name, ()))
+    what = (
+        f"the images add up to {_mib(images)}"
+        if images > MAX_MESSAGE_BYTES
+        else f"the request is {_mib(size)}"
+    )
+    message = f"{what}; the service takes at most {_mib(MAX_MESSAGE_BYTES)} per request"
+    return ServiceCallError(message, grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_ARGUMENT)
+
+
 class FindLoraClient:
     def __init__(
         self,
@@ -113,32 +134,47 @@ class FindLoraClient:
     def _translate(self, error: grpc.aio.AioRpcError) -> ServiceCallError:
         code = error.code()
         trailers = dict(error.trailing_metadata() or ())
-        reason = Reason.parse(trailers.get(REASON_TRAILER), code)
-        if code == grpc.StatusCode.UNAVAILABLE:
+        named = trailers.get(REASON_TRAILER)  # set by the service; gRPC's own errors have none
+        reason = Reason.parse(named, code)
+        details = error.details() or ""
+        # An UNAVAILABLE with a reason is the service's answer (its database is down), not gRPC
+        # failing to reach it: said as the service said it below.
+        if code == grpc.StatusCode.UNAVAILABLE and not named:
+            if "handshake" in details.lower():  # gRPC's words for a failed TLS handshake
+                return TlsHandshakeFailed(
+                    f"the TLS handshake with the findlora service at {self.address} failed: check that "
+                    "FINDLORA_SERVICE_CA is the CA that signed its certificate (and FINDLORA_CLIENT_CERT "
+                    f"and FINDLORA_CLIENT_KEY, if it asks for one) ({details})",
+                    code,
+                    reason,
+                )
             return ServiceUnreachable(
-                f"could not reach the findlora service at {self.address} "
-                f"({error.details() or 'unavailable'})",
+                f"could not reach the findlora service at {self.address} ({details or 'unavailable'})",
                 code,
                 reason,
             )
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             # The service's own timeouts (a database query limit) say why; the client's deadline does not.
-            details = error.details() or ""
             why = f": {details}" if details and details != "Deadline Exceeded" else ""
             message = f"the findlora service at {self.address} did not answer in time{why}"
             return ServiceTimeout(message, code, reason)
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and not named and "larger than max" in details:
+            # gRPC's own size cap (this client's, or a service's lower one): not BUSY, as no retry
+            # of the same request can pass.
+            invalid = grpc.StatusCode.INVALID_ARGUMENT
+            return ServiceCallError(f"too large for one call ({details})", invalid, Reason.INVALID_ARGUMENT)
         retry = str(trailers.get(RETRY_AFTER_TRAILER, ""))
-        return ServiceCallError(
-            error.details() or code.name, code, reason, int(retry) if retry.isdigit() else None
-        )
+        return ServiceCallError(details or code.name, code, reason, int(retry) if retry.isdigit() else None)
 
     async def _call(
         self,
         method: grpc.aio.UnaryUnaryMultiCallable,
-        request: object,
+        request: Message,
         timeout: float | None,
         reply: type[Reply],
     ) -> Reply:
+        if (refused := _too_large(request)) is not None:
+            raise refused
         try:
             call = method(request, timeout=timeout or self.timeout, metadata=self._metadata)
             response: Reply = await call

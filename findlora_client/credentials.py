@@ -24,21 +24,34 @@ TOKEN_HELP = (
 )
 
 
-def read_secret(value: SecretStr | None, path: Path | None) -> str | None:
+def read_secret(value: SecretStr | None, path: Path | None, variable: str = "the variable") -> str | None:
     """A secret from its file, which wins over the variable (containers mount secrets); None
-    when neither is set or both are empty."""
+    when neither is set or both are empty. Raises TokenMissing naming the file or `variable`
+    (never the secret) when it holds what no token has: it would fail later inside gRPC."""
     if path is not None:
-        secret = path.read_text(encoding="utf-8").strip()
+        where = f"the secret file {path}"
+        try:
+            # utf-8-sig: editors on Windows (PowerShell's Out-File among them) start with a BOM.
+            secret = path.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise TokenMissing(f"{where} is not UTF-8 text; write the secret alone in it") from None
     elif value is not None:
-        secret = value.get_secret_value().strip()
+        where, secret = variable, value.get_secret_value()
     else:
-        secret = ""
+        return None
+    secret = secret.strip().removeprefix("\ufeff").strip()
+    if any(not " " <= c <= "~" for c in secret):
+        raise TokenMissing(
+            f"{where} holds a character that no secret has (a control character, or one outside "
+            "printable ASCII): set it to the secret alone, copied again from where it was issued"
+        )
     return secret or None
 
 
 def require_secret(value: SecretStr | None, path: Path | None, names: str) -> str:
-    """The secret, or TokenMissing asking to set `names`."""
-    secret = read_secret(value, path)
+    """The secret, or TokenMissing asking to set `names` ("VAR or VAR_FILE ..."): the first word
+    is the variable."""
+    secret = read_secret(value, path, names.split()[0])
     if secret is None:
         raise TokenMissing(f"set {names}")
     return secret
@@ -61,7 +74,7 @@ class ServiceAccess(BaseSettings):
     client_key: Path | None = Field(None, validation_alias="FINDLORA_CLIENT_KEY", description="Its key.")
 
     def read_service_token(self) -> str | None:
-        return read_secret(self.service_token, self.service_token_file)
+        return read_secret(self.service_token, self.service_token_file, "FINDLORA_TOKEN")
 
     def require_service_token(self) -> str:
         token = self.read_service_token()
@@ -76,10 +89,21 @@ class ServiceAccess(BaseSettings):
         if not (self.service_tls or self.service_ca or self.client_cert):
             return None
         return ClientTls(
-            ca=None if self.service_ca is None else self.service_ca.read_bytes(),
-            cert=None if self.client_cert is None else self.client_cert.read_bytes(),
-            key=None if self.client_key is None else self.client_key.read_bytes(),
+            ca=_pem(self.service_ca, "FINDLORA_SERVICE_CA"),
+            cert=_pem(self.client_cert, "FINDLORA_CLIENT_CERT"),
+            key=_pem(self.client_key, "FINDLORA_CLIENT_KEY"),
         )
+
+
+def _pem(path: Path | None, variable: str) -> bytes | None:
+    """The file's bytes. gRPC takes any bytes and only fails each handshake later, reported as an
+    unreachable service, so a file that is no PEM at all is refused here, by name."""
+    if path is None:
+        return None
+    data = path.read_bytes()
+    if b"-----BEGIN " not in data:
+        raise OSError(f"{variable} ({path}) is not a PEM file (no -----BEGIN line)")
+    return data
 
 
 def connect(access: ServiceAccess, address: str, *, timeout: float) -> FindLoraClient:

@@ -28,9 +28,14 @@ class ServiceUnreachable(ServiceCallError):
     pass
 
 
+class TlsHandshakeFailed(ServiceUnreachable):
+    """The service answers but the TLS handshake fails: a setting to fix, not a service to start."""
+
+
 class ServiceTimeout(ServiceCallError):
     pass
 
 
 class TokenMissing(Exception):
-    """A token or secret the process needs is not configured; the message names its variables."""
+    """A token or secret the process needs is not configured, or is not usable as one; the message
+    names its variable or file, never the secret."""

@@ -21,7 +21,11 @@ def page_link_problem(url: str) -> str | None:
         return (
             'page_url must not contain spaces, control characters or any of < > | " ` (percent-encode them)'
         )
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # e.g. "https://[host/": an unclosed IPv6 bracket
+        return f"page_url {url[:80]!r} is not a valid URL"
+    if parts.scheme.lower() not in ("http", "https") or not host:
         return f"page_url {url[:80]!r} must be an http(s) address such as https://civitai.com/models/123"
     return None

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import grpc
 import psycopg
 import pytest
+import trustme
+from grpc_health.v1 import health, health_pb2_grpc
 
 from db.clients import Role
+from findlora_client import Reason
+from findlora_client.protocol import REASON_TRAILER
 from inference_service.config import Settings
 from inference_service.server import RunningService
+from protos import findlora_pb2 as pb
+from protos import findlora_pb2_grpc as pb_grpc
 from tests.helpers.service import issue_token
 from tests.test_cli import cli_env, findlora
 
@@ -85,3 +93,93 @@ async def test_status_without_a_token_says_how_to_get_one(
     )
     assert code == 1
     assert "findlora auth add" in out
+
+
+class DatabaseDown(pb_grpc.FindLoraServicer):  # type: ignore[misc]
+    """A service at the network edge that answers health but refuses its status as the real one
+    does when its database is down or slow: a status code with the reason in a trailer."""
+
+    def __init__(self, code: grpc.StatusCode, reason: Reason, message: str) -> None:
+        self.code, self.reason, self.message = code, reason, message
+
+    async def ServiceStatus(
+        self, request: pb.ServiceStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServiceStatusResponse:
+        await context.abort(self.code, self.message, trailing_metadata=((REASON_TRAILER, self.reason),))
+
+
+async def edge_server(
+    servicer: DatabaseDown | None = None, tls: trustme.CA | None = None
+) -> tuple[grpc.aio.Server, str]:
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+    if servicer is not None:
+        pb_grpc.add_FindLoraServicer_to_server(servicer, server)
+    if tls is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        issued = tls.issue_cert("127.0.0.1")
+        chain = b"".join(blob.bytes() for blob in issued.cert_chain_pems)
+        credentials = grpc.ssl_server_credentials([(issued.private_key_pem.bytes(), chain)])
+        port = server.add_secure_port("127.0.0.1:0", credentials)
+    await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+def edge_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The CLI's environment without a database of its own: only a token for the service."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("FINDLORA_", "DATABASE_URL"))}
+    return {**inherited, "FINDLORA_DATA_DIR": str(tmp_path / "data"), "FINDLORA_TOKEN": "t0ken", **extra}
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "message"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, Reason.DATABASE_UNAVAILABLE, "the catalog database is unavailable"),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, Reason.DATABASE_TIMEOUT, "the catalog database took too long"),
+    ],
+)
+async def test_status_puts_a_database_outage_on_the_database_line(
+    tmp_path: Path, code: grpc.StatusCode, reason: Reason, message: str
+) -> None:
+    server, address = await edge_server(DatabaseDown(code, reason, message))
+    try:
+        status, out, err = await findlora(
+            "status", "--service", address, env=edge_env(tmp_path), cwd=tmp_path
+        )
+    finally:
+        await server.stop(0)
+    assert status == 1
+    lines = {line.split()[1]: line for line in out.splitlines() if line.strip()}
+    assert set(lines) == {"service", "database"}, out + err
+    assert lines["service"].startswith("ok")
+    assert lines["database"].startswith("fix")
+    assert message in lines["database"]
+    assert "start it" not in out  # the service is there; starting another would not help
+
+
+async def test_status_with_a_wrong_service_ca_names_the_setting(tmp_path: Path) -> None:
+    server, address = await edge_server(tls=trustme.CA())
+    stranger = tmp_path / "stranger-ca.pem"
+    stranger.write_bytes(trustme.CA().cert_pem.bytes())
+    try:
+        env = edge_env(tmp_path, FINDLORA_SERVICE_CA=str(stranger))
+        status, out, err = await findlora("status", "--service", address, env=env, cwd=tmp_path)
+    finally:
+        await server.stop(0)
+    assert status == 1
+    assert out.startswith("fix  service"), out + err
+    assert "TLS handshake" in out
+    assert "FINDLORA_SERVICE_CA" in out
+    assert "start it" not in out
+
+
+async def test_status_with_a_service_ca_that_is_no_certificate_names_the_file(tmp_path: Path) -> None:
+    garbage = tmp_path / "ca.pem"
+    garbage.write_text("not a certificate\n")
+    env = edge_env(tmp_path, FINDLORA_SERVICE_CA=str(garbage))
+    status, out, err = await findlora("status", "--service", "127.0.0.1:9", env=env, cwd=tmp_path)
+    assert status == 1
+    assert f"FINDLORA_SERVICE_CA ({garbage}) is not a PEM file" in err, out + err
+    assert "start it" not in out + err
+    assert "Traceback" not in out + err

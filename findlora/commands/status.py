@@ -10,6 +10,7 @@ import typer
 from findlora.console import START_SERVICE, console, run
 
 if TYPE_CHECKING:
+    from findlora_client import ServiceCallError
     from protos import findlora_pb2 as pb
 
 IMPORT_CATALOG = "import one with `findlora catalog import DIR` (or run `make demo` for a demo catalog)"
@@ -29,19 +30,35 @@ class Check:
 async def gather_checks(address: str) -> list[Check]:
     """Every check in order; a service that cannot be reached stops the rest (they ask it)."""
     from findlora.access import service_client
-    from findlora_client import ServiceCallError, ServiceUnreachable
+    from findlora_client import ServiceCallError, ServiceUnreachable, TlsHandshakeFailed
 
     async with service_client(address, timeout=5.0) as client:
         try:
             serving = await client.health(timeout=5.0)
+        except TlsHandshakeFailed as exc:  # it is there: starting another would not help
+            return [Check("service", False, exc.message)]
         except ServiceUnreachable:
             return [Check("service", False, f"no service at {address}: {START_SERVICE}")]
+        except ServiceCallError as exc:
+            return [Check("service", False, exc.message)]
         checks = [Check("service", serving == "SERVING", f"{address} answers {serving}")]
         try:
             status = await client.service_status()
         except ServiceCallError as exc:
-            return [*checks, Check("access", False, exc.message)]
+            return [*checks, refused_check(exc)]
     return checks + service_checks(status)
+
+
+def refused_check(exc: ServiceCallError) -> Check:
+    """The line a failed status call belongs on: the database when the service says it is down or
+    slow, or when the call timed out (the status and the token check both query it)."""
+    from findlora_client import Reason, ServiceTimeout
+
+    if exc.reason in (Reason.DATABASE_UNAVAILABLE, Reason.DATABASE_TIMEOUT):
+        return Check("database", False, exc.message)
+    if isinstance(exc, ServiceTimeout):
+        return Check("database", False, f"{exc.message} (is its database down or slow?)")
+    return Check("access", False, exc.message)
 
 
 def service_checks(status: pb.ServiceStatusResponse) -> list[Check]:

@@ -32,7 +32,7 @@ def test_text_list_skips_comments_and_reports_bad_lines() -> None:
         ("line 4", "loras/paper-cut.safetensors", "paper-cut"),
     ]
     assert reasons(text, "spring.txt") == {
-        "line 5": "not a valid download link (ftp:// with no usable host)",
+        "line 5": "only https:// download links are accepted, not ftp://",
         "line 6": "only https download links are accepted",
         "line 7": "model.ckpt is not a .safetensors file",
         "line 8": "same source as line 2",

@@ -139,7 +139,7 @@ async def test_register_many_from_toml_with_bad_entries_then_rerun_queues_none(
         lines = [f"line {n}" for n in header_lines]
         assert failed == {
             lines[2]: "loras/missing.safetensors: no such file",
-            lines[3]: "not a valid download link (ftp:// with no usable host)",
+            lines[3]: "only https:// download links are accepted, not ftp://",
             lines[4]: "unknown field 'trigers' (known: url, path, name, slug, base_model, trigger_words, "
             "license, author, nsfw, page_url)",
             lines[8]: "old.ckpt is not a .safetensors file",

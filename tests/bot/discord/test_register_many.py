@@ -45,7 +45,7 @@ async def test_registerloras_is_for_moderators_and_reports_every_bad_line(
         + final.splitlines()[1].split("(allowed: ")[1],
         "• line 3: a local file cannot be registered from chat; give its https download link"
         " (loras/local.safetensors)",
-        "• line 4: not a valid download link (ftp:// with no usable host) (ftp://example.org/y.safetensors)",
+        "• line 4: only https:// download links are accepted, not ftp:// (ftp://example.org/y.safetensors)",
     ]
 
 
