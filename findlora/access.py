@@ -18,7 +18,7 @@ from pydantic_settings import SettingsConfigDict
 from findlora.console import fail
 from findlora_client import DEFAULT_ADDRESS, TokenMissing
 from findlora_client.client import FindLoraClient
-from findlora_client.credentials import LOCAL_TOKEN_FILE, TOKEN_HELP, ServiceAccess, connect
+from findlora_client.credentials import LOCAL_TOKEN_FILE, TOKEN_HELP, ServiceAccess, connect, read_secret
 from inference_service.config import DEFAULT_DATA_DIR
 
 
@@ -70,8 +70,8 @@ class CliAccess(ServiceAccess):
         if token is not None:
             return token
         path = self.data_dir / LOCAL_TOKEN_FILE
-        with contextlib.suppress(OSError):
-            token = path.read_text(encoding="utf-8").strip() or None
+        with contextlib.suppress(OSError):  # no local token: none to send
+            token = read_secret(None, path)  # a damaged file is named, not a UnicodeDecodeError
         if token is not None and not is_local_address(self.service):
             raise TokenMissing(
                 f"the service at {self.service} is not on this machine (a loopback address or a "

@@ -147,3 +147,19 @@ def test_loopback_addresses_and_unix_sockets_are_local(address: str) -> None:
 )
 def test_other_addresses_are_not_local(address: str) -> None:
     assert not is_local_address(address)
+
+
+def test_a_damaged_local_token_file_is_named_never_shown(
+    local_token: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The local token file holding bytes no token has (a disk error, an editor's UTF-16) ended
+    the CLI in a UnicodeDecodeError traceback."""
+    import os
+
+    token_file = Path(os.environ["FINDLORA_DATA_DIR"]) / "client-token"
+    token_file.write_bytes(b"fl_local_\xff\xfesecret")
+    with pytest.raises(typer.Exit):
+        service_client("127.0.0.1:1")
+    said = " ".join(capsys.readouterr().err.split())
+    assert "client-token is not UTF-8 text" in said
+    assert "fl_local_" not in said

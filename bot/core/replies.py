@@ -11,6 +11,8 @@ from findlora_client import Reason, ServiceCallError, ServiceTimeout, ServiceUnr
 
 SERVICE_DOWN = "The findlora service is not reachable right now. Please try again in a minute."
 SERVICE_SLOW = "The findlora service took too long to answer. Please try again shortly."
+# The service answered, its database did not: the same advice as an unreachable service.
+CATALOG_DOWN = "The findlora catalog is unavailable right now. Please try again in a minute."
 SERVICE_BUSY = "The findlora service is busy; please try again in a moment."
 NOTHING_MATCHES = (
     "No LoRA in the catalog matches that with the filters you gave. Try again without a base model filter."
@@ -75,6 +77,8 @@ def friendly_error(error: BaseException) -> str:
         return f"This findlora service does not support that yet ({message})."
     if reason == Reason.BUSY:
         return SERVICE_BUSY
+    if reason == Reason.DATABASE_UNAVAILABLE:
+        return CATALOG_DOWN
     return INTERNAL
 
 

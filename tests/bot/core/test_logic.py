@@ -16,7 +16,15 @@ from bot.core.paging import PageRef, footer_text, parse_footer
 from bot.core.permissions import ModeratorPolicy
 from bot.core.ratelimit import RateLimiter, cooldown_message
 from bot.core.rendering import TransferImage, contact_sheet, render_page
-from bot.core.replies import EXPIRED, NOT_ACCEPTED, SERVICE_BUSY, SERVICE_DOWN, SERVICE_SLOW, friendly_error
+from bot.core.replies import (
+    CATALOG_DOWN,
+    EXPIRED,
+    NOT_ACCEPTED,
+    SERVICE_BUSY,
+    SERVICE_DOWN,
+    SERVICE_SLOW,
+    friendly_error,
+)
 from findlora_client import Reason, ServiceCallError, ServiceTimeout, ServiceUnreachable
 from protos import findlora_pb2 as pb
 
@@ -75,6 +83,15 @@ def test_nsfw_only_where_allowed() -> None:
     [
         (ServiceUnreachable("x", grpc.StatusCode.UNAVAILABLE), SERVICE_DOWN),
         (ServiceTimeout("x", grpc.StatusCode.DEADLINE_EXCEEDED), SERVICE_SLOW),
+        # The service answered and its database did not: not "something went wrong on my side".
+        (
+            ServiceCallError(
+                "the catalog database is unavailable; try again",
+                grpc.StatusCode.UNAVAILABLE,
+                Reason.DATABASE_UNAVAILABLE,
+            ),
+            CATALOG_DOWN,
+        ),
         (
             ServiceCallError(
                 "this search has expired, run it again",
