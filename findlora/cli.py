@@ -34,6 +34,7 @@ def main() -> None:
     """The entry point: a setting that does not parse (FINDLORA_GMI=maybe, in the environment
     or `.env`) is named in one line instead of a traceback from whichever command read it."""
     from pydantic import ValidationError
+    from rich.markup import escape
 
     from findlora.console import err_console
 
@@ -41,11 +42,14 @@ def main() -> None:
         app()
     except ValidationError as exc:
         problems = "; ".join(f"{_variable(error['loc'])}: {error['msg']}" for error in exc.errors())
-        err_console.print(f"invalid setting ({problems}); check the FINDLORA_* environment and .env")
+        # escape: a message may quote what was typed, and a '[' in it is not markup
+        err_console.print(f"invalid setting ({escape(problems)}); check the FINDLORA_* environment and .env")
         raise SystemExit(1) from None
 
 
 def _variable(loc: tuple[int | str, ...]) -> str:
     """The environment variable behind a settings field (aliased fields already are one)."""
-    name = str(loc[0]) if loc else "a setting"
+    if not loc:  # a check across several settings: its message names them
+        return "settings"
+    name = str(loc[0])
     return name if name.isupper() else f"FINDLORA_{name.upper()}"

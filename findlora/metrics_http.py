@@ -5,14 +5,9 @@ from __future__ import annotations
 import structlog
 from prometheus_client import start_http_server
 
+from findlora_client.listen import parse_listen
+
 log = structlog.get_logger(__name__)
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"expected host:port, got {listen!r}")
-    return host.strip("[]"), int(port)
 
 
 def start_metrics_server(listen: str) -> int:

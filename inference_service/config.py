@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from findlora_client.listen import parse_listen
 from findlora_client.protocol import DEFAULT_ADDRESS, MAX_IMAGE_PIXELS, MAX_MESSAGE_BYTES
 from inference_service.scoring.fusion import Normalisation
 
@@ -16,7 +17,10 @@ DEFAULT_DATA_DIR = Path(".findlora")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FINDLORA_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a rejected value (a DATABASE_URL with its password) is never echoed.
+    model_config = SettingsConfigDict(
+        env_prefix="FINDLORA_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="Embedded database and blob store live here.")
     database_url: str | None = Field(
@@ -311,6 +315,42 @@ class Settings(BaseSettings):
         if self.database_url is None and secret:
             self.database_url = Path(secret).read_text(encoding="utf-8").strip()
         return self
+
+    @field_validator("database_url")
+    @classmethod
+    def _valid_database_url(cls, value: str | None) -> str | None:
+        """Malformed, psycopg's own error would quote it, password included, in a traceback. (A URL
+        from DATABASE_URL_FILE is read after this; findlora.console maps psycopg's error for it.)"""
+        if not value:
+            return value
+        try:
+            from psycopg import ProgrammingError
+            from psycopg.conninfo import conninfo_to_dict
+        except ImportError:  # a client-only install never connects
+            return value
+        try:
+            conninfo_to_dict(value)
+        except ProgrammingError:  # its text quotes the URL: never shown
+            raise ValueError(
+                "not a valid PostgreSQL connection URL (postgresql://USER:PASSWORD@HOST:PORT/DBNAME, "
+                "or key=value pairs); its value is not shown as it may hold a password"
+            ) from None
+        return value
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _valid_metrics_listen(cls, value: str) -> str:
+        """host:port, checked when read rather than by a traceback when the endpoint starts."""
+        value = value.strip()
+        if value:
+            parse_listen(value)  # its ValueError says what is wrong
+        return value
+
+    @property
+    def worker_alive_seconds(self) -> float:
+        """A worker counts as live while its last heartbeat is younger than this (status, and the
+        CLI's warning that no worker will take a queued job)."""
+        return max(self.worker_stalled_after_seconds, 3 * self.worker_heartbeat_seconds)
 
     @property
     def blob_dir(self) -> Path:

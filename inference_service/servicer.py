@@ -408,7 +408,7 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
     async def ServiceStatus(
         self, request: pb.ServiceStatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServiceStatusResponse:
-        alive = max(self.settings.worker_stalled_after_seconds, 3 * self.settings.worker_heartbeat_seconds)
+        alive = self.settings.worker_alive_seconds
         counts = await self.engine.db.run(database_status, alive)
         active = await self.engine.encoders.current_or_none()  # the catalog's, when it can load
         return pb.ServiceStatusResponse(

@@ -250,6 +250,11 @@ async def test_user_mistakes_get_one_line_not_a_traceback(settings: Settings, tm
             {"FINDLORA_GMI": "maybe"},
             "invalid setting (FINDLORA_GMI:",
         ),
+        (  # a '[/]' in a setting's message is printed, not read as markup (a MarkupError)
+            ("catalog", "export", str(tmp_path / "new")),
+            {"FINDLORA_ADAPT_CRON": "[/]x"},
+            "FINDLORA_ADAPT_CRON '[/]x' is not a cron schedule",
+        ),
         (("eval", "feedback", "--json", str(tmp_path / "no" / "r.json")), {}, "the directory"),
         (("search", str(afile), "--transfers-dir", str(afile)), {}, "is a file; give a directory"),
     ):

@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from findlora.commands.bench_search import emit_json
+from findlora.commands.bench_search import check_json_out, emit_json
+from findlora.console import check_chart
 
 bench_app = typer.Typer(help="Benchmarks (JSON to stdout or --json FILE).", no_args_is_help=True)
 
@@ -113,6 +114,8 @@ def quality_cmd(
     from lab.bench.quality_report import render_table, save_chart
     from lab.bench.seed_ledger import SeedReuseError
 
+    check_json_out(json_out)  # both written after a run of many minutes: checked before it
+    check_chart(chart, "--chart")
     if threads:
         torch.set_num_threads(threads)
     config = QualityConfig(
@@ -189,7 +192,7 @@ def quality_cmd(
     result["chart"] = str(chart)
     save_chart(result, chart)
     console.print(render_table(result))
-    console.print(f"chart: {chart}; {result['seconds']} s")
+    console.print(f"chart: {chart}; {result['seconds']} s", markup=False)
     emit_json(result, json_out, indent=1)  # with --json, `console` is stdout too
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import typer
 
-from findlora.console import console, run, stage_bars
+from findlora.console import check_writable, console, fail, run, stage_bars
 
 
 def memory_read_gb_s(rows: int = 1_000_000, dim: int = 128, repeats: int = 5) -> float:
@@ -56,15 +56,25 @@ def run_context() -> dict[str, Any]:
     }
 
 
+def check_json_out(path: Path | None) -> None:
+    """A benchmark's --json target, checked before the run: emit_json writes it after."""
+    if path is not None:
+        check_writable(path, "--json", create_parents=True)
+
+
 def emit_json(result: dict[str, Any], path: Path | None, indent: int = 2) -> None:
     result.setdefault("run", run_context())
     text = json.dumps(result, indent=indent)
     if path is None:
         print(text)
-    else:
+        return
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text + "\n", encoding="utf-8")
-        console.print(f"wrote {path}")
+    except OSError as exc:  # checked before the run; a full disk can still refuse it: keep the result
+        print(text)
+        fail(f"--json {path}: cannot write ({exc.strerror or exc}); the result is on stdout above")
+    console.print(f"wrote {path}", markup=False)
 
 
 async def _search(
@@ -199,6 +209,7 @@ def search_cmd(
         raise typer.BadParameter("use auto, on or off", param_hint="--peers")
     if centroid_index not in CENTROID_INDEXES:
         raise typer.BadParameter(f"use {', '.join(CENTROID_INDEXES)}", param_hint="--centroid-index")
+    check_json_out(json_file)
     result = run(
         _search(
             loras,
@@ -232,7 +243,8 @@ def throughput_cmd(
     """Images/s of the encoder path at each concurrency, with and without dynamic batching."""
     from lab.bench.throughput import run_throughput_bench
 
-    levels = [int(c) for c in concurrency.split(",") if c.strip()]
+    levels = _concurrency_levels(concurrency)
+    check_json_out(json_file)
     result = run(
         run_throughput_bench(
             levels=levels,
@@ -244,6 +256,18 @@ def throughput_cmd(
         )
     )
     emit_json(result, json_file)
+
+
+def _concurrency_levels(text: str) -> list[int]:
+    """--concurrency, parsed before the run: the report needs at least one level, each >= 1."""
+    hint = "--concurrency"
+    try:
+        levels = [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"comma-separated integers, not {text!r}", param_hint=hint) from None
+    if not levels or min(levels) < 1:
+        raise typer.BadParameter(f"each level must be at least 1, not {text!r}", param_hint=hint)
+    return levels
 
 
 def spec_search_cmd(
@@ -268,6 +292,7 @@ def spec_search_cmd(
         raise typer.BadParameter(f"--loras must be comma-separated integers, not {loras!r}") from None
     if not sizes or min(sizes) < 10:
         raise typer.BadParameter("--loras needs sizes of at least 10 LoRAs")
+    check_json_out(json_file)
     result = _spec_search(sizes, points, dim, queries, candidates, ef_search, seed, keep, build_memory)
     emit_json(run(result), json_file)
 
@@ -351,6 +376,7 @@ def beam_cmd(
             references_dtype(n, refs, Shape().dim)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--loras") from None
+    check_json_out(json_file)
     with stage_bars() as progress:
         result = run(
             run_beam_bench(
@@ -396,6 +422,7 @@ def crossover_cmd(
             f"{too_big[0]} LoRAs x {refs} references do not fit this machine's memory as float32",
             param_hint="--loras",
         )
+    check_json_out(json_file)
     with stage_bars() as progress:
         result = run(
             run_crossover_bench(

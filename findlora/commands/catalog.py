@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
-from findlora.console import console, fail, run
+from findlora.console import check_directory, check_writable, console, fail, run
 
 if TYPE_CHECKING:
     from inference_service.catalog.adaptation import AdaptRun, Prepared
@@ -42,7 +44,7 @@ async def _import(directory: Path, update: bool) -> None:
             task = progress.add_task("importing", total=None)
 
             def advance(slug: str, done: int, total: int) -> None:
-                progress.update(task, description=f"importing {slug}", completed=done, total=total)
+                progress.update(task, description=f"importing {escape(slug)}", completed=done, total=total)
 
             report = await import_catalog(
                 directory,
@@ -56,7 +58,7 @@ async def _import(directory: Path, update: bool) -> None:
                 gmi=runtime.gmi,
             )
     for warning in report.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     console.print(
         f"imported {len(report.imported)}, updated {len(report.updated)}, unchanged {len(report.unchanged)} "
         f"LoRA(s); {report.references} reference(s) embedded with {runtime.encoders.loaded.label}, "
@@ -67,6 +69,7 @@ async def _import(directory: Path, update: bool) -> None:
             f"{len(report.restored)} unchanged LoRA(s) imported again: reference images were missing "
             f"from the blob store ({', '.join(report.restored)})",
             highlight=False,
+            markup=False,
         )
     if report.specs or runtime.gmi is not None:
         console.print(f"{report.specs} GMI spec(s) embedded with {runtime.gmi.label if runtime.gmi else ''}")
@@ -93,7 +96,7 @@ async def _export(directory: Path) -> None:
 
     async with await open_runtime(Settings()) as runtime:
         count = await export_catalog(runtime.db, runtime.blobs, directory)
-    console.print(f"exported {count} LoRA(s) to {directory}")
+    console.print(f"exported {count} LoRA(s) to {directory}", markup=False)
 
 
 @catalog_app.command("export")
@@ -104,6 +107,7 @@ def export_cmd(directory: Path = typer.Argument(..., help="Empty or new director
         fail(f"{directory} is a file: give a new or empty directory")
     if directory.is_dir() and any(directory.iterdir()):
         fail(f"{directory} is not empty: export into a new or empty directory")
+    check_directory(directory, "catalog export")  # a file above it, or no write access
     run(_export(directory))
 
 
@@ -139,9 +143,13 @@ def reembed_cmd() -> None:
 
 
 def _write_json(path: Path | None, payload: dict[str, object]) -> None:
-    if path is not None:
+    if path is None:
+        return
+    try:  # checked before the work (adapt_cmd); a full disk or a race can still refuse it
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        fail(f"--json {path}: cannot write the outcome (printed above): {exc.strerror or exc}")
 
 
 def _print_outcome(result: AdaptRun) -> None:
@@ -149,7 +157,9 @@ def _print_outcome(result: AdaptRun) -> None:
     table = Table(title="validation on held-out samples", show_edge=False)
     for column in ("", "MRR", "hit@5"):
         table.add_column(column, justify="right" if column else "left")
-    table.add_row(f"before ({outcome.start_label})", f"{outcome.before:.3f}", f"{outcome.before_hit5:.2f}")
+    table.add_row(
+        Text(f"before ({outcome.start_label})"), f"{outcome.before:.3f}", f"{outcome.before_hit5:.2f}"
+    )
     table.add_row("after adaptation", f"{outcome.after:.3f}", f"{outcome.after_hit5:.2f}")
     console.print(table)
     resumed = ", resumed from a checkpoint" if outcome.resumed else ""
@@ -158,7 +168,7 @@ def _print_outcome(result: AdaptRun) -> None:
         f"{outcome.steps} steps in {outcome.seconds:.0f} s{resumed}"
     )
     colour = "green" if outcome.kept else "yellow"
-    console.print(f"[{colour}]{outcome.reason}[/]", highlight=False)
+    console.print(Text(outcome.reason, style=colour))
     if result.activation is not None:
         console.print(
             f"activated {result.activation.label} (was {result.activation.previous}): "
@@ -298,6 +308,8 @@ def adapt_cmd(
 ) -> None:
     """Fine-tune the active style encoder on the catalog's own references, validate on held-out
     samples, and activate it only if validation MRR improves (an interrupted run resumes)."""
+    if json_path is not None:
+        check_writable(json_path, "--json", create_parents=True)  # before training, not after it
     if rollback:
         run(_rollback(json_path))
     else:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from findlora.console import check_writable, console, fail, run
+from findlora.console import check_chart, check_writable, console, fail, run
 
 if TYPE_CHECKING:
     from inference_service.feedback_report import FeedbackReport
@@ -63,9 +63,10 @@ def feedback(
             fail(f"--since must be a date like 2026-11-01, not {since!r}")
     from inference_service.feedback_report import report_json
 
-    for option, path in (("--json", json_path), ("--chart", chart)):
-        if path is not None:
-            check_writable(path, option)
+    if json_path is not None:
+        check_writable(json_path, "--json")
+    if chart is not None:
+        check_chart(chart, "--chart")  # a suffix matplotlib cannot write, too
     report = run(_load_report(start))
     _print(report)
     if json_path:
@@ -74,7 +75,7 @@ def feedback(
         from lab.charts import trend_chart
 
         trend_chart(report, chart)
-        console.print(f"trend chart: {chart}")
+        console.print(f"trend chart: {chart}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from findlora.console import check_writable, console, fail, run
+from findlora.console import check_writable, console, err_console, fail, run
 
 if TYPE_CHECKING:
     from findlora_client.bulk import BulkSummary, ParsedList
@@ -64,7 +65,7 @@ async def _register(
     settings = Settings()
     family = resolve(base_model)
     if not family.known:  # kept, not refused: the file's own metadata may still tell
-        console.print(f"[yellow]warning:[/] {family.warning}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/] {escape(family.warning)}", highlight=False, soft_wrap=True)
     base_model = family.id
     staged = not source.startswith(("https://", "http://"))
     if staged:
@@ -74,7 +75,10 @@ async def _register(
             file = stage_local_file(Path(source), settings.lora_dir, settings.registration_max_bytes)
         except (RegistrationRefused, OSError) as exc:
             fail(getattr(exc, "message", None) or str(exc))
-        console.print(f"{file.filename}: {info.key_style} LoRA, base {info.base_model or base_model or '?'}")
+        console.print(
+            f"{file.filename}: {info.key_style} LoRA, base {info.base_model or base_model or '?'}",
+            markup=False,
+        )
         source = STAGED_PREFIX + file.sha256
     async with _registrations(settings) as registrations:
         request = Registration(
@@ -91,6 +95,8 @@ async def _register(
         )
         job_id = await registrations.submit(request, staged=staged)
         console.print(f"job {job_id} queued")
+        if not run_here:
+            await _warn_without_workers(registrations, wait)
         if not wait and not run_here:
             return 0
 
@@ -103,20 +109,42 @@ async def _register(
                 task = progress.add_task("queued", total=1.0)
                 async for event in registrations.watch(str(job_id)):
                     last = event
-                    description = f"{event.step or event.state}: {event.message}"
+                    # The job's message names the LoRA and its file: never read as markup.
+                    description = escape(f"{event.step or event.state}: {event.message}")
                     progress.update(task, completed=event.progress, description=description)
             return last
 
         last = await _beside_worker(follow(), settings, run_here)
     if last is None or last.state != "succeeded":
         fail(last.message if last is not None else "the job vanished")
-    console.print(last.message)
+    console.print(last.message, markup=False)
     for warning in last.lookalikes:
         console.print(
-            f"[yellow]likely lookalike[/] of {warning['slug']}: centroid distance {warning['distance']:.4f} "
-            f"< threshold {warning['threshold']:.4f}"
+            f"[yellow]likely lookalike[/] of {escape(str(warning['slug']))}: centroid distance "
+            f"{warning['distance']:.4f} < threshold {warning['threshold']:.4f}"
         )
     return 0
+
+
+async def _warn_without_workers(registrations: Registrations, wait: bool) -> None:
+    """With no live worker (counted as `findlora status` does), a queued job waits silently for
+    one: say so, and what runs it."""
+    from db.status import database_status
+
+    alive = registrations.settings.worker_alive_seconds  # as ServiceStatus counts them
+    if (await registrations.db.run(database_status, alive)).live_workers:
+        return
+    then = (
+        "this command waits until one starts (Ctrl-C stops waiting; queued jobs stay queued)"
+        if wait
+        else "queued jobs wait until one starts"
+    )
+    err_console.print(
+        f"[yellow]warning:[/] no registration worker is running, {then}: start one with "
+        "`findlora serve worker` (GPU recommended), or run the same command with --run-here",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 async def _beside_worker(follow: Coroutine[Any, Any, T], settings: Settings, run_here: bool) -> T:
@@ -163,11 +191,14 @@ def register_cmd(
     ),
 ) -> None:
     """Register a LoRA: fetch, validate, generate its reference set and spec, embed, index."""
-    run(
-        _register(
-            source, name, slug, base_model, trigger_word, license_, author, nsfw, page_url, by, wait, run_here
-        )
+    job = _register(
+        source, name, slug, base_model, trigger_word, license_, author, nsfw, page_url, by, wait, run_here
     )
+    try:
+        run(job)
+    except KeyboardInterrupt:
+        console.print("interrupted: a queued job stays queued and a worker registers it")
+        raise typer.Exit(130) from None
 
 
 async def _register_many(
@@ -184,6 +215,8 @@ async def _register_many(
     # Every local file is checked and staged before anything is queued.
     planned = await asyncio.to_thread(plan_entries, parsed.entries, base_dir, settings, by, summary)
     async with _registrations(settings) as registrations:
+        if planned and not run_here:
+            await _warn_without_workers(registrations, wait)
         with Progress(
             TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
             TimeElapsedColumn(), console=console,
@@ -242,7 +275,7 @@ def register_many_cmd(
     if total == 0:
         fail(f"{list_file} lists no LoRAs (one link or path per line, [[lora]] tables, or model versions)")
     for warning in parsed.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     try:
         summary = run(_register_many(parsed, list_file.parent, by, wait, run_here))
     except KeyboardInterrupt:
@@ -251,9 +284,9 @@ def register_many_cmd(
             "command again to skip what is done and follow the rest"
         )
         raise typer.Exit(130) from None
-    console.print(summary.headline())
+    console.print(summary.headline(), markup=False)
     for line in summary.failure_lines():
-        console.print(f"[red]failed[/] {line}", highlight=False, soft_wrap=True)
+        console.print(f"[red]failed[/] {escape(line)}", highlight=False, soft_wrap=True)
     if json_out is not None:
         json_out.write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
     if summary.failed:

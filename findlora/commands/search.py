@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
+import math
 import mimetypes
 from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
+from rich.style import Style
 from rich.table import Table
+from rich.text import Text
 
-from findlora.console import check_writable, console, err_console, fail, run
+from findlora.console import check_directory, check_writable, console, err_console, fail, run
+
+
+def style_distance(match: Any) -> float | None:
+    """d_avg, or None for a LoRA without kept references (NaN on the wire, which is not JSON)."""
+    return None if math.isnan(match.style_distance) else float(match.style_distance)
 
 
 def response_json(response: Any, transfer_paths: dict[tuple[str, str], Path] | None = None) -> dict[str, Any]:
@@ -26,7 +35,7 @@ def response_json(response: Any, transfer_paths: dict[tuple[str, str], Path] | N
                 "name": m.name,
                 "url": m.url,
                 "score": m.score,
-                "style_distance": m.style_distance,
+                "style_distance": style_distance(m),
                 "rkme_score": m.rkme_score if m.HasField("rkme_score") else None,
                 "suggested_prompt": m.suggested_prompt,
                 "transfers": [
@@ -40,16 +49,22 @@ def response_json(response: Any, transfer_paths: dict[tuple[str, str], Path] | N
 
 
 def results_table(response: Any, title: str = "") -> Table:
-    table = Table(title=title or f"search {response.search_id}")
+    # Cells and title are Text, not markup: catalog names, slugs and URLs may hold '[' and ']'.
+    table = Table(title=Text(title or f"search {response.search_id}"))
     table.add_column("rank", justify="right")
     table.add_column("LoRA", overflow="fold")
     table.add_column("score", justify="right")
     table.add_column("d_avg", justify="right")
     table.add_column("nearest transfers", overflow="fold")
     for m in response.matches:
-        lora = f"{m.name} [dim]{m.slug} · {m.base_model}[/]\n[link={m.url}]{m.url}[/link]"
-        transfers = " ".join(t.sample_id for t in m.transfers)
-        table.add_row(str(m.rank), lora, f"{m.score:.4f}", f"{m.style_distance:.4f}", transfers)
+        lora = Text(m.name)
+        lora.append(f" {m.slug} · {m.base_model}", style="dim")
+        link = Style(link=m.url) if m.url.startswith(("https://", "http://")) else None
+        lora.append("\n").append(m.url, style=link)
+        transfers = Text(" ".join(t.sample_id for t in m.transfers))
+        d_avg = style_distance(m)
+        shown = "—" if d_avg is None else f"{d_avg:.4f}"
+        table.add_row(str(m.rank), lora, f"{m.score:.4f}", shown, transfers)
     return table
 
 
@@ -74,16 +89,17 @@ def write_visuals(
 
 
 def save_transfers(response: Any, directory: Path) -> dict[tuple[str, str], Path]:
-    directory.mkdir(parents=True, exist_ok=True)
     saved = {}
-    for m in response.matches:
-        for t in m.transfers:
-            path = (
-                directory
-                / f"{m.rank:02d}-{m.slug}-{t.sample_id}{mimetypes.guess_extension(t.mime_type) or '.img'}"
-            )
-            path.write_bytes(t.thumbnail)
-            saved[(m.slug, t.sample_id)] = path
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for m in response.matches:
+            for t in m.transfers:
+                extension = mimetypes.guess_extension(t.mime_type) or ".img"
+                path = directory / f"{m.rank:02d}-{m.slug}-{t.sample_id}{extension}"
+                path.write_bytes(t.thumbnail)
+                saved[(m.slug, t.sample_id)] = path
+    except OSError as exc:  # checked before the search; this is the disk filling up or a race
+        fail(f"--transfers-dir {directory}: cannot save the thumbnails: {exc.strerror or exc}")
     return saved
 
 
@@ -106,7 +122,7 @@ async def _search(
 
     if warning := resolve(base_model).warning:  # a typo would filter to a family of its own
         err_console.print(
-            f"[yellow]warning:[/] {warning}; only LoRAs registered under that name match",
+            f"[yellow]warning:[/] {escape(warning)}; only LoRAs registered under that name match",
             highlight=False,
             soft_wrap=True,
         )
@@ -127,10 +143,10 @@ async def _search(
         return
     console.print(results_table(response))
     if response.pseudo_prompt:
-        console.print(f"pseudo-prompt: {response.pseudo_prompt}")
+        console.print(f"pseudo-prompt: {response.pseudo_prompt}", markup=False)
     for label, written in (("sheet", sheet), ("page", html)):
         if written is not None:
-            console.print(f"{label}: {written}", highlight=False)
+            console.print(f"{label}: {written}", highlight=False, markup=False)
 
 
 def search(
@@ -168,8 +184,8 @@ def search(
     for option, path in (("--sheet", sheet), ("--html", html)):
         if path is not None:
             check_writable(path, option)
-    if transfers_dir is not None and transfers_dir.exists() and not transfers_dir.is_dir():
-        fail(f"--transfers-dir {transfers_dir} is a file; give a directory (it is created if missing)")
+    if transfers_dir is not None:
+        check_directory(transfers_dir, "--transfers-dir")  # before the search, not after it
     run(
         _search(
             images,
@@ -198,7 +214,7 @@ def health(service: str = typer.Option("", "--service", help="Service address.")
     """Exit 0 when the service reports SERVING (container healthchecks use this)."""
     address = service or default_service_address()
     status = run(_health(address))
-    console.print(f"{address}: {status}")
+    console.print(f"{address}: {status}", markup=False)
     if status != "SERVING":
         raise typer.Exit(1)
 

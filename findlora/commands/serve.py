@@ -26,9 +26,20 @@ def _start_chat_bot(settings: ChatBotSettings, read_secrets: Callable[[], Secret
         settings.client_tls()
     except (TokenMissing, OSError) as exc:
         fail(str(exc))
-    if settings.metrics_listen:
-        start_metrics_server(settings.metrics_listen)
+    prefix = str(settings.model_config.get("env_prefix", ""))  # FINDLORA_DISCORD_, FINDLORA_SLACK_
+    _start_metrics(settings.metrics_listen, f"{prefix}METRICS_LISTEN")
     return secrets
+
+
+def _start_metrics(listen: str, variable: str) -> None:
+    """The /metrics endpoint, if configured; a bad address or a taken port is one line, not a traceback."""
+    if not listen:
+        return
+    try:
+        start_metrics_server(listen)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        fail(f"{variable}={listen}: cannot serve /metrics there: {reason}")
 
 
 @serve_app.command("inference")
@@ -42,8 +53,7 @@ def inference(
 
     configure_logging()
     settings = Settings()
-    if settings.metrics_listen:
-        start_metrics_server(settings.metrics_listen)
+    _start_metrics(settings.metrics_listen, "FINDLORA_METRICS_LISTEN")
     run(serve(settings, listen or None))
 
 

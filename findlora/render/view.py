@@ -4,6 +4,7 @@ its catalog fields, scores and nearest sample transfers (the same data the bots 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,11 +59,13 @@ class Row:
 
     @property
     def score_lines(self) -> tuple[str, ...]:
-        lines = [f"style distance {self.style_distance:.4f}"]
+        # NaN: a LoRA found by its spec alone, with no kept reference to measure a distance to
+        known = not math.isnan(self.style_distance)
+        lines = [f"style distance {self.style_distance:.4f}" if known else "no style distance (no refs)"]
         if self.rkme_score is not None:
             lines.append(f"RKME {self.rkme_score:.4f}")
             lines.append(f"fused score {self.score:.4f}")
-        elif abs(self.score - self.style_distance) > 1e-9:
+        elif not known or abs(self.score - self.style_distance) > 1e-9:
             lines.append(f"score {self.score:.4f}")
         return tuple(lines)
 
