@@ -87,11 +87,25 @@ async def test_bad_uploads_get_a_clear_invalid_argument(client: FindLoraClient, 
 async def test_oversize_grpc_message_is_refused_by_the_transport(
     service: RunningService, search_token: str
 ) -> None:
+    """The service's own cap holds against any client; findlora_client refuses such a request
+    before sending it, as one no retry can pass (not the transport's "busy")."""
+    from protos import findlora_pb2 as pb
+    from protos import findlora_pb2_grpc as pb_grpc
+
     limit = service.runtime.settings.max_grpc_message_bytes
+    request = pb.SearchRequest(images=[pb.Image(data=b"\0" * (limit + 1024), filename="big.png")])
+    options = [("grpc.max_send_message_length", 2 * limit)]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}", options=options) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as raw:
+            await pb_grpc.FindLoraStub(channel).Search(
+                request, metadata=[("authorization", f"Bearer {search_token}")]
+            )
+        assert raw.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     async with service_client(service, search_token) as client:
         with pytest.raises(ServiceCallError) as info:
             await client.search([QueryImage(b"\0" * (limit + 1024))])
-        assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "the service takes at most" in info.value.message
         assert await client.health() == "SERVING"
 
 
