@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import structlog
 
@@ -103,9 +107,11 @@ def embedded_uri(pg_dir: Path) -> str:
         ) from exc
     pg_dir = pg_dir.resolve()
     pg_dir.mkdir(parents=True, exist_ok=True)
-    # A unix socket path must fit in 107 bytes: fail clearly rather than inside postgres.
-    if len(str(pg_dir / ".s.PGSQL.5432")) > 100:
-        raise DatabaseUnavailable(f"data directory path too long for a unix socket: {pg_dir}")
+    # A socket path too long for a unix socket goes to pgserver's runtime directory (its own rule).
+    from pgserver import postgres_server
+
+    _socket_dirs_without_whitespace(postgres_server)
+    _forget_dead_handles(postgres_server, pg_dir)
     try:
         _prepare(pg_dir)
     except Exception as exc:  # tuning is an optimisation: a server with defaults still serves
@@ -116,6 +122,45 @@ def embedded_uri(pg_dir: Path) -> str:
         raise DatabaseUnavailable(f"could not start the embedded PostgreSQL in {pg_dir}: {exc}") from exc
     log.debug("embedded_postgres", pg_dir=str(pg_dir))
     return str(server.get_uri())
+
+
+def _socket_dirs_without_whitespace(postgres_server: ModuleType) -> None:
+    """pg_ctl hands postgres its socket directory as `-o "-k DIR"`, split at whitespace: a data
+    directory under "My Projects" never started ("invalid argument"). Such a socket goes where
+    pgserver puts one whose path is too long, a directory of its runtime path."""
+    find: Callable[[Path, Path], Path] = postgres_server.find_suitable_socket_dir
+    if getattr(find, "findlora", False):
+        return
+
+    def find_socket_dir(pgdata: Path, runtime_path: Path) -> Path:
+        chosen = find(pgdata, runtime_path)
+        if not any(c.isspace() for c in str(chosen)):
+            return chosen
+        fallback = runtime_path / f"findlora-{hashlib.sha256(str(pgdata).encode()).hexdigest()[:10]}"
+        fallback.mkdir(parents=True, exist_ok=True)
+        return fallback
+
+    find_socket_dir.findlora = True  # type: ignore[attr-defined]
+    postgres_server.find_suitable_socket_dir = find_socket_dir  # type: ignore[attr-defined]
+
+
+def _forget_dead_handles(postgres_server: ModuleType, pg_dir: Path) -> None:
+    """pgserver stops the server when the last process holding a handle exits, from that process's
+    exit hook. A process killed (SIGKILL, or a signal Python does not turn into an exit) never
+    runs it: its pid stayed listed, and the server outlived every later run. Pids no longer
+    running are dropped first, under pgserver's own lock."""
+    import psutil
+
+    handles = pg_dir / ".handle_pids.json"
+    with postgres_server.PostgresServer._lock:
+        try:
+            pids = json.loads(handles.read_text())
+        except (OSError, ValueError):
+            return  # none yet (or unreadable: pgserver itself decides then)
+        alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
+        if alive != pids:
+            log.info("embedded_postgres_dead_handles", dropped=len(pids) - len(alive))
+            handles.write_text(json.dumps(alive))
 
 
 def database_url(explicit: str | None, pg_dir: Path) -> str:

@@ -3,6 +3,8 @@ client commands start fast and work with the bot-only install."""
 
 from __future__ import annotations
 
+import signal
+
 import typer
 
 from findlora.commands import auth, bench, catalog, db, demo, eval_cmd, lora, search, serve, status, train
@@ -30,6 +32,20 @@ for module in (db, auth, catalog, search, status, serve, demo, eval_cmd, train, 
     module.register(app)
 
 
+def exit_on_termination() -> None:
+    """SIGTERM and SIGHUP (`timeout`, a closed terminal, `docker stop`) killed the process without
+    its exit hooks, so it never gave back its handle on the embedded database, whose server then
+    outlived it. They now end it as an exit does (status 128 + the signal); a command that handles
+    them itself (`serve inference` drains its RPCs) replaces this for its run."""
+
+    def leave(number: int, _frame: object) -> None:
+        raise SystemExit(128 + number)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) == signal.SIG_DFL:
+            signal.signal(sig, leave)
+
+
 def main() -> None:
     """The entry point: a setting that does not parse (FINDLORA_GMI=maybe, in the environment
     or `.env`) is named in one line instead of a traceback from whichever command read it."""
@@ -38,6 +54,7 @@ def main() -> None:
 
     from findlora.console import err_console
 
+    exit_on_termination()
     try:
         app()
     except ValidationError as exc:

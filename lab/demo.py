@@ -8,6 +8,8 @@ image (content never seen in the catalog, restyled by one of its styles) over gR
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,11 +18,12 @@ from rich.console import Console
 from db import catalog
 from findlora_client import FindLoraClient, QueryImage
 from findlora_client.credentials import ServiceAccess
+from inference_service.catalog.format import CatalogError
 from inference_service.catalog.importer import import_catalog, reembed
 from inference_service.config import Settings
 from inference_service.runtime import open_runtime
 from inference_service.server import start_service
-from lab.zoo.style_zoo import Query, generate_zoo, read_queries
+from lab.zoo.style_zoo import ZOO_FILE, Query, generate_zoo, read_queries
 from protos import findlora_pb2 as pb
 
 DEMO_STYLES = 16
@@ -36,16 +39,24 @@ class DemoResult:
 
 
 def demo_catalog(data_dir: Path) -> Path:
+    """The demo catalog, whole or not at all. It is built beside its place and moved in once
+    complete: a run killed halfway (a closed terminal) left a catalog.toml over missing or empty
+    images, which every later run refused to import, or imported in part."""
     root = data_dir / "demo-catalog"
-    if not (root / "catalog.toml").exists():
-        generate_zoo(
-            root,
-            n_styles=DEMO_STYLES,
-            n_samples=DEMO_SAMPLES,
-            split="demo",
-            seed=DEMO_SEED,
-            n_queries=DEMO_STYLES,
-        )
+    if (root / ZOO_FILE).exists():  # generate_zoo writes zoo.json last
+        return root
+    building = data_dir / "demo-catalog.partial"
+    shutil.rmtree(building, ignore_errors=True)  # what a killed run left
+    generate_zoo(
+        building,
+        n_styles=DEMO_STYLES,
+        n_samples=DEMO_SAMPLES,
+        split="demo",
+        seed=DEMO_SEED,
+        n_queries=DEMO_STYLES,
+    )
+    shutil.rmtree(root, ignore_errors=True)  # an incomplete one from before this fix
+    os.replace(building, root)
     return root
 
 
@@ -81,6 +92,8 @@ async def run_demo(settings: Settings, console: Console, query_index: int = 0) -
             f"(style encoder {service.runtime.embedder.label})"
         )
         queries = read_queries(root)
+        if not queries:
+            raise CatalogError([f"{root} has no demo queries: remove that folder and run again"])
         query = queries[query_index % len(queries)]
         console.print(
             f"[bold]4/4[/] searching for {query.path.name} (made by {query.slug!r}, "
