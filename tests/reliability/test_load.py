@@ -1,8 +1,9 @@
-"""Load: 50 concurrent searches for 60 s against a 10k-LoRA catalog, the service in its own process.
+"""Load: 50 concurrent searches for 30 s against a 10k-LoRA catalog, the service in its own process.
 
 No error is allowed, the service's memory must stay bounded, and p50/p95 latency are reported
-(docs/reliability.md). FINDLORA_LOAD_SECONDS shortens the run for local iteration;
-FINDLORA_LOAD_JSON names a file to write the result to (docs/bench-results/load.json).
+(docs/reliability.md). FINDLORA_LOAD_SECONDS sets the length (the published run is 60 s; the
+default suite's 30 keeps it within its time); FINDLORA_LOAD_JSON names a file to write the
+result to (docs/bench-results/load.json).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def current_commit() -> str:
 
 
 N_LORAS, N_REFS, CONCURRENCY = 10_000, 30, 50
-SECONDS = float(os.environ.get("FINDLORA_LOAD_SECONDS", "60"))
+SECONDS = float(os.environ.get("FINDLORA_LOAD_SECONDS", "30"))
 RESULT_JSON = os.environ.get("FINDLORA_LOAD_JSON", "")
 
 
@@ -60,7 +61,7 @@ def query_images(n: int) -> list[bytes]:
     return out
 
 
-async def test_fifty_concurrent_searches_for_a_minute(db_url: str, tmp_path: Path) -> None:
+async def test_fifty_concurrent_searches_no_errors_bounded_memory(db_url: str, tmp_path: Path) -> None:
     await load_catalog(db_url, SyntheticCatalog(N_LORAS, seed=3), N_REFS, seed=3, progress=lambda _: None)
     blobs = BlobStore(tmp_path / "data" / "blobs")
     thumb = blobs.put(thumbnail_webp(Image.new("RGB", (64, 64), (90, 120, 200))), ".webp")
