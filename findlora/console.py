@@ -134,6 +134,13 @@ def check_writable(path: Path, option: str, *, create_parents: bool = False) -> 
         fail(f"{option} {path}: not writable")
 
 
+def check_json_out(path: Path | None) -> None:
+    """A --json target written after long work (a benchmark, training), which creates its missing
+    directories: checked before the work."""
+    if path is not None:
+        check_writable(path, "--json", create_parents=True)
+
+
 def check_directory(path: Path, option: str) -> None:
     """Fail before the work when files cannot be written into `path` (created if missing)."""
     if path.exists() and not path.is_dir():

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from findlora.commands.bench_search import check_json_out, emit_json
-from findlora.console import check_chart
+from findlora.commands.bench_search import emit_json
+from findlora.console import check_chart, check_json_out
 
 bench_app = typer.Typer(help="Benchmarks (JSON to stdout or --json FILE).", no_args_is_help=True)
 

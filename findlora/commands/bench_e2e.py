@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from findlora.console import check_writable, console, run, stage_bars
+from findlora.console import check_json_out, console, run, stage_bars
 
 EmitJson = Callable[[dict[str, Any], Path | None], None]
 
@@ -60,8 +60,7 @@ def e2e_command(emit_json: EmitJson) -> Callable[..., None]:
         from inference_service.logs import configure_logging
         from lab.bench.e2e import markdown_rows
 
-        if json_file is not None:  # before the run, not after it
-            check_writable(json_file, "--json", create_parents=True)
+        check_json_out(json_file)  # before the run, not after it
         configure_logging(json=False, level=30)  # the service's per-call lines would bury the result
         result = run(_e2e(loras, refs, queries, seed, cache_dir, keep))
         emit_json(result, json_file)

@@ -16,7 +16,7 @@ from typing import Any
 
 import typer
 
-from findlora.console import check_writable, console, fail, run, stage_bars
+from findlora.console import check_json_out, console, fail, run, stage_bars
 
 
 def memory_read_gb_s(rows: int = 1_000_000, dim: int = 128, repeats: int = 5) -> float:
@@ -54,12 +54,6 @@ def run_context() -> dict[str, Any]:
         "commit": commit,
         "uncommitted_changes": dirty,
     }
-
-
-def check_json_out(path: Path | None) -> None:
-    """A benchmark's --json target, checked before the run: emit_json writes it after."""
-    if path is not None:
-        check_writable(path, "--json", create_parents=True)
 
 
 def emit_json(result: dict[str, Any], path: Path | None, indent: int = 2) -> None:

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from findlora.console import check_directory, check_writable, console, fail, run
+from findlora.console import check_directory, check_json_out, console, fail, run
 
 if TYPE_CHECKING:
     from inference_service.catalog.adaptation import AdaptRun, Prepared
@@ -308,8 +308,7 @@ def adapt_cmd(
 ) -> None:
     """Fine-tune the active style encoder on the catalog's own references, validate on held-out
     samples, and activate it only if validation MRR improves (an interrupted run resumes)."""
-    if json_path is not None:
-        check_writable(json_path, "--json", create_parents=True)  # before training, not after it
+    check_json_out(json_path)  # before training, not after it
     if rollback:
         run(_rollback(json_path))
     else:
