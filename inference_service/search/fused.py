@@ -112,8 +112,11 @@ class FusedSearch:
         log.debug("fused_search", per_branch=m, style=len(style), gmi=len(nearest_spec), scored=len(union))
         return self._fused(rkme.pseudo_prompt, d_avg, rkme.scores, limit, counts)
 
-    async def _catalog_counts(self, filters: Filters) -> CatalogCounts:
-        """The LoRAs each branch can score under these filters, at most COUNTS_TTL_S old."""
+    async def _catalog_counts(self, filters: Filters) -> CatalogCounts | None:
+        """The LoRAs each branch can score under these filters, at most COUNTS_TTL_S old; None
+        where fusion cannot use them (robust z-scores), so the count query is not run."""
+        if self.settings.fusion_normalisation != "rank":
+            return None
         cached = self._counts.get(filters)
         if cached is not None and time.monotonic() - cached[0] < COUNTS_TTL_S:
             return cached[1]
