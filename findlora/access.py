@@ -18,8 +18,14 @@ from pydantic_settings import SettingsConfigDict
 from findlora.console import fail
 from findlora_client import DEFAULT_ADDRESS, TokenMissing
 from findlora_client.client import FindLoraClient
-from findlora_client.credentials import LOCAL_TOKEN_FILE, TOKEN_HELP, ServiceAccess, connect, read_secret
-from inference_service.config import DEFAULT_DATA_DIR
+from findlora_client.credentials import (
+    DEFAULT_DATA_DIR,
+    LOCAL_TOKEN_FILE,
+    TOKEN_HELP,
+    ServiceAccess,
+    connect,
+    read_secret,
+)
 
 
 def _loopback_host(host_port: str) -> bool:

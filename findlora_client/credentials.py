@@ -16,6 +16,9 @@ from pydantic_settings import BaseSettings
 from findlora_client.client import ClientTls, FindLoraClient
 from findlora_client.errors import TokenMissing
 
+# The service's default data directory (FINDLORA_DATA_DIR): here so that a client-only install
+# (the bot image, without numpy) can find the `local` token without importing the service.
+DEFAULT_DATA_DIR = Path(".findlora")
 # `<data dir>/client-token`: the embedded database's `local` client token (the CLI's fallback).
 LOCAL_TOKEN_FILE = "client-token"
 TOKEN_HELP = (

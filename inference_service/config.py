@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from findlora_client.credentials import DEFAULT_DATA_DIR
 from findlora_client.listen import parse_listen
 from findlora_client.protocol import DEFAULT_ADDRESS, MAX_IMAGE_PIXELS, MAX_MESSAGE_BYTES
 from inference_service.scoring.fusion import Normalisation
-
-DEFAULT_DATA_DIR = Path(".findlora")
 
 
 class Settings(BaseSettings):
@@ -28,6 +26,11 @@ class Settings(BaseSettings):
         validation_alias="DATABASE_URL",
         description="External PostgreSQL with pgvector; unset means the embedded server under data_dir.",
         repr=False,  # it carries a password
+    )
+    database_url_file: str | None = Field(
+        None,
+        validation_alias="DATABASE_URL_FILE",
+        description="A secret file holding DATABASE_URL (Docker/Kubernetes secrets); DATABASE_URL wins.",
     )
     listen: str = Field(DEFAULT_ADDRESS, description="gRPC listen address of the inference service.")
     tls_cert: Path | None = Field(None, description="PEM certificate chain of the gRPC port (TLS on).")
@@ -311,9 +314,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _database_url_from_secret_file(self) -> Settings:
         """DATABASE_URL_FILE (a Docker/Kubernetes secret) when DATABASE_URL itself is unset."""
-        secret = os.environ.get("DATABASE_URL_FILE")
-        if self.database_url is None and secret:
-            self.database_url = Path(secret).read_text(encoding="utf-8").strip()
+        if self.database_url is None and self.database_url_file:
+            self.database_url = Path(self.database_url_file).read_text(encoding="utf-8").strip()
         return self
 
     @field_validator("database_url")

@@ -301,3 +301,19 @@ def test_a_failed_tls_handshake_is_not_told_to_start_the_service(capsys: pytest.
     said = " ".join(capsys.readouterr().err.split())
     assert "check FINDLORA_SERVICE_CA" in said
     assert "serve inference" not in said
+
+
+def test_database_url_file_is_read_from_a_dotenv_file_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's "environment variables (or a .env file)" holds for the secret file as well."""
+    secret_file = tmp_path / "database_url"
+    secret_file.write_text("postgresql://u:p@db:5432/findlora\n")
+    (tmp_path / ".env").write_text(f"DATABASE_URL_FILE={secret_file}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("DATABASE_URL_FILE", raising=False)
+    assert Settings().database_url == "postgresql://u:p@db:5432/findlora"
+    # The variable itself wins over the file.
+    monkeypatch.setenv("DATABASE_URL", "postgresql://v:q@other:5432/x")
+    assert Settings().database_url == "postgresql://v:q@other:5432/x"
