@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed-stamp
 .PHONY: demo test lint proto proto-check install clean clean-data
 
 $(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "findlora needs Python 3.11 or newer with venv; '$(PYTHON)' is not: run make $(MAKECMDGOALS) PYTHON=python3.11" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned: pip takes these builds from the local wheel store when it has them.
@@ -21,6 +23,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check findlora findlora_client bot inference_service db lab tests fuzz
+	$(BIN)/ruff format --check findlora findlora_client bot inference_service db lab tests fuzz
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
