@@ -8,6 +8,7 @@ handler in one contextvars.Context per RPC.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, TypeAlias
@@ -30,6 +31,10 @@ log = structlog.get_logger(__name__)
 _FINDLORA = findlora_pb2.DESCRIPTOR.services_by_name["FindLora"].full_name
 _REFLECTION = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"].full_name
 HEALTH_PREFIX = "/grpc.health.v1.Health/"  # load balancers and orchestrators probe without a token
+HEALTH_CHECK = HEALTH_PREFIX + "Check"
+# Health is open to anyone, and every call holds one of the server's RPC slots until it ends: a
+# Check whose request message does not arrive within this is dropped.
+HEALTH_READ_S = 5.0
 
 # Every method of the FindLora service and reflection, and the least role that may call it.
 METHOD_ROLES: dict[str, Role] = {
@@ -129,8 +134,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> Handler | None:
         method: str = handler_call_details.method
         handler = await continuation(handler_call_details)
-        if method.startswith(HEALTH_PREFIX) or handler is None:
-            return handler  # health is open; an unknown method gets UNIMPLEMENTED
+        if handler is None:
+            return handler  # an unknown method gets UNIMPLEMENTED
+        if method.startswith(HEALTH_PREFIX):
+            return _open_health(handler, method)
         token = _bearer(handler_call_details.invocation_metadata)
         if not token:
             log.info("rpc_unauthenticated", method=method, reason="no bearer token")
@@ -162,24 +169,56 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return handler
 
 
+def _open_health(handler: Handler, method: str) -> Handler:
+    """Health without a token, bounded in time: Check reads its request within HEALTH_READ_S (a
+    caller that never sends it would hold an RPC slot for good, and 64 of them would fail every
+    probe and search); Watch, a stream that stays open by design, is not served (probes use Check)."""
+    if method != HEALTH_CHECK:
+        rpc = method.rsplit("/", 1)[-1]
+        return _refusal(
+            handler, grpc.StatusCode.UNIMPLEMENTED, f"Health.{rpc} is not served; use Check", method
+        )
+    check = handler.unary_unary
+
+    async def bounded_check(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            request = await asyncio.wait_for(anext(aiter(requests)), HEALTH_READ_S)
+        except TimeoutError:
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "the health check's request did not arrive"
+            )
+        except StopAsyncIteration:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a health check needs its request message")
+        return await check(request, context)
+
+    result: Handler = grpc.stream_unary_rpc_method_handler(
+        bounded_check,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+    return result
+
+
 def _refusal(handler: Handler, code: grpc.StatusCode, message: str, method: str) -> Handler:
-    """A handler of the same kind as `handler` that only aborts (the request is never parsed).
-    Counted like any RPC outcome: a database outage shows as UNAVAILABLE calls, not as quiet."""
+    """A handler that only aborts, at once: it takes the request as a stream it never reads, so
+    grpc does not wait for (or buffer) the message of a call it refuses, and a caller that never
+    sends one cannot hold an RPC slot. Counted like any RPC outcome: a database outage shows as
+    UNAVAILABLE calls, not as quiet."""
     down = code == grpc.StatusCode.UNAVAILABLE  # the only outage here: the clients table
     reason = Reason.DATABASE_UNAVAILABLE if down else Reason.parse(None, code)
     rpc = method.rsplit("/", 1)[-1]
 
-    async def abort(request: Any, context: grpc.aio.ServicerContext) -> None:
+    async def abort(requests: Any, context: grpc.aio.ServicerContext) -> None:
         RPC_REQUESTS.labels(rpc, code.name).inc()
         await context.abort(code, message, trailing_metadata=reason_trailer(reason))
 
-    kinds = {
-        (False, False): grpc.unary_unary_rpc_method_handler,
-        (False, True): grpc.unary_stream_rpc_method_handler,
-        (True, False): grpc.stream_unary_rpc_method_handler,
-        (True, True): grpc.stream_stream_rpc_method_handler,
-    }
-    make = kinds[(bool(handler.request_streaming), bool(handler.response_streaming))]
+    # Request-streaming whatever the method's kind: only then does grpc call the handler before
+    # the request message has arrived. The response kind stays the method's own.
+    make = (
+        grpc.stream_stream_rpc_method_handler
+        if handler.response_streaming
+        else grpc.stream_unary_rpc_method_handler
+    )
     result: Handler = make(
         abort,
         request_deserializer=None,  # the refused request stays bytes: nothing parses it
