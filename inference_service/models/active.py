@@ -10,6 +10,7 @@ loop and swaps. A label that is neither registered nor the configured encoder ca
 from __future__ import annotations
 
 import asyncio
+import time
 
 import structlog
 
@@ -46,6 +47,26 @@ class EncoderWeightsMissing(UnknownEncoder):
         self.message = str(self)
 
 
+class EncoderWeightsUnreadable(UnknownEncoder):
+    """A registered encoder whose weights file is there but cannot be loaded (damaged, unreadable,
+    or not the weights its label's fingerprint names)."""
+
+    def __init__(self, stored: str, path: str, why: str) -> None:
+        Exception.__init__(
+            self,
+            f"the weights of style encoder {stored} in the blob store cannot be loaded ({path}: {why}): "
+            "restore them, run findlora catalog adapt --rollback to go back to the previous encoder, "
+            "or findlora catalog reembed to embed the catalog with the configured encoder",
+        )
+        self.stored = stored
+        self.message = str(self)
+
+
+# A failed load is not retried for this long while its file is unchanged: every search would
+# otherwise read and hash the damaged file again, one after another under the lock.
+RETRY_FAILED_LOAD_S = 30.0
+
+
 class ActiveEncoder:
     def __init__(self, db: Database, blobs: BlobStore, configured: StyleEmbedder) -> None:
         self.db = db
@@ -53,6 +74,8 @@ class ActiveEncoder:
         self.configured = configured  # FINDLORA_STYLE_ENCODER or the shipped weights
         self._loaded = configured  # the last encoder a label asked for
         self._lock = asyncio.Lock()
+        # (label, file mtime, when it may be tried again, what it raised)
+        self._failed: tuple[str, int, float, EncoderWeightsUnreadable] | None = None
 
     @property
     def loaded(self) -> StyleEmbedder:
@@ -97,10 +120,21 @@ class ActiveEncoder:
         path = self.blobs.path(row.blob_key)
         if not path.is_file():  # a blob store not shared with the activating process, or pruned
             raise EncoderWeightsMissing(label, str(path))
-        model = await asyncio.to_thread(load_encoder, path, device)
-        fingerprint = await asyncio.to_thread(encoder_fingerprint, model)
-        if not label.endswith(f"@{fingerprint}"):
-            raise ValueError(f"the weights stored for {label} have fingerprint {fingerprint}")
+        mtime = path.stat().st_mtime_ns
+        failed = self._failed
+        if failed is not None and failed[:2] == (label, mtime) and time.monotonic() < failed[2]:
+            raise failed[3]
+        try:
+            model = await asyncio.to_thread(load_encoder, path, device)
+            fingerprint = await asyncio.to_thread(encoder_fingerprint, model)
+            if not label.endswith(f"@{fingerprint}"):
+                raise ValueError(f"they have fingerprint {fingerprint}")
+        except Exception as exc:  # safetensors, torch and OS errors alike: the file is unusable
+            unreadable = EncoderWeightsUnreadable(label, str(path), f"{type(exc).__name__}: {exc}"[:300])
+            self._failed = (label, mtime, time.monotonic() + RETRY_FAILED_LOAD_S, unreadable)
+            log.error("style_encoder_unreadable", label=label, error=type(exc).__name__)
+            raise unreadable from exc
+        self._failed = None
         log.info("style_encoder_loaded", label=label, previous=self._loaded.label)
         return StyleEmbedder(model, label, device, self.configured.batch_size)
 

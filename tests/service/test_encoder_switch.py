@@ -3,6 +3,7 @@ search never ranks with two encoders, old searches say to search again, rollback
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,12 @@ from PIL import Image
 
 from db import ranking
 from db.clients import Role
-from db.encoders import EncoderChanged, label_guard, list_encoders
+from db.encoders import EncoderChanged, get_encoder, label_guard, list_encoders
 from findlora_client import QueryImage, Reason, ServiceCallError
 from inference_service.catalog.adaptation import rollback
 from inference_service.catalog.encoders import activate
 from inference_service.config import Settings
+from inference_service.models import active
 from inference_service.models.style_encoder import StyleEmbedder
 from inference_service.search.engine import SEARCH_OUTDATED
 from protos import findlora_pb2 as pb
@@ -149,3 +151,42 @@ async def test_the_ranking_snapshot_keeps_one_encoder(settings: Settings, tmp_pa
         with pytest.raises(EncoderChanged):
             async with runtime.db.search_connection(guard):
                 pass
+
+
+async def test_damaged_weights_of_the_active_encoder_are_a_clear_refusal_loaded_once(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad restore of the blob store: searches say CATALOG_STALE with what to run (not INTERNAL),
+    the damaged file is read once, not by every search, and `findlora status` still answers."""
+    async with served_catalog(settings, tmp_path) as served, served.client(Role.SEARCH) as client:
+        runtime = served.service.runtime
+        adapted = perturbed(runtime.embedder, seed=5)
+        await activate(runtime.db, runtime.blobs, adapted, current=runtime.embedder)
+        row = await runtime.db.run(get_encoder, adapted.label)
+        assert row is not None
+        runtime.blobs.path(row.blob_key).write_bytes(b"not a safetensors file")
+        loads = 0
+        load = active.load_encoder
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal loads
+            loads += 1
+            return load(*args, **kwargs)
+
+        monkeypatch.setattr(active, "load_encoder", counted)
+        query = [QueryImage(served.reference_bytes("style-00"), "q.png")]
+
+        async def refusal() -> ServiceCallError:
+            with pytest.raises(ServiceCallError) as refused:
+                await client.search(query, top_k=2)
+            return refused.value
+
+        refusals = await asyncio.gather(*(refusal() for _ in range(6)))
+        assert {(r.code, r.reason) for r in refusals} == {
+            (grpc.StatusCode.FAILED_PRECONDITION, Reason.CATALOG_STALE)
+        }
+        assert "cannot be loaded" in refusals[0].message
+        assert "--rollback" in refusals[0].message
+        assert loads == 1
+        status = await client.service_status()
+        assert status.catalog_encoder == adapted.label
