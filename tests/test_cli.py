@@ -92,7 +92,10 @@ async def test_import_then_search_json(tmp_path: Path, settings: Settings) -> No
         "transfers",
     }
     assert first["rkme_score"] is None
-    assert first["transfers"][0]["sample_id"] == "s04" or first["slug"] != "style-12"
+    # The query is style-12's own reference s04: that LoRA ranks first, its nearest transfer is it.
+    assert first["slug"] == "style-12"
+    assert first["transfers"][0]["sample_id"] == "s04"
+    assert [match["rank"] for match in result["results"]] == [1, 2, 3]
     for match in result["results"]:
         for transfer in match["transfers"]:
             assert set(transfer) == {"sample_id", "path_or_key"}

@@ -191,10 +191,9 @@ def test_lying_headers_are_refused_before_loading(tmp_path: Path) -> None:
         ),
     }
     (tmp_path / "f.safetensors").write_bytes(struct.pack("<Q", 4) + b"{{{{")
-    for name, (path, reason) in cases.items():
+    for path, reason in cases.values():  # a failure prints the reason it expected
         with pytest.raises(LoraFileRejected, match=reason):
             validate_lora_file(path, max_header_bytes=1024 * 1024)
-        assert name
 
 
 def test_pickles_are_refused_with_an_explanation(tmp_path: Path) -> None:

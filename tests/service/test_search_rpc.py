@@ -225,7 +225,10 @@ async def test_database_down_is_unavailable(
     await service.runtime.db.pool.close()  # every connection gone, as when the database stops
     with pytest.raises(ServiceCallError) as info:
         await client.search([QueryImage((catalog_dir / "samples" / "s00.png").read_bytes())], timeout=10)
-    assert info.value.code == grpc.StatusCode.UNAVAILABLE or "database" in info.value.message
+    assert not isinstance(info.value, ServiceUnreachable)  # the service answered: the database is down
+    assert info.value.code == grpc.StatusCode.UNAVAILABLE
+    assert info.value.reason == Reason.DATABASE_UNAVAILABLE
+    assert info.value.message == "the catalog database is unavailable; try again"
 
 
 async def test_readiness_follows_the_database_liveness_does_not(service: RunningService) -> None:
