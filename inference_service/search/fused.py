@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ from db import ranking, specs
 from db.database import Database
 from db.encoders import Guard
 from db.filters import Filters
+from inference_service.concurrency import all_or_cancel
 from inference_service.config import Settings
 from inference_service.scoring.fusion import CatalogCounts, rank_fused
 from inference_service.search import SearchQuery
@@ -30,6 +32,9 @@ log = structlog.get_logger(__name__)
 # How long the catalog's branch counts serve the union's fusion: they move with registrations,
 # not with searches, and counting probes every LoRA of the catalog.
 COUNTS_TTL_S = 60.0
+# Filter groups whose counts are kept (the least recently used goes first): every unknown base
+# model a client sends is a group of its own, so the cache must not grow with them.
+COUNTS_CACHED = 64
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,8 @@ class FusedSearch:
     ) -> None:
         self.db, self.gmi, self.settings, self.options = db, gmi, settings, options
         self.centroid_index = centroid_index
-        self._counts: dict[Filters, tuple[float, CatalogCounts]] = {}  # filters -> (when, counts)
+        # filter group -> (when, counts), least recently used first
+        self._counts: OrderedDict[tuple[Any, ...], tuple[float, CatalogCounts]] = OrderedDict()
 
     async def rank(
         self, query: SearchQuery, embeddings: np.ndarray, limit: int, guard: Guard | None = None
@@ -72,7 +78,7 @@ class FusedSearch:
                 return await ranking.rank_exhaustive(conn, list(embeddings), query.filters, limit=None)
 
         gmi_scores = self.gmi.score(query.images, query.prompt, None, query.filters)
-        distances, gmi = await asyncio.gather(style(), gmi_scores)
+        distances, gmi = await all_or_cancel(style(), gmi_scores)
         # Normalising every LoRA's scores takes a while on a large catalog: off the event loop.
         return await asyncio.to_thread(self._fused, gmi.pseudo_prompt, dict(distances), gmi.scores, limit)
 
@@ -89,7 +95,7 @@ class FusedSearch:
             features = await gmi.describe(query.images, query.prompt)
             return features, await gmi.candidates(features, m, filters)
 
-        (style, _), (features, nearest_spec), counts = await asyncio.gather(
+        (style, _), (features, nearest_spec), counts = await all_or_cancel(
             rank_d_avg(
                 self.db,
                 list(embeddings),
@@ -105,7 +111,7 @@ class FusedSearch:
         d_avg = dict(style)
         union = sorted(d_avg.keys() | set(nearest_spec))
         missing = [i for i in union if i not in d_avg]
-        extra, rkme = await asyncio.gather(
+        extra, rkme = await all_or_cancel(
             self._d_avg_of(embeddings, missing, guard), gmi.score_features(features, union, filters)
         )
         d_avg |= extra
@@ -117,12 +123,18 @@ class FusedSearch:
         where fusion cannot use them (robust z-scores), so the count query is not run."""
         if self.settings.fusion_normalisation != "rank":
             return None
-        cached = self._counts.get(filters)
+        params = filters.params()  # spellings of one base model share their group
+        key = (tuple(params["bases"]), params["other_bases"], params["nsfw"])
+        cached = self._counts.get(key)
         if cached is not None and time.monotonic() - cached[0] < COUNTS_TTL_S:
+            self._counts.move_to_end(key)
             return cached[1]
         async with self.db.search_connection() as conn:
             counts = CatalogCounts(*await specs.branch_counts(conn, filters))
-        self._counts[filters] = (time.monotonic(), counts)
+        self._counts[key] = (time.monotonic(), counts)
+        self._counts.move_to_end(key)
+        while len(self._counts) > COUNTS_CACHED:
+            self._counts.popitem(last=False)
         return counts
 
     async def _d_avg_of(

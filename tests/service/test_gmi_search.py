@@ -26,6 +26,7 @@ from inference_service.runtime import open_runtime
 from inference_service.scoring.fusion import CatalogCounts, fuse
 from inference_service.search import SearchQuery
 from inference_service.search.engine import SearchEngine
+from inference_service.search.fused import COUNTS_CACHED
 from inference_service.server import start_service
 from tests.helpers.catalogs import apply_style, content_image, write_catalog
 from tests.helpers.service import issue_token, service_client
@@ -221,6 +222,18 @@ async def test_the_union_is_fused_on_the_catalogs_counts_where_few_loras_have_a_
         assert expected != fuse(*candidates, settings.fusion_alpha, "rank")  # the counts matter here
         for item in union.ranking:
             assert item["score"] == pytest.approx(expected[item["lora_id"]])
+
+        # The counts are cached per filter group: spellings of one base model share an entry, and
+        # base models nobody knows (any text a client sends) do not make the cache grow.
+        assert engine.fused is not None
+        cache = engine.fused._counts
+        before = len(cache)
+        for spelling in ("sdxl", "SDXL 1.0", "sd_xl"):
+            await engine.fused._catalog_counts(Filters(base_model=spelling))
+        assert len(cache) == before + 1
+        for made_up in range(COUNTS_CACHED + 20):
+            await engine.fused._catalog_counts(Filters(base_model=f"made-up-{made_up}"))
+        assert len(cache) == COUNTS_CACHED
     finally:
         await runtime.close()
 
