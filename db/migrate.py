@@ -12,6 +12,7 @@ from typing import cast
 
 import psycopg
 
+from db.advisory import advisory_lock
 from db.embedded import DatabaseUnavailable
 from db.privileges import grant_runtime_privileges
 from db.spec_index import ensure_catalog_spec_index
@@ -52,33 +53,31 @@ def migrate(
     """Bring the database to the newest schema; returns the migrations applied now. With
     `runtime_role`, that role is granted what the service needs, now and on future tables."""
     applied_now = []
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
-        try:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version integer PRIMARY KEY, name text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-            for migration in available_migrations(directory):
-                if migration.version in done:
-                    continue
-                with conn.transaction():
-                    conn.execute(migration.path.read_text(encoding="utf-8").encode())
-                    conn.execute(
-                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                        (migration.version, migration.name),
-                    )
-                applied_now.append(migration)
-            _apply_queue_schema(conn)
-            if runtime_role:
-                grant_runtime_privileges(conn, runtime_role)
-            # The spec points' HNSW index follows the catalog's CLIP dimension, so no numbered
-            # migration can create it; the migration role owns the table and builds it here.
-            ensure_catalog_spec_index(conn)
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+    # One migrator at a time (replicas starting together), waiting without a snapshot: the
+    # spec index build below is a CREATE INDEX CONCURRENTLY (db/advisory.py).
+    with psycopg.connect(url, autocommit=True) as conn, advisory_lock(conn, _LOCK_KEY):
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        for migration in available_migrations(directory):
+            if migration.version in done:
+                continue
+            with conn.transaction():
+                conn.execute(migration.path.read_text(encoding="utf-8").encode())
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                    (migration.version, migration.name),
+                )
+            applied_now.append(migration)
+        _apply_queue_schema(conn)
+        if runtime_role:
+            grant_runtime_privileges(conn, runtime_role)
+        # The spec points' HNSW index follows the catalog's CLIP dimension, so no numbered
+        # migration can create it; the migration role owns the table and builds it here.
+        ensure_catalog_spec_index(conn)
     return applied_now
 
 

@@ -24,6 +24,8 @@ import psycopg
 import structlog
 from psycopg import sql
 
+from db.advisory import advisory_lock
+
 log = structlog.get_logger(__name__)
 
 _LOCK_CLASS = 0x73706563  # "spec": advisory lock (class, dimension) around a build
@@ -86,29 +88,31 @@ def ensure_spec_index(conn: psycopg.Connection[tuple[object, ...]], dim: int) ->
     name = index_name(dim)
     if _valid(conn, name):
         return IndexOutcome.PRESENT
-    conn.execute("SELECT pg_advisory_lock(%s, %s)", (_LOCK_CLASS, dim))
+    with advisory_lock(conn, _LOCK_CLASS, dim):
+        return _build(conn, name, dim)
+
+
+def _build(conn: psycopg.Connection[tuple[object, ...]], name: str, dim: int) -> IndexOutcome:
+    """ensure_spec_index's work, under its lock."""
+    state = _state(conn, name)
+    if state is True:  # another process finished it while this one waited
+        return IndexOutcome.PRESENT
     try:
-        state = _state(conn, name)
-        if state is True:  # another process finished it while this one waited
-            return IndexOutcome.PRESENT
-        try:
-            if state is False:  # a build that did not finish: its builder held the lock, and is gone
-                conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name)))
-            log.info("spec_index_building", index=name, dimension=dim)
-            conn.execute(_create_sql(dim))
-        except psycopg.errors.InsufficientPrivilege:
-            log.warning(
-                "spec_index_not_permitted",
-                index=name,
-                dimension=dim,
-                hint="this role does not own spec_points: run `findlora db migrate` as the migration "
-                "role to build it; until then the GMI candidate step scans every spec point",
-            )
-            return IndexOutcome.NOT_PERMITTED
-        log.info("spec_index_built", index=name, dimension=dim)
-        return IndexOutcome.CREATED
-    finally:
-        conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_CLASS, dim))
+        if state is False:  # a build that did not finish: its builder held the lock, and is gone
+            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name)))
+        log.info("spec_index_building", index=name, dimension=dim)
+        conn.execute(_create_sql(dim))
+    except psycopg.errors.InsufficientPrivilege:
+        log.warning(
+            "spec_index_not_permitted",
+            index=name,
+            dimension=dim,
+            hint="this role does not own spec_points: run `findlora db migrate` as the migration "
+            "role to build it; until then the GMI candidate step scans every spec point",
+        )
+        return IndexOutcome.NOT_PERMITTED
+    log.info("spec_index_built", index=name, dimension=dim)
+    return IndexOutcome.CREATED
 
 
 def ensure_catalog_spec_index(conn: psycopg.Connection[tuple[object, ...]]) -> IndexOutcome | None:

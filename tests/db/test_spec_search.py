@@ -4,7 +4,10 @@ small catalog (filters, several images), and the exact scan wherever the index c
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
+from collections.abc import Callable
 
 import numpy as np
 import psycopg
@@ -242,3 +245,44 @@ async def test_the_runtime_role_may_not_build_the_index(
             conn.execute(f"DROP OWNED BY {role}")
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(f"DROP ROLE {role}")
+
+
+def test_two_builders_at_once_both_succeed(db_url: str) -> None:
+    """A second builder (a worker, a replica's migration) arrives while the first one's CREATE
+    INDEX CONCURRENTLY waits for a writer to finish. Waiting for the lock inside a statement held a
+    snapshot the build then waited for: PostgreSQL broke that deadlock by failing one of them."""
+    load_catalog(db_url)
+    outcomes: dict[str, object] = {}
+
+    def run(name: str, work: Callable[[], object]) -> None:
+        try:
+            outcomes[name] = work()
+        except Exception as exc:
+            outcomes[name] = exc
+
+    with psycopg.connect(db_url) as writer:
+        writer.execute("UPDATE spec_points SET blob_key = blob_key WHERE false")  # a write in flight
+        first = threading.Thread(target=run, args=("first", lambda: ensure_spec_index_at(db_url)))
+        first.start()
+        with psycopg.connect(db_url, autocommit=True) as monitor:
+            for _ in range(200):  # until the build waits for the writer
+                row = monitor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX CONCURRENTLY%%'"
+                    " AND wait_event_type = 'Lock'"
+                ).fetchone()
+                if row is not None and row[0]:
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail("the first build never waited for the writer")
+        others = [
+            threading.Thread(target=run, args=("second", lambda: ensure_spec_index_at(db_url))),
+            threading.Thread(target=run, args=("migration", lambda: migrate(db_url))),
+        ]
+        for thread in others:
+            thread.start()
+        time.sleep(1.5)  # PostgreSQL's deadlock_timeout is 1 s: a deadlock would be found by now
+        writer.commit()
+    for thread in (first, *others):
+        thread.join(60)
+    assert outcomes == {"first": IndexOutcome.CREATED, "second": IndexOutcome.PRESENT, "migration": []}
