@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -13,7 +13,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from db import moderation
-from db.catalog import copy_references, insert_lora, refresh_style_summary
+from db.catalog import GMI_ENCODER_KEY, copy_references, insert_lora, refresh_style_summary
 from db.database import Connection
 from db.encoders import require_label
 from db.rows import NewLora, ReferenceRow, SpecRow
@@ -289,10 +289,13 @@ async def complete(
     message: str,
     audit: dict[str, Any],
     encoder: str | None = None,
+    gmi_label: str | None = None,
 ) -> int:
     """The LoRA, its references, summary and spec, the audit entry and the job's success, in one
     transaction: a crash before the commit leaves nothing visible, and a repeat finds it done.
-    With `encoder` (the label that embedded the references), as db.catalog.replace_lora."""
+    With `encoder` (the label that embedded the references), as db.catalog.replace_lora. With
+    `gmi_label` (the CLIP model of the spec's features), features of another model than the
+    catalog's are stored as missing (search skips them until they are filled)."""
     async with conn.transaction():
         cur = await conn.execute(
             "SELECT state, lora_id, client FROM registration_jobs WHERE id = %s FOR UPDATE", (job_id,)
@@ -302,6 +305,8 @@ async def complete(
             return int(row[1])
         if encoder is not None:
             await require_label(conn, encoder)
+        if gmi_label is not None:
+            spec = await _features_of_the_catalogs_model(conn, spec, gmi_label)
         lora_id = await insert_lora(conn, lora)
         await copy_references(conn, lora_id, references)
         await refresh_style_summary(conn, lora_id)
@@ -318,3 +323,17 @@ async def complete(
             (message, lora_id, json.dumps(lookalikes), job_id),
         )
         return lora_id
+
+
+async def _features_of_the_catalogs_model(
+    conn: Connection, spec: Sequence[SpecRow], gmi_label: str
+) -> Sequence[SpecRow]:
+    """`spec`, its features dropped when the catalog's CLIP model is no longer `gmi_label` (an
+    import switched models while the worker generated). FOR SHARE waits for such an import, which
+    updates the label before it forgets the features: either it sees this commit's features, or
+    this transaction sees its label."""
+    cur = await conn.execute("SELECT value FROM catalog_meta WHERE key = %s FOR SHARE", (GMI_ENCODER_KEY,))
+    row = await cur.fetchone()
+    if row is None or row[0] == gmi_label:
+        return spec
+    return [replace(point, image_feature=None) for point in spec]

@@ -120,12 +120,15 @@ async def import_specs(
     if [stored.get(i) for i in range(len(prompts))] != prompts or stored_label != models.label:
         features = _embed_texts(models, prompts)
         async with db.transaction() as conn:
+            # The label first: its row lock makes a registration committing features meanwhile
+            # either finish before the forgetting below (which then sees them) or wait and see
+            # this label (db.registration.complete).
+            await db_catalog.set_meta(conn, db_catalog.GMI_ENCODER_KEY, models.label)
             if stored_label is not None and stored_label != models.label:
                 # Another CLIP model: every stored feature goes, in the same commit as the label, so
                 # a search never compares two models' features; this import refills them.
                 await db_specs.forget_features(conn)
             await db_specs.upsert_platform_prompts(conn, prompts, features)
-            await db_catalog.set_meta(conn, db_catalog.GMI_ENCODER_KEY, models.label)
     stored_prints = await db.run(db_catalog.fingerprints, "spec")
     written = 0
     slugs = sorted(slug for slug, entry in catalog.loras.items() if entry.spec)

@@ -404,7 +404,16 @@ class RegistrationPipeline:
         }
         try:
             await self.db.run(
-                registration.complete, job.id, lora, rows, spec, lookalikes, message, audit, encoder
+                registration.complete,
+                job.id,
+                lora,
+                rows,
+                spec,
+                lookalikes,
+                message,
+                audit,
+                encoder,
+                None if self.gmi is None else self.gmi.label,
             )
         except psycopg.errors.UniqueViolation:
             # Another job registered the same file or slug while this one was generating.
