@@ -176,8 +176,9 @@ async def copy_references(conn: Connection, lora_id: int, references: Sequence[R
 
 async def refresh_style_summary(conn: Connection, lora_id: int) -> None:
     """Recompute a LoRA's centroid and radii from its kept references (or drop the summary), in
-    float32 from the stored halfvec values: the bounds of db.ranking hold for what d_avg reads."""
-    await conn.execute("DELETE FROM lora_style_summary WHERE lora_id = %s", (lora_id,))
+    float32 from the stored halfvec values: the bounds of db.ranking hold for what d_avg reads.
+    An existing summary is updated in place: deleting and inserting it again left a tombstone in
+    lora_style_summary_removed at every re-import and activation, and those are never removed."""
     await conn.execute(
         """
         WITH c AS (
@@ -190,7 +191,15 @@ async def refresh_style_summary(conn: Connection, lora_id: int) -> None:
         FROM c JOIN reference_images r ON r.lora_id = %(id)s AND r.kept
         WHERE c.n > 0
         GROUP BY c.centroid, c.n
+        ON CONFLICT (lora_id) DO UPDATE SET
+            centroid = excluded.centroid, mean_radius = excluded.mean_radius,
+            mean_sq_radius = excluded.mean_sq_radius, n_refs = excluded.n_refs, updated_at = now()
         """,
+        {"id": lora_id},
+    )
+    await conn.execute(
+        "DELETE FROM lora_style_summary WHERE lora_id = %(id)s"
+        " AND NOT EXISTS (SELECT 1 FROM reference_images WHERE lora_id = %(id)s AND kept)",
         {"id": lora_id},
     )
 

@@ -10,10 +10,10 @@ import pytest
 from psycopg import errors
 
 from db import summaries
-from db.catalog import insert_lora
+from db.catalog import copy_references, insert_lora, refresh_style_summary
 from db.database import Database
 from db.moderation import set_lora_status
-from db.rows import NewLora
+from db.rows import NewLora, ReferenceRow
 
 pytestmark = pytest.mark.db
 DIM = 128
@@ -155,3 +155,55 @@ async def test_a_takedown_during_an_activation_neither_deadlocks_nor_stays_searc
             (target,),
         )
         assert await cur.fetchone() == ("taken_down", False)
+
+
+async def test_refreshing_a_summary_updates_it_in_place_and_leaves_no_tombstone(db: Database) -> None:
+    """Re-imports and activations refresh every summary: each refresh used to delete the row and
+    insert it again, adding a tombstone that nothing ever removes."""
+    rng = np.random.default_rng(3)
+    refs = [
+        ReferenceRow(f"s{i}", f"b{i}", f"t{i}", "", rng.standard_normal(DIM).astype(np.float32), True, 0.1)
+        for i in range(3)
+    ]
+
+    async def tombstones() -> int:
+        async with db.connection() as conn:
+            cur = await conn.execute("SELECT count(*) FROM lora_style_summary_removed")
+            row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async with db.transaction() as conn:
+        for ref in refs:
+            await conn.execute(
+                "INSERT INTO samples (id, blob_key, sha256) VALUES (%s, %s, '')",
+                (ref.sample_id, ref.blob_key),
+            )
+        lora_id = await insert_lora(conn, NewLora(slug="refreshed", name="r", base_model="sd1"))
+        await copy_references(conn, lora_id, refs)
+        await refresh_style_summary(conn, lora_id)
+    generations = [await generation_of(db, lora_id)]
+    for _ in range(3):
+        async with db.transaction() as conn:
+            await refresh_style_summary(conn, lora_id)
+        generations.append(await generation_of(db, lora_id))
+    assert generations == sorted(set(generations))  # each refresh is a change readers see
+    assert await tombstones() == 0
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            "SELECT centroid, n_refs FROM lora_style_summary WHERE lora_id = %s", (lora_id,)
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    assert row[1] == 3
+    expected = np.mean([r.embedding.astype(np.float16).astype(np.float32) for r in refs], axis=0)
+    np.testing.assert_allclose(row[0].to_numpy(), expected, atol=1e-5)
+
+    # No kept reference left: the summary goes, and its deletion is the one tombstone.
+    async with db.transaction() as conn:
+        await conn.execute("UPDATE reference_images SET kept = false WHERE lora_id = %s", (lora_id,))
+        await refresh_style_summary(conn, lora_id)
+    async with db.connection() as conn:
+        cur = await conn.execute("SELECT count(*) FROM lora_style_summary WHERE lora_id = %s", (lora_id,))
+        assert await cur.fetchone() == (0,)
+    assert await tombstones() == 1
