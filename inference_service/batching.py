@@ -168,6 +168,11 @@ class DynamicBatcher(Generic[T, R]):
             self.stats.sizes[sum(p.size for p in batch)] += 1
             try:
                 results = await asyncio.to_thread(self.run_batch, [p.item for p in batch])
+            except asyncio.CancelledError:  # aclose() while the batch ran: its callers must not hang
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(ResourceExhausted("the service is shutting down"))
+                raise
             except Exception as exc:  # every caller of the batch learns why
                 log.warning("batch_failed", size=len(batch), error=type(exc).__name__)
                 for p in batch:

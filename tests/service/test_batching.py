@@ -146,6 +146,22 @@ async def test_announced_callers_are_waited_for_and_a_lone_one_is_not() -> None:
     assert run.batches == [[1], [2, 3]]
 
 
+async def test_closing_during_a_batch_answers_its_callers() -> None:
+    """aclose() while a batch runs in its thread: its callers get the shutdown error, not a hang."""
+    run = Recorder()
+    run.release.clear()
+    batcher = DynamicBatcher(run, max_batch=4, max_wait=0)
+    caller = asyncio.create_task(batcher.submit(1))
+    for _ in range(200):  # until the batch is in its thread
+        await asyncio.sleep(0.01)
+        if batcher.stats.batches:
+            break
+    await batcher.aclose()
+    with pytest.raises(ResourceExhausted, match="shutting down"):
+        await asyncio.wait_for(caller, 5)
+    run.release.set()
+
+
 async def test_bench_throughput_small() -> None:
     result = await run_throughput_bench(levels=[1, 4], seconds=0.3, image_px=64, max_batch=4)
     assert [row["concurrency"] for row in result["levels"]] == [1, 4]
