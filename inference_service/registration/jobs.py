@@ -23,7 +23,7 @@ from db import encoders as db_encoders
 from db import registration
 from db.database import Database
 from db.registration import JobRow, SlugTaken, SourceBusy
-from findlora_client.base_models import resolve
+from findlora_client.base_models import BY_ID, OTHER, resolve
 from findlora_client.bulk import SOURCE_BUSY
 from findlora_client.links import page_link_problem
 from findlora_client.protocol import Reason
@@ -129,12 +129,16 @@ class Registrations:
                 f"slug {slug!r} must be 1-63 of a-z, 0-9 and '-', starting with a letter or digit"
             )
         family = resolve(request.base_model)
-        if family.known and family.id:
+        # A stored "other:<name>" (what a bot sends back after resolving a name nobody knows)
+        # resolves as known, yet is as unknown as the name typed as is: both are kept, and the
+        # file's own metadata decides at validation.
+        catalogued = family.id in BY_ID and family.id != OTHER
+        if catalogued:
             try:  # a known family the generator cannot run is refused now, not after the download
                 generator_family(family.id, self.settings)
             except LoraFileRejected as exc:
                 raise InvalidArgument(exc.message) from None
-        if not family.known:  # kept: the file's own metadata decides at validation
+        elif family.id:
             log.warning("registration_unknown_base_model", base_model=family.id)
         request = replace(request, base_model=family.id)
         job_id = uuid.uuid4()

@@ -1,31 +1,107 @@
-"""A scripted WatchJob stream for bot tests: running, then succeeded with a lookalike warning."""
+"""Registration jobs moved along by the test, as a worker would: bot tests run the real service
+(RegisterLora queues a real job, WatchJob polls its row) but no worker, so a job stays queued
+until the test writes its steps into registration_jobs. The bot sees each change through WatchJob.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from typing import Any
 
-from protos import findlora_pb2 as pb
+from db import registration
+from db.database import Database
+from db.registration import JobRow
 
-LOOKALIKE = pb.LookalikeWarning(similar_slug="style-02", centroid_distance=0.05, threshold=0.2)
+# Services of bot tests poll a watched job this often (the default, 0.5 s, only slows tests).
+WATCH_POLL_S = 0.05
+# bot.core.jobs.follow_job shows at most one update per 1.5 s (the final state always): a step
+# written sooner after the last one shown is passed over, so a test waits this long first.
+BOT_UPDATE_INTERVAL_S = 1.6
+LOOKALIKE = {"slug": "style-02", "distance": 0.05, "threshold": 0.2}
 
 
-def scripted_watch_job(job_id: str = "j1") -> Callable[..., AsyncIterator[pb.JobEvent]]:
-    """A stand-in for FindLoraClient.watch_job that yields two events for `job_id`."""
-    events = [
-        pb.JobEvent(job_id=job_id, state=pb.JOB_STATE_RUNNING, step="fetch", progress=0.1),
-        pb.JobEvent(
-            job_id=job_id,
-            state=pb.JOB_STATE_SUCCEEDED,
-            progress=1.0,
-            slug="new-style",
-            lookalikes=[LOOKALIKE],
-        ),
-    ]
+async def eventually(check: Callable[[], Any], what: str, timeout_s: float = 15.0) -> Any:
+    """The first truthy value of `check()`, polled; an AssertionError naming `what` past the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
 
-    async def stream(requested: str, **_: Any) -> AsyncIterator[pb.JobEvent]:
-        assert requested == job_id
-        for event in events:
-            yield event
 
-    return stream
+@asynccontextmanager
+async def in_background(work: Coroutine[Any, Any, Any]) -> AsyncIterator[asyncio.Task[Any]]:
+    """A command that follows its job to the end, run while the test moves the job along; cancelled
+    if the test fails before it ends."""
+    task = asyncio.create_task(work)
+    try:
+        yield task
+    finally:
+        if not task.done():
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+
+
+@dataclass(frozen=True)
+class JobDriver:
+    """Writes what a registration worker writes; reads the rows RegisterLora created."""
+
+    db: Database
+
+    async def job_for(self, source_url: str, timeout_s: float = 15.0) -> JobRow:
+        """The job the service queued for `source_url` (the bot's RegisterLora call), once it is there."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            async with self.db.connection() as conn:
+                query = "SELECT id FROM registration_jobs WHERE source_url = %s"
+                cur = await conn.execute(query, (source_url,))
+                row = await cur.fetchone()
+                job = None if row is None else await registration.get_job(conn, row[0])
+            if job is not None:
+                return job
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the service queued no registration of {source_url}")
+            await asyncio.sleep(0.02)
+
+    async def reload(self, job: JobRow) -> JobRow:
+        found = await self.db.run(registration.get_job, job.id)
+        assert found is not None
+        return found
+
+    async def run(self, job: JobRow, step: str, progress: float, message: str = "") -> None:
+        """The worker takes the job and reports a step (the same queries a worker makes)."""
+        async with self.db.connection() as conn:
+            await registration.start_attempt(conn, job.id)
+            await registration.report(conn, job.id, step, progress, message)
+
+    async def succeed(self, job: JobRow, lookalikes: Sequence[dict[str, Any]] = ()) -> None:
+        """The job's end as registration.complete writes it (the LoRA itself is not inserted)."""
+        message = f"registered {job.slug}: 4 references (0 dropped by cleansing), 8 spec images"
+        async with self.db.connection() as conn:
+            await conn.execute(
+                "UPDATE registration_jobs SET state = 'succeeded', step = 'index', progress = 1,"
+                " message = %s, lookalikes = %s, fetch_url = NULL, updated_at = now(),"
+                " finished_at = now() WHERE id = %s",
+                (message, json.dumps(list(lookalikes)), job.id),
+            )
+
+    async def fail(self, job: JobRow, message: str) -> None:
+        await self.db.run(registration.fail, job.id, message)
+
+    async def end_unfinished(self) -> None:
+        """Fail what a test left running, so the bots' WatchJob streams end (a failed test's app
+        would otherwise wait for them at shutdown)."""
+        async with self.db.connection() as conn:
+            await conn.execute(
+                "UPDATE registration_jobs SET state = 'failed', message = 'the test ended first',"
+                " finished_at = now() WHERE state IN ('queued', 'running')"
+            )

@@ -19,6 +19,7 @@ from db.clients import Role
 from findlora_client.credentials import connect
 from inference_service.config import Settings
 from tests.helpers.discord_fakes import make_attachment, make_channel, make_member, make_reaction
+from tests.helpers.jobs import WATCH_POLL_S, JobDriver
 from tests.helpers.service import ServedCatalog, served_catalog
 
 BOT_ID = 999
@@ -72,8 +73,17 @@ class Harness:
 
 @pytest.fixture
 async def served(settings: Settings, tmp_path: Path) -> AsyncIterator[ServedCatalog]:
+    settings = settings.model_copy(update={"watch_poll_seconds": WATCH_POLL_S})
     async with served_catalog(settings, tmp_path, n_loras=12, n_samples=4, nsfw=(5,)) as served:
         yield served
+
+
+@pytest.fixture
+async def jobs(served: ServedCatalog) -> AsyncIterator[JobDriver]:
+    """Moves the service's registration jobs along in place of a worker."""
+    driver = JobDriver(served.service.runtime.db)
+    yield driver
+    await driver.end_unfinished()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ refuses a message over 2000 characters (HTTP 400), and a channel may refuse the 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 from unittest import mock
@@ -13,7 +14,7 @@ import pytest
 from bot.discord._progress import ProgressMessage
 from tests.bot.discord.conftest import MOD_ROLE, MODERATOR_ID, Harness
 from tests.helpers.discord_fakes import make_interaction, make_member, messages_in
-from tests.helpers.jobs import scripted_watch_job
+from tests.helpers.jobs import JobDriver, eventually, in_background
 
 pytestmark = pytest.mark.db
 DISCORD_MAX_CHARS = 2000
@@ -72,7 +73,9 @@ async def test_progress_over_the_limit_is_clipped_not_refused(channel: Any) -> N
     assert len(posted.content) <= DISCORD_MAX_CHARS
 
 
-async def test_progress_nobody_can_receive_ends_the_command_cleanly(harness: Harness) -> None:
+async def test_progress_nobody_can_receive_ends_the_command_cleanly(
+    harness: Harness, jobs: JobDriver
+) -> None:
     """Past the token, DMs closed and no Send Messages in the channel: the Forbidden came out of
     the command; now it is logged, and later updates are not tried against the same refusals."""
     bot = await harness.bot()
@@ -82,20 +85,25 @@ async def test_progress_nobody_can_receive_ends_the_command_cleanly(harness: Har
     locked = mock.MagicMock(spec_set=discord.TextChannel)
     locked.id = 400
     locked.send = mock.AsyncMock(side_effect=forbidden())
-    client = bot.services.client
+    url = "https://huggingface.co/x/a/resolve/main/a.safetensors"
 
-    with (
-        mock.patch.object(client, "register_lora", mock.AsyncMock(return_value="j1")),
-        mock.patch.object(client, "watch_job", scripted_watch_job("j1")),
-    ):
-        old = stale(make_interaction(bot, closed, locked))
-        await cog.registerlora.callback(cog, old, url="https://x.org/a.safetensors", name="A")
+    old = stale(make_interaction(bot, closed, locked))
+    async with in_background(cog.registerlora.callback(cog, old, url=url, name="A")) as following:
+        job = await jobs.job_for(url)  # queued by the real service
+        await eventually(lambda: locked.send.await_count, "the first update, tried everywhere")
+        await jobs.succeed(job)  # the final state: shown (tried) always
+        await asyncio.wait_for(following, 10)  # ended, and without an exception
     closed.send.assert_awaited_once()
+    assert str(closed.send.await_args.args[0]).startswith("⏳ Registration queued")
     locked.send.assert_awaited_once()
+    assert str(locked.send.await_args.args[0]).startswith(f"{closed.mention} ⏳ Registration queued")
 
     refused = stale(make_interaction(bot, closed, locked))  # the service's refusal, said nowhere
     await cog.registerlora.callback(cog, refused, url="https://example.org/b.safetensors", name="B")
     assert closed.send.await_count == 2
+    assert str(closed.send.await_args.args[0]).startswith(
+        "I can't do that: downloads from example.org are not allowed"
+    )
 
 
 async def test_a_long_lora_reference_is_said_back_short(harness: Harness, channel: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -26,9 +27,12 @@ from tests.helpers.discord_fakes import (
     messages_in,
     press,
 )
-from tests.helpers.jobs import scripted_watch_job
+from tests.helpers.jobs import BOT_UPDATE_INTERVAL_S, LOOKALIKE, JobDriver, eventually, in_background
 
 pytestmark = pytest.mark.db
+# On a host the service downloads from (example.org is not one: the refusal test's link).
+URL_A = "https://huggingface.co/x/a/resolve/main/a.safetensors"
+URL_B = "https://huggingface.co/x/b/resolve/main/b.safetensors"
 
 
 def moderator() -> Any:
@@ -115,63 +119,76 @@ async def test_registerlora_denied_then_shows_the_services_refusal(harness: Harn
     assert text.startswith("I can't do that: downloads from example.org are not allowed")
 
 
-async def test_registerlora_renders_watchjob_progress(harness: Harness, channel: Any) -> None:
+async def test_registerlora_renders_watchjob_progress(
+    harness: Harness, channel: Any, jobs: JobDriver
+) -> None:
+    """The real service queues the job; its steps, written as a worker would, come back through
+    WatchJob and are edited into the command's reply."""
     bot = await harness.bot()
     cog = bot.get_cog("Moderation")
-    stream = scripted_watch_job("j1")
+    mod = make_interaction(bot, moderator(), channel)
 
-    client = bot.services.client
-    with (
-        mock.patch.object(client, "register_lora", mock.AsyncMock(return_value="j1")) as register,
-        mock.patch.object(client, "watch_job", stream),
-    ):
-        mod = make_interaction(bot, moderator(), channel)
-        await cog.registerlora.callback(
-            cog, mod, url="https://x.org/a.safetensors", name="A", trigger_words="p, q"
-        )
-    metadata = register.await_args.args[1]
-    assert list(metadata.trigger_words) == ["p", "q"]
-    shown = [c.kwargs["content"] for c in mod.edit_original_response.await_args_list]
-    assert shown[0].startswith("⚙️ Registration running · step fetch · 10%")
-    assert "Registered as `new-style`" in shown[-1]
-    assert "Looks like `style-02`" in shown[-1]
+    def shown() -> list[str]:
+        return [c.kwargs["content"] for c in mod.edit_original_response.await_args_list]
+
+    command = cog.registerlora.callback(cog, mod, url=URL_A, name="A", trigger_words="p, q")
+    async with in_background(command) as following:
+        job = await jobs.job_for(URL_A)
+        assert job.metadata["trigger_words"] == ["p", "q"]
+        assert job.requested_by == f"discord:{MODERATOR_ID}"
+        await eventually(shown, "the queued state in the reply")
+        await asyncio.sleep(BOT_UPDATE_INTERVAL_S)
+        await jobs.run(job, "fetch", 0.1, "downloaded 3 MiB")
+        await eventually(lambda: len(shown()) > 1, "the running step in the reply")
+        await jobs.succeed(job, [LOOKALIKE])
+        await asyncio.wait_for(following, 10)
+    first, running, final = shown()
+    assert first == "⏳ Registration queued · 0%\nqueued"
+    assert running == "⚙️ Registration running · step fetch · 10%\ndownloaded 3 MiB"
+    assert final.startswith("✅ Registration succeeded · step index · 100%\nregistered a: ")
+    assert "\nRegistered as `a`." in final
+    assert "\n⚠️ Looks like `style-02` (centroid distance 0.050 < 0.200)" in final
 
 
-async def test_registration_progress_outlives_the_interaction_token(harness: Harness, channel: Any) -> None:
+async def test_registration_progress_outlives_the_interaction_token(
+    harness: Harness, channel: Any, jobs: JobDriver
+) -> None:
     """Discord's interaction token lasts 15 minutes; a registration can take longer. Its edits
     then failed and the moderator never saw the result: past the token, progress goes on in a
     direct message (or, DMs closed, the channel, mentioning only them)."""
     bot = await harness.bot()
     cog = bot.get_cog("Moderation")
-    client = bot.services.client
     expired = discord.HTTPException(mock.Mock(status=401, reason="Unauthorized"), {"code": 50027})
 
-    with (
-        mock.patch.object(client, "register_lora", mock.AsyncMock(return_value="j1")),
-        mock.patch.object(client, "watch_job", scripted_watch_job("j1")),
-    ):
-        old = make_interaction(bot, moderator(), channel)
-        old.created_at = discord.utils.utcnow() - timedelta(minutes=20)
-        dm = make_message(bot.user.id)
-        old.user.send = mock.AsyncMock(return_value=dm)
-        await cog.registerlora.callback(cog, old, url="https://x.org/a.safetensors", name="A")
+    old = make_interaction(bot, moderator(), channel)
+    old.created_at = discord.utils.utcnow() - timedelta(minutes=20)
+    dm = make_message(bot.user.id)
+    old.user.send = mock.AsyncMock(return_value=dm)
+    async with in_background(cog.registerlora.callback(cog, old, url=URL_A, name="A")) as following:
+        job = await jobs.job_for(URL_A)
+        await eventually(lambda: old.user.send.await_count, "the progress in a DM")
+        await jobs.succeed(job)
+        await asyncio.wait_for(following, 10)
     old.edit_original_response.assert_not_awaited()
     old.user.send.assert_awaited_once()
-    assert str(old.user.send.await_args.args[0]).startswith("⚙️ Registration running")
-    assert "Registered as `new-style`" in dm.edit.await_args.kwargs["content"]
+    assert str(old.user.send.await_args.args[0]).startswith("⏳ Registration queued")
+    assert dm.edit.await_args.kwargs["content"].endswith("Registered as `a`.")
 
     closed = moderator()
     closed.send = mock.AsyncMock(side_effect=discord.Forbidden(mock.Mock(status=403, reason="x"), "no DMs"))
-    with (
-        mock.patch.object(client, "register_lora", mock.AsyncMock(return_value="j2")),
-        mock.patch.object(client, "watch_job", scripted_watch_job("j2")),
-    ):
-        ageing = make_interaction(bot, closed, channel)
-        ageing.edit_original_response.side_effect = expired  # the token ran out mid-job
-        await cog.registerlora.callback(cog, ageing, url="https://x.org/b.safetensors", name="B")
-    posted = messages_in(channel)[-1]
-    assert posted.content.startswith(f"{closed.mention} ⚙️ Registration running")
-    assert "Registered as `new-style`" in posted.edit.await_args.kwargs["content"]
+    ageing = make_interaction(bot, closed, channel)
+    ageing.edit_original_response.side_effect = expired  # the token ran out mid-job
+    async with in_background(cog.registerlora.callback(cog, ageing, url=URL_B, name="B")) as following:
+        job = await jobs.job_for(URL_B)
+        await eventually(lambda: messages_in(channel), "the progress in the channel")
+        await jobs.succeed(job)
+        await asyncio.wait_for(following, 10)
+    closed.send.assert_awaited_once()
+    [posted] = messages_in(channel)
+    assert posted.content.startswith(f"{closed.mention} ⏳ Registration queued")
+    final = posted.edit.await_args.kwargs["content"]
+    assert final.startswith(f"{closed.mention} ✅ Registration succeeded")
+    assert final.endswith("Registered as `b`.")
 
 
 def test_trigger_words_are_comma_separated() -> None:

@@ -19,6 +19,7 @@ from bot.slack.services import SlackServices
 from db.clients import Role
 from findlora_client.credentials import connect
 from inference_service.config import Settings
+from tests.helpers.jobs import WATCH_POLL_S, JobDriver
 from tests.helpers.service import ServedCatalog, served_catalog
 from tests.helpers.slack_fakes import (
     BOT_TOKEN,
@@ -76,8 +77,17 @@ class SlackHarness:
 
 @pytest.fixture
 async def served(settings: Settings, tmp_path: Path) -> AsyncIterator[ServedCatalog]:
+    settings = settings.model_copy(update={"watch_poll_seconds": WATCH_POLL_S})
     async with served_catalog(settings, tmp_path, n_loras=12, n_samples=4, nsfw=(5,)) as served:
         yield served
+
+
+@pytest.fixture
+async def jobs(served: ServedCatalog) -> AsyncIterator[JobDriver]:
+    """Moves the service's registration jobs along in place of a worker."""
+    driver = JobDriver(served.service.runtime.db)
+    yield driver
+    await driver.end_unfinished()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ and user group, the modal flows, and flag → review → takedown against the re
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 from unittest import mock
@@ -23,7 +24,7 @@ from tests.bot.slack.conftest import (
     USER,
     SlackHarness,
 )
-from tests.helpers.jobs import scripted_watch_job
+from tests.helpers.jobs import BOT_UPDATE_INTERVAL_S, LOOKALIKE, JobDriver, eventually
 from tests.helpers.slack_fakes import SignedSender, button, mention, view_submission
 
 pytestmark = pytest.mark.db
@@ -91,24 +92,39 @@ async def test_register_modal_checks_fields_then_shows_the_services_answer(harne
     assert [m["text"] for m in harness.api.called("chat.postMessage", channel=USER)] == [NOT_A_MODERATOR]
 
 
-async def test_registration_progress_is_edited_into_the_dm(harness: SlackHarness) -> None:
+async def test_registration_progress_is_edited_into_the_dm(harness: SlackHarness, jobs: JobDriver) -> None:
+    """The real service queues the job; its steps, written as a worker would, reach the
+    moderator's DM through WatchJob, edited into one status message."""
     sender, services = harness.start()
-    stream = scripted_watch_job("j1")
+
+    def shown() -> list[str]:
+        return [c["text"] for c in harness.api.called("chat.update", channel=dm(GROUP_MODERATOR))]
 
     values = {"url": URL, "name": "A", "base_model": "sdxl", "trigger_words": "p, q"}
-    with (
-        mock.patch.object(services.client, "register_lora", mock.AsyncMock(return_value="j1")) as register,
-        mock.patch.object(services.client, "watch_job", stream),
-    ):
-        await sender.interactive(view_submission(REGISTER_VIEW, GROUP_MODERATOR, values))
-        await services.work.drain()
-    metadata = register.await_args.args[1]
-    assert (metadata.name, metadata.base_model, list(metadata.trigger_words)) == ("A", "sdxl", ["p", "q"])
-    assert register.await_args.kwargs["requested_by"] == "slack:T0TEAM:U0GROUPMOD"
-    shown = [c["text"] for c in harness.api.called("chat.update", channel=dm(GROUP_MODERATOR))]
-    assert shown[0].startswith("⚙️ Registration running · step fetch · 10%")
-    assert "Registered as `new-style`" in shown[-1]
-    assert "Looks like `style-02`" in shown[-1]
+    await sender.interactive(view_submission(REGISTER_VIEW, GROUP_MODERATOR, values))
+    job = await jobs.job_for(URL)
+    meta = job.metadata
+    assert (meta["name"], meta["base_model"], meta["trigger_words"]) == ("A", "sdxl", ["p", "q"])
+    assert job.requested_by == "slack:T0TEAM:U0GROUPMOD"
+    [status] = await eventually(
+        lambda: harness.api.called("chat.postMessage", channel=GROUP_MODERATOR), "the status message"
+    )
+    assert status["text"] == f"Registration `{job.id}` queued."
+
+    await eventually(shown, "the queued state in the DM")
+    await asyncio.sleep(BOT_UPDATE_INTERVAL_S)
+    await jobs.run(job, "fetch", 0.1, "downloaded 3 MiB")
+    await eventually(lambda: len(shown()) > 1, "the running step in the DM")
+    await jobs.succeed(job, [LOOKALIKE])
+    await services.work.drain()
+
+    first, running, final = shown()
+    assert first == "⏳ Registration queued · 0%\nqueued"
+    assert running == "⚙️ Registration running · step fetch · 10%\ndownloaded 3 MiB"
+    assert final.startswith("✅ Registration succeeded · step index · 100%\nregistered a: ")
+    assert "\nRegistered as `a`." in final
+    assert "\n⚠️ Looks like `style-02` (centroid distance 0.050 < 0.200)" in final
+    assert harness.api.called("chat.postMessage", channel=GROUP_MODERATOR) == [status]  # no refusal
 
 
 async def open_report(harness: SlackHarness, sender: SignedSender, services: Any, lora: str) -> str:
