@@ -259,10 +259,13 @@ class Settings(BaseSettings):
     )
     lookalike_min_catalog: int = Field(5, description="Fewer LoRAs than this: no lookalike threshold yet.")
     lookalike_sample: int = Field(500, description="LoRAs sampled to estimate the distance distribution.")
-    worker_concurrency: int = 1
-    worker_heartbeat_seconds: float = 10.0
+    worker_concurrency: int = Field(1, ge=1, description="Jobs one worker runs at once.")
+    worker_heartbeat_seconds: float = Field(10.0, gt=0, description="How often a worker says it is alive.")
     worker_stalled_after_seconds: float = Field(
-        60.0, description="A job whose worker sent no heartbeat for this long is resumed by another worker."
+        60.0,
+        gt=0,
+        description="A job whose worker sent no heartbeat for this long is resumed by another worker; "
+        "at least twice the heartbeat, or a live worker's job would be run a second time beside it.",
     )
     watch_poll_seconds: float = 0.5
 
@@ -305,11 +308,26 @@ class Settings(BaseSettings):
         value = value.strip()
         if not value:
             return value
-        from croniter import croniter  # procrastinate's own dependency: its cron syntax
+        from croniter import CroniterBadDateError, croniter  # procrastinate's own: its cron syntax
 
         if not croniter.is_valid(value):
             raise ValueError(f"FINDLORA_ADAPT_CRON {value!r} is not a cron schedule (e.g. '0 3 * * 0')")
+        try:  # valid syntax can still name no date ('0 0 30 2 *'): the worker's scheduler would die
+            croniter(value).get_next(float)
+            croniter(value).get_prev(float)
+        except CroniterBadDateError:
+            raise ValueError(f"FINDLORA_ADAPT_CRON {value!r} names no date that exists") from None
         return value
+
+    @model_validator(mode="after")
+    def _heartbeat_within_the_stall_timeout(self) -> Settings:
+        if self.worker_stalled_after_seconds < 2 * self.worker_heartbeat_seconds:
+            raise ValueError(
+                f"FINDLORA_WORKER_STALLED_AFTER_SECONDS ({self.worker_stalled_after_seconds:g}) must be at "
+                f"least twice FINDLORA_WORKER_HEARTBEAT_SECONDS ({self.worker_heartbeat_seconds:g}): a "
+                "worker between two heartbeats would look stalled and its job would run twice"
+            )
+        return self
 
     @model_validator(mode="after")
     def _database_url_from_secret_file(self) -> Settings:

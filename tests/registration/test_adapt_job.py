@@ -113,6 +113,28 @@ def test_a_bad_adapt_schedule_is_refused_with_its_setting_name() -> None:
     assert Settings().adapt_every_registrations == 0  # both off by default
     with pytest.raises(ValidationError, match="FINDLORA_ADAPT_CRON 'every sunday' is not a cron schedule"):
         Settings(adapt_cron="every sunday")
+    # Valid syntax naming no date: procrastinate's scheduler died on it and the worker exited 0.
+    with pytest.raises(ValidationError, match="FINDLORA_ADAPT_CRON '0 0 30 2 \\*' names no date that exists"):
+        Settings(adapt_cron="0 0 30 2 *")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"worker_heartbeat_seconds": 30, "worker_stalled_after_seconds": 5}, "at least twice"),
+        ({"worker_heartbeat_seconds": 0}, "worker_heartbeat_seconds"),
+        ({"worker_concurrency": 0}, "worker_concurrency"),
+    ],
+)
+def test_worker_timings_that_would_run_a_job_twice_or_never_are_refused(
+    values: dict[str, float], message: str
+) -> None:
+    """A heartbeat slower than the stall timeout made a second worker run a live worker's job
+    beside it; concurrency 0 ran nothing while the worker counted as live."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        Settings(**values)
 
 
 async def test_a_lost_reference_skips_the_adapt_job_with_what_to_do_and_counts_as_a_run(

@@ -13,7 +13,12 @@ from inference_service.registration import jobs
 
 
 def quick_settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, database_url="postgresql:///unused", worker_stalled_after_seconds=1)
+    return Settings(
+        data_dir=tmp_path,
+        database_url="postgresql:///unused",
+        worker_stalled_after_seconds=1,
+        worker_heartbeat_seconds=0.2,
+    )
 
 
 async def test_a_round_that_swallows_the_stop_still_lets_the_worker_stop(
