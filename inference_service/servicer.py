@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC
@@ -190,8 +191,11 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.JobEvent]:
-        """Server stream: one event per change until the job ends (errors mapped like @rpc)."""
+        """Server stream: one event per change until the job ends (errors mapped and counted like
+        @rpc; the latency observed is the stream's whole life)."""
         counted = False
+        code = grpc.StatusCode.OK
+        started = time.monotonic()
         try:
             if self.watching >= self.settings.max_watch_streams:
                 raise ResourceExhausted(
@@ -220,9 +224,14 @@ class FindLoraServicer(pb_grpc.FindLoraServicer):  # type: ignore[misc]
             bound = log.bind(rpc="WatchJob", request_id=request_id)
             code, reason, message, extra = _failure(exc, bound, request_id)
             await context.abort(code, message, trailing_metadata=reason_trailer(reason, *extra))
+        except (asyncio.CancelledError, GeneratorExit):  # the client went away: not an OK
+            code = grpc.StatusCode.CANCELLED
+            raise
         finally:
             if counted:
                 self.watching -= 1
+            RPC_LATENCY.labels("WatchJob").observe(time.monotonic() - started)
+            RPC_REQUESTS.labels("WatchJob", code.name).inc()
 
     def _caller_still_live(self) -> Callable[[], Awaitable[None]]:
         """For a stream that outlives its first call: a revocation ends it at the next poll (the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from findlora.metrics_http import parse_listen, start_metrics_server
 from findlora_client import FindLoraClient, QueryImage, ServiceCallError
 from inference_service.config import Settings
 from inference_service.observability import enable_tracing
-from inference_service.server import start_service
+from inference_service.server import RunningService, start_service
 from inference_service.servicer import rpc
 from protos import findlora_pb2 as pb
 from tests.helpers.service import issue_token, service_client
@@ -49,6 +50,22 @@ async def test_rpc_metrics_count_outcomes_and_are_scraped(client: FindLoraClient
     async with httpx.AsyncClient() as http:
         page = (await http.get(f"http://127.0.0.1:{port}/metrics", timeout=5)).text
     assert 'findlora_rpc_requests_total{code="OK",rpc="Search"}' in page
+
+
+async def test_watch_job_streams_are_counted_by_outcome(empty_service: RunningService) -> None:
+    """WatchJob is a stream, outside @rpc: its outcomes and life were missing from the metrics."""
+    token = await issue_token(empty_service, Role.MODERATE)
+    codes = ("NOT_FOUND", "INVALID_ARGUMENT")
+    before = {code: sample("findlora_rpc_requests_total", rpc="WatchJob", code=code) for code in codes}
+    observed = sample("findlora_rpc_latency_seconds_count", rpc="WatchJob")
+    async with service_client(empty_service, token) as client:
+        for job_id in (str(uuid.uuid4()), "not-a-job-id"):
+            with pytest.raises(ServiceCallError):
+                async for _ in client.watch_job(job_id):
+                    pass
+    after = {code: sample("findlora_rpc_requests_total", rpc="WatchJob", code=code) for code in codes}
+    assert after == {code: before[code] + 1 for code in codes}
+    assert sample("findlora_rpc_latency_seconds_count", rpc="WatchJob") == observed + 2
 
 
 async def test_a_cancelled_rpc_is_counted_as_cancelled() -> None:
