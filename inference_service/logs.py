@@ -31,16 +31,38 @@ def configure_logging(json: bool | None = None, level: int = logging.INFO) -> No
         if use_json
         else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
     )
+    shared: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact,
+        structlog.processors.format_exc_info if use_json else structlog.processors.StackInfoRenderer(),
+    ]
+    _route_standard_logging(shared, renderer, level)
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _redact,
-            structlog.processors.format_exc_info if use_json else structlog.processors.StackInfoRenderer(),
-            renderer,
-        ],
+        processors=[structlog.contextvars.merge_contextvars, *shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+class _StructlogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The root handler configure_logging installs (found again, and replaced, on a second call)."""
+
+
+def _route_standard_logging(shared: list[Any], renderer: Any, level: int) -> None:
+    """Libraries that log through `logging` (procrastinate, psycopg_pool, asyncio, the bots' SDKs)
+    get the same one-line events: their records used to reach stderr as plain, multi-line text
+    (a failed job's traceback printed twice, once as JSON and once raw), and below WARNING not at all."""
+    handler = _StructlogHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StructlogHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
