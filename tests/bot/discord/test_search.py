@@ -8,6 +8,7 @@ from unittest import mock
 
 import discord
 import pytest
+import structlog
 
 from bot.core.paging import PageRef, parse_footer
 from bot.core.replies import EXPIRED, NO_IMAGE, NOTHING_MATCHES, SERVICE_DOWN
@@ -52,7 +53,11 @@ def sent_page(interaction: Any) -> dict[str, Any]:
 
 async def test_findlora_defers_then_answers_with_one_embed_per_result(harness: Harness, channel: Any) -> None:
     bot = await harness.bot()
-    interaction = await search(harness, bot, channel, prompt="a castle")
+    with structlog.testing.capture_logs() as logged:
+        interaction = await search(harness, bot, channel, prompt="a castle")
+    # The user is never logged beside the search id: with the feedback key, that names voters.
+    done = [e for e in logged if e["event"] == "search_done"]
+    assert done == [{"event": "search_done", "log_level": "info", "user": "discord:1", "results": 5}]
 
     interaction.response.defer.assert_awaited_once_with(thinking=True, ephemeral=False)
     sent = sent_page(interaction)
