@@ -97,3 +97,15 @@ def test_migration_012_drops_user_info_left_in_stored_source_urls(server_url: st
         "https://example.org/c@d.safetensors",
     ]
     assert lora == ("https://example.org:8443/x.safetensors",)
+
+
+def test_the_job_queue_schema_has_no_migration_findlora_does_not_apply() -> None:
+    """`findlora db migrate` installs procrastinate's schema once and applies none of its own
+    migrations: a procrastinate release that adds one must have it handled here (and the bound in
+    pyproject.toml raised) before deployments pick it up."""
+    import procrastinate
+
+    migrations = sorted(
+        path.name for path in (Path(procrastinate.__file__).parent / "sql" / "migrations").glob("*.sql")
+    )
+    assert migrations[-1] == "03.04.00_50_post_add_retry_failed_job_procedure.sql"
