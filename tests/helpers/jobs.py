@@ -105,3 +105,13 @@ class JobDriver:
                 "UPDATE registration_jobs SET state = 'failed', message = 'the test ended first',"
                 " finished_at = now() WHERE state IN ('queued', 'running')"
             )
+
+
+def assert_progress_shown(shown: Sequence[str]) -> None:
+    """The three states a bot shows for a job run queued -> fetch -> succeeded with LOOKALIKE."""
+    first, running, final = shown
+    assert first == "⏳ Registration queued · 0%\nqueued"
+    assert running == "⚙️ Registration running · step fetch · 10%\ndownloaded 3 MiB"
+    assert final.startswith("✅ Registration succeeded · step index · 100%\nregistered a: ")
+    assert "\nRegistered as `a`." in final
+    assert "\n⚠️ Looks like `style-02` (centroid distance 0.050 < 0.200)" in final

@@ -27,7 +27,14 @@ from tests.helpers.discord_fakes import (
     messages_in,
     press,
 )
-from tests.helpers.jobs import BOT_UPDATE_INTERVAL_S, LOOKALIKE, JobDriver, eventually, in_background
+from tests.helpers.jobs import (
+    BOT_UPDATE_INTERVAL_S,
+    LOOKALIKE,
+    JobDriver,
+    assert_progress_shown,
+    eventually,
+    in_background,
+)
 
 pytestmark = pytest.mark.db
 # On a host the service downloads from (example.org is not one: the refusal test's link).
@@ -142,12 +149,7 @@ async def test_registerlora_renders_watchjob_progress(
         await eventually(lambda: len(shown()) > 1, "the running step in the reply")
         await jobs.succeed(job, [LOOKALIKE])
         await asyncio.wait_for(following, 10)
-    first, running, final = shown()
-    assert first == "⏳ Registration queued · 0%\nqueued"
-    assert running == "⚙️ Registration running · step fetch · 10%\ndownloaded 3 MiB"
-    assert final.startswith("✅ Registration succeeded · step index · 100%\nregistered a: ")
-    assert "\nRegistered as `a`." in final
-    assert "\n⚠️ Looks like `style-02` (centroid distance 0.050 < 0.200)" in final
+    assert_progress_shown(shown())
 
 
 async def test_registration_progress_outlives_the_interaction_token(

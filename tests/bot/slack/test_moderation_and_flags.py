@@ -24,7 +24,7 @@ from tests.bot.slack.conftest import (
     USER,
     SlackHarness,
 )
-from tests.helpers.jobs import BOT_UPDATE_INTERVAL_S, LOOKALIKE, JobDriver, eventually
+from tests.helpers.jobs import BOT_UPDATE_INTERVAL_S, LOOKALIKE, JobDriver, assert_progress_shown, eventually
 from tests.helpers.slack_fakes import SignedSender, button, mention, view_submission
 
 pytestmark = pytest.mark.db
@@ -118,12 +118,7 @@ async def test_registration_progress_is_edited_into_the_dm(harness: SlackHarness
     await jobs.succeed(job, [LOOKALIKE])
     await services.work.drain()
 
-    first, running, final = shown()
-    assert first == "⏳ Registration queued · 0%\nqueued"
-    assert running == "⚙️ Registration running · step fetch · 10%\ndownloaded 3 MiB"
-    assert final.startswith("✅ Registration succeeded · step index · 100%\nregistered a: ")
-    assert "\nRegistered as `a`." in final
-    assert "\n⚠️ Looks like `style-02` (centroid distance 0.050 < 0.200)" in final
+    assert_progress_shown(shown())
     assert harness.api.called("chat.postMessage", channel=GROUP_MODERATOR) == [status]  # no refusal
 
 
