@@ -74,8 +74,8 @@ class ActiveEncoder:
         self.configured = configured  # FINDLORA_STYLE_ENCODER or the shipped weights
         self._loaded = configured  # the last encoder a label asked for
         self._lock = asyncio.Lock()
-        # (label, file mtime, when it may be tried again, what it raised)
-        self._failed: tuple[str, int, float, EncoderWeightsUnreadable] | None = None
+        # (label, file mtime, when it may be tried again, why it failed)
+        self._failed: tuple[str, int, float, str] | None = None
 
     @property
     def loaded(self) -> StyleEmbedder:
@@ -123,17 +123,17 @@ class ActiveEncoder:
         mtime = path.stat().st_mtime_ns
         failed = self._failed
         if failed is not None and failed[:2] == (label, mtime) and time.monotonic() < failed[2]:
-            raise failed[3]
+            raise EncoderWeightsUnreadable(label, str(path), failed[3])
         try:
             model = await asyncio.to_thread(load_encoder, path, device)
             fingerprint = await asyncio.to_thread(encoder_fingerprint, model)
             if not label.endswith(f"@{fingerprint}"):
                 raise ValueError(f"they have fingerprint {fingerprint}")
         except Exception as exc:  # safetensors, torch and OS errors alike: the file is unusable
-            unreadable = EncoderWeightsUnreadable(label, str(path), f"{type(exc).__name__}: {exc}"[:300])
-            self._failed = (label, mtime, time.monotonic() + RETRY_FAILED_LOAD_S, unreadable)
+            why = f"{type(exc).__name__}: {exc}"[:300]
+            self._failed = (label, mtime, time.monotonic() + RETRY_FAILED_LOAD_S, why)
             log.error("style_encoder_unreadable", label=label, error=type(exc).__name__)
-            raise unreadable from exc
+            raise EncoderWeightsUnreadable(label, str(path), why) from exc
         self._failed = None
         log.info("style_encoder_loaded", label=label, previous=self._loaded.label)
         return StyleEmbedder(model, label, device, self.configured.batch_size)
