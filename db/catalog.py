@@ -29,8 +29,15 @@ async def _loras(conn: Connection, where: str, params: Sequence[Any] | dict[str,
     return [LoraRow(**{k: row[k] for k in LoraRow.__dataclass_fields__}) for row in await cur.fetchall()]
 
 
-async def get_meta(conn: Connection, key: str) -> str | None:
-    cur = await conn.execute("SELECT value FROM catalog_meta WHERE key = %s", (key,))
+async def get_meta(conn: Connection, key: str, *, lock: bool = False) -> str | None:
+    """A catalog_meta value; with `lock` (inside a transaction), its row held FOR SHARE until the
+    commit, so a writer of that key waits for it."""
+    query = (
+        "SELECT value FROM catalog_meta WHERE key = %s FOR SHARE"
+        if lock
+        else "SELECT value FROM catalog_meta WHERE key = %s"
+    )
+    cur = await conn.execute(query, (key,))
     row = await cur.fetchone()
     return None if row is None else str(row[0])
 

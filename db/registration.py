@@ -13,7 +13,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from db import moderation
-from db.catalog import GMI_ENCODER_KEY, copy_references, insert_lora, refresh_style_summary
+from db.catalog import GMI_ENCODER_KEY, copy_references, get_meta, insert_lora, refresh_style_summary
 from db.database import Connection
 from db.encoders import require_label
 from db.rows import NewLora, ReferenceRow, SpecRow
@@ -332,8 +332,7 @@ async def _features_of_the_catalogs_model(
     import switched models while the worker generated). FOR SHARE waits for such an import, which
     updates the label before it forgets the features: either it sees this commit's features, or
     this transaction sees its label."""
-    cur = await conn.execute("SELECT value FROM catalog_meta WHERE key = %s FOR SHARE", (GMI_ENCODER_KEY,))
-    row = await cur.fetchone()
-    if row is None or row[0] == gmi_label:
+    stored = await get_meta(conn, GMI_ENCODER_KEY, lock=True)
+    if stored is None or stored == gmi_label:
         return spec
     return [replace(point, image_feature=None) for point in spec]

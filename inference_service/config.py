@@ -313,8 +313,9 @@ class Settings(BaseSettings):
         if not croniter.is_valid(value):
             raise ValueError(f"FINDLORA_ADAPT_CRON {value!r} is not a cron schedule (e.g. '0 3 * * 0')")
         try:  # valid syntax can still name no date ('0 0 30 2 *'): the worker's scheduler would die
-            croniter(value).get_next(float)
-            croniter(value).get_prev(float)
+            schedule = croniter(value)
+            schedule.get_next(float)
+            schedule.get_prev(float)
         except CroniterBadDateError:
             raise ValueError(f"FINDLORA_ADAPT_CRON {value!r} names no date that exists") from None
         return value
