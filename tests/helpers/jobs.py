@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -23,18 +23,6 @@ WATCH_POLL_S = 0.05
 # written sooner after the last one shown is passed over, so a test waits this long first.
 BOT_UPDATE_INTERVAL_S = 1.6
 LOOKALIKE = {"slug": "style-02", "distance": 0.05, "threshold": 0.2}
-
-
-async def eventually(check: Callable[[], Any], what: str, timeout_s: float = 15.0) -> Any:
-    """The first truthy value of `check()`, polled; an AssertionError naming `what` past the timeout."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @asynccontextmanager

@@ -28,6 +28,7 @@ from findlora_client import FindLoraClient, QueryImage, ServiceCallError
 from inference_service.config import Settings
 from inference_service.retention import SearchPurge
 from tests.helpers.service import ServedCatalog, served_catalog
+from tests.helpers.waits import eventually
 
 pytestmark = pytest.mark.db
 TTL_HOURS = 2 / 3600  # two seconds: FINDLORA_SEARCH_TTL_HOURS takes fractions
@@ -188,14 +189,6 @@ def search_exists(url: str, search_id: uuid.UUID) -> bool:
         return conn.execute("SELECT 1 FROM searches WHERE id = %s", (search_id,)).fetchone() is not None
 
 
-async def eventually(check: Any, seconds: float) -> bool:
-    for _ in range(int(seconds * 10)):
-        if check():
-            return True
-        await asyncio.sleep(0.1)
-    return bool(check())
-
-
 async def test_the_purge_survives_a_database_outage(own_postgres: tuple[str, Path, str | None]) -> None:
     url, pg_dir, system_user = own_postgres
     socket_dir = url.rsplit("host=", 1)[1]
@@ -206,12 +199,14 @@ async def test_the_purge_survives_a_database_outage(own_postgres: tuple[str, Pat
         with capture_logs() as logs:
             purge.start()
             before = add_expired_search(url)
-            assert await eventually(lambda: not search_exists(url, before), 10)
+            await eventually(lambda: not search_exists(url, before), "the expired search purged", 10)
 
             await asyncio.to_thread(pg_ctl, pg_dir, system_user, "-m", "fast", "stop")
-            assert await eventually(
-                lambda: len([e for e in logs if e["event"] == "search_purge_failed"]) >= 2, 30
-            ), "the purge should log each failed round and keep going"
+            await eventually(
+                lambda: len([e for e in logs if e["event"] == "search_purge_failed"]) >= 2,
+                "the purge logging each failed round and keeping going",
+                30,
+            )
             assert purge.running
             failures = [e for e in logs if e["event"] == "search_purge_failed"]
             assert failures[0]["log_level"] == "warning"
@@ -220,7 +215,7 @@ async def test_the_purge_survives_a_database_outage(own_postgres: tuple[str, Pat
             options = ["-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(pg_dir / "log")]
             await asyncio.to_thread(pg_ctl, pg_dir, system_user, *options, "start")
             after = await asyncio.to_thread(add_expired_search, url)
-            assert await eventually(lambda: not search_exists(url, after), 60)
+            await eventually(lambda: not search_exists(url, after), "the search purged after the restart", 60)
             assert purge.running
     finally:
         await purge.stop()

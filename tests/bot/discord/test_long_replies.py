@@ -14,7 +14,8 @@ import pytest
 from bot.discord._progress import ProgressMessage
 from tests.bot.discord.conftest import MOD_ROLE, MODERATOR_ID, Harness
 from tests.helpers.discord_fakes import make_interaction, make_member, messages_in
-from tests.helpers.jobs import JobDriver, eventually, in_background
+from tests.helpers.jobs import JobDriver, in_background
+from tests.helpers.waits import eventually
 
 pytestmark = pytest.mark.db
 DISCORD_MAX_CHARS = 2000

@@ -32,9 +32,9 @@ from tests.helpers.jobs import (
     LOOKALIKE,
     JobDriver,
     assert_progress_shown,
-    eventually,
     in_background,
 )
+from tests.helpers.waits import eventually
 
 pytestmark = pytest.mark.db
 # On a host the service downloads from (example.org is not one: the refusal test's link).

@@ -10,8 +10,9 @@ import pytest
 from bot.slack.blocks import REGISTER_VIEW
 from tests.bot.slack.conftest import GROUP_MODERATOR, SlackHarness
 from tests.bot.slack.test_moderation_and_flags import URL, dm
-from tests.helpers.jobs import JobDriver, eventually
+from tests.helpers.jobs import JobDriver
 from tests.helpers.slack_fakes import view_submission
+from tests.helpers.waits import eventually
 
 pytestmark = pytest.mark.db
 ANSWERS = ("Registration `", "I can't do that")  # the job's status message, or the refusal

@@ -24,8 +24,9 @@ from tests.bot.slack.conftest import (
     USER,
     SlackHarness,
 )
-from tests.helpers.jobs import BOT_UPDATE_INTERVAL_S, LOOKALIKE, JobDriver, assert_progress_shown, eventually
+from tests.helpers.jobs import BOT_UPDATE_INTERVAL_S, LOOKALIKE, JobDriver, assert_progress_shown
 from tests.helpers.slack_fakes import SignedSender, button, mention, view_submission
+from tests.helpers.waits import eventually
 
 pytestmark = pytest.mark.db
 URL = "https://huggingface.co/x/y/resolve/main/style.safetensors"
